@@ -1,0 +1,146 @@
+/* biflow: Bidirectional Normalizing Flows in C.
+ * The only public header of libbiflow. Every function that can fail returns 0 on success
+ * and -1 on failure; bf_last_error() then says why, in words a user can act on. */
+#ifndef BIFLOW_H
+#define BIFLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BF_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ errors, rng */
+const char *bf_last_error(void);
+void bf_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+typedef struct { uint64_t s[4]; int has_spare; float spare; } bf_rng;   /* xoshiro256** */
+void bf_rng_seed(bf_rng *rng, uint64_t seed);
+uint64_t bf_rng_u64(bf_rng *rng);
+float bf_rng_uniform(bf_rng *rng);                 /* [0, 1) */
+float bf_rng_normal(bf_rng *rng);                  /* N(0, 1) */
+uint32_t bf_rng_below(bf_rng *rng, uint32_t n);    /* uniform in [0, n) */
+
+/* ------------------------------------------------------------------ safetensors */
+typedef enum { BF_DT_F32, BF_DT_F64, BF_DT_I64, BF_DT_I32, BF_DT_U8 } bf_dtype;
+
+typedef struct {
+    char name[256];
+    bf_dtype dtype;
+    int ndim;
+    int64_t shape[8];
+    int64_t numel;
+    const void *data;          /* points into the file's data section (little-endian) */
+} bf_tensor_view;
+
+typedef struct {
+    int n;                     /* number of tensors */
+    bf_tensor_view *tensors;
+    int n_meta;
+    char **meta_keys, **meta_values;   /* "__metadata__" string pairs */
+    uint8_t *file;             /* whole file */
+    size_t file_size;
+} bf_safetensors;
+
+int bf_st_load(bf_safetensors *st, const char *path);
+void bf_st_free(bf_safetensors *st);
+const bf_tensor_view *bf_st_get(const bf_safetensors *st, const char *name);
+/* Finds a tensor and checks dtype and shape; error names the tensor and both shapes. */
+const bf_tensor_view *bf_st_expect(const bf_safetensors *st, const char *name, bf_dtype dt,
+                                   int ndim, const int64_t *shape);
+const char *bf_st_meta(const bf_safetensors *st, const char *key);   /* NULL if absent */
+
+typedef struct bf_st_writer bf_st_writer;
+bf_st_writer *bf_st_writer_new(void);
+void bf_st_writer_meta(bf_st_writer *w, const char *key, const char *value);
+/* data is copied; shape has ndim entries */
+void bf_st_writer_add(bf_st_writer *w, const char *name, bf_dtype dt, int ndim,
+                      const int64_t *shape, const void *data);
+int bf_st_writer_save(bf_st_writer *w, const char *path);   /* atomic: temp + fsync + rename */
+void bf_st_writer_free(bf_st_writer *w);
+
+/* ------------------------------------------------------------------ datasets */
+typedef struct {
+    int n, c, h, w;            /* images are stored (n, c, h, w) uint8, channel-major */
+    uint8_t *pixels;
+    int32_t *labels;           /* n labels in [0, num_classes) */
+    int num_classes;
+    char **class_names;        /* num_classes names, may be NULL */
+} bf_dataset;
+
+/* spec: "fashion-mnist" (the Debian package), "idx:DIR" (MNIST-style IDX files, .gz or not),
+ * "idx:IMAGES,LABELS", "cifar10:DIR" (CIFAR-10 binary), "folder:DIR" (DIR/<class>/ holding PNG or
+ * JPEG files, or DIR/train/<class> and DIR/test/<class>). split: "train" or "test". */
+int bf_dataset_load(bf_dataset *ds, const char *spec, const char *split);
+int bf_dataset_load_idx(bf_dataset *ds, const char *images_path, const char *labels_path);
+int bf_dataset_load_cifar10(bf_dataset *ds, const char *dir, const char *split);
+int bf_dataset_load_folder(bf_dataset *ds, const char *dir, const char *split);
+void bf_dataset_free(bf_dataset *ds);
+
+
+/* ------------------------------------------------------------------ images and arrays out */
+/* pixels (h, w, c) uint8, c = 1 or 3 */
+int bf_write_png(const char *path, const uint8_t *pixels, int h, int w, int c);
+/* images (n, c, h, w) floats in [-1, 1] (clipped) -> one PNG grid, ncols per row, each image
+ * scaled up by an integer factor (nearest neighbour), 2-pixel gaps */
+int bf_write_image_grid(const char *path, const float *images, int n, int c, int h, int w,
+                        int ncols, int scale);
+/* NumPy .npy (version 1.0, C order); written atomically */
+int bf_write_npy(const char *path, bf_dtype dt, int ndim, const int64_t *shape, const void *data);
+/* Reads a .npy of dtype u1, i4, i8, f4 or f8 (little-endian, C order). *data is malloc'ed in
+ * the file's own dtype, reported in *dt. */
+int bf_read_npy(const char *path, bf_dtype *dt, int *ndim, int64_t shape[8], void **data);
+/* float images in [-1, 1] -> uint8 by x -> round((clip(x) + 1) * 127.5) */
+void bf_images_to_u8(uint8_t *out, const float *x, size_t n);
+
+/* ------------------------------------------------------------------ forward flow (TARFlow) */
+typedef struct {
+    int img_size;              /* H = W */
+    int in_channels;           /* C */
+    int patch_size;            /* P */
+    int channels;              /* Transformer width W */
+    int num_blocks;            /* B */
+    int layers_per_block;      /* L */
+    int head_dim;              /* 64 */
+    int num_classes;           /* 0 = unconditional */
+    float bound;               /* c of c*tanh(v/c) on alpha and mu; 0 = off */
+} bf_flow_config;
+
+/* Named configurations, e.g. "fmnist-small", "fmnist-tiny"; -1 if unknown. */
+int bf_flow_config_named(bf_flow_config *cfg, const char *name);
+int bf_flow_config_check(const bf_flow_config *cfg);
+int bf_flow_tokens(const bf_flow_config *cfg);      /* T */
+int bf_flow_token_dim(const bf_flow_config *cfg);   /* D */
+
+typedef struct bf_flow bf_flow;
+bf_flow *bf_flow_new(const bf_flow_config *cfg);
+void bf_flow_free(bf_flow *f);
+const bf_flow_config *bf_flow_get_config(const bf_flow *f);
+size_t bf_flow_num_params(const bf_flow *f);
+float *bf_flow_params(bf_flow *f);                  /* flat parameter block */
+void bf_flow_init(bf_flow *f, uint64_t seed);       /* public TARFlow initialisation */
+
+/* Checkpoints: which = "params" (raw) or "ema". Tensor names follow transformer_flow.Model. */
+bf_flow *bf_flow_load(const char *path, int use_ema);
+int bf_flow_save(const bf_flow *f, const float *params, const char *path,
+                 const char *extra_meta_json);
+
+/* x: (n, C, H, W) in [-1, 1]; y: (n) labels, -1 = unconditional (may be NULL: all -1).
+ * z: (n, T, D) output tokens; logdet: (n) sum over blocks of -mean(alpha) (per-dimension,
+ * as the public code). Batches of any size; work memory is managed inside. */
+int bf_flow_encode(bf_flow *f, float *z, float *logdet, const float *x, const int *y, int n);
+/* Exact inverse, sequential over tokens. cfg: guidance weight (0 = off). x: (n, C, H, W). */
+int bf_flow_decode(bf_flow *f, float *x, const float *z, const int *y, int n, float cfg,
+                   int cfg_anneal);
+
+/* patch tokens <-> images, PyTorch unfold order inside a token */
+void bf_patchify(float *tok, const float *img, int n, int c, int h, int w, int p);
+void bf_unpatchify(float *img, const float *tok, int n, int c, int h, int w, int p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,162 @@
+/* Core services: error messages, random numbers, memory, time, atomic file output. */
+#include "core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char last_error[1024];
+int bf_log_level = 1;
+
+const char *bf_last_error(void) { return last_error[0] ? last_error : "no error"; }
+
+void bf_set_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+}
+
+void bf_info(const char *fmt, ...) {
+    if (bf_log_level < 1) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+_Noreturn void bf_assert_fail(const char *file, int line, const char *expr) {
+    fprintf(stderr, "biflow: assertion failed at %s:%d: %s\n", file, line, expr);
+    fflush(stderr);
+    abort();
+}
+
+static void *check_alloc(void *p, size_t n) {
+    if (!p && n) {
+        fprintf(stderr, "biflow: out of memory allocating %zu bytes\n", n);
+        abort();
+    }
+    return p;
+}
+void *bf_malloc(size_t n) { return check_alloc(malloc(n ? n : 1), n); }
+void *bf_calloc(size_t n, size_t size) { return check_alloc(calloc(n ? n : 1, size ? size : 1), n * size); }
+void *bf_realloc(void *p, size_t n) { return check_alloc(realloc(p, n ? n : 1), n); }
+char *bf_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    return memcpy(bf_malloc(n), s, n);
+}
+
+double bf_time(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---- rng: xoshiro256**, seeded through splitmix64 so that any seed gives a good state */
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void bf_rng_seed(bf_rng *rng, uint64_t seed) {
+    for (int i = 0; i < 4; i++) rng->s[i] = splitmix64(&seed);
+    rng->has_spare = 0;
+    rng->spare = 0;
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t bf_rng_u64(bf_rng *r) {
+    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t; s[3] = rotl(s[3], 45);
+    return out;
+}
+
+float bf_rng_uniform(bf_rng *r) { return (float)(bf_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+uint32_t bf_rng_below(bf_rng *r, uint32_t n) {
+    return (uint32_t)(((bf_rng_u64(r) >> 32) * (uint64_t)n) >> 32);
+}
+
+float bf_rng_normal(bf_rng *r) {   /* Box-Muller in double, one spare kept */
+    if (r->has_spare) { r->has_spare = 0; return r->spare; }
+    double u1 = ((double)(bf_rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    double u2 = (double)(bf_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    double rad = sqrt(-2.0 * log(u1)), th = 2.0 * M_PI * u2;
+    r->spare = (float)(rad * sin(th));
+    r->has_spare = 1;
+    return (float)(rad * cos(th));
+}
+
+/* ---- files */
+int bf_read_file(const char *path, uint8_t **data, size_t *size, size_t max_size) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) { bf_set_error("cannot open '%s': %s", path, strerror(errno)); return -1; }
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        bf_set_error("'%s' is not a regular file", path);
+        fclose(fp);
+        return -1;
+    }
+    if ((size_t)st.st_size > max_size) {
+        bf_set_error("'%s' is %lld bytes, more than the %zu this reader accepts", path,
+                     (long long)st.st_size, max_size);
+        fclose(fp);
+        return -1;
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *buf = bf_malloc(n + 1);
+    if (fread(buf, 1, n, fp) != n) {
+        bf_set_error("read error on '%s'", path);
+        free(buf);
+        fclose(fp);
+        return -1;
+    }
+    fclose(fp);
+    buf[n] = 0;
+    *data = buf;
+    *size = n;
+    return 0;
+}
+
+int bf_write_file_atomic(const char *path, const void *data, size_t size) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= sizeof tmp) {
+        bf_set_error("path too long: '%s'", path);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) { bf_set_error("cannot create '%s': %s", tmp, strerror(errno)); return -1; }
+    const uint8_t *p = data;
+    size_t left = size;
+    while (left > 0) {
+        ssize_t k = write(fd, p, left);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            bf_set_error("write to '%s' failed: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        p += k;
+        left -= (size_t)k;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        bf_set_error("cannot flush '%s': %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        bf_set_error("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}

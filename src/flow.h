@@ -1,0 +1,87 @@
+/* Internal view of the forward flow F (TARFlow): parameter layout, activations, passes. */
+#ifndef BF_FLOW_H
+#define BF_FLOW_H
+
+#include "biflow.h"
+#include <stddef.h>
+
+#define BF_MAX_LAYERS 64
+
+/* Offsets (in floats) of one block's tensors inside any buffer laid out like the parameters
+ * (parameters, gradients, AdamW moments and EMA all share this layout). */
+typedef struct {
+    size_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+} bf_layer_offsets;
+
+typedef struct {
+    size_t pos, cls, in_w, in_b, out_w, out_b;
+    bf_layer_offsets layer[BF_MAX_LAYERS];
+} bf_block_offsets;
+
+typedef struct {
+    char name[112];
+    int ndim;
+    int64_t shape[3];
+    size_t offset, numel;
+    int no_decay;             /* biases, norms, embeddings: no weight decay */
+} bf_param_info;
+
+struct bf_flow {
+    bf_flow_config cfg;
+    int T, D, W, NH;
+    size_t num_params;
+    float *params;            /* (num_params) */
+    float *var;               /* (T, D) prior variance buffer of the public code, ones */
+    bf_block_offsets *blocks; /* (num_blocks) */
+    bf_param_info *info;      /* (n_info) tensors in checkpoint order, var excluded */
+    int n_info;
+};
+
+/* Activations of one training (or encoding) pass for up to Bn images. */
+typedef struct {
+    int Bn;
+    float *mem;
+    float *xs;        /* (B+1, Bn, T, D) states x^0..x^B in natural token order */
+    float *u;         /* (B, Bn, T, D) block inputs in the block's token order */
+    float *zp;        /* (B, Bn, T, D) block outputs in the block's token order */
+    float *resid;     /* (B, L+1, Bn, T, W) residual stream before each layer and after last */
+    float *resid_mid; /* (B, L, Bn, T, W) after attention */
+    float *ln1, *ln2; /* (B, L, Bn, T, W) */
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;   /* (B, L, Bn, T) */
+    float *qkv;       /* (B, L, Bn, T, 3W) */
+    float *att;       /* (B, L, Bn, NH, T, T) */
+    float *atty;      /* (B, L, Bn, T, W) */
+    float *fch, *fch_gelu;  /* (B, L, Bn, T, 4W) */
+    float *o;         /* (B, Bn, T, 2D) */
+    float *alpha_sum; /* (Bn) */
+    float *nll;       /* (Bn) per-dimension NLL of each image (nats) */
+    /* backward scratch */
+    float *dresid, *dln, *datty;   /* (Bn, T, W) */
+    float *dqkv;                   /* (Bn, T, 3W) */
+    float *dfch, *dfch_gelu;       /* (Bn, T, 4W) */
+    float *do_;                    /* (Bn, T, 2D) */
+    float *du, *dx, *dzp;          /* (Bn, T, D) */
+    const int *y;     /* labels of the last forward (not owned) */
+    int n;            /* images in the last forward */
+} bf_flow_acts;
+
+void bf_flow_acts_init(bf_flow_acts *a, const bf_flow *f, int Bn);
+void bf_flow_acts_free(bf_flow_acts *a);
+
+/* Forward pass on n <= Bn images of patch tokens x (n, T, D); y (n) or NULL.
+ * params: a buffer laid out like f->params (the raw weights or an EMA copy).
+ * Fills the activations; returns the mean NLL per dimension (nats) over the batch. */
+float bf_flow_forward(const bf_flow *f, const float *params, bf_flow_acts *a, const float *x,
+                      const int *y, int n);
+/* Backward of the mean NLL of the last forward. grads (num_params) accumulates (+=);
+ * may be NULL. dx (n, T, D) accumulates the input gradient when not NULL. */
+void bf_flow_backward(const bf_flow *f, const float *params, bf_flow_acts *a, float *grads,
+                      float *dx);
+
+/* Exact inverse on patch tokens: z, x (n, T, D); y (n) or NULL; cfg = guidance weight. */
+int bf_flow_decode_tokens(const bf_flow *f, const float *params, float *x, const float *z,
+                          const int *y, int n, float cfg, int cfg_anneal);
+
+const char *bf_flow_named_configs(void);   /* list for help texts */
+
+#endif

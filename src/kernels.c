@@ -1,0 +1,451 @@
+/* Kernels with their backward passes. See kernels.h for the conventions.
+ * Large matrix products go to OpenBLAS; the rest are hand-written, OpenMP-parallel loops
+ * that the compiler can vectorise (no -ffast-math: NaN and Inf must propagate). */
+#include "kernels.h"
+#include "core.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define LN_EPS 1e-5f
+
+/* ------------------------------------------------------------------ vectorisable math */
+/* exp for float with ~2 ulp error; written without calls so loops vectorise.
+ * Inputs below -87.3 flush to 0, above 88.7 to +Inf; NaN propagates. */
+static inline float fast_expf(float x) {
+    float xc = x < -87.33f ? -87.33f : (x > 88.72f ? 88.72f : x);
+    float n = __builtin_roundevenf(xc * 1.44269504088896341f);
+    float r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { float f; int32_t i; } s = {.i = ((int32_t)n + 127) << 23};
+    float y = p * s.f;
+    y = x > 88.72f ? INFINITY : y;
+    y = x < -87.33f ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+/* erf for float: rational approximation on [-4, 4] (saturates beyond, where erf = +-1
+ * in float). NaN propagates because the clamp is written with comparisons. */
+static inline float fast_erff(float x) {
+    float xc = x > 4.0f ? 4.0f : (x < -4.0f ? -4.0f : x);
+    float x2 = xc * xc;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 - 2.10102402082508e-06f;
+    p = p * x2 - 5.69250639462346e-05f;
+    p = p * x2 - 7.34990630326855e-04f;
+    p = p * x2 - 2.95459980854025e-03f;
+    p = p * x2 - 1.60960333262415e-02f;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 - 2.13374055278905e-04f;
+    q = q * x2 - 1.68282697438203e-03f;
+    q = q * x2 - 7.37332916720468e-03f;
+    q = q * x2 - 1.42647390514189e-02f;
+    return xc * p / q;
+}
+
+/* ------------------------------------------------------------------ linear */
+void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int IC, int OC) {
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, sizeof(float) * OC);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
+                bias ? 1.0f : 0.0f, out, OC);
+}
+
+static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int c0 = (int)((long)C * t / nt), c1 = (int)((long)C * (t + 1) / nt);
+        for (int i = 0; i < N; i++) {
+            const float *row = src + (size_t)i * C;
+            for (int c = c0; c < c1; c++) dst[c] += row[c];
+        }
+    }
+}
+
+void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int IC, int OC) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC,
+                    weight, IC, 1.0f, dinp, IC);
+    if (dweight)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp,
+                    IC, 1.0f, dweight, IC);
+    if (dbias) column_sums_accumulate(dbias, dout, N, OC);
+}
+
+/* ------------------------------------------------------------------ layernorm */
+void bf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *o = out + (size_t)i * C;
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= (float)C;
+        float v = 0.0f;
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        float s = 1.0f / sqrtf(v / (float)C + LN_EPS);
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+        mean[i] = m;
+        rstd[i] = s;
+    }
+}
+
+void bf_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C) {
+#pragma omp parallel
+    {
+        float *dw = bf_calloc((size_t)2 * C, sizeof(float)), *db = dw + C;
+#pragma omp for schedule(static)
+        for (int i = 0; i < N; i++) {
+            const float *x = inp + (size_t)i * C, *g = dout + (size_t)i * C;
+            float m = mean[i], s = rstd[i], sum_g = 0.0f, sum_gx = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float xh = (x[c] - m) * s, gw = g[c] * weight[c];
+                sum_g += gw;
+                sum_gx += gw * xh;
+                dw[c] += g[c] * xh;
+                db[c] += g[c];
+            }
+            sum_g /= (float)C;
+            sum_gx /= (float)C;
+            float *dx = dinp + (size_t)i * C;
+            for (int c = 0; c < C; c++) {
+                float xh = (x[c] - m) * s;
+                dx[c] += s * (g[c] * weight[c] - sum_g - xh * sum_gx);
+            }
+        }
+#pragma omp critical
+        for (int c = 0; c < C; c++) {
+            if (dweight) dweight[c] += dw[c];
+            if (dbias) dbias[c] += db[c];
+        }
+        free(dw);
+    }
+}
+
+/* ------------------------------------------------------------------ attention */
+static inline float dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int k = 0; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+/* softmax over scores[0..n) in place; returns nothing; NaN propagates */
+static void softmax_inplace(float *s, int n) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    if (mx != mx) mx = 0.0f;
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) { s[j] = fast_expf(s[j] - mx); sum += s[j]; }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) s[j] *= inv;
+}
+
+void bf_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
+                          int causal) {
+    int hs = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *base = qkv + (size_t)b * T * C3;
+            for (int i = 0; i < T; i++) {
+                const float *q = base + (size_t)i * C3 + h * hs;
+                float *a = att + (((size_t)b * NH + h) * T + i) * T;
+                int n = causal ? i + 1 : T;
+                for (int j = 0; j < n; j++)
+                    a[j] = scale * dot(q, base + (size_t)j * C3 + C + h * hs, hs);
+                softmax_inplace(a, n);
+                for (int j = n; j < T; j++) a[j] = 0.0f;
+                float *o = out + ((size_t)b * T + i) * C + h * hs;
+                memset(o, 0, sizeof(float) * hs);
+                for (int j = 0; j < n; j++) {
+                    const float *v = base + (size_t)j * C3 + 2 * C + h * hs;
+                    float w = a[j];
+                    for (int k = 0; k < hs; k++) o[k] += w * v[k];
+                }
+            }
+        }
+}
+
+void bf_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                           int B, int T, int C, int NH, int causal) {
+    int hs = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel
+    {
+        float *dpre = bf_malloc(sizeof(float) * T);
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                const float *base = qkv + (size_t)b * T * C3;
+                float *dbase = dqkv + (size_t)b * T * C3;
+                for (int i = 0; i < T; i++) {
+                    const float *a = att + (((size_t)b * NH + h) * T + i) * T;
+                    const float *g = dout + ((size_t)b * T + i) * C + h * hs;
+                    int n = causal ? i + 1 : T;
+                    float s = 0.0f;
+                    for (int j = 0; j < n; j++) {
+                        const float *v = base + (size_t)j * C3 + 2 * C + h * hs;
+                        float *dv = dbase + (size_t)j * C3 + 2 * C + h * hs;
+                        for (int k = 0; k < hs; k++) dv[k] += a[j] * g[k];
+                        dpre[j] = dot(g, v, hs);
+                        s += dpre[j] * a[j];
+                    }
+                    const float *q = base + (size_t)i * C3 + h * hs;
+                    float *dq = dbase + (size_t)i * C3 + h * hs;
+                    for (int j = 0; j < n; j++) {
+                        float d = scale * a[j] * (dpre[j] - s);
+                        const float *k_ = base + (size_t)j * C3 + C + h * hs;
+                        float *dk = dbase + (size_t)j * C3 + C + h * hs;
+                        for (int k = 0; k < hs; k++) { dq[k] += d * k_[k]; dk[k] += d * q[k]; }
+                    }
+                }
+            }
+        free(dpre);
+    }
+}
+
+/* Naive reference: double accumulation, libm exp, no parallelism. */
+void bf_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C,
+                              int NH, int causal) {
+    int hs = C / NH, C3 = 3 * C;
+    double scale = 1.0 / sqrt((double)hs);
+    double *p = bf_malloc(sizeof(double) * T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const float *q = qkv + ((size_t)b * T + i) * C3 + h * hs;
+                double mx = -INFINITY, sum = 0.0;
+                for (int j = 0; j < T; j++) {
+                    const float *k = qkv + ((size_t)b * T + j) * C3 + C + h * hs;
+                    double d = 0.0;
+                    for (int c = 0; c < hs; c++) d += (double)q[c] * k[c];
+                    p[j] = (causal && j > i) ? -INFINITY : d * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j < T; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+                for (int j = 0; j < T; j++) {
+                    p[j] /= sum;
+                    att[(((size_t)b * NH + h) * T + i) * T + j] = (float)p[j];
+                }
+                for (int c = 0; c < hs; c++) {
+                    double o = 0.0;
+                    for (int j = 0; j < T; j++)
+                        o += p[j] * qkv[((size_t)b * T + j) * C3 + 2 * C + h * hs + c];
+                    out[((size_t)b * T + i) * C + h * hs + c] = (float)o;
+                }
+            }
+    free(p);
+}
+
+/* ------------------------------------------------------------------ GELU, residual */
+void bf_gelu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f));
+    }
+}
+
+void bf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + fast_erff(x * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * fast_expf(-0.5f * x * x);
+        dinp[i] += dout[i] * (cdf + x * pdf);
+    }
+}
+
+void bf_residual_forward(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void bf_residual_backward(float *da, float *db, const float *dout, size_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) { da[i] += dout[i]; db[i] += dout[i]; }
+}
+
+/* ------------------------------------------------------------------ embeddings */
+static void class_mean(float *m, const float *cls, int num_classes, int C) {
+    for (int c = 0; c < C; c++) m[c] = 0.0f;
+    for (int k = 0; k < num_classes; k++)
+        for (int c = 0; c < C; c++) m[c] += cls[(size_t)k * C + c];
+    for (int c = 0; c < C; c++) m[c] /= (float)num_classes;
+}
+
+void bf_embed_forward(float *out, const float *h, const float *pos, const float *cls,
+                      const int *y, int B, int T, int C, int num_classes, int reverse) {
+    float *mean = bf_calloc((size_t)C, sizeof(float));
+    if (num_classes > 0) class_mean(mean, cls, num_classes, C);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int label = y ? y[b] : -1;
+            const float *e = num_classes <= 0 ? mean
+                             : (label >= 0 ? cls + (size_t)label * C : mean);
+            const float *p = pos + (size_t)(reverse ? T - 1 - t : t) * C;
+            const float *x = h + ((size_t)b * T + t) * C;
+            float *o = out + ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++) o[c] = x[c] + p[c] + e[c];
+        }
+    free(mean);
+}
+
+void bf_embed_backward(float *dh, float *dpos, float *dcls, const float *dout, const int *y,
+                       int B, int T, int C, int num_classes, int reverse) {
+    if (dh) bf_residual_forward(dh, dh, dout, (size_t)B * T * C);
+    float *tok_sum = bf_calloc((size_t)B * C, sizeof(float));   /* per image, summed over t */
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *g = dout + ((size_t)b * T + t) * C;
+            float *dp = dpos + (size_t)(reverse ? T - 1 - t : t) * C;
+            for (int c = 0; c < C; c++) { dp[c] += g[c]; tok_sum[(size_t)b * C + c] += g[c]; }
+        }
+    if (dcls && num_classes > 0)
+        for (int b = 0; b < B; b++) {
+            int label = y ? y[b] : -1;
+            const float *s = tok_sum + (size_t)b * C;
+            if (label >= 0) {
+                for (int c = 0; c < C; c++) dcls[(size_t)label * C + c] += s[c];
+            } else {   /* the mean embedding spreads its gradient over every class */
+                for (int k = 0; k < num_classes; k++)
+                    for (int c = 0; c < C; c++) dcls[(size_t)k * C + c] += s[c] / (float)num_classes;
+            }
+        }
+    free(tok_sum);
+}
+
+/* ------------------------------------------------------------------ bound, flow step, NLL */
+static inline float softbound(float v, float c) { return c > 0.0f ? c * tanhf(v / c) : v; }
+static inline float softbound_grad(float v, float c) {
+    if (c <= 0.0f) return 1.0f;
+    float t = tanhf(v / c);
+    return 1.0f - t * t;
+}
+
+void bf_softbound_forward(float *out, const float *inp, size_t n, float c) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = softbound(inp[i], c);
+}
+
+void bf_softbound_backward(float *dinp, const float *inp, const float *dout, size_t n, float c) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * softbound_grad(inp[i], c);
+}
+
+void bf_flow_step_forward(float *z, float *alpha_sum, const float *o, const float *u,
+                          int B, int T, int D, float c) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        float asum = 0.0f;
+        for (int t = 0; t < T; t++) {
+            const float *ut = u + ((size_t)b * T + t) * D;
+            float *zt = z + ((size_t)b * T + t) * D;
+            if (t == 0) { memcpy(zt, ut, sizeof(float) * D); continue; }
+            const float *op = o + ((size_t)b * T + t - 1) * 2 * D;
+            for (int d = 0; d < D; d++) {
+                float a = softbound(op[d], c), m = softbound(op[D + d], c);
+                zt[d] = (ut[d] - m) * expf(-a);
+                asum += a;
+            }
+        }
+        alpha_sum[b] += asum;
+    }
+}
+
+void bf_flow_step_backward(float *do_, float *du, const float *dz, const float *dalpha_sum,
+                           const float *o, const float *u, int B, int T, int D, float c) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *ut = u + ((size_t)b * T + t) * D, *g = dz + ((size_t)b * T + t) * D;
+            float *dut = du ? du + ((size_t)b * T + t) * D : NULL;
+            if (t == 0) {
+                if (dut) for (int d = 0; d < D; d++) dut[d] += g[d];
+                continue;
+            }
+            const float *op = o + ((size_t)b * T + t - 1) * 2 * D;
+            float *dop = do_ + ((size_t)b * T + t - 1) * 2 * D;
+            for (int d = 0; d < D; d++) {
+                float a = softbound(op[d], c), m = softbound(op[D + d], c);
+                float e = expf(-a), zv = (ut[d] - m) * e;
+                if (dut) dut[d] += g[d] * e;
+                dop[d] += (dalpha_sum[b] - g[d] * zv) * softbound_grad(op[d], c);
+                dop[D + d] += -g[d] * e * softbound_grad(op[D + d], c);
+            }
+        }
+}
+
+void bf_gaussian_nll_forward(float *nll, const float *z, int B, int N) {
+    for (int b = 0; b < B; b++) {
+        double s = 0.0;
+        const float *zb = z + (size_t)b * N;
+        for (int i = 0; i < N; i++) s += (double)zb[i] * zb[i];
+        nll[b] = (float)(0.5 * s / N + 0.5 * log(2.0 * M_PI));
+    }
+}
+
+void bf_gaussian_nll_backward(float *dz, const float *dnll, const float *z, int B, int N) {
+    for (int b = 0; b < B; b++) {
+        float k = dnll[b] / (float)N;
+        for (int i = 0; i < N; i++) dz[(size_t)b * N + i] += k * z[(size_t)b * N + i];
+    }
+}
+
+void bf_permute_tokens(float *out, const float *inp, int B, int T, int C, int reverse) {
+    BF_ASSERT(out != inp);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            memcpy(out + ((size_t)b * T + t) * C,
+                   inp + ((size_t)b * T + (reverse ? T - 1 - t : t)) * C, sizeof(float) * C);
+}
+
+/* ------------------------------------------------------------------ cached decoding */
+void bf_attention_decode_step(float *out, float *kcache, float *vcache, const float *qkv,
+                              int R, int T, int W, int NH, int pos) {
+    int hs = W / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel
+    {
+        float *s = bf_malloc(sizeof(float) * (size_t)T);
+#pragma omp for schedule(static)
+        for (int r = 0; r < R; r++) {
+            const float *row = qkv + (size_t)r * 3 * W;
+            float *kc = kcache + (size_t)r * T * W, *vc = vcache + (size_t)r * T * W;
+            memcpy(kc + (size_t)pos * W, row + W, sizeof(float) * W);
+            memcpy(vc + (size_t)pos * W, row + 2 * W, sizeof(float) * W);
+            for (int h = 0; h < NH; h++) {
+                const float *q = row + h * hs;
+                for (int j = 0; j <= pos; j++) s[j] = scale * dot(q, kc + (size_t)j * W + h * hs, hs);
+                softmax_inplace(s, pos + 1);
+                float *o = out + (size_t)r * W + h * hs;
+                memset(o, 0, sizeof(float) * hs);
+                for (int j = 0; j <= pos; j++) {
+                    const float *v = vc + (size_t)j * W + h * hs;
+                    for (int k = 0; k < hs; k++) o[k] += s[j] * v[k];
+                }
+            }
+        }
+        free(s);
+    }
+}

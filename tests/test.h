@@ -1,0 +1,44 @@
+/* A small table-driven test harness: each TEST registers itself before main runs. */
+#ifndef BF_TEST_H
+#define BF_TEST_H
+
+#include "../src/core.h"
+#include <math.h>
+#include <stdio.h>
+
+typedef void (*bf_test_fn)(void);
+void bf_test_register(const char *name, const char *file, bf_test_fn fn);
+extern int bf_test_fail_count;      /* failures inside the current test */
+
+#define TEST(name)                                                                  \
+    static void name(void);                                                         \
+    __attribute__((constructor)) static void register_##name(void) {                \
+        bf_test_register(#name, __FILE__, name);                                    \
+    }                                                                               \
+    static void name(void)
+
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (!(cond)) {                                                              \
+            fprintf(stderr, "    %s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            bf_test_fail_count++;                                                   \
+        }                                                                           \
+    } while (0)
+
+/* |a - b| <= tol, both finite */
+#define CHECK_NEAR(a, b, tol)                                                       \
+    do {                                                                            \
+        double a_ = (double)(a), b_ = (double)(b), t_ = (double)(tol);              \
+        if (!(isfinite(a_) && isfinite(b_) && fabs(a_ - b_) <= t_)) {               \
+            fprintf(stderr, "    %s:%d: CHECK_NEAR failed: %s = %.9g, %s = %.9g, tol %.3g\n", \
+                    __FILE__, __LINE__, #a, a_, #b, b_, t_);                        \
+            bf_test_fail_count++;                                                   \
+        }                                                                           \
+    } while (0)
+
+/* Path of a file under the shared fixtures folder (BF_SHARED, default ../shared). */
+const char *bf_test_shared(const char *rel);
+/* A fresh scratch directory for this test run (removed at exit). */
+const char *bf_test_tmpdir(void);
+
+#endif

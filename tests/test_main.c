@@ -1,0 +1,70 @@
+/* Test runner: runs every registered test (or those whose name contains argv[1]) and closes
+ * with the line "N passed, N failed"; exits non-zero on any failure. */
+
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct { const char *name, *file; bf_test_fn fn; } test_entry;
+static test_entry tests[512];
+static int n_tests;
+int bf_test_fail_count;
+static char tmpdir[256];
+
+void bf_test_register(const char *name, const char *file, bf_test_fn fn) {
+    BF_ASSERT(n_tests < (int)(sizeof tests / sizeof tests[0]));
+    tests[n_tests++] = (test_entry){name, file, fn};
+}
+
+const char *bf_test_shared(const char *rel) {
+    static _Thread_local char buf[4][1024];
+    static _Thread_local int k;
+    const char *root = getenv("BF_SHARED");
+    char *out = buf[k++ & 3];
+    snprintf(out, 1024, "%s/%s", root ? root : "../shared", rel);
+    return out;
+}
+
+const char *bf_test_tmpdir(void) {
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/biflow-test-XXXXXX");
+        BF_ASSERT(mkdtemp(tmpdir) != NULL);
+    }
+    return tmpdir;
+}
+
+static int by_file_then_order(const void *a, const void *b) {
+    const test_entry *x = a, *y = b;
+    int c = strcmp(x->file, y->file);
+    return c ? c : (x < y ? -1 : 1);
+}
+
+int main(int argc, char **argv) {
+    bf_log_level = 0;
+    qsort(tests, (size_t)n_tests, sizeof tests[0], by_file_then_order);
+    int passed = 0, failed = 0;
+    for (int i = 0; i < n_tests; i++) {
+        if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
+        bf_test_fail_count = 0;
+        double t0 = bf_time();
+        tests[i].fn();
+        double dt = bf_time() - t0;
+        if (bf_test_fail_count) {
+            failed++;
+            printf("FAIL %-44s %7.2fs  (%d checks failed)\n", tests[i].name, dt, bf_test_fail_count);
+        } else {
+            passed++;
+            printf("ok   %-44s %7.2fs\n", tests[i].name, dt);
+        }
+        fflush(stdout);
+    }
+    if (tmpdir[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
