@@ -7,7 +7,8 @@ ARCH    ?= -march=native
 OPT     ?= -O3
 CFLAGS  += -std=c11 $(OPT) $(ARCH) -fopenmp -fno-math-errno -fPIC -g \
            -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Iinclude -Isrc
-BLASLIB := $(if $(BLASDIR),-L$(BLASDIR) -Wl,-rpath,$(BLASDIR)) -lopenblas
+comma   := ,
+BLASLIB := $(if $(BLASDIR),-L$(BLASDIR) -Wl$(comma)-rpath$(comma)$(BLASDIR)) -lopenblas
 LDLIBS  += $(BLASLIB) -lcjson -lz -lm -fopenmp
 
 SRC     := $(wildcard src/*.c)

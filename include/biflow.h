@@ -140,6 +140,38 @@ int bf_flow_decode(bf_flow *f, float *x, const float *z, const int *y, int n, fl
 void bf_patchify(float *tok, const float *img, int n, int c, int h, int w, int p);
 void bf_unpatchify(float *img, const float *tok, int n, int c, int h, int w, int p);
 
+/* ------------------------------------------------------------------ training and evaluation */
+typedef enum { BF_NOISE_GAUSS, BF_NOISE_UNIFORM } bf_noise;
+
+typedef struct {
+    bf_flow_config model;      /* used for a new run; a resumed run keeps its own */
+    const char *data;          /* dataset spec (see bf_dataset_load), default "fashion-mnist" */
+    const char *out_dir;       /* run folder: checkpoints, log.jsonl */
+    int batch, steps, warmup;
+    float lr, min_lr, weight_decay, beta1, beta2, eps, grad_clip, ema_decay;
+    bf_noise noise;
+    float sigma;               /* Gaussian noise std (gauss) */
+    float label_drop;          /* probability of training a label as unconditional */
+    uint64_t seed;
+    int ckpt_every, log_every, eval_every;   /* steps; 0 = only at the end / never */
+    int resume;                /* continue from out_dir/train_state.safetensors */
+    int quiet;                 /* no progress line */
+    int threads;               /* 0 = all cores */
+} bf_train_opts;
+
+void bf_train_opts_default(bf_train_opts *o);
+/* Trains F by maximum likelihood; returns 0 when the requested steps are done. */
+int bf_train_flow(const bf_train_opts *o);
+
+/* Test-split bits/dim with uniform dequantisation (x = (p + u)/128 - 1), as the public code:
+ * bpd = (NLL + ln 128) / ln 2, NLL in nats per dimension. limit = 0: whole split. */
+int bf_eval_bpd(bf_flow *f, const bf_dataset *ds, int batch, int limit, uint64_t seed,
+                double *bpd, int verbose);
+
+/* FLOPs of one training step (forward + backward) of n images, and of a forward pass. */
+double bf_flow_train_flops(const bf_flow_config *c, int n);
+double bf_flow_forward_flops(const bf_flow_config *c, int n);
+
 #ifdef __cplusplus
 }
 #endif

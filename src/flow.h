@@ -82,6 +82,11 @@ void bf_flow_backward(const bf_flow *f, const float *params, bf_flow_acts *a, fl
 int bf_flow_decode_tokens(const bf_flow *f, const float *params, float *x, const float *z,
                           const int *y, int n, float cfg, int cfg_anneal);
 
-const char *bf_flow_named_configs(void);   /* list for help texts */
+const char *bf_flow_named_configs(void);
+
+/* Training batch: images (B, C, H, W) of examples idx (B), noised (uniform dequantisation
+ * or Gaussian sigma), labels y (B) with probability drop of -1 (unconditional). */
+void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
+                   bf_noise noise, float sigma, float drop, bf_rng *rng);   /* list for help texts */
 
 #endif

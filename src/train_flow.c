@@ -1,0 +1,394 @@
+/* Maximum-likelihood training of the forward model F: batches with noise and label drop,
+ * AdamW with warmup + cosine, clipping, EMA, JSON-lines log, atomic checkpoints, resume. */
+#include "core.h"
+#include "flow.h"
+#include "optim.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+void bf_train_opts_default(bf_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    bf_flow_config_named(&o->model, "fmnist-small");
+    o->data = "fashion-mnist";
+    o->out_dir = "runs/flow";
+    o->batch = 64;
+    o->steps = 1000;
+    o->warmup = 100;
+    o->lr = 1e-3f;
+    o->min_lr = 1e-5f;
+    o->weight_decay = 1e-4f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.95f;
+    o->eps = 1e-8f;
+    o->grad_clip = 1.0f;
+    o->ema_decay = 0.999f;
+    o->noise = BF_NOISE_UNIFORM;
+    o->sigma = 0.05f;
+    o->label_drop = 0.1f;
+    o->seed = 0;
+    o->ckpt_every = 500;
+    o->log_every = 10;
+}
+
+typedef struct {
+    bf_flow *f;
+    float *grads, *m, *v, *ema;
+    unsigned char *decay;
+    long step;
+} run_state;
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+
+/* ------------------------------------------------------------------ data */
+/* Index of the k-th example seen in training: epochs are seeded permutations. */
+static int example_index(const int *perm, int n, long k) { return perm[k % n]; }
+
+static void shuffle(int *perm, int n, uint64_t seed, long epoch) {
+    bf_rng r;
+    bf_rng_seed(&r, seed * 1000003ull + (uint64_t)epoch + 17);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)bf_rng_below(&r, (uint32_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* Fills images (B, C, H, W) with noised data and labels (with label drop). */
+void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
+                   bf_noise noise, float sigma, float drop, bf_rng *rng) {
+    size_t px = (size_t)ds->c * ds->h * ds->w;
+    for (int b = 0; b < B; b++) {
+        const uint8_t *p = ds->pixels + (size_t)idx[b] * px;
+        float *x = img + (size_t)b * px;
+        for (size_t k = 0; k < px; k++) {
+            if (noise == BF_NOISE_UNIFORM) x[k] = ((float)p[k] + bf_rng_uniform(rng)) / 128.0f - 1.0f;
+            else x[k] = (float)p[k] / 127.5f - 1.0f + sigma * bf_rng_normal(rng);
+        }
+        y[b] = ds->num_classes > 0 && bf_rng_uniform(rng) >= drop ? ds->labels[idx[b]] : -1;
+    }
+}
+
+/* ------------------------------------------------------------------ checkpoints */
+static int path_join(char *buf, size_t n, const char *dir, const char *name) {
+    if ((size_t)snprintf(buf, n, "%s/%s", dir, name) >= n) {
+        bf_set_error("path too long: %s/%s", dir, name);
+        return -1;
+    }
+    return 0;
+}
+
+static char *opts_json(const bf_train_opts *o, long step) {
+    cJSON *j = cJSON_CreateObject();
+    char buf[64];
+    snprintf(buf, sizeof buf, "%ld", step);
+    cJSON_AddStringToObject(j, "step", buf);
+    cJSON_AddStringToObject(j, "data", o->data);
+    cJSON_AddStringToObject(j, "noise", o->noise == BF_NOISE_UNIFORM ? "uniform" : "gauss");
+    snprintf(buf, sizeof buf, "%g", (double)o->sigma);
+    cJSON_AddStringToObject(j, "sigma", buf);
+    snprintf(buf, sizeof buf, "%g", (double)o->label_drop);
+    cJSON_AddStringToObject(j, "label_drop", buf);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)o->seed);
+    cJSON_AddStringToObject(j, "seed", buf);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+static int save_state(const run_state *s, const bf_train_opts *o) {
+    char path[4096];
+    char *meta = opts_json(o, s->step);
+    int rc = 0;
+    rc |= path_join(path, sizeof path, o->out_dir, "flow.safetensors") ||
+          bf_flow_save(s->f, s->f->params, path, meta);
+    rc |= path_join(path, sizeof path, o->out_dir, "flow_ema.safetensors") ||
+          bf_flow_save(s->f, s->ema, path, meta);
+    if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
+        bf_st_writer *w = bf_st_writer_new();
+        int64_t n = (int64_t)s->f->num_params, one = 1, step = s->step;
+        cJSON *j = cJSON_Parse(meta);
+        cJSON *it;
+        cJSON_ArrayForEach(it, j) bf_st_writer_meta(w, it->string, it->valuestring);
+        cJSON_Delete(j);
+        bf_st_writer_meta(w, "format", "biflow-train-state");
+        bf_st_writer_add(w, "params", BF_DT_F32, 1, &n, s->f->params);
+        bf_st_writer_add(w, "ema", BF_DT_F32, 1, &n, s->ema);
+        bf_st_writer_add(w, "adam_m", BF_DT_F32, 1, &n, s->m);
+        bf_st_writer_add(w, "adam_v", BF_DT_F32, 1, &n, s->v);
+        bf_st_writer_add(w, "step", BF_DT_I64, 1, &one, &step);
+        rc = path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
+             bf_st_writer_save(w, path);
+        bf_st_writer_free(w);
+    }
+    free(meta);
+    return rc ? -1 : 0;
+}
+
+static int load_state(run_state *s, const bf_train_opts *o) {
+    char path[4096];
+    if (path_join(path, sizeof path, o->out_dir, "flow.safetensors")) return -1;
+    s->f = bf_flow_load(path, 0);
+    if (!s->f) return -1;
+    if (path_join(path, sizeof path, o->out_dir, "train_state.safetensors")) return -1;
+    bf_safetensors st;
+    if (bf_st_load(&st, path)) return -1;
+    int64_t n = (int64_t)s->f->num_params, one = 1;
+    const bf_tensor_view *tp = bf_st_expect(&st, "params", BF_DT_F32, 1, &n);
+    const bf_tensor_view *te = tp ? bf_st_expect(&st, "ema", BF_DT_F32, 1, &n) : NULL;
+    const bf_tensor_view *tm = te ? bf_st_expect(&st, "adam_m", BF_DT_F32, 1, &n) : NULL;
+    const bf_tensor_view *tv = tm ? bf_st_expect(&st, "adam_v", BF_DT_F32, 1, &n) : NULL;
+    const bf_tensor_view *ts = tv ? bf_st_expect(&st, "step", BF_DT_I64, 1, &one) : NULL;
+    if (!ts) { bf_st_free(&st); return -1; }
+    s->grads = bf_calloc(s->f->num_params, sizeof(float));
+    s->m = bf_malloc(sizeof(float) * n);
+    s->v = bf_malloc(sizeof(float) * n);
+    s->ema = bf_malloc(sizeof(float) * n);
+    memcpy(s->f->params, tp->data, sizeof(float) * n);   /* the state file is authoritative */
+    memcpy(s->ema, te->data, sizeof(float) * n);
+    memcpy(s->m, tm->data, sizeof(float) * n);
+    memcpy(s->v, tv->data, sizeof(float) * n);
+    int64_t step;
+    memcpy(&step, ts->data, 8);
+    s->step = (long)step;
+    bf_st_free(&st);
+    if (s->step < 0) { bf_set_error("%s: negative step", path); return -1; }
+    return 0;
+}
+
+static void new_state(run_state *s, const bf_train_opts *o) {
+    s->f = bf_flow_new(&o->model);
+    bf_flow_init(s->f, o->seed);
+    size_t n = s->f->num_params;
+    s->grads = bf_calloc(n, sizeof(float));
+    s->m = bf_calloc(n, sizeof(float));
+    s->v = bf_calloc(n, sizeof(float));
+    s->ema = bf_malloc(sizeof(float) * n);
+    memcpy(s->ema, s->f->params, sizeof(float) * n);
+    s->step = 0;
+}
+
+static void free_state(run_state *s) {
+    bf_flow_free(s->f);
+    free(s->grads); free(s->m); free(s->v); free(s->ema); free(s->decay);
+    memset(s, 0, sizeof *s);
+}
+
+/* ------------------------------------------------------------------ logging */
+static FILE *open_log(const char *dir, long keep_upto_step) {
+    char path[4096], tmp[4200];
+    if (path_join(path, sizeof path, dir, "log.jsonl")) return NULL;
+    /* drop lines past the checkpoint we resume from, so the log tells one consistent story */
+    FILE *in = fopen(path, "r");
+    if (in) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *out = fopen(tmp, "w");
+        char line[8192];
+        while (out && fgets(line, sizeof line, in)) {
+            cJSON *j = cJSON_Parse(line);
+            cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL;
+            if (st && cJSON_IsNumber(st) && st->valuedouble <= keep_upto_step) fputs(line, out);
+            cJSON_Delete(j);
+        }
+        fclose(in);
+        if (out && fclose(out) == 0) rename(tmp, path);
+    }
+    return fopen(path, "a");
+}
+
+static void fmt_duration(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "?"); return; }
+    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
+    if (h) snprintf(buf, n, "%dh%02dm", h, m);
+    else snprintf(buf, n, "%dm%02ds", m, sec);
+}
+
+static double bpd_of(double nll) { return (nll + log(128.0)) / log(2.0); }
+
+/* ------------------------------------------------------------------ the loop */
+typedef struct {
+    const bf_train_opts *o;
+    const bf_dataset *ds, *test;
+    run_state *s;
+    bf_flow_acts acts;
+    float *img, *tok;
+    int *y, *perm, *idx;
+    long perm_epoch;
+    FILE *log;
+} trainer;
+
+static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
+    const bf_train_opts *o = t->o;
+    run_state *s = t->s;
+    bf_flow *f = s->f;
+    const bf_flow_config *c = &f->cfg;
+    int B = o->batch, n = t->ds->n;
+    for (int b = 0; b < B; b++) {
+        long k = s->step * (long)B + b, epoch = k / n;
+        if (epoch != t->perm_epoch) { shuffle(t->perm, n, o->seed, epoch); t->perm_epoch = epoch; }
+        t->idx[b] = example_index(t->perm, n, k);
+    }
+    bf_rng rng;
+    bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)s->step * 104729ull + 1);
+    bf_make_batch(t->img, t->y, t->ds, t->idx, B, o->noise, o->sigma, o->label_drop, &rng);
+    bf_patchify(t->tok, t->img, B, c->in_channels, c->img_size, c->img_size, c->patch_size);
+    double loss = bf_flow_forward(f, f->params, &t->acts, t->tok, t->y, B);
+    *loss_out = loss;
+    if (!isfinite(loss)) {
+        bf_set_error("step %ld: the loss is %g; the update was not applied and the weights are "
+                     "those of step %ld (try a lower --lr, a --bound, or more --warmup)",
+                     s->step + 1, loss, s->step);
+        return -1;
+    }
+    memset(s->grads, 0, sizeof(float) * f->num_params);
+    bf_flow_backward(f, f->params, &t->acts, s->grads, NULL);
+    double gn = bf_grad_norm(s->grads, f->num_params);
+    *gnorm_out = gn;
+    if (!isfinite(gn)) {
+        bf_set_error("step %ld: the gradient norm is %g; the update was not applied", s->step + 1, gn);
+        return -1;
+    }
+    bf_clip_grad(s->grads, f->num_params, gn, o->grad_clip);
+    bf_adamw_hparams h = {bf_lr_schedule(s->step, o->warmup, o->steps, o->lr, o->min_lr),
+                          o->beta1, o->beta2, o->eps, o->weight_decay};
+    bf_adamw_step(f->params, s->m, s->v, s->grads, s->decay, f->num_params, &h, s->step + 1);
+    /* EMA warms up so that early checkpoints are not dominated by the initial weights */
+    float d = fminf(o->ema_decay, (1.0f + (float)s->step) / (10.0f + (float)s->step));
+    bf_ema_update(s->ema, f->params, f->num_params, d);
+    s->step++;
+    return 0;
+}
+
+static void build_decay_mask(run_state *s) {
+    s->decay = bf_calloc(s->f->num_params, 1);
+    for (int i = 0; i < s->f->n_info; i++)
+        if (!s->f->info[i].no_decay)
+            memset(s->decay + s->f->info[i].offset, 1, s->f->info[i].numel);
+}
+
+static int check_data_fits(const bf_flow_config *c, const bf_dataset *ds) {
+    if (ds->c != c->in_channels || ds->h != c->img_size || ds->w != c->img_size) {
+        bf_set_error("the data are %dx%dx%d images but the model expects %dx%dx%d",
+                     ds->c, ds->h, ds->w, c->in_channels, c->img_size, c->img_size);
+        return -1;
+    }
+    if (c->num_classes && ds->num_classes > c->num_classes) {
+        bf_set_error("the data have %d classes but the model has %d", ds->num_classes, c->num_classes);
+        return -1;
+    }
+    return 0;
+}
+
+static void log_step(trainer *t, double loss, double gn, double ips, double eta, float lr) {
+    const bf_train_opts *o = t->o;
+    long step = t->s->step;
+    int uni = o->noise == BF_NOISE_UNIFORM;
+    fprintf(t->log, "{\"step\":%ld,\"loss\":%.6f,%s%.6f,\"grad_norm\":%.5g,\"lr\":%.4g,"
+            "\"images_per_s\":%.1f}\n", step, loss, uni ? "\"bpd\":" : "\"nll\":",
+            uni ? bpd_of(loss) : loss, gn, lr, ips);
+    fflush(t->log);
+    if (o->quiet) return;
+    char etas[32];
+    fmt_duration(etas, sizeof etas, eta);
+    fprintf(stderr, "step %6ld/%d | loss %.4f | %s %.3f | grad %.3g | lr %.2e | %.0f img/s | ETA %s\n",
+            step, o->steps, loss, uni ? "bpd" : "nll", uni ? bpd_of(loss) : loss, gn, lr, ips, etas);
+}
+
+static int train_loop(trainer *t) {
+    const bf_train_opts *o = t->o;
+    run_state *s = t->s;
+    double t_last = bf_time(), t_start = t_last, loss_acc = 0.0, gn_acc = 0.0;
+    long steps_acc = 0, start_step = s->step;
+    while (s->step < o->steps && !stop_requested) {
+        double loss, gn;
+        if (step_once(t, &loss, &gn)) return -1;
+        loss_acc += loss; gn_acc += gn; steps_acc++;
+        int last = s->step == o->steps;
+        if ((o->log_every && s->step % o->log_every == 0) || last) {
+            double now = bf_time(), ips = steps_acc * (double)o->batch / (now - t_last);
+            double rate = (s->step - start_step) / (now - t_start);
+            log_step(t, loss_acc / steps_acc, gn_acc / steps_acc, ips, (o->steps - s->step) / rate,
+                     bf_lr_schedule(s->step - 1, o->warmup, o->steps, o->lr, o->min_lr));
+            loss_acc = gn_acc = 0.0; steps_acc = 0; t_last = now;
+        }
+        if (o->eval_every && t->test && (s->step % o->eval_every == 0 || last)) {
+            double bpd;
+            float *keep = s->f->params;
+            s->f->params = s->ema;
+            int rc = bf_eval_bpd(s->f, t->test, 256, 2000, 1234, &bpd, 0);
+            s->f->params = keep;
+            if (rc == 0) {
+                fprintf(t->log, "{\"step\":%ld,\"eval_bpd_ema\":%.5f,\"eval_images\":2000}\n", s->step, bpd);
+                fflush(t->log);
+                if (!o->quiet) fprintf(stderr, "step %6ld | test bits/dim (EMA, 2000 images) %.4f\n", s->step, bpd);
+            }
+        }
+        if (((o->ckpt_every && s->step % o->ckpt_every == 0) || last) && save_state(s, o))
+            return -1;
+    }
+    if (stop_requested) {
+        if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
+        return save_state(s, o);
+    }
+    return 0;
+}
+
+int bf_train_flow(const bf_train_opts *o) {
+    if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 || !(o->sigma >= 0) ||
+        !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1)) {
+        bf_set_error("training options out of range (batch, steps > 0; lr > 0; 0 <= label drop <= 1; "
+                     "0 <= ema decay < 1)");
+        return -1;
+    }
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
+        bf_set_error("cannot create run folder '%s': %s", o->out_dir, strerror(errno));
+        return -1;
+    }
+    run_state s = {0};
+    if (o->resume) {
+        if (load_state(&s, o)) { free_state(&s); return -1; }
+        if (!o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
+    } else {
+        if (bf_flow_config_check(&o->model)) return -1;
+        new_state(&s, o);
+    }
+    build_decay_mask(&s);
+    trainer t = {.o = o, .s = &s, .perm_epoch = -1};
+    bf_dataset ds = {0}, test = {0};
+    int rc = -1;
+    if (bf_dataset_load(&ds, o->data, "train") || check_data_fits(&s.f->cfg, &ds)) goto done;
+    if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
+    t.ds = &ds;
+    size_t px = (size_t)ds.c * ds.h * ds.w;
+    t.img = bf_malloc(sizeof(float) * px * o->batch);
+    t.tok = bf_malloc(sizeof(float) * px * o->batch);
+    t.y = bf_malloc(sizeof(int) * o->batch);
+    t.idx = bf_malloc(sizeof(int) * o->batch);
+    t.perm = bf_malloc(sizeof(int) * ds.n);
+    bf_flow_acts_init(&t.acts, s.f, o->batch);
+    t.log = open_log(o->out_dir, s.step);
+    if (!t.log) { bf_set_error("cannot open the log in '%s'", o->out_dir); goto done; }
+    if (!o->quiet)
+        fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %d threads\n",
+                s.f->num_params, ds.n, o->data, o->batch, o->steps, omp_get_max_threads());
+    stop_requested = 0;
+    void (*old_int)(int) = signal(SIGINT, on_signal), (*old_term)(int) = signal(SIGTERM, on_signal);
+    rc = train_loop(&t);
+    signal(SIGINT, old_int);
+    signal(SIGTERM, old_term);
+done:
+    if (t.log) fclose(t.log);
+    bf_flow_acts_free(&t.acts);
+    free(t.img); free(t.tok); free(t.y); free(t.idx); free(t.perm);
+    bf_dataset_free(&ds);
+    bf_dataset_free(&test);
+    free_state(&s);
+    return rc;
+}

@@ -1,0 +1,210 @@
+/* Finite-difference gradient checks; see gradcheck.h. */
+#include "gradcheck.h"
+#include "../src/core.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int verbose(void) {
+    const char *v = getenv("BF_GC_VERBOSE");
+    return v && v[0] && v[0] != '0';
+}
+
+static double default_h(void) {   /* BF_GC_H overrides the default step (calibration) */
+    const char *v = getenv("BF_GC_H");
+    double h = v ? atof(v) : 0.0;
+    return h > 0 ? h : BF_GC_DEFAULT_H;
+}
+
+double bf_gc_dot(const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+float *bf_gc_randn(uint64_t seed, size_t n, float mean, float std) {
+    bf_rng rng;
+    bf_rng_seed(&rng, seed);
+    float *x = bf_malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = mean + std * bf_rng_normal(&rng);
+    return x;
+}
+
+float *bf_gc_zeros(size_t n) { return bf_calloc(n, sizeof(float)); }
+
+static void zero_grads(bf_gc_tensor *t, int nt) {
+    for (int k = 0; k < nt; k++) memset(t[k].grad, 0, t[k].n * sizeof(float));
+}
+
+/* Central difference of the loss in entry x[i]; the actual float step is used. */
+static double numeric_grad(const bf_gc_problem *p, float *x, size_t i, double hrel) {
+    float x0 = x[i];
+    double h = hrel * fmax(1.0, fabs((double)x0));
+    float xp = (float)((double)x0 + h), xm = (float)((double)x0 - h);
+    x[i] = xp;
+    double lp = p->loss(p->ctx);
+    x[i] = xm;
+    double lm = p->loss(p->ctx);
+    x[i] = x0;
+    return (lp - lm) / ((double)xp - (double)xm);
+}
+
+/* Picks min(n, m) distinct indices into idx (partial Fisher-Yates); returns the count. */
+static size_t pick_subset(size_t *idx, size_t n, size_t m, bf_rng *rng) {
+    if (n <= m) {
+        for (size_t i = 0; i < n; i++) idx[i] = i;
+        return n;
+    }
+    size_t *all = bf_malloc(n * sizeof *all);
+    for (size_t i = 0; i < n; i++) all[i] = i;
+    for (size_t i = 0; i < m; i++) {
+        size_t j = i + (size_t)(bf_rng_u64(rng) % (uint64_t)(n - i));
+        size_t t = all[i]; all[i] = all[j]; all[j] = t;
+        idx[i] = all[i];
+    }
+    free(all);
+    return m;
+}
+
+int bf_gradcheck(const char *label, const bf_gc_problem *p, bf_gc_tensor *t, int nt) {
+    double rtol = p->rtol > 0 ? p->rtol : 1e-2;
+    double atol = p->atol > 0 ? p->atol : 1e-3;
+    double hrel = p->h > 0 ? p->h : default_h();
+    size_t maxe = p->max_entries > 0 ? (size_t)p->max_entries : 64;
+    int failures = 0;
+
+    /* 1-2: analytic gradient at the unperturbed point */
+    (void)p->loss(p->ctx);
+    zero_grads(t, nt);
+    p->backward(p->ctx);
+    float **g1 = bf_malloc((size_t)nt * sizeof *g1);
+    for (int k = 0; k < nt; k++) {
+        g1[k] = bf_malloc(t[k].n * sizeof(float));
+        memcpy(g1[k], t[k].grad, t[k].n * sizeof(float));
+    }
+
+    /* 3: a second backward must add the same gradient again */
+    if (!p->skip_accumulate_check) {
+        p->backward(p->ctx);
+        for (int k = 0; k < nt; k++) {
+            size_t bad = 0, worst_i = 0;
+            double worst = -1.0;
+            for (size_t i = 0; i < t[k].n; i++) {
+                double want = 2.0 * (double)g1[k][i], got = (double)t[k].grad[i];
+                double err = fabs(got - want);
+                int ok = isfinite(got) && err <= 1e-6 + 1e-5 * fabs(want);
+                if (!ok) bad++;
+                if (!ok && (err > worst || !isfinite(got))) {
+                    worst = isfinite(got) ? err : INFINITY;
+                    worst_i = i;
+                }
+            }
+            if (bad) {
+                failures++;
+                if (!p->quiet)
+                    fprintf(stderr,
+                            "    gradcheck %s: d%s does not accumulate: %zu/%zu entries differ "
+                            "from twice one backward; worst [%zu]: once %.7g, twice %.7g "
+                            "(want %.7g)\n",
+                            label, t[k].name, bad, t[k].n, worst_i, (double)g1[k][worst_i],
+                            (double)t[k].grad[worst_i], 2.0 * (double)g1[k][worst_i]);
+            }
+        }
+    }
+
+    /* 4: finite differences on a random subset of each tensor */
+    bf_rng rng;
+    bf_rng_seed(&rng, p->seed ^ 0x6772616463686bull);
+    for (int k = 0; k < nt; k++) {
+        size_t *idx = bf_malloc((maxe < t[k].n ? maxe : t[k].n) * sizeof *idx + 1);
+        size_t m = pick_subset(idx, t[k].n, maxe, &rng);
+        size_t bad = 0, worst_i = 0;
+        double worst_ratio = -1.0, worst_a = 0, worst_n = 0;
+        for (size_t j = 0; j < m; j++) {
+            size_t i = idx[j];
+            double a = (double)g1[k][i];
+            double n = numeric_grad(p, t[k].x, i, hrel);
+            double err = fabs(a - n), tol = atol + rtol * fmax(fabs(a), fabs(n));
+            int ok = isfinite(a) && isfinite(n) && err <= tol;
+            double ratio = (isfinite(a) && isfinite(n)) ? err / tol : INFINITY;
+            if (!ok) bad++;
+            if (ratio > worst_ratio) { worst_ratio = ratio; worst_i = i; worst_a = a; worst_n = n; }
+        }
+        if ((bad && !p->quiet) || verbose()) {
+            double rel = fabs(worst_a - worst_n) / fmax(fmax(fabs(worst_a), fabs(worst_n)), 1e-30);
+            fprintf(stderr,
+                    "    gradcheck %s: d%s %s: %zu/%zu checked entries out of tolerance; worst "
+                    "[%zu]: analytic %.7g, numeric %.7g, abs err %.3g, rel err %.3g "
+                    "(atol %.1g, rtol %.1g; err/tol %.3g)\n",
+                    label, t[k].name, bad ? "FAILED" : "ok", bad, m, worst_i, worst_a, worst_n,
+                    fabs(worst_a - worst_n), rel, atol, rtol, worst_ratio);
+        }
+        if (bad) failures++;
+        free(idx);
+    }
+
+    /* leave one backward's worth of gradient in the buffers */
+    for (int k = 0; k < nt; k++) {
+        memcpy(t[k].grad, g1[k], t[k].n * sizeof(float));
+        free(g1[k]);
+    }
+    free(g1);
+    (void)p->loss(p->ctx);   /* saved activations back at the unperturbed point */
+    return failures;
+}
+
+int bf_gradcheck_direction(const char *label, const bf_gc_problem *p, bf_gc_tensor *t, int nt) {
+    double rtol = p->rtol > 0 ? p->rtol : 1e-2;
+    double atol = p->atol > 0 ? p->atol : 1e-3;
+    double h = p->h > 0 ? p->h : default_h();
+    bf_rng rng;
+    bf_rng_seed(&rng, p->seed ^ 0x646972656374ull);
+
+    (void)p->loss(p->ctx);
+    zero_grads(t, nt);
+    p->backward(p->ctx);
+
+    float **x0 = bf_malloc((size_t)nt * sizeof *x0), **v = bf_malloc((size_t)nt * sizeof *v);
+    double analytic = 0.0;
+    for (int k = 0; k < nt; k++) {
+        x0[k] = bf_malloc(t[k].n * sizeof(float));
+        v[k] = bf_malloc(t[k].n * sizeof(float));
+        memcpy(x0[k], t[k].x, t[k].n * sizeof(float));
+        for (size_t i = 0; i < t[k].n; i++) v[k][i] = bf_rng_normal(&rng);
+    }
+    /* use the actual float steps: d = (x+ - x-) per entry */
+    double lp, lm;
+    for (int k = 0; k < nt; k++)
+        for (size_t i = 0; i < t[k].n; i++) t[k].x[i] = (float)((double)x0[k][i] + h * v[k][i]);
+    lp = p->loss(p->ctx);
+    for (int k = 0; k < nt; k++)
+        for (size_t i = 0; i < t[k].n; i++) {
+            float xp = t[k].x[i];
+            float xm = (float)((double)x0[k][i] - h * v[k][i]);
+            t[k].x[i] = xm;
+            /* directional derivative along the realised step (xp - xm) / 2h */
+            analytic += (double)t[k].grad[i] * ((double)xp - (double)xm) / (2.0 * h);
+        }
+    lm = p->loss(p->ctx);
+    double numeric = (lp - lm) / (2.0 * h);
+    for (int k = 0; k < nt; k++) {
+        memcpy(t[k].x, x0[k], t[k].n * sizeof(float));
+        free(x0[k]);
+        free(v[k]);
+    }
+    free(x0);
+    free(v);
+    (void)p->loss(p->ctx);
+
+    double err = fabs(analytic - numeric), tol = atol + rtol * fmax(fabs(analytic), fabs(numeric));
+    int ok = isfinite(analytic) && isfinite(numeric) && err <= tol;
+    if ((!ok && !p->quiet) || verbose())
+        fprintf(stderr,
+                "    gradcheck %s: directional derivative %s: analytic %.7g, numeric %.7g, "
+                "abs err %.3g, rel err %.3g (err/tol %.3g)\n",
+                label, ok ? "ok" : "FAILED", analytic, numeric, err,
+                err / fmax(fmax(fabs(analytic), fabs(numeric)), 1e-30), err / tol);
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,63 @@
+/* Finite-difference gradient checks, shared by the kernel tests and the tests of whole models.
+ *
+ * A problem is a scalar loss L(x_1, ..., x_k) of some float tensors, evaluated by a forward
+ * pass in float and accumulated in double (typically L = sum(out * R) for a fixed random R,
+ * so that R is the dout handed to the backward), plus a backward that ACCUMULATES dL/dx_i
+ * into each tensor's gradient buffer.
+ *
+ * bf_gradcheck():
+ *   1. runs loss() once at the unperturbed point (so saved activations are current),
+ *   2. zeroes every gradient buffer, runs backward(), keeps a copy (the analytic gradient),
+ *   3. runs backward() again into the same buffers and checks that every gradient doubled
+ *      (the backward accumulates instead of overwriting or zeroing),
+ *   4. for a random subset of up to max_entries entries of each tensor, compares the
+ *      analytic gradient with the central difference (L(x+h) - L(x-h)) / (x+h - (x-h)),
+ *      with |a - n| <= atol + rtol * max(|a|, |n|).
+ * It restores every tensor and leaves the analytic gradient (one backward) in the buffers.
+ * On failure it prints, per failing tensor, the worst entry and its relative error, and
+ * returns the number of failing tensors (0: all good). BF_GC_VERBOSE=1 prints the worst
+ * entry of every tensor, also on success (for calibrating tolerances). */
+#ifndef BF_GRADCHECK_H
+#define BF_GRADCHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BF_GC_DEFAULT_H 1e-3
+
+typedef struct {
+    const char *name;
+    float *x;            /* values, perturbed in place during the check and restored */
+    float *grad;         /* n floats where backward() accumulates dL/dx */
+    size_t n;
+} bf_gc_tensor;
+
+typedef struct {
+    double (*loss)(void *ctx);      /* forward at the current values; returns L */
+    void (*backward)(void *ctx);    /* accumulates dL/dx into every tensor's grad */
+    void *ctx;
+    double rtol;                    /* 0: 1e-2 */
+    double atol;                    /* 0: 1e-3 */
+    double h;                       /* step relative to max(|x|, 1); 0: BF_GC_DEFAULT_H */
+    int max_entries;                /* entries checked per tensor; 0: 64 */
+    uint64_t seed;                  /* picks the subset of entries */
+    int skip_accumulate_check;      /* 1: skip step 3 */
+    int quiet;                      /* 1: print nothing (tests of the checker itself) */
+} bf_gc_problem;
+
+/* Returns the number of failing tensors (bad gradient, not accumulating, or non-finite). */
+int bf_gradcheck(const char *label, const bf_gc_problem *p, bf_gc_tensor *tensors, int n_tensors);
+
+/* Directional check for many parameters at once (whole models): with a random direction v of
+ * unit-variance entries over all tensors, compares sum_i g_i . v_i with the central difference
+ * (L(x + h v) - L(x - h v)) / 2h, h = p->h (absolute; 0: 1e-3), using the same tolerance rule
+ * on the two scalars. Does not run the accumulate check. Returns 0 on success, 1 on failure. */
+int bf_gradcheck_direction(const char *label, const bf_gc_problem *p, bf_gc_tensor *tensors,
+                           int n_tensors);
+
+/* Helpers for building problems. */
+double bf_gc_dot(const float *a, const float *b, size_t n);        /* sum a*b in double */
+float *bf_gc_randn(uint64_t seed, size_t n, float mean, float std); /* malloc'ed */
+float *bf_gc_zeros(size_t n);                                        /* calloc'ed */
+
+#endif
