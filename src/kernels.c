@@ -3,6 +3,7 @@
  * that the compiler can vectorise (no -ffast-math: NaN and Inf must propagate). */
 #include "kernels.h"
 #include "core.h"
+#include "gemm.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -60,8 +61,9 @@ void bf_linear_forward(float *out, const float *inp, const float *weight, const 
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, sizeof(float) * OC);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
-                bias ? 1.0f : 0.0f, out, OC);
+    else
+        memset(out, 0, sizeof(float) * (size_t)N * OC);
+    bf_gemm(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
 }
 
 static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
@@ -78,12 +80,8 @@ static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
 
 void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int IC, int OC) {
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC,
-                    weight, IC, 1.0f, dinp, IC);
-    if (dweight)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp,
-                    IC, 1.0f, dweight, IC);
+    if (dinp) bf_gemm(0, 0, N, IC, OC, dout, OC, weight, IC, dinp, IC);
+    if (dweight) bf_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, dweight, IC);
     if (dbias) column_sums_accumulate(dbias, dout, N, OC);
 }
 
@@ -257,21 +255,98 @@ void bf_attention_forward_ref(float *out, float *att, const float *qkv, int B, i
 }
 
 /* ------------------------------------------------------------------ GELU, residual */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* 16-lane versions of fast_expf / fast_erff (same polynomials); NaN propagates through the
+ * arithmetic, and min/max are ordered so that a NaN input is returned as NaN. */
+static inline __m512 exp16(__m512 x) {
+    __m512 xc = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.72f)), _mm512_set1_ps(-87.33f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512 y = _mm512_scalef_ps(p, n);
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72f), _CMP_GT_OQ), y,
+                             _mm512_set1_ps(INFINITY));
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33f), _CMP_LT_OQ), y,
+                             _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+}
+
+static inline __m512 erf16(__m512 x) {
+    __m512 xc = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(4.0f)), _mm512_set1_ps(-4.0f));
+    xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), xc, x);
+    __m512 x2 = _mm512_mul_ps(xc, xc);
+    __m512 p = _mm512_set1_ps(-2.72614225801306e-10f);
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(2.77068142495902e-08f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-2.10102402082508e-06f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-5.69250639462346e-05f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-7.34990630326855e-04f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-2.95459980854025e-03f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-1.60960333262415e-02f));
+    __m512 q = _mm512_set1_ps(-1.45660718464996e-05f);
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(-2.13374055278905e-04f));
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(-1.68282697438203e-03f));
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(-7.37332916720468e-03f));
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(-1.42647390514189e-02f));
+    return _mm512_div_ps(_mm512_mul_ps(xc, p), q);
+}
+#endif
+
+static inline float gelu_scalar(float x) {
+    return 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f));
+}
+static inline float gelu_grad_scalar(float x) {
+    float cdf = 0.5f * (1.0f + fast_erff(x * 0.70710678118654752f));
+    return cdf + x * 0.39894228040143268f * fast_expf(-0.5f * x * x);
+}
+
+/* Work split in blocks of 1024 so vector loops see whole chunks. */
+#define GELU_CHUNK 1024
+
 void bf_gelu_forward(float *out, const float *inp, size_t n) {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f));
+    size_t nchunk = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static)
+    for (size_t ch = 0; ch < nchunk; ch++) {
+        size_t i = ch * GELU_CHUNK, end = i + GELU_CHUNK < n ? i + GELU_CHUNK : n;
+#if defined(__AVX512F__)
+        for (; i + 16 <= end; i += 16) {
+            __m512 x = _mm512_loadu_ps(inp + i);
+            __m512 e = erf16(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)));
+            _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x),
+                                                    _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+        }
+#endif
+        for (; i < end; i++) out[i] = gelu_scalar(inp[i]);
     }
 }
 
 void bf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + fast_erff(x * 0.70710678118654752f));
-        float pdf = 0.39894228040143268f * fast_expf(-0.5f * x * x);
-        dinp[i] += dout[i] * (cdf + x * pdf);
+    size_t nchunk = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static)
+    for (size_t ch = 0; ch < nchunk; ch++) {
+        size_t i = ch * GELU_CHUNK, end = i + GELU_CHUNK < n ? i + GELU_CHUNK : n;
+#if defined(__AVX512F__)
+        for (; i + 16 <= end; i += 16) {
+            __m512 x = _mm512_loadu_ps(inp + i);
+            __m512 half = _mm512_set1_ps(0.5f);
+            __m512 cdf = _mm512_mul_ps(half, _mm512_add_ps(_mm512_set1_ps(1.0f),
+                                       erf16(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)))));
+            __m512 pdf = _mm512_mul_ps(_mm512_set1_ps(0.39894228040143268f),
+                                       exp16(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-0.5f), x), x)));
+            __m512 g = _mm512_fmadd_ps(x, pdf, cdf);
+            _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(_mm512_loadu_ps(dout + i), g,
+                                                       _mm512_loadu_ps(dinp + i)));
+        }
+#endif
+        for (; i < end; i++) dinp[i] += dout[i] * gelu_grad_scalar(inp[i]);
     }
 }
 

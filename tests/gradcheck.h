@@ -16,14 +16,22 @@
  * It restores every tensor and leaves the analytic gradient (one backward) in the buffers.
  * On failure it prints, per failing tensor, the worst entry and its relative error, and
  * returns the number of failing tensors (0: all good). BF_GC_VERBOSE=1 prints the worst
- * entry of every tensor, also on success (for calibrating tolerances). */
+ * entry of every tensor, also on success (for calibrating tolerances); BF_GC_H overrides the
+ * default step.
+ *
+ * Step: the forward runs in float, so the central difference carries a rounding error of
+ * about eps_f |L| / h next to a truncation error of about h^2 |d3L/dx3|; the default relative
+ * step 3e-3 (~ eps_f^(1/3)) balances the two. Calibrated on the kernel tests over 1000 random
+ * input sets: worst err/tol 0.57 at h = 3e-3, against 1.5 at 1e-3 (rounding) and 0.84 at
+ * 1e-2 (truncation); wrong gradients (factor 2, missing term, wrong index, overwrite instead
+ * of accumulate) land at err/tol 40 and more. */
 #ifndef BF_GRADCHECK_H
 #define BF_GRADCHECK_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define BF_GC_DEFAULT_H 1e-3
+#define BF_GC_DEFAULT_H 3e-3
 
 typedef struct {
     const char *name;
@@ -50,8 +58,11 @@ int bf_gradcheck(const char *label, const bf_gc_problem *p, bf_gc_tensor *tensor
 
 /* Directional check for many parameters at once (whole models): with a random direction v of
  * unit-variance entries over all tensors, compares sum_i g_i . v_i with the central difference
- * (L(x + h v) - L(x - h v)) / 2h, h = p->h (absolute; 0: 1e-3), using the same tolerance rule
- * on the two scalars. Does not run the accumulate check. Returns 0 on success, 1 on failure. */
+ * (L(x + h v) - L(x - h v)) / 2h, h = p->h (absolute, every entry moves by about h: pick it
+ * well below the parameters' scale; 0: BF_GC_DEFAULT_H), using the same tolerance rule on the
+ * two scalars. One random projection can miss an error that happens to be orthogonal to v;
+ * pair it with bf_gradcheck on a few tensors. Does not run the accumulate check.
+ * Returns 0 on success, 1 on failure. */
 int bf_gradcheck_direction(const char *label, const bf_gc_problem *p, bf_gc_tensor *tensors,
                            int n_tensors);
 

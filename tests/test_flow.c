@@ -304,3 +304,40 @@ TEST(flow_checkpoint_round_trip_and_rejections) {
     bf_flow_free(h);
     bf_flow_free(f);
 }
+
+/* A PyTorch TARFlow (dev/tarflow_torch.py, random non-trivial weights) converted by
+ * dev/convert.py: z and log-det, the bounded variant, and the inverse with annealed guidance. */
+TEST(flow_converted_pytorch_checkpoint) {
+    bf_flow *f = bf_flow_load("tests/fixtures/torch-small/model.safetensors", 0);
+    bf_safetensors io;
+    CHECK(f && bf_st_load(&io, "tests/fixtures/torch-small/io.safetensors") == 0);
+    if (!f) { fprintf(stderr, "    %s\n", bf_last_error()); return; }
+    const bf_tensor_view *tx = bf_st_get(&io, "x"), *ty = bf_st_get(&io, "y");
+    CHECK(tx && ty);
+    int n = (int)tx->shape[0], N = f->T * f->D;
+    float *x = floats(tx), *z = bf_malloc(sizeof(float) * n * N), *ld = bf_malloc(sizeof(float) * n);
+    int *y = labels_i64(ty);
+    bf_flow_encode(f, z, ld, x, y, n);
+    CHECK(max_abs_diff(z, bf_st_get(&io, "z")->data, (size_t)n * N) <= 1e-4f);
+    CHECK(max_abs_diff(ld, bf_st_get(&io, "logdet")->data, n) <= 1e-5f);
+    f->cfg.bound = *(const float *)bf_st_get(&io, "bound")->data;
+    bf_flow_encode(f, z, ld, x, y, n);
+    CHECK(max_abs_diff(z, bf_st_get(&io, "z_bound")->data, (size_t)n * N) <= 1e-4f);
+    CHECK(max_abs_diff(ld, bf_st_get(&io, "logdet_bound")->data, n) <= 1e-5f);
+    f->cfg.bound = 0.0f;
+    const bf_tensor_view *rz = bf_st_get(&io, "reverse_z"), *ry = bf_st_get(&io, "reverse_y");
+    int m = (int)rz->shape[0];
+    float *zz = floats(rz), *xr = bf_malloc(sizeof(float) * m * N);
+    int *yy = labels_i64(ry);
+    struct { const char *key; float cfg; int anneal; } cases[] = {
+        {"reverse_cfg0", 0.0f, 0}, {"reverse_cfg2", 2.0f, 0}, {"reverse_cfg2_annealed", 2.0f, 1}};
+    for (int k = 0; k < 3; k++) {
+        bf_flow_decode_tokens(f, f->params, xr, zz, yy, m, cases[k].cfg, cases[k].anneal);
+        float err = max_abs_diff(xr, bf_st_get(&io, cases[k].key)->data, (size_t)m * N);
+        if (err > 1e-4f) fprintf(stderr, "    %s: max abs error %g\n", cases[k].key, err);
+        CHECK(err <= 1e-4f);
+    }
+    free(x); free(z); free(ld); free(y); free(zz); free(xr); free(yy);
+    bf_st_free(&io);
+    bf_flow_free(f);
+}

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct { const char *name, *file; bf_test_fn fn; } test_entry;
+typedef struct { const char *name, *file; bf_test_fn fn; int order; } test_entry;
 static test_entry tests[512];
 static int n_tests;
 int bf_test_fail_count;
@@ -15,7 +15,8 @@ static char tmpdir[256];
 
 void bf_test_register(const char *name, const char *file, bf_test_fn fn) {
     BF_ASSERT(n_tests < (int)(sizeof tests / sizeof tests[0]));
-    tests[n_tests++] = (test_entry){name, file, fn};
+    tests[n_tests] = (test_entry){name, file, fn, n_tests};
+    n_tests++;
 }
 
 const char *bf_test_shared(const char *rel) {
@@ -38,7 +39,7 @@ const char *bf_test_tmpdir(void) {
 static int by_file_then_order(const void *a, const void *b) {
     const test_entry *x = a, *y = b;
     int c = strcmp(x->file, y->file);
-    return c ? c : (x < y ? -1 : 1);
+    return c ? c : x->order - y->order;
 }
 
 int main(int argc, char **argv) {

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "../src/core.h"
 #include "../src/flow.h"
+#include "../src/gemm.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -137,16 +138,20 @@ static int cmd_eval_bpd(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------------ bench */
-static double sgemm_gflops(int M, int N, int K, double seconds) {
+/* Rate of C += A @ B^T through OpenBLAS (native = 0) or biflow's own kernel (native = 1). */
+static double sgemm_gflops(int M, int N, int K, double seconds, int native) {
     float *A = bf_malloc(sizeof(float) * M * K), *B = bf_malloc(sizeof(float) * K * N);
     float *C = bf_malloc(sizeof(float) * M * N);
     for (long i = 0; i < (long)M * K; i++) A[i] = (float)(i % 13) * 0.01f;
     for (long i = 0; i < (long)K * N; i++) B[i] = (float)(i % 7) * 0.01f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
+    memset(C, 0, sizeof(float) * M * N);
+    void (*gemm)(int, int, int, int, int, const float *, int, const float *, int, float *, int) =
+        native ? bf_gemm : bf_gemm_blas;
+    gemm(0, 1, M, N, K, A, K, B, K, C, N);
     long it = 0;
     double t0 = bf_time(), t;
     do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
+        gemm(0, 1, M, N, K, A, K, B, K, C, N);
         it++;
     } while ((t = bf_time() - t0) < seconds);
     free(A); free(B); free(C);
@@ -200,18 +205,21 @@ static int bench_train(int argc, char **argv) {
     double dt = bf_time() - t0, ips = steps * (double)batch / dt;
     double gf = bf_flow_train_flops(&c, batch) * steps / dt / 1e9;
     int W = c.channels, rows = batch * f->T;
-    double peak = sgemm_gflops(rows, 4 * W, W, 1.0), big = sgemm_gflops(1024, 1024, 1024, 1.0);
+    double peak = sgemm_gflops(rows, 4 * W, W, 1.0, 0), big = sgemm_gflops(1024, 1024, 1024, 1.0, 0);
+    double own = bf_gemm_native() ? sgemm_gflops(rows, 4 * W, W, 1.0, 1) : peak;
     printf("bench train: config %s, %zu parameters, batch %d, %d threads\n", sh.config, n, batch,
            omp_get_max_threads());
     printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
            ips, 1e3 * dt / steps, gf, bf_flow_train_flops(&c, batch) / 1e9);
     printf("  baseline:   sgemm %dx%dx%d %.1f GFLOP/s, 1024^3 %.1f GFLOP/s (OpenBLAS, this run)\n",
            rows, 4 * W, W, peak, big);
-    printf("  ratio:      training step achieves %.0f%% of the model-shaped sgemm rate\n",
+    printf("  own kernel: bf_gemm %dx%dx%d %.1f GFLOP/s (%s), %.2fx OpenBLAS\n", rows, 4 * W, W,
+           own, bf_gemm_native() ? "AVX-512" : "OpenBLAS fallback", own / peak);
+    printf("  ratio:      the training step achieves %.0f%% of the model-shaped OpenBLAS sgemm rate\n",
            100.0 * gf / peak);
     printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
-           "\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f}\n",
-           sh.config, batch, ips, gf, peak, big);
+           "\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f,\"bf_gemm_gflops\":%.2f}\n",
+           sh.config, batch, ips, gf, peak, big, own);
     bf_flow_acts_free(&a);
     free(grads); free(m); free(v); free(x); free(y);
     bf_flow_free(f);

@@ -4,7 +4,7 @@
  *   mkdir -p build/fuzz/idx
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc \
  *       tests/fuzz/fuzz_idx.c src/dataset.c src/core.c -lz -lm -o build/fuzz/fuzz_idx
- *   printf '\x10\x00\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00\x02abcdefgh'\
+ *   printf '\x18\x00\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00\x02abcdefgh'\
  *          '\x00\x00\x08\x01\x00\x00\x00\x02\x01\x07' > build/fuzz/idx/seed
  *   ./build/fuzz/fuzz_idx -max_total_time=30 build/fuzz/idx
  *

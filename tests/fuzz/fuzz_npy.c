@@ -4,7 +4,7 @@
  *   mkdir -p build/fuzz/npy
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc \
  *       tests/fuzz/fuzz_npy.c src/image.c src/dataset.c src/core.c -lz -lm -o build/fuzz/fuzz_npy
- *   printf "\x93NUMPY\x01\x00\x76\x00{'descr': '<i4', 'fortran_order': False, 'shape': (2, 1), }%59s\n12345678" \
+ *   printf "\x93NUMPY\x01\x00\x76\x00{'descr': '<i4', 'fortran_order': False, 'shape': (2, 1), }%58s\n12345678" \
  *          '' > build/fuzz/npy/seed
  *   ./build/fuzz/fuzz_npy -max_total_time=30 build/fuzz/npy
  *
