@@ -140,6 +140,36 @@ int bf_flow_decode(bf_flow *f, float *x, const float *z, const int *y, int n, fl
 void bf_patchify(float *tok, const float *img, int n, int c, int h, int w, int p);
 void bf_unpatchify(float *img, const float *tok, int n, int c, int h, int w, int p);
 
+/* ------------------------------------------------------------------ sampling from F */
+typedef enum { BF_SAMPLER_EXACT, BF_SAMPLER_JACOBI } bf_sampler;
+
+typedef struct {
+    bf_sampler sampler;
+    float cfg;                 /* guidance weight w (0 = none) */
+    int cfg_anneal;            /* w rises linearly over the tokens */
+    int denoise;               /* 1: score-based denoising x + sigma^2 grad log p(x) */
+    float sigma;               /* noise level for denoising */
+    float jacobi_tol;          /* Jacobi: stop when max |change| < tol */
+    int jacobi_max_iter;       /* Jacobi: iteration cap per block (0 = T) */
+    int batch;                 /* images per pass (0 = all at once) */
+} bf_sample_opts;
+
+typedef struct {
+    long jacobi_iters;         /* Jacobi iterations summed over blocks and batches */
+    long nonfinite;            /* output pixels that are NaN or Inf */
+    double seconds;
+} bf_sample_stats;
+
+void bf_sample_opts_default(bf_sample_opts *o);
+/* z: (n, T, D) prior noise (already scaled by any temperature); y: (n) labels or NULL;
+ * x: (n, C, H, W) images (not clipped). */
+int bf_flow_sample(bf_flow *f, float *x, const float *z, const int *y, int n,
+                   const bf_sample_opts *o, bf_sample_stats *stats);
+/* Score-based denoising of patch tokens in place: x += sigma^2 grad_x log p(x | y). */
+int bf_flow_score_denoise(bf_flow *f, float *x_tokens, const int *y, int n, float sigma);
+/* The gradient of log p(x | y) (nats) with respect to the patch tokens, (n, T, D). */
+int bf_flow_score(bf_flow *f, float *score, const float *x_tokens, const int *y, int n);
+
 /* ------------------------------------------------------------------ training and evaluation */
 typedef enum { BF_NOISE_GAUSS, BF_NOISE_UNIFORM } bf_noise;
 

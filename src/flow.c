@@ -237,23 +237,41 @@ static void layer_forward(const bf_flow *f, const float *P, const bf_layer_offse
     bf_residual_forward(out, out, mid, (size_t)N * W);
 }
 
-static void block_forward(const bf_flow *f, const float *P, bf_flow_acts *a, int b, int n) {
+/* The block's head outputs o (n, T, 2D) from its permuted input, already in a->u[b]. */
+static void block_head(const bf_flow *f, const float *P, bf_flow_acts *a, int b, int n) {
     const bf_block_offsets *bo = &f->blocks[b];
     int T = f->T, D = f->D, W = f->W, L = f->cfg.layers_per_block, rev = b & 1;
     size_t td = (size_t)a->Bn * T * D, tw = (size_t)a->Bn * T * W;
-    float *u = SLICE(a->u, b, td), *zp = SLICE(a->zp, b, td);
-    float *o = SLICE(a->o, b, 2 * td);
     float *resid = SLICE(a->resid, (size_t)b * (L + 1), tw);
-    bf_permute_tokens(u, SLICE(a->xs, b, td), n, T, D, rev);
-    bf_linear_forward(resid, u, P + bo->in_w, P + bo->in_b, n * T, D, W);
+    bf_linear_forward(resid, SLICE(a->u, b, td), P + bo->in_w, P + bo->in_b, n * T, D, W);
     bf_embed_forward(resid, resid, P + bo->pos, f->cfg.num_classes ? P + bo->cls : NULL, a->y,
                      n, T, W, f->cfg.num_classes, rev);
     for (int l = 0; l < L; l++)
         layer_forward(f, P, &bo->layer[l], a, b * L + l, resid + (size_t)(l + 1) * tw,
                       resid + (size_t)l * tw, n);
-    bf_linear_forward(o, resid + (size_t)L * tw, P + bo->out_w, P + bo->out_b, n * T, W, 2 * D);
-    bf_flow_step_forward(zp, a->alpha_sum, o, u, n, T, D, f->cfg.bound);
+    bf_linear_forward(SLICE(a->o, b, 2 * td), resid + (size_t)L * tw, P + bo->out_w,
+                      P + bo->out_b, n * T, W, 2 * D);
+}
+
+static void block_forward(const bf_flow *f, const float *P, bf_flow_acts *a, int b, int n) {
+    int T = f->T, D = f->D, rev = b & 1;
+    size_t td = (size_t)a->Bn * T * D;
+    float *u = SLICE(a->u, b, td), *zp = SLICE(a->zp, b, td);
+    bf_permute_tokens(u, SLICE(a->xs, b, td), n, T, D, rev);
+    block_head(f, P, a, b, n);
+    bf_flow_step_forward(zp, a->alpha_sum, SLICE(a->o, b, 2 * td), u, n, T, D, f->cfg.bound);
     bf_permute_tokens(SLICE(a->xs, b + 1, td), zp, n, T, D, rev);
+}
+
+const float *bf_flow_block_head(const bf_flow *f, const float *params, bf_flow_acts *a, int b,
+                                const float *u, const int *y, int n) {
+    BF_ASSERT(n > 0 && n <= a->Bn && b >= 0 && b < f->cfg.num_blocks);
+    size_t td = (size_t)a->Bn * f->T * f->D;
+    a->y = y;
+    a->n = n;
+    memcpy(SLICE(a->u, b, td), u, sizeof(float) * (size_t)n * f->T * f->D);
+    block_head(f, params, a, b, n);
+    return SLICE(a->o, b, 2 * td);
 }
 
 float bf_flow_forward(const bf_flow *f, const float *params, bf_flow_acts *a, const float *x,

@@ -35,6 +35,9 @@ struct bf_flow {
     bf_block_offsets *blocks; /* (num_blocks) */
     bf_param_info *info;      /* (n_info) tensors in checkpoint order, var excluded */
     int n_info;
+    /* how the checkpoint was trained (metadata "noise", "sigma"); sampling defaults follow */
+    int trained_gauss;
+    float trained_sigma;
 };
 
 /* Activations of one training (or encoding) pass for up to Bn images. */
@@ -81,6 +84,11 @@ void bf_flow_backward(const bf_flow *f, const float *params, bf_flow_acts *a, fl
 /* Exact inverse on patch tokens: z, x (n, T, D); y (n) or NULL; cfg = guidance weight. */
 int bf_flow_decode_tokens(const bf_flow *f, const float *params, float *x, const float *z,
                           const int *y, int n, float cfg, int cfg_anneal);
+
+/* Head outputs o (n, T, 2D) of block b for its input u (n, T, D) in the block's token order
+ * (before the shift and the bound); returns a pointer into the activations. */
+const float *bf_flow_block_head(const bf_flow *f, const float *params, bf_flow_acts *a, int b,
+                                const float *u, const int *y, int n);
 
 const char *bf_flow_named_configs(void);
 

@@ -6,6 +6,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 typedef struct {
@@ -109,25 +110,42 @@ static void decode_block(const bf_flow *f, const float *P, decode_ws *w, float *
     }
 }
 
-/* z, x: (n, T, D) tokens. */
-int bf_flow_decode_tokens(const bf_flow *f, const float *params, float *x, const float *z,
-                          const int *y, int n, float cfg, int cfg_anneal) {
-    int T = f->T, D = f->D, guided = cfg != 0.0f;
-    if (!isfinite(cfg)) { bf_set_error("guidance weight must be finite"); return -1; }
+/* Decodes images [0, n) of z into x, all (n, T, D), with one workspace. */
+static void decode_chunk(const bf_flow *f, const float *params, float *x, const float *z,
+                         const int *y, int n, float cfg, int cfg_anneal) {
+    int T = f->T, D = f->D;
+    size_t nd = (size_t)n * T * D;
     decode_ws w;
-    ws_init(&w, f, guided ? 2 * n : n);
+    ws_init(&w, f, cfg != 0.0f ? 2 * n : n);
     for (int r = 0; r < w.R; r++) w.labels[r] = r < n && y ? y[r] : -1;
-    float *cur = bf_malloc(sizeof(float) * (size_t)n * T * D), *u = bf_malloc(sizeof(float) * (size_t)n * T * D);
-    for (size_t i = 0; i < (size_t)n * T * D; i++) cur[i] = z[i] * sqrtf(f->var[i % ((size_t)T * D)]);
+    float *cur = bf_malloc(sizeof(float) * nd), *u = bf_malloc(sizeof(float) * nd);
+    for (size_t i = 0; i < nd; i++) cur[i] = z[i] * sqrtf(f->var[i % ((size_t)T * D)]);
     for (int b = f->cfg.num_blocks - 1; b >= 0; b--) {
         bf_permute_tokens(u, cur, n, T, D, b & 1);
         decode_block(f, params, &w, u, b, n, cfg, cfg_anneal);
         bf_permute_tokens(cur, u, n, T, D, b & 1);
     }
-    memcpy(x, cur, sizeof(float) * (size_t)n * T * D);
+    memcpy(x, cur, sizeof(float) * nd);
     free(cur);
     free(u);
     ws_free(&w);
+}
+
+/* z, x: (n, T, D) tokens. Each thread decodes its own share of the images: one parallel
+ * region per call instead of one per operation of every token step. */
+int bf_flow_decode_tokens(const bf_flow *f, const float *params, float *x, const float *z,
+                          const int *y, int n, float cfg, int cfg_anneal) {
+    if (!isfinite(cfg)) { bf_set_error("guidance weight must be finite"); return -1; }
+    size_t N = (size_t)f->T * f->D;
+    int teams = omp_get_max_threads();
+    if (teams > n) teams = n;
+#pragma omp parallel num_threads(teams) if (teams > 1)
+    {
+        int k = omp_get_num_threads(), t = omp_get_thread_num();
+        int s = (int)((long)n * t / k), e = (int)((long)n * (t + 1) / k);
+        if (e > s)
+            decode_chunk(f, params, x + s * N, z + s * N, y ? y + s : NULL, e - s, cfg, cfg_anneal);
+    }
     return 0;
 }
 

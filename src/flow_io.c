@@ -163,6 +163,12 @@ bf_flow *bf_flow_load(const char *path_in, int use_ema) {
     if (config_from_meta(&c, &st, path) == 0) {
         f = bf_flow_new(&c);
         if (f && copy_tensors(f, &st, path)) { bf_flow_free(f); f = NULL; }
+        const char *noise = bf_st_meta(&st, "noise"), *sigma = bf_st_meta(&st, "sigma");
+        if (f && noise && !strcmp(noise, "gauss")) {
+            f->trained_gauss = 1;
+            f->trained_sigma = sigma ? strtof(sigma, NULL) : 0.0f;
+            if (!(f->trained_sigma >= 0.0f && f->trained_sigma < 10.0f)) f->trained_sigma = 0.0f;
+        }
     }
     bf_st_free(&st);
     return f;

@@ -6,7 +6,6 @@
 #include "core.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <stdlib.h>
 
 void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
@@ -23,8 +22,9 @@ void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, 
 #define KC 256
 
 static int use_blas = -1;
-static float *b_scratch;
-static size_t b_scratch_size;
+/* per calling thread: decoders call bf_gemm from inside their own parallel regions */
+static _Thread_local float *b_scratch;
+static _Thread_local size_t b_scratch_size;
 
 int bf_gemm_native(void) {
     if (use_blas < 0) {
@@ -61,7 +61,7 @@ static void micro_kernel(int kc, const float *Ap, const float *Bp, float *C, int
 /* Bp: panels of NR columns, each (kc x NR), for rows k0..k0+kc of op(B). */
 static void pack_b(float *Bp, int tb, const float *B, int ldb, int k0, int kc, int N) {
     int panels = (N + NR - 1) / NR;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)kc * N >= 65536)
     for (int p = 0; p < panels; p++) {
         float *dst = Bp + (size_t)p * kc * NR;
         for (int k = 0; k < kc; k++)
@@ -95,7 +95,6 @@ void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const
     if (M <= 0 || N <= 0 || K <= 0) return;
     if (!bf_gemm_native()) { bf_gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, C, ldc); return; }
     int panels = (N + NR - 1) / NR, rows = (M + MR - 1) / MR;
-    BF_ASSERT(!omp_in_parallel());   /* the packed-B scratch is shared by one caller's team */
     size_t need = (size_t)panels * (K < KC ? K : KC) * NR;
     if (need > b_scratch_size) {   /* kept between calls: no page faults in the hot loop */
         free(b_scratch);
@@ -107,7 +106,7 @@ void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const
     for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? K - k0 : KC;
         pack_b(Bp, tb, B, ldb, k0, kc, N);
-#pragma omp parallel
+#pragma omp parallel if ((double)M * N * kc >= 1e6)
         {
             float Ap[KC * MR] __attribute__((aligned(64)));
 #pragma omp for schedule(static)

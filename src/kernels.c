@@ -11,6 +11,9 @@
 #include <string.h>
 
 #define LN_EPS 1e-5f
+/* Below this much work a parallel region costs more than it saves (and on a loaded
+ * machine a descheduled thread stalls the whole team), so small calls run serially. */
+#define BF_PAR_MIN 32768
 
 /* ------------------------------------------------------------------ vectorisable math */
 /* exp for float with ~2 ulp error; written without calls so loops vectorise.
@@ -58,7 +61,7 @@ static inline float fast_erff(float x) {
 void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IC, int OC) {
     if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * OC >= BF_PAR_MIN)
         for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, sizeof(float) * OC);
     }
     else
@@ -67,7 +70,7 @@ void bf_linear_forward(float *out, const float *inp, const float *weight, const 
 }
 
 static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
-#pragma omp parallel
+#pragma omp parallel if ((size_t)N * C >= BF_PAR_MIN)
     {
         int nt = omp_get_num_threads(), t = omp_get_thread_num();
         int c0 = (int)((long)C * t / nt), c1 = (int)((long)C * (t + 1) / nt);
@@ -88,7 +91,7 @@ void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *
 /* ------------------------------------------------------------------ layernorm */
 void bf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= BF_PAR_MIN)
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
         float *o = out + (size_t)i * C;
@@ -107,7 +110,7 @@ void bf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 void bf_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C) {
-#pragma omp parallel
+#pragma omp parallel if ((size_t)N * C >= BF_PAR_MIN)
     {
         float *dw = bf_calloc((size_t)2 * C, sizeof(float)), *db = dw + C;
 #pragma omp for schedule(static)
@@ -160,7 +163,7 @@ void bf_attention_forward(float *out, float *att, const float *qkv, int B, int T
                           int causal) {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * (C / NH) >= BF_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const float *base = qkv + (size_t)b * T * C3;
@@ -187,7 +190,7 @@ void bf_attention_backward(float *dqkv, const float *dout, const float *qkv, con
                            int B, int T, int C, int NH, int causal) {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)B * NH * T * T * (C / NH) >= BF_PAR_MIN)
     {
         float *dpre = bf_malloc(sizeof(float) * T);
 #pragma omp for collapse(2) schedule(static)
@@ -313,7 +316,7 @@ static inline float gelu_grad_scalar(float x) {
 
 void bf_gelu_forward(float *out, const float *inp, size_t n) {
     size_t nchunk = (n + GELU_CHUNK - 1) / GELU_CHUNK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= BF_PAR_MIN)
     for (size_t ch = 0; ch < nchunk; ch++) {
         size_t i = ch * GELU_CHUNK, end = i + GELU_CHUNK < n ? i + GELU_CHUNK : n;
 #if defined(__AVX512F__)
@@ -330,7 +333,7 @@ void bf_gelu_forward(float *out, const float *inp, size_t n) {
 
 void bf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     size_t nchunk = (n + GELU_CHUNK - 1) / GELU_CHUNK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= BF_PAR_MIN)
     for (size_t ch = 0; ch < nchunk; ch++) {
         size_t i = ch * GELU_CHUNK, end = i + GELU_CHUNK < n ? i + GELU_CHUNK : n;
 #if defined(__AVX512F__)
@@ -351,12 +354,12 @@ void bf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n
 }
 
 void bf_residual_forward(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n >= BF_PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 void bf_residual_backward(float *da, float *db, const float *dout, size_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n >= BF_PAR_MIN)
     for (size_t i = 0; i < n; i++) { da[i] += dout[i]; db[i] += dout[i]; }
 }
 
@@ -372,7 +375,7 @@ void bf_embed_forward(float *out, const float *h, const float *pos, const float 
                       const int *y, int B, int T, int C, int num_classes, int reverse) {
     float *mean = bf_calloc((size_t)C, sizeof(float));
     if (num_classes > 0) class_mean(mean, cls, num_classes, C);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C >= BF_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             int label = y ? y[b] : -1;
@@ -419,18 +422,18 @@ static inline float softbound_grad(float v, float c) {
 }
 
 void bf_softbound_forward(float *out, const float *inp, size_t n, float c) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= BF_PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = softbound(inp[i], c);
 }
 
 void bf_softbound_backward(float *dinp, const float *inp, const float *dout, size_t n, float c) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= BF_PAR_MIN)
     for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * softbound_grad(inp[i], c);
 }
 
 void bf_flow_step_forward(float *z, float *alpha_sum, const float *o, const float *u,
                           int B, int T, int D, float c) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * T * D >= BF_PAR_MIN)
     for (int b = 0; b < B; b++) {
         float asum = 0.0f;
         for (int t = 0; t < T; t++) {
@@ -450,7 +453,7 @@ void bf_flow_step_forward(float *z, float *alpha_sum, const float *o, const floa
 
 void bf_flow_step_backward(float *do_, float *du, const float *dz, const float *dalpha_sum,
                            const float *o, const float *u, int B, int T, int D, float c) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * T * D >= BF_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const float *ut = u + ((size_t)b * T + t) * D, *g = dz + ((size_t)b * T + t) * D;
@@ -500,7 +503,7 @@ void bf_attention_decode_step(float *out, float *kcache, float *vcache, const fl
                               int R, int T, int W, int NH, int pos) {
     int hs = W / NH;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)R * (pos + 1) * W >= BF_PAR_MIN)
     {
         float *s = bf_malloc(sizeof(float) * (size_t)T);
 #pragma omp for schedule(static)
