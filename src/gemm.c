@@ -59,9 +59,9 @@ static void micro_kernel(int kc, const float *Ap, const float *Bp, float *C, int
 }
 
 /* Bp: panels of NR columns, each (kc x NR), for rows k0..k0+kc of op(B). */
-static void pack_b(float *Bp, int tb, const float *B, int ldb, int k0, int kc, int N) {
+static void pack_b(float *Bp, int tb, const float *B, int ldb, int k0, int kc, int N, int par) {
     int panels = (N + NR - 1) / NR;
-#pragma omp parallel for schedule(static) if ((long)kc * N >= 65536)
+#pragma omp parallel for schedule(static) if (par)
     for (int p = 0; p < panels; p++) {
         float *dst = Bp + (size_t)p * kc * NR;
         for (int k = 0; k < kc; k++)
@@ -93,7 +93,10 @@ static void pack_a(float *Ap, int ta, const float *A, int lda, int i0, int k0, i
 void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
              int ldb, float *C, int ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return;
-    if (!bf_gemm_native()) { bf_gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, C, ldc); return; }
+    /* a few rows (token-by-token decoding of small batches): packing B would cost as much as
+     * the product itself, and OpenBLAS's matrix-vector path does better */
+    if (!bf_gemm_native() || M < 4) { bf_gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, C, ldc); return; }
+    int par = (double)M * N * K >= 2e6;
     int panels = (N + NR - 1) / NR, rows = (M + MR - 1) / MR;
     size_t need = (size_t)panels * (K < KC ? K : KC) * NR;
     if (need > b_scratch_size) {   /* kept between calls: no page faults in the hot loop */
@@ -105,8 +108,8 @@ void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const
     float *Bp = b_scratch;
     for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? K - k0 : KC;
-        pack_b(Bp, tb, B, ldb, k0, kc, N);
-#pragma omp parallel if ((double)M * N * kc >= 1e6)
+        pack_b(Bp, tb, B, ldb, k0, kc, N, par);
+#pragma omp parallel if (par)
         {
             float Ap[KC * MR] __attribute__((aligned(64)));
 #pragma omp for schedule(static)

@@ -226,11 +226,106 @@ static int bench_train(int argc, char **argv) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ bench sample */
+typedef struct { const char *name; bf_sampler s; int batch; float cfg; int denoise; } sample_case;
+
+static void bench_sample_case(bf_flow *f, const sample_case *k, int n, double min_s) {
+    size_t N = (size_t)f->T * f->D, img = (size_t)f->cfg.in_channels * f->cfg.img_size * f->cfg.img_size;
+    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * img);
+    int *y = bf_malloc(sizeof(int) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, 5);
+    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = f->cfg.num_classes ? i % f->cfg.num_classes : -1;
+    bf_sample_opts o;
+    bf_sample_opts_default(&o);
+    o.sampler = k->s;
+    o.batch = k->batch;
+    o.cfg = k->cfg;
+    o.denoise = k->denoise;
+    o.sigma = 0.05f;
+    bf_sample_stats st;
+    long images = 0, iters = 0;
+    double t = 0.0;
+    while (t < min_s) {   /* whole calls until the time is long enough to trust */
+        bf_flow_sample(f, x, z, y, n, &o, &st);
+        t += st.seconds;
+        images += n;
+        iters += st.jacobi_iters;
+    }
+    double per = bf_flow_forward_flops(&f->cfg, 1) * (k->cfg != 0 ? 2 : 1);
+    double passes = k->s == BF_SAMPLER_JACOBI ? (double)iters / f->cfg.num_blocks / ((double)images / k->batch) : 1.0;
+    double flops = images * (per * passes + (k->denoise ? 3 * bf_flow_forward_flops(&f->cfg, 1) : 0));
+    printf("  %-26s batch %3d: %8.1f images/s %9.3f ms/image %7.1f GFLOP/s", k->name, k->batch,
+           images / t, 1e3 * t / images, flops / t / 1e9);
+    if (k->s == BF_SAMPLER_JACOBI) printf("  (%.1f iterations per block)", passes);
+    printf("\n");
+    printf("{\"bench\":\"sample\",\"case\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
+           "\"ms_per_image\":%.4f,\"gflops\":%.2f}\n", k->name, k->batch, images / t, 1e3 * t / images,
+           flops / t / 1e9);
+    free(z); free(x); free(y);
+}
+
+static int bench_sample(int argc, char **argv) {
+    shape_opts sh = {"fmnist-small", 0, 0, 0, 0, 0, -1.0f};
+    const char *flow = NULL;
+    int threads = 0, jacobi = 1;
+    float seconds = 2.0f, cfg = 2.0f;
+    cli_opt opts[] = {
+        {"config", OPT_STR, &sh.config, "named configuration (random weights) when no --flow"},
+        {"flow", OPT_STR, &flow, "a trained model (Jacobi's iteration count depends on the weights)"},
+        {"cfg", OPT_FLOAT, &cfg, "guidance weight of the guided cases"},
+        {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per case"},
+        {"jacobi", OPT_INT, &jacobi, "include the Jacobi sampler (1) or not (0)"},
+        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[POS_MAX];
+    int np, rc = cli_parse(argc, argv, 3, opts, "biflow bench sample [options]",
+                           "Sampling speed of each sampler at batch 1 and 64, with and without guidance.",
+                           pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (threads > 0) omp_set_num_threads(threads);
+    bf_flow *f;
+    if (flow) {
+        f = bf_flow_load(flow, 1);
+        if (!f) return fail();
+    } else {
+        bf_flow_config c;
+        if (resolve_shape(&c, &sh)) return fail();
+        if (c.bound == 0.0f) c.bound = 2.0f;   /* random blocks need a bound to stay finite */
+        f = bf_flow_new(&c);
+        bf_flow_init(f, 1);
+        bf_rng r;
+        bf_rng_seed(&r, 2);
+        for (int b = 0; b < c.num_blocks; b++)
+            for (int i = 0; i < 2 * f->D * f->W; i++) f->params[f->blocks[b].out_w + i] = 0.02f * bf_rng_normal(&r);
+    }
+    printf("bench sample: %s, %zu parameters, %d threads\n", flow ? flow : sh.config,
+           f->num_params, omp_get_max_threads());
+    sample_case cases[] = {
+        {"exact", BF_SAMPLER_EXACT, 1, 0, 0}, {"exact", BF_SAMPLER_EXACT, 64, 0, 0},
+        {"exact+cfg", BF_SAMPLER_EXACT, 1, cfg, 0}, {"exact+cfg", BF_SAMPLER_EXACT, 64, cfg, 0},
+        {"exact+cfg+score-denoise", BF_SAMPLER_EXACT, 1, cfg, 1},
+        {"exact+cfg+score-denoise", BF_SAMPLER_EXACT, 64, cfg, 1},
+        {"jacobi", BF_SAMPLER_JACOBI, 1, 0, 0}, {"jacobi", BF_SAMPLER_JACOBI, 64, 0, 0},
+        {"jacobi+cfg", BF_SAMPLER_JACOBI, 64, cfg, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].s == BF_SAMPLER_JACOBI && !jacobi) continue;
+        bench_sample_case(f, &cases[i], cases[i].batch == 1 ? 8 : 128, seconds);
+    }
+    bf_flow_free(f);
+    return 0;
+}
+
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[2], "train")) return bench_train(argc, argv);
-    printf("usage: biflow bench train [options]\n\n"
-           "Benchmarks; each reports achieved GFLOP/s beside a baseline measured in the same run.\n"
-           "  train    training-step throughput of the forward model\n");
+    if (argc >= 3 && !strcmp(argv[2], "sample")) return bench_sample(argc, argv);
+    printf("usage: biflow bench train|sample [options]\n\n"
+           "Benchmarks; each reports achieved GFLOP/s (train: beside a baseline measured in the same run).\n"
+           "  train    training-step throughput of the forward model\n"
+           "  sample   images/s and ms/image of each sampler at batch 1 and 64\n");
     return argc >= 3 && strcmp(argv[2], "--help") ? 2 : 0;
 }
 
@@ -365,6 +460,61 @@ static int cmd_sample(int argc, char **argv) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ encode */
+static int cmd_encode(int argc, char **argv) {
+    const char *flow = NULL, *data = "fashion-mnist", *split = "test", *out = "encoded.safetensors";
+    int n = 16, raw = 0, uncond = 0;
+    cli_opt opts[] = {
+        {"flow", OPT_STR, &flow, "forward model: .safetensors file or run folder"},
+        {"raw", OPT_FLAG, &raw, "raw weights of a run folder instead of the EMA"},
+        {"data", OPT_STR, &data, "dataset spec"},
+        {"split", OPT_STR, &split, "train or test"},
+        {"n", OPT_INT, &n, "the first N images of the split"},
+        {"uncond", OPT_FLAG, &uncond, "encode with the unconditional label"},
+        {"out", OPT_STR, &out, "output: safetensors with x, y, z, logdet"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[POS_MAX];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow encode --flow MODEL [options]",
+                           "Encodes images with F: writes x (n,C,H,W), y (n), z (n,T,D) and the\n"
+                           "log-determinant per dimension (n), e.g. to compare with PyTorch\n"
+                           "(dev/check_roundtrip.py).", pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (!flow) { fprintf(stderr, "biflow encode: --flow is required (see --help)\n"); return 2; }
+    bf_flow *f = bf_flow_load(flow, !raw);
+    bf_dataset ds = {0};
+    if (!f || bf_dataset_load(&ds, data, split)) return fail();
+    const bf_flow_config *c = &f->cfg;
+    if (ds.c != c->in_channels || ds.h != c->img_size || ds.w != c->img_size) {
+        fprintf(stderr, "biflow encode: the data do not have the model's image size\n");
+        return 2;
+    }
+    if (n <= 0 || n > ds.n) n = ds.n;
+    size_t img = (size_t)ds.c * ds.h * ds.w, N = (size_t)f->T * f->D;
+    float *x = bf_malloc(sizeof(float) * n * img), *z = bf_malloc(sizeof(float) * n * N);
+    float *ld = bf_malloc(sizeof(float) * n);
+    int *y = bf_malloc(sizeof(int) * n);
+    int64_t *y64 = bf_malloc(sizeof(int64_t) * n);
+    for (size_t i = 0; i < n * img; i++) x[i] = ds.pixels[i] / 127.5f - 1.0f;
+    for (int i = 0; i < n; i++) y64[i] = y[i] = uncond || !c->num_classes ? -1 : ds.labels[i];
+    bf_flow_encode(f, z, ld, x, y, n);
+    bf_st_writer *w = bf_st_writer_new();
+    int64_t sx[4] = {n, c->in_channels, c->img_size, c->img_size}, sz[3] = {n, f->T, f->D}, sn = n;
+    bf_st_writer_meta(w, "note", "biflow encode: z = F(x | y), logdet = sum over blocks of -mean(alpha)");
+    bf_st_writer_add(w, "x", BF_DT_F32, 4, sx, x);
+    bf_st_writer_add(w, "y", BF_DT_I64, 1, &sn, y64);
+    bf_st_writer_add(w, "z", BF_DT_F32, 3, sz, z);
+    bf_st_writer_add(w, "logdet", BF_DT_F32, 1, &sn, ld);
+    rc = bf_st_writer_save(w, out);
+    bf_st_writer_free(w);
+    if (rc) return fail();
+    printf("encoded %d images: mean logdet %.4f per dimension; wrote %s\n", n, ld[0], out);
+    free(x); free(z); free(ld); free(y); free(y64);
+    bf_dataset_free(&ds);
+    bf_flow_free(f);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ info */
 static int cmd_info(int argc, char **argv) {
     cli_opt opts[] = {{NULL, 0, NULL, NULL}};
@@ -392,7 +542,8 @@ static const command COMMANDS[] = {
     {"train-flow", cmd_train_flow, "train the forward model F (TARFlow) by maximum likelihood"},
     {"eval-bpd", cmd_eval_bpd, "bits per dimension of F on a dataset split"},
     {"sample", cmd_sample, "sample images by inverting F (exact or Jacobi), PNG grid + .npy"},
-    {"bench", cmd_bench, "benchmarks (bench train)"},
+    {"bench", cmd_bench, "benchmarks: bench train, bench sample"},
+    {"encode", cmd_encode, "encode images with F to noise (x, y, z, logdet as safetensors)"},
     {"info", cmd_info, "show a model file's configuration"},
 };
 
