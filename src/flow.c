@@ -400,22 +400,59 @@ void bf_unpatchify(float *img, const float *tok, int n, int c, int h, int w, int
             }
 }
 
+/* Chunks of up to 32 images are spread over the threads, each with its own activations. */
 int bf_flow_encode(bf_flow *f, float *z, float *logdet, const float *x, const int *y, int n) {
     const bf_flow_config *c = &f->cfg;
-    int chunk = n < 64 ? n : 64, N = f->T * f->D;
-    bf_flow_acts a;
-    bf_flow_acts_init(&a, f, chunk);
-    float *tok = bf_malloc(sizeof(float) * (size_t)chunk * N);
+    int chunk = n < 32 ? n : 32, N = f->T * f->D, nchunks = (n + chunk - 1) / chunk;
     size_t img = (size_t)c->in_channels * c->img_size * c->img_size;
-    for (int s = 0; s < n; s += chunk) {
-        int m = n - s < chunk ? n - s : chunk;
-        bf_patchify(tok, x + s * img, m, c->in_channels, c->img_size, c->img_size, c->patch_size);
-        bf_flow_forward(f, f->params, &a, tok, y ? y + s : NULL, m);
-        memcpy(z + (size_t)s * N, a.xs + (size_t)c->num_blocks * a.Bn * N, sizeof(float) * (size_t)m * N);
-        if (logdet)
-            for (int i = 0; i < m; i++) logdet[s + i] = -a.alpha_sum[i] / (float)N;
+#pragma omp parallel if (nchunks > 1)
+    {
+        bf_flow_acts a;
+        bf_flow_acts_init(&a, f, chunk);
+        float *tok = bf_malloc(sizeof(float) * (size_t)chunk * N);
+#pragma omp for schedule(dynamic, 1)
+        for (int k = 0; k < nchunks; k++) {
+            int s = k * chunk, m = n - s < chunk ? n - s : chunk;
+            bf_patchify(tok, x + s * img, m, c->in_channels, c->img_size, c->img_size, c->patch_size);
+            bf_flow_forward(f, f->params, &a, tok, y ? y + s : NULL, m);
+            memcpy(z + (size_t)s * N, a.xs + (size_t)c->num_blocks * a.Bn * N, sizeof(float) * (size_t)m * N);
+            if (logdet)
+                for (int i = 0; i < m; i++) logdet[s + i] = -a.alpha_sum[i] / (float)N;
+        }
+        free(tok);
+        bf_flow_acts_free(&a);
     }
-    free(tok);
-    bf_flow_acts_free(&a);
     return 0;
+}
+
+/* ------------------------------------------------------------------ sharded step */
+/* Each thread runs forward and backward on its own slice of the batch with its own
+ * activations and gradient buffer; the kernels inside then run serially, so a step has
+ * one parallel region instead of hundreds (each a barrier, costly on a loaded machine). */
+float bf_flow_step_sharded(const bf_flow *f, const float *params, bf_flow_acts *acts,
+                           float **shard_grads, int nshards, float *grads, const float *x,
+                           const int *y, int n) {
+    size_t N = (size_t)f->T * f->D, P = f->num_params;
+    double loss_sum = 0.0;
+    int used = nshards < n ? nshards : n;
+#pragma omp parallel for num_threads(used) schedule(static, 1) reduction(+ : loss_sum)
+    for (int s = 0; s < used; s++) {
+        int b0 = (int)((long)n * s / used), b1 = (int)((long)n * (s + 1) / used), m = b1 - b0;
+        float *g = s == 0 ? grads : shard_grads[s];
+        memset(g, 0, sizeof(float) * P);
+        float loss = bf_flow_forward(f, params, &acts[s], x + b0 * N, y ? y + b0 : NULL, m);
+        bf_flow_backward(f, params, &acts[s], g, NULL);
+        loss_sum += (double)loss * m;
+    }
+    /* shard s holds the gradient of its own mean: weight it by its share of the batch */
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < P; i++) {
+        float acc = 0.0f;
+        for (int s = 0; s < used; s++) {
+            int m = (int)((long)n * (s + 1) / used) - (int)((long)n * s / used);
+            acc += (s == 0 ? grads[i] : shard_grads[s][i]) * ((float)m / (float)n);
+        }
+        grads[i] = acc;
+    }
+    return (float)(loss_sum / n);
 }

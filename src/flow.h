@@ -90,6 +90,14 @@ int bf_flow_decode_tokens(const bf_flow *f, const float *params, float *x, const
 const float *bf_flow_block_head(const bf_flow *f, const float *params, bf_flow_acts *a, int b,
                                 const float *u, const int *y, int n);
 
+/* One training step's forward + backward with the batch split over nshards threads.
+ * acts: nshards activation sets (each Bn >= n / nshards rounded up); shard_grads[1..]:
+ * scratch gradient buffers; grads (num_params) is OVERWRITTEN with the gradient of the
+ * batch-mean NLL (a step's gradient buffer starts from zero anyway). Returns the mean NLL. */
+float bf_flow_step_sharded(const bf_flow *f, const float *params, bf_flow_acts *acts,
+                           float **shard_grads, int nshards, float *grads, const float *x,
+                           const int *y, int n);
+
 const char *bf_flow_named_configs(void);
 
 /* Training batch: images (B, C, H, W) of examples idx (B), noised (uniform dequantisation

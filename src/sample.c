@@ -5,6 +5,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <omp.h>
 
 void bf_sample_opts_default(bf_sample_opts *o) {
     memset(o, 0, sizeof *o);
@@ -13,21 +14,32 @@ void bf_sample_opts_default(bf_sample_opts *o) {
     o->batch = 64;
 }
 
+/* Each thread takes a slice of the images with its own activations (one parallel region). */
 int bf_flow_score(bf_flow *f, float *score, const float *x, const int *y, int n) {
-    int N = f->T * f->D;
-    bf_flow_acts a;
-    bf_flow_acts_init(&a, f, n);
-    float loss = bf_flow_forward(f, f->params, &a, x, y, n);
+    int N = f->T * f->D, nt = omp_get_max_threads() < n ? omp_get_max_threads() : n;
+    int bad = 0;
     memset(score, 0, sizeof(float) * (size_t)n * N);
-    if (isfinite(loss)) bf_flow_backward(f, f->params, &a, NULL, score);
-    bf_flow_acts_free(&a);
-    if (!isfinite(loss)) {
+#pragma omp parallel num_threads(nt) reduction(| : bad)
+    {
+        int k = omp_get_num_threads(), t = omp_get_thread_num();
+        int b0 = (int)((long)n * t / k), m = (int)((long)n * (t + 1) / k) - b0;
+        if (m > 0) {
+            bf_flow_acts a;
+            bf_flow_acts_init(&a, f, m);
+            float loss = bf_flow_forward(f, f->params, &a, x + (size_t)b0 * N, y ? y + b0 : NULL, m);
+            if (isfinite(loss)) bf_flow_backward(f, f->params, &a, NULL, score + (size_t)b0 * N);
+            else bad = 1;
+            /* backward gives d(mean over the slice of nll_b)/dx, nll per dimension;
+             * log p(x_b) = -N nll_b */
+            float scale = -(float)N * (float)m;
+            for (size_t i = (size_t)b0 * N; i < (size_t)(b0 + m) * N; i++) score[i] *= scale;
+            bf_flow_acts_free(&a);
+        }
+    }
+    if (bad) {
         bf_set_error("score: the likelihood of the batch is not finite");
         return -1;
     }
-    /* backward gives d(mean_b nll_b)/dx with nll per dimension; log p(x_b) = -N nll_b */
-    float k = -(float)N * (float)n;
-    for (size_t i = 0; i < (size_t)n * N; i++) score[i] *= k;
     return 0;
 }
 

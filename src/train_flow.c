@@ -216,7 +216,9 @@ typedef struct {
     const bf_train_opts *o;
     const bf_dataset *ds, *test;
     run_state *s;
-    bf_flow_acts acts;
+    bf_flow_acts *acts;          /* one activation set per shard */
+    float **shard_grads;         /* [1..nshards) scratch gradients */
+    int nshards;
     float *img, *tok;
     int *y, *perm, *idx;
     long perm_epoch;
@@ -238,7 +240,8 @@ static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
     bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)s->step * 104729ull + 1);
     bf_make_batch(t->img, t->y, t->ds, t->idx, B, o->noise, o->sigma, o->label_drop, &rng);
     bf_patchify(t->tok, t->img, B, c->in_channels, c->img_size, c->img_size, c->patch_size);
-    double loss = bf_flow_forward(f, f->params, &t->acts, t->tok, t->y, B);
+    double loss = bf_flow_step_sharded(f, f->params, t->acts, t->shard_grads, t->nshards,
+                                       s->grads, t->tok, t->y, B);
     *loss_out = loss;
     if (!isfinite(loss)) {
         bf_set_error("step %ld: the loss is %g; the update was not applied and the weights are "
@@ -246,8 +249,6 @@ static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
                      s->step + 1, loss, s->step);
         return -1;
     }
-    memset(s->grads, 0, sizeof(float) * f->num_params);
-    bf_flow_backward(f, f->params, &t->acts, s->grads, NULL);
     double gn = bf_grad_norm(s->grads, f->num_params);
     *gnorm_out = gn;
     if (!isfinite(gn)) {
@@ -372,7 +373,13 @@ int bf_train_flow(const bf_train_opts *o) {
     t.y = bf_malloc(sizeof(int) * o->batch);
     t.idx = bf_malloc(sizeof(int) * o->batch);
     t.perm = bf_malloc(sizeof(int) * ds.n);
-    bf_flow_acts_init(&t.acts, s.f, o->batch);
+    t.nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
+    t.acts = bf_calloc((size_t)t.nshards, sizeof *t.acts);
+    t.shard_grads = bf_calloc((size_t)t.nshards, sizeof *t.shard_grads);
+    for (int k = 0; k < t.nshards; k++) {
+        bf_flow_acts_init(&t.acts[k], s.f, (o->batch + t.nshards - 1) / t.nshards);
+        if (k) t.shard_grads[k] = bf_malloc(sizeof(float) * s.f->num_params);
+    }
     t.log = open_log(o->out_dir, s.step);
     if (!t.log) { bf_set_error("cannot open the log in '%s'", o->out_dir); goto done; }
     if (!o->quiet)
@@ -385,7 +392,12 @@ int bf_train_flow(const bf_train_opts *o) {
     signal(SIGTERM, old_term);
 done:
     if (t.log) fclose(t.log);
-    bf_flow_acts_free(&t.acts);
+    for (int k = 0; k < t.nshards; k++) {
+        bf_flow_acts_free(&t.acts[k]);
+        free(t.shard_grads[k]);
+    }
+    free(t.acts);
+    free(t.shard_grads);
     free(t.img); free(t.tok); free(t.y); free(t.idx); free(t.perm);
     bf_dataset_free(&ds);
     bf_dataset_free(&test);

@@ -6,6 +6,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The finite differences call the forward thousands of times on tiny tensors; with a team of
+ * threads per call that costs seconds on a loaded machine (spinning barriers), so they run on
+ * one thread. The analytic backward keeps the caller's threads. */
+static int serial_begin(void) {
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return n;
+#else
+    return 0;
+#endif
+}
+static void serial_end(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
 
 static int verbose(void) {
     const char *v = getenv("BF_GC_VERBOSE");
@@ -115,6 +138,7 @@ int bf_gradcheck(const char *label, const bf_gc_problem *p, bf_gc_tensor *t, int
     }
 
     /* 4: finite differences on a random subset of each tensor */
+    int nthreads = serial_begin();
     bf_rng rng;
     bf_rng_seed(&rng, p->seed ^ 0x6772616463686bull);
     for (int k = 0; k < nt; k++) {
@@ -144,6 +168,8 @@ int bf_gradcheck(const char *label, const bf_gc_problem *p, bf_gc_tensor *t, int
         if (bad) failures++;
         free(idx);
     }
+
+    serial_end(nthreads);
 
     /* leave one backward's worth of gradient in the buffers */
     for (int k = 0; k < nt; k++) {
@@ -175,6 +201,7 @@ int bf_gradcheck_direction(const char *label, const bf_gc_problem *p, bf_gc_tens
         for (size_t i = 0; i < t[k].n; i++) v[k][i] = bf_rng_normal(&rng);
     }
     /* use the actual float steps: d = (x+ - x-) per entry */
+    int nthreads = serial_begin();
     double lp, lm;
     for (int k = 0; k < nt; k++)
         for (size_t i = 0; i < t[k].n; i++) t[k].x[i] = (float)((double)x0[k][i] + h * v[k][i]);
@@ -188,6 +215,7 @@ int bf_gradcheck_direction(const char *label, const bf_gc_problem *p, bf_gc_tens
             analytic += (double)t[k].grad[i] * ((double)xp - (double)xm) / (2.0 * h);
         }
     lm = p->loss(p->ctx);
+    serial_end(nthreads);
     double numeric = (lp - lm) / (2.0 * h);
     for (int k = 0; k < nt; k++) {
         memcpy(t[k].x, x0[k], t[k].n * sizeof(float));

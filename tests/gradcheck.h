@@ -24,7 +24,10 @@
  * step 3e-3 (~ eps_f^(1/3)) balances the two. Calibrated on the kernel tests over 1000 random
  * input sets: worst err/tol 0.57 at h = 3e-3, against 1.5 at 1e-3 (rounding) and 0.84 at
  * 1e-2 (truncation); wrong gradients (factor 2, missing term, wrong index, overwrite instead
- * of accumulate) land at err/tol 40 and more. */
+ * of accumulate) land at err/tol 40 and more.
+ *
+ * The finite differences run on one OpenMP thread (thousands of tiny forwards: thread teams
+ * with spinning barriers cost seconds on a loaded machine); the backward keeps the caller's. */
 #ifndef BF_GRADCHECK_H
 #define BF_GRADCHECK_H
 

@@ -346,3 +346,31 @@ TEST(flow_converted_pytorch_checkpoint) {
     bf_st_free(&io);
     bf_flow_free(f);
 }
+
+/* The batch split over threads gives the gradient of the whole batch's mean loss. */
+TEST(flow_sharded_step_equals_whole_batch) {
+    bf_flow_config c = {8, 1, 2, 16, 2, 1, 8, 3, 1.0f};
+    bf_flow *f = random_flow(c, 8, 0.2f);
+    int n = 7, N = f->T * f->D, y[7] = {0, 1, 2, -1, 0, 1, 2};
+    size_t P = f->num_params;
+    float *x = bf_gc_randn(3, (size_t)n * N, 0.0f, 0.7f);
+    float *g1 = bf_gc_zeros(P), *g3 = bf_gc_zeros(P);
+    bf_flow_acts whole, parts[3];
+    bf_flow_acts_init(&whole, f, n);
+    float l1 = bf_flow_forward(f, f->params, &whole, x, y, n);
+    bf_flow_backward(f, f->params, &whole, g1, NULL);
+    float *sg[3] = {NULL, bf_gc_zeros(P), bf_gc_zeros(P)};
+    for (int k = 0; k < 3; k++) bf_flow_acts_init(&parts[k], f, 3);
+    float l3 = bf_flow_step_sharded(f, f->params, parts, sg, 3, g3, x, y, n);
+    CHECK_NEAR(l1, l3, 1e-5);
+    float worst = 0.0f, scale = 0.0f;
+    for (size_t i = 0; i < P; i++) {
+        worst = fmaxf(worst, fabsf(g1[i] - g3[i]));
+        scale = fmaxf(scale, fabsf(g1[i]));
+    }
+    CHECK(scale > 0.0f && worst <= 1e-5f * scale);
+    for (int k = 0; k < 3; k++) bf_flow_acts_free(&parts[k]);
+    bf_flow_acts_free(&whole);
+    free(x); free(g1); free(g3); free(sg[1]); free(sg[2]);
+    bf_flow_free(f);
+}

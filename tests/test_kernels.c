@@ -66,6 +66,10 @@ static const linear_case linear_cases[] = {
     {7, 5, 3, 0, 1, 0, 0},       /* only dinp (frozen weights) */
     {1, 3, 9, 1, 1, 1, 1},
     {33, 20, 17, 1, 1, 1, 1},    /* past one SIMD width */
+    /* past the blocking of a packed GEMM (12 x 32 tiles, K slices of 256): K = IC = 260 in
+     * the forward, K = N = 260 in dweight, edge tiles everywhere */
+    {25, 260, 33, 1, 1, 1, 1},
+    {260, 40, 33, 1, 1, 1, 1},
 };
 
 typedef struct {
