@@ -27,6 +27,12 @@ static float *randn_mean(uint64_t seed, size_t n, float mean, float std) {
 }
 static float *zeros(size_t n) { return bf_gc_zeros(n); }
 
+/* Kernels run serially below some work size (src/kernels.c: 32768 elements); the "large"
+ * cases below are past it so that the threaded paths (partitions, reductions) are checked
+ * too. On those only a few entries per tensor get finite differences. */
+#define LARGE_WORK 40000
+static int entries_for(size_t work, int small) { return work >= 32768 ? 12 : small; }
+
 /* got (float) against want (double): |got - want| <= atol + rtol |want|, both finite.
  * Prints the worst entry on failure; returns 1 on failure, 0 otherwise. */
 static int close_to(const char *what, const float *got, const double *want, size_t n,
@@ -70,6 +76,7 @@ static const linear_case linear_cases[] = {
      * the forward, K = N = 260 in dweight, edge tiles everywhere */
     {25, 260, 33, 1, 1, 1, 1},
     {260, 40, 33, 1, 1, 1, 1},
+    {640, 16, 64, 1, 1, 1, 1},   /* large: N * OC = 40960 */
 };
 
 typedef struct {
@@ -125,7 +132,8 @@ TEST(linear_backward_gradcheck) {
         if (c->dinp) t[nt++] = (bf_gc_tensor){"inp", x.inp, x.dinp, ni};
         if (c->dweight) t[nt++] = (bf_gc_tensor){"weight", x.w, x.dw, nw};
         if (c->bias && c->dbias) t[nt++] = (bf_gc_tensor){"bias", x.b, x.db, (size_t)c->OC};
-        bf_gc_problem p = {.loss = linear_loss, .backward = linear_bwd, .ctx = &x, .seed = (uint64_t)k + seed_shift()};
+        bf_gc_problem p = {.loss = linear_loss, .backward = linear_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(no, 64)};
         char label[96];
         snprintf(label, sizeof label, "linear N=%d IC=%d OC=%d bias=%d dinp=%s", c->N, c->IC, c->OC,
                  c->bias, c->dinp ? "yes" : "NULL");
@@ -142,6 +150,7 @@ typedef struct { int N, C; float offset, scale; int dparams; } ln_case;
 static const ln_case ln_cases[] = {
     {10, 8, 0.0f, 1.0f, 1}, {7, 33, 3.0f, 2.0f, 1}, {3, 4, -1.0f, 1.0f, 1},
     {5, 8, 0.5f, 1.0f, 0},   /* dweight, dbias NULL (frozen parameters) */
+    {1000, 48, 0.0f, 1.0f, 1},   /* large */
 };
 
 typedef struct {
@@ -207,7 +216,8 @@ TEST(layernorm_backward_gradcheck) {
         size_t n = (size_t)c->N * c->C;
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}, {"weight", x.w, x.dw, (size_t)c->C},
                             {"bias", x.b, x.db, (size_t)c->C}};
-        bf_gc_problem p = {.loss = ln_loss, .backward = ln_bwd, .ctx = &x, .seed = (uint64_t)k + seed_shift()};
+        bf_gc_problem p = {.loss = ln_loss, .backward = ln_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
         char label[64];
         snprintf(label, sizeof label, "layernorm N=%d C=%d dweight,dbias=%s", c->N, c->C,
                  c->dparams ? "yes" : "NULL");
@@ -222,6 +232,7 @@ static const att_case att_cases[] = {
     {2, 5, 8, 2, 1}, {2, 5, 8, 2, 0}, {1, 7, 12, 3, 1}, {1, 7, 12, 3, 0},
     {2, 1, 4, 1, 1}, {1, 4, 6, 1, 0},
     {1, 9, 64, 2, 1}, {1, 9, 40, 2, 0},   /* head sizes 32 and 20: whole and partial vectors */
+    {4, 32, 64, 2, 1}, {4, 32, 64, 2, 0}, /* large: B NH T T hs = 262144 */
 };
 
 typedef struct {
@@ -260,16 +271,20 @@ TEST(attention_forward_matches_ref) {
         snprintf(what, sizeof what, "attention case %d att", k);
         CHECK(close_to(what, att, wa, na, 1e-6, 1e-5) == 0);
         /* probabilities: rows sum to one, zero above the diagonal when causal */
+        size_t masked = 0, negative = 0, unnormalised = 0;
         for (int r = 0; r < B * NH * T; r++) {
             int i = r % T;
             double s = 0.0;
             for (int j = 0; j < T; j++) {
                 s += att[(size_t)r * T + j];
-                if (c->causal && j > i) CHECK(att[(size_t)r * T + j] == 0.0f);
-                CHECK(aref[(size_t)r * T + j] >= 0.0f);
+                masked += c->causal && j > i && att[(size_t)r * T + j] != 0.0f;
+                negative += !(att[(size_t)r * T + j] >= 0.0f);
             }
-            CHECK_NEAR(s, 1.0, 1e-5);
+            unnormalised += !(fabs(s - 1.0) <= 1e-5);
         }
+        CHECK(masked == 0);
+        CHECK(negative == 0);
+        CHECK(unnormalised == 0);
         free(qkv); free(out); free(att); free(oref); free(aref); free(wo); free(wa);
     }
 }
@@ -372,7 +387,9 @@ TEST(attention_backward_gradcheck) {
         bf_gc_tensor t[] = {{"qkv", x.qkv, x.dqkv, nq}};
         /* a 240-entry qkv: check them all in the first case, else a random 64 */
         bf_gc_problem p = {.loss = att_loss, .backward = att_bwd, .ctx = &x, .seed = (uint64_t)k + seed_shift(),
-                           .max_entries = k == 0 ? 1000 : 64};
+                           .max_entries = k == 0 ? 1000
+                                          : entries_for((size_t)c->B * c->NH * c->T * c->T *
+                                                            (c->C / c->NH), 64)};
         char label[96];
         snprintf(label, sizeof label, "attention B=%d T=%d C=%d NH=%d causal=%d", c->B, c->T, c->C,
                  c->NH, c->causal);
@@ -438,13 +455,20 @@ TEST(gelu_forward_matches_erf_in_double) {
 }
 
 TEST(gelu_backward_gradcheck) {
-    size_t n = 101;   /* vector blocks and a scalar tail */
-    gelu_ctx x = {n, randn(1100, n, 2.0f), zeros(n), randn(1101, n, 1.0f), zeros(n)};
-    memcpy(x.inp, gelu_special, 13 * sizeof(float));   /* the moderate special values */
-    bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-    bf_gc_problem p = {.loss = gelu_loss, .backward = gelu_bwd, .ctx = &x, .max_entries = 1000};
-    CHECK(bf_gradcheck("gelu", &p, t, 1) == 0);
-    free(x.inp); free(x.out); free(x.R); free(x.dinp);
+    static const size_t sizes[] = {101, LARGE_WORK + 5};   /* vectors and a scalar tail */
+    for (int k = 0; k < NUM(sizes); k++) {
+        size_t n = sizes[k];
+        gelu_ctx x = {n, randn(1100 + 10 * k, n, 2.0f), zeros(n), randn(1101 + 10 * k, n, 1.0f),
+                      zeros(n)};
+        memcpy(x.inp, gelu_special, 13 * sizeof(float));   /* the moderate special values */
+        bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
+        bf_gc_problem p = {.loss = gelu_loss, .backward = gelu_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 1000)};
+        char label[64];
+        snprintf(label, sizeof label, "gelu n=%zu", n);
+        CHECK(bf_gradcheck(label, &p, t, 1) == 0);
+        free(x.inp); free(x.out); free(x.R); free(x.dinp);
+    }
 }
 
 /* ================================================================== residual */
@@ -460,21 +484,29 @@ static void res_bwd(void *p) {
 }
 
 TEST(residual_forward_and_gradcheck) {
-    size_t n = 37;
-    res_ctx x = {n, randn(1200, n, 1.0f), randn(1201, n, 1.0f), zeros(n), randn(1202, n, 1.0f),
-                 zeros(n), zeros(n)};
-    (void)res_loss(&x);
-    for (size_t i = 0; i < n; i++) CHECK(x.out[i] == x.a[i] + x.b[i]);
-    bf_gc_tensor t[] = {{"a", x.a, x.da, n}, {"b", x.b, x.db, n}};
-    bf_gc_problem p = {.loss = res_loss, .backward = res_bwd, .ctx = &x};
-    CHECK(bf_gradcheck("residual", &p, t, 2) == 0);
-    free(x.a); free(x.b); free(x.out); free(x.R); free(x.da); free(x.db);
+    static const size_t sizes[] = {37, LARGE_WORK + 3};
+    for (int k = 0; k < NUM(sizes); k++) {
+        size_t n = sizes[k];
+        res_ctx x = {n, randn(1200 + 10 * k, n, 1.0f), randn(1201 + 10 * k, n, 1.0f), zeros(n),
+                     randn(1202 + 10 * k, n, 1.0f), zeros(n), zeros(n)};
+        (void)res_loss(&x);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += !(x.out[i] == x.a[i] + x.b[i]);
+        CHECK(bad == 0);
+        bf_gc_tensor t[] = {{"a", x.a, x.da, n}, {"b", x.b, x.db, n}};
+        bf_gc_problem p = {.loss = res_loss, .backward = res_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+        char label[64];
+        snprintf(label, sizeof label, "residual n=%zu", n);
+        CHECK(bf_gradcheck(label, &p, t, 2) == 0);
+        free(x.a); free(x.b); free(x.out); free(x.R); free(x.da); free(x.db);
+    }
 }
 
 /* ================================================================== embed */
 typedef struct {
     int B, T, C, K, reverse;
-    int y[3];
+    int y[16];
     int y_null, dh, dcls;
 } embed_case;
 static const embed_case embed_cases[] = {
@@ -487,6 +519,7 @@ static const embed_case embed_cases[] = {
     {3, 4, 6, 3, 1, {1, -1, 2}, 0, 0, 1},    /* dh NULL */
     {3, 4, 6, 3, 0, {1, 1, -1}, 0, 1, 0},    /* dcls NULL (frozen class table) */
     {2, 3, 20, 3, 1, {-1, 2}, 0, 1, 1},      /* C past one SIMD width */
+    {16, 64, 40, 5, 1, {4, -1, 0, 2, 1, -1, 3, 3, 0, -1, 2, 4, 1, 0, -1, 2}, 0, 1, 1},   /* large */
 };
 
 typedef struct {
@@ -567,7 +600,8 @@ TEST(embed_backward_gradcheck) {
         if (c->dh) t[nt++] = (bf_gc_tensor){"h", x.h, x.dh, n};
         t[nt++] = (bf_gc_tensor){"pos", x.pos, x.dpos, (size_t)c->T * c->C};
         if (c->K > 0 && c->dcls) t[nt++] = (bf_gc_tensor){"cls", x.cls, x.dcls, (size_t)c->K * c->C};
-        bf_gc_problem p = {.loss = embed_loss, .backward = embed_bwd, .ctx = &x, .seed = (uint64_t)k + seed_shift()};
+        bf_gc_problem p = {.loss = embed_loss, .backward = embed_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
         char label[128];
         snprintf(label, sizeof label, "embed case %d (K=%d reverse=%d y=%s dh=%s dcls=%s)", k, c->K,
                  c->reverse, c->y_null ? "NULL" : "given", c->dh ? "yes" : "NULL",
@@ -592,20 +626,24 @@ static void sb_bwd(void *p) {
 }
 
 TEST(softbound_forward_and_gradcheck) {
-    for (int k = 0; k < NUM(softbound_cs); k++) {
-        size_t n = 70;
-        float c = softbound_cs[k];
+    for (int k = 0; k <= NUM(softbound_cs); k++) {   /* the last: large, c = 2 */
+        size_t n = k < NUM(softbound_cs) ? 70 : LARGE_WORK + 7;
+        float c = k < NUM(softbound_cs) ? softbound_cs[k] : 2.0f;
         sb_ctx x = {n, c, randn(1500 + k, n, 3.0f), zeros(n), randn(1550 + k, n, 1.0f), zeros(n)};
         double *want = bf_malloc(sizeof(double) * n);
         for (size_t i = 0; i < n; i++) want[i] = c > 0 ? c * tanh((double)x.inp[i] / c) : x.inp[i];
         (void)sb_loss(&x);
         char label[64];
-        snprintf(label, sizeof label, "softbound c=%g", (double)c);
+        snprintf(label, sizeof label, "softbound n=%zu c=%g", n, (double)c);
         CHECK(close_to(label, x.out, want, n, 1e-6, 1e-6) == 0);
-        if (c > 0)
-            for (size_t i = 0; i < n; i++) CHECK(fabsf(x.out[i]) <= c);
+        if (c > 0) {
+            size_t bad = 0;
+            for (size_t i = 0; i < n; i++) bad += !(fabsf(x.out[i]) <= c);
+            CHECK(bad == 0);
+        }
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-        bf_gc_problem p = {.loss = sb_loss, .backward = sb_bwd, .ctx = &x, .seed = (uint64_t)k + seed_shift()};
+        bf_gc_problem p = {.loss = sb_loss, .backward = sb_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
         CHECK(bf_gradcheck(label, &p, t, 1) == 0);
         free(x.inp); free(x.out); free(x.R); free(x.dinp); free(want);
     }
@@ -617,6 +655,7 @@ static const fs_case fs_cases[] = {
     {2, 5, 4, 0.0f, 1}, {2, 5, 4, 1.5f, 1}, {2, 5, 4, 1.5f, 0}, {3, 3, 2, 0.5f, 1},
     {2, 1, 3, 0.0f, 1},   /* one token: nothing but the copy */
     {2, 4, 19, 1.5f, 1},  /* D past one SIMD width */
+    {16, 64, 40, 1.5f, 1},   /* large */
 };
 
 typedef struct {
@@ -699,8 +738,8 @@ TEST(flow_step_backward_gradcheck) {
         int nt = 0;
         t[nt++] = (bf_gc_tensor){"o", x.o, x.do_, 2 * nz};
         if (c->du) t[nt++] = (bf_gc_tensor){"u", x.u, x.du, nz};
-        bf_gc_problem p = {.loss = fs_loss, .backward = fs_bwd, .ctx = &x, .seed = (uint64_t)k + seed_shift(),
-                           .max_entries = 1000};
+        bf_gc_problem p = {.loss = fs_loss, .backward = fs_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(nz, 1000)};
         char label[96];
         snprintf(label, sizeof label, "flow_step B=%d T=%d D=%d c=%g du=%s", c->B, c->T, c->D,
                  (double)c->c, c->du ? "yes" : "NULL");
