@@ -15,21 +15,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-/* stb_image is compiled here, and only here (other files include the header for declarations).
- * Only the decoders we document are built: less code to trust with untrusted files. */
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_NO_STDIO
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#pragma GCC diagnostic ignored "-Wmisleading-indentation"
-#pragma GCC diagnostic ignored "-Wtype-limits"
-#include <stb/stb_image.h>
-#pragma GCC diagnostic pop
+#include <stb/stb_image.h>   /* compiled once, in stb_impl.c */
 
 #define MAX_DIM 65536                         /* per image side */
 #define MAX_BYTES ((size_t)2 << 30)           /* 2 GiB of pixels in one dataset */

@@ -15,19 +15,8 @@
 #error "biflow's .npy and safetensors I/O assume a little-endian host"
 #endif
 
-/* stb_image_write is compiled here, and only here; files go through memory so that they can be
- * written atomically. */
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STBI_WRITE_NO_STDIO
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#pragma GCC diagnostic ignored "-Wmisleading-indentation"
-#pragma GCC diagnostic ignored "-Wtype-limits"
-#include <stb/stb_image_write.h>
-#pragma GCC diagnostic pop
+#include <stb/stb_image_write.h>   /* compiled once, in stb_impl.c; files go through memory
+                                        * so that they can be written atomically */
 
 #define MAX_SIDE 65536
 
