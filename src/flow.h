@@ -3,6 +3,7 @@
 #define BF_FLOW_H
 
 #include "biflow.h"
+#include <math.h>
 #include <stddef.h>
 
 #define BF_MAX_LAYERS 64
@@ -97,6 +98,22 @@ const float *bf_flow_block_head(const bf_flow *f, const float *params, bf_flow_a
 float bf_flow_step_sharded(const bf_flow *f, const float *params, bf_flow_acts *acts,
                            float **shard_grads, int nshards, float *grads, const float *x,
                            const int *y, int n);
+
+/* alpha, mu of one channel from the head outputs of the previous token: bound c (0 = off),
+ * then guidance a = a_c + g (a_c - a_u) when the unconditional row ou is given. */
+static inline void bf_guided_params(float *alpha, float *mu, const float *oc, const float *ou,
+                                    int D, int d, float c, float g) {
+    float ac = oc[d], mc = oc[D + d];
+    if (c > 0.0f) { ac = c * tanhf(ac / c); mc = c * tanhf(mc / c); }
+    if (ou) {
+        float au = ou[d], muu = ou[D + d];
+        if (c > 0.0f) { au = c * tanhf(au / c); muu = c * tanhf(muu / c); }
+        ac += g * (ac - au);
+        mc += g * (mc - muu);
+    }
+    *alpha = ac;
+    *mu = mc;
+}
 
 const char *bf_flow_named_configs(void);
 

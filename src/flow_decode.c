@@ -74,19 +74,13 @@ static void layer_step(const bf_flow *f, const float *P, const bf_layer_offsets 
 /* Inverts token t+1 of every image from the head outputs of token t. */
 static void invert_next(const bf_flow *f, decode_ws *w, float *u, int t, int n, float g) {
     int D = f->D, T = f->T;
-    float c = f->cfg.bound;
     for (int r = 0; r < n; r++) {
-        const float *oc = w->o + (size_t)r * 2 * D, *ou = w->o + (size_t)(r + n) * 2 * D;
+        const float *oc = w->o + (size_t)r * 2 * D;
+        const float *ou = w->R > n ? w->o + (size_t)(r + n) * 2 * D : NULL;
         float *ut = u + ((size_t)r * T + t + 1) * D;
         for (int d = 0; d < D; d++) {
-            float a = oc[d], m = oc[D + d];
-            if (c > 0.0f) { a = c * tanhf(a / c); m = c * tanhf(m / c); }
-            if (w->R > n) {
-                float au = ou[d], mu = ou[D + d];
-                if (c > 0.0f) { au = c * tanhf(au / c); mu = c * tanhf(mu / c); }
-                a += g * (a - au);
-                m += g * (m - mu);
-            }
+            float a, m;
+            bf_guided_params(&a, &m, oc, ou, D, d, f->cfg.bound, g);
             ut[d] = ut[d] * expf(a) + m;
         }
     }

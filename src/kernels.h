@@ -74,10 +74,10 @@ void bf_gaussian_nll_backward(float *dz, const float *dnll, const float *z, int 
 /* Token permutation of a block: reverse token order of (B, T, C) when reverse, else copy. */
 void bf_permute_tokens(float *out, const float *inp, int B, int T, int C, int reverse);
 
-#endif
-
 /* One decoding step of cached causal attention (inference only, no backward).
  * qkv (R, 3W) for the new token at position pos of every row; the new k, v are written into
  * kcache, vcache (R, T, W) at pos; out (R, W) attends over positions 0..pos. */
 void bf_attention_decode_step(float *out, float *kcache, float *vcache, const float *qkv,
                               int R, int T, int W, int NH, int pos);
+
+#endif

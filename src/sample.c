@@ -53,21 +53,6 @@ int bf_flow_score_denoise(bf_flow *f, float *x, const int *y, int n, float sigma
     return rc;
 }
 
-/* alpha, mu of token t from head row o_{t-1}, with the bound and guidance applied. */
-static inline void guided_params(float *a, float *m, const float *oc, const float *ou, int D,
-                                 int d, float c, float g) {
-    float ac = oc[d], mc = oc[D + d];
-    if (c > 0.0f) { ac = c * tanhf(ac / c); mc = c * tanhf(mc / c); }
-    if (ou) {
-        float au = ou[d], mu = ou[D + d];
-        if (c > 0.0f) { au = c * tanhf(au / c); mu = c * tanhf(mu / c); }
-        ac += g * (ac - au);
-        mc += g * (mc - mu);
-    }
-    *a = ac;
-    *m = mc;
-}
-
 /* One block by fixed-point iteration: all tokens updated at once from the previous iterate.
  * u (n, T, D) holds the block's z on entry and its inverse on exit (block order). */
 static int jacobi_block(const bf_flow *f, bf_flow_acts *a, float *u, const int *y2, int n,
@@ -89,7 +74,7 @@ static int jacobi_block(const bf_flow *f, bf_flow_acts *a, float *u, const int *
                 float g = o->cfg_anneal ? o->cfg * (float)t / (float)(T - 1) : o->cfg;
                 for (int d = 0; d < D; d++) {
                     float al, mu;
-                    guided_params(&al, &mu, oc, ou, D, d, f->cfg.bound, g);
+                    bf_guided_params(&al, &mu, oc, ou, D, d, f->cfg.bound, g);
                     size_t k = ((size_t)r * T + t) * D + d;
                     float v = z[k] * expf(al) + mu, ch = fabsf(v - u[k]);
                     if (!(ch <= delta)) delta = ch;

@@ -25,7 +25,7 @@
  * Step: the forward runs in float, so the central difference carries a rounding error of
  * about eps_f |L| / h next to a truncation error of about h^2 |d3L/dx3|; the default relative
  * step 3e-3 (~ eps_f^(1/3)) balances the two. Calibrated on the kernel tests over 300 random
- * input sets: worst err/tol 0.57 at h = 3e-3, against 1.8 at 1e-3 (rounding) and 1.8 at
+ * input sets: worst err/tol 0.67 at h = 3e-3, against 1.8 at 1e-3 (rounding) and 1.8 at
  * 1e-2 (truncation); wrong gradients (factor 2, missing term, wrong index) land at err/tol
  * 40 and more.
  *
