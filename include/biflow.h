@@ -43,6 +43,7 @@ typedef struct {
     char **meta_keys, **meta_values;   /* "__metadata__" string pairs */
     uint8_t *file;             /* whole file */
     size_t file_size;
+    char *path;                /* for messages */
 } bf_safetensors;
 
 int bf_st_load(bf_safetensors *st, const char *path);

@@ -7,11 +7,7 @@
  * The reader keeps the whole file in memory and trusts nothing in it: every size, offset and
  * name is checked before a view is handed out, so a hostile file yields an error, not a crash.
  * bf_tensor_view.data points into the file buffer and need not be aligned (a U8 tensor of odd
- * length shifts everything packed after it), so callers must memcpy rather than cast.
- *
- * The bf_safetensors struct has no field for the file's path, which error messages from
- * bf_st_expect want to name. The loader therefore stores the path, NUL-terminated, in the file
- * buffer right after file[file_size] (which bf_read_file already sets to 0); st_path() reads it. */
+ * length shifts everything packed after it), so callers must memcpy rather than cast. */
 #include "core.h"
 
 #include <cjson/cJSON.h>
@@ -38,10 +34,7 @@ static void format_shape(char *out, size_t size, int ndim, const int64_t *shape)
     if (k < size) snprintf(out + k, size - k, ")");
 }
 
-/* The path stored behind the file bytes by bf_st_load (see the comment at the top). */
-static const char *st_path(const bf_safetensors *st) {
-    return st->file ? (const char *)st->file + st->file_size + 1 : "safetensors";
-}
+static const char *st_path(const bf_safetensors *st) { return st->path ? st->path : "safetensors"; }
 
 /* ------------------------------------------------------------------ reader: small checks */
 
@@ -241,13 +234,11 @@ static int check_overlap(const bf_safetensors *st, const char *path) {
 
 /* ------------------------------------------------------------------ reader: load */
 
-/* Reads the file and stores the path behind it; checks the length field. Sets *hlen. */
+/* Reads the file and keeps its path for messages; checks the length field. Sets *hlen. */
 static int read_and_frame(bf_safetensors *st, const char *path, uint64_t *hlen) {
     size_t cap = ST_MAX_FILE < SIZE_MAX ? (size_t)ST_MAX_FILE : SIZE_MAX;
     if (bf_read_file(path, &st->file, &st->file_size, cap) != 0) return -1;
-    size_t plen = strlen(path);
-    st->file = bf_realloc(st->file, st->file_size + 1 + plen + 1);
-    memcpy(st->file + st->file_size + 1, path, plen + 1);
+    st->path = bf_strdup(path);
     if (st->file_size < 8) {
         bf_set_error("%s: file has only %zu bytes, too short for the 8-byte header length "
                      "(truncated file?)", path, st->file_size);
@@ -332,6 +323,7 @@ void bf_st_free(bf_safetensors *st) {
     free(st->meta_values);
     free(st->tensors);
     free(st->file);
+    free(st->path);
     memset(st, 0, sizeof *st);
 }
 
