@@ -103,3 +103,41 @@ TEST(optim_adamw_schedule_clip_ema) {
     bf_ema_update(e, q, 1, 0.9f);
     CHECK_NEAR(e[0], 0.1, 1e-7);
 }
+
+/* A non-finite loss stops training with a message; the checkpoint on disk stays as it was. */
+TEST(train_stops_on_nonfinite_loss_without_writing) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/run-nan", bf_test_tmpdir());
+    bf_train_opts o;
+    tiny_opts(&o, dir, 3);
+    CHECK(bf_train_flow(&o) == 0);
+    /* poison the resume state: one weight becomes NaN */
+    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    bf_safetensors st;
+    CHECK(bf_st_load(&st, path) == 0);
+    bf_st_writer *w = bf_st_writer_new();
+    for (int i = 0; i < st.n_meta; i++) bf_st_writer_meta(w, st.meta_keys[i], st.meta_values[i]);
+    for (int i = 0; i < st.n; i++) {
+        const bf_tensor_view *t = &st.tensors[i];
+        size_t bytes = (size_t)t->numel * (t->dtype == BF_DT_I64 ? 8 : 4);
+        char *copy = bf_malloc(bytes);
+        memcpy(copy, t->data, bytes);
+        if (!strcmp(t->name, "params")) ((float *)copy)[7] = NAN;
+        bf_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, copy);
+        free(copy);
+    }
+    CHECK(bf_st_writer_save(w, path) == 0);
+    bf_st_writer_free(w);
+    bf_st_free(&st);
+    float *before = load_params(dir);
+    tiny_opts(&o, dir, 6);
+    o.resume = 1;
+    CHECK(bf_train_flow(&o) != 0);
+    CHECK(strstr(bf_last_error(), "step 4") && strstr(bf_last_error(), "not applied"));
+    float *after = load_params(dir);   /* still the finite step-3 weights */
+    CHECK(before && after);
+    bf_flow *f = bf_flow_load(dir, 0);
+    if (before && after && f) CHECK(memcmp(before, after, sizeof(float) * f->num_params) == 0);
+    bf_flow_free(f);
+    free(before); free(after);
+}
