@@ -140,8 +140,11 @@ bf_flow *bf_flow_new(const bf_flow_config *cfg) {
     return f;
 }
 
+static void free_cache(bf_flow *f);
+
 void bf_flow_free(bf_flow *f) {
     if (!f) return;
+    free_cache(f);
     free(f->params);
     free(f->var);
     free(f->blocks);
@@ -211,6 +214,23 @@ void bf_flow_acts_init(bf_flow_acts *a, const bf_flow *f, int Bn) {
 void bf_flow_acts_free(bf_flow_acts *a) {
     free(a->mem);
     memset(a, 0, sizeof *a);
+}
+
+static void free_cache(bf_flow *f) {
+    for (int i = 0; i < f->score_cache.count; i++) bf_flow_acts_free(&f->score_cache.acts[i]);
+    free(f->score_cache.acts);
+    memset(&f->score_cache, 0, sizeof f->score_cache);
+}
+
+bf_flow_acts *bf_flow_cached_acts(bf_flow *f, int count, int Bn) {
+    if (f->score_cache.count < count || f->score_cache.Bn < Bn) {
+        free_cache(f);
+        f->score_cache.acts = bf_calloc((size_t)count, sizeof(bf_flow_acts));
+        for (int i = 0; i < count; i++) bf_flow_acts_init(&f->score_cache.acts[i], f, Bn);
+        f->score_cache.count = count;
+        f->score_cache.Bn = Bn;
+    }
+    return f->score_cache.acts;
 }
 
 /* ------------------------------------------------------------------ forward */

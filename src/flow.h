@@ -27,20 +27,6 @@ typedef struct {
     int no_decay;             /* biases, norms, embeddings: no weight decay */
 } bf_param_info;
 
-struct bf_flow {
-    bf_flow_config cfg;
-    int T, D, W, NH;
-    size_t num_params;
-    float *params;            /* (num_params) */
-    float *var;               /* (T, D) prior variance buffer of the public code, ones */
-    bf_block_offsets *blocks; /* (num_blocks) */
-    bf_param_info *info;      /* (n_info) tensors in checkpoint order, var excluded */
-    int n_info;
-    /* how the checkpoint was trained (metadata "noise", "sigma"); sampling defaults follow */
-    int trained_gauss;
-    float trained_sigma;
-};
-
 /* Activations of one training (or encoding) pass for up to Bn images. */
 typedef struct {
     int Bn;
@@ -69,7 +55,26 @@ typedef struct {
     int n;            /* images in the last forward */
 } bf_flow_acts;
 
+struct bf_flow {
+    bf_flow_config cfg;
+    int T, D, W, NH;
+    size_t num_params;
+    float *params;            /* (num_params) */
+    float *var;               /* (T, D) prior variance buffer of the public code, ones */
+    bf_block_offsets *blocks; /* (num_blocks) */
+    bf_param_info *info;      /* (n_info) tensors in checkpoint order, var excluded */
+    int n_info;
+    /* activation sets kept between calls of the score (one per thread, Bn each): fresh
+     * ones would cost a page fault per 4 KiB on every call */
+    struct bf_flow_acts_cache { bf_flow_acts *acts; int count, Bn; } score_cache;
+    /* how the checkpoint was trained (metadata "noise", "sigma"); sampling defaults follow */
+    int trained_gauss;
+    float trained_sigma;
+};
+
 void bf_flow_acts_init(bf_flow_acts *a, const bf_flow *f, int Bn);
+/* count activation sets of at least Bn images each, kept in f between calls */
+bf_flow_acts *bf_flow_cached_acts(bf_flow *f, int count, int Bn);
 void bf_flow_acts_free(bf_flow_acts *a);
 
 /* Forward pass on n <= Bn images of patch tokens x (n, T, D); y (n) or NULL.

@@ -19,21 +19,20 @@ int bf_flow_score(bf_flow *f, float *score, const float *x, const int *y, int n)
     int N = f->T * f->D, nt = omp_get_max_threads() < n ? omp_get_max_threads() : n;
     int bad = 0;
     memset(score, 0, sizeof(float) * (size_t)n * N);
-#pragma omp parallel num_threads(nt) reduction(| : bad)
-    {
-        int k = omp_get_num_threads(), t = omp_get_thread_num();
-        int b0 = (int)((long)n * t / k), m = (int)((long)n * (t + 1) / k) - b0;
+    bf_flow_acts *cache = bf_flow_cached_acts(f, nt, (n + nt - 1) / nt);
+    /* slices are fixed by nt, whatever team size the runtime grants */
+#pragma omp parallel for num_threads(nt) schedule(static, 1) reduction(| : bad)
+    for (int t = 0; t < nt; t++) {
+        int b0 = (int)((long)n * t / nt), m = (int)((long)n * (t + 1) / nt) - b0;
         if (m > 0) {
-            bf_flow_acts a;
-            bf_flow_acts_init(&a, f, m);
-            float loss = bf_flow_forward(f, f->params, &a, x + (size_t)b0 * N, y ? y + b0 : NULL, m);
-            if (isfinite(loss)) bf_flow_backward(f, f->params, &a, NULL, score + (size_t)b0 * N);
+            bf_flow_acts *a = &cache[t];
+            float loss = bf_flow_forward(f, f->params, a, x + (size_t)b0 * N, y ? y + b0 : NULL, m);
+            if (isfinite(loss)) bf_flow_backward(f, f->params, a, NULL, score + (size_t)b0 * N);
             else bad = 1;
             /* backward gives d(mean over the slice of nll_b)/dx, nll per dimension;
              * log p(x_b) = -N nll_b */
             float scale = -(float)N * (float)m;
             for (size_t i = (size_t)b0 * N; i < (size_t)(b0 + m) * N; i++) score[i] *= scale;
-            bf_flow_acts_free(&a);
         }
     }
     if (bad) {
