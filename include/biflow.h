@@ -110,7 +110,8 @@ typedef struct {
     float bound;               /* c of c*tanh(v/c) on alpha and mu; 0 = off */
 } bf_flow_config;
 
-/* Named configurations, e.g. "fmnist-small", "fmnist-tiny"; -1 if unknown. */
+/* Named configurations: "fmnist-tiny", "fmnist-small", "fmnist-base", "cifar-small";
+ * -1 if unknown. */
 int bf_flow_config_named(bf_flow_config *cfg, const char *name);
 int bf_flow_config_check(const bf_flow_config *cfg);
 int bf_flow_tokens(const bf_flow_config *cfg);      /* T */
@@ -124,8 +125,13 @@ size_t bf_flow_num_params(const bf_flow *f);
 float *bf_flow_params(bf_flow *f);                  /* flat parameter block */
 void bf_flow_init(bf_flow *f, uint64_t seed);       /* public TARFlow initialisation */
 
-/* Checkpoints: which = "params" (raw) or "ema". Tensor names follow transformer_flow.Model. */
+/* Checkpoints (safetensors; tensor names of transformer_flow.Model, configuration in the
+ * metadata). path: a file, or a training run's folder, whose flow_ema.safetensors
+ * (use_ema = 1) or flow.safetensors (use_ema = 0) is loaded. Every name, shape and dtype is
+ * checked; unknown tensors and non-finite weights are refused. */
 bf_flow *bf_flow_load(const char *path, int use_ema);
+/* Writes params (laid out as bf_flow_params) with f's configuration; extra_meta_json: a JSON
+ * object whose members are added to the metadata (may be NULL). Atomic. */
 int bf_flow_save(const bf_flow *f, const float *params, const char *path,
                  const char *extra_meta_json);
 
