@@ -344,7 +344,7 @@ static int cmd_bench(int argc, char **argv) {
            "Benchmarks; each reports achieved GFLOP/s (train: beside a baseline measured in the same run).\n"
            "  train    training-step throughput of the forward model\n"
            "  sample   images/s and ms/image of each sampler at batch 1 and 64\n");
-    return argc >= 3 && strcmp(argv[2], "--help") ? 2 : 0;
+    return argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) ? 0 : 2;
 }
 
 /* ------------------------------------------------------------------ sample */
