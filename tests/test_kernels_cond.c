@@ -1,0 +1,507 @@
+/* Tests of the conditioning kernels (src/kernels_cond.h): forwards against hand-written
+ * double-precision loops, backwards against the naive *_ref twins and against central finite
+ * differences of L = sum(out * R) through bf_gradcheck (which also checks that a second
+ * backward accumulates). Small sizes plus one case per kernel past the serial threshold
+ * (32768 elements) so the threaded paths run too. */
+#include "test.h"
+#include "gradcheck.h"
+#include "../src/kernels_cond.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ helpers */
+#define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define LARGE_WORK 40000
+
+/* BF_TEST_SEED shifts every seed below: the same tests on other random inputs. */
+static uint64_t seed_shift(void) {
+    const char *v = getenv("BF_TEST_SEED");
+    return v ? strtoull(v, NULL, 10) * 100003ull : 0;
+}
+static float *randn(uint64_t seed, size_t n, float std) {
+    return bf_gc_randn(seed + seed_shift(), n, 0.0f, std);
+}
+static float *zeros(size_t n) { return bf_gc_zeros(n); }
+static float *nans(size_t n) {   /* outputs must be overwritten, not added to */
+    float *x = bf_malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+    return x;
+}
+static int entries_for(size_t work, int small) { return work >= 32768 ? 12 : small; }
+
+/* got (float) against want (double): |got - want| <= atol + rtol |want|, both finite.
+ * Prints the worst entry on failure; returns 1 on failure, 0 otherwise. */
+static int close_to(const char *what, const float *got, const double *want, size_t n,
+                    double atol, double rtol) {
+    size_t bad = 0, wi = 0;
+    double worst = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        double g = got[i], err = fabs(g - want[i]), tol = atol + rtol * fabs(want[i]);
+        int ok = isfinite(g) && err <= tol;
+        double r = isfinite(g) ? err / tol : INFINITY;
+        if (!ok) bad++;
+        if (r > worst) { worst = r; wi = i; }
+    }
+    if (bad)
+        fprintf(stderr, "    %s: %zu/%zu entries off; worst [%zu]: got %.9g, want %.9g\n", what,
+                bad, n, wi, (double)got[wi], want[wi]);
+    return bad ? 1 : 0;
+}
+static int close_to_f(const char *what, const float *got, const float *want, size_t n,
+                      double atol, double rtol) {
+    double *w = bf_malloc(n * sizeof *w + 1);
+    for (size_t i = 0; i < n; i++) w[i] = want[i];
+    int r = close_to(what, got, w, n, atol, rtol);
+    free(w);
+    return r;
+}
+static int same_floats(const char *what, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+            fprintf(stderr, "    %s: entry %zu differs: %.9g vs %.9g\n", what, i, (double)a[i],
+                    (double)b[i]);
+            return 1;
+        }
+    return 0;
+}
+
+/* (B, T, C) cases shared by the two modulations: C = 70 spans a full and a partial channel
+ * block of the backward (64), C = 1 and T = 1 the degenerate shapes, the last is large. */
+typedef struct { int B, T, C; } btc_case;
+static const btc_case btc_cases[] = {
+    {2, 3, 5}, {3, 4, 70}, {1, 1, 1}, {2, 1, 130}, {8, 40, 128},
+};
+
+/* ================================================================== adaLN modulation */
+typedef struct {
+    const btc_case *c;
+    float *xn, *shift, *scale, *out, *R, *dxn, *dshift, *dscale;
+} ada_ctx;
+
+static double ada_loss(void *p) {
+    ada_ctx *x = p;
+    const btc_case *c = x->c;
+    bf_adaln_modulate_forward(x->out, x->xn, x->shift, x->scale, c->B, c->T, c->C);
+    return bf_gc_dot(x->out, x->R, (size_t)c->B * c->T * c->C);
+}
+static void ada_bwd(void *p) {
+    ada_ctx *x = p;
+    const btc_case *c = x->c;
+    bf_adaln_modulate_backward(x->dxn, x->dshift, x->dscale, x->R, x->xn, x->scale, c->B, c->T,
+                               c->C);
+}
+static ada_ctx ada_make(const btc_case *c, uint64_t seed) {
+    size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
+    ada_ctx x = {c, randn(seed, n, 1.0f), randn(seed + 1, nb, 0.7f), randn(seed + 2, nb, 0.5f),
+                 nans(n), randn(seed + 3, n, 1.0f), zeros(n), zeros(nb), zeros(nb)};
+    return x;
+}
+static void ada_free(ada_ctx *x) {
+    free(x->xn); free(x->shift); free(x->scale); free(x->out); free(x->R);
+    free(x->dxn); free(x->dshift); free(x->dscale);
+}
+
+TEST(cond_adaln_forward_matches_double) {
+    for (int k = 0; k < NUM(btc_cases); k++) {
+        const btc_case *c = &btc_cases[k];
+        ada_ctx x = ada_make(c, 3000 + 10 * (uint64_t)k);
+        size_t n = (size_t)c->B * c->T * c->C;
+        double *want = bf_malloc(n * sizeof *want);
+        for (int b = 0; b < c->B; b++)
+            for (int t = 0; t < c->T; t++)
+                for (int j = 0; j < c->C; j++) {
+                    size_t i = ((size_t)b * c->T + t) * c->C + j, e = (size_t)b * c->C + j;
+                    want[i] = (double)x.xn[i] * (1.0 + x.scale[e]) + x.shift[e];
+                }
+        (void)ada_loss(&x);
+        char what[64];
+        snprintf(what, sizeof what, "adaln case %d out", k);
+        CHECK(close_to(what, x.out, want, n, 1e-6, 1e-6) == 0);
+        /* in place (out == xn) gives the same floats */
+        float *inplace = bf_malloc(n * sizeof *inplace);
+        memcpy(inplace, x.xn, n * sizeof *inplace);
+        bf_adaln_modulate_forward(inplace, inplace, x.shift, x.scale, c->B, c->T, c->C);
+        CHECK(same_floats("adaln in place", inplace, x.out, n) == 0);
+        free(inplace); free(want);
+        ada_free(&x);
+    }
+}
+
+TEST(cond_adaln_backward_gradcheck) {
+    for (int k = 0; k < NUM(btc_cases); k++) {
+        const btc_case *c = &btc_cases[k];
+        ada_ctx x = ada_make(c, 3100 + 10 * (uint64_t)k);
+        size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
+        bf_gc_tensor t[] = {{"xn", x.xn, x.dxn, n}, {"shift", x.shift, x.dshift, nb},
+                            {"scale", x.scale, x.dscale, nb}};
+        bf_gc_problem p = {.loss = ada_loss, .backward = ada_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+        char label[64];
+        snprintf(label, sizeof label, "adaln B=%d T=%d C=%d", c->B, c->T, c->C);
+        CHECK(bf_gradcheck(label, &p, t, NUM(t)) == 0);
+        /* against the naive twin (double sums): float sums over T tokens round by ~T eps */
+        float *rx = zeros(n), *rs = zeros(nb), *rc = zeros(nb);
+        bf_adaln_modulate_backward_ref(rx, rs, rc, x.R, x.xn, x.scale, c->B, c->T, c->C);
+        CHECK(close_to_f("adaln dxn vs ref", x.dxn, rx, n, 1e-6, 1e-6) == 0);
+        CHECK(close_to_f("adaln dshift vs ref", x.dshift, rs, nb, 1e-6 * c->T, 1e-6) == 0);
+        CHECK(close_to_f("adaln dscale vs ref", x.dscale, rc, nb, 1e-6 * c->T, 1e-6) == 0);
+        free(rx); free(rs); free(rc);
+        ada_free(&x);
+    }
+}
+
+/* ================================================================== gated residual */
+typedef struct {
+    const btc_case *c;
+    float *x, *gate, *h, *out, *R, *dx, *dgate, *dh;
+} gr_ctx;
+
+static double gr_loss(void *p) {
+    gr_ctx *x = p;
+    const btc_case *c = x->c;
+    bf_gated_residual_forward(x->out, x->x, x->gate, x->h, c->B, c->T, c->C);
+    return bf_gc_dot(x->out, x->R, (size_t)c->B * c->T * c->C);
+}
+static void gr_bwd(void *p) {
+    gr_ctx *x = p;
+    const btc_case *c = x->c;
+    bf_gated_residual_backward(x->dx, x->dgate, x->dh, x->R, x->gate, x->h, c->B, c->T, c->C);
+}
+static gr_ctx gr_make(const btc_case *c, uint64_t seed) {
+    size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
+    gr_ctx x = {c, randn(seed, n, 1.0f), randn(seed + 1, nb, 0.7f), randn(seed + 2, n, 1.0f),
+                nans(n), randn(seed + 3, n, 1.0f), zeros(n), zeros(nb), zeros(n)};
+    return x;
+}
+static void gr_free(gr_ctx *x) {
+    free(x->x); free(x->gate); free(x->h); free(x->out); free(x->R);
+    free(x->dx); free(x->dgate); free(x->dh);
+}
+
+TEST(cond_gated_residual_forward_matches_double) {
+    for (int k = 0; k < NUM(btc_cases); k++) {
+        const btc_case *c = &btc_cases[k];
+        gr_ctx x = gr_make(c, 3200 + 10 * (uint64_t)k);
+        size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
+        double *want = bf_malloc(n * sizeof *want);
+        for (int b = 0; b < c->B; b++)
+            for (int t = 0; t < c->T; t++)
+                for (int j = 0; j < c->C; j++) {
+                    size_t i = ((size_t)b * c->T + t) * c->C + j;
+                    want[i] = (double)x.x[i] + (double)x.gate[(size_t)b * c->C + j] * x.h[i];
+                }
+        (void)gr_loss(&x);
+        char what[64];
+        snprintf(what, sizeof what, "gated_residual case %d out", k);
+        CHECK(close_to(what, x.out, want, n, 1e-6, 1e-6) == 0);
+        /* zero gates (adaLN-Zero init): the block is exactly the identity, also in place */
+        memset(x.gate, 0, nb * sizeof(float));
+        (void)gr_loss(&x);
+        CHECK(same_floats("gated_residual gate 0", x.out, x.x, n) == 0);
+        float *inplace = bf_malloc(n * sizeof *inplace);
+        memcpy(inplace, x.x, n * sizeof *inplace);
+        bf_gated_residual_forward(inplace, inplace, x.gate, x.h, c->B, c->T, c->C);
+        CHECK(same_floats("gated_residual gate 0 in place", inplace, x.x, n) == 0);
+        free(inplace); free(want);
+        gr_free(&x);
+    }
+}
+
+TEST(cond_gated_residual_backward_gradcheck) {
+    for (int k = 0; k < NUM(btc_cases); k++) {
+        const btc_case *c = &btc_cases[k];
+        gr_ctx x = gr_make(c, 3300 + 10 * (uint64_t)k);
+        size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
+        bf_gc_tensor t[] = {{"x", x.x, x.dx, n}, {"gate", x.gate, x.dgate, nb},
+                            {"h", x.h, x.dh, n}};
+        bf_gc_problem p = {.loss = gr_loss, .backward = gr_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+        char label[64];
+        snprintf(label, sizeof label, "gated_residual B=%d T=%d C=%d", c->B, c->T, c->C);
+        CHECK(bf_gradcheck(label, &p, t, NUM(t)) == 0);
+        float *rx = zeros(n), *rg = zeros(nb), *rh = zeros(n);
+        bf_gated_residual_backward_ref(rx, rg, rh, x.R, x.gate, x.h, c->B, c->T, c->C);
+        CHECK(same_floats("gated_residual dx vs ref", x.dx, rx, n) == 0);   /* dx = dout */
+        CHECK(close_to_f("gated_residual dh vs ref", x.dh, rh, n, 1e-6, 1e-6) == 0);
+        CHECK(close_to_f("gated_residual dgate vs ref", x.dgate, rg, nb, 1e-6 * c->T, 1e-6) == 0);
+        free(rx); free(rg); free(rh);
+        gr_free(&x);
+    }
+}
+
+/* ================================================================== timestep embedding */
+TEST(cond_timestep_embed_matches_double) {
+    /* w = 0 (dropped labels), the guidance range, a negative and a large value (args of
+     * hundreds of radians in the first frequencies) */
+    static const float ws[] = {0.0f, 0.5f, 1.0f, 3.7f, 7.25f, -2.0f, 1000.0f, 1e-4f};
+    static const int Fs[] = {2, 8, 256};
+    int B = NUM(ws);
+    for (int k = 0; k < NUM(Fs); k++) {
+        int F = Fs[k], half = F / 2;
+        size_t n = (size_t)B * F;
+        float *out = nans(n);
+        double *want = bf_malloc(n * sizeof *want);
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < half; i++) {   /* freq_i = max_period^(-i / half) */
+                double f = pow(10000.0, -(double)i / half);
+                want[(size_t)b * F + i] = cos((double)ws[b] * f);
+                want[(size_t)b * F + half + i] = sin((double)ws[b] * f);
+            }
+        bf_timestep_embed_forward(out, ws, B, F);
+        char what[64];
+        snprintf(what, sizeof what, "timestep_embed F=%d", F);
+        /* one float rounding of values in [-1, 1]: 6e-8 */
+        CHECK(close_to(what, out, want, n, 1e-7, 0.0) == 0);
+        for (int i = 0; i < half; i++) {   /* w = 0: exactly cos 0 = 1, sin 0 = 0 */
+            CHECK(out[i] == 1.0f);
+            CHECK(out[half + i] == 0.0f);
+        }
+        free(out); free(want);
+    }
+    /* F = 2 is the single frequency 1: (cos w, sin w) */
+    float w = 0.75f, o[2];
+    bf_timestep_embed_forward(o, &w, 1, 2);
+    CHECK_NEAR(o[0], cos(0.75), 1e-7);
+    CHECK_NEAR(o[1], sin(0.75), 1e-7);
+    /* large: B F past the serial threshold */
+    int BL = 160, FL = 256;
+    float *wl = randn(3400, (size_t)BL, 3.0f), *ol = nans((size_t)BL * FL);
+    double *wantl = bf_malloc((size_t)BL * FL * sizeof *wantl);
+    for (int b = 0; b < BL; b++)
+        for (int i = 0; i < FL / 2; i++) {
+            double f = pow(10000.0, -(double)i / (FL / 2));
+            wantl[(size_t)b * FL + i] = cos((double)wl[b] * f);
+            wantl[(size_t)b * FL + FL / 2 + i] = sin((double)wl[b] * f);
+        }
+    bf_timestep_embed_forward(ol, wl, BL, FL);
+    CHECK(close_to("timestep_embed large", ol, wantl, (size_t)BL * FL, 1e-7, 0.0) == 0);
+    free(wl); free(ol); free(wantl);
+}
+
+/* ================================================================== SiLU */
+static double silu_ref(double x) { return x / (1.0 + exp(-x)); }
+static double silu_grad_ref(double x) {
+    double s = 1.0 / (1.0 + exp(-x));
+    return s * (1.0 + x * (1.0 - s));
+}
+static const float silu_special[] = {0.0f, 1e-3f, -1e-3f, 0.5f, -0.5f, 1.0f, -1.0f, 2.5f, -2.5f,
+                                     5.0f, -5.0f, 10.0f, -10.0f, 20.0f, -20.0f, 40.0f, -40.0f,
+                                     87.0f, -87.0f, 89.0f, -89.0f, 100.0f, -100.0f, 1e-20f,
+                                     -1e-20f};
+
+typedef struct { size_t n; float *inp, *out, *R, *dinp; } silu_ctx;
+static double silu_loss(void *p) {
+    silu_ctx *x = p;
+    bf_silu_forward(x->out, x->inp, x->n);
+    return bf_gc_dot(x->out, x->R, x->n);
+}
+static void silu_bwd(void *p) {
+    silu_ctx *x = p;
+    bf_silu_backward(x->dinp, x->inp, x->R, x->n);
+}
+
+TEST(cond_silu_forward_matches_double) {
+    size_t ns = (size_t)NUM(silu_special), n = 2100 + ns;   /* vectors and a tail */
+    float *inp = randn(3500, n, 4.0f), *out = nans(n), *dinp = zeros(n), *ones = zeros(n);
+    memcpy(inp, silu_special, sizeof silu_special);
+    double *want = bf_malloc(n * sizeof *want), *wantg = bf_malloc(n * sizeof *wantg);
+    for (size_t i = 0; i < n; i++) {
+        want[i] = silu_ref(inp[i]);
+        wantg[i] = silu_grad_ref(inp[i]);
+        ones[i] = 1.0f;
+    }
+    bf_silu_forward(out, inp, n);
+    /* a few ulp relative; the absolute floor covers x < -87 where exp(-x) saturates and
+     * the true value (|x| e^x < 1e-36) is flushed to 0 */
+    CHECK(close_to("silu", out, want, n, 1e-30, 1e-6) == 0);
+    bf_silu_backward(dinp, inp, ones, n);   /* dout = 1: the derivative itself */
+    /* absolute floor: the derivative crosses 0 near x = -1.28, where 1 + x (1 - s) cancels */
+    CHECK(close_to("silu derivative", dinp, wantg, n, 1e-7, 2e-6) == 0);
+    /* in place */
+    float *inplace = bf_malloc(n * sizeof *inplace);
+    memcpy(inplace, inp, n * sizeof *inplace);
+    bf_silu_forward(inplace, inplace, n);
+    CHECK(same_floats("silu in place", inplace, out, n) == 0);
+    /* NaN propagates through both; +Inf stays +Inf */
+    float sp[3] = {NAN, INFINITY, 1.0f}, so[3], sd[3] = {0, 0, 0}, g1[3] = {1, 1, 1};
+    bf_silu_forward(so, sp, 3);
+    bf_silu_backward(sd, sp, g1, 1);
+    CHECK(isnan(so[0]));
+    CHECK(isnan(sd[0]));
+    CHECK(so[1] == INFINITY);
+    free(inp); free(out); free(dinp); free(ones); free(want); free(wantg); free(inplace);
+}
+
+TEST(cond_silu_backward_gradcheck) {
+    static const size_t sizes[] = {101, LARGE_WORK + 5};
+    for (int k = 0; k < NUM(sizes); k++) {
+        size_t n = sizes[k];
+        silu_ctx x = {n, randn(3600 + 10 * k, n, 3.0f), zeros(n), randn(3601 + 10 * k, n, 1.0f),
+                      zeros(n)};
+        memcpy(x.inp, silu_special, 17 * sizeof(float));   /* the moderate special values */
+        bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
+        bf_gc_problem p = {.loss = silu_loss, .backward = silu_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 1000)};
+        char label[64];
+        snprintf(label, sizeof label, "silu n=%zu", n);
+        CHECK(bf_gradcheck(label, &p, t, 1) == 0);
+        free(x.inp); free(x.out); free(x.R); free(x.dinp);
+    }
+}
+
+/* ================================================================== class embedding */
+typedef struct { int B, C, K, y_null; int y[8]; } ce_case;
+static const ce_case ce_cases[] = {
+    {5, 6, 4, 0, {2, -1, 4, 0, 2}},   /* -1 and K both null; class 2 twice (scatter adds) */
+    {3, 6, 4, 1, {0}},                /* y == NULL: all null */
+    {4, 17, 1, 0, {0, -3, 1, 0}},     /* one class */
+    {64, 640, 9, 0, {0}},             /* large: y filled below */
+};
+
+typedef struct { const ce_case *c; int *y; float *table, *out, *R, *dtable; } ce_ctx;
+
+static const int *ce_y(const ce_ctx *x) { return x->c->y_null ? NULL : x->y; }
+static double ce_loss(void *p) {
+    ce_ctx *x = p;
+    const ce_case *c = x->c;
+    bf_class_embed_forward(x->out, x->table, ce_y(x), c->B, c->C, c->K);
+    return bf_gc_dot(x->out, x->R, (size_t)c->B * c->C);
+}
+static void ce_bwd(void *p) {
+    ce_ctx *x = p;
+    const ce_case *c = x->c;
+    bf_class_embed_backward(x->dtable, x->R, ce_y(x), c->B, c->C, c->K);
+}
+
+TEST(cond_class_embed_forward_and_gradcheck) {
+    for (int k = 0; k < NUM(ce_cases); k++) {
+        const ce_case *c = &ce_cases[k];
+        size_t no = (size_t)c->B * c->C, nt = (size_t)(c->K + 1) * c->C;
+        int *y = bf_malloc(sizeof(int) * c->B);
+        for (int b = 0; b < c->B; b++)   /* large case: labels -1 .. K-1, skipping class 3 */
+            y[b] = c->B > 8 ? ((b * 7) % (c->K + 1)) - 1 : c->y[b];
+        if (c->B > 8) for (int b = 0; b < c->B; b++) if (y[b] == 3) y[b] = 4;
+        ce_ctx x = {c, y, randn(3700 + 10 * k, nt, 1.0f), nans(no), randn(3701 + 10 * k, no, 1.0f),
+                    zeros(nt)};
+        (void)ce_loss(&x);
+        int used[64] = {0};   /* rows read, by hand */
+        for (int b = 0; b < c->B; b++) {
+            int row = (c->y_null || y[b] < 0) ? c->K : y[b];
+            used[row] = 1;
+            CHECK(same_floats("class_embed row", x.out + (size_t)b * c->C,
+                              x.table + (size_t)row * c->C, (size_t)c->C) == 0);
+        }
+        bf_gc_tensor t[] = {{"table", x.table, x.dtable, nt}};
+        bf_gc_problem p = {.loss = ce_loss, .backward = ce_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(no, 64)};
+        char label[64];
+        snprintf(label, sizeof label, "class_embed B=%d C=%d K=%d y=%s", c->B, c->C, c->K,
+                 c->y_null ? "NULL" : "given");
+        CHECK(bf_gradcheck(label, &p, t, 1) == 0);
+        /* the scatter by hand: each row gets the sum of its examples' dout; unused rows 0 */
+        double *want = bf_calloc(nt, sizeof *want);
+        for (int b = 0; b < c->B; b++) {
+            int row = (c->y_null || y[b] < 0) ? c->K : y[b];
+            for (int j = 0; j < c->C; j++) want[(size_t)row * c->C + j] += x.R[(size_t)b * c->C + j];
+        }
+        CHECK(close_to("class_embed dtable", x.dtable, want, nt, 1e-6, 1e-6) == 0);
+        for (int r = 0; r <= c->K; r++)
+            if (!used[r])
+                for (int j = 0; j < c->C; j++) CHECK(x.dtable[(size_t)r * c->C + j] == 0.0f);
+        free(want); free(y); free(x.table); free(x.out); free(x.R); free(x.dtable);
+    }
+}
+
+/* ================================================================== guidance combine */
+typedef struct { int B, n_per, du; } gc_case;
+static const gc_case gc_cases[] = {
+    {4, 7, 1}, {4, 7, 0},        /* du NULL: the unconditional branch has no gradient */
+    {1, 33, 1}, {3, 1, 1},
+    {4, 10250, 1},               /* large; n_per spans chunks of 1024 and a partial one */
+};
+static const float gc_w[] = {0.0f, 0.5f, 3.0f, 1e-3f};   /* w = 0 first: a dropped label */
+
+typedef struct { const gc_case *c; float *cc, *u, *w, *out, *R, *dc, *du; } gc_ctx;
+
+static size_t gc_n(const gc_case *c) { return (size_t)c->B * c->n_per; }
+static double gc_loss(void *p) {
+    gc_ctx *x = p;
+    bf_guidance_combine_forward(x->out, x->cc, x->u, x->w, gc_n(x->c), x->c->B);
+    return bf_gc_dot(x->out, x->R, gc_n(x->c));
+}
+static void gc_bwd(void *p) {
+    gc_ctx *x = p;
+    bf_guidance_combine_backward(x->dc, x->c->du ? x->du : NULL, x->R, x->w, gc_n(x->c), x->c->B);
+}
+static gc_ctx gc_make(const gc_case *c, uint64_t seed) {
+    size_t n = gc_n(c);
+    gc_ctx x = {c, randn(seed, n, 1.0f), randn(seed + 1, n, 1.0f), zeros((size_t)c->B), nans(n),
+                randn(seed + 2, n, 1.0f), zeros(n), zeros(n)};
+    for (int b = 0; b < c->B; b++) x.w[b] = gc_w[(b + (c->B == 1)) % NUM(gc_w)];
+    return x;
+}
+static void gc_free(gc_ctx *x) {
+    free(x->cc); free(x->u); free(x->w); free(x->out); free(x->R); free(x->dc); free(x->du);
+}
+
+TEST(cond_guidance_combine_forward_matches_double) {
+    for (int k = 0; k < NUM(gc_cases); k++) {
+        const gc_case *c = &gc_cases[k];
+        gc_ctx x = gc_make(c, 3800 + 10 * (uint64_t)k);
+        size_t n = gc_n(c), np = (size_t)c->n_per;
+        double *want = bf_malloc(n * sizeof *want);
+        for (size_t i = 0; i < n; i++) {
+            double w = x.w[i / np];
+            want[i] = ((double)x.cc[i] + w * x.u[i]) / (1.0 + w);
+        }
+        (void)gc_loss(&x);
+        char what[64];
+        snprintf(what, sizeof what, "guidance_combine case %d out", k);
+        CHECK(close_to(what, x.out, want, n, 1e-6, 1e-6) == 0);
+        /* w = 0: out == c exactly, even where u is not finite (never read) */
+        for (int b = 0; b < c->B; b++)
+            if (x.w[b] == 0.0f) {
+                for (size_t i = 0; i < np; i++) x.u[b * np + i] = NAN;
+                (void)gc_loss(&x);
+                CHECK(same_floats("guidance_combine w=0", x.out + b * np, x.cc + b * np, np) == 0);
+            }
+        /* in place (out == c) */
+        float *inplace = bf_malloc(n * sizeof *inplace);
+        memcpy(inplace, x.cc, n * sizeof *inplace);
+        bf_guidance_combine_forward(inplace, inplace, x.u, x.w, n, c->B);
+        CHECK(same_floats("guidance_combine in place", inplace, x.out, n) == 0);
+        free(inplace); free(want);
+        gc_free(&x);
+    }
+}
+
+TEST(cond_guidance_combine_backward_gradcheck) {
+    for (int k = 0; k < NUM(gc_cases); k++) {
+        const gc_case *c = &gc_cases[k];
+        gc_ctx x = gc_make(c, 3900 + 10 * (uint64_t)k);
+        size_t n = gc_n(c), np = (size_t)c->n_per;
+        bf_gc_tensor t[] = {{"c", x.cc, x.dc, n}, {"u", x.u, x.du, n}};
+        bf_gc_problem p = {.loss = gc_loss, .backward = gc_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+        char label[64];
+        snprintf(label, sizeof label, "guidance_combine B=%d n_per=%d du=%s", c->B, c->n_per,
+                 c->du ? "yes" : "NULL");
+        CHECK(bf_gradcheck(label, &p, t, c->du ? 2 : 1) == 0);
+        /* by hand: dc = dout / (1 + w), du = dout w / (1 + w); w = 0 passes dout through */
+        double *wc = bf_malloc(n * sizeof *wc), *wu = bf_malloc(n * sizeof *wu);
+        for (size_t i = 0; i < n; i++) {
+            double w = x.w[i / np];
+            wc[i] = x.R[i] / (1.0 + w);
+            wu[i] = c->du ? x.R[i] * w / (1.0 + w) : 0.0;
+        }
+        CHECK(close_to("guidance_combine dc", x.dc, wc, n, 1e-7, 1e-6) == 0);
+        CHECK(close_to("guidance_combine du", x.du, wu, n, 1e-7, 1e-6) == 0);
+        for (int b = 0; b < c->B; b++)
+            if (x.w[b] == 0.0f) CHECK(same_floats("guidance_combine dc at w=0", x.dc + b * np,
+                                                  x.R + b * np, np) == 0);
+        free(wc); free(wu);
+        gc_free(&x);
+    }
+}
