@@ -1,7 +1,9 @@
 /* AdamW, EMA, gradient clipping and the learning-rate schedule. */
 #include "optim.h"
+#include "core.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 void bf_adamw_step(float *params, float *m, float *v, const float *grads,
                    const unsigned char *decay_mask, size_t n, const bf_adamw_hparams *h, long t) {
@@ -24,10 +26,21 @@ void bf_ema_update(float *ema, const float *params, size_t n, float decay) {
     for (size_t i = 0; i < n; i++) ema[i] = decay * ema[i] + (1.0f - decay) * params[i];
 }
 
+/* Partial sums over fixed chunks, added in chunk order: the same bits whatever the thread
+ * count or timing, so runs (and resumed runs) are reproducible. */
 double bf_grad_norm(const float *grads, size_t n) {
-    double s = 0.0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-    for (size_t i = 0; i < n; i++) s += (double)grads[i] * grads[i];
+    enum { CHUNK = 65536 };
+    size_t nchunks = (n + CHUNK - 1) / CHUNK;
+    double *part = bf_calloc(nchunks, sizeof(double)), s = 0.0;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < nchunks; c++) {
+        double acc = 0.0;
+        size_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+        for (size_t i = c * CHUNK; i < end; i++) acc += (double)grads[i] * grads[i];
+        part[c] = acc;
+    }
+    for (size_t c = 0; c < nchunks; c++) s += part[c];
+    free(part);
     return sqrt(s);
 }
 
