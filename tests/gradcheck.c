@@ -248,3 +248,22 @@ int bf_gradcheck_direction(const char *label, const bf_gc_problem *p, bf_gc_tens
                 err / fmax(fmax(fabs(analytic), fabs(numeric)), 1e-30), err / tol);
     return ok ? 0 : 1;
 }
+
+/* got (float) against want (double): |got - want| <= atol + rtol |want|, both finite.
+ * Prints the worst entry on failure; returns 1 on failure, 0 otherwise. */
+int bf_gc_close(const char *what, const float *got, const double *want, size_t n,
+                    double atol, double rtol) {
+    size_t bad = 0, wi = 0;
+    double worst = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        double g = got[i], err = fabs(g - want[i]), tol = atol + rtol * fabs(want[i]);
+        int ok = isfinite(g) && err <= tol;
+        double r = isfinite(g) ? err / tol : INFINITY;
+        if (!ok) bad++;
+        if (r > worst) { worst = r; wi = i; }
+    }
+    if (bad)
+        fprintf(stderr, "    %s: %zu/%zu entries off; worst [%zu]: got %.9g, want %.9g\n", what,
+                bad, n, wi, (double)got[wi], want[wi]);
+    return bad ? 1 : 0;
+}

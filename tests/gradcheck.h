@@ -72,6 +72,11 @@ int bf_gradcheck(const char *label, const bf_gc_problem *p, bf_gc_tensor *tensor
 int bf_gradcheck_direction(const char *label, const bf_gc_problem *p, bf_gc_tensor *tensors,
                            int n_tensors);
 
+/* got (float) against want (double): |got - want| <= atol + rtol |want|, both finite.
+ * Prints the worst entry on failure; returns 1 on failure, 0 otherwise. */
+int bf_gc_close(const char *what, const float *got, const double *want, size_t n, double atol,
+                double rtol);
+
 /* Helpers for building problems. */
 double bf_gc_dot(const float *a, const float *b, size_t n);        /* sum a*b in double */
 float *bf_gc_randn(uint64_t seed, size_t n, float mean, float std); /* malloc'ed */

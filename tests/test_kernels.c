@@ -33,24 +33,6 @@ static float *zeros(size_t n) { return bf_gc_zeros(n); }
 #define LARGE_WORK 40000
 static int entries_for(size_t work, int small) { return work >= 32768 ? 12 : small; }
 
-/* got (float) against want (double): |got - want| <= atol + rtol |want|, both finite.
- * Prints the worst entry on failure; returns 1 on failure, 0 otherwise. */
-static int close_to(const char *what, const float *got, const double *want, size_t n,
-                    double atol, double rtol) {
-    size_t bad = 0, wi = 0;
-    double worst = -1.0;
-    for (size_t i = 0; i < n; i++) {
-        double g = got[i], err = fabs(g - want[i]), tol = atol + rtol * fabs(want[i]);
-        int ok = isfinite(g) && err <= tol;
-        double r = isfinite(g) ? err / tol : INFINITY;
-        if (!ok) bad++;
-        if (r > worst) { worst = r; wi = i; }
-    }
-    if (bad)
-        fprintf(stderr, "    %s: %zu/%zu entries off; worst [%zu]: got %.9g, want %.9g\n", what,
-                bad, n, wi, (double)got[wi], want[wi]);
-    return bad ? 1 : 0;
-}
 
 static int same_floats(const char *what, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -115,7 +97,7 @@ TEST(linear_forward_matches_naive) {
         bf_linear_forward(out, inp, w, c->bias ? b : NULL, N, IC, OC);
         char what[64];
         snprintf(what, sizeof what, "linear case %d out", k);
-        CHECK(close_to(what, out, want, (size_t)N * OC, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(what, out, want, (size_t)N * OC, 1e-5, 1e-5) == 0);
         free(inp); free(w); free(b); free(out); free(want);
     }
 }
@@ -201,9 +183,9 @@ TEST(layernorm_forward_matches_naive) {
             wr[i] = s;
         }
         (void)ln_loss(&x);
-        CHECK(close_to("layernorm out", x.out, want, (size_t)N * C, 1e-5, 1e-5) == 0);
-        CHECK(close_to("layernorm mean", x.mean, wm, (size_t)N, 1e-6, 1e-6) == 0);
-        CHECK(close_to("layernorm rstd", x.rstd, wr, (size_t)N, 1e-6, 1e-5) == 0);
+        CHECK(bf_gc_close("layernorm out", x.out, want, (size_t)N * C, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close("layernorm mean", x.mean, wm, (size_t)N, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close("layernorm rstd", x.rstd, wr, (size_t)N, 1e-6, 1e-5) == 0);
         ln_free(&x);
         free(want); free(wm); free(wr);
     }
@@ -267,9 +249,9 @@ TEST(attention_forward_matches_ref) {
         for (size_t i = 0; i < na; i++) wa[i] = aref[i];
         char what[64];
         snprintf(what, sizeof what, "attention case %d out", k);
-        CHECK(close_to(what, out, wo, no, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(what, out, wo, no, 1e-5, 1e-5) == 0);
         snprintf(what, sizeof what, "attention case %d att", k);
-        CHECK(close_to(what, att, wa, na, 1e-6, 1e-5) == 0);
+        CHECK(bf_gc_close(what, att, wa, na, 1e-6, 1e-5) == 0);
         /* probabilities: rows sum to one, zero above the diagonal when causal */
         size_t masked = 0, negative = 0, unnormalised = 0;
         for (int r = 0; r < B * NH * T; r++) {
@@ -373,7 +355,7 @@ TEST(attention_decode_step_matches_causal_forward) {
         bf_attention_decode_step(o, kc, vc, row, B, T, C, NH, pos);
         char what[64];
         snprintf(what, sizeof what, "decode step pos %d", pos);
-        CHECK(close_to(what, o, want, (size_t)B * C, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(what, o, want, (size_t)B * C, 1e-5, 1e-5) == 0);
     }
     free(qkv); free(out); free(att); free(kc); free(vc); free(row); free(o); free(want);
 }
@@ -446,7 +428,7 @@ TEST(gelu_forward_matches_erf_in_double) {
     }
     CHECK(bad == 0);
     bf_gelu_backward(dinp, inp, ones, n);   /* dout = 1: the derivative itself */
-    CHECK(close_to("gelu derivative", dinp, wantg, n, 1e-6, 1e-5) == 0);
+    CHECK(bf_gc_close("gelu derivative", dinp, wantg, n, 1e-6, 1e-5) == 0);
     /* NaN propagates */
     float nan_in = NAN, nan_out = 0.0f;
     bf_gelu_forward(&nan_out, &nan_in, 1);
@@ -584,7 +566,7 @@ TEST(embed_forward_matches_naive) {
         (void)embed_loss(&x);
         char what[64];
         snprintf(what, sizeof what, "embed case %d out", k);
-        CHECK(close_to(what, x.out, want, n, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(what, x.out, want, n, 1e-5, 1e-5) == 0);
         embed_free(&x);
         free(want);
     }
@@ -635,7 +617,7 @@ TEST(softbound_forward_and_gradcheck) {
         (void)sb_loss(&x);
         char label[64];
         snprintf(label, sizeof label, "softbound n=%zu c=%g", n, (double)c);
-        CHECK(close_to(label, x.out, want, n, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close(label, x.out, want, n, 1e-6, 1e-6) == 0);
         if (c > 0) {
             size_t bad = 0;
             for (size_t i = 0; i < n; i++) bad += !(fabsf(x.out[i]) <= c);
@@ -723,11 +705,11 @@ TEST(flow_step_forward_matches_naive) {
         bf_flow_step_forward(x.z, x.asum, x.o, x.u, B, T, D, c->c);
         char what[64];
         snprintf(what, sizeof what, "flow_step case %d z", k);
-        CHECK(close_to(what, x.z, want, nz, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(what, x.z, want, nz, 1e-5, 1e-5) == 0);
         snprintf(what, sizeof what, "flow_step case %d alpha_sum (+= prefill)", k);
         /* a float sum over T D terms: rounding ~ eps sqrt(T D) |partial sums|, bounded here
          * by 2e-7 sum|alpha| (a wrong term is off by O(1)) */
-        CHECK(close_to(what, x.asum, wa, (size_t)B, 1e-5 + 2e-7 * abs_sum, 1e-5) == 0);
+        CHECK(bf_gc_close(what, x.asum, wa, (size_t)B, 1e-5 + 2e-7 * abs_sum, 1e-5) == 0);
         for (int b = 0; b < B; b++)   /* token 0 is copied exactly */
             CHECK(same_floats("flow_step token 0", x.z + (size_t)b * T * D, x.u + (size_t)b * T * D,
                               (size_t)D) == 0);
@@ -782,7 +764,7 @@ TEST(gaussian_nll_forward_and_gradcheck) {
         want[b] = 0.5 * s / N + 0.5 * log(2.0 * BF_TEST_PI);
     }
     (void)nll_loss(&x);
-    CHECK(close_to("gaussian_nll", x.nll, want, (size_t)B, 1e-6, 1e-6) == 0);
+    CHECK(bf_gc_close("gaussian_nll", x.nll, want, (size_t)B, 1e-6, 1e-6) == 0);
     bf_gc_tensor t[] = {{"z", x.z, x.dz, (size_t)B * N}};
     /* quadratic loss: the central difference is exact up to rounding, so a larger step */
     bf_gc_problem p = {.loss = nll_loss, .backward = nll_bwd, .ctx = &x, .h = 1e-2};

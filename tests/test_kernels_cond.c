@@ -31,29 +31,11 @@ static float *nans(size_t n) {   /* outputs must be overwritten, not added to */
 }
 static int entries_for(size_t work, int small) { return work >= 32768 ? 12 : small; }
 
-/* got (float) against want (double): |got - want| <= atol + rtol |want|, both finite.
- * Prints the worst entry on failure; returns 1 on failure, 0 otherwise. */
-static int close_to(const char *what, const float *got, const double *want, size_t n,
-                    double atol, double rtol) {
-    size_t bad = 0, wi = 0;
-    double worst = -1.0;
-    for (size_t i = 0; i < n; i++) {
-        double g = got[i], err = fabs(g - want[i]), tol = atol + rtol * fabs(want[i]);
-        int ok = isfinite(g) && err <= tol;
-        double r = isfinite(g) ? err / tol : INFINITY;
-        if (!ok) bad++;
-        if (r > worst) { worst = r; wi = i; }
-    }
-    if (bad)
-        fprintf(stderr, "    %s: %zu/%zu entries off; worst [%zu]: got %.9g, want %.9g\n", what,
-                bad, n, wi, (double)got[wi], want[wi]);
-    return bad ? 1 : 0;
-}
 static int close_to_f(const char *what, const float *got, const float *want, size_t n,
                       double atol, double rtol) {
     double *w = bf_malloc(n * sizeof *w + 1);
     for (size_t i = 0; i < n; i++) w[i] = want[i];
-    int r = close_to(what, got, w, n, atol, rtol);
+    int r = bf_gc_close(what, got, w, n, atol, rtol);
     free(w);
     return r;
 }
@@ -118,7 +100,7 @@ TEST(cond_adaln_forward_matches_double) {
         (void)ada_loss(&x);
         char what[64];
         snprintf(what, sizeof what, "adaln case %d out", k);
-        CHECK(close_to(what, x.out, want, n, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close(what, x.out, want, n, 1e-6, 1e-6) == 0);
         /* in place (out == xn) gives the same floats */
         float *inplace = bf_malloc(n * sizeof *inplace);
         memcpy(inplace, x.xn, n * sizeof *inplace);
@@ -195,7 +177,7 @@ TEST(cond_gated_residual_forward_matches_double) {
         (void)gr_loss(&x);
         char what[64];
         snprintf(what, sizeof what, "gated_residual case %d out", k);
-        CHECK(close_to(what, x.out, want, n, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close(what, x.out, want, n, 1e-6, 1e-6) == 0);
         /* zero gates (adaLN-Zero init): the block is exactly the identity, also in place */
         memset(x.gate, 0, nb * sizeof(float));
         (void)gr_loss(&x);
@@ -253,7 +235,7 @@ TEST(cond_timestep_embed_matches_double) {
         char what[64];
         snprintf(what, sizeof what, "timestep_embed F=%d", F);
         /* one float rounding of values in [-1, 1]: 6e-8 */
-        CHECK(close_to(what, out, want, n, 1e-7, 0.0) == 0);
+        CHECK(bf_gc_close(what, out, want, n, 1e-7, 0.0) == 0);
         for (int i = 0; i < half; i++) {   /* w = 0: exactly cos 0 = 1, sin 0 = 0 */
             CHECK(out[i] == 1.0f);
             CHECK(out[half + i] == 0.0f);
@@ -276,7 +258,7 @@ TEST(cond_timestep_embed_matches_double) {
             wantl[(size_t)b * FL + FL / 2 + i] = sin((double)wl[b] * f);
         }
     bf_timestep_embed_forward(ol, wl, BL, FL);
-    CHECK(close_to("timestep_embed large", ol, wantl, (size_t)BL * FL, 1e-7, 0.0) == 0);
+    CHECK(bf_gc_close("timestep_embed large", ol, wantl, (size_t)BL * FL, 1e-7, 0.0) == 0);
     free(wl); free(ol); free(wantl);
 }
 
@@ -315,10 +297,10 @@ TEST(cond_silu_forward_matches_double) {
     bf_silu_forward(out, inp, n);
     /* a few ulp relative; the absolute floor covers x < -87 where exp(-x) saturates and
      * the true value (|x| e^x < 1e-36) is flushed to 0 */
-    CHECK(close_to("silu", out, want, n, 1e-30, 1e-6) == 0);
+    CHECK(bf_gc_close("silu", out, want, n, 1e-30, 1e-6) == 0);
     bf_silu_backward(dinp, inp, ones, n);   /* dout = 1: the derivative itself */
     /* absolute floor: the derivative crosses 0 near x = -1.28, where 1 + x (1 - s) cancels */
-    CHECK(close_to("silu derivative", dinp, wantg, n, 1e-7, 2e-6) == 0);
+    CHECK(bf_gc_close("silu derivative", dinp, wantg, n, 1e-7, 2e-6) == 0);
     /* in place */
     float *inplace = bf_malloc(n * sizeof *inplace);
     memcpy(inplace, inp, n * sizeof *inplace);
@@ -406,7 +388,7 @@ TEST(cond_class_embed_forward_and_gradcheck) {
             int row = (c->y_null || y[b] < 0) ? c->K : y[b];
             for (int j = 0; j < c->C; j++) want[(size_t)row * c->C + j] += x.R[(size_t)b * c->C + j];
         }
-        CHECK(close_to("class_embed dtable", x.dtable, want, nt, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close("class_embed dtable", x.dtable, want, nt, 1e-6, 1e-6) == 0);
         for (int r = 0; r <= c->K; r++)
             if (!used[r])
                 for (int j = 0; j < c->C; j++) CHECK(x.dtable[(size_t)r * c->C + j] == 0.0f);
@@ -459,7 +441,7 @@ TEST(cond_guidance_combine_forward_matches_double) {
         (void)gc_loss(&x);
         char what[64];
         snprintf(what, sizeof what, "guidance_combine case %d out", k);
-        CHECK(close_to(what, x.out, want, n, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close(what, x.out, want, n, 1e-6, 1e-6) == 0);
         /* w = 0: out == c exactly, even where u is not finite (never read) */
         for (int b = 0; b < c->B; b++)
             if (x.w[b] == 0.0f) {
@@ -496,8 +478,8 @@ TEST(cond_guidance_combine_backward_gradcheck) {
             wc[i] = x.R[i] / (1.0 + w);
             wu[i] = c->du ? x.R[i] * w / (1.0 + w) : 0.0;
         }
-        CHECK(close_to("guidance_combine dc", x.dc, wc, n, 1e-7, 1e-6) == 0);
-        CHECK(close_to("guidance_combine du", x.du, wu, n, 1e-7, 1e-6) == 0);
+        CHECK(bf_gc_close("guidance_combine dc", x.dc, wc, n, 1e-7, 1e-6) == 0);
+        CHECK(bf_gc_close("guidance_combine du", x.du, wu, n, 1e-7, 1e-6) == 0);
         for (int b = 0; b < c->B; b++)
             if (x.w[b] == 0.0f) CHECK(same_floats("guidance_combine dc at w=0", x.dc + b * np,
                                                   x.R + b * np, np) == 0);
