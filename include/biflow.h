@@ -209,6 +209,111 @@ int bf_eval_bpd(bf_flow *f, const bf_dataset *ds, int batch, int limit, uint64_t
 double bf_flow_train_flops(const bf_flow_config *c, int n);
 double bf_flow_forward_flops(const bf_flow_config *c, int n);
 
+/* ------------------------------------------------------------------ reverse model G (BiFlow) */
+/* G maps noise tokens z = F(x) back to images in one pass: a bidirectional Transformer with
+ * adaLN conditioning on the class (row num_classes of the class table is the null class) and,
+ * when trained with guidance, on the guidance scale w. Its layers form num_stages alignment
+ * stages (one per block of F, walked from the noise end), each ending in a projection head to
+ * token space, then an optional denoising stage whose head gives the clean image. */
+typedef enum { BF_INVERSE_ALIGN, BF_INVERSE_NAIVE, BF_INVERSE_DISTILL } bf_inverse_kind;
+
+typedef struct {
+    int img_size, in_channels, patch_size;   /* as F */
+    int num_classes;           /* as F; 0 = unconditional */
+    int num_stages;            /* alignment stages = F's blocks */
+    int channels;              /* width W */
+    int head_dim;
+    int layers_per_stage;
+    int denoise_layers;        /* layers of the denoising stage; 0 = no learned denoising */
+    int guidance_embed;        /* 1: w is an input (training-time guidance, 1 NFE) */
+    int w_freq;                /* sinusoidal features of w */
+    int distill;               /* hidden distillation: each stage re-embedded from token space */
+} bf_reverse_config;
+
+/* Which head sampling reads: the learned clean output, or the last alignment stage's
+ * estimate of the noisy data x~ (for "no denoising" and for score-based denoising). */
+typedef enum { BF_REVERSE_OUT_CLEAN, BF_REVERSE_OUT_NOISY } bf_reverse_output;
+
+typedef struct bf_reverse bf_reverse;
+/* A default G for a forward model: width, heads and depth chosen so that G's parameter count
+ * is close to F's (see docs). */
+void bf_reverse_config_for_flow(bf_reverse_config *rc, const bf_flow_config *fc);
+int bf_reverse_config_check(const bf_reverse_config *rc);
+bf_reverse *bf_reverse_new(const bf_reverse_config *rc);
+void bf_reverse_init(bf_reverse *r, uint64_t seed);
+void bf_reverse_free(bf_reverse *r);
+const bf_reverse_config *bf_reverse_get_config(const bf_reverse *r);
+size_t bf_reverse_num_params(const bf_reverse *r);
+float *bf_reverse_params(bf_reverse *r);
+/* The forward model the reverse model was trained against: the file and its SHA-256 (hex). */
+const char *bf_reverse_flow_path(const bf_reverse *r);
+const char *bf_reverse_flow_sha256(const bf_reverse *r);
+float bf_reverse_sigma(const bf_reverse *r);           /* F's training noise, 0 if unknown */
+/* Records the forward model (its resolved file and SHA-256) and sigma in r. */
+int bf_reverse_set_flow(bf_reverse *r, const char *flow_path, float sigma);
+/* Refuses (-1, with a message naming both files) a forward model whose file is not the one G
+ * was trained against, or whose shapes differ. flow_path: a file or a run folder. */
+int bf_reverse_check_flow(const bf_reverse *r, const bf_flow *f, const char *flow_path);
+/* SHA-256 of a file as 64 hex digits + NUL. */
+int bf_sha256_file(char hex[65], const char *path);
+/* The file a model path names: a run folder's EMA (use_ema) or raw checkpoint, else path. */
+int bf_resolve_model_path(char *out, size_t n, const char *path, const char *ema_name,
+                          const char *raw_name, int use_ema);
+
+/* Checkpoints: safetensors with the configuration and the forward model's path and SHA-256
+ * in the metadata. path: a file, or a run folder (reverse_ema / reverse.safetensors). */
+bf_reverse *bf_reverse_load(const char *path, int use_ema);
+int bf_reverse_save(const bf_reverse *r, const float *params, const char *path,
+                    const char *extra_meta_json);
+
+/* One-pass sampling: z (n, T, D) noise tokens, y (n) labels (-1 or NULL: unconditional),
+ * x (n, C, H, W). cfg: guidance w. A model with a guidance input takes w as an input
+ * (1 NFE) unless cfg_two_pass; otherwise guidance is (1 + w) G(z | y) - w G(z | null)
+ * (2 NFE). */
+typedef struct {
+    float cfg;
+    int cfg_two_pass;          /* inference-time guidance even when w is an input */
+    bf_reverse_output output;
+    int batch;                 /* images per pass per thread (0 = 32) */
+} bf_reverse_sample_opts;
+void bf_reverse_sample_opts_default(bf_reverse_sample_opts *o);
+int bf_reverse_sample(bf_reverse *r, float *x, const float *z, const int *y, int n,
+                      const bf_reverse_sample_opts *o, bf_sample_stats *stats);
+/* Patch tokens out (n, T, D) instead of images. */
+int bf_reverse_decode_tokens(bf_reverse *r, float *out, const float *z, const int *y, int n,
+                             const bf_reverse_sample_opts *o);
+/* FLOPs of one forward pass of G on n images. */
+double bf_reverse_forward_flops(const bf_reverse_config *c, int n);
+
+/* Training G against a frozen F (METHOD Sections 5 to 7). */
+typedef struct {
+    const char *flow;          /* forward model: file or run folder (EMA weights) */
+    const char *data, *out_dir;
+    bf_reverse_config model;   /* shape of a new G (img/patch/classes/stages come from F) */
+    int batch, steps, warmup;
+    float lr, min_lr, weight_decay, beta1, beta2, eps, grad_clip, ema_decay;
+    float sigma;               /* noise on x before F; < 0: F's training sigma */
+    float label_drop;
+    bf_inverse_kind inverse;
+    int norm_control;          /* alignment distances normalised by the target's mean square */
+    float adapt_p, adapt_eps;  /* adaptive weighting D / sg((D + eps)^p); p = 0: off */
+    float align_weight;        /* lambda of every alignment stage */
+    int cfg_train;             /* training-time guidance: w per example, implied conditional */
+    float w_max;
+    uint64_t seed;
+    int ckpt_every, log_every, eval_every;
+    int resume, quiet, threads;
+} bf_reverse_train_opts;
+
+void bf_reverse_train_opts_default(bf_reverse_train_opts *o);
+int bf_train_reverse(const bf_reverse_train_opts *o);
+
+/* Inverse fidelity: G(F(x~)) vs clean x over the first n test images (x~ = x + sigma eps;
+ * sigma = 0: F of the clean image), with labels; mse over pixels in [-1, 1] and
+ * psnr = 10 log10(4 / mse) (peak-to-peak 2). */
+int bf_reverse_eval_recon(bf_reverse *r, bf_flow *f, const bf_dataset *ds, int n, float sigma,
+                          uint64_t seed, double *mse, double *psnr);
+
 #ifdef __cplusplus
 }
 #endif

@@ -211,3 +211,33 @@ void bf_guidance_combine_backward(float *dc, float *du, const float *dout, const
                 for (size_t i = i0; i < i1; i++) du[i] += dout[i] * au;
         }
 }
+
+/* ------------------------------------------------------------------ distances */
+void bf_sqdist_forward(float *dist, const float *pred, const float *target,
+                       const float *inv_scale, int B, int N) {
+    for (int b = 0; b < B; b++) {
+        const float *p = pred + (size_t)b * N, *t = target + (size_t)b * N;
+        double s = 0.0;
+        for (int i = 0; i < N; i++) s += (double)(p[i] - t[i]) * (p[i] - t[i]);
+        dist[b] = (float)(s / N) * (inv_scale ? inv_scale[b] : 1.0f);
+    }
+}
+
+void bf_sqdist_backward(float *dpred, const float *ddist, const float *pred,
+                        const float *target, const float *inv_scale, int B, int N) {
+    for (int b = 0; b < B; b++) {
+        const float *p = pred + (size_t)b * N, *t = target + (size_t)b * N;
+        float *d = dpred + (size_t)b * N;
+        float k = ddist[b] * (inv_scale ? inv_scale[b] : 1.0f) * 2.0f / (float)N;
+        for (int i = 0; i < N; i++) d[i] += k * (p[i] - t[i]);
+    }
+}
+
+void bf_mean_square(float *ms, const float *x, int B, int N) {
+    for (int b = 0; b < B; b++) {
+        const float *v = x + (size_t)b * N;
+        double s = 0.0;
+        for (int i = 0; i < N; i++) s += (double)v[i] * v[i];
+        ms[b] = (float)(s / N);
+    }
+}

@@ -70,4 +70,16 @@ void bf_guidance_combine_forward(float *out, const float *c, const float *u, con
 void bf_guidance_combine_backward(float *dc, float *du, const float *dout, const float *w,
                                   size_t N, int B);
 
+/* Squared distance per example for the alignment and reconstruction terms (METHOD Sections 5
+ * and 6): dist (B) = inv_scale[b] * mean over N of (pred - target)^2; pred, target (B, N);
+ * inv_scale (B) or NULL (1). Norm control passes 1 / mean(target^2) computed without
+ * gradient, so inv_scale is a constant here. Sums in double. */
+void bf_sqdist_forward(float *dist, const float *pred, const float *target,
+                       const float *inv_scale, int B, int N);
+/* dpred (B, N) += ddist[b] * inv_scale[b] * 2 (pred - target) / N; ddist (B) */
+void bf_sqdist_backward(float *dpred, const float *ddist, const float *pred,
+                        const float *target, const float *inv_scale, int B, int N);
+/* ms (B) = mean over N of x^2; x (B, N) (no backward: used under stop-gradient) */
+void bf_mean_square(float *ms, const float *x, int B, int N);
+
 #endif

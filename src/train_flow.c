@@ -3,13 +3,11 @@
 #include "core.h"
 #include "flow.h"
 #include "optim.h"
+#include "train_util.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <omp.h>
-#include <signal.h>
-#include <sys/stat.h>
 
 void bf_train_opts_default(bf_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -42,24 +40,7 @@ typedef struct {
     long step;
 } run_state;
 
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { (void)sig; stop_requested = 1; }
-
 /* ------------------------------------------------------------------ data */
-/* Index of the k-th example seen in training: epochs are seeded permutations. */
-static int example_index(const int *perm, int n, long k) { return perm[k % n]; }
-
-static void shuffle(int *perm, int n, uint64_t seed, long epoch) {
-    bf_rng r;
-    bf_rng_seed(&r, seed * 1000003ull + (uint64_t)epoch + 17);
-    for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)bf_rng_below(&r, (uint32_t)(i + 1)), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-}
-
 /* Fills images (B, C, H, W) with noised data and labels (with label drop). */
 void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
                    bf_noise noise, float sigma, float drop, bf_rng *rng) {
@@ -76,14 +57,6 @@ void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int
 }
 
 /* ------------------------------------------------------------------ checkpoints */
-static int path_join(char *buf, size_t n, const char *dir, const char *name) {
-    if ((size_t)snprintf(buf, n, "%s/%s", dir, name) >= n) {
-        bf_set_error("path too long: %s/%s", dir, name);
-        return -1;
-    }
-    return 0;
-}
-
 static char *opts_json(const bf_train_opts *o, long step) {
     cJSON *j = cJSON_CreateObject();
     char buf[64];
@@ -106,9 +79,9 @@ static int save_state(const run_state *s, const bf_train_opts *o) {
     char path[4096];
     char *meta = opts_json(o, s->step);
     int rc = 0;
-    rc |= path_join(path, sizeof path, o->out_dir, "flow.safetensors") ||
+    rc |= bf_path_join(path, sizeof path, o->out_dir, "flow.safetensors") ||
           bf_flow_save(s->f, s->f->params, path, meta);
-    rc |= path_join(path, sizeof path, o->out_dir, "flow_ema.safetensors") ||
+    rc |= bf_path_join(path, sizeof path, o->out_dir, "flow_ema.safetensors") ||
           bf_flow_save(s->f, s->ema, path, meta);
     if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
         bf_st_writer *w = bf_st_writer_new();
@@ -123,7 +96,7 @@ static int save_state(const run_state *s, const bf_train_opts *o) {
         bf_st_writer_add(w, "adam_m", BF_DT_F32, 1, &n, s->m);
         bf_st_writer_add(w, "adam_v", BF_DT_F32, 1, &n, s->v);
         bf_st_writer_add(w, "step", BF_DT_I64, 1, &one, &step);
-        rc = path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
+        rc = bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
              bf_st_writer_save(w, path);
         bf_st_writer_free(w);
     }
@@ -133,10 +106,10 @@ static int save_state(const run_state *s, const bf_train_opts *o) {
 
 static int load_state(run_state *s, const bf_train_opts *o) {
     char path[4096];
-    if (path_join(path, sizeof path, o->out_dir, "flow.safetensors")) return -1;
+    if (bf_path_join(path, sizeof path, o->out_dir, "flow.safetensors")) return -1;
     s->f = bf_flow_load(path, 0);
     if (!s->f) return -1;
-    if (path_join(path, sizeof path, o->out_dir, "train_state.safetensors")) return -1;
+    if (bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors")) return -1;
     bf_safetensors st;
     if (bf_st_load(&st, path)) return -1;
     int64_t n = (int64_t)s->f->num_params, one = 1;
@@ -181,34 +154,6 @@ static void free_state(run_state *s) {
 }
 
 /* ------------------------------------------------------------------ logging */
-static FILE *open_log(const char *dir, long keep_upto_step) {
-    char path[4096], tmp[4200];
-    if (path_join(path, sizeof path, dir, "log.jsonl")) return NULL;
-    /* drop lines past the checkpoint we resume from, so the log tells one consistent story */
-    FILE *in = fopen(path, "r");
-    if (in) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *out = fopen(tmp, "w");
-        char line[8192];
-        while (out && fgets(line, sizeof line, in)) {
-            cJSON *j = cJSON_Parse(line);
-            cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL;
-            if (st && cJSON_IsNumber(st) && st->valuedouble <= keep_upto_step) fputs(line, out);
-            cJSON_Delete(j);
-        }
-        fclose(in);
-        if (out && fclose(out) == 0) rename(tmp, path);
-    }
-    return fopen(path, "a");
-}
-
-static void fmt_duration(char *buf, size_t n, double s) {
-    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "?"); return; }
-    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
-    if (h) snprintf(buf, n, "%dh%02dm", h, m);
-    else snprintf(buf, n, "%dm%02ds", m, sec);
-}
-
 static double bpd_of(double nll) { return (nll + log(128.0)) / log(2.0); }
 
 /* ------------------------------------------------------------------ the loop */
@@ -220,8 +165,8 @@ typedef struct {
     float **shard_grads;         /* [1..nshards) scratch gradients */
     int nshards;
     float *img, *tok;
-    int *y, *perm, *idx;
-    long perm_epoch;
+    int *y, *idx;
+    bf_data_order order;
     FILE *log;
 } trainer;
 
@@ -230,12 +175,8 @@ static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
     run_state *s = t->s;
     bf_flow *f = s->f;
     const bf_flow_config *c = &f->cfg;
-    int B = o->batch, n = t->ds->n;
-    for (int b = 0; b < B; b++) {
-        long k = s->step * (long)B + b, epoch = k / n;
-        if (epoch != t->perm_epoch) { shuffle(t->perm, n, o->seed, epoch); t->perm_epoch = epoch; }
-        t->idx[b] = example_index(t->perm, n, k);
-    }
+    int B = o->batch;
+    bf_data_order_batch(&t->order, t->idx, s->step, B);
     bf_rng rng;
     bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)s->step * 104729ull + 1);
     bf_make_batch(t->img, t->y, t->ds, t->idx, B, o->noise, o->sigma, o->label_drop, &rng);
@@ -266,13 +207,6 @@ static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
     return 0;
 }
 
-static void build_decay_mask(run_state *s) {
-    s->decay = bf_calloc(s->f->num_params, 1);
-    for (int i = 0; i < s->f->n_info; i++)
-        if (!s->f->info[i].no_decay)
-            memset(s->decay + s->f->info[i].offset, 1, s->f->info[i].numel);
-}
-
 static int check_data_fits(const bf_flow_config *c, const bf_dataset *ds) {
     if (ds->c != c->in_channels || ds->h != c->img_size || ds->w != c->img_size) {
         bf_set_error("the data are %dx%dx%d images but the model expects %dx%dx%d",
@@ -296,7 +230,7 @@ static void log_step(trainer *t, double loss, double gn, double ips, double eta,
     fflush(t->log);
     if (o->quiet) return;
     char etas[32];
-    fmt_duration(etas, sizeof etas, eta);
+    bf_fmt_duration(etas, sizeof etas, eta);
     fprintf(stderr, "step %6ld/%d | loss %.4f | %s %.3f | grad %.3g | lr %.2e | %.0f img/s | ETA %s\n",
             step, o->steps, loss, uni ? "bpd" : "nll", uni ? bpd_of(loss) : loss, gn, lr, ips, etas);
 }
@@ -306,7 +240,7 @@ static int train_loop(trainer *t) {
     run_state *s = t->s;
     double t_last = bf_time(), t_start = t_last, loss_acc = 0.0, gn_acc = 0.0;
     long steps_acc = 0, start_step = s->step;
-    while (s->step < o->steps && !stop_requested) {
+    while (s->step < o->steps && !bf_stop_requested()) {
         double loss, gn;
         if (step_once(t, &loss, &gn)) return -1;
         loss_acc += loss; gn_acc += gn; steps_acc++;
@@ -333,7 +267,7 @@ static int train_loop(trainer *t) {
         if (((o->ckpt_every && s->step % o->ckpt_every == 0) || last) && save_state(s, o))
             return -1;
     }
-    if (stop_requested) {
+    if (bf_stop_requested()) {
         if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
         return save_state(s, o);
     }
@@ -348,10 +282,7 @@ int bf_train_flow(const bf_train_opts *o) {
         return -1;
     }
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
-        bf_set_error("cannot create run folder '%s': %s", o->out_dir, strerror(errno));
-        return -1;
-    }
+    if (bf_make_run_dir(o->out_dir)) return -1;
     run_state s = {0};
     if (o->resume) {
         if (load_state(&s, o)) { free_state(&s); return -1; }
@@ -360,8 +291,8 @@ int bf_train_flow(const bf_train_opts *o) {
         if (bf_flow_config_check(&o->model)) return -1;
         new_state(&s, o);
     }
-    build_decay_mask(&s);
-    trainer t = {.o = o, .s = &s, .perm_epoch = -1};
+    s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params);
+    trainer t = {.o = o, .s = &s};
     bf_dataset ds = {0}, test = {0};
     int rc = -1;
     if (bf_dataset_load(&ds, o->data, "train") || check_data_fits(&s.f->cfg, &ds)) goto done;
@@ -372,7 +303,7 @@ int bf_train_flow(const bf_train_opts *o) {
     t.tok = bf_malloc(sizeof(float) * px * o->batch);
     t.y = bf_malloc(sizeof(int) * o->batch);
     t.idx = bf_malloc(sizeof(int) * o->batch);
-    t.perm = bf_malloc(sizeof(int) * ds.n);
+    bf_data_order_init(&t.order, ds.n, o->seed);
     t.nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
     t.acts = bf_calloc((size_t)t.nshards, sizeof *t.acts);
     t.shard_grads = bf_calloc((size_t)t.nshards, sizeof *t.shard_grads);
@@ -380,16 +311,14 @@ int bf_train_flow(const bf_train_opts *o) {
         bf_flow_acts_init(&t.acts[k], s.f, (o->batch + t.nshards - 1) / t.nshards);
         if (k) t.shard_grads[k] = bf_malloc(sizeof(float) * s.f->num_params);
     }
-    t.log = open_log(o->out_dir, s.step);
+    t.log = bf_open_log(o->out_dir, s.step);
     if (!t.log) { bf_set_error("cannot open the log in '%s'", o->out_dir); goto done; }
     if (!o->quiet)
         fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %d threads\n",
                 s.f->num_params, ds.n, o->data, o->batch, o->steps, omp_get_max_threads());
-    stop_requested = 0;
-    void (*old_int)(int) = signal(SIGINT, on_signal), (*old_term)(int) = signal(SIGTERM, on_signal);
+    bf_stop_signals_install();
     rc = train_loop(&t);
-    signal(SIGINT, old_int);
-    signal(SIGTERM, old_term);
+    bf_stop_signals_restore();
 done:
     if (t.log) fclose(t.log);
     for (int k = 0; k < t.nshards; k++) {
@@ -398,7 +327,8 @@ done:
     }
     free(t.acts);
     free(t.shard_grads);
-    free(t.img); free(t.tok); free(t.y); free(t.idx); free(t.perm);
+    free(t.img); free(t.tok); free(t.y); free(t.idx);
+    bf_data_order_free(&t.order);
     bf_dataset_free(&ds);
     bf_dataset_free(&test);
     free_state(&s);

@@ -1,6 +1,7 @@
 /* biflow: the command-line tool. Each command is a function with its own option table. */
 #include "biflow.h"
 #include "cli.h"
+#include "cmd_reverse.h"
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/gemm.h"
@@ -12,10 +13,7 @@
 
 #define POS_MAX 4
 
-static int fail(void) {
-    fprintf(stderr, "biflow: %s\n", bf_last_error());
-    return 1;
-}
+static int fail(void) { return cli_fail(); }
 
 /* Model-shape options shared by commands that build a new flow. */
 typedef struct { const char *config; int width, blocks, layers, patch, head_dim; float bound; } shape_opts;
@@ -558,6 +556,7 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 
 static const command COMMANDS[] = {
     {"train-flow", cmd_train_flow, "train the forward model F (TARFlow) by maximum likelihood"},
+    {"train-reverse", cmd_train_reverse, "train the reverse model G (one-pass inverse) against a frozen F"},
     {"eval-bpd", cmd_eval_bpd, "bits per dimension of F on a dataset split"},
     {"sample", cmd_sample, "sample images by inverting F (exact or Jacobi), PNG grid + .npy"},
     {"bench", cmd_bench, "benchmarks: bench train, bench sample"},

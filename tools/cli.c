@@ -1,5 +1,6 @@
 /* Option parsing for the CLI: --name value or --name=value, --flag, and --help. */
 #include "cli.h"
+#include "biflow.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -90,4 +91,9 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
         if (set_value(o, v)) return -1;
     }
     return 0;
+}
+
+int cli_fail(void) {
+    fprintf(stderr, "biflow: %s\n", bf_last_error());
+    return 1;
 }

@@ -19,4 +19,7 @@ typedef struct {
 int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
               const char *summary, const char **pos, int max_pos, int *n_pos);
 
+/* Prints "biflow: <last error>" on stderr; returns the exit status 1. */
+int cli_fail(void);
+
 #endif

@@ -7,4 +7,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     build-essential libopenblas-openmp-dev libopenblas-dev liblapack-dev libcjson-dev \
-    libstb-dev zlib1g-dev dataset-fashion-mnist
+    libstb-dev zlib1g-dev libssl-dev dataset-fashion-mnist

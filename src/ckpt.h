@@ -1,0 +1,24 @@
+/* Helpers shared by the checkpoint readers and writers of every model: configuration values
+ * in the safetensors metadata, extra JSON metadata, run-folder paths, strict tensor lists. */
+#ifndef BF_CKPT_H
+#define BF_CKPT_H
+
+#include "biflow.h"
+#include "flow.h"
+
+void bf_meta_int(bf_st_writer *w, const char *key, int v);
+void bf_meta_float(bf_st_writer *w, const char *key, float v);
+/* Adds every member of a JSON object (strings as they are, others printed); NULL: nothing. */
+void bf_meta_add_json(bf_st_writer *w, const char *json);
+/* An integer from the metadata; absent: dflt unless required (then an error naming path). */
+int bf_meta_get_int(const bf_safetensors *st, const char *path, const char *key, int *out,
+                    int required, int dflt);
+int bf_meta_get_float(const bf_safetensors *st, const char *path, const char *key, float *out,
+                      int required, float dflt);
+/* Copies every tensor of info (n) from st into params, checking name, dtype and shape; refuses
+ * tensors st holds beyond those and the names in also_ok (NULL-terminated, may be NULL), and
+ * non-finite values. */
+int bf_copy_tensors(float *params, const bf_param_info *info, int n, const bf_safetensors *st,
+                    const char *path, const char *const *also_ok);
+
+#endif

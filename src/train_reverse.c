@@ -1,0 +1,485 @@
+/* Training the reverse model G against a frozen forward model F (METHOD Sections 5 to 7):
+ * each batch is noised, encoded by F (keeping its trajectory), decoded by G under the
+ * hidden-alignment loss; AdamW with warmup + cosine, clipping, EMA, JSON-lines log, atomic
+ * checkpoints and resume, as for F. */
+#include "core.h"
+#include "flow.h"
+#include "optim.h"
+#include "reverse.h"
+#include "train_util.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <omp.h>
+
+void bf_reverse_train_opts_default(bf_reverse_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->data = "fashion-mnist";
+    o->out_dir = "runs/reverse";
+    o->model.denoise_layers = -1;   /* shape fields 0 / -1: G's default for the flow */
+    o->batch = 64;
+    o->steps = 5000;
+    o->warmup = 200;
+    o->lr = 1e-3f;
+    o->min_lr = 1e-5f;
+    o->weight_decay = 0.0f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.95f;
+    o->eps = 1e-8f;
+    o->grad_clip = 1.0f;
+    o->ema_decay = 0.999f;
+    o->sigma = -1.0f;
+    o->label_drop = 0.1f;
+    o->inverse = BF_INVERSE_ALIGN;
+    o->norm_control = 1;
+    o->adapt_p = 1.0f;
+    o->adapt_eps = 0.01f;
+    o->align_weight = 1.0f;
+    o->cfg_train = 1;
+    o->w_max = 4.0f;
+    o->ckpt_every = 500;
+    o->log_every = 10;
+    o->eval_every = 500;
+}
+
+typedef struct {
+    bf_reverse *r;
+    bf_flow *f;
+    float *grads, *m, *v, *ema;
+    unsigned char *decay;
+    long step;
+    float sigma;
+} run_state;
+
+static const char *inverse_name(bf_inverse_kind k) {
+    return k == BF_INVERSE_NAIVE ? "naive" : k == BF_INVERSE_DISTILL ? "distill" : "align";
+}
+
+/* ------------------------------------------------------------------ checkpoints */
+static char *opts_json(const bf_reverse_train_opts *o, long step, float sigma) {
+    cJSON *j = cJSON_CreateObject();
+    char buf[64];
+#define PUT(key, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), cJSON_AddStringToObject(j, key, buf))
+    PUT("step", "%ld", step);
+    cJSON_AddStringToObject(j, "data", o->data);
+    PUT("sigma", "%g", (double)sigma);
+    PUT("label_drop", "%g", (double)o->label_drop);
+    cJSON_AddStringToObject(j, "inverse", inverse_name(o->inverse));
+    PUT("norm_control", "%d", o->norm_control);
+    PUT("adapt_p", "%g", (double)o->adapt_p);
+    PUT("adapt_eps", "%g", (double)o->adapt_eps);
+    PUT("align_weight", "%g", (double)o->align_weight);
+    PUT("cfg_train", "%d", o->cfg_train);
+    PUT("w_max", "%g", (double)o->w_max);
+    PUT("seed", "%llu", (unsigned long long)o->seed);
+#undef PUT
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+static int save_state(const run_state *s, const bf_reverse_train_opts *o) {
+    char path[4096];
+    char *meta = opts_json(o, s->step, s->sigma);
+    int rc = bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors") ||
+             bf_reverse_save(s->r, s->r->params, path, meta);
+    rc = rc || bf_path_join(path, sizeof path, o->out_dir, "reverse_ema.safetensors") ||
+         bf_reverse_save(s->r, s->ema, path, meta);
+    if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
+        bf_st_writer *w = bf_st_writer_new();
+        int64_t n = (int64_t)s->r->num_params, one = 1, step = s->step;
+        bf_st_writer_meta(w, "format", "biflow-reverse-train-state");
+        bf_st_writer_meta(w, "flow_sha256", s->r->flow_sha256);
+        bf_st_writer_add(w, "params", BF_DT_F32, 1, &n, s->r->params);
+        bf_st_writer_add(w, "ema", BF_DT_F32, 1, &n, s->ema);
+        bf_st_writer_add(w, "adam_m", BF_DT_F32, 1, &n, s->m);
+        bf_st_writer_add(w, "adam_v", BF_DT_F32, 1, &n, s->v);
+        bf_st_writer_add(w, "step", BF_DT_I64, 1, &one, &step);
+        rc = bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors") ||
+             bf_st_writer_save(w, path);
+        bf_st_writer_free(w);
+    }
+    free(meta);
+    return rc ? -1 : 0;
+}
+
+static void alloc_moments(run_state *s) {
+    size_t n = s->r->num_params;
+    s->grads = bf_calloc(n, sizeof(float));
+    s->m = bf_calloc(n, sizeof(float));
+    s->v = bf_calloc(n, sizeof(float));
+    s->ema = bf_malloc(sizeof(float) * n);
+    memcpy(s->ema, s->r->params, sizeof(float) * n);
+}
+
+static int load_state(run_state *s, const bf_reverse_train_opts *o) {
+    char path[4096];
+    if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors")) return -1;
+    if (!(s->r = bf_reverse_load(path, 0))) return -1;
+    if (bf_reverse_check_flow(s->r, s->f, o->flow)) return -1;
+    if (bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors")) return -1;
+    bf_safetensors st;
+    if (bf_st_load(&st, path)) return -1;
+    int64_t n = (int64_t)s->r->num_params, one = 1;
+    const char *names[4] = {"params", "ema", "adam_m", "adam_v"};
+    const bf_tensor_view *t[4] = {0};
+    alloc_moments(s);
+    float *dst[4] = {s->r->params, s->ema, s->m, s->v};
+    for (int i = 0; i < 4; i++) {
+        if (!(t[i] = bf_st_expect(&st, names[i], BF_DT_F32, 1, &n))) { bf_st_free(&st); return -1; }
+        memcpy(dst[i], t[i]->data, sizeof(float) * n);   /* the state file is authoritative */
+    }
+    const bf_tensor_view *ts = bf_st_expect(&st, "step", BF_DT_I64, 1, &one);
+    int64_t step = -1;
+    if (ts) memcpy(&step, ts->data, 8);
+    bf_st_free(&st);
+    if (!ts) return -1;
+    if (step < 0) { bf_set_error("%s: negative step", path); return -1; }
+    s->step = (long)step;
+    s->sigma = s->r->sigma;
+    return 0;
+}
+
+static int new_state(run_state *s, const bf_reverse_train_opts *o) {
+    bf_reverse_config c;
+    bf_reverse_config_for_flow(&c, &s->f->cfg);
+    if (o->model.channels > 0) c.channels = o->model.channels;
+    if (o->model.head_dim > 0) c.head_dim = o->model.head_dim;
+    if (o->model.layers_per_stage > 0) c.layers_per_stage = o->model.layers_per_stage;
+    if (o->model.denoise_layers >= 0) c.denoise_layers = o->model.denoise_layers;
+    if (o->model.w_freq > 0) c.w_freq = o->model.w_freq;
+    c.guidance_embed = o->cfg_train;
+    c.distill = o->inverse == BF_INVERSE_DISTILL;
+    if (!(s->r = bf_reverse_new(&c))) return -1;
+    bf_reverse_init(s->r, o->seed);
+    s->sigma = o->sigma >= 0 ? o->sigma : s->f->trained_sigma;
+    if (bf_reverse_set_flow(s->r, o->flow, s->sigma)) return -1;
+    alloc_moments(s);
+    s->step = 0;
+    return 0;
+}
+
+static void free_state(run_state *s) {
+    bf_reverse_free(s->r);
+    bf_flow_free(s->f);
+    free(s->grads); free(s->m); free(s->v); free(s->ema); free(s->decay);
+    memset(s, 0, sizeof *s);
+}
+
+/* ------------------------------------------------------------------ the step */
+typedef struct {
+    const bf_reverse_train_opts *o;
+    const bf_dataset *ds, *test;
+    run_state *s;
+    int nshards;
+    bf_flow_acts *fa;            /* per shard: F's pass and trajectory */
+    bf_reverse_acts *ga, *ua;    /* per shard: G conditional (trained), unconditional */
+    float **shard_grads;
+    bf_reverse_loss_parts *parts;
+    float *clean, *noisy, *tok_clean, *tok_noisy, *w;
+    int *y, *idx;
+    bf_data_order order;
+    FILE *log;
+} trainer;
+
+/* Clean and noised images, labels with label drop, and a guidance scale per labelled example:
+ * 1 + w log-uniform on [1, 1 + w_max] (METHOD Section 7). */
+static void make_batch(trainer *t, bf_rng *rng) {
+    const bf_reverse_train_opts *o = t->o;
+    const bf_dataset *ds = t->ds;
+    size_t px = (size_t)ds->c * ds->h * ds->w;
+    for (int b = 0; b < o->batch; b++) {
+        const uint8_t *p = ds->pixels + (size_t)t->idx[b] * px;
+        for (size_t k = 0; k < px; k++) {
+            float x = (float)p[k] / 127.5f - 1.0f;
+            t->clean[b * px + k] = x;
+            t->noisy[b * px + k] = x + t->s->sigma * bf_rng_normal(rng);
+        }
+        int labelled = ds->num_classes > 0 && bf_rng_uniform(rng) >= o->label_drop;
+        t->y[b] = labelled ? ds->labels[t->idx[b]] : -1;
+        float u = bf_rng_uniform(rng);
+        t->w[b] = o->cfg_train && labelled ? powf(1.0f + o->w_max, u) - 1.0f : 0.0f;
+    }
+}
+
+static double shard_step(trainer *t, int sh, int b0, int m, float *g) {
+    run_state *s = t->s;
+    bf_reverse *r = s->r;
+    const bf_reverse_train_opts *o = t->o;
+    size_t N = (size_t)r->T * r->D;
+    bf_flow_acts *fa = &t->fa[sh];
+    const int *y = t->y + b0;
+    bf_flow_forward(s->f, s->f->params, fa, t->tok_noisy + b0 * N, y, m);
+    const float *z = fa->xs + (size_t)s->f->cfg.num_blocks * fa->Bn * N;
+    const float *w = t->w + b0;
+    bf_reverse_forward(r, r->params, &t->ga[sh], z, y, o->cfg_train ? w : NULL, m);
+    if (o->cfg_train) bf_reverse_forward(r, r->params, &t->ua[sh], z, NULL, NULL, m);
+    bf_reverse_loss_opts lo = {o->inverse, o->norm_control, o->adapt_p, o->adapt_eps, o->align_weight};
+    double loss = bf_reverse_loss(r, &t->ga[sh], o->cfg_train ? &t->ua[sh] : NULL, w, fa->xs,
+                                  fa->Bn, t->tok_clean + b0 * N, m, &lo, &t->parts[sh]);
+    memset(g, 0, sizeof(float) * r->num_params);
+    bf_reverse_backward(r, r->params, &t->ga[sh], g);
+    return loss;
+}
+
+/* One parallel region per step: each thread runs F and G on its slice of the batch. */
+static double sharded_step(trainer *t, bf_reverse_loss_parts *parts) {
+    run_state *s = t->s;
+    int n = t->o->batch, used = t->nshards;
+    size_t P = s->r->num_params;
+    double loss_sum = 0.0;
+#pragma omp parallel for num_threads(used) schedule(static, 1) reduction(+ : loss_sum)
+    for (int sh = 0; sh < used; sh++) {
+        int b0 = (int)((long)n * sh / used), m = (int)((long)n * (sh + 1) / used) - b0;
+        loss_sum += shard_step(t, sh, b0, m, sh == 0 ? s->grads : t->shard_grads[sh]) * m;
+    }
+    memset(parts, 0, sizeof *parts);
+    for (int sh = 0; sh < used; sh++) {
+        float k = (float)((int)((long)n * (sh + 1) / used) - (int)((long)n * sh / used)) / n;
+        parts->align += k * t->parts[sh].align;
+        parts->rec += k * t->parts[sh].rec;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < P; i++) {
+        float acc = 0.0f;
+        for (int sh = 0; sh < used; sh++) {
+            int m = (int)((long)n * (sh + 1) / used) - (int)((long)n * sh / used);
+            acc += (sh == 0 ? s->grads[i] : t->shard_grads[sh][i]) * ((float)m / (float)n);
+        }
+        s->grads[i] = acc;
+    }
+    return loss_sum / n;
+}
+
+static int step_once(trainer *t, double *loss, double *gnorm, bf_reverse_loss_parts *parts) {
+    const bf_reverse_train_opts *o = t->o;
+    run_state *s = t->s;
+    const bf_reverse_config *c = &s->r->cfg;
+    bf_data_order_batch(&t->order, t->idx, s->step, o->batch);
+    bf_rng rng;
+    bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)s->step * 104729ull + 3);
+    make_batch(t, &rng);
+    bf_patchify(t->tok_clean, t->clean, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
+    bf_patchify(t->tok_noisy, t->noisy, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
+    *loss = sharded_step(t, parts);
+    if (!isfinite(*loss)) {
+        bf_set_error("step %ld: the loss is %g; the update was not applied and the weights are "
+                     "those of step %ld (try a lower --lr or more --warmup)", s->step + 1, *loss, s->step);
+        return -1;
+    }
+    *gnorm = bf_grad_norm(s->grads, s->r->num_params);
+    if (!isfinite(*gnorm)) {
+        bf_set_error("step %ld: the gradient norm is %g; the update was not applied", s->step + 1, *gnorm);
+        return -1;
+    }
+    bf_clip_grad(s->grads, s->r->num_params, *gnorm, o->grad_clip);
+    bf_adamw_hparams h = {bf_lr_schedule(s->step, o->warmup, o->steps, o->lr, o->min_lr),
+                          o->beta1, o->beta2, o->eps, o->weight_decay};
+    bf_adamw_step(s->r->params, s->m, s->v, s->grads, s->decay, s->r->num_params, &h, s->step + 1);
+    float d = fminf(o->ema_decay, (1.0f + (float)s->step) / (10.0f + (float)s->step));
+    bf_ema_update(s->ema, s->r->params, s->r->num_params, d);
+    s->step++;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ loop */
+static void log_step(trainer *t, double loss, const bf_reverse_loss_parts *p, double gn,
+                     double ips, double eta, float lr) {
+    const bf_reverse_train_opts *o = t->o;
+    long step = t->s->step;
+    fprintf(t->log, "{\"step\":%ld,\"loss\":%.6f,\"align\":%.6f,\"rec\":%.6f,\"grad_norm\":%.5g,"
+            "\"lr\":%.4g,\"images_per_s\":%.1f}\n", step, loss, p->align, p->rec, gn, lr, ips);
+    fflush(t->log);
+    if (o->quiet) return;
+    char etas[32];
+    bf_fmt_duration(etas, sizeof etas, eta);
+    fprintf(stderr, "step %6ld/%d | loss %.4f | align %.4f | rec mse %.5f | grad %.3g | lr %.2e | "
+            "%.0f img/s | ETA %s\n", step, o->steps, loss, p->align, p->rec, gn, lr, ips, etas);
+}
+
+static void evaluate(trainer *t) {
+    run_state *s = t->s;
+    double mse, psnr;
+    float *keep = s->r->params;
+    s->r->params = s->ema;
+    int rc = bf_reverse_eval_recon(s->r, s->f, t->test, 1000, 0.0f, 1234, &mse, &psnr);
+    s->r->params = keep;
+    if (rc) return;
+    fprintf(t->log, "{\"step\":%ld,\"eval_mse\":%.6g,\"eval_psnr\":%.4f,\"eval_images\":1000}\n",
+            s->step, mse, psnr);
+    fflush(t->log);
+    if (!t->o->quiet)
+        fprintf(stderr, "step %6ld | G(F(x)) vs x on 1000 test images (EMA): mse %.5f, PSNR %.2f dB\n",
+                s->step, mse, psnr);
+}
+
+static int train_loop(trainer *t) {
+    const bf_reverse_train_opts *o = t->o;
+    run_state *s = t->s;
+    double t_last = bf_time(), t_start = t_last, loss_acc = 0.0, gn_acc = 0.0;
+    bf_reverse_loss_parts acc = {0}, parts;
+    long steps_acc = 0, start_step = s->step;
+    while (s->step < o->steps && !bf_stop_requested()) {
+        double loss, gn;
+        if (step_once(t, &loss, &gn, &parts)) return -1;
+        loss_acc += loss; gn_acc += gn; steps_acc++;
+        acc.align += parts.align; acc.rec += parts.rec;
+        int last = s->step == o->steps;
+        if ((o->log_every && s->step % o->log_every == 0) || last) {
+            double now = bf_time(), ips = steps_acc * (double)o->batch / (now - t_last);
+            double rate = (s->step - start_step) / (now - t_start);
+            acc.align /= steps_acc; acc.rec /= steps_acc;
+            log_step(t, loss_acc / steps_acc, &acc, gn_acc / steps_acc, ips,
+                     (o->steps - s->step) / rate,
+                     bf_lr_schedule(s->step - 1, o->warmup, o->steps, o->lr, o->min_lr));
+            loss_acc = gn_acc = 0.0; steps_acc = 0; t_last = now;
+            memset(&acc, 0, sizeof acc);
+        }
+        if (o->eval_every && t->test && (s->step % o->eval_every == 0 || last)) evaluate(t);
+        if (((o->ckpt_every && s->step % o->ckpt_every == 0) || last) && save_state(s, o))
+            return -1;
+    }
+    if (bf_stop_requested()) {
+        if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
+        return save_state(s, o);
+    }
+    return 0;
+}
+
+static int check_opts(const bf_reverse_train_opts *o) {
+    if (!o->flow) { bf_set_error("a forward model is required (--flow)"); return -1; }
+    if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 ||
+        !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1) ||
+        !(o->w_max >= 0 && o->w_max < 1e4f) || !(o->adapt_p >= 0) || !(o->adapt_eps > 0) ||
+        !(o->align_weight >= 0) || !(o->sigma < 10.0f)) {
+        bf_set_error("training options out of range (batch, steps > 0; lr > 0; 0 <= label drop "
+                     "<= 1; 0 <= ema < 1; w max >= 0; adaptive p >= 0, eps > 0; align weight >= 0)");
+        return -1;
+    }
+    return 0;
+}
+
+static void alloc_trainer(trainer *t, const bf_dataset *ds) {
+    const bf_reverse_train_opts *o = t->o;
+    run_state *s = t->s;
+    size_t px = (size_t)ds->c * ds->h * ds->w, B = (size_t)o->batch;
+    t->clean = bf_malloc(sizeof(float) * px * B);
+    t->noisy = bf_malloc(sizeof(float) * px * B);
+    t->tok_clean = bf_malloc(sizeof(float) * px * B);
+    t->tok_noisy = bf_malloc(sizeof(float) * px * B);
+    t->w = bf_calloc(B, sizeof(float));
+    t->y = bf_malloc(sizeof(int) * B);
+    t->idx = bf_malloc(sizeof(int) * B);
+    bf_data_order_init(&t->order, ds->n, o->seed);
+    t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
+    int Bn = (o->batch + t->nshards - 1) / t->nshards;
+    t->fa = bf_calloc((size_t)t->nshards, sizeof *t->fa);
+    t->ga = bf_calloc((size_t)t->nshards, sizeof *t->ga);
+    t->ua = bf_calloc((size_t)t->nshards, sizeof *t->ua);
+    t->parts = bf_calloc((size_t)t->nshards, sizeof *t->parts);
+    t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
+    for (int k = 0; k < t->nshards; k++) {
+        bf_flow_acts_init(&t->fa[k], s->f, Bn);
+        bf_reverse_acts_init(&t->ga[k], s->r, Bn, 1);
+        if (o->cfg_train) bf_reverse_acts_init(&t->ua[k], s->r, Bn, 0);
+        if (k) t->shard_grads[k] = bf_malloc(sizeof(float) * s->r->num_params);
+    }
+}
+
+static void free_trainer(trainer *t) {
+    for (int k = 0; k < t->nshards; k++) {
+        bf_flow_acts_free(&t->fa[k]);
+        bf_reverse_acts_free(&t->ga[k]);
+        bf_reverse_acts_free(&t->ua[k]);
+        free(t->shard_grads[k]);
+    }
+    free(t->fa); free(t->ga); free(t->ua); free(t->parts); free(t->shard_grads);
+    free(t->clean); free(t->noisy); free(t->tok_clean); free(t->tok_noisy); free(t->w);
+    free(t->y); free(t->idx);
+    bf_data_order_free(&t->order);
+    if (t->log) fclose(t->log);
+}
+
+static int check_data(const bf_reverse *r, const bf_dataset *ds) {
+    const bf_reverse_config *c = &r->cfg;
+    if (ds->c != c->in_channels || ds->h != c->img_size || ds->w != c->img_size) {
+        bf_set_error("the data are %dx%dx%d images but the models expect %dx%dx%d",
+                     ds->c, ds->h, ds->w, c->in_channels, c->img_size, c->img_size);
+        return -1;
+    }
+    if (c->num_classes && ds->num_classes > c->num_classes) {
+        bf_set_error("the data have %d classes but the models have %d", ds->num_classes, c->num_classes);
+        return -1;
+    }
+    return 0;
+}
+
+int bf_train_reverse(const bf_reverse_train_opts *o) {
+    if (check_opts(o)) return -1;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    if (bf_make_run_dir(o->out_dir)) return -1;
+    run_state s = {0};
+    trainer t = {.o = o, .s = &s};
+    bf_dataset ds = {0}, test = {0};
+    int rc = -1;
+    if (!(s.f = bf_flow_load(o->flow, 1))) goto done;
+    if (o->resume ? load_state(&s, o) : new_state(&s, o)) goto done;
+    if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
+    s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params);
+    if (bf_dataset_load(&ds, o->data, "train") || check_data(s.r, &ds)) goto done;
+    if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
+    t.ds = &ds;
+    alloc_trainer(&t, &ds);
+    if (!(t.log = bf_open_log(o->out_dir, s.step))) {
+        bf_set_error("cannot open the log in '%s'", o->out_dir);
+        goto done;
+    }
+    if (!o->quiet)
+        fprintf(stderr, "training G (%zu parameters; F has %zu) against %s: inverse %s, %s "
+                "denoising, norm control %s, guidance %s, sigma %g; batch %d, %d steps, %d threads\n",
+                s.r->num_params, s.f->num_params, s.r->flow_path, inverse_name(o->inverse),
+                s.r->cfg.denoise_layers ? "learned" : "no", o->norm_control ? "on" : "off",
+                o->cfg_train ? "trained (1 NFE)" : "at inference (2 NFE)", (double)s.sigma,
+                o->batch, o->steps, omp_get_max_threads());
+    bf_stop_signals_install();
+    rc = train_loop(&t);
+    bf_stop_signals_restore();
+done:
+    free_trainer(&t);
+    bf_dataset_free(&ds);
+    bf_dataset_free(&test);
+    free_state(&s);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ evaluation */
+int bf_reverse_eval_recon(bf_reverse *r, bf_flow *f, const bf_dataset *ds, int n, float sigma,
+                          uint64_t seed, double *mse, double *psnr) {
+    const bf_reverse_config *c = &r->cfg;
+    if (check_data(r, ds)) return -1;
+    if (n <= 0 || n > ds->n) n = ds->n;
+    size_t px = (size_t)c->in_channels * c->img_size * c->img_size, N = (size_t)r->T * r->D;
+    float *x = bf_malloc(sizeof(float) * n * px), *xn = bf_malloc(sizeof(float) * n * px);
+    float *z = bf_malloc(sizeof(float) * n * N), *out = bf_malloc(sizeof(float) * n * px);
+    int *y = bf_malloc(sizeof(int) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n * px; i++) {
+        x[i] = ds->pixels[i] / 127.5f - 1.0f;
+        xn[i] = x[i] + (sigma > 0 ? sigma * bf_rng_normal(&rng) : 0.0f);
+    }
+    for (int i = 0; i < n; i++) y[i] = c->num_classes ? ds->labels[i] : -1;
+    bf_flow_encode(f, z, NULL, xn, y, n);
+    bf_reverse_sample_opts so;
+    bf_reverse_sample_opts_default(&so);
+    if (!c->denoise_layers) so.output = BF_REVERSE_OUT_NOISY;
+    int rc = bf_reverse_sample(r, out, z, y, n, &so, NULL);
+    if (rc == 0) {
+        double s = 0.0;
+        for (size_t i = 0; i < n * px; i++) s += (double)(out[i] - x[i]) * (out[i] - x[i]);
+        *mse = s / ((double)n * px);
+        *psnr = 10.0 * log10(4.0 / *mse);
+    }
+    free(x); free(xn); free(z); free(out); free(y);
+    return rc;
+}

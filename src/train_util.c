@@ -1,0 +1,106 @@
+/* Shared trainer pieces; see train_util.h. */
+#include "train_util.h"
+#include "core.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+static void shuffle(int *perm, int n, uint64_t seed, long epoch) {
+    bf_rng r;
+    bf_rng_seed(&r, seed * 1000003ull + (uint64_t)epoch + 17);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)bf_rng_below(&r, (uint32_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+void bf_data_order_init(bf_data_order *d, int n, uint64_t seed) {
+    d->perm = bf_malloc(sizeof(int) * (size_t)n);
+    d->n = n;
+    d->epoch = -1;
+    d->seed = seed;
+}
+
+void bf_data_order_free(bf_data_order *d) {
+    free(d->perm);
+    d->perm = NULL;
+}
+
+void bf_data_order_batch(bf_data_order *d, int *idx, long step, int B) {
+    for (int b = 0; b < B; b++) {
+        long k = step * (long)B + b, epoch = k / d->n;
+        if (epoch != d->epoch) { shuffle(d->perm, d->n, d->seed, epoch); d->epoch = epoch; }
+        idx[b] = d->perm[k % d->n];
+    }
+}
+
+int bf_path_join(char *buf, size_t n, const char *dir, const char *name) {
+    if ((size_t)snprintf(buf, n, "%s/%s", dir, name) >= n) {
+        bf_set_error("path too long: %s/%s", dir, name);
+        return -1;
+    }
+    return 0;
+}
+
+FILE *bf_open_log(const char *dir, long keep_upto_step) {
+    char path[4096], tmp[4200];
+    if (bf_path_join(path, sizeof path, dir, "log.jsonl")) return NULL;
+    FILE *in = fopen(path, "r");
+    if (in) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *out = fopen(tmp, "w");
+        char line[8192];
+        while (out && fgets(line, sizeof line, in)) {
+            cJSON *j = cJSON_Parse(line);
+            cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL;
+            if (st && cJSON_IsNumber(st) && st->valuedouble <= keep_upto_step) fputs(line, out);
+            cJSON_Delete(j);
+        }
+        fclose(in);
+        if (out && fclose(out) == 0) rename(tmp, path);
+    }
+    return fopen(path, "a");
+}
+
+void bf_fmt_duration(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "?"); return; }
+    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
+    if (h) snprintf(buf, n, "%dh%02dm", h, m);
+    else snprintf(buf, n, "%dm%02ds", m, sec);
+}
+
+int bf_make_run_dir(const char *dir) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        bf_set_error("cannot create run folder '%s': %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+unsigned char *bf_decay_mask(const bf_param_info *info, int n_info, size_t num_params) {
+    unsigned char *m = bf_calloc(num_params, 1);
+    for (int i = 0; i < n_info; i++)
+        if (!info[i].no_decay) memset(m + info[i].offset, 1, info[i].numel);
+    return m;
+}
+
+static volatile sig_atomic_t stop_flag;
+static void (*old_int)(int), (*old_term)(int);
+static void on_signal(int sig) { (void)sig; stop_flag = 1; }
+
+void bf_stop_signals_install(void) {
+    stop_flag = 0;
+    old_int = signal(SIGINT, on_signal);
+    old_term = signal(SIGTERM, on_signal);
+}
+
+void bf_stop_signals_restore(void) {
+    signal(SIGINT, old_int);
+    signal(SIGTERM, old_term);
+}
+
+int bf_stop_requested(void) { return stop_flag; }

@@ -1,0 +1,30 @@
+/* Pieces every trainer shares: data order, paths, the JSON-lines log, durations. */
+#ifndef BF_TRAIN_UTIL_H
+#define BF_TRAIN_UTIL_H
+
+#include "biflow.h"
+#include "flow.h"
+#include <stdio.h>
+
+/* Seeded data order: example k of training is perm[k % n] of epoch k / n. */
+typedef struct { int *perm; int n; long epoch; uint64_t seed; } bf_data_order;
+void bf_data_order_init(bf_data_order *d, int n, uint64_t seed);
+void bf_data_order_free(bf_data_order *d);
+/* idx (B): the examples of step `step` with B per step */
+void bf_data_order_batch(bf_data_order *d, int *idx, long step, int B);
+
+int bf_path_join(char *buf, size_t n, const char *dir, const char *name);
+/* Opens DIR/log.jsonl for appending after dropping records past keep_upto_step, so a resumed
+ * run's log tells one consistent story. */
+FILE *bf_open_log(const char *dir, long keep_upto_step);
+void bf_fmt_duration(char *buf, size_t n, double seconds);
+/* Creates the run folder if needed. */
+int bf_make_run_dir(const char *dir);
+/* 1 where weight decay applies (matrices), from a tensor table. */
+unsigned char *bf_decay_mask(const bf_param_info *info, int n_info, size_t num_params);
+/* Asks the training loop to stop after the current step (SIGINT, SIGTERM). */
+void bf_stop_signals_install(void);
+void bf_stop_signals_restore(void);
+int bf_stop_requested(void);
+
+#endif

@@ -1,0 +1,309 @@
+/* The reverse model G: whole-model gradients for every variant and loss, guidance
+ * consistency, checkpoints and the forward-model pointer, and a short training run that must
+ * learn to invert a small frozen F. */
+#include "test.h"
+#include "gradcheck.h"
+#include "../src/flow.h"
+#include "../src/reverse.h"
+
+#include <omp.h>
+#include <string.h>
+
+static bf_reverse_config tiny_config(int distill, int denoise_layers, int guidance) {
+    bf_reverse_config c = {0};
+    c.img_size = 8; c.in_channels = 1; c.patch_size = 2; c.num_classes = 4;
+    c.num_stages = 2; c.channels = 16; c.head_dim = 8; c.layers_per_stage = 1;
+    c.denoise_layers = denoise_layers; c.guidance_embed = guidance; c.w_freq = 8;
+    c.distill = distill;
+    return c;
+}
+
+/* Every parameter random (the zero-initialised adaLN would hide most gradients). */
+static bf_reverse *random_reverse(bf_reverse_config c, uint64_t seed) {
+    bf_reverse *r = bf_reverse_new(&c);
+    BF_ASSERT(r);
+    bf_rng rng;
+    bf_rng_seed(&rng, seed);
+    for (size_t i = 0; i < r->num_params; i++) r->params[i] = 0.25f * bf_rng_normal(&rng);
+    return r;
+}
+
+/* ------------------------------------------------------------------ whole-model gradients */
+typedef struct {
+    bf_reverse *r;
+    bf_reverse_acts a, u;
+    float *z, *traj, *clean, *w, *grads;
+    int *y, n, use_unc;
+    bf_reverse_loss_opts lo;
+} rev_ctx;
+
+static double rev_loss(void *p) {
+    rev_ctx *m = p;
+    bf_reverse_forward(m->r, m->r->params, &m->a, m->z, m->y, m->r->cfg.guidance_embed ? m->w : NULL, m->n);
+    return bf_reverse_loss(m->r, &m->a, m->use_unc ? &m->u : NULL, m->w, m->traj, m->n, m->clean,
+                           m->n, &m->lo, NULL);
+}
+static void rev_backward(void *p) {
+    rev_ctx *m = p;
+    bf_reverse_backward(m->r, m->r->params, &m->a, m->grads);
+}
+
+static void rev_ctx_init(rev_ctx *m, bf_reverse_config c, uint64_t seed, int use_unc) {
+    memset(m, 0, sizeof *m);
+    m->r = random_reverse(c, seed);
+    m->n = 3;
+    int N = m->r->T * m->r->D;
+    m->z = bf_gc_randn(seed + 1, (size_t)m->n * N, 0.0f, 1.0f);
+    m->traj = bf_gc_randn(seed + 2, (size_t)(c.num_stages + 1) * m->n * N, 0.0f, 0.8f);
+    m->clean = bf_gc_randn(seed + 3, (size_t)m->n * N, 0.0f, 0.5f);
+    m->w = bf_malloc(sizeof(float) * m->n);
+    m->w[0] = 1.5f; m->w[1] = 0.0f; m->w[2] = 3.0f;
+    m->y = bf_malloc(sizeof(int) * m->n);
+    m->y[0] = 2; m->y[1] = -1; m->y[2] = 0;
+    m->grads = bf_gc_zeros(m->r->num_params);
+    m->use_unc = use_unc;
+    m->lo = (bf_reverse_loss_opts){BF_INVERSE_ALIGN, 1, 0.0f, 0.01f, 0.7f};
+    bf_reverse_acts_init(&m->a, m->r, m->n, 1);
+    bf_reverse_acts_init(&m->u, m->r, m->n, 0);
+    /* the unconditional branch: computed once, held fixed (it carries no gradient) */
+    if (use_unc) bf_reverse_forward(m->r, m->r->params, &m->u, m->z, NULL, NULL, m->n);
+}
+
+static void rev_ctx_free(rev_ctx *m) {
+    bf_reverse_acts_free(&m->a);
+    bf_reverse_acts_free(&m->u);
+    free(m->z); free(m->traj); free(m->clean); free(m->w); free(m->y); free(m->grads);
+    bf_reverse_free(m->r);
+}
+
+static int check_model(const char *label, rev_ctx *m) {
+    int nt = m->r->n_info;
+    bf_gc_tensor *ts = bf_calloc((size_t)nt, sizeof *ts);
+    for (int i = 0; i < nt; i++) {
+        const bf_param_info *pi = &m->r->info[i];
+        ts[i] = (bf_gc_tensor){pi->name, m->r->params + pi->offset, m->grads + pi->offset, pi->numel};
+    }
+    bf_gc_problem p = {rev_loss, rev_backward, m, 2e-2, 2e-4, 1e-2, 6, 5, 0, 0};
+    int bad = bf_gradcheck(label, &p, ts, nt);
+    bf_gc_problem pd = {rev_loss, rev_backward, m, 1e-2, 1e-5, 1e-3, 0, 6, 0, 0};
+    bad += bf_gradcheck_direction(label, &pd, ts, nt);
+    free(ts);
+    return bad;
+}
+
+TEST(reverse_gradient_align_guided_norm_control) {
+    rev_ctx m;
+    rev_ctx_init(&m, tiny_config(0, 1, 1), 11, 1);
+    CHECK(check_model("G align+guidance", &m) == 0);
+    rev_ctx_free(&m);
+}
+
+TEST(reverse_gradient_distill_and_naive_variants) {
+    rev_ctx m;
+    rev_ctx_init(&m, tiny_config(1, 1, 0), 12, 0);
+    m.lo.inverse = BF_INVERSE_DISTILL;
+    m.lo.norm_control = 0;
+    CHECK(check_model("G distill", &m) == 0);
+    rev_ctx_free(&m);
+    rev_ctx_init(&m, tiny_config(0, 0, 1), 13, 1);   /* no denoising stage, naive */
+    m.lo.inverse = BF_INVERSE_NAIVE;
+    CHECK(check_model("G naive, no denoising", &m) == 0);
+    rev_ctx_free(&m);
+}
+
+/* The adaptive weight D / sg((D + eps)^p) scales each example's gradient by (D + eps)^-p:
+ * with one example, the gradient at p = 1 is the p = 0 gradient divided by (D + eps), where D
+ * is the loss at p = 0 (one stage, no alignment terms: naive). */
+TEST(reverse_adaptive_weighting_scales_the_gradient) {
+    rev_ctx m;
+    rev_ctx_init(&m, tiny_config(0, 1, 1), 14, 0);
+    m.n = 1;
+    m.lo.inverse = BF_INVERSE_NAIVE;
+    size_t P = m.r->num_params;
+    double d0 = rev_loss(&m);
+    rev_backward(&m);
+    float *g0 = bf_malloc(sizeof(float) * P);
+    memcpy(g0, m.grads, sizeof(float) * P);
+    memset(m.grads, 0, sizeof(float) * P);
+    m.lo.adapt_p = 1.0f;
+    double d1 = rev_loss(&m);
+    rev_backward(&m);
+    CHECK_NEAR(d1, d0 / (d0 + 0.01), 1e-6 * (1 + d1));
+    double worst = 0.0, scale = 0.0;
+    for (size_t i = 0; i < P; i++) {
+        double want = g0[i] / (d0 + 0.01);
+        worst = fmax(worst, fabs(m.grads[i] - want));
+        scale = fmax(scale, fabs(want));
+    }
+    CHECK(scale > 0 && worst <= 1e-5 * scale);
+    free(g0);
+    rev_ctx_free(&m);
+}
+
+/* ------------------------------------------------------------------ guidance at w = 0 */
+TEST(reverse_guidance_zero_matches_unguided) {
+    bf_reverse *r = random_reverse(tiny_config(0, 1, 1), 21);
+    int n = 5, N = r->T * r->D, y[5] = {0, 1, 2, 3, -1};
+    float *z = bf_gc_randn(22, (size_t)n * N, 0.0f, 1.0f);
+    float *a = bf_malloc(sizeof(float) * n * N), *b = bf_malloc(sizeof(float) * n * N);
+    float *c = bf_malloc(sizeof(float) * n * N);
+    bf_reverse_sample_opts o;
+    bf_reverse_sample_opts_default(&o);
+    CHECK(bf_reverse_decode_tokens(r, a, z, y, n, &o) == 0);           /* w input 0 */
+    o.cfg_two_pass = 1;
+    CHECK(bf_reverse_decode_tokens(r, b, z, y, n, &o) == 0);           /* 2 NFE at w = 0 */
+    CHECK(memcmp(a, b, sizeof(float) * n * N) == 0);
+    o.cfg = 1.0f;   /* and guidance does change the output: the test can fail */
+    CHECK(bf_reverse_decode_tokens(r, c, z, y, n, &o) == 0);
+    double diff = 0.0;
+    for (int i = 0; i < n * N; i++) diff = fmax(diff, fabs(c[i] - a[i]));
+    CHECK(diff > 1e-3);
+    /* training: the implied conditional with w = 0 everywhere is the conditional branch */
+    rev_ctx m;
+    rev_ctx_init(&m, tiny_config(0, 1, 1), 23, 1);
+    for (int i = 0; i < m.n; i++) m.w[i] = 0.0f;
+    double l1 = rev_loss(&m);
+    m.use_unc = 0;
+    double l0 = rev_loss(&m);
+    CHECK(l1 == l0);
+    rev_ctx_free(&m);
+    free(z); free(a); free(b); free(c);
+    bf_reverse_free(r);
+}
+
+/* Two-pass guidance is (1 + w) G(z | y) - w G(z | null) exactly. */
+TEST(reverse_two_pass_guidance_formula) {
+    bf_reverse *r = random_reverse(tiny_config(0, 1, 0), 31);
+    int n = 3, N = r->T * r->D, y[3] = {1, 2, 3};
+    float *z = bf_gc_randn(32, (size_t)n * N, 0.0f, 1.0f);
+    float *g = bf_malloc(sizeof(float) * n * N), *c = bf_malloc(sizeof(float) * n * N);
+    float *u = bf_malloc(sizeof(float) * n * N);
+    bf_reverse_sample_opts o;
+    bf_reverse_sample_opts_default(&o);
+    CHECK(bf_reverse_decode_tokens(r, c, z, y, n, &o) == 0);
+    CHECK(bf_reverse_decode_tokens(r, u, z, NULL, n, &o) == 0);
+    o.cfg = 2.5f;
+    CHECK(bf_reverse_decode_tokens(r, g, z, y, n, &o) == 0);
+    double worst = 0.0;
+    for (int i = 0; i < n * N; i++) worst = fmax(worst, fabs(g[i] - (3.5f * c[i] - 2.5f * u[i])));
+    CHECK(worst < 1e-5);
+    free(z); free(g); free(c); free(u);
+    bf_reverse_free(r);
+}
+
+/* Inference reuses one layer's activations; training keeps all: same outputs. */
+TEST(reverse_inference_and_training_passes_agree) {
+    bf_reverse *r = random_reverse(tiny_config(1, 2, 1), 41);
+    int n = 4, N = r->T * r->D, y[4] = {0, 3, -1, 1};
+    float w[4] = {0.0f, 1.0f, 0.0f, 2.0f};
+    float *z = bf_gc_randn(42, (size_t)n * N, 0.0f, 1.0f);
+    bf_reverse_acts tr, in;
+    bf_reverse_acts_init(&tr, r, n, 1);
+    bf_reverse_acts_init(&in, r, n, 0);
+    bf_reverse_forward(r, r->params, &tr, z, y, w, n);
+    bf_reverse_forward(r, r->params, &in, z, y, w, n);
+    CHECK(memcmp(tr.p, in.p, sizeof(float) * r->S * n * N) == 0);
+    bf_reverse_acts_free(&tr);
+    bf_reverse_acts_free(&in);
+    free(z);
+    bf_reverse_free(r);
+}
+
+/* ------------------------------------------------------------------ checkpoints */
+static bf_flow *tiny_flow(uint64_t seed, int img, int patch) {
+    bf_flow_config c = {img, 1, patch, 32, 2, 1, 16, 10, 2.0f};
+    bf_flow *f = bf_flow_new(&c);
+    bf_flow_init(f, seed);
+    bf_rng rng;
+    bf_rng_seed(&rng, seed + 1);
+    for (int b = 0; b < c.num_blocks; b++) {
+        float *w = f->params + f->blocks[b].out_w;
+        for (int i = 0; i < 2 * f->D * f->W; i++) w[i] = 0.05f * bf_rng_normal(&rng);
+    }
+    return f;
+}
+
+TEST(reverse_checkpoint_round_trip_and_flow_pointer) {
+    const char *dir = bf_test_tmpdir();
+    char fpath[512], fpath2[512], rpath[512];
+    snprintf(fpath, sizeof fpath, "%s/rt_flow.safetensors", dir);
+    snprintf(fpath2, sizeof fpath2, "%s/rt_flow2.safetensors", dir);
+    snprintf(rpath, sizeof rpath, "%s/rt_reverse.safetensors", dir);
+    bf_flow *f = tiny_flow(3, 8, 2), *f2 = tiny_flow(4, 8, 2);
+    CHECK(bf_flow_save(f, f->params, fpath, NULL) == 0);
+    CHECK(bf_flow_save(f2, f2->params, fpath2, NULL) == 0);
+    bf_reverse_config rc = tiny_config(0, 1, 1);
+    rc.num_classes = 10;
+    bf_reverse *r = random_reverse(rc, 5);
+    CHECK(bf_reverse_set_flow(r, fpath, 0.05f) == 0);
+    CHECK(strlen(r->flow_sha256) == 64);
+    CHECK(bf_reverse_save(r, r->params, rpath, "{\"step\":\"3\"}") == 0);
+    bf_reverse *q = bf_reverse_load(rpath, 1);
+    CHECK(q != NULL);
+    if (q) {
+        CHECK(q->num_params == r->num_params);
+        CHECK(memcmp(q->params, r->params, sizeof(float) * r->num_params) == 0);
+        CHECK(!strcmp(q->flow_sha256, r->flow_sha256) && q->sigma == 0.05f);
+        CHECK(bf_reverse_check_flow(q, f, fpath) == 0);
+        CHECK(bf_reverse_check_flow(q, f2, fpath2) != 0);   /* another F: refused */
+        CHECK(strstr(bf_last_error(), "not the same forward model") != NULL);
+        bf_reverse_free(q);
+    }
+    /* a forward model of another shape is refused before hashing */
+    bf_flow *f3 = tiny_flow(5, 8, 4);
+    CHECK(bf_reverse_check_flow(r, f3, fpath) != 0);
+    CHECK(strstr(bf_last_error(), "does not have the shape") != NULL);
+    /* a forward-model file is not a reverse model; a truncated file is refused */
+    CHECK(bf_reverse_load(fpath, 1) == NULL);
+    CHECK(strstr(bf_last_error(), "not a reverse-model file") != NULL);
+    uint8_t *data;
+    size_t size;
+    CHECK(bf_read_file(rpath, &data, &size, 1 << 26) == 0);
+    CHECK(bf_write_file_atomic(rpath, data, size - 100) == 0);
+    CHECK(bf_reverse_load(rpath, 1) == NULL);
+    free(data);
+    bf_flow_free(f); bf_flow_free(f2); bf_flow_free(f3);
+    bf_reverse_free(r);
+}
+
+/* ------------------------------------------------------------------ learning to invert */
+/* G trained briefly against a small random frozen F (7x7 patches: 16 tokens) must invert it
+ * on held-out images far better than at initialisation. */
+TEST(reverse_training_learns_to_invert_a_frozen_flow) {
+    const char *dir = bf_test_tmpdir();
+    char fpath[512], out[512];
+    snprintf(fpath, sizeof fpath, "%s/inv_flow.safetensors", dir);
+    snprintf(out, sizeof out, "%s/inv_run", dir);
+    bf_flow *f = tiny_flow(7, 28, 7);
+    CHECK(bf_flow_save(f, f->params, fpath, "{\"noise\":\"gauss\",\"sigma\":\"0.05\"}") == 0);
+    bf_flow_free(f);
+    bf_reverse_train_opts o;
+    bf_reverse_train_opts_default(&o);
+    o.flow = fpath;
+    o.out_dir = out;
+    o.model.channels = 32; o.model.head_dim = 16; o.model.layers_per_stage = 1;
+    o.model.denoise_layers = 1; o.model.w_freq = 16;
+    o.steps = 150; o.batch = 32; o.warmup = 10; o.lr = 2e-3f;
+    o.eval_every = 0; o.ckpt_every = 0; o.log_every = 50; o.quiet = 1;
+    o.ema_decay = 0.9f;
+    CHECK(bf_train_reverse(&o) == 0);
+    bf_dataset ds = {0};
+    CHECK(bf_dataset_load(&ds, "fashion-mnist", "test") == 0);
+    bf_flow *ff = bf_flow_load(fpath, 1);
+    bf_reverse *trained = bf_reverse_load(out, 1), *fresh = NULL;
+    CHECK(ff && trained);
+    if (ff && trained && ds.n) {
+        fresh = bf_reverse_new(&trained->cfg);
+        bf_reverse_init(fresh, 0);
+        double mse_t, mse_0, psnr;
+        CHECK(bf_reverse_eval_recon(trained, ff, &ds, 300, 0.0f, 1, &mse_t, &psnr) == 0);
+        CHECK(bf_reverse_eval_recon(fresh, ff, &ds, 300, 0.0f, 1, &mse_0, &psnr) == 0);
+        fprintf(stderr, "    G(F(x)) mse: trained %.4f, untrained %.4f\n", mse_t, mse_0);
+        CHECK(mse_t < 0.15);
+        CHECK(mse_0 > 0.5);
+    }
+    bf_reverse_free(fresh);
+    bf_reverse_free(trained);
+    bf_flow_free(ff);
+    bf_dataset_free(&ds);
+}

@@ -1,0 +1,7 @@
+/* Commands of the reverse model, registered in tools/biflow.c. */
+#ifndef BF_CMD_REVERSE_H
+#define BF_CMD_REVERSE_H
+
+int cmd_train_reverse(int argc, char **argv);
+
+#endif
