@@ -275,6 +275,8 @@ typedef struct {
     int cfg_two_pass;          /* inference-time guidance even when w is an input */
     bf_reverse_output output;
     int batch;                 /* images per pass per thread (0 = 32) */
+    bf_flow *score_flow;       /* non-NULL: score-based denoising of the output with this F */
+    float sigma;               /* its noise level */
 } bf_reverse_sample_opts;
 void bf_reverse_sample_opts_default(bf_reverse_sample_opts *o);
 int bf_reverse_sample(bf_reverse *r, float *x, const float *z, const int *y, int n,

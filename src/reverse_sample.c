@@ -69,6 +69,7 @@ int bf_reverse_sample(bf_reverse *r, float *x, const float *z, const int *y, int
     float *tok = bf_malloc(sizeof(float) * n * N);
     double t0 = bf_time();
     int rc = bf_reverse_decode_tokens(r, tok, z, y, n, o);
+    if (rc == 0 && o->score_flow) rc = bf_flow_score_denoise(o->score_flow, tok, y, n, o->sigma);
     if (rc == 0) bf_unpatchify(x, tok, n, c->in_channels, c->img_size, c->img_size, c->patch_size);
     double t1 = bf_time();
     free(tok);

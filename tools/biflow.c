@@ -10,6 +10,7 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#include <unistd.h>
 
 #define POS_MAX 4
 
@@ -245,7 +246,7 @@ static int bench_train(int argc, char **argv) {
 /* ------------------------------------------------------------------ bench sample */
 typedef struct { const char *name; bf_sampler s; int batch; float cfg; int denoise; } sample_case;
 
-static void bench_sample_case(bf_flow *f, const sample_case *k, int n, double min_s) {
+static double bench_sample_case(bf_flow *f, const sample_case *k, int n, double min_s) {
     size_t N = (size_t)f->T * f->D, img = (size_t)f->cfg.in_channels * f->cfg.img_size * f->cfg.img_size;
     float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * img);
     int *y = bf_malloc(sizeof(int) * n);
@@ -280,16 +281,55 @@ static void bench_sample_case(bf_flow *f, const sample_case *k, int n, double mi
            "\"ms_per_image\":%.4f,\"gflops\":%.2f}\n", k->name, k->batch, images / t, 1e3 * t / images,
            flops / t / 1e9);
     free(z); free(x); free(y);
+    return images / t;
+}
+
+/* One-pass sampling with G: 1 NFE (w as input) or 2 NFE (inference-time guidance). */
+static double bench_biflow_case(bf_reverse *r, const char *name, int batch, float cfg, int two_pass,
+                                int n, double min_s) {
+    const bf_reverse_config *c = bf_reverse_get_config(r);
+    size_t N = (size_t)c->img_size * c->img_size * c->in_channels;
+    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * N);
+    int *y = bf_malloc(sizeof(int) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, 5);
+    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = c->num_classes ? i % c->num_classes : -1;
+    bf_reverse_sample_opts o;
+    bf_reverse_sample_opts_default(&o);
+    o.cfg = cfg;
+    o.cfg_two_pass = two_pass;
+    if (!c->denoise_layers) o.output = BF_REVERSE_OUT_NOISY;
+    long images = 0;
+    double t = 0.0;
+    bf_sample_stats st;
+    while (t < min_s) {
+        for (int s = 0; s < n; s += batch) {   /* calls of `batch` images, as a user makes them */
+            bf_reverse_sample(r, x + s * N, z + s * N, y + s, n - s < batch ? n - s : batch, &o, &st);
+            t += st.seconds;
+            images += n - s < batch ? n - s : batch;
+        }
+    }
+    int nfe = cfg != 0 && (two_pass || !c->guidance_embed) ? 2 : 1;
+    double flops = images * nfe * bf_reverse_forward_flops(c, 1);
+    printf("  %-26s batch %3d: %8.1f images/s %9.3f ms/image %7.1f GFLOP/s  (%d NFE)\n", name, batch,
+           images / t, 1e3 * t / images, flops / t / 1e9, nfe);
+    printf("{\"bench\":\"sample\",\"case\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
+           "\"ms_per_image\":%.4f,\"gflops\":%.2f,\"nfe\":%d}\n", name, batch, images / t,
+           1e3 * t / images, flops / t / 1e9, nfe);
+    free(z); free(x); free(y);
+    return images / t;
 }
 
 static int bench_sample(int argc, char **argv) {
     shape_opts sh = {"fmnist-small", 0, 0, 0, 0, 0, -1.0f};
-    const char *flow = NULL;
+    const char *flow = NULL, *reverse = NULL;
     int threads = 0, jacobi = 1;
     float seconds = 2.0f, cfg = 2.0f;
     cli_opt opts[] = {
         {"config", OPT_STR, &sh.config, "named configuration (random weights) when no --flow"},
         {"flow", OPT_STR, &flow, "a trained model (Jacobi's iteration count depends on the weights)"},
+        {"reverse", OPT_STR, &reverse, "a reverse model G: adds the one-pass sampler (F defaults to G's)"},
         {"cfg", OPT_FLOAT, &cfg, "guidance weight of the guided cases"},
         {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per case"},
         {"jacobi", OPT_INT, &jacobi, "include the Jacobi sampler (1) or not (0)"},
@@ -303,6 +343,11 @@ static int bench_sample(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : 2;
     if (threads > 0) omp_set_num_threads(threads);
     bf_flow *f;
+    bf_reverse *r = NULL;
+    if (reverse) {
+        if (!(r = bf_reverse_load(reverse, 1))) return fail();
+        if (!flow) flow = bf_reverse_flow_path(r);
+    }
     if (flow) {
         f = bf_flow_load(flow, 1);
         if (!f) return fail();
@@ -327,9 +372,23 @@ static int bench_sample(int argc, char **argv) {
         {"jacobi", BF_SAMPLER_JACOBI, 1, 0, 0}, {"jacobi", BF_SAMPLER_JACOBI, 64, 0, 0},
         {"jacobi+cfg", BF_SAMPLER_JACOBI, 64, cfg, 0},
     };
+    double ips[sizeof cases / sizeof cases[0]] = {0};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (cases[i].s == BF_SAMPLER_JACOBI && !jacobi) continue;
-        bench_sample_case(f, &cases[i], cases[i].batch == 1 ? 8 : 128, seconds);
+        ips[i] = bench_sample_case(f, &cases[i], cases[i].batch == 1 ? 8 : 128, seconds);
+    }
+    if (r) {
+        if (bf_reverse_check_flow(r, f, flow)) return fail();
+        printf("reverse model G: %s, %zu parameters (F: %zu)\n", reverse, bf_reverse_num_params(r),
+               f->num_params);
+        double b1 = bench_biflow_case(r, "biflow+cfg", 1, cfg, 0, 8, seconds);
+        double b64 = bench_biflow_case(r, "biflow+cfg", 64, cfg, 0, 128, seconds);
+        bench_biflow_case(r, "biflow", 64, 0.0f, 0, 128, seconds);
+        bench_biflow_case(r, "biflow+cfg two-pass", 64, cfg, 1, 128, seconds);
+        printf("speed-up of one-pass G (guided) over exact+cfg+score-denoise: %.1fx at batch 64, "
+               "%.1fx at batch 1; over exact+cfg: %.1fx at batch 64\n", b64 / ips[5], b1 / ips[4],
+               b64 / ips[3]);
+        bf_reverse_free(r);
     }
     bf_flow_free(f);
     return 0;
@@ -401,79 +460,165 @@ static int write_outputs(const char *prefix, const float *x, const int *y, int n
     return rc ? -1 : 0;
 }
 
-static int cmd_sample(int argc, char **argv) {
-    const char *flow = NULL, *sampler = "exact", *classes = "all", *out = "samples", *denoise = "auto";
-    int n = 100, raw = 0, scale = 2, threads = 0;
-    uint64_t seed = 0;
-    float temperature = 1.0f, sigma = -1.0f;
+/* What cmd_sample needs from either kind of model. */
+typedef struct {
+    const char *flow, *reverse, *sampler, *classes, *out, *denoise;
+    int n, raw, scale, threads, cfg_two_pass;
+    uint64_t seed;
+    float temperature, sigma;
     bf_sample_opts so;
-    bf_sample_opts_default(&so);
-    cli_opt opts[] = {
-        {"flow", OPT_STR, &flow, "forward model: .safetensors file or run folder"},
-        {"raw", OPT_FLAG, &raw, "raw weights of a run folder instead of the EMA"},
-        {"sampler", OPT_STR, &sampler, "exact (cached causal decoding) or jacobi (parallel iteration)"},
-        {"n", OPT_INT, &n, "number of images"},
-        {"batch", OPT_INT, &so.batch, "images per pass"},
-        {"class", OPT_STR, &classes, "'all' (classes in turn, a grid row each), 'none', or labels 'K[,K...]'"},
-        {"seed", OPT_U64, &seed, "noise seed"},
-        {"temperature", OPT_FLOAT, &temperature, "scale of the prior noise"},
-        {"cfg", OPT_FLOAT, &so.cfg, "classifier-free guidance weight w (0 = off)"},
-        {"cfg-anneal", OPT_FLAG, &so.cfg_anneal, "guidance rises linearly over the tokens"},
-        {"denoise", OPT_STR, &denoise, "score, none, or auto (score when the model was trained with Gaussian noise)"},
-        {"sigma", OPT_FLOAT, &sigma, "noise level for denoising (<0: the model's training sigma)"},
-        {"jacobi-tol", OPT_FLOAT, &so.jacobi_tol, "Jacobi: stop when the largest change is below this"},
-        {"jacobi-max-iter", OPT_INT, &so.jacobi_max_iter, "Jacobi: iteration cap per block (0 = tokens)"},
-        {"out", OPT_STR, &out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},
-        {"scale", OPT_INT, &scale, "grid scale-up factor"},
-        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
-        {NULL, 0, NULL, NULL},
-    };
-    const char *pos[POS_MAX];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow sample --flow MODEL [options]",
-                           "Samples images from the forward model by inverting it.", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
-    if (!flow) { fprintf(stderr, "biflow sample: --flow is required (see --help)\n"); return 2; }
-    if (n <= 0 || scale <= 0 || scale > 32 || !(temperature >= 0)) {
-        fprintf(stderr, "biflow sample: --n must be > 0, --scale in 1..32, --temperature >= 0\n");
-        return 2;
-    }
-    if (!strcmp(sampler, "exact")) so.sampler = BF_SAMPLER_EXACT;
-    else if (!strcmp(sampler, "jacobi")) so.sampler = BF_SAMPLER_JACOBI;
-    else { fprintf(stderr, "biflow sample: --sampler must be exact or jacobi\n"); return 2; }
-    if (threads > 0) omp_set_num_threads(threads);
-    bf_flow *f = bf_flow_load(flow, !raw);
+} sample_args;
+
+static int report_sample(const sample_args *a, const float *x, const int *y, int c, int img,
+                         int ncols, const bf_sample_stats *st, const char *what) {
+    if (write_outputs(a->out, x, y, a->n, c, img, img, ncols, a->scale)) return fail();
+    printf("%d images with the %s sampler%s%s in %.2f s: %.1f images/s, %.2f ms/image\n", a->n,
+           a->sampler, a->so.cfg != 0 ? ", guided" : "", what, st->seconds, a->n / st->seconds,
+           1e3 * st->seconds / a->n);
+    if (st->nonfinite) printf("warning: %ld output values are NaN or Inf\n", st->nonfinite);
+    printf("wrote %s.png, %s.npy, %s_labels.npy\n", a->out, a->out, a->out);
+    return 0;
+}
+
+/* z (n, T, D) of the prior scaled by the temperature, and the labels of --class. */
+static int sample_inputs(const sample_args *a, float **z, int **y, int *ncols, size_t N, int K) {
+    *y = bf_malloc(sizeof(int) * a->n);
+    *z = bf_malloc(sizeof(float) * a->n * N);
+    if (parse_classes(*y, a->n, a->classes, K, ncols)) return -1;
+    bf_rng rng;
+    bf_rng_seed(&rng, a->seed);
+    for (size_t i = 0; i < a->n * N; i++) (*z)[i] = a->temperature * bf_rng_normal(&rng);
+    return 0;
+}
+
+static int sample_exact(sample_args *a) {
+    bf_sample_opts *so = &a->so;
+    bf_flow *f = bf_flow_load(a->flow, !a->raw);
     if (!f) return fail();
     const bf_flow_config *c = &f->cfg;
-    if (!strcmp(denoise, "auto")) so.denoise = f->trained_gauss;
-    else if (!strcmp(denoise, "score")) so.denoise = 1;
-    else if (!strcmp(denoise, "none")) so.denoise = 0;
-    else { fprintf(stderr, "biflow sample: --denoise must be score, none or auto\n"); return 2; }
-    so.sigma = sigma >= 0 ? sigma : f->trained_sigma;
-    if (so.denoise && !(so.sigma > 0)) {
+    if (!strcmp(a->denoise, "auto")) so->denoise = f->trained_gauss;
+    else if (!strcmp(a->denoise, "score")) so->denoise = 1;
+    else if (!strcmp(a->denoise, "none")) so->denoise = 0;
+    else { fprintf(stderr, "biflow sample: --denoise must be score, none or auto for this sampler\n"); return 2; }
+    so->sigma = a->sigma >= 0 ? a->sigma : f->trained_sigma;
+    if (so->denoise && !(so->sigma > 0)) {
         fprintf(stderr, "biflow sample: score denoising needs --sigma (the model does not record one)\n");
         return 2;
     }
     size_t N = (size_t)f->T * f->D, img = (size_t)c->in_channels * c->img_size * c->img_size;
-    int *y = bf_malloc(sizeof(int) * n), ncols;
-    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * img);
-    if (parse_classes(y, n, classes, c->num_classes, &ncols)) return fail();
-    bf_rng rng;
-    bf_rng_seed(&rng, seed);
-    for (size_t i = 0; i < n * N; i++) z[i] = temperature * bf_rng_normal(&rng);
+    int *y, ncols;
+    float *z, *x = bf_malloc(sizeof(float) * a->n * img);
+    if (sample_inputs(a, &z, &y, &ncols, N, c->num_classes)) return fail();
     bf_sample_stats st;
-    if (bf_flow_sample(f, x, z, y, n, &so, &st)) return fail();
-    if (write_outputs(out, x, y, n, c->in_channels, c->img_size, c->img_size, ncols, scale)) return fail();
-    printf("%d images with the %s sampler%s%s in %.2f s: %.1f images/s, %.2f ms/image\n", n, sampler,
-           so.cfg != 0 ? ", guided" : "", so.denoise ? ", score-denoised" : "", st.seconds,
-           n / st.seconds, 1e3 * st.seconds / n);
-    if (so.sampler == BF_SAMPLER_JACOBI)
+    if (bf_flow_sample(f, x, z, y, a->n, so, &st)) return fail();
+    int rc = report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st,
+                           so->denoise ? ", score-denoised" : "");
+    if (rc == 0 && so->sampler == BF_SAMPLER_JACOBI)
         printf("Jacobi iterations: %ld in all, %.1f per block and batch (%d tokens per block)\n",
-               st.jacobi_iters, (double)st.jacobi_iters / (c->num_blocks * ((n + so.batch - 1) / so.batch)), f->T);
-    if (st.nonfinite) printf("warning: %ld output values are NaN or Inf\n", st.nonfinite);
-    printf("wrote %s.png, %s.npy, %s_labels.npy\n", out, out, out);
+               st.jacobi_iters, (double)st.jacobi_iters / (c->num_blocks * ((a->n + so->batch - 1) / so->batch)), f->T);
     free(y); free(z); free(x);
     bf_flow_free(f);
-    return 0;
+    return rc;
+}
+
+/* The forward model paired with a reverse model: --flow (checked against the SHA-256 G
+ * recorded) or the one G recorded. */
+static bf_flow *paired_flow(const bf_reverse *r, const char *flow) {
+    const char *path = flow ? flow : bf_reverse_flow_path(r);
+    if (!path[0]) {
+        bf_set_error("the reverse model records no forward model: give --flow");
+        return NULL;
+    }
+    bf_flow *f = bf_flow_load(path, 1);
+    if (f && bf_reverse_check_flow(r, f, path)) {
+        bf_flow_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static int sample_biflow(sample_args *a) {
+    bf_reverse *r = bf_reverse_load(a->reverse, !a->raw);
+    if (!r) return fail();
+    const bf_reverse_config *c = bf_reverse_get_config(r);
+    bf_reverse_sample_opts ro;
+    bf_reverse_sample_opts_default(&ro);
+    ro.cfg = a->so.cfg;
+    ro.cfg_two_pass = a->cfg_two_pass;
+    int score = !strcmp(a->denoise, "score");
+    if (!strcmp(a->denoise, "auto")) ro.output = c->denoise_layers ? BF_REVERSE_OUT_CLEAN : BF_REVERSE_OUT_NOISY;
+    else if (!strcmp(a->denoise, "learned")) ro.output = BF_REVERSE_OUT_CLEAN;
+    else if (!strcmp(a->denoise, "none") || score) ro.output = BF_REVERSE_OUT_NOISY;
+    else { fprintf(stderr, "biflow sample: --denoise must be learned, score, none or auto\n"); return 2; }
+    bf_flow *f = NULL;
+    if ((a->flow || score) && !(f = paired_flow(r, a->flow))) return fail();
+    if (score) {
+        ro.score_flow = f;
+        ro.sigma = a->sigma >= 0 ? a->sigma : bf_reverse_sigma(r);
+        if (!(ro.sigma > 0)) { fprintf(stderr, "biflow sample: score denoising needs --sigma\n"); return 2; }
+    }
+    int T = (c->img_size / c->patch_size) * (c->img_size / c->patch_size);
+    size_t N = (size_t)T * c->in_channels * c->patch_size * c->patch_size;
+    int *y, ncols;
+    float *z, *x = bf_malloc(sizeof(float) * a->n * N);
+    if (sample_inputs(a, &z, &y, &ncols, N, c->num_classes)) return fail();
+    bf_sample_stats st;
+    if (bf_reverse_sample(r, x, z, y, a->n, &ro, &st)) return fail();
+    int two = ro.cfg != 0 && (!c->guidance_embed || ro.cfg_two_pass);
+    char what[96];
+    snprintf(what, sizeof what, " (%d NFE)%s", two ? 2 : 1,
+             score ? ", score-denoised" : ro.output == BF_REVERSE_OUT_CLEAN ? ", learned denoising" : ", no denoising");
+    int rc = report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st, what);
+    free(y); free(z); free(x);
+    bf_flow_free(f);
+    bf_reverse_free(r);
+    return rc;
+}
+
+static int cmd_sample(int argc, char **argv) {
+    sample_args a = {NULL, NULL, "exact", "all", "samples", "auto", 100, 0, 2, 0, 0, 0, 1.0f, -1.0f, {0}};
+    bf_sample_opts_default(&a.so);
+    cli_opt opts[] = {
+        {"flow", OPT_STR, &a.flow, "forward model: .safetensors file or run folder"},
+        {"reverse", OPT_STR, &a.reverse, "reverse model G (for --sampler biflow): file or run folder"},
+        {"raw", OPT_FLAG, &a.raw, "raw weights of a run folder instead of the EMA"},
+        {"sampler", OPT_STR, &a.sampler, "exact (cached causal decoding of F), jacobi (parallel iteration) or biflow (one pass of G)"},
+        {"n", OPT_INT, &a.n, "number of images"},
+        {"batch", OPT_INT, &a.so.batch, "images per pass"},
+        {"class", OPT_STR, &a.classes, "'all' (classes in turn, a grid row each), 'none', or labels 'K[,K...]'"},
+        {"seed", OPT_U64, &a.seed, "noise seed (the same seed gives the same noise to every sampler)"},
+        {"temperature", OPT_FLOAT, &a.temperature, "scale of the prior noise"},
+        {"cfg", OPT_FLOAT, &a.so.cfg, "classifier-free guidance weight w (0 = off)"},
+        {"cfg-anneal", OPT_FLAG, &a.so.cfg_anneal, "exact/jacobi: guidance rises linearly over the tokens"},
+        {"cfg-two-pass", OPT_FLAG, &a.cfg_two_pass, "biflow: inference-time guidance (2 NFE) even when G takes w as input"},
+        {"denoise", OPT_STR, &a.denoise, "exact/jacobi: score, none; biflow: learned, score, none; auto: the model's own"},
+        {"sigma", OPT_FLOAT, &a.sigma, "noise level for score denoising (<0: the model's training sigma)"},
+        {"jacobi-tol", OPT_FLOAT, &a.so.jacobi_tol, "Jacobi: stop when the largest change is below this"},
+        {"jacobi-max-iter", OPT_INT, &a.so.jacobi_max_iter, "Jacobi: iteration cap per block (0 = tokens)"},
+        {"out", OPT_STR, &a.out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},
+        {"scale", OPT_INT, &a.scale, "grid scale-up factor"},
+        {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[POS_MAX];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow sample --flow MODEL | --sampler biflow --reverse G [options]",
+                           "Samples images: by inverting the forward model F (exact, jacobi) or in one\n"
+                           "pass of the learned reverse model G (biflow).", pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (a.n <= 0 || a.scale <= 0 || a.scale > 32 || !(a.temperature >= 0)) {
+        fprintf(stderr, "biflow sample: --n must be > 0, --scale in 1..32, --temperature >= 0\n");
+        return 2;
+    }
+    if (a.threads > 0) omp_set_num_threads(a.threads);
+    if (!strcmp(a.sampler, "biflow")) {
+        if (!a.reverse) { fprintf(stderr, "biflow sample: --sampler biflow needs --reverse (see --help)\n"); return 2; }
+        return sample_biflow(&a);
+    }
+    if (!strcmp(a.sampler, "exact")) a.so.sampler = BF_SAMPLER_EXACT;
+    else if (!strcmp(a.sampler, "jacobi")) a.so.sampler = BF_SAMPLER_JACOBI;
+    else { fprintf(stderr, "biflow sample: --sampler must be exact, jacobi or biflow\n"); return 2; }
+    if (!a.flow) { fprintf(stderr, "biflow sample: --flow is required (see --help)\n"); return 2; }
+    return sample_exact(&a);
 }
 
 /* ------------------------------------------------------------------ encode */
@@ -532,14 +677,44 @@ static int cmd_encode(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------------ info */
+static int info_reverse(const char *path) {
+    bf_reverse *r = bf_reverse_load(path, 1);
+    if (!r) return fail();
+    const bf_reverse_config *c = bf_reverse_get_config(r);
+    printf("reverse model G (BiFlow): %dx%dx%d images, patch %d, %d classes\n"
+           "  width %d, head size %d, %d alignment stages x %d layers, denoising stage %d layers\n"
+           "  guidance input %s, hidden distillation %s\n  %zu parameters\n"
+           "  trained against %s (SHA-256 %s), sigma %g\n",
+           c->img_size, c->img_size, c->in_channels, c->patch_size, c->num_classes, c->channels,
+           c->head_dim, c->num_stages, c->layers_per_stage, c->denoise_layers,
+           c->guidance_embed ? "yes (1 NFE)" : "no (2 NFE guidance)", c->distill ? "yes" : "no",
+           bf_reverse_num_params(r), bf_reverse_flow_path(r), bf_reverse_flow_sha256(r),
+           (double)bf_reverse_sigma(r));
+    bf_reverse_free(r);
+    return 0;
+}
+
 static int cmd_info(int argc, char **argv) {
     cli_opt opts[] = {{NULL, 0, NULL, NULL}};
     const char *pos[POS_MAX];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow info MODEL.safetensors|RUN_DIR",
-                           "Prints a forward model's configuration and size.", pos, 1, &np);
+                           "Prints a model's configuration and size (forward or reverse model).",
+                           pos, 1, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (np != 1) { fprintf(stderr, "biflow info: give one model file or run folder\n"); return 2; }
-    bf_flow *f = bf_flow_load(pos[0], 1);
+    char path[4096];
+    bf_safetensors st;
+    if (bf_resolve_model_path(path, sizeof path, pos[0], "flow_ema.safetensors", "flow.safetensors", 1))
+        return fail();
+    if (access(path, R_OK) != 0 &&   /* a reverse model's run folder */
+        bf_resolve_model_path(path, sizeof path, pos[0], "reverse_ema.safetensors", "reverse.safetensors", 1))
+        return fail();
+    if (bf_st_load(&st, path)) return fail();
+    const char *fmt = bf_st_meta(&st, "format");
+    int is_reverse = fmt && !strcmp(fmt, "biflow-reverse");
+    bf_st_free(&st);
+    if (is_reverse) return info_reverse(path);
+    bf_flow *f = bf_flow_load(path, 1);
     if (!f) return fail();
     const bf_flow_config *c = &f->cfg;
     printf("forward model (TARFlow): %dx%dx%d images, patch %d -> %d tokens of %d\n"
@@ -557,8 +732,9 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 static const command COMMANDS[] = {
     {"train-flow", cmd_train_flow, "train the forward model F (TARFlow) by maximum likelihood"},
     {"train-reverse", cmd_train_reverse, "train the reverse model G (one-pass inverse) against a frozen F"},
+    {"eval-reverse", cmd_eval_reverse, "fidelity of G: G(F(x)) vs x, G(z) vs the exact inverse"},
     {"eval-bpd", cmd_eval_bpd, "bits per dimension of F on a dataset split"},
-    {"sample", cmd_sample, "sample images by inverting F (exact or Jacobi), PNG grid + .npy"},
+    {"sample", cmd_sample, "sample images: exact or Jacobi inverse of F, or one pass of G; PNG grid + .npy"},
     {"bench", cmd_bench, "benchmarks: bench train, bench sample"},
     {"encode", cmd_encode, "encode images with F to noise (x, y, z, logdet as safetensors)"},
     {"info", cmd_info, "show a model file's configuration"},

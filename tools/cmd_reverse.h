@@ -3,5 +3,6 @@
 #define BF_CMD_REVERSE_H
 
 int cmd_train_reverse(int argc, char **argv);
+int cmd_eval_reverse(int argc, char **argv);
 
 #endif
