@@ -316,6 +316,32 @@ int bf_train_reverse(const bf_reverse_train_opts *o);
 int bf_reverse_eval_recon(bf_reverse *r, bf_flow *f, const bf_dataset *ds, int n, float sigma,
                           uint64_t seed, double *mse, double *psnr);
 
+/* ------------------------------------------------------------------ training curves */
+typedef struct {
+    const char *keys;          /* comma-separated series names; NULL or "": the default set
+                                * (loss, bpd or nll, eval_bpd_ema, every other eval_* key) */
+    int log_y;                 /* logarithmic y axis; values <= 0 are skipped */
+    int panel_w, panel_h;      /* pixels per panel (default 640 x 240) */
+    int cols;                  /* panels per row (default 1: stacked vertically) */
+} bf_plot_opts;
+
+typedef struct {
+    int panels;
+    long records;              /* log lines drawn from: a "step" and at least one number */
+    long malformed;            /* lines that are not JSON objects (skipped) */
+    long skipped;              /* values not drawn: NaN, Inf, null; <= 0 with log_y */
+} bf_plot_stats;
+
+void bf_plot_opts_default(bf_plot_opts *o);
+/* Renders the numeric series of JSON-lines training logs (records {"step": N, "key": value,
+ * ...}) against step to one PNG: a panel per series, all on the same steps, the logs overlaid
+ * in distinct colours with a legend of file names and each one's last, smallest and largest
+ * value (as room allows). A log may be given as its run folder. Malformed lines are skipped
+ * with one warning per file; a log without any usable record is refused, and so is a key that
+ * no log holds (the message lists those they do). stats may be NULL. */
+int bf_plot_logs(const char *out_png, const char *const *logs, int n_logs, const bf_plot_opts *o,
+                 bf_plot_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,6 +2,7 @@
 #include "biflow.h"
 #include "cli.h"
 #include "cmd_reverse.h"
+#include "cmd_plot.h"
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/gemm.h"
@@ -738,6 +739,7 @@ static const command COMMANDS[] = {
     {"bench", cmd_bench, "benchmarks: bench train, bench sample"},
     {"encode", cmd_encode, "encode images with F to noise (x, y, z, logdet as safetensors)"},
     {"info", cmd_info, "show a model file's configuration"},
+    {"plot", cmd_plot, "draw training curves from log.jsonl files to a PNG"},
 };
 
 static void usage(void) {
