@@ -197,7 +197,8 @@ typedef struct {
 } bf_train_opts;
 
 void bf_train_opts_default(bf_train_opts *o);
-/* Trains F by maximum likelihood; returns 0 when the requested steps are done. */
+/* Trains F by maximum likelihood; returns 0 when the requested steps are done, 1 when
+ * stopped by SIGINT or SIGTERM (the state is saved; --resume continues), -1 on error. */
 int bf_train_flow(const bf_train_opts *o);
 
 /* Test-split bits/dim with uniform dequantisation (x = (p + u)/128 - 1), as the public code:
@@ -308,6 +309,7 @@ typedef struct {
 } bf_reverse_train_opts;
 
 void bf_reverse_train_opts_default(bf_reverse_train_opts *o);
+/* Returns 0 when the steps are done, 1 when stopped by a signal (state saved), -1 on error. */
 int bf_train_reverse(const bf_reverse_train_opts *o);
 
 /* Inverse fidelity: G(F(x~)) vs clean x over the first n test images (x~ = x + sigma eps;

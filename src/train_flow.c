@@ -269,7 +269,7 @@ static int train_loop(trainer *t) {
     }
     if (bf_stop_requested()) {
         if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
-        return save_state(s, o);
+        return save_state(s, o) ? -1 : 1;   /* 1: stopped early, state saved */
     }
     return 0;
 }

@@ -85,8 +85,9 @@ static int cmd_train_flow(int argc, char **argv) {
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (parse_noise(noise, &o.noise) || resolve_shape(&o.model, &sh)) return fail();
-    if (bf_train_flow(&o)) return fail();
-    if (final_eval <= 0) return 0;
+    int trc = bf_train_flow(&o);
+    if (trc < 0) return fail();
+    if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
     bf_flow *f = bf_flow_load(o.out_dir, 1);
     bf_dataset ds = {0};
     double bpd;

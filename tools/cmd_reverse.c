@@ -86,8 +86,9 @@ int cmd_train_reverse(int argc, char **argv) {
         return 2;
     o.inverse = (bf_inverse_kind)inv;
     if (!den) o.model.denoise_layers = 0;
-    if (bf_train_reverse(&o)) return cli_fail();
-    if (final_eval <= 0) return 0;
+    int trc = bf_train_reverse(&o);
+    if (trc < 0) return cli_fail();
+    if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
     bf_reverse *r = bf_reverse_load(o.out_dir, 1);
     bf_flow *f = bf_flow_load(o.flow, 1);
     bf_dataset ds = {0};
