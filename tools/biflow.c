@@ -735,6 +735,7 @@ static const command COMMANDS[] = {
     {"train-flow", cmd_train_flow, "train the forward model F (TARFlow) by maximum likelihood"},
     {"train-reverse", cmd_train_reverse, "train the reverse model G (one-pass inverse) against a frozen F"},
     {"eval-reverse", cmd_eval_reverse, "fidelity of G: G(F(x)) vs x, G(z) vs the exact inverse"},
+    {"export-reverse", cmd_export_reverse, "write G as one file pointing at its forward model's new place"},
     {"eval-bpd", cmd_eval_bpd, "bits per dimension of F on a dataset split"},
     {"sample", cmd_sample, "sample images: exact or Jacobi inverse of F, or one pass of G; PNG grid + .npy"},
     {"bench", cmd_bench, "benchmarks: bench train, bench sample"},
@@ -747,7 +748,7 @@ static void usage(void) {
     printf("biflow %s: Bidirectional Normalizing Flows in C\n\nusage: biflow COMMAND [options]\n\n"
            "commands:\n", BF_VERSION);
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        printf("  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+        printf("  %-15s %s\n", COMMANDS[i].name, COMMANDS[i].help);
     printf("\n'biflow COMMAND --help' describes each command's options.\n");
 }
 

@@ -205,3 +205,37 @@ int cmd_eval_reverse(int argc, char **argv) {
     bf_reverse_free(r);
     return 0;
 }
+
+/* ------------------------------------------------------------------ export-reverse */
+int cmd_export_reverse(int argc, char **argv) {
+    const char *reverse = NULL, *flow = NULL, *out = NULL;
+    int raw = 0;
+    cli_opt opts[] = {
+        {"reverse", OPT_STR, &reverse, "reverse model: file or run folder"},
+        {"flow", OPT_STR, &flow, "the forward model's new location (must have the recorded SHA-256)"},
+        {"out", OPT_STR, &out, "output .safetensors file"},
+        {"raw", OPT_FLAG, &raw, "raw weights of a run folder instead of the EMA"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow export-reverse --reverse G --flow F --out FILE",
+                           "Writes a reverse model as one file that points at its forward model's new\n"
+                           "location (e.g. after copying both into models/); the forward model must be\n"
+                           "the very file G was trained against (same SHA-256).", pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (!reverse || !flow || !out) {
+        fprintf(stderr, "biflow export-reverse: --reverse, --flow and --out are required\n");
+        return 2;
+    }
+    bf_reverse *r = bf_reverse_load(reverse, !raw);
+    bf_flow *f = r ? bf_flow_load(flow, 1) : NULL;
+    if (!f || bf_reverse_check_flow(r, f, flow) ||
+        bf_reverse_set_flow(r, flow, bf_reverse_sigma(r)) ||
+        bf_reverse_save(r, bf_reverse_params(r), out, NULL))
+        return cli_fail();
+    printf("wrote %s (forward model %s, SHA-256 %.16s...)\n", out, bf_reverse_flow_path(r),
+           bf_reverse_flow_sha256(r));
+    bf_flow_free(f);
+    bf_reverse_free(r);
+    return 0;
+}

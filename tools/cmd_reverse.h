@@ -4,5 +4,6 @@
 
 int cmd_train_reverse(int argc, char **argv);
 int cmd_eval_reverse(int argc, char **argv);
+int cmd_export_reverse(int argc, char **argv);
 
 #endif
