@@ -87,12 +87,7 @@ static int load_pair(edit_env *v, const char *b) {
     return 0;
 }
 
-/* Checks the common options, loads G, its F and the images (spec, limit; second: a file
- * whose image is appended, or NULL). 0 when ready; otherwise the exit status (2 usage,
- * 1 failure, message printed). */
-static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const char *spec, int limit,
-                     const char *second) {
-    memset(v, 0, sizeof *v);
+static int check_common(const edit_args *a, const char *cmd) {
     if (!a->reverse) { fprintf(stderr, "biflow %s: --reverse is required (see --help)\n", cmd); return 2; }
     if (a->n < 0 || a->show < 0 || a->scale < 1 || a->scale > 32 || !(a->cfg >= 0)) {
         fprintf(stderr, "biflow %s: --n and --show must be >= 0, --scale in 1..32, --cfg >= 0\n", cmd);
@@ -102,6 +97,17 @@ static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const cha
         fprintf(stderr, "biflow %s: --denoise must be learned, none or auto\n", cmd);
         return 2;
     }
+    return 0;
+}
+
+/* Checks the common options, loads G, its F and the images (spec, limit; second: a file
+ * whose image is appended, or NULL). 0 when ready; otherwise the exit status (2 usage,
+ * 1 failure, message printed). */
+static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const char *spec, int limit,
+                     const char *second) {
+    memset(v, 0, sizeof *v);
+    int rc = check_common(a, cmd);
+    if (rc) return rc;
     if (a->threads > 0) omp_set_num_threads(a->threads);
     if (!(v->r = bf_reverse_load(a->reverse, !a->raw)) || !(v->f = paired_flow(v->r, a->flow)) ||
         bf_image_set_load(&v->in, spec, limit)) {
@@ -256,7 +262,12 @@ int cmd_edit(int argc, char **argv) {
     int *targets = bf_malloc(sizeof(int) * k), *labels = bf_malloc(sizeof(int) * n * k);
     float *out = bf_malloc(sizeof(float) * n * k * v.px), *grid = NULL;
     double t0 = bf_time();
-    if (parse_classes(targets, k, to, v.K, &ncols) || bf_edit_class(&v.e, out, &v.in, targets, k)) {
+    if (parse_classes(targets, k, to, v.K, &ncols)) {
+        fprintf(stderr, "biflow edit: --to: '%s' is not 'all' or a list of classes in [0, %d)\n", to, v.K);
+        rc = 2;
+        goto done;
+    }
+    if (bf_edit_class(&v.e, out, &v.in, targets, k)) {
         rc = cli_fail();
         goto done;
     }

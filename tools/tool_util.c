@@ -71,6 +71,11 @@ bf_flow *paired_flow(const bf_reverse *r, const char *flow) {
         return NULL;
     }
     bf_flow *f = bf_flow_load(path, 1);
+    if (!f && !flow) {   /* the recorded path may be relative to where G was trained */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("%s (the forward model the reverse model records; give --flow)", why);
+    }
     if (f && bf_reverse_check_flow(r, f, path)) {
         bf_flow_free(f);
         return NULL;
