@@ -24,7 +24,7 @@ build/obj/%.o: src/%.c $(wildcard src/*.h) include/biflow.h | build/obj
 	$(CC) $(CFLAGS) -c $< -o $@
 build/tools/%.o: tools/%.c $(wildcard src/*.h tools/*.h) include/biflow.h | build/tools
 	$(CC) $(CFLAGS) -c $< -o $@
-build/tests/%.o: tests/%.c tests/test.h $(wildcard src/*.h) include/biflow.h | build/tests
+build/tests/%.o: tests/%.c $(wildcard tests/*.h src/*.h) include/biflow.h | build/tests
 	$(CC) $(CFLAGS) -c $< -o $@
 
 build/libbiflow.a: $(OBJ)

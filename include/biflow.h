@@ -344,6 +344,80 @@ void bf_plot_opts_default(bf_plot_opts *o);
 int bf_plot_logs(const char *out_png, const char *const *logs, int n_logs, const bf_plot_opts *o,
                  bf_plot_stats *stats);
 
+/* ------------------------------------------------------------------ editing with G */
+/* Applications of METHOD Section 9: encode images with F, change the noise, decode with G in
+ * one pass. Tokens are the P x P patches of an H x H image in raster order, T = (H / P)^2; a
+ * token mask holds T bytes, 1 = known (kept from the encoding), 0 = unknown (regenerated). */
+
+/* Decodes a PNG or JPEG file to (c, h, w) uint8, c = 1 or 3 (alpha dropped); *pixels is
+ * malloc'ed. */
+int bf_read_image(uint8_t **pixels, int *c, int *h, int *w, const char *path);
+
+/* Token mask (T) from spec, which names the KNOWN region: left-half, right-half, top-half,
+ * bottom-half (floor(g/2) of the g token columns or rows, so an odd grid's middle column or
+ * row is unknown in both halves), center (a central square of about half the side, centred
+ * exactly), border (the inverse of center), random-patches[:FRACTION[:SEED]] (round(FRACTION
+ * T) tokens, default 0.5, seed 0), or a .png/.jpg file of the image size, white = known (a
+ * token is known when most of its pixels have a channel mean >= 128). */
+int bf_mask_parse(uint8_t *mask, const char *spec, int img_size, int patch_size);
+/* pix (H, W): each pixel takes its token's value in mask (T). */
+void bf_mask_pixels(uint8_t *pix, const uint8_t *mask, int img_size, int patch_size);
+/* Sets the unknown pixels of x (n, C, H, W) to fill (0: grey), for display or encoding. */
+void bf_mask_fill(float *x, const uint8_t *mask, float fill, int n, int c, int img_size,
+                  int patch_size);
+/* z (n, T, D) = M * zx + (1 - M) * eps per token: known tokens are the encoding zx (n, T, D)
+ * bit for bit, unknown ones the fresh noise eps (n, T, D). */
+void bf_inpaint_mix(float *z, const float *zx, const float *eps, const uint8_t *mask, int n,
+                    int T, int D);
+/* Mean squared error of a against b, both (n, C, H, W), over the pixels of known tokens and
+ * over those of unknown ones (NAN for an empty region). */
+void bf_mask_mse(double *known, double *unknown, const float *a, const float *b,
+                 const uint8_t *mask, int n, int c, int img_size, int patch_size);
+/* Spherical interpolation (slerp) on the great circle through a and b (m values each):
+ * out = a at t = 0, b at t = 1; a straight line when they are (anti)parallel or zero. */
+void bf_slerp(float *out, const float *a, const float *b, size_t m, double t);
+
+/* Images to edit: x (n, c, h, w) in [-1, 1], y (n) labels, -1 where none is known. */
+typedef struct { int n, c, h, w; float *x; int *y; } bf_image_set;
+/* spec: a .npy (uint8 (n,H,W) or (n,C,H,W), or float32/float64 of those shapes in [-1, 1]), a
+ * .png/.jpg file (one image), or a dataset spec (bf_dataset_load; its test split, with
+ * labels). limit > 0 keeps the first limit images. */
+int bf_image_set_load(bf_image_set *s, const char *spec, int limit);
+void bf_image_set_free(bf_image_set *s);
+/* y (n): the label under which F gives each image x (n, C, H, W) the highest likelihood
+ * (num_classes encodings per image); -1 for an unconditional F. */
+int bf_flow_classify(bf_flow *f, int *y, const float *x, int n);
+
+/* A model pair and how to decode. */
+typedef struct {
+    bf_reverse *reverse;       /* G */
+    bf_flow *flow;             /* F */
+    const char *flow_path;     /* where F was loaded from, checked against the F G records */
+    float cfg;                 /* guidance w of G */
+    int denoise;               /* 1: G's learned denoising stage; 0: its noisy-data estimate */
+} bf_editor;
+/* cfg 0, learned denoising when G has the stage. */
+void bf_editor_init(bf_editor *e, bf_reverse *r, bf_flow *f, const char *flow_path);
+/* Refuses a mismatched model pair (bf_reverse_check_flow's message) and images (c, h, w)
+ * of another size than the models' (the message names both sizes). */
+int bf_editor_check(const bf_editor *e, int c, int h, int w);
+
+/* Inpainting: out (n, C, H, W) = G(M * F(x | y) + (1 - M) * eps | y) with eps ~ N(0, I)
+ * drawn from seed. x is encoded with its unknown pixels grey unless encode_full (then the
+ * known tokens' encodings also carry information about the unknown region). */
+int bf_inpaint(const bf_editor *e, float *out, const bf_image_set *in, const uint8_t *mask,
+               int encode_full, uint64_t seed);
+/* Class editing: out (n, k, C, H, W) = G(F(x | y) | targets[j]) for each of the k targets. */
+int bf_edit_class(const bf_editor *e, float *out, const bf_image_set *in, const int *targets,
+                  int k);
+/* Reconstruction: out (n, C, H, W) = G(F(x | y) | y). */
+int bf_reconstruct(const bf_editor *e, float *out, const bf_image_set *in);
+/* Interpolation: out (steps, C, H, W) = G(slerp(F(x_a | y), F(x_b | y), t) | y) for
+ * t = 0, 1/(steps-1), ..., 1, with x_a, x_b the images ia, ib of in; angle (may be NULL): the
+ * angle between the two encodings in radians. */
+int bf_interpolate(const bf_editor *e, float *out, const bf_image_set *in, int ia, int ib,
+                   int y, int steps, double *angle);
+
 #ifdef __cplusplus
 }
 #endif

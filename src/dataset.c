@@ -465,6 +465,18 @@ static int load_into(const char *path, uint8_t *dst, int c, int h, int w) {
     return 0;
 }
 
+int bf_read_image(uint8_t **pixels, int *c, int *h, int *w, const char *path) {
+    *pixels = NULL;
+    uint8_t *img = decode_image(path, h, w, c);
+    if (!img) return -1;
+    size_t hw = (size_t)*h * *w;
+    *pixels = bf_malloc(hw * *c);
+    for (int k = 0; k < *c; k++)   /* HWC -> CHW, the layout of every image array here */
+        for (size_t i = 0; i < hw; i++) (*pixels)[k * hw + i] = img[i * *c + k];
+    stbi_image_free(img);
+    return 0;
+}
+
 /* Lists all image files of the split, class by class (a class may be absent), with labels. */
 static int folder_collect(const char *split_dir, const str_list *classes, str_list *files,
                           int32_t **labels) {

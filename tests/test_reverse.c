@@ -3,30 +3,12 @@
  * learn to invert a small frozen F. */
 #include "test.h"
 #include "gradcheck.h"
+#include "tiny_models.h"
 #include "../src/flow.h"
 #include "../src/reverse.h"
 
 #include <omp.h>
 #include <string.h>
-
-static bf_reverse_config tiny_config(int distill, int denoise_layers, int guidance) {
-    bf_reverse_config c = {0};
-    c.img_size = 8; c.in_channels = 1; c.patch_size = 2; c.num_classes = 4;
-    c.num_stages = 2; c.channels = 16; c.head_dim = 8; c.layers_per_stage = 1;
-    c.denoise_layers = denoise_layers; c.guidance_embed = guidance; c.w_freq = 8;
-    c.distill = distill;
-    return c;
-}
-
-/* Every parameter random (the zero-initialised adaLN would hide most gradients). */
-static bf_reverse *random_reverse(bf_reverse_config c, uint64_t seed) {
-    bf_reverse *r = bf_reverse_new(&c);
-    BF_ASSERT(r);
-    bf_rng rng;
-    bf_rng_seed(&rng, seed);
-    for (size_t i = 0; i < r->num_params; i++) r->params[i] = 0.25f * bf_rng_normal(&rng);
-    return r;
-}
 
 /* ------------------------------------------------------------------ whole-model gradients */
 typedef struct {
@@ -50,7 +32,7 @@ static void rev_backward(void *p) {
 
 static void rev_ctx_init(rev_ctx *m, bf_reverse_config c, uint64_t seed, int use_unc) {
     memset(m, 0, sizeof *m);
-    m->r = random_reverse(c, seed);
+    m->r = bf_test_random_reverse(c, seed);
     m->n = 3;
     int N = m->r->T * m->r->D;
     m->z = bf_gc_randn(seed + 1, (size_t)m->n * N, 0.0f, 1.0f);
@@ -93,19 +75,19 @@ static int check_model(const char *label, rev_ctx *m) {
 
 TEST(reverse_gradient_align_guided_norm_control) {
     rev_ctx m;
-    rev_ctx_init(&m, tiny_config(0, 1, 1), 11, 1);
+    rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 1, 1), 11, 1);
     CHECK(check_model("G align+guidance", &m) == 0);
     rev_ctx_free(&m);
 }
 
 TEST(reverse_gradient_distill_and_naive_variants) {
     rev_ctx m;
-    rev_ctx_init(&m, tiny_config(1, 1, 0), 12, 0);
+    rev_ctx_init(&m, bf_test_tiny_reverse_config(1, 1, 0), 12, 0);
     m.lo.inverse = BF_INVERSE_DISTILL;
     m.lo.norm_control = 0;
     CHECK(check_model("G distill", &m) == 0);
     rev_ctx_free(&m);
-    rev_ctx_init(&m, tiny_config(0, 0, 1), 13, 1);   /* no denoising stage, naive */
+    rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 0, 1), 13, 1);   /* no denoising stage, naive */
     m.lo.inverse = BF_INVERSE_NAIVE;
     CHECK(check_model("G naive, no denoising", &m) == 0);
     rev_ctx_free(&m);
@@ -116,7 +98,7 @@ TEST(reverse_gradient_distill_and_naive_variants) {
  * is the loss at p = 0 (one stage, no alignment terms: naive). */
 TEST(reverse_adaptive_weighting_scales_the_gradient) {
     rev_ctx m;
-    rev_ctx_init(&m, tiny_config(0, 1, 1), 14, 0);
+    rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 1, 1), 14, 0);
     m.n = 1;
     m.lo.inverse = BF_INVERSE_NAIVE;
     size_t P = m.r->num_params;
@@ -142,7 +124,7 @@ TEST(reverse_adaptive_weighting_scales_the_gradient) {
 
 /* ------------------------------------------------------------------ guidance at w = 0 */
 TEST(reverse_guidance_zero_matches_unguided) {
-    bf_reverse *r = random_reverse(tiny_config(0, 1, 1), 21);
+    bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(0, 1, 1), 21);
     int n = 5, N = r->T * r->D, y[5] = {0, 1, 2, 3, -1};
     float *z = bf_gc_randn(22, (size_t)n * N, 0.0f, 1.0f);
     float *a = bf_malloc(sizeof(float) * n * N), *b = bf_malloc(sizeof(float) * n * N);
@@ -160,7 +142,7 @@ TEST(reverse_guidance_zero_matches_unguided) {
     CHECK(diff > 1e-3);
     /* training: the implied conditional with w = 0 everywhere is the conditional branch */
     rev_ctx m;
-    rev_ctx_init(&m, tiny_config(0, 1, 1), 23, 1);
+    rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 1, 1), 23, 1);
     for (int i = 0; i < m.n; i++) m.w[i] = 0.0f;
     double l1 = rev_loss(&m);
     m.use_unc = 0;
@@ -173,7 +155,7 @@ TEST(reverse_guidance_zero_matches_unguided) {
 
 /* Two-pass guidance is (1 + w) G(z | y) - w G(z | null) exactly. */
 TEST(reverse_two_pass_guidance_formula) {
-    bf_reverse *r = random_reverse(tiny_config(0, 1, 0), 31);
+    bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(0, 1, 0), 31);
     int n = 3, N = r->T * r->D, y[3] = {1, 2, 3};
     float *z = bf_gc_randn(32, (size_t)n * N, 0.0f, 1.0f);
     float *g = bf_malloc(sizeof(float) * n * N), *c = bf_malloc(sizeof(float) * n * N);
@@ -193,7 +175,7 @@ TEST(reverse_two_pass_guidance_formula) {
 
 /* Inference reuses one layer's activations; training keeps all: same outputs. */
 TEST(reverse_inference_and_training_passes_agree) {
-    bf_reverse *r = random_reverse(tiny_config(1, 2, 1), 41);
+    bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(1, 2, 1), 41);
     int n = 4, N = r->T * r->D, y[4] = {0, 3, -1, 1};
     float w[4] = {0.0f, 1.0f, 0.0f, 2.0f};
     float *z = bf_gc_randn(42, (size_t)n * N, 0.0f, 1.0f);
@@ -210,31 +192,18 @@ TEST(reverse_inference_and_training_passes_agree) {
 }
 
 /* ------------------------------------------------------------------ checkpoints */
-static bf_flow *tiny_flow(uint64_t seed, int img, int patch) {
-    bf_flow_config c = {img, 1, patch, 32, 2, 1, 16, 10, 2.0f};
-    bf_flow *f = bf_flow_new(&c);
-    bf_flow_init(f, seed);
-    bf_rng rng;
-    bf_rng_seed(&rng, seed + 1);
-    for (int b = 0; b < c.num_blocks; b++) {
-        float *w = f->params + f->blocks[b].out_w;
-        for (int i = 0; i < 2 * f->D * f->W; i++) w[i] = 0.05f * bf_rng_normal(&rng);
-    }
-    return f;
-}
-
 TEST(reverse_checkpoint_round_trip_and_flow_pointer) {
     const char *dir = bf_test_tmpdir();
     char fpath[512], fpath2[512], rpath[512];
     snprintf(fpath, sizeof fpath, "%s/rt_flow.safetensors", dir);
     snprintf(fpath2, sizeof fpath2, "%s/rt_flow2.safetensors", dir);
     snprintf(rpath, sizeof rpath, "%s/rt_reverse.safetensors", dir);
-    bf_flow *f = tiny_flow(3, 8, 2), *f2 = tiny_flow(4, 8, 2);
+    bf_flow *f = bf_test_tiny_flow(3, 8, 2), *f2 = bf_test_tiny_flow(4, 8, 2);
     CHECK(bf_flow_save(f, f->params, fpath, NULL) == 0);
     CHECK(bf_flow_save(f2, f2->params, fpath2, NULL) == 0);
-    bf_reverse_config rc = tiny_config(0, 1, 1);
+    bf_reverse_config rc = bf_test_tiny_reverse_config(0, 1, 1);
     rc.num_classes = 10;
-    bf_reverse *r = random_reverse(rc, 5);
+    bf_reverse *r = bf_test_random_reverse(rc, 5);
     CHECK(bf_reverse_set_flow(r, fpath, 0.05f) == 0);
     CHECK(strlen(r->flow_sha256) == 64);
     CHECK(bf_reverse_save(r, r->params, rpath, "{\"step\":\"3\"}") == 0);
@@ -250,7 +219,7 @@ TEST(reverse_checkpoint_round_trip_and_flow_pointer) {
         bf_reverse_free(q);
     }
     /* a forward model of another shape is refused before hashing */
-    bf_flow *f3 = tiny_flow(5, 8, 4);
+    bf_flow *f3 = bf_test_tiny_flow(5, 8, 4);
     CHECK(bf_reverse_check_flow(r, f3, fpath) != 0);
     CHECK(strstr(bf_last_error(), "does not have the shape") != NULL);
     /* a forward-model file is not a reverse model; a truncated file is refused */
@@ -274,7 +243,7 @@ TEST(reverse_training_learns_to_invert_a_frozen_flow) {
     char fpath[512], out[512];
     snprintf(fpath, sizeof fpath, "%s/inv_flow.safetensors", dir);
     snprintf(out, sizeof out, "%s/inv_run", dir);
-    bf_flow *f = tiny_flow(7, 28, 7);
+    bf_flow *f = bf_test_tiny_flow(7, 28, 7);
     CHECK(bf_flow_save(f, f->params, fpath, "{\"noise\":\"gauss\",\"sigma\":\"0.05\"}") == 0);
     bf_flow_free(f);
     bf_reverse_train_opts o;

@@ -2,7 +2,9 @@
 #include "biflow.h"
 #include "cli.h"
 #include "cmd_reverse.h"
+#include "cmd_edit.h"
 #include "cmd_plot.h"
+#include "tool_util.h"
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/gemm.h"
@@ -407,61 +409,6 @@ static int cmd_bench(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------------ sample */
-/* Labels from --class: "all" (classes in turn, rows of the grid), "K", or "K1,K2,...". */
-static int parse_classes(int *y, int n, const char *spec, int num_classes, int *ncols) {
-    *ncols = 0;
-    if (num_classes == 0) {
-        for (int i = 0; i < n; i++) y[i] = -1;
-        return 0;
-    }
-    if (!strcmp(spec, "all")) {
-        int per = (n + num_classes - 1) / num_classes;
-        for (int i = 0; i < n; i++) y[i] = i / per;
-        *ncols = per;
-        return 0;
-    }
-    if (!strcmp(spec, "none")) {
-        for (int i = 0; i < n; i++) y[i] = -1;
-        return 0;
-    }
-    int list[1024], k = 0;
-    const char *p = spec;
-    while (*p && k < 1024) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v >= num_classes || (*end && *end != ',')) {
-            bf_set_error("--class: '%s' is not 'all', 'none' or a list of labels in [0, %d)", spec,
-                         num_classes);
-            return -1;
-        }
-        list[k++] = (int)v;
-        p = *end ? end + 1 : end;
-    }
-    for (int i = 0; i < n; i++) y[i] = list[i % k];
-    return 0;
-}
-
-static int write_outputs(const char *prefix, const float *x, const int *y, int n, int c, int h,
-                         int w, int ncols, int scale) {
-    char path[4096];
-    size_t m = (size_t)n * c * h * w;
-    uint8_t *u8 = bf_malloc(m);
-    bf_images_to_u8(u8, x, m);
-    int64_t shape[4] = {n, c, h, w}, ns = n;
-    int64_t *lab = bf_malloc(sizeof(int64_t) * n);
-    for (int i = 0; i < n; i++) lab[i] = y[i];
-    int rc = 0;
-    snprintf(path, sizeof path, "%s.png", prefix);
-    rc |= bf_write_image_grid(path, x, n, c, h, w, ncols, scale);
-    snprintf(path, sizeof path, "%s.npy", prefix);
-    rc |= bf_write_npy(path, BF_DT_U8, 4, shape, u8);
-    snprintf(path, sizeof path, "%s_labels.npy", prefix);
-    rc |= bf_write_npy(path, BF_DT_I64, 1, &ns, lab);
-    free(u8);
-    free(lab);
-    return rc ? -1 : 0;
-}
-
 /* What cmd_sample needs from either kind of model. */
 typedef struct {
     const char *flow, *reverse, *sampler, *classes, *out, *denoise;
@@ -521,22 +468,6 @@ static int sample_exact(sample_args *a) {
     free(y); free(z); free(x);
     bf_flow_free(f);
     return rc;
-}
-
-/* The forward model paired with a reverse model: --flow (checked against the SHA-256 G
- * recorded) or the one G recorded. */
-static bf_flow *paired_flow(const bf_reverse *r, const char *flow) {
-    const char *path = flow ? flow : bf_reverse_flow_path(r);
-    if (!path[0]) {
-        bf_set_error("the reverse model records no forward model: give --flow");
-        return NULL;
-    }
-    bf_flow *f = bf_flow_load(path, 1);
-    if (f && bf_reverse_check_flow(r, f, path)) {
-        bf_flow_free(f);
-        return NULL;
-    }
-    return f;
 }
 
 static int sample_biflow(sample_args *a) {
@@ -739,6 +670,10 @@ static const command COMMANDS[] = {
     {"eval-bpd", cmd_eval_bpd, "bits per dimension of F on a dataset split"},
     {"sample", cmd_sample, "sample images: exact or Jacobi inverse of F, or one pass of G; PNG grid + .npy"},
     {"bench", cmd_bench, "benchmarks: bench train, bench sample"},
+    {"inpaint", cmd_inpaint, "inpainting with G: keep the known tokens' encoding, fresh noise elsewhere"},
+    {"edit", cmd_edit, "class editing: x' = G(F(x | y) | y') for target classes y'"},
+    {"reconstruct", cmd_reconstruct, "x -> F -> G -> x' with the error per image"},
+    {"interpolate", cmd_interpolate, "decode the great-circle path between two images' encodings"},
     {"encode", cmd_encode, "encode images with F to noise (x, y, z, logdet as safetensors)"},
     {"info", cmd_info, "show a model file's configuration"},
     {"plot", cmd_plot, "draw training curves from log.jsonl files to a PNG"},

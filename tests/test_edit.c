@@ -1,0 +1,335 @@
+/* Editing with the learned inverse: token masks (named, random, PNG), noise-space mixing,
+ * masked errors, slerp, loading images, and the library entry points' checks (a mismatched
+ * model pair, a wrong image size) and wiring (an all-known mask is a reconstruction, an
+ * all-unknown one ignores the input). */
+#include "test.h"
+#include "tiny_models.h"
+#include "../src/flow.h"
+#include "../src/reverse.h"
+
+#include <string.h>
+
+/* Tokens of a g x g grid in mask that are known. */
+static int count_known(const uint8_t *m, int T) {
+    int k = 0;
+    for (int t = 0; t < T; t++) k += m[t];
+    return k;
+}
+
+/* ------------------------------------------------------------------ named masks */
+TEST(edit_mask_halves_of_an_odd_grid) {
+    uint8_t m[49];   /* 28 x 28 images, patch 4: a 7 x 7 token grid */
+    CHECK(bf_mask_parse(m, "left-half", 28, 4) == 0);
+    CHECK(count_known(m, 49) == 21);
+    for (int r = 0; r < 7; r++)
+        for (int c = 0; c < 7; c++) CHECK(m[r * 7 + c] == (c < 3));
+    CHECK(bf_mask_parse(m, "right-half", 28, 4) == 0);
+    for (int r = 0; r < 7; r++)
+        for (int c = 0; c < 7; c++) CHECK(m[r * 7 + c] == (c >= 4));
+    CHECK(bf_mask_parse(m, "top-half", 28, 4) == 0);
+    CHECK(count_known(m, 49) == 21 && m[2 * 7 + 6] == 1 && m[3 * 7] == 0);
+    CHECK(bf_mask_parse(m, "bottom-half", 28, 4) == 0);
+    CHECK(count_known(m, 49) == 21 && m[4 * 7] == 1 && m[3 * 7 + 6] == 0);
+    uint8_t e[64];   /* an even grid splits exactly */
+    CHECK(bf_mask_parse(e, "left-half", 16, 2) == 0);
+    CHECK(count_known(e, 64) == 32 && e[3] == 1 && e[4] == 0);
+}
+
+TEST(edit_mask_center_and_border) {
+    uint8_t m[49], b[49];
+    CHECK(bf_mask_parse(m, "center", 28, 4) == 0);
+    CHECK(count_known(m, 49) == 9);   /* 3 x 3, two tokens from every edge */
+    for (int r = 0; r < 7; r++)
+        for (int c = 0; c < 7; c++) CHECK(m[r * 7 + c] == (r >= 2 && r <= 4 && c >= 2 && c <= 4));
+    CHECK(bf_mask_parse(b, "border", 28, 4) == 0);
+    for (int t = 0; t < 49; t++) CHECK(b[t] == !m[t]);
+    uint8_t e[64];
+    CHECK(bf_mask_parse(e, "center", 16, 2) == 0);   /* 8 x 8: the central 4 x 4 */
+    CHECK(count_known(e, 64) == 16 && e[2 * 8 + 2] == 1 && e[5 * 8 + 5] == 1 && e[1 * 8 + 2] == 0 &&
+          e[6 * 8 + 5] == 0);
+    uint8_t w[196];   /* 14 x 14: half is 7, but a centred square needs 6 or 8: 8 (3 on each side) */
+    CHECK(bf_mask_parse(w, "center", 28, 2) == 0);
+    CHECK(count_known(w, 196) == 64 && w[3 * 14 + 3] == 1 && w[10 * 14 + 10] == 1 &&
+          w[2 * 14 + 3] == 0 && w[10 * 14 + 11] == 0);
+}
+
+TEST(edit_mask_random_patches) {
+    uint8_t a[49], b[49], c[49];
+    CHECK(bf_mask_parse(a, "random-patches", 28, 4) == 0);
+    CHECK(count_known(a, 49) == 25);                      /* round(0.5 * 49) */
+    CHECK(bf_mask_parse(a, "random-patches:0.3:7", 28, 4) == 0);
+    CHECK(count_known(a, 49) == 15);                      /* round(14.7) */
+    CHECK(bf_mask_parse(b, "random-patches:0.3:7", 28, 4) == 0);
+    CHECK(memcmp(a, b, 49) == 0);                         /* the same seed, the same mask */
+    CHECK(bf_mask_parse(c, "random-patches:0.3:8", 28, 4) == 0);
+    CHECK(count_known(c, 49) == 15 && memcmp(a, c, 49) != 0);
+    CHECK(bf_mask_parse(c, "random-patches:0.3", 28, 4) == 0);   /* seed 0 */
+    CHECK(bf_mask_parse(b, "random-patches:0.3:0", 28, 4) == 0 && memcmp(b, c, 49) == 0);
+    CHECK(bf_mask_parse(c, "random-patches:1", 28, 4) == 0 && count_known(c, 49) == 49);
+    CHECK(bf_mask_parse(c, "random-patches:0", 28, 4) == 0 && count_known(c, 49) == 0);
+    CHECK(bf_mask_parse(c, "random-patches:1.5", 28, 4) != 0);
+    CHECK(strstr(bf_last_error(), "FRACTION") != NULL);
+    CHECK(bf_mask_parse(c, "random-patches:0.5:x", 28, 4) != 0);
+    CHECK(strstr(bf_last_error(), "SEED") != NULL);
+}
+
+TEST(edit_mask_bad_names_and_sizes_refused) {
+    uint8_t m[49];
+    CHECK(bf_mask_parse(m, "left", 28, 4) != 0);
+    const char *msg = bf_last_error();
+    CHECK(strstr(msg, "unknown mask 'left'") != NULL);
+    CHECK(strstr(msg, "left-half") && strstr(msg, "bottom-half") && strstr(msg, "center") &&
+          strstr(msg, "border") && strstr(msg, "random-patches") && strstr(msg, ".png"));
+    CHECK(bf_mask_parse(m, "random-patchesX", 28, 4) != 0);
+    CHECK(bf_mask_parse(m, "left-half", 28, 5) != 0);   /* 28 is not a number of 5-pixel patches */
+    CHECK(strstr(bf_last_error(), "patches") != NULL);
+}
+
+/* ------------------------------------------------------------------ PNG masks */
+TEST(edit_mask_from_png) {
+    char path[512], wrong[512];
+    snprintf(path, sizeof path, "%s/mask.png", bf_test_tmpdir());
+    snprintf(wrong, sizeof wrong, "%s/mask32.png", bf_test_tmpdir());
+    uint8_t px[28 * 28];
+    memset(px, 0, sizeof px);
+    for (int i = 0; i < 28; i++)   /* white left half (columns 0..13: tokens 0..2 and half of 3) */
+        for (int j = 0; j < 14; j++) px[i * 28 + j] = 255;
+    for (int i = 0; i < 3; i++)    /* token (6, 6): 9 of 16 pixels white, a majority */
+        for (int j = 0; j < 3; j++) px[(24 + i) * 28 + 24 + j] = 200;
+    for (int i = 0; i < 2; i++)    /* token (6, 5): 8 of 16, not a majority */
+        for (int j = 0; j < 4; j++) px[(24 + i) * 28 + 20 + j] = 255;
+    CHECK(bf_write_png(path, px, 28, 28, 1) == 0);
+    uint8_t m[49];
+    CHECK(bf_mask_parse(m, path, 28, 4) == 0);
+    for (int r = 0; r < 7; r++)
+        for (int c = 0; c < 7; c++) {
+            int want = c < 3 || (r == 6 && c == 6);   /* token column 3 is half white: unknown */
+            CHECK(m[r * 7 + c] == want);
+        }
+    uint8_t big[32 * 32];
+    memset(big, 255, sizeof big);
+    CHECK(bf_write_png(wrong, big, 32, 32, 1) == 0);
+    CHECK(bf_mask_parse(m, wrong, 28, 4) != 0);
+    CHECK(strstr(bf_last_error(), "32x32") && strstr(bf_last_error(), "28x28"));
+}
+
+/* ------------------------------------------------------------------ pixels, mixing, errors */
+TEST(edit_mask_pixels_fill_and_mse) {
+    uint8_t m[4] = {1, 0, 0, 1}, pix[16];   /* 4 x 4 image, patch 2 */
+    bf_mask_pixels(pix, m, 4, 2);
+    const uint8_t want[16] = {1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1};
+    CHECK(memcmp(pix, want, 16) == 0);
+    float a[32], b[32];   /* two images */
+    for (int i = 0; i < 32; i++) { a[i] = 0.5f; b[i] = 0.5f; }
+    bf_mask_fill(b, m, 0.0f, 2, 1, 4, 2);
+    for (int i = 0; i < 32; i++) CHECK(b[i] == (want[i % 16] ? 0.5f : 0.0f));
+    double k, u;
+    bf_mask_mse(&k, &u, a, b, m, 2, 1, 4, 2);
+    CHECK(k == 0.0);
+    CHECK_NEAR(u, 0.25, 1e-12);
+    b[0] = 1.5f;   /* one known pixel off by 1 among 16 known ones */
+    bf_mask_mse(&k, &u, a, b, m, 2, 1, 4, 2);
+    CHECK_NEAR(k, 1.0 / 16, 1e-12);
+}
+
+TEST(edit_inpaint_mix_keeps_known_tokens_exactly) {
+    enum { n = 2, T = 9, D = 5 };
+    uint8_t m[T] = {1, 0, 1, 1, 0, 0, 1, 0, 1};
+    float zx[n * T * D], eps[n * T * D], z[n * T * D];
+    bf_rng rng;
+    bf_rng_seed(&rng, 3);
+    for (int i = 0; i < n * T * D; i++) { zx[i] = bf_rng_normal(&rng); eps[i] = bf_rng_normal(&rng); }
+    bf_inpaint_mix(z, zx, eps, m, n, T, D);
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < T; t++) {
+            const float *src = m[t] ? zx : eps;
+            CHECK(memcmp(z + (i * T + t) * D, src + (i * T + t) * D, sizeof(float) * D) == 0);
+        }
+    memcpy(z, eps, sizeof z);   /* in place: z is the noise */
+    bf_inpaint_mix(z, zx, z, m, n, T, D);
+    for (int i = 0; i < n * T; i++)
+        CHECK(memcmp(z + i * D, (m[i % T] ? zx : eps) + i * D, sizeof(float) * D) == 0);
+}
+
+TEST(edit_slerp_ends_and_arc) {
+    float a[3] = {2.0f, 0.0f, 0.0f}, b[3] = {0.0f, 2.0f, 0.0f}, o[3];
+    bf_slerp(o, a, b, 3, 0.0);
+    CHECK(memcmp(o, a, sizeof a) == 0);
+    bf_slerp(o, a, b, 3, 1.0);
+    CHECK(memcmp(o, b, sizeof b) == 0);
+    bf_slerp(o, a, b, 3, 0.5);   /* on the circle of radius 2, halfway: not the chord's middle */
+    CHECK_NEAR(o[0], sqrt(2.0), 1e-6);
+    CHECK_NEAR(o[1], sqrt(2.0), 1e-6);
+    bf_slerp(o, a, b, 3, 1.0 / 3);
+    CHECK_NEAR(o[0], 2 * cos(M_PI / 6), 1e-6);
+    CHECK_NEAR(o[1], 2 * sin(M_PI / 6), 1e-6);
+    float c[3] = {4.0f, 0.0f, 0.0f};   /* parallel: a straight line */
+    bf_slerp(o, a, c, 3, 0.25);
+    CHECK_NEAR(o[0], 2.5, 1e-6);
+}
+
+/* ------------------------------------------------------------------ images in */
+TEST(edit_image_set_load_npy_and_png) {
+    char u8p[512], f32p[512], badp[512], pngp[512];
+    const char *dir = bf_test_tmpdir();
+    snprintf(u8p, sizeof u8p, "%s/imgs_u8.npy", dir);
+    snprintf(f32p, sizeof f32p, "%s/imgs_f32.npy", dir);
+    snprintf(badp, sizeof badp, "%s/imgs_bad.npy", dir);
+    snprintf(pngp, sizeof pngp, "%s/img.png", dir);
+    uint8_t px[3 * 4 * 4];
+    for (int i = 0; i < 48; i++) px[i] = (uint8_t)(i * 5);
+    int64_t s3[3] = {3, 4, 4}, s4[4] = {1, 2, 4, 4};
+    CHECK(bf_write_npy(u8p, BF_DT_U8, 3, s3, px) == 0);
+    bf_image_set s;
+    CHECK(bf_image_set_load(&s, u8p, 2) == 0);   /* the first 2 of 3 */
+    CHECK(s.n == 2 && s.c == 1 && s.h == 4 && s.w == 4 && s.y[0] == -1 && s.y[1] == -1);
+    CHECK_NEAR(s.x[31], 31 * 5 / 127.5 - 1.0, 1e-6);
+    bf_image_set_free(&s);
+    float fx[32];
+    for (int i = 0; i < 32; i++) fx[i] = -1.0f + i / 16.0f;
+    CHECK(bf_write_npy(f32p, BF_DT_F32, 4, s4, fx) == 0);
+    CHECK(bf_image_set_load(&s, f32p, 0) == 0);
+    CHECK(s.n == 1 && s.c == 2 && s.x[31] == fx[31]);
+    bf_image_set_free(&s);
+    fx[5] = 3.0f;   /* not a pixel in [-1, 1] */
+    CHECK(bf_write_npy(badp, BF_DT_F32, 4, s4, fx) == 0);
+    CHECK(bf_image_set_load(&s, badp, 0) != 0);
+    CHECK(strstr(bf_last_error(), "[-1, 1]") != NULL);
+    CHECK(bf_write_npy(badp, BF_DT_U8, 1, s3, px) == 0);   /* shape (3): not images */
+    CHECK(bf_image_set_load(&s, badp, 0) != 0);
+    CHECK(strstr(bf_last_error(), "(n, H, W)") != NULL);
+    CHECK(bf_write_png(pngp, px, 4, 4, 3) == 0);   /* one RGB image, HWC in the file */
+    CHECK(bf_image_set_load(&s, pngp, 0) == 0);
+    CHECK(s.n == 1 && s.c == 3 && s.h == 4);
+    CHECK_NEAR(s.x[1 * 16 + 0], px[1] / 127.5 - 1.0, 1e-6);   /* channel 1 of pixel 0 */
+    bf_image_set_free(&s);
+}
+
+/* ------------------------------------------------------------------ the entry points */
+typedef struct {
+    char fpath[512], fpath2[512];
+    bf_flow *f, *f2;
+    bf_reverse *r;
+    bf_image_set in;
+} pair_fixture;
+
+/* Two tiny random flows on disk, and a G trained (nominally) against the first. */
+static void pair_init(pair_fixture *p) {
+    memset(p, 0, sizeof *p);
+    snprintf(p->fpath, sizeof p->fpath, "%s/edit_flow.safetensors", bf_test_tmpdir());
+    snprintf(p->fpath2, sizeof p->fpath2, "%s/edit_flow2.safetensors", bf_test_tmpdir());
+    p->f = bf_test_tiny_flow(31, 8, 2);
+    p->f2 = bf_test_tiny_flow(32, 8, 2);
+    CHECK(bf_flow_save(p->f, p->f->params, p->fpath, NULL) == 0);
+    CHECK(bf_flow_save(p->f2, p->f2->params, p->fpath2, NULL) == 0);
+    bf_reverse_config rc = bf_test_tiny_reverse_config(0, 1, 1);
+    rc.num_classes = 10;
+    p->r = bf_test_random_reverse(rc, 33);
+    CHECK(bf_reverse_set_flow(p->r, p->fpath, 0.05f) == 0);
+    p->in = (bf_image_set){3, 1, 8, 8, bf_malloc(sizeof(float) * 3 * 64), bf_malloc(sizeof(int) * 3)};
+    bf_rng rng;
+    bf_rng_seed(&rng, 34);
+    for (int i = 0; i < 3 * 64; i++) p->in.x[i] = 2.0f * bf_rng_uniform(&rng) - 1.0f;
+    for (int i = 0; i < 3; i++) p->in.y[i] = 2 * i;
+}
+
+static void pair_free(pair_fixture *p) {
+    bf_flow_free(p->f);
+    bf_flow_free(p->f2);
+    bf_reverse_free(p->r);
+    bf_image_set_free(&p->in);
+}
+
+static double max_diff(const float *a, const float *b, size_t n) {
+    double d = 0.0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    return d;
+}
+
+TEST(edit_inpaint_refuses_a_mismatched_pair_and_size) {
+    pair_fixture p;
+    pair_init(&p);
+    uint8_t m[16];
+    CHECK(bf_mask_parse(m, "left-half", 8, 2) == 0);
+    float out[3 * 64];
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f2, p.fpath2);   /* G was trained against the other flow */
+    CHECK(bf_inpaint(&e, out, &p.in, m, 0, 1) != 0);
+    CHECK(strstr(bf_last_error(), "not the same forward model") != NULL);
+    CHECK(bf_reconstruct(&e, out, &p.in) != 0);
+    bf_editor_init(&e, p.r, p.f, p.fpath);     /* the right pair works */
+    CHECK(bf_inpaint(&e, out, &p.in, m, 0, 1) == 0);
+    for (int i = 0; i < 3 * 64; i++) CHECK(isfinite(out[i]));
+    bf_image_set big = {1, 1, 16, 16, bf_calloc(256, sizeof(float)), bf_calloc(1, sizeof(int))};
+    CHECK(bf_inpaint(&e, out, &big, m, 0, 1) != 0);
+    CHECK(strstr(bf_last_error(), "16x16x1") && strstr(bf_last_error(), "8x8x1"));
+    bf_image_set_free(&big);
+    p.in.y[1] = 10;   /* no such class: refused, not read outside the class table */
+    CHECK(bf_inpaint(&e, out, &p.in, m, 0, 1) != 0);
+    CHECK(strstr(bf_last_error(), "label") != NULL);
+    pair_free(&p);
+}
+
+/* An all-known mask with F seeing the whole input is a reconstruction; an all-unknown mask
+ * decodes the seed's noise whatever the input; in between, the known tokens matter. */
+TEST(edit_inpaint_mask_extremes) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    uint8_t all[16], none[16], half[16];
+    memset(all, 1, 16);
+    memset(none, 0, 16);
+    CHECK(bf_mask_parse(half, "top-half", 8, 2) == 0);
+    float rec[3 * 64], a[3 * 64], b[3 * 64];
+    CHECK(bf_reconstruct(&e, rec, &p.in) == 0);
+    CHECK(bf_inpaint(&e, a, &p.in, all, 1, 5) == 0);
+    CHECK(memcmp(a, rec, sizeof a) == 0);
+    CHECK(bf_inpaint(&e, a, &p.in, none, 0, 5) == 0);
+    for (int i = 0; i < 3 * 64; i++) p.in.x[i] = -p.in.x[i];
+    CHECK(bf_inpaint(&e, b, &p.in, none, 0, 5) == 0);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(bf_inpaint(&e, b, &p.in, half, 0, 5) == 0);
+    CHECK(max_diff(a, b, 3 * 64) > 1e-3);
+    /* encoded masked, the result does not depend on the unknown pixels; encoded whole, it does */
+    float c[3 * 64], d[3 * 64];
+    CHECK(bf_inpaint(&e, a, &p.in, half, 1, 5) == 0);
+    for (int i = 0; i < 3; i++)
+        for (int k = 32; k < 64; k++) p.in.x[i * 64 + k] *= 0.5f;   /* rows 4..7: unknown */
+    CHECK(bf_inpaint(&e, c, &p.in, half, 0, 5) == 0);
+    CHECK(bf_inpaint(&e, d, &p.in, half, 1, 5) == 0);
+    CHECK(memcmp(b, c, sizeof b) == 0);
+    CHECK(max_diff(a, d, 3 * 64) > 1e-4);
+    CHECK(bf_inpaint(&e, a, &p.in, none, 0, 6) == 0);   /* another seed, other noise */
+    CHECK(bf_inpaint(&e, b, &p.in, none, 0, 5) == 0);
+    CHECK(max_diff(a, b, 3 * 64) > 1e-3);
+    pair_free(&p);
+}
+
+/* Editing to an image's own class is its reconstruction; interpolation starts and ends at
+ * the reconstructions of its two images. */
+TEST(edit_class_and_interpolate_layout) {
+    pair_fixture p;
+    pair_init(&p);
+    for (int i = 0; i < 3; i++) p.in.y[i] = 4;
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    float rec[3 * 64], ed[3 * 2 * 64], path[5 * 64];
+    int targets[2] = {7, 4};
+    CHECK(bf_reconstruct(&e, rec, &p.in) == 0);
+    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2) == 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK(max_diff(ed + (i * 2 + 1) * 64, rec + i * 64, 64) < 1e-5);
+        CHECK(max_diff(ed + (i * 2) * 64, rec + i * 64, 64) > 1e-3);   /* class 7 differs */
+    }
+    targets[0] = 12;
+    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2) != 0);
+    double angle = 0.0;
+    CHECK(bf_interpolate(&e, path, &p.in, 2, 0, 4, 5, &angle) == 0);
+    CHECK(max_diff(path, rec + 2 * 64, 64) < 1e-5);
+    CHECK(max_diff(path + 4 * 64, rec, 64) < 1e-5);
+    CHECK(max_diff(path + 2 * 64, rec, 64) > 1e-3);
+    CHECK(angle > 0.1 && angle < M_PI);
+    CHECK(bf_interpolate(&e, path, &p.in, 0, 3, 4, 5, NULL) != 0);   /* no image 3 */
+    pair_free(&p);
+}

@@ -1,0 +1,36 @@
+/* Tiny random models F and G for tests (see tiny_models.h). */
+#include "tiny_models.h"
+#include "test.h"
+#include "../src/flow.h"
+#include "../src/reverse.h"
+
+bf_reverse_config bf_test_tiny_reverse_config(int distill, int denoise_layers, int guidance) {
+    bf_reverse_config c = {0};
+    c.img_size = 8; c.in_channels = 1; c.patch_size = 2; c.num_classes = 4;
+    c.num_stages = 2; c.channels = 16; c.head_dim = 8; c.layers_per_stage = 1;
+    c.denoise_layers = denoise_layers; c.guidance_embed = guidance; c.w_freq = 8;
+    c.distill = distill;
+    return c;
+}
+
+bf_reverse *bf_test_random_reverse(bf_reverse_config c, uint64_t seed) {
+    bf_reverse *r = bf_reverse_new(&c);
+    BF_ASSERT(r);
+    bf_rng rng;
+    bf_rng_seed(&rng, seed);
+    for (size_t i = 0; i < r->num_params; i++) r->params[i] = 0.25f * bf_rng_normal(&rng);
+    return r;
+}
+
+bf_flow *bf_test_tiny_flow(uint64_t seed, int img, int patch) {
+    bf_flow_config c = {img, 1, patch, 32, 2, 1, 16, 10, 2.0f};
+    bf_flow *f = bf_flow_new(&c);
+    bf_flow_init(f, seed);
+    bf_rng rng;
+    bf_rng_seed(&rng, seed + 1);
+    for (int b = 0; b < c.num_blocks; b++) {
+        float *w = f->params + f->blocks[b].out_w;
+        for (int i = 0; i < 2 * f->D * f->W; i++) w[i] = 0.05f * bf_rng_normal(&rng);
+    }
+    return f;
+}

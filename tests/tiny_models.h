@@ -1,0 +1,15 @@
+/* Tiny random models F and G for tests that need a model pair (reverse model, editing). */
+#ifndef BF_TINY_MODELS_H
+#define BF_TINY_MODELS_H
+
+#include "biflow.h"
+
+/* G for 8x8x1 images, patch 2 (16 tokens), 4 classes, 2 stages of width 16. */
+bf_reverse_config bf_test_tiny_reverse_config(int distill, int denoise_layers, int guidance);
+/* A G with every parameter random (the zero-initialised adaLN would hide most gradients). */
+bf_reverse *bf_test_random_reverse(bf_reverse_config c, uint64_t seed);
+/* F (img x img x 1, patch, 10 classes, 2 blocks of width 32, bound 2) with random output
+ * layers, so it is not the identity map. */
+bf_flow *bf_test_tiny_flow(uint64_t seed, int img, int patch);
+
+#endif

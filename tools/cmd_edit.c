@@ -1,0 +1,417 @@
+/* biflow commands that edit images through a model pair (METHOD Section 9): inpaint, edit,
+ * reconstruct, interpolate. Each loads G, the F it was trained against (refusing another),
+ * and the images (refusing another size), then calls one library entry point of src/edit.c. */
+#include "biflow.h"
+#include "cli.h"
+#include "cmd_edit.h"
+#include "tool_util.h"
+#include "../src/core.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define LIST_MAX 8   /* per-image error lines printed before the summary */
+
+/* Options every editing command shares. */
+typedef struct {
+    const char *reverse, *flow, *images, *data, *classes, *out, *denoise;
+    int n, raw, show, scale, threads;
+    float cfg;
+} edit_args;
+
+#define EDIT_ARGS_DEFAULT(out) {NULL, NULL, NULL, "fashion-mnist", "auto", out, "auto", 8, 0, 16, 2, 0, 0.0f}
+
+#define EDIT_COMMON_OPTS(a)                                                                      \
+    {"reverse", OPT_STR, &(a).reverse, "reverse model G: file or run folder"},                   \
+    {"flow", OPT_STR, &(a).flow, "forward model F (default: the one G records; checked by SHA-256)"}, \
+    {"raw", OPT_FLAG, &(a).raw, "raw weights of G's run folder instead of the EMA"},             \
+    {"images", OPT_STR, &(a).images, "input images: X.npy (uint8 (n,H,W) or (n,C,H,W), or floats in [-1,1]) or X.png"}, \
+    {"data", OPT_STR, &(a).data, "without --images: this dataset's test split (with labels)"},   \
+    {"n", OPT_INT, &(a).n, "the first N images (0 = all)"},                                      \
+    {"class", OPT_STR, &(a).classes, "labels: auto (the data's; else the class under which F finds each image likeliest), none, K or K,K,.."}, \
+    {"cfg", OPT_FLOAT, &(a).cfg, "guidance weight w of G"},                                      \
+    {"denoise", OPT_STR, &(a).denoise, "learned (G's denoising stage), none (its noisy-data estimate) or auto"}, \
+    {"out", OPT_STR, &(a).out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},      \
+    {"show", OPT_INT, &(a).show, "images (grid rows) in the PNG"},                               \
+    {"scale", OPT_INT, &(a).scale, "grid scale-up factor"},                                      \
+    {"threads", OPT_INT, &(a).threads, "threads (0 = all cores)"}
+
+/* The loaded pair and images of one command. */
+typedef struct {
+    bf_reverse *r;
+    bf_flow *f;
+    bf_editor e;
+    bf_image_set in;
+    int img, patch, T, K;
+    size_t px;                 /* floats per image */
+} edit_env;
+
+static void edit_close(edit_env *v) {
+    bf_image_set_free(&v->in);
+    bf_flow_free(v->f);
+    bf_reverse_free(v->r);
+}
+
+/* Labels of --class; "auto" keeps the data's and asks F for the others. */
+static int set_labels(edit_env *v, const char *spec) {
+    bf_image_set *in = &v->in;
+    int has = 0, ncols;
+    for (int i = 0; i < in->n; i++) has |= in->y[i] >= 0;
+    if (v->K == 0 || strcmp(spec, "auto")) return parse_classes(in->y, in->n, spec, v->K, &ncols);
+    if (has) return 0;
+    double t0 = bf_time();
+    if (bf_flow_classify(v->f, in->y, in->x, in->n)) return -1;
+    printf("labels: the class under which F finds each image likeliest (%d encodings per image, "
+           "%.2f s)\n", v->K, bf_time() - t0);
+    return 0;
+}
+
+/* Two image files given as arguments become images 0 and 1 of one set. */
+static int load_pair(edit_env *v, const char *b) {
+    bf_image_set s;
+    if (bf_image_set_load(&s, b, 1)) return -1;
+    if (s.c != v->in.c || s.h != v->in.h || s.w != v->in.w) {
+        bf_set_error("'%s' is %dx%dx%d but the first image is %dx%dx%d", b, s.w, s.h, s.c,
+                     v->in.w, v->in.h, v->in.c);
+        bf_image_set_free(&s);
+        return -1;
+    }
+    size_t px = (size_t)s.c * s.h * s.w;
+    v->in.x = bf_realloc(v->in.x, sizeof(float) * 2 * px);
+    v->in.y = bf_realloc(v->in.y, sizeof(int) * 2);
+    memcpy(v->in.x + px, s.x, sizeof(float) * px);
+    v->in.y[1] = s.y[0];
+    v->in.n = 2;
+    bf_image_set_free(&s);
+    return 0;
+}
+
+static int check_common(const edit_args *a, const char *cmd) {
+    if (!a->reverse) { fprintf(stderr, "biflow %s: --reverse is required (see --help)\n", cmd); return 2; }
+    if (a->n < 0 || a->show < 0 || a->scale < 1 || a->scale > 32 || !(a->cfg >= 0)) {
+        fprintf(stderr, "biflow %s: --n and --show must be >= 0, --scale in 1..32, --cfg >= 0\n", cmd);
+        return 2;
+    }
+    if (strcmp(a->denoise, "auto") && strcmp(a->denoise, "learned") && strcmp(a->denoise, "none")) {
+        fprintf(stderr, "biflow %s: --denoise must be learned, none or auto\n", cmd);
+        return 2;
+    }
+    return 0;
+}
+
+/* Checks the common options, loads G, its F and the images (spec, limit; second: a file
+ * whose image is appended, or NULL). 0 when ready; otherwise the exit status (2 usage,
+ * 1 failure, message printed). */
+static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const char *spec, int limit,
+                     const char *second) {
+    memset(v, 0, sizeof *v);
+    int rc = check_common(a, cmd);
+    if (rc) return rc;
+    if (a->threads > 0) omp_set_num_threads(a->threads);
+    if (!(v->r = bf_reverse_load(a->reverse, !a->raw)) || !(v->f = paired_flow(v->r, a->flow)) ||
+        bf_image_set_load(&v->in, spec, limit)) {
+        edit_close(v);
+        return cli_fail();
+    }
+    const bf_reverse_config *c = bf_reverse_get_config(v->r);
+    v->img = c->img_size;
+    v->patch = c->patch_size;
+    v->T = (v->img / v->patch) * (v->img / v->patch);
+    v->K = c->num_classes;
+    v->px = (size_t)c->in_channels * v->img * v->img;
+    if (second && load_pair(v, second)) {
+        edit_close(v);
+        return cli_fail();
+    }
+    bf_editor_init(&v->e, v->r, v->f, a->flow ? a->flow : bf_reverse_flow_path(v->r));
+    v->e.cfg = a->cfg;
+    if (strcmp(a->denoise, "auto")) v->e.denoise = !strcmp(a->denoise, "learned");
+    if (bf_editor_check(&v->e, v->in.c, v->in.h, v->in.w) || set_labels(v, a->classes)) {
+        edit_close(v);
+        return cli_fail();
+    }
+    return 0;
+}
+
+static const char *decoding(const edit_env *v) {
+    return v->e.denoise ? "learned denoising" : "no denoising";
+}
+
+/* Grid cell (row, col) of a grid ncols wide, images of px floats. */
+static void put(float *grid, int row, int col, int ncols, const float *img, size_t px) {
+    memcpy(grid + ((size_t)row * ncols + col) * px, img, sizeof(float) * px);
+}
+
+static int write_grid(const char *prefix, const float *grid, int rows, int ncols,
+                      const edit_env *v, int scale) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.png", prefix);
+    return bf_write_image_grid(path, grid, rows * ncols, v->in.c, v->img, v->img, ncols, scale);
+}
+
+static int rows_shown(const edit_args *a, int n) { return a->show < n ? a->show : n; }
+
+/* ------------------------------------------------------------------ inpaint */
+static void report_inpaint(const edit_env *v, const float *out, const uint8_t *mask, double sec) {
+    const bf_image_set *in = &v->in;
+    double k, u, k0, u0;
+    bf_mask_mse(&k, &u, out, in->x, mask, in->n, in->c, v->img, v->patch);
+    float *grey = bf_malloc(sizeof(float) * in->n * v->px);
+    memcpy(grey, in->x, sizeof(float) * in->n * v->px);
+    bf_mask_fill(grey, mask, 0.0f, in->n, in->c, v->img, v->patch);
+    bf_mask_mse(&k0, &u0, grey, in->x, mask, in->n, in->c, v->img, v->patch);
+    free(grey);
+    printf("  mse in the known region   %.5f (PSNR %.2f dB)\n", k, 10.0 * log10(4.0 / k));
+    printf("  mse in the unknown region %.5f (PSNR %.2f dB; grey fill: %.5f)\n", u,
+           10.0 * log10(4.0 / u), u0);
+    printf("  %.2f s for %d images: %.2f ms/image (encode, mix, decode)\n", sec, in->n, 1e3 * sec / in->n);
+}
+
+int cmd_inpaint(int argc, char **argv) {
+    edit_args a = EDIT_ARGS_DEFAULT("inpaint");
+    const char *mask_spec = NULL, *encode = "masked";
+    uint64_t seed = 0;
+    cli_opt opts[] = {
+        EDIT_COMMON_OPTS(a),
+        {"mask", OPT_STR, &mask_spec, "the KNOWN region: left-half, right-half, top-half, bottom-half, center, border, random-patches[:FRACTION[:SEED]], or a PNG of the image size (white = known)"},
+        {"encode", OPT_STR, &encode, "masked: F sees the unknown region grey (no information leaks from it); full: F sees the whole input"},
+        {"seed", OPT_U64, &seed, "seed of the fresh noise in the unknown tokens"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow inpaint --reverse G --mask NAME|PNG [options]",
+                           "Inpainting without training (METHOD Section 9): z' = M F(x) + (1 - M) eps,\n"
+                           "x' = G(z') in one pass. Prints the mean squared error against the input in\n"
+                           "the known and in the unknown region; the PNG has a row per image: input |\n"
+                           "masked input (unknown region grey) | result.", pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (!mask_spec) { fprintf(stderr, "biflow inpaint: --mask is required (see --help)\n"); return 2; }
+    if (strcmp(encode, "masked") && strcmp(encode, "full")) {
+        fprintf(stderr, "biflow inpaint: --encode must be masked or full\n");
+        return 2;
+    }
+    edit_env v;
+    if ((rc = edit_open(&v, &a, "inpaint", a.images ? a.images : a.data, a.n, NULL))) return rc;
+    uint8_t *mask = bf_malloc((size_t)v.T);
+    float *out = bf_malloc(sizeof(float) * v.in.n * v.px);
+    double t0 = bf_time();
+    if (bf_mask_parse(mask, mask_spec, v.img, v.patch) ||
+        bf_inpaint(&v.e, out, &v.in, mask, !strcmp(encode, "full"), seed)) {
+        rc = cli_fail();
+        goto done;
+    }
+    int known = 0, rows = rows_shown(&a, v.in.n);
+    for (int t = 0; t < v.T; t++) known += mask[t];
+    printf("inpainted %d images: mask %s (%d of %d tokens known), encoded %s; G with %s, guidance %g\n",
+           v.in.n, mask_spec, known, v.T, !strcmp(encode, "full") ? "from the whole input" :
+           "with the unknown region grey", decoding(&v), (double)a.cfg);
+    report_inpaint(&v, out, mask, bf_time() - t0);
+    float *grid = bf_malloc(sizeof(float) * 3 * rows * v.px);
+    for (int i = 0; i < rows; i++) {
+        put(grid, i, 0, 3, v.in.x + i * v.px, v.px);
+        put(grid, i, 1, 3, v.in.x + i * v.px, v.px);
+        put(grid, i, 2, 3, out + i * v.px, v.px);
+    }
+    for (int i = 0; i < rows; i++)   /* the middle column shows what G was not given */
+        bf_mask_fill(grid + (3 * i + 1) * v.px, mask, 0.0f, 1, v.in.c, v.img, v.patch);
+    if (rows && write_grid(a.out, grid, rows, 3, &v, a.scale)) rc = cli_fail();
+    else if (write_arrays(a.out, out, v.in.y, v.in.n, v.in.c, v.img, v.img)) rc = cli_fail();
+    else printf("wrote %s.png (input | masked input | result, %d rows), %s.npy, %s_labels.npy\n",
+                a.out, rows, a.out, a.out);
+    free(grid);
+done:
+    free(mask);
+    free(out);
+    edit_close(&v);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ edit */
+/* Number of entries of a --to list ("all": every class). */
+static int count_targets(const char *spec, int K) {
+    if (!strcmp(spec, "all")) return K;
+    int k = 1;
+    for (const char *p = spec; *p; p++) k += *p == ',';
+    return k;
+}
+
+int cmd_edit(int argc, char **argv) {
+    edit_args a = EDIT_ARGS_DEFAULT("edit");
+    const char *to = NULL;
+    cli_opt opts[] = {
+        EDIT_COMMON_OPTS(a),
+        {"to", OPT_STR, &to, "target classes: K[,K...] or all"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow edit --reverse G --to K[,K...] [options]",
+                           "Class editing (METHOD Section 9): z = F(x | y), x' = G(z | y') for each target\n"
+                           "class y'. The PNG has a row per image: the input, then one column per target.",
+                           pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (!to) { fprintf(stderr, "biflow edit: --to is required (see --help)\n"); return 2; }
+    edit_env v;
+    if ((rc = edit_open(&v, &a, "edit", a.images ? a.images : a.data, a.n, NULL))) return rc;
+    if (v.K == 0) {
+        fprintf(stderr, "biflow edit: the models are unconditional: there is no class to edit to\n");
+        edit_close(&v);
+        return 2;
+    }
+    int k = count_targets(to, v.K), ncols, n = v.in.n, rows = rows_shown(&a, n);
+    int *targets = bf_malloc(sizeof(int) * k), *labels = bf_malloc(sizeof(int) * n * k);
+    float *out = bf_malloc(sizeof(float) * n * k * v.px), *grid = NULL;
+    double t0 = bf_time();
+    if (parse_classes(targets, k, to, v.K, &ncols)) {
+        fprintf(stderr, "biflow edit: --to: '%s' is not 'all' or a list of classes in [0, %d)\n", to, v.K);
+        rc = 2;
+        goto done;
+    }
+    if (bf_edit_class(&v.e, out, &v.in, targets, k)) {
+        rc = cli_fail();
+        goto done;
+    }
+    printf("edited %d images to %d classes in %.2f s (G with %s, guidance %g); columns: input, then classes",
+           n, k, bf_time() - t0, decoding(&v), (double)a.cfg);
+    for (int j = 0; j < k; j++) printf(" %d", targets[j]);
+    printf("\n");
+    grid = bf_malloc(sizeof(float) * rows * (k + 1) * v.px);
+    for (int i = 0; i < rows; i++) {
+        put(grid, i, 0, k + 1, v.in.x + i * v.px, v.px);
+        for (int j = 0; j < k; j++) put(grid, i, j + 1, k + 1, out + ((size_t)i * k + j) * v.px, v.px);
+    }
+    for (int i = 0; i < n * k; i++) labels[i] = targets[i % k];
+    if (rows && write_grid(a.out, grid, rows, k + 1, &v, a.scale)) rc = cli_fail();
+    else if (write_arrays(a.out, out, labels, n * k, v.in.c, v.img, v.img)) rc = cli_fail();
+    else printf("wrote %s.png (%d rows), %s.npy (%d images: image-major, a target each), %s_labels.npy\n",
+                a.out, rows, a.out, n * k, a.out);
+done:
+    free(targets); free(labels); free(out); free(grid);
+    edit_close(&v);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ reconstruct */
+static double psnr_of(double mse) { return 10.0 * log10(4.0 / mse); }
+
+static void report_reconstruction(const edit_env *v, const float *out) {
+    int n = v->in.n, worst = 0;
+    double sum = 0.0, psum = 0.0, *mse = bf_malloc(sizeof(double) * n);
+    for (int i = 0; i < n; i++) {
+        double s = 0.0;
+        for (size_t j = 0; j < v->px; j++) {
+            double d = (double)out[i * v->px + j] - v->in.x[i * v->px + j];
+            s += d * d;
+        }
+        mse[i] = s / (double)v->px;
+        sum += mse[i];
+        psum += psnr_of(mse[i]);
+        if (mse[i] > mse[worst]) worst = i;
+        if (i < LIST_MAX)
+            printf("  image %4d (label %2d): mse %.6f  PSNR %6.2f dB\n", i, v->in.y[i], mse[i], psnr_of(mse[i]));
+    }
+    printf("all %d images: mean mse %.6f (PSNR %.2f dB), mean PSNR %.2f dB; worst: image %d, mse "
+           "%.6f (PSNR %.2f dB)\n", n, sum / n, psnr_of(sum / n), psum / n, worst, mse[worst],
+           psnr_of(mse[worst]));
+    free(mse);
+}
+
+int cmd_reconstruct(int argc, char **argv) {
+    edit_args a = EDIT_ARGS_DEFAULT("reconstruct");
+    cli_opt opts[] = {EDIT_COMMON_OPTS(a), {NULL, 0, NULL, NULL}};
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow reconstruct --reverse G [options]",
+                           "Reconstruction x -> F -> G -> x' (METHOD Section 9), with the error of each\n"
+                           "image: mse and PSNR = 10 log10(4 / mse) for pixels in [-1, 1]. The PNG has a\n"
+                           "row per image: input | reconstruction.", pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    edit_env v;
+    if ((rc = edit_open(&v, &a, "reconstruct", a.images ? a.images : a.data, a.n, NULL))) return rc;
+    int n = v.in.n, rows = rows_shown(&a, n);
+    float *out = bf_malloc(sizeof(float) * n * v.px), *grid = NULL;
+    double t0 = bf_time();
+    if (bf_reconstruct(&v.e, out, &v.in)) {
+        rc = cli_fail();
+        goto done;
+    }
+    printf("reconstructed %d images in %.2f s (G with %s, guidance %g):\n", n, bf_time() - t0,
+           decoding(&v), (double)a.cfg);
+    report_reconstruction(&v, out);
+    grid = bf_malloc(sizeof(float) * rows * 2 * v.px);
+    for (int i = 0; i < rows; i++) {
+        put(grid, i, 0, 2, v.in.x + i * v.px, v.px);
+        put(grid, i, 1, 2, out + i * v.px, v.px);
+    }
+    if (rows && write_grid(a.out, grid, rows, 2, &v, a.scale)) rc = cli_fail();
+    else if (write_arrays(a.out, out, v.in.y, n, v.in.c, v.img, v.img)) rc = cli_fail();
+    else printf("wrote %s.png (input | reconstruction, %d rows), %s.npy, %s_labels.npy\n", a.out,
+                rows, a.out, a.out);
+done:
+    free(out); free(grid);
+    edit_close(&v);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ interpolate */
+/* One label for both ends: theirs when they agree, else the unconditional one. */
+static int common_label(const edit_env *v, int ia, int ib) {
+    int ya = v->in.y[ia], yb = v->in.y[ib];
+    if (ya == yb) return ya;
+    printf("the two images have labels %d and %d: encoding and decoding unconditionally "
+           "(--class K to choose one)\n", ya, yb);
+    return -1;
+}
+
+int cmd_interpolate(int argc, char **argv) {
+    edit_args a = EDIT_ARGS_DEFAULT("interpolate");
+    const char *index = "0,1";
+    int steps = 8;
+    cli_opt opts[] = {
+        EDIT_COMMON_OPTS(a),
+        {"index", OPT_STR, &index, "I,J: the two images of --images/--data to join"},
+        {"steps", OPT_INT, &steps, "points on the path, both ends included"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[2];
+    int np, rc = cli_parse(argc, argv, 2, opts,
+                           "biflow interpolate --reverse G [A.png B.png | --index I,J] [options]",
+                           "Interpolation in noise space (METHOD Section 9): encodes two images with F and\n"
+                           "decodes points of the great-circle path (slerp) between the encodings with G;\n"
+                           "the PNG is one row from the first image's end to the second's.", pos, 2, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    int ia = 0, ib = 1;
+    if (np == 1 || steps < 2 || steps > 1024 ||
+        (np == 0 && (sscanf(index, "%d,%d", &ia, &ib) != 2 || ia < 0 || ib < 0))) {
+        fprintf(stderr, "biflow interpolate: give two image files or --index I,J (I, J >= 0), and "
+                        "--steps in 2..1024\n");
+        return 2;
+    }
+    edit_env v;
+    const char *spec = np == 2 ? pos[0] : a.images ? a.images : a.data;
+    if ((rc = edit_open(&v, &a, "interpolate", spec, np == 2 ? 1 : (ia > ib ? ia : ib) + 1,
+                        np == 2 ? pos[1] : NULL)))
+        return rc;
+    float *out = bf_malloc(sizeof(float) * steps * v.px);
+    int *labels = bf_malloc(sizeof(int) * steps);
+    double angle, t0 = bf_time();
+    if (ia >= v.in.n || ib >= v.in.n) {
+        bf_set_error("--index %d,%d: the images hold only %d", ia, ib, v.in.n);
+        rc = cli_fail();
+        goto done;
+    }
+    int y = common_label(&v, ia, ib);
+    if (bf_interpolate(&v.e, out, &v.in, ia, ib, y, steps, &angle)) {
+        rc = cli_fail();
+        goto done;
+    }
+    for (int s = 0; s < steps; s++) labels[s] = y;
+    printf("interpolated images %d and %d in %d steps in %.2f s: the encodings are %.1f degrees "
+           "apart (G with %s, guidance %g)\n", ia, ib, steps, bf_time() - t0, angle * 180.0 / M_PI,
+           decoding(&v), (double)a.cfg);
+    if (write_outputs(a.out, out, labels, steps, v.in.c, v.img, v.img, steps, a.scale)) rc = cli_fail();
+    else printf("wrote %s.png (one row), %s.npy, %s_labels.npy\n", a.out, a.out, a.out);
+done:
+    free(out); free(labels);
+    edit_close(&v);
+    return rc;
+}

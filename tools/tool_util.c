@@ -1,0 +1,84 @@
+/* Helpers shared by the biflow commands (see tool_util.h). */
+#include "tool_util.h"
+#include "../src/core.h"
+
+#include <string.h>
+
+int parse_classes(int *y, int n, const char *spec, int num_classes, int *ncols) {
+    *ncols = 0;
+    if (num_classes == 0) {
+        for (int i = 0; i < n; i++) y[i] = -1;
+        return 0;
+    }
+    if (!strcmp(spec, "all")) {
+        int per = (n + num_classes - 1) / num_classes;
+        for (int i = 0; i < n; i++) y[i] = i / per;
+        *ncols = per;
+        return 0;
+    }
+    if (!strcmp(spec, "none")) {
+        for (int i = 0; i < n; i++) y[i] = -1;
+        return 0;
+    }
+    int list[1024], k = 0;
+    const char *p = spec;
+    while (*p && k < 1024) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v >= num_classes || (*end && *end != ',')) break;
+        list[k++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (*p || k == 0) {   /* also an empty spec: no label to cycle */
+        bf_set_error("--class: '%s' is not 'all', 'none' or a list of labels in [0, %d)", spec,
+                     num_classes);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) y[i] = list[i % k];
+    return 0;
+}
+
+int write_arrays(const char *prefix, const float *x, const int *y, int n, int c, int h, int w) {
+    char path[4096];
+    size_t m = (size_t)n * c * h * w;
+    uint8_t *u8 = bf_malloc(m);
+    bf_images_to_u8(u8, x, m);
+    int64_t shape[4] = {n, c, h, w}, ns = n;
+    int64_t *lab = bf_malloc(sizeof(int64_t) * n);
+    for (int i = 0; i < n; i++) lab[i] = y[i];
+    int rc = 0;
+    snprintf(path, sizeof path, "%s.npy", prefix);
+    rc |= bf_write_npy(path, BF_DT_U8, 4, shape, u8);
+    snprintf(path, sizeof path, "%s_labels.npy", prefix);
+    rc |= bf_write_npy(path, BF_DT_I64, 1, &ns, lab);
+    free(u8);
+    free(lab);
+    return rc ? -1 : 0;
+}
+
+int write_outputs(const char *prefix, const float *x, const int *y, int n, int c, int h, int w,
+                  int ncols, int scale) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.png", prefix);
+    if (bf_write_image_grid(path, x, n, c, h, w, ncols, scale)) return -1;
+    return write_arrays(prefix, x, y, n, c, h, w);
+}
+
+bf_flow *paired_flow(const bf_reverse *r, const char *flow) {
+    const char *path = flow ? flow : bf_reverse_flow_path(r);
+    if (!path[0]) {
+        bf_set_error("the reverse model records no forward model: give --flow");
+        return NULL;
+    }
+    bf_flow *f = bf_flow_load(path, 1);
+    if (!f && !flow) {   /* the recorded path may be relative to where G was trained */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("%s (the forward model the reverse model records; give --flow)", why);
+    }
+    if (f && bf_reverse_check_flow(r, f, path)) {
+        bf_flow_free(f);
+        return NULL;
+    }
+    return f;
+}
