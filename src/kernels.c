@@ -136,6 +136,41 @@ static void softmax_inplace(float *s, int n) {
     for (int j = 0; j < n; j++) s[j] *= inv;
 }
 
+/* Heads of at least this size and sequences of at least this length go through sgemm: the
+ * products Q K^T, P V and their backward are small dense matrices; scalar loops below. */
+#define ATT_GEMM_MIN 16
+
+static int att_use_gemm(int T, int hs) { return T >= ATT_GEMM_MIN && hs >= ATT_GEMM_MIN; }
+
+/* One (example, head): scores a (T, T) = scale q k^T, row softmax (causal: the first i + 1
+ * entries of row i, the rest 0), o = a v. q, k, v rows of stride C3; o rows of stride C. */
+static void attention_head_forward(float *o, float *a, const float *q, const float *k,
+                                   const float *v, int T, int C, int C3, int hs, float scale,
+                                   int causal) {
+    if (att_use_gemm(T, hs)) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, k, C3,
+                    0.0f, a, T);
+        for (int i = 0; i < T; i++) {
+            int n = causal ? i + 1 : T;
+            softmax_inplace(a + (size_t)i * T, n);
+            for (int j = n; j < T; j++) a[(size_t)i * T + j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, v, C3,
+                    0.0f, o, C);
+        return;
+    }
+    for (int i = 0; i < T; i++) {
+        float *ai = a + (size_t)i * T, *oi = o + (size_t)i * C;
+        int n = causal ? i + 1 : T;
+        for (int j = 0; j < n; j++) ai[j] = scale * dot(q + (size_t)i * C3, k + (size_t)j * C3, hs);
+        softmax_inplace(ai, n);
+        for (int j = n; j < T; j++) ai[j] = 0.0f;
+        memset(oi, 0, sizeof(float) * hs);
+        for (int j = 0; j < n; j++)
+            for (int d = 0; d < hs; d++) oi[d] += ai[j] * v[(size_t)j * C3 + d];
+    }
+}
+
 void bf_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
                           int causal) {
     int hs = C / NH, C3 = 3 * C;
@@ -143,24 +178,30 @@ void bf_attention_forward(float *out, float *att, const float *qkv, int B, int T
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * (C / NH) >= BF_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
-            const float *base = qkv + (size_t)b * T * C3;
-            for (int i = 0; i < T; i++) {
-                const float *q = base + (size_t)i * C3 + h * hs;
-                float *a = att + (((size_t)b * NH + h) * T + i) * T;
-                int n = causal ? i + 1 : T;
-                for (int j = 0; j < n; j++)
-                    a[j] = scale * dot(q, base + (size_t)j * C3 + C + h * hs, hs);
-                softmax_inplace(a, n);
-                for (int j = n; j < T; j++) a[j] = 0.0f;
-                float *o = out + ((size_t)b * T + i) * C + h * hs;
-                memset(o, 0, sizeof(float) * hs);
-                for (int j = 0; j < n; j++) {
-                    const float *v = base + (size_t)j * C3 + 2 * C + h * hs;
-                    float w = a[j];
-                    for (int k = 0; k < hs; k++) o[k] += w * v[k];
-                }
-            }
+            const float *base = qkv + (size_t)b * T * C3 + h * hs;
+            attention_head_forward(out + (size_t)b * T * C + h * hs,
+                                   att + ((size_t)b * NH + h) * T * T, base, base + C, base + 2 * C,
+                                   T, C, C3, hs, scale, causal);
         }
+}
+
+/* Backward of one head with the saved probabilities a (T, T) (zeros where masked):
+ * dv += a^T g, dp = g v^T, ds = a (dp - rowsum(dp a)) scale, dq += ds k, dk += ds^T q.
+ * ws: (T, T) scratch. */
+static void attention_head_backward(float *dq, float *dk, float *dv, float *ws, const float *g,
+                                    const float *a, const float *q, const float *k,
+                                    const float *v, int T, int C, int C3, int hs, float scale) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, g, C, 1.0f, dv, C3);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, g, C, v, C3, 0.0f, ws, T);
+    for (int i = 0; i < T; i++) {
+        float *d = ws + (size_t)i * T;
+        const float *ai = a + (size_t)i * T;
+        float s = 0.0f;
+        for (int j = 0; j < T; j++) s += d[j] * ai[j];
+        for (int j = 0; j < T; j++) d[j] = scale * ai[j] * (d[j] - s);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, ws, T, k, C3, 1.0f, dq, C3);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, ws, T, q, C3, 1.0f, dk, C3);
 }
 
 void bf_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
@@ -169,12 +210,19 @@ void bf_attention_backward(float *dqkv, const float *dout, const float *qkv, con
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel if ((size_t)B * NH * T * T * (C / NH) >= BF_PAR_MIN)
     {
-        float *dpre = bf_malloc(sizeof(float) * T);
+        float *dpre = bf_malloc(sizeof(float) * T * (att_use_gemm(T, hs) ? T : 1));
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
                 const float *base = qkv + (size_t)b * T * C3;
                 float *dbase = dqkv + (size_t)b * T * C3;
+                if (att_use_gemm(T, hs)) {
+                    attention_head_backward(dbase + h * hs, dbase + C + h * hs, dbase + 2 * C + h * hs,
+                                            dpre, dout + (size_t)b * T * C + h * hs,
+                                            att + ((size_t)b * NH + h) * T * T, base + h * hs,
+                                            base + C + h * hs, base + 2 * C + h * hs, T, C, C3, hs, scale);
+                    continue;
+                }
                 for (int i = 0; i < T; i++) {
                     const float *a = att + (((size_t)b * NH + h) * T + i) * T;
                     const float *g = dout + ((size_t)b * T + i) * C + h * hs;

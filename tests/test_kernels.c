@@ -215,6 +215,7 @@ static const att_case att_cases[] = {
     {2, 1, 4, 1, 1}, {1, 4, 6, 1, 0},
     {1, 9, 64, 2, 1}, {1, 9, 40, 2, 0},   /* head sizes 32 and 20: whole and partial vectors */
     {4, 32, 64, 2, 1}, {4, 32, 64, 2, 0}, /* large: B NH T T hs = 262144 */
+    {2, 17, 48, 3, 1}, {2, 17, 48, 3, 0}, /* the sgemm path at its smallest, odd length */
 };
 
 typedef struct {
