@@ -1,6 +1,7 @@
 /* biflow: the command-line tool. Each command is a function with its own option table. */
 #include "biflow.h"
 #include "cli.h"
+#include "commands.h"
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/gemm.h"
@@ -563,6 +564,8 @@ static const command COMMANDS[] = {
     {"bench", cmd_bench, "benchmarks: bench train, bench sample"},
     {"encode", cmd_encode, "encode images with F to noise (x, y, z, logdet as safetensors)"},
     {"info", cmd_info, "show a model file's configuration"},
+    {"train-features", cmd_train_features, "train the feature network (classifier for the FD)"},
+    {"eval-features", cmd_eval_features, "Frechet distance of images against the test split"},
 };
 
 static void usage(void) {
