@@ -83,9 +83,9 @@ static void add_layer(bf_features *fn, size_t *off, bf_layer_kind kind, const ch
 static void build_layers(bf_features *fn) {
     const bf_features_config *c = &fn->cfg;
     size_t off = 0;
-    /* pooling right after the first convolution: the network then costs 16 MFLOP per 28x28
-     * image instead of 38 with both first-stage convolutions at full size (as fast to train
-     * again as twice more, for the same test accuracy) */
+    /* pooling right after the first convolution: 16 MFLOP per 28x28 image instead of 38
+     * with both first-stage convolutions at full size, so training is about 2.5 times faster
+     * (4 epochs in about 5 minutes on 2 cores reach 0.917 test accuracy, models/README.md) */
     add_layer(fn, &off, BF_LAYER_CONV, "conv1", c->width1, 1);
     add_layer(fn, &off, BF_LAYER_POOL, "pool1", 0, 0);
     add_layer(fn, &off, BF_LAYER_CONV, "conv2", c->width1, 1);
@@ -131,7 +131,7 @@ void bf_features_init(bf_features *fn, uint64_t seed) {
     for (int i = 0; i < fn->n_layers; i++) {
         const bf_feat_layer *l = &fn->layer[i];
         if (l->kind == BF_LAYER_POOL) continue;
-        size_t fan_in = (size_t)l->c * (l->kind == BF_LAYER_CONV ? 9 : 1);
+        size_t fan_in = (size_t)l->c * (l->kind == BF_LAYER_CONV ? l->conv.K * l->conv.K : 1);
         float std = sqrtf((l->relu ? 2.0f : 1.0f) / (float)fan_in);
         float *w = fn->params + l->w_off;
         for (size_t k = 0; k < (size_t)l->oc * fan_in; k++) w[k] = std * bf_rng_normal(&rng);
