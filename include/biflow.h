@@ -417,6 +417,79 @@ int bf_reconstruct(const bf_editor *e, float *out, const bf_image_set *in);
  * angle between the two encodings in radians. */
 int bf_interpolate(const bf_editor *e, float *out, const bf_image_set *in, int ia, int ib,
                    int y, int steps, double *angle);
+/* ---- feature network and Frechet distance */
+/* A small convolutional classifier whose penultimate activations serve as image features:
+ * conv3x3(C -> width1) ReLU, maxpool 2, conv3x3(width1 -> width1) ReLU,
+ * conv3x3(width1 -> width2) ReLU, maxpool 2, conv3x3(width2 -> width2) ReLU,
+ * linear(width2 (H/4) (W/4) -> feat_dim) ReLU = the features, linear(feat_dim -> classes). */
+typedef struct {
+    int in_channels, height, width;   /* input images (C, H, W), H and W >= 4 */
+    int width1, width2;               /* channels of the two convolution stages */
+    int feat_dim;                     /* F, the feature dimension */
+    int num_classes;
+} bf_features_config;
+
+typedef struct bf_features bf_features;
+
+/* 1x28x28 images, widths 32 and 64, 128 features, 10 classes */
+void bf_features_config_default(bf_features_config *c);
+/* path: a .safetensors file, or a train-features run folder (its features.safetensors).
+ * Every name, shape and dtype is checked; unknown tensors and non-finite weights are refused. */
+bf_features *bf_features_load(const char *path);
+/* Writes the weights with the configuration in the metadata; extra_meta_json: a JSON object
+ * whose members are added to the metadata (may be NULL). Atomic. */
+int bf_features_save(const bf_features *fn, const char *path, const char *extra_meta_json);
+void bf_features_free(bf_features *fn);
+const bf_features_config *bf_features_get_config(const bf_features *fn);
+int bf_features_dim(const bf_features *fn);              /* F */
+size_t bf_features_num_params(const bf_features *fn);
+/* x (n, C, H, W) in [-1, 1] -> feats (n, F) (may be NULL), pred (n) argmax classes (may be
+ * NULL). Any n; the images are spread over the threads. */
+int bf_features_extract(bf_features *fn, float *feats, int *pred, const float *x, int n);
+/* Class accuracy on the first limit images of ds (limit <= 0: all); *acc in [0, 1]. */
+int bf_features_accuracy(bf_features *fn, const bf_dataset *ds, int limit, double *acc);
+
+typedef struct {
+    bf_features_config model;  /* in_channels, height, width, num_classes come from the data */
+    const char *data;          /* dataset spec (see bf_dataset_load), default "fashion-mnist" */
+    const char *out_dir;       /* run folder: features.safetensors, log.jsonl */
+    int epochs;                /* passes over the training split */
+    int steps;                 /* 0: epochs * ceil(n / batch); else this many steps */
+    int batch, warmup;
+    float lr, min_lr, weight_decay, beta1, beta2, eps, grad_clip;
+    int shift;                 /* random shifts by up to this many pixels (0 = off) */
+    int flip;                  /* random horizontal flips */
+    uint64_t seed;
+    int log_every;             /* steps between progress lines and log records */
+    int eval_limit;            /* test images for the final accuracy (0 = all, < 0 = skip) */
+    int threads;               /* 0 = all cores */
+    int quiet;                 /* no progress lines */
+} bf_features_train_opts;
+
+void bf_features_train_opts_default(bf_features_train_opts *o);
+/* Trains the feature network by softmax cross-entropy (AdamW, warmup + cosine, clipping,
+ * augmentation); writes out_dir/features.safetensors (at every epoch's end and at the end,
+ * with the test accuracy in the metadata) and out_dir/log.jsonl. test_accuracy (may be NULL)
+ * receives the final test accuracy (-1 when skipped). */
+int bf_train_features(const bf_features_train_opts *o, double *test_accuracy);
+
+/* Gaussian statistics of a feature set: mean (F) and covariance (F, F) with the n - 1
+ * divisor, in double. */
+typedef struct {
+    int dim;
+    long n;
+    double *mean, *cov;
+} bf_feature_stats;
+
+/* feats (n, F), n >= 2 */
+int bf_feature_stats_compute(bf_feature_stats *s, const float *feats, int n, int F);
+void bf_feature_stats_free(bf_feature_stats *s);
+/* FD = |mu_a - mu_b|^2 + tr(Ca + Cb - 2 (Ca^1/2 Cb Ca^1/2)^1/2), in double, matrix square
+ * roots from LAPACK's symmetric eigensolver (tiny negative eigenvalues count as 0). */
+int bf_frechet_distance_stats(double *fd, const bf_feature_stats *a, const bf_feature_stats *b);
+/* feats_a (na, F), feats_b (nb, F) */
+int bf_frechet_distance(double *fd, const float *feats_a, int na, const float *feats_b, int nb,
+                        int F);
 
 #ifdef __cplusplus
 }

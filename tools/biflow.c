@@ -5,6 +5,7 @@
 #include "cmd_edit.h"
 #include "cmd_plot.h"
 #include "tool_util.h"
+#include "commands.h"
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/gemm.h"
@@ -677,6 +678,8 @@ static const command COMMANDS[] = {
     {"encode", cmd_encode, "encode images with F to noise (x, y, z, logdet as safetensors)"},
     {"info", cmd_info, "show a model file's configuration"},
     {"plot", cmd_plot, "draw training curves from log.jsonl files to a PNG"},
+    {"train-features", cmd_train_features, "train the feature network (classifier for the FD)"},
+    {"eval-features", cmd_eval_features, "Frechet distance of images against the test split"},
 };
 
 static void usage(void) {

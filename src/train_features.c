@@ -1,0 +1,286 @@
+/* Training of the feature network: softmax cross-entropy on augmented batches (random shifts
+ * with background padding, horizontal flips), AdamW with warmup + cosine, clipping; a
+ * progress line, log.jsonl, an atomic checkpoint at the end of every epoch, and the test
+ * accuracy at the end. */
+#include "core.h"
+#include "feature_net.h"
+#include "optim.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <sys/stat.h>
+
+void bf_features_train_opts_default(bf_features_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    bf_features_config_default(&o->model);
+    o->data = "fashion-mnist";
+    o->out_dir = "runs/features";
+    o->epochs = 4;
+    o->batch = 64;
+    o->warmup = 100;
+    o->lr = 2e-3f;
+    o->min_lr = 2e-5f;
+    o->weight_decay = 0.05f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.999f;
+    o->eps = 1e-8f;
+    o->grad_clip = 5.0f;
+    o->shift = 2;
+    o->flip = 1;
+    o->log_every = 50;
+}
+
+typedef struct {
+    const bf_features_train_opts *o;
+    const bf_dataset *ds;
+    bf_features *fn;
+    float *grads, *m, *v;
+    unsigned char *decay;
+    bf_feat_acts *acts;          /* one activation set per shard */
+    float **shard_grads;         /* [1..nshards) scratch gradients */
+    int nshards;
+    float *img;
+    int *y, *perm, *idx;
+    long perm_epoch, step, steps, steps_per_epoch;
+    double t_start;
+    FILE *log;
+    char path[4096];             /* the checkpoint */
+} trainer;
+
+/* ------------------------------------------------------------------ data */
+static void shuffle(int *perm, int n, uint64_t seed, long epoch) {
+    bf_rng r;
+    bf_rng_seed(&r, seed * 1000003ull + (uint64_t)epoch + 29);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)bf_rng_below(&r, (uint32_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* dst (C, H, W) in [-1, 1] from src (C, H, W) pixels, moved by (dx, dy) and mirrored when
+ * flip; pixels moved in from outside are background (pixel 0, i.e. -1). */
+static void augment(float *dst, const uint8_t *src, int C, int H, int W, int dx, int dy,
+                    int flip) {
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                int sy = y - dy, sx = flip ? W - 1 - (x - dx) : x - dx;
+                int inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+                dst[((size_t)c * H + y) * W + x] =
+                    inside ? src[((size_t)c * H + sy) * W + sx] / 127.5f - 1.0f : -1.0f;
+            }
+}
+
+static void make_batch(trainer *t) {
+    const bf_features_train_opts *o = t->o;
+    const bf_dataset *ds = t->ds;
+    int n = ds->n, S = o->shift;
+    size_t px = (size_t)ds->c * ds->h * ds->w;
+    bf_rng rng;
+    bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)t->step * 104729ull + 3);
+    for (int b = 0; b < o->batch; b++) {
+        long k = t->step * (long)o->batch + b, epoch = k / n;
+        if (epoch != t->perm_epoch) { shuffle(t->perm, n, o->seed, epoch); t->perm_epoch = epoch; }
+        int i = t->perm[k % n];
+        int dx = S ? (int)bf_rng_below(&rng, 2 * S + 1) - S : 0;
+        int dy = S ? (int)bf_rng_below(&rng, 2 * S + 1) - S : 0;
+        int flip = o->flip && (bf_rng_u64(&rng) >> 63);
+        augment(t->img + b * px, ds->pixels + (size_t)i * px, ds->c, ds->h, ds->w, dx, dy, flip);
+        t->y[b] = ds->labels[i];
+    }
+}
+
+/* ------------------------------------------------------------------ checkpoints, log */
+static char *meta_json(const trainer *t, double test_acc) {
+    const bf_features_train_opts *o = t->o;
+    cJSON *j = cJSON_CreateObject();
+    char buf[64];
+#define PUT(key, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), cJSON_AddStringToObject(j, key, buf))
+    PUT("step", "%ld", t->step);
+    PUT("steps", "%ld", t->steps);
+    PUT("batch", "%d", o->batch);
+    PUT("seed", "%llu", (unsigned long long)o->seed);
+    PUT("shift", "%d", o->shift);
+    PUT("flip", "%d", o->flip);
+    PUT("lr", "%g", (double)o->lr);
+    PUT("train_seconds", "%.0f", bf_time() - t->t_start);
+    if (test_acc >= 0) PUT("test_accuracy", "%.4f", test_acc);
+#undef PUT
+    cJSON_AddStringToObject(j, "data", o->data);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+static int save(const trainer *t, double test_acc) {
+    char *meta = meta_json(t, test_acc);
+    int rc = bf_features_save(t->fn, t->path, meta);
+    free(meta);
+    return rc;
+}
+
+static void fmt_duration(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "?"); return; }
+    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
+    if (h) snprintf(buf, n, "%dh%02dm", h, m);
+    else snprintf(buf, n, "%dm%02ds", m, sec);
+}
+
+static void log_step(trainer *t, double loss, double acc, double gn, float lr, double ips) {
+    double elapsed = bf_time() - t->t_start, eta = elapsed / t->step * (t->steps - t->step);
+    double epoch = (double)t->step / t->steps_per_epoch;
+    fprintf(t->log, "{\"step\":%ld,\"epoch\":%.3f,\"loss\":%.6f,\"train_accuracy\":%.4f,"
+            "\"grad_norm\":%.5g,\"lr\":%.4g,\"images_per_s\":%.1f}\n", t->step, epoch, loss, acc,
+            gn, lr, ips);
+    fflush(t->log);
+    if (t->o->quiet) return;
+    char etas[32];
+    fmt_duration(etas, sizeof etas, eta);
+    fprintf(stderr, "step %5ld/%ld | epoch %.2f | loss %.4f | acc %.3f | grad %.3g | lr %.2e | "
+            "%.0f img/s | ETA %s\n", t->step, t->steps, epoch, loss, acc, gn, lr, ips, etas);
+}
+
+/* ------------------------------------------------------------------ the loop */
+static int step_once(trainer *t, double *loss, int *correct, double *gn) {
+    const bf_features_train_opts *o = t->o;
+    bf_features *fn = t->fn;
+    make_batch(t);
+    *loss = bf_features_step_sharded(fn, fn->params, t->acts, t->shard_grads, t->nshards,
+                                     t->grads, t->img, t->y, o->batch, correct);
+    *gn = bf_grad_norm(t->grads, fn->num_params);
+    if (!isfinite(*loss) || !isfinite(*gn)) {
+        bf_set_error("step %ld: the loss is %g and the gradient norm %g; the update was not "
+                     "applied (try a lower --lr)", t->step + 1, *loss, *gn);
+        return -1;
+    }
+    bf_clip_grad(t->grads, fn->num_params, *gn, o->grad_clip);
+    bf_adamw_hparams h = {bf_lr_schedule(t->step, o->warmup, t->steps, o->lr, o->min_lr),
+                          o->beta1, o->beta2, o->eps, o->weight_decay};
+    bf_adamw_step(fn->params, t->m, t->v, t->grads, t->decay, fn->num_params, &h, t->step + 1);
+    t->step++;
+    return 0;
+}
+
+static int train_loop(trainer *t) {
+    const bf_features_train_opts *o = t->o;
+    double loss_acc = 0.0, gn_acc = 0.0, t_last = bf_time();
+    long hits = 0, count = 0;
+    while (t->step < t->steps) {
+        double loss, gn;
+        int correct;
+        if (step_once(t, &loss, &correct, &gn)) return -1;
+        loss_acc += loss * o->batch; gn_acc += gn; hits += correct; count += o->batch;
+        int last = t->step == t->steps;
+        if ((o->log_every && t->step % o->log_every == 0) || last) {
+            double now = bf_time();
+            log_step(t, loss_acc / count, (double)hits / count, gn_acc * o->batch / count,
+                     bf_lr_schedule(t->step - 1, o->warmup, t->steps, o->lr, o->min_lr),
+                     count / (now - t_last));
+            loss_acc = gn_acc = 0.0; hits = count = 0; t_last = now;
+        }
+        if ((t->step % t->steps_per_epoch == 0 || last) && save(t, -1.0)) return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ setup */
+static int check_opts(const bf_features_train_opts *o) {
+    if (o->batch <= 0 || (o->steps <= 0 && o->epochs <= 0) || !(o->lr > 0) || o->warmup < 0 ||
+        o->shift < 0 || !(o->weight_decay >= 0) || o->log_every < 0) {
+        bf_set_error("training options out of range (batch > 0; epochs or steps > 0; lr > 0; "
+                     "warmup, shift, weight decay >= 0)");
+        return -1;
+    }
+    return 0;
+}
+
+static void trainer_alloc(trainer *t, const bf_dataset *ds) {
+    const bf_features_train_opts *o = t->o;
+    size_t P = t->fn->num_params, px = (size_t)ds->c * ds->h * ds->w;
+    t->grads = bf_calloc(P, sizeof(float));
+    t->m = bf_calloc(P, sizeof(float));
+    t->v = bf_calloc(P, sizeof(float));
+    t->decay = bf_calloc(P, 1);
+    for (int i = 0; i < t->fn->n_info; i++)
+        if (!t->fn->info[i].no_decay) memset(t->decay + t->fn->info[i].offset, 1, t->fn->info[i].numel);
+    t->img = bf_malloc(sizeof(float) * px * o->batch);
+    t->y = bf_malloc(sizeof(int) * o->batch);
+    t->perm = bf_malloc(sizeof(int) * ds->n);
+    t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
+    t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
+    t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
+    for (int k = 0; k < t->nshards; k++) {
+        bf_feat_acts_init(&t->acts[k], t->fn, (o->batch + t->nshards - 1) / t->nshards);
+        if (k) t->shard_grads[k] = bf_malloc(sizeof(float) * P);
+    }
+}
+
+static void trainer_free(trainer *t) {
+    if (t->log) fclose(t->log);
+    for (int k = 0; k < t->nshards; k++) {
+        bf_feat_acts_free(&t->acts[k]);
+        free(t->shard_grads[k]);
+    }
+    free(t->acts); free(t->shard_grads);
+    free(t->grads); free(t->m); free(t->v); free(t->decay);
+    free(t->img); free(t->y); free(t->perm);
+    bf_features_free(t->fn);
+}
+
+/* The test accuracy, logged and written into the checkpoint's metadata. */
+static int final_eval(trainer *t, double *acc) {
+    const bf_features_train_opts *o = t->o;
+    bf_dataset test = {0};
+    if (bf_dataset_load(&test, o->data, "test") || bf_features_accuracy(t->fn, &test, o->eval_limit, acc)) {
+        bf_dataset_free(&test);
+        return -1;
+    }
+    int n = o->eval_limit > 0 && o->eval_limit < test.n ? o->eval_limit : test.n;
+    fprintf(t->log, "{\"step\":%ld,\"test_accuracy\":%.4f,\"test_images\":%d}\n", t->step, *acc, n);
+    fflush(t->log);
+    bf_dataset_free(&test);
+    return save(t, *acc);
+}
+
+int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
+    if (test_accuracy) *test_accuracy = -1.0;
+    if (check_opts(o)) return -1;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
+        bf_set_error("cannot create run folder '%s': %s", o->out_dir, strerror(errno));
+        return -1;
+    }
+    bf_dataset ds = {0};
+    if (bf_dataset_load(&ds, o->data, "train")) return -1;
+    bf_features_config c = o->model;
+    c.in_channels = ds.c; c.height = ds.h; c.width = ds.w; c.num_classes = ds.num_classes;
+    trainer t = {.o = o, .ds = &ds, .perm_epoch = -1, .t_start = bf_time()};
+    int rc = -1;
+    t.fn = bf_features_new(&c);
+    if (!t.fn) goto done;
+    bf_features_init(t.fn, o->seed);
+    trainer_alloc(&t, &ds);
+    t.steps_per_epoch = (ds.n + o->batch - 1) / o->batch;
+    t.steps = o->steps > 0 ? o->steps : o->epochs * t.steps_per_epoch;
+    snprintf(t.path, sizeof t.path, "%s/features.safetensors", o->out_dir);
+    char lp[4200];
+    snprintf(lp, sizeof lp, "%s/log.jsonl", o->out_dir);
+    if (!(t.log = fopen(lp, "w"))) { bf_set_error("cannot open %s: %s", lp, strerror(errno)); goto done; }
+    if (!o->quiet)
+        fprintf(stderr, "training the feature network (%zu parameters) on %d images (%s), batch %d, "
+                "%ld steps (%.2f epochs), %d threads\n", t.fn->num_params, ds.n, o->data, o->batch,
+                t.steps, (double)t.steps / t.steps_per_epoch, omp_get_max_threads());
+    if (train_loop(&t)) goto done;
+    double acc = -1.0;
+    if (o->eval_limit >= 0 && final_eval(&t, &acc)) goto done;
+    if (test_accuracy) *test_accuracy = acc;
+    rc = 0;
+done:
+    trainer_free(&t);
+    bf_dataset_free(&ds);
+    return rc;
+}

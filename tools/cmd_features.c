@@ -1,0 +1,240 @@
+/* biflow train-features and biflow eval-features: the feature network and the Frechet
+ * distance of generated images against the test split. */
+#include "biflow.h"
+#include "cli.h"
+#include "commands.h"
+#include "../src/core.h"
+
+#include <omp.h>
+#include <string.h>
+
+#define POS_MAX 4
+#define DEFAULT_FEATURES "models/features-fmnist.safetensors"
+
+static int fail(void) {
+    fprintf(stderr, "biflow: %s\n", bf_last_error());
+    return 1;
+}
+
+/* ------------------------------------------------------------------ train-features */
+int cmd_train_features(int argc, char **argv) {
+    bf_features_train_opts o;
+    bf_features_train_opts_default(&o);
+    cli_opt opts[] = {
+        {"data", OPT_STR, &o.data, "dataset: fashion-mnist, idx:DIR, cifar10:DIR, folder:DIR"},
+        {"out", OPT_STR, &o.out_dir, "run folder (features.safetensors, log.jsonl)"},
+        {"epochs", OPT_INT, &o.epochs, "passes over the training split"},
+        {"steps", OPT_INT, &o.steps, "training steps (0 = from --epochs)"},
+        {"batch", OPT_INT, &o.batch, "images per step"},
+        {"lr", OPT_FLOAT, &o.lr, "peak learning rate"},
+        {"min-lr", OPT_FLOAT, &o.min_lr, "learning rate at the end of the cosine"},
+        {"warmup", OPT_INT, &o.warmup, "linear warmup steps"},
+        {"wd", OPT_FLOAT, &o.weight_decay, "AdamW weight decay (weights only)"},
+        {"clip", OPT_FLOAT, &o.grad_clip, "gradient-norm clipping (0 = off)"},
+        {"shift", OPT_INT, &o.shift, "random shifts by up to N pixels, background padding (0 = off)"},
+        {"flip", OPT_INT, &o.flip, "random horizontal flips (1) or not (0)"},
+        {"width1", OPT_INT, &o.model.width1, "channels of the first convolution stage"},
+        {"width2", OPT_INT, &o.model.width2, "channels of the second convolution stage"},
+        {"feat-dim", OPT_INT, &o.model.feat_dim, "feature dimension F (penultimate layer)"},
+        {"seed", OPT_U64, &o.seed, "random seed (weights, data order, augmentation)"},
+        {"log-every", OPT_INT, &o.log_every, "progress line and log record every N steps"},
+        {"eval-limit", OPT_INT, &o.eval_limit, "test images for the final accuracy (0 = all, <0 = skip)"},
+        {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
+        {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[POS_MAX];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow train-features [options]",
+                           "Trains the feature network (a small convolutional classifier whose "
+                           "penultimate\nactivations are the features of the Frechet distance) "
+                           "and prints its test accuracy.", pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    double acc, t0 = bf_time();
+    if (bf_train_features(&o, &acc)) return fail();
+    printf("trained in %.1f s; wrote %s/features.safetensors\n", bf_time() - t0, o.out_dir);
+    if (acc >= 0) printf("test accuracy: %.4f\n", acc);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ eval-features */
+/* Images from a .npy: float (n, C, H, W) in [-1, 1], or uint8 pixels (n, H, W) or
+ * (n, C, H, W); checked against the network's input. Returns malloc'ed floats. */
+static float *read_images(const char *path, const bf_features_config *c, int *n) {
+    bf_dtype dt;
+    int nd;
+    int64_t sh[8];
+    void *data;
+    if (bf_read_npy(path, &dt, &nd, sh, &data)) return NULL;
+    int64_t ch = nd == 4 ? sh[1] : 1, h = sh[nd - 2], w = sh[nd - 1];
+    if ((nd != 3 && nd != 4) || ch != c->in_channels || h != c->height || w != c->width ||
+        sh[0] < 1 || sh[0] > 100000000 || (dt != BF_DT_F32 && dt != BF_DT_F64 && dt != BF_DT_U8)) {
+        bf_set_error("%s: expected float32/float64 or uint8 images (n, %d, %d, %d)%s, got a "
+                     "%d-d array", path, c->in_channels, c->height, c->width,
+                     c->in_channels == 1 ? " or (n, H, W)" : "", nd);
+        free(data);
+        return NULL;
+    }
+    size_t m = (size_t)sh[0] * ch * h * w;
+    float *x = bf_malloc(sizeof(float) * m);
+    for (size_t i = 0; i < m; i++)
+        x[i] = dt == BF_DT_F32 ? ((float *)data)[i]
+             : dt == BF_DT_F64 ? (float)((double *)data)[i]
+                               : ((uint8_t *)data)[i] / 127.5f - 1.0f;
+    free(data);
+    *n = (int)sh[0];
+    return x;
+}
+
+/* Labels (int64 or int32, one per image, at least n of them). */
+static int *read_labels(const char *path, int n) {
+    bf_dtype dt;
+    int nd;
+    int64_t sh[8];
+    void *data;
+    if (bf_read_npy(path, &dt, &nd, sh, &data)) return NULL;
+    if (nd != 1 || sh[0] < n || (dt != BF_DT_I64 && dt != BF_DT_I32)) {
+        bf_set_error("%s: expected int64 labels of shape (n) with n >= %d", path, n);
+        free(data);
+        return NULL;
+    }
+    int *y = bf_malloc(sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++) y[i] = dt == BF_DT_I64 ? (int)((int64_t *)data)[i] : ((int32_t *)data)[i];
+    free(data);
+    return y;
+}
+
+/* Features (n, F) of the first n images of a dataset split; the class accuracy on them in
+ * *acc when acc is not NULL. */
+static float *split_features(bf_features *fn, const bf_dataset *ds, int n, double *acc) {
+    size_t img = (size_t)ds->c * ds->h * ds->w;
+    float *x = bf_malloc(sizeof(float) * img * n);
+    float *f = bf_malloc(sizeof(float) * (size_t)n * bf_features_dim(fn));
+    int *pred = bf_malloc(sizeof(int) * (size_t)n), hits = 0;
+    for (size_t i = 0; i < img * n; i++) x[i] = ds->pixels[i] / 127.5f - 1.0f;
+    bf_features_extract(fn, f, pred, x, n);
+    for (int i = 0; i < n; i++) hits += pred[i] == ds->labels[i];
+    if (acc) *acc = (double)hits / n;
+    free(x);
+    free(pred);
+    return f;
+}
+
+typedef struct {
+    const char *images, *labels, *features, *data;
+    int n, floor;
+} eval_args;
+
+/* FD of the samples against the test statistics, and the class accuracy with labels. */
+static int eval_samples(bf_features *fn, const eval_args *a, const bf_feature_stats *ref, int *n_used) {
+    int n, F = bf_features_dim(fn);
+    float *x = read_images(a->images, bf_features_get_config(fn), &n);
+    if (!x) return -1;
+    if (a->n > 0 && a->n < n) n = a->n;
+    float *f = bf_malloc(sizeof(float) * (size_t)n * F);
+    int *pred = bf_malloc(sizeof(int) * (size_t)n), *y = NULL, rc = -1;
+    bf_feature_stats s = {0};
+    double fd;
+    if (a->labels && !(y = read_labels(a->labels, n))) goto done;
+    bf_features_extract(fn, f, pred, x, n);
+    if (bf_feature_stats_compute(&s, f, n, F) || bf_frechet_distance_stats(&fd, &s, ref)) goto done;
+    printf("samples: %s, N = %d\nFD: %.4f\n", a->images, n, fd);
+    if (y) {
+        int hits = 0;
+        for (int i = 0; i < n; i++) hits += pred[i] == y[i];
+        printf("class accuracy of the feature network on the samples (labels %s): %.4f\n",
+               a->labels, (double)hits / n);
+    }
+    *n_used = n;
+    rc = 0;
+done:
+    bf_feature_stats_free(&s);
+    free(x); free(f); free(pred); free(y);
+    return rc;
+}
+
+/* The floor: FD of the test split against the first n training images. */
+static int eval_floor(bf_features *fn, const eval_args *a, const bf_feature_stats *ref, int n) {
+    bf_dataset train = {0};
+    bf_feature_stats s = {0};
+    double fd;
+    int rc = -1;
+    if (bf_dataset_load(&train, a->data, "train")) return -1;
+    if (n > train.n) n = train.n;
+    float *f = split_features(fn, &train, n, NULL);
+    if (bf_feature_stats_compute(&s, f, n, bf_features_dim(fn)) == 0 &&
+        bf_frechet_distance_stats(&fd, &s, ref) == 0) {
+        printf("floor: FD of the test split against N = %d training images: %.4f\n", n, fd);
+        rc = 0;
+    }
+    bf_feature_stats_free(&s);
+    free(f);
+    bf_dataset_free(&train);
+    return rc;
+}
+
+static int run_eval(const eval_args *a) {
+    bf_features *fn = bf_features_load(a->features);
+    if (!fn) return -1;
+    bf_dataset test = {0};
+    bf_feature_stats ref = {0};
+    int rc = -1, n_samples = 0;
+    double t0 = bf_time(), acc;
+    if (bf_dataset_load(&test, a->data, "test")) goto done;
+    const bf_features_config *c = bf_features_get_config(fn);
+    if (test.c != c->in_channels || test.h != c->height || test.w != c->width) {
+        bf_set_error("the %s images are %dx%dx%d but the feature network expects %dx%dx%d",
+                     a->data, test.c, test.h, test.w, c->in_channels, c->height, c->width);
+        goto done;
+    }
+    float *f = split_features(fn, &test, test.n, &acc);
+    rc = bf_feature_stats_compute(&ref, f, test.n, bf_features_dim(fn));
+    free(f);
+    if (rc) goto done;
+    printf("feature network: %s (%d features; test accuracy %.4f)\nreference: %s test split, "
+           "%d images\n", a->features, bf_features_dim(fn), acc, a->data, test.n);
+    rc = -1;
+    if (a->images && eval_samples(fn, a, &ref, &n_samples)) goto done;
+    if (a->floor) {
+        int n = a->n > 0 ? a->n : n_samples > 0 ? n_samples : test.n;
+        if (eval_floor(fn, a, &ref, n)) goto done;
+    }
+    printf("(%.1f s)\n", bf_time() - t0);
+    rc = 0;
+done:
+    bf_feature_stats_free(&ref);
+    bf_dataset_free(&test);
+    bf_features_free(fn);
+    return rc;
+}
+
+int cmd_eval_features(int argc, char **argv) {
+    eval_args a = {NULL, NULL, DEFAULT_FEATURES, "fashion-mnist", 0, 0};
+    int threads = 0;
+    cli_opt opts[] = {
+        {"images", OPT_STR, &a.images, ".npy of images: float32 (n,C,H,W) in [-1,1] or uint8 (n,H,W) / (n,C,H,W)"},
+        {"labels", OPT_STR, &a.labels, ".npy of int64 labels (n): also print the class accuracy"},
+        {"features", OPT_STR, &a.features, "feature network (.safetensors or train-features run folder)"},
+        {"data", OPT_STR, &a.data, "dataset whose test split is the reference"},
+        {"n", OPT_INT, &a.n, "use the first N samples (0 = all given; the floor: as many as samples)"},
+        {"floor", OPT_FLAG, &a.floor, "also print the FD of the test split against N training images"},
+        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[POS_MAX];
+    int np, rc = cli_parse(argc, argv, 2, opts,
+                           "biflow eval-features --images X.npy [--labels L.npy] [--floor] [options]",
+                           "Frechet distance (FD) of images against the test split, in the "
+                           "features of the\nfeature network; N is printed with every FD.",
+                           pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (!a.images && !a.floor) {
+        fprintf(stderr, "biflow eval-features: give --images and/or --floor (see --help)\n");
+        return 2;
+    }
+    if (a.labels && !a.images) {
+        fprintf(stderr, "biflow eval-features: --labels needs --images\n");
+        return 2;
+    }
+    if (threads > 0) omp_set_num_threads(threads);
+    return run_eval(&a) ? fail() : 0;
+}
