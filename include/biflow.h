@@ -303,6 +303,8 @@ typedef struct {
     float align_weight;        /* lambda of every alignment stage */
     int cfg_train;             /* training-time guidance: w per example, implied conditional */
     float w_max;
+    float perceptual;          /* weight of the perceptual distance on G's output (0 = off) */
+    const char *features;      /* the feature network it uses */
     uint64_t seed;
     int ckpt_every, log_every, eval_every;
     int resume, quiet, threads;

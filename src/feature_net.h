@@ -78,6 +78,11 @@ double bf_features_xent(const bf_features *fn, bf_feat_acts *a, const int *y, in
  * grads (num_params) accumulates (+=); dx (n, C, H, W) accumulates when not NULL. */
 void bf_features_backward(const bf_features *fn, const float *params, bf_feat_acts *a,
                           const int *y, float scale, float *grads, float *dx);
+/* Backward of a loss on the activations of the last forward, the network frozen: dact[i]
+ * (n, layer i's output) or NULL is dL/d(output of layer i after its ReLU); dx (n, C, H, W)
+ * accumulates dL/dx. */
+void bf_features_backward_acts(const bf_features *fn, const float *params, bf_feat_acts *a,
+                               float *const *dact, float *dx);
 
 /* One training step's forward + backward with the batch split over nshards threads.
  * acts: nshards sets (Bn >= n / nshards rounded up); shard_grads[1..]: scratch buffers;

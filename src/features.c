@@ -217,25 +217,28 @@ static void layer_backward(const bf_feat_layer *l, const float *P, float *G, bf_
     if (l->kind == BF_LAYER_CONV) {
         bf_conv_dims d = l->conv;
         d.N = n;
-        bf_conv2d_backward(dinp, G + l->w_off, G + l->b_off, a->col, a->dcol, dout, in,
-                           P + l->w_off, &d);
+        bf_conv2d_backward(dinp, G ? G + l->w_off : NULL, G ? G + l->b_off : NULL, a->col,
+                           a->dcol, dout, in, P + l->w_off, &d);
     } else if (l->kind == BF_LAYER_POOL) {
         bf_maxpool2_backward(dinp, dout, in, n, l->c, l->h, l->w);
     } else {
-        bf_linear_backward(dinp, G + l->w_off, G + l->b_off, dout, in, P + l->w_off, n, l->c, l->oc);
+        bf_linear_backward(dinp, G ? G + l->w_off : NULL, G ? G + l->b_off : NULL, dout, in,
+                           P + l->w_off, n, l->c, l->oc);
     }
 }
 
-void bf_features_backward(const bf_features *fn, const float *params, bf_feat_acts *a,
-                          const int *y, float scale, float *grads, float *dx) {
-    int n = a->n, K = fn->cfg.num_classes, L = fn->n_layers;
-    float *cur = a->g[0], *other = a->g[1], *t;
-    for (int i = 0; i < n; i++) a->dloss[i] = scale;
-    memset(cur, 0, sizeof(float) * (size_t)n * K);
-    bf_softmax_xent_backward(cur, a->dloss, a->probs, y, n, K);
-    for (int i = L - 1; i >= 0; i--) {   /* cur: gradient w.r.t. the output of layer i */
+/* Walks the layers down from `top` with cur holding dL/d(output of layer top); dact[i] (or
+ * NULL) is added to the gradient at the output of layer i on the way (after its ReLU). */
+static void backward_layers(const bf_features *fn, const float *params, bf_feat_acts *a,
+                            float *cur, float *other, int top, float *const *dact, float *grads,
+                            float *dx) {
+    int n = a->n;
+    float *t;
+    for (int i = top; i >= 0; i--) {   /* cur: gradient w.r.t. the output of layer i */
         const bf_feat_layer *l = &fn->layer[i];
         size_t nout = (size_t)n * out_size(l), nin = (size_t)n * l->c * l->h * l->w;
+        if (dact && dact[i])
+            for (size_t k = 0; k < nout; k++) cur[k] += dact[i][k];
         if (l->relu) {
             memset(other, 0, sizeof(float) * nout);
             bf_relu_backward(other, cur, a->act[i], nout);
@@ -249,6 +252,25 @@ void bf_features_backward(const bf_features *fn, const float *params, bf_feat_ac
     if (dx)
         for (size_t i = 0; i < (size_t)n * fn->cfg.in_channels * fn->cfg.height * fn->cfg.width; i++)
             dx[i] += cur[i];
+}
+
+void bf_features_backward(const bf_features *fn, const float *params, bf_feat_acts *a,
+                          const int *y, float scale, float *grads, float *dx) {
+    int n = a->n, K = fn->cfg.num_classes;
+    for (int i = 0; i < n; i++) a->dloss[i] = scale;
+    memset(a->g[0], 0, sizeof(float) * (size_t)n * K);
+    bf_softmax_xent_backward(a->g[0], a->dloss, a->probs, y, n, K);
+    backward_layers(fn, params, a, a->g[0], a->g[1], fn->n_layers - 1, NULL, grads, dx);
+}
+
+void bf_features_backward_acts(const bf_features *fn, const float *params, bf_feat_acts *a,
+                               float *const *dact, float *dx) {
+    int top = -1;
+    for (int i = 0; i < fn->n_layers; i++)
+        if (dact[i]) top = i;
+    if (top < 0) return;
+    memset(a->g[0], 0, sizeof(float) * (size_t)a->n * out_size(&fn->layer[top]));
+    backward_layers(fn, params, a, a->g[0], a->g[1], top, dact, NULL, dx);
 }
 
 /* ------------------------------------------------------------------ sharded step */

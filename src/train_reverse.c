@@ -4,7 +4,9 @@
  * checkpoints and resume, as for F. */
 #include "core.h"
 #include "flow.h"
+#include "kernels_cond.h"
 #include "optim.h"
+#include "perceptual.h"
 #include "reverse.h"
 #include "train_util.h"
 
@@ -37,6 +39,7 @@ void bf_reverse_train_opts_default(bf_reverse_train_opts *o) {
     o->align_weight = 1.0f;
     o->cfg_train = 1;
     o->w_max = 4.0f;
+    o->features = "models/features-fmnist.safetensors";
     o->ckpt_every = 500;
     o->log_every = 10;
     o->eval_every = 500;
@@ -49,6 +52,8 @@ typedef struct {
     unsigned char *decay;
     long step;
     float sigma;
+    bf_features *fn;            /* frozen feature network of the perceptual distance */
+    bf_perceptual perc;
 } run_state;
 
 static const char *inverse_name(bf_inverse_kind k) {
@@ -71,6 +76,8 @@ static char *opts_json(const bf_reverse_train_opts *o, long step, float sigma) {
     PUT("align_weight", "%g", (double)o->align_weight);
     PUT("cfg_train", "%d", o->cfg_train);
     PUT("w_max", "%g", (double)o->w_max);
+    PUT("perceptual", "%g", (double)o->perceptual);
+    if (o->perceptual > 0) cJSON_AddStringToObject(j, "features", o->features);
     PUT("seed", "%llu", (unsigned long long)o->seed);
 #undef PUT
     char *s = cJSON_PrintUnformatted(j);
@@ -163,6 +170,7 @@ static void free_state(run_state *s) {
     bf_reverse_free(s->r);
     bf_flow_free(s->f);
     free(s->grads); free(s->m); free(s->v); free(s->ema); free(s->decay);
+    bf_features_free(s->fn);
     memset(s, 0, sizeof *s);
 }
 
@@ -176,6 +184,8 @@ typedef struct {
     bf_reverse_acts *ga, *ua;    /* per shard: G conditional (trained), unconditional */
     float **shard_grads;
     bf_reverse_loss_parts *parts;
+    bf_feat_acts *pa, *pt;       /* per shard: feature activations of G's output, the target */
+    float **pimg, **pdimg, **pdq;   /* per shard: output image, its gradient, in tokens */
     float *clean, *noisy, *tok_clean, *tok_noisy, *w;
     int *y, *idx;
     bf_data_order order;
@@ -202,6 +212,31 @@ static void make_batch(trainer *t, bf_rng *rng) {
     }
 }
 
+/* The perceptual distance between G's output (the implied conditional under training-time
+ * guidance) and the clean images; its gradient joins the last stage's in ga->dp. */
+static double perceptual_term(trainer *t, int sh, int b0, int m) {
+    run_state *s = t->s;
+    bf_reverse *r = s->r;
+    const bf_reverse_config *c = &r->cfg;
+    bf_reverse_acts *a = &t->ga[sh];
+    size_t N = (size_t)r->T * r->D, nN = (size_t)m * N;
+    int last = r->S - 1, guided = t->o->cfg_train;
+    float *q = t->pdq[sh], *img = t->pimg[sh], *dimg = t->pdimg[sh];
+    const float *w = t->w + b0;
+    if (guided) bf_guidance_combine_forward(q, bf_reverse_head(a, r, last), bf_reverse_head(&t->ua[sh], r, last), w, nN, m);
+    else memcpy(q, bf_reverse_head(a, r, last), sizeof(float) * nN);
+    bf_unpatchify(img, q, m, c->in_channels, c->img_size, c->img_size, c->patch_size);
+    memset(dimg, 0, sizeof(float) * nN);
+    double raw;
+    double loss = bf_perceptual_loss(&s->perc, &t->pa[sh], &t->pt[sh], dimg, img, t->clean + b0 * N, m, &raw);
+    t->parts[sh].perc = raw;
+    bf_patchify(q, dimg, m, c->in_channels, c->img_size, c->img_size, c->patch_size);
+    float *dp = a->dp + (size_t)last * a->Bn * N;
+    if (guided) bf_guidance_combine_backward(dp, NULL, q, w, nN, m);
+    else for (size_t i = 0; i < nN; i++) dp[i] += q[i];
+    return loss;
+}
+
 static double shard_step(trainer *t, int sh, int b0, int m, float *g) {
     run_state *s = t->s;
     bf_reverse *r = s->r;
@@ -217,6 +252,7 @@ static double shard_step(trainer *t, int sh, int b0, int m, float *g) {
     bf_reverse_loss_opts lo = {o->inverse, o->norm_control, o->adapt_p, o->adapt_eps, o->align_weight};
     double loss = bf_reverse_loss(r, &t->ga[sh], o->cfg_train ? &t->ua[sh] : NULL, w, fa->xs,
                                   fa->Bn, t->tok_clean + b0 * N, m, &lo, &t->parts[sh]);
+    if (o->perceptual > 0) loss += perceptual_term(t, sh, b0, m);
     memset(g, 0, sizeof(float) * r->num_params);
     bf_reverse_backward(r, r->params, &t->ga[sh], g);
     return loss;
@@ -238,6 +274,7 @@ static double sharded_step(trainer *t, bf_reverse_loss_parts *parts) {
         float k = (float)((int)((long)n * (sh + 1) / used) - (int)((long)n * sh / used)) / n;
         parts->align += k * t->parts[sh].align;
         parts->rec += k * t->parts[sh].rec;
+        parts->perc += k * t->parts[sh].perc;
     }
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < P; i++) {
@@ -287,14 +324,17 @@ static void log_step(trainer *t, double loss, const bf_reverse_loss_parts *p, do
                      double ips, double eta, float lr) {
     const bf_reverse_train_opts *o = t->o;
     long step = t->s->step;
-    fprintf(t->log, "{\"step\":%ld,\"loss\":%.6f,\"align\":%.6f,\"rec\":%.6f,\"grad_norm\":%.5g,"
-            "\"lr\":%.4g,\"images_per_s\":%.1f}\n", step, loss, p->align, p->rec, gn, lr, ips);
+    fprintf(t->log, "{\"step\":%ld,\"loss\":%.6f,\"align\":%.6f,\"rec\":%.6f,\"perceptual\":%.6f,"
+            "\"grad_norm\":%.5g,\"lr\":%.4g,\"images_per_s\":%.1f}\n", step, loss, p->align, p->rec,
+            p->perc, gn, lr, ips);
     fflush(t->log);
     if (o->quiet) return;
     char etas[32];
     bf_fmt_duration(etas, sizeof etas, eta);
-    fprintf(stderr, "step %6ld/%d | loss %.4f | align %.4f | rec mse %.5f | grad %.3g | lr %.2e | "
-            "%.0f img/s | ETA %s\n", step, o->steps, loss, p->align, p->rec, gn, lr, ips, etas);
+    char perc[48] = "";
+    if (o->perceptual > 0) snprintf(perc, sizeof perc, " | perceptual %.4f", p->perc);
+    fprintf(stderr, "step %6ld/%d | loss %.4f | align %.4f | rec mse %.5f%s | grad %.3g | lr %.2e | "
+            "%.0f img/s | ETA %s\n", step, o->steps, loss, p->align, p->rec, perc, gn, lr, ips, etas);
 }
 
 static void evaluate(trainer *t) {
@@ -323,12 +363,12 @@ static int train_loop(trainer *t) {
         double loss, gn;
         if (step_once(t, &loss, &gn, &parts)) return -1;
         loss_acc += loss; gn_acc += gn; steps_acc++;
-        acc.align += parts.align; acc.rec += parts.rec;
+        acc.align += parts.align; acc.rec += parts.rec; acc.perc += parts.perc;
         int last = s->step == o->steps;
         if ((o->log_every && s->step % o->log_every == 0) || last) {
             double now = bf_time(), ips = steps_acc * (double)o->batch / (now - t_last);
             double rate = (s->step - start_step) / (now - t_start);
-            acc.align /= steps_acc; acc.rec /= steps_acc;
+            acc.align /= steps_acc; acc.rec /= steps_acc; acc.perc /= steps_acc;
             log_step(t, loss_acc / steps_acc, &acc, gn_acc / steps_acc, ips,
                      (o->steps - s->step) / rate,
                      bf_lr_schedule(s->step - 1, o->warmup, o->steps, o->lr, o->min_lr));
@@ -351,7 +391,7 @@ static int check_opts(const bf_reverse_train_opts *o) {
     if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 ||
         !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1) ||
         !(o->w_max >= 0 && o->w_max < 1e4f) || !(o->adapt_p >= 0) || !(o->adapt_eps > 0) ||
-        !(o->align_weight >= 0) || !(o->sigma < 10.0f)) {
+        !(o->align_weight >= 0) || !(o->sigma < 10.0f) || !(o->perceptual >= 0)) {
         bf_set_error("training options out of range (batch, steps > 0; lr > 0; 0 <= label drop "
                      "<= 1; 0 <= ema < 1; w max >= 0; adaptive p >= 0, eps > 0; align weight >= 0)");
         return -1;
@@ -377,11 +417,24 @@ static void alloc_trainer(trainer *t, const bf_dataset *ds) {
     t->ga = bf_calloc((size_t)t->nshards, sizeof *t->ga);
     t->ua = bf_calloc((size_t)t->nshards, sizeof *t->ua);
     t->parts = bf_calloc((size_t)t->nshards, sizeof *t->parts);
+    t->pa = bf_calloc((size_t)t->nshards, sizeof *t->pa);
+    t->pt = bf_calloc((size_t)t->nshards, sizeof *t->pt);
+    t->pimg = bf_calloc((size_t)t->nshards, sizeof *t->pimg);
+    t->pdimg = bf_calloc((size_t)t->nshards, sizeof *t->pdimg);
+    t->pdq = bf_calloc((size_t)t->nshards, sizeof *t->pdq);
     t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
     for (int k = 0; k < t->nshards; k++) {
         bf_flow_acts_init(&t->fa[k], s->f, Bn);
         bf_reverse_acts_init(&t->ga[k], s->r, Bn, 1);
         if (o->cfg_train) bf_reverse_acts_init(&t->ua[k], s->r, Bn, 0);
+        if (s->fn) {
+            size_t nN = (size_t)Bn * s->r->T * s->r->D;
+            bf_feat_acts_init(&t->pa[k], s->fn, Bn);
+            bf_feat_acts_init(&t->pt[k], s->fn, Bn);
+            t->pimg[k] = bf_malloc(sizeof(float) * nN);
+            t->pdimg[k] = bf_malloc(sizeof(float) * nN);
+            t->pdq[k] = bf_malloc(sizeof(float) * nN);
+        }
         if (k) t->shard_grads[k] = bf_malloc(sizeof(float) * s->r->num_params);
     }
 }
@@ -391,9 +444,15 @@ static void free_trainer(trainer *t) {
         bf_flow_acts_free(&t->fa[k]);
         bf_reverse_acts_free(&t->ga[k]);
         bf_reverse_acts_free(&t->ua[k]);
+        if (t->s->fn) {
+            bf_feat_acts_free(&t->pa[k]);
+            bf_feat_acts_free(&t->pt[k]);
+            free(t->pimg[k]); free(t->pdimg[k]); free(t->pdq[k]);
+        }
         free(t->shard_grads[k]);
     }
     free(t->fa); free(t->ga); free(t->ua); free(t->parts); free(t->shard_grads);
+    free(t->pa); free(t->pt); free(t->pimg); free(t->pdimg); free(t->pdq);
     free(t->clean); free(t->noisy); free(t->tok_clean); free(t->tok_noisy); free(t->w);
     free(t->y); free(t->idx);
     bf_data_order_free(&t->order);
@@ -426,6 +485,18 @@ int bf_train_reverse(const bf_reverse_train_opts *o) {
     if (o->resume ? load_state(&s, o) : new_state(&s, o)) goto done;
     if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
     s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params);
+    if (o->perceptual > 0) {
+        if (!(s.fn = bf_features_load(o->features))) goto done;
+        const bf_features_config *fc = bf_features_get_config(s.fn);
+        if (fc->in_channels != s.r->cfg.in_channels || fc->height != s.r->cfg.img_size ||
+            fc->width != s.r->cfg.img_size) {
+            bf_set_error("the feature network %s takes %dx%dx%d images, G makes %dx%dx%d", o->features,
+                         fc->in_channels, fc->height, fc->width, s.r->cfg.in_channels,
+                         s.r->cfg.img_size, s.r->cfg.img_size);
+            goto done;
+        }
+        bf_perceptual_init(&s.perc, s.fn, o->perceptual, o->adapt_p, o->adapt_eps);
+    }
     if (bf_dataset_load(&ds, o->data, "train") || check_data(s.r, &ds)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
     t.ds = &ds;

@@ -42,6 +42,8 @@ int cmd_train_reverse(int argc, char **argv) {
         {"adaptive-p", OPT_FLOAT, &o.adapt_p, "adaptive weighting D / sg((D + eps)^p); 0 = off"},
         {"adaptive-eps", OPT_FLOAT, &o.adapt_eps, "eps of the adaptive weighting"},
         {"align-weight", OPT_FLOAT, &o.align_weight, "lambda of every alignment stage"},
+        {"perceptual", OPT_FLOAT, &o.perceptual, "weight of the perceptual distance on the feature network (0 = off)"},
+        {"features", OPT_STR, &o.features, "feature network of the perceptual distance"},
         {"width", OPT_INT, &o.model.channels, "G's width (0 = F's)"},
         {"head-dim", OPT_INT, &o.model.head_dim, "attention head size (0 = F's)"},
         {"layers-per-stage", OPT_INT, &o.model.layers_per_stage, "layers per alignment stage (0 = half of F's per block)"},
