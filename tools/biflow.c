@@ -2,6 +2,8 @@
 #include "biflow.h"
 #include "cli.h"
 #include "cmd_reverse.h"
+#include "cmd_eval.h"
+#include "cmd_demo.h"
 #include "cmd_edit.h"
 #include "cmd_plot.h"
 #include "tool_util.h"
@@ -664,10 +666,12 @@ static int cmd_info(int argc, char **argv) {
 typedef struct { const char *name; int (*fn)(int, char **); const char *help; } command;
 
 static const command COMMANDS[] = {
+    {"demo", cmd_demo, "a one-minute tour with the shipped models: both samplers, inpainting, editing"},
     {"train-flow", cmd_train_flow, "train the forward model F (TARFlow) by maximum likelihood"},
     {"train-reverse", cmd_train_reverse, "train the reverse model G (one-pass inverse) against a frozen F"},
     {"eval-reverse", cmd_eval_reverse, "fidelity of G: G(F(x)) vs x, G(z) vs the exact inverse"},
     {"export-reverse", cmd_export_reverse, "write G as one file pointing at its forward model's new place"},
+    {"eval", cmd_eval, "sample quality: FD and class accuracy of N samples, speed, bits/dim, fidelity"},
     {"eval-bpd", cmd_eval_bpd, "bits per dimension of F on a dataset split"},
     {"sample", cmd_sample, "sample images: exact or Jacobi inverse of F, or one pass of G; PNG grid + .npy"},
     {"bench", cmd_bench, "benchmarks: bench train, bench sample"},

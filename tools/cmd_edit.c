@@ -236,12 +236,27 @@ static int count_targets(const char *spec, int K) {
     return k;
 }
 
+/* How often the feature network classifies an edited image (n of x) as its target label. */
+static int report_recognition(const char *features, const float *x, const int *labels, int n) {
+    bf_features *fn = bf_features_load(features);
+    if (!fn) return -1;
+    int *pred = bf_malloc(sizeof(int) * n), hits = 0;
+    int rc = bf_features_extract(fn, NULL, pred, x, n);
+    for (int i = 0; !rc && i < n; i++) hits += pred[i] == labels[i];
+    if (!rc) printf("the feature network recognises the target class in %d of %d edits (%.1f%%)\n",
+                    hits, n, 100.0 * hits / n);
+    free(pred);
+    bf_features_free(fn);
+    return rc;
+}
+
 int cmd_edit(int argc, char **argv) {
     edit_args a = EDIT_ARGS_DEFAULT("edit");
-    const char *to = NULL;
+    const char *to = NULL, *features = NULL;
     cli_opt opts[] = {
         EDIT_COMMON_OPTS(a),
         {"to", OPT_STR, &to, "target classes: K[,K...] or all"},
+        {"features", OPT_STR, &features, "feature network: also print how often it recognises the target class"},
         {NULL, 0, NULL, NULL},
     };
     const char *pos[1];
@@ -281,6 +296,10 @@ int cmd_edit(int argc, char **argv) {
         for (int j = 0; j < k; j++) put(grid, i, j + 1, k + 1, out + ((size_t)i * k + j) * v.px, v.px);
     }
     for (int i = 0; i < n * k; i++) labels[i] = targets[i % k];
+    if (features && report_recognition(features, out, labels, n * k)) {
+        rc = cli_fail();
+        goto done;
+    }
     if (rows && write_grid(a.out, grid, rows, k + 1, &v, a.scale)) rc = cli_fail();
     else if (write_arrays(a.out, out, labels, n * k, v.in.c, v.img, v.img)) rc = cli_fail();
     else printf("wrote %s.png (%d rows), %s.npy (%d images: image-major, a target each), %s_labels.npy\n",

@@ -1,0 +1,226 @@
+/* biflow demo: what the project does, in about a minute on 2 cores, with the shipped models:
+ * both samplers on the same noise, an inpainting and a class-editing example, the measured
+ * speed-up and evaluation figures. `biflow demo --train` reproduces the shipped models. */
+#include "biflow.h"
+#include "cli.h"
+#include "cmd_demo.h"
+#include "tool_util.h"
+#include "../src/core.h"
+
+#include <errno.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct {
+    const char *flow, *reverse, *features, *out;
+    float cfg;
+    int n_eval, threads;
+} demo_args;
+
+static int path_in(char *buf, size_t n, const char *dir, const char *name) {
+    if ((size_t)snprintf(buf, n, "%s/%s", dir, name) >= n) {
+        bf_set_error("path too long: %s/%s", dir, name);
+        return -1;
+    }
+    return 0;
+}
+
+/* 100 class-conditional samples (a row per class) from each sampler on the same noise;
+ * seconds of each in t_exact, t_biflow. */
+static int demo_samples(const demo_args *a, bf_flow *f, bf_reverse *r, double *t_exact,
+                        double *t_biflow) {
+    const bf_flow_config *c = bf_flow_get_config(f);
+    int n = 100, K = c->num_classes ? c->num_classes : 1;
+    size_t N = (size_t)bf_flow_tokens(c) * bf_flow_token_dim(c);
+    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * N);
+    int *y = bf_malloc(sizeof(int) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, 0);
+    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = c->num_classes ? i / (n / K) : -1;
+    char path[4096];
+    bf_sample_opts so;
+    bf_sample_opts_default(&so);
+    so.cfg = a->cfg;
+    so.denoise = 1;
+    so.sigma = bf_reverse_sigma(r) > 0 ? bf_reverse_sigma(r) : 0.05f;
+    bf_sample_stats st;
+    int rc = bf_flow_sample(f, x, z, y, n, &so, &st);
+    *t_exact = st.seconds;
+    rc = rc || path_in(path, sizeof path, a->out, "samples_exact.png") ||
+         bf_write_image_grid(path, x, n, c->in_channels, c->img_size, c->img_size, n / K, 2);
+    bf_reverse_sample_opts ro;
+    bf_reverse_sample_opts_default(&ro);
+    ro.cfg = a->cfg;
+    rc = rc || bf_reverse_sample(r, x, z, y, n, &ro, &st);
+    *t_biflow = st.seconds;
+    rc = rc || path_in(path, sizeof path, a->out, "samples_biflow.png") ||
+         bf_write_image_grid(path, x, n, c->in_channels, c->img_size, c->img_size, n / K, 2);
+    free(z); free(x); free(y);
+    return rc ? -1 : 0;
+}
+
+/* Inpainting (left half known) and class editing (to every class) of test images. */
+static int demo_edits(const demo_args *a, bf_editor *e) {
+    bf_image_set in = {0};
+    if (bf_image_set_load(&in, "fashion-mnist", 10)) return -1;
+    const bf_reverse_config *c = bf_reverse_get_config(e->reverse);
+    int T = (c->img_size / c->patch_size) * (c->img_size / c->patch_size), n = in.n, K = c->num_classes;
+    size_t img = (size_t)in.c * in.h * in.w;
+    uint8_t *mask = bf_malloc((size_t)T);
+    float *grid = bf_malloc(sizeof(float) * img * n * (K + 1 > 3 ? K + 1 : 3));
+    float *out = bf_malloc(sizeof(float) * img * n * (K > 1 ? K : 1));
+    char path[4096];
+    int rc = bf_mask_parse(mask, "left-half", c->img_size, c->patch_size) ||
+             bf_inpaint(e, out, &in, mask, 0, 1);
+    for (int i = 0; !rc && i < n; i++) {   /* rows: input | masked input | result */
+        memcpy(grid + (3 * i) * img, in.x + i * img, sizeof(float) * img);
+        memcpy(grid + (3 * i + 1) * img, in.x + i * img, sizeof(float) * img);
+        bf_mask_fill(grid + (3 * i + 1) * img, mask, 0.0f, 1, in.c, c->img_size, c->patch_size);
+        memcpy(grid + (3 * i + 2) * img, out + i * img, sizeof(float) * img);
+    }
+    rc = rc || path_in(path, sizeof path, a->out, "inpaint.png") ||
+         bf_write_image_grid(path, grid, 3 * n, in.c, in.h, in.w, 3, 2);
+    if (!rc && K > 1) {   /* rows: input, then the image edited to each class */
+        int *targets = bf_malloc(sizeof(int) * K);
+        for (int k = 0; k < K; k++) targets[k] = k;
+        rc = bf_edit_class(e, out, &in, targets, K);
+        for (int i = 0; !rc && i < n; i++) {
+            memcpy(grid + (size_t)i * (K + 1) * img, in.x + i * img, sizeof(float) * img);
+            memcpy(grid + ((size_t)i * (K + 1) + 1) * img, out + (size_t)i * K * img,
+                   sizeof(float) * img * K);
+        }
+        rc = rc || path_in(path, sizeof path, a->out, "edit.png") ||
+             bf_write_image_grid(path, grid, n * (K + 1), in.c, in.h, in.w, K + 1, 2);
+        free(targets);
+    }
+    free(mask); free(grid); free(out);
+    bf_image_set_free(&in);
+    return rc ? -1 : 0;
+}
+
+/* FD and class accuracy of n_eval samples of each sampler, G's fidelity on test images. */
+static int demo_eval(const demo_args *a, bf_flow *f, bf_reverse *r) {
+    bf_features *fn = bf_features_load(a->features);
+    bf_dataset test = {0};
+    if (!fn || bf_dataset_load(&test, "fashion-mnist", "test")) return -1;
+    const bf_flow_config *c = bf_flow_get_config(f);
+    int n = a->n_eval, F = bf_features_dim(fn), K = c->num_classes;
+    size_t img = (size_t)c->in_channels * c->img_size * c->img_size;
+    float *x = bf_malloc(sizeof(float) * img * (test.n > n ? test.n : n));
+    float *z = bf_malloc(sizeof(float) * img * n), *feats = bf_malloc(sizeof(float) * F * test.n);
+    int *y = bf_malloc(sizeof(int) * n), *pred = bf_malloc(sizeof(int) * test.n);
+    for (size_t i = 0; i < img * test.n; i++) x[i] = test.pixels[i] / 127.5f - 1.0f;
+    bf_feature_stats ref = {0}, s = {0};
+    int rc = bf_features_extract(fn, feats, NULL, x, test.n) ||
+             bf_feature_stats_compute(&ref, feats, test.n, F);
+    bf_rng rng;
+    bf_rng_seed(&rng, 7);
+    for (size_t i = 0; i < img * n; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = K ? i % K : -1;
+    for (int which = 0; !rc && which < 2; which++) {
+        bf_sample_stats st;
+        if (which == 0) {
+            bf_reverse_sample_opts ro;
+            bf_reverse_sample_opts_default(&ro);
+            ro.cfg = a->cfg;
+            rc = bf_reverse_sample(r, x, z, y, n, &ro, &st);
+        } else {
+            bf_sample_opts so;
+            bf_sample_opts_default(&so);
+            so.cfg = a->cfg;
+            so.denoise = 1;
+            so.sigma = bf_reverse_sigma(r) > 0 ? bf_reverse_sigma(r) : 0.05f;
+            rc = bf_flow_sample(f, x, z, y, n, &so, &st);
+        }
+        double fd = 0;
+        int hits = 0;
+        rc = rc || bf_features_extract(fn, feats, pred, x, n) ||
+             bf_feature_stats_compute(&s, feats, n, F) || bf_frechet_distance_stats(&fd, &s, &ref);
+        for (int i = 0; i < n; i++) hits += pred[i] == y[i];
+        bf_feature_stats_free(&s);
+        if (!rc)
+            printf("  %-34s FD %7.2f, class accuracy %5.1f%% (%d samples, guidance %g)\n",
+                   which == 0 ? "BiFlow, one pass of G (1 NFE):" : "exact inverse of F + score denoising:",
+                   fd, 100.0 * hits / n, n, (double)a->cfg);
+    }
+    double mse, psnr;
+    rc = rc || bf_reverse_eval_recon(r, f, &test, 1000, 0.0f, 1, &mse, &psnr);
+    if (!rc) printf("  G(F(x)) vs x on 1000 test images:   mse %.4f, PSNR %.2f dB\n", mse, psnr);
+    bf_feature_stats_free(&ref);
+    free(x); free(z); free(feats); free(y); free(pred);
+    bf_dataset_free(&test);
+    bf_features_free(fn);
+    return rc ? -1 : 0;
+}
+
+static int demo_train(void) {
+    printf("Reproducing the shipped models (commands and seeds of models/README.md); each trainer\n"
+           "prints its progress with images/s and ETA. About 2 hours on 2 cores.\n");
+    const char *cmds[] = {
+        "./biflow train-features --out runs/demo/features",
+        "./biflow train-flow --config fmnist-small --noise gauss --sigma 0.05 --steps 11000 --warmup 200 "
+        "--eval-every 1000 --out runs/demo/flow",
+        "./biflow train-reverse --flow runs/demo/flow --steps 5600 --warmup 200 --out runs/demo/reverse",
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        printf("\n[%zu/%zu] %s\n", i + 1, sizeof cmds / sizeof cmds[0], cmds[i]);
+        fflush(stdout);
+        if (system(cmds[i]) != 0) {
+            fprintf(stderr, "biflow demo --train: step %zu failed (rerun it with --resume to continue)\n", i + 1);
+            return 1;
+        }
+    }
+    printf("\ndone: runs/demo/{features,flow,reverse}; run `biflow demo --flow runs/demo/flow "
+           "--reverse runs/demo/reverse --features runs/demo/features`\n");
+    return 0;
+}
+
+int cmd_demo(int argc, char **argv) {
+    demo_args a = {"models/flow-fmnist.safetensors", "models/reverse-fmnist.safetensors",
+                   "models/features-fmnist.safetensors", "demo", 1.0f, 1000, 0};
+    int train = 0;
+    cli_opt opts[] = {
+        {"flow", OPT_STR, &a.flow, "forward model"},
+        {"reverse", OPT_STR, &a.reverse, "reverse model"},
+        {"features", OPT_STR, &a.features, "feature network of the evaluation"},
+        {"out", OPT_STR, &a.out, "folder for the images"},
+        {"cfg", OPT_FLOAT, &a.cfg, "guidance w of both samplers"},
+        {"n-eval", OPT_INT, &a.n_eval, "samples per sampler for the Frechet distance"},
+        {"train", OPT_FLAG, &train, "reproduce the shipped models from scratch instead (hours)"},
+        {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow demo [options]",
+                           "Samples with both samplers from the same noise, inpaints and edits test\n"
+                           "images, and prints the speed-up and evaluation figures, with the models\n"
+                           "shipped in models/ (about a minute on 2 cores).", pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (train) return demo_train();
+    if (a.n_eval < 2) { fprintf(stderr, "biflow demo: --n-eval must be >= 2\n"); return 2; }
+    if (a.threads > 0) omp_set_num_threads(a.threads);
+    double t0 = bf_time(), t_exact, t_biflow;
+    bf_flow *f = bf_flow_load(a.flow, 1);
+    bf_reverse *r = f ? bf_reverse_load(a.reverse, 1) : NULL;
+    if (!r || bf_reverse_check_flow(r, f, a.flow)) return cli_fail();
+    if (mkdir(a.out, 0755) && errno != EEXIST) { fprintf(stderr, "biflow demo: cannot create %s\n", a.out); return 1; }
+    printf("biflow demo: F %s (%zu parameters), G %s (%zu parameters)\n", a.flow,
+           bf_flow_num_params(f), a.reverse, bf_reverse_num_params(r));
+    bf_editor e;
+    bf_editor_init(&e, r, f, a.flow);
+    e.cfg = 0.0f;
+    if (demo_samples(&a, f, r, &t_exact, &t_biflow) || demo_edits(&a, &e)) return cli_fail();
+    printf("wrote %s/samples_exact.png and %s/samples_biflow.png (the same noise), %s/inpaint.png, %s/edit.png\n",
+           a.out, a.out, a.out, a.out);
+    printf("speed, 100 guided samples: exact inverse + score denoising %.2f s, BiFlow %.3f s: %.0fx faster\n",
+           t_exact, t_biflow, t_exact / t_biflow);
+    printf("evaluation:\n");
+    if (demo_eval(&a, f, r)) return cli_fail();
+    printf("demo done in %.0f s\n", bf_time() - t0);
+    bf_reverse_free(r);
+    bf_flow_free(f);
+    return 0;
+}

@@ -1,0 +1,276 @@
+/* biflow eval: sample quality (Frechet distance on the feature network, class accuracy),
+ * likelihood, inverse fidelity and speed of a sampler, or of a .npy of images (METHOD
+ * Section 8). One command, so that every row of a results table is measured the same way. */
+#include "biflow.h"
+#include "cli.h"
+#include "cmd_eval.h"
+#include "../src/core.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+typedef struct {
+    const char *reverse, *flow, *images, *labels, *features, *data, *sampler, *denoise;
+    const char *row, *md, *json;
+    int n, bpd_n, fid_n, floor_n, raw, threads, cfg_two_pass, batch;
+    float cfg, sigma;
+    uint64_t seed;
+} eval_args;
+
+typedef struct {
+    int n, nfe;
+    double fd, acc, ms_per_image, images_per_s, bpd, mse, psnr, mse_exact, floor_fd;
+} eval_result;
+
+/* ------------------------------------------------------------------ generation */
+/* n samples x (n, C, H, W) with labels y cycling over the classes, timed. */
+static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, float *x, int *y, int n,
+                    int K, eval_result *res) {
+    size_t N = 0;
+    if (r) {
+        const bf_reverse_config *c = bf_reverse_get_config(r);
+        N = (size_t)c->in_channels * c->img_size * c->img_size;
+    } else {
+        N = (size_t)bf_flow_tokens(bf_flow_get_config(f)) * bf_flow_token_dim(bf_flow_get_config(f));
+    }
+    float *z = bf_malloc(sizeof(float) * n * N);
+    bf_rng rng;
+    bf_rng_seed(&rng, a->seed);
+    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = K ? i % K : -1;
+    bf_sample_stats st;
+    int rc;
+    if (r) {
+        bf_reverse_sample_opts o;
+        bf_reverse_sample_opts_default(&o);
+        o.cfg = a->cfg;
+        o.cfg_two_pass = a->cfg_two_pass;
+        int score = !strcmp(a->denoise, "score"), learned = !strcmp(a->denoise, "learned") ||
+            (!strcmp(a->denoise, "auto") && bf_reverse_get_config(r)->denoise_layers);
+        o.output = learned ? BF_REVERSE_OUT_CLEAN : BF_REVERSE_OUT_NOISY;
+        if (score) { o.score_flow = f; o.sigma = a->sigma >= 0 ? a->sigma : bf_reverse_sigma(r); }
+        const bf_reverse_config *c = bf_reverse_get_config(r);
+        res->nfe = (a->cfg != 0 && (a->cfg_two_pass || !c->guidance_embed) ? 2 : 1) + (score ? 2 : 0);
+        rc = bf_reverse_sample(r, x, z, y, n, &o, &st);
+    } else {
+        bf_sample_opts o;
+        bf_sample_opts_default(&o);
+        o.sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
+        o.cfg = a->cfg;
+        o.batch = a->batch;
+        o.denoise = !strcmp(a->denoise, "score") || (!strcmp(a->denoise, "auto") && a->sigma != 0);
+        o.sigma = a->sigma >= 0 ? a->sigma : 0.05f;
+        int T = bf_flow_tokens(bf_flow_get_config(f));
+        res->nfe = bf_flow_get_config(f)->num_blocks * T * (a->cfg != 0 ? 2 : 1) + (o.denoise ? 2 : 0);
+        rc = bf_flow_sample(f, x, z, y, n, &o, &st);
+        if (!rc && st.nonfinite) printf("warning: %ld sampled values are NaN or Inf\n", st.nonfinite);
+    }
+    free(z);
+    if (rc) return -1;
+    res->images_per_s = n / st.seconds;
+    res->ms_per_image = 1e3 * st.seconds / n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ measures */
+static int dataset_floats(float **x, const bf_dataset *ds, int n) {
+    size_t px = (size_t)ds->c * ds->h * ds->w;
+    *x = bf_malloc(sizeof(float) * n * px);
+    for (size_t i = 0; i < n * px; i++) (*x)[i] = ds->pixels[i] / 127.5f - 1.0f;
+    return 0;
+}
+
+/* FD of x (n images) against the features of the reference images, and class accuracy. */
+static int quality(bf_features *fn, const bf_feature_stats *ref, const float *x, const int *y,
+                   int n, eval_result *res) {
+    int F = bf_features_dim(fn), *pred = bf_malloc(sizeof(int) * n);
+    float *feats = bf_malloc(sizeof(float) * n * F);
+    int rc = bf_features_extract(fn, feats, pred, x, n);
+    bf_feature_stats s = {0};
+    if (!rc) rc = bf_feature_stats_compute(&s, feats, n, F);
+    if (!rc) rc = bf_frechet_distance_stats(&res->fd, &s, ref);
+    int hits = 0, labelled = 0;
+    for (int i = 0; y && i < n; i++)
+        if (y[i] >= 0) { labelled++; hits += pred[i] == y[i]; }
+    res->acc = labelled ? (double)hits / labelled : NAN;
+    bf_feature_stats_free(&s);
+    free(feats); free(pred);
+    return rc;
+}
+
+static int split_stats(bf_feature_stats *s, bf_features *fn, const bf_dataset *ds, int n) {
+    if (n <= 0 || n > ds->n) n = ds->n;
+    int F = bf_features_dim(fn);
+    float *x, *feats = bf_malloc(sizeof(float) * n * F);
+    dataset_floats(&x, ds, n);
+    int rc = bf_features_extract(fn, feats, NULL, x, n) || bf_feature_stats_compute(s, feats, n, F);
+    free(x); free(feats);
+    return rc ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ output */
+static void print_result(const eval_args *a, const eval_result *r, int have_f, int have_g) {
+    printf("samples:           %d (%s)\n", r->n, a->images ? a->images : a->reverse ? "biflow sampler" : a->sampler);
+    printf("FD (test split):   %.3f   [features of %s]\n", r->fd, a->features);
+    if (!isnan(r->acc)) printf("class accuracy:    %.2f%% of class-conditional samples recognised\n", 100 * r->acc);
+    if (!a->images) printf("speed:             %.1f images/s, %.3f ms/image, %d NFE\n", r->images_per_s, r->ms_per_image, r->nfe);
+    if (r->floor_fd >= 0) printf("FD floor:          %.3f (test split against %d training images)\n", r->floor_fd, a->floor_n);
+    if (have_f && a->bpd_n > 0) printf("bits/dim of F:     %.4f (%d test images)\n", r->bpd, a->bpd_n);
+    if (have_g && a->fid_n > 0)
+        printf("G(F(x)) vs x:      mse %.6f, PSNR %.2f dB (%d test images)\n", r->mse, r->psnr, a->fid_n);
+}
+
+static void append_row(const eval_args *a, const eval_result *r) {
+    if (a->md) {
+        FILE *fp = fopen(a->md, "a");
+        if (!fp) { fprintf(stderr, "biflow eval: cannot append to %s\n", a->md); return; }
+        fprintf(fp, "| %s | %.2f | %.1f%% | %d | %.3f | %d |\n", a->row ? a->row : "-", r->fd,
+                100 * r->acc, r->nfe, r->ms_per_image, r->n);
+        fclose(fp);
+    }
+    if (a->json) {
+        FILE *fp = fopen(a->json, "a");
+        if (!fp) { fprintf(stderr, "biflow eval: cannot append to %s\n", a->json); return; }
+        fprintf(fp, "{\"row\":\"%s\",\"fd\":%.4f,\"accuracy\":%.4f,\"nfe\":%d,\"ms_per_image\":%.4f,"
+                "\"images_per_s\":%.2f,\"n\":%d,\"cfg\":%g}\n", a->row ? a->row : "", r->fd, r->acc,
+                r->nfe, r->ms_per_image, r->images_per_s, r->n, (double)a->cfg);
+        fclose(fp);
+    }
+}
+
+/* ------------------------------------------------------------------ the command */
+static int load_images(const eval_args *a, float **x, int **y, int *n, const bf_features_config *fc) {
+    bf_dtype dt;
+    int nd;
+    int64_t sh[8];
+    void *data;
+    if (bf_read_npy(a->images, &dt, &nd, sh, &data)) return -1;
+    int64_t cnt = sh[0], px = 1;
+    for (int i = 1; i < nd; i++) px *= sh[i];
+    if (px != (int64_t)fc->in_channels * fc->height * fc->width || (dt != BF_DT_U8 && dt != BF_DT_F32)) {
+        bf_set_error("%s: expected uint8 or float32 images of %dx%dx%d, got %d dimensions of %lld values",
+                     a->images, fc->in_channels, fc->height, fc->width, nd, (long long)px);
+        free(data);
+        return -1;
+    }
+    *n = (int)cnt;
+    *x = bf_malloc(sizeof(float) * cnt * px);
+    for (int64_t i = 0; i < cnt * px; i++)
+        (*x)[i] = dt == BF_DT_U8 ? ((uint8_t *)data)[i] / 127.5f - 1.0f : ((float *)data)[i];
+    free(data);
+    *y = NULL;
+    if (!a->labels) return 0;
+    int64_t ls[8];
+    int lnd;
+    if (bf_read_npy(a->labels, &dt, &lnd, ls, &data)) return -1;
+    if (lnd != 1 || ls[0] != cnt || (dt != BF_DT_I64 && dt != BF_DT_I32)) {
+        bf_set_error("%s: expected %lld int64 labels", a->labels, (long long)cnt);
+        free(data);
+        return -1;
+    }
+    *y = bf_malloc(sizeof(int) * cnt);
+    for (int64_t i = 0; i < cnt; i++) (*y)[i] = dt == BF_DT_I64 ? (int)((int64_t *)data)[i] : ((int32_t *)data)[i];
+    free(data);
+    return 0;
+}
+
+static int run_eval(eval_args *a) {
+    eval_result res = {0};
+    res.floor_fd = -1;
+    bf_features *fn = bf_features_load(a->features);
+    bf_dataset test = {0}, train = {0};
+    if (!fn || bf_dataset_load(&test, a->data, "test")) return cli_fail();
+    bf_feature_stats ref = {0};
+    if (split_stats(&ref, fn, &test, 0)) return cli_fail();
+    bf_reverse *r = NULL;
+    bf_flow *f = NULL;
+    if (a->reverse && !(r = bf_reverse_load(a->reverse, !a->raw))) return cli_fail();
+    const char *fpath = a->flow ? a->flow : r ? bf_reverse_flow_path(r) : NULL;
+    if (fpath && !a->images) {
+        if (!(f = bf_flow_load(fpath, !a->raw))) return cli_fail();
+        if (r && bf_reverse_check_flow(r, f, fpath)) return cli_fail();
+    }
+    float *x = NULL;
+    int *y = NULL;
+    if (a->images) {
+        if (load_images(a, &x, &y, &res.n, bf_features_get_config(fn))) return cli_fail();
+    } else {
+        if (!f) { fprintf(stderr, "biflow eval: give --reverse, --flow or --images (see --help)\n"); return 2; }
+        const bf_flow_config *fc = bf_flow_get_config(f);
+        res.n = a->n;
+        x = bf_malloc(sizeof(float) * a->n * fc->in_channels * fc->img_size * fc->img_size);
+        y = bf_malloc(sizeof(int) * a->n);
+        if (generate(a, f, r, x, y, a->n, fc->num_classes, &res)) return cli_fail();
+    }
+    if (quality(fn, &ref, x, y, res.n, &res)) return cli_fail();
+    if (a->floor_n > 0) {
+        bf_feature_stats tr = {0};
+        if (bf_dataset_load(&train, a->data, "train") || split_stats(&tr, fn, &train, a->floor_n) ||
+            bf_frechet_distance_stats(&res.floor_fd, &tr, &ref))
+            return cli_fail();
+        bf_feature_stats_free(&tr);
+    }
+    if (f && a->bpd_n > 0 && bf_eval_bpd(f, &test, 256, a->bpd_n, 1234, &res.bpd, 0)) return cli_fail();
+    if (r && f && a->fid_n > 0 &&
+        bf_reverse_eval_recon(r, f, &test, a->fid_n, 0.0f, 1234, &res.mse, &res.psnr))
+        return cli_fail();
+    print_result(a, &res, f != NULL, r != NULL);
+    append_row(a, &res);
+    free(x); free(y);
+    bf_feature_stats_free(&ref);
+    bf_dataset_free(&test);
+    bf_dataset_free(&train);
+    bf_features_free(fn);
+    bf_reverse_free(r);
+    bf_flow_free(f);
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv) {
+    eval_args a = {0};
+    a.features = "models/features-fmnist.safetensors";
+    a.data = "fashion-mnist";
+    a.sampler = "exact";
+    a.denoise = "auto";
+    a.n = 10000;
+    a.bpd_n = 0;
+    a.fid_n = 1000;
+    a.batch = 64;
+    a.sigma = -1.0f;
+    cli_opt opts[] = {
+        {"reverse", OPT_STR, &a.reverse, "evaluate the one-pass sampler of this reverse model G"},
+        {"flow", OPT_STR, &a.flow, "forward model (default: G's); alone: evaluate its --sampler"},
+        {"images", OPT_STR, &a.images, "evaluate a .npy of images (uint8 or float32 in [-1, 1]) instead"},
+        {"labels", OPT_STR, &a.labels, "with --images: a .npy of their int64 labels (for the accuracy)"},
+        {"sampler", OPT_STR, &a.sampler, "with --flow only: exact or jacobi"},
+        {"features", OPT_STR, &a.features, "feature network"},
+        {"data", OPT_STR, &a.data, "dataset spec (its test split is the reference)"},
+        {"n", OPT_INT, &a.n, "samples to generate (always printed)"},
+        {"cfg", OPT_FLOAT, &a.cfg, "guidance w"},
+        {"cfg-two-pass", OPT_FLAG, &a.cfg_two_pass, "G: inference-time guidance (2 NFE)"},
+        {"denoise", OPT_STR, &a.denoise, "G: learned, score or none; F: score or none; auto: the model's own"},
+        {"sigma", OPT_FLOAT, &a.sigma, "noise level of score denoising (<0: the model's)"},
+        {"batch", OPT_INT, &a.batch, "exact sampler: images per pass"},
+        {"bpd", OPT_INT, &a.bpd_n, "also bits/dim of F on N test images (0 = skip)"},
+        {"fidelity", OPT_INT, &a.fid_n, "G(F(x)) vs x on N test images (0 = skip)"},
+        {"floor", OPT_INT, &a.floor_n, "FD of N training images against the test split (0 = skip)"},
+        {"seed", OPT_U64, &a.seed, "noise seed"},
+        {"raw", OPT_FLAG, &a.raw, "raw weights of run folders instead of the EMA"},
+        {"row", OPT_STR, &a.row, "name of this configuration in --md / --json"},
+        {"md", OPT_STR, &a.md, "append a Markdown table row: name | FD | accuracy | NFE | ms/image | N"},
+        {"json", OPT_STR, &a.json, "append a JSON line with the figures"},
+        {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
+        {NULL, 0, NULL, NULL},
+    };
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow eval (--reverse G | --flow F | --images X.npy) [options]",
+                           "Sample quality: Frechet distance between feature-network features of N\n"
+                           "samples and of the test split, class accuracy of class-conditional\n"
+                           "samples, speed; optionally bits/dim of F, fidelity of G, the FD floor.",
+                           pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (a.n < 2 || !(a.cfg >= 0)) { fprintf(stderr, "biflow eval: --n must be >= 2 and --cfg >= 0\n"); return 2; }
+    if (a.threads > 0) omp_set_num_threads(a.threads);
+    return run_eval(&a);
+}

@@ -1,0 +1,7 @@
+/* biflow eval, registered in tools/biflow.c. */
+#ifndef BF_CMD_EVAL_H
+#define BF_CMD_EVAL_H
+
+int cmd_eval(int argc, char **argv);
+
+#endif
