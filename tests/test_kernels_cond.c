@@ -487,3 +487,52 @@ TEST(cond_guidance_combine_backward_gradcheck) {
         gc_free(&x);
     }
 }
+
+/* ================================================================== distances */
+typedef struct { int B, N, scaled; } sd_case;
+static const sd_case sd_cases[] = {{3, 17, 1}, {3, 17, 0}, {1, 784, 1}, {5, 1, 1}};
+
+typedef struct { const sd_case *c; float *p, *t, *inv, *dist, *R, *dp; } sd_ctx;
+
+static double sd_loss(void *q) {
+    sd_ctx *x = q;
+    bf_sqdist_forward(x->dist, x->p, x->t, x->c->scaled ? x->inv : NULL, x->c->B, x->c->N);
+    return bf_gc_dot(x->dist, x->R, (size_t)x->c->B);
+}
+static void sd_bwd(void *q) {
+    sd_ctx *x = q;
+    bf_sqdist_backward(x->dp, x->R, x->p, x->t, x->c->scaled ? x->inv : NULL, x->c->B, x->c->N);
+}
+
+/* The alignment distance inv_scale * mean((p - t)^2) per example, against double sums and
+ * finite differences; bf_mean_square against double. */
+TEST(cond_sqdist_forward_backward) {
+    for (int k = 0; k < NUM(sd_cases); k++) {
+        const sd_case *c = &sd_cases[k];
+        size_t n = (size_t)c->B * c->N;
+        sd_ctx x = {c, randn(4100 + k, n, 1.0f), randn(4200 + k, n, 1.0f), zeros((size_t)c->B),
+                    zeros((size_t)c->B), randn(4300 + k, (size_t)c->B, 1.0f), zeros(n)};
+        bf_mean_square(x.inv, x.t, c->B, c->N);
+        double *want = bf_malloc(sizeof(double) * c->B), *ms = bf_malloc(sizeof(double) * c->B);
+        for (int b = 0; b < c->B; b++) {
+            double s = 0.0, m = 0.0;
+            for (int i = 0; i < c->N; i++) {
+                double d = (double)x.p[b * c->N + i] - x.t[b * c->N + i];
+                s += d * d;
+                m += (double)x.t[b * c->N + i] * x.t[b * c->N + i];
+            }
+            ms[b] = m / c->N;
+            x.inv[b] = 1.0f / x.inv[b];
+            want[b] = s / c->N * (c->scaled ? x.inv[b] : 1.0);
+        }
+        for (int b = 0; b < c->B; b++) CHECK_NEAR(1.0 / x.inv[b], ms[b], 1e-5 * ms[b]);
+        (void)sd_loss(&x);
+        CHECK(bf_gc_close("sqdist", x.dist, want, (size_t)c->B, 1e-7, 1e-5) == 0);
+        bf_gc_tensor t[] = {{"pred", x.p, x.dp, n}};
+        bf_gc_problem p = {.loss = sd_loss, .backward = sd_bwd, .ctx = &x,
+                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+        CHECK(bf_gradcheck("sqdist", &p, t, 1) == 0);
+        free(want); free(ms);
+        free(x.p); free(x.t); free(x.inv); free(x.dist); free(x.R); free(x.dp);
+    }
+}
