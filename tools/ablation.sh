@@ -13,6 +13,7 @@ N=${N:-5000}                                  # samples per evaluation
 SEED=${SEED:-0}
 WS=${WS:-"1 2 3"}                          # guidance scales searched for the guided rows
 OUT=${OUT:-runs/ablation}
+LONG_G=${LONG_G:-}                             # optional: a G trained longer, one more row
 RESULTS=${RESULTS:-docs/RESULTS.md}
 BIN=${BIN:-./biflow}
 mkdir -p "$OUT"
@@ -44,7 +45,7 @@ best_w() {   # best_w NAME [eval options...]: the row at the w of lowest FD
     local best="" best_fd=""
     for w in $WS; do
         local fd
-        fd=$($BIN eval --n "$N" --seed "$SEED" --fidelity 0 --cfg "$w" "$@" | awk '/^FD/ {print $3}')
+        fd=$($BIN eval --n "$N" --seed "$SEED" --fidelity 0 --cfg "$w" "$@" | awk '/^FD \(test/ {print $4}')
         echo "   w=$w: FD $fd"
         if [ -z "$best_fd" ] || awk -v a="$fd" -v b="$best_fd" 'BEGIN {exit !(a < b)}'; then
             best=$w; best_fd=$fd
@@ -72,6 +73,9 @@ row "MSE + perceptual" --reverse "$OUT/perceptual"
 best_w "training-time guidance, 1 NFE" --reverse "$OUT/align"
 best_w "inference-time guidance, 2 NFE" --reverse "$OUT/cfgoff"
 best_w "exact inverse with guidance" --flow "$FLOW" --sampler exact --denoise score
+if [ -n "${LONG_G:-}" ]; then   # a G trained longer against the same F, for reference
+    best_w "hidden alignment, guidance 1 NFE: $LONG_G" --reverse "$LONG_G"
+fi
 
 FLOOR=$($BIN eval --reverse "$OUT/align" --n 2 --fidelity 0 --floor 10000 | awk '/^FD floor/ {print $3}')
 ELAPSED=$(( $(date +%s) - START ))
