@@ -15,7 +15,7 @@
 
 typedef struct {
     const char *flow, *reverse, *features, *out;
-    float cfg;
+    float cfg_exact, cfg_biflow;   /* each sampler at its best guidance (docs/RESULTS.md) */
     int n_eval, threads;
 } demo_args;
 
@@ -43,7 +43,7 @@ static int demo_samples(const demo_args *a, bf_flow *f, bf_reverse *r, double *t
     char path[4096];
     bf_sample_opts so;
     bf_sample_opts_default(&so);
-    so.cfg = a->cfg;
+    so.cfg = a->cfg_exact;
     so.denoise = 1;
     so.sigma = bf_reverse_sigma(r) > 0 ? bf_reverse_sigma(r) : 0.05f;
     bf_sample_stats st;
@@ -53,7 +53,7 @@ static int demo_samples(const demo_args *a, bf_flow *f, bf_reverse *r, double *t
          bf_write_image_grid(path, x, n, c->in_channels, c->img_size, c->img_size, n / K, 2);
     bf_reverse_sample_opts ro;
     bf_reverse_sample_opts_default(&ro);
-    ro.cfg = a->cfg;
+    ro.cfg = a->cfg_biflow;
     rc = rc || bf_reverse_sample(r, x, z, y, n, &ro, &st);
     *t_biflow = st.seconds;
     rc = rc || path_in(path, sizeof path, a->out, "samples_biflow.png") ||
@@ -125,12 +125,12 @@ static int demo_eval(const demo_args *a, bf_flow *f, bf_reverse *r) {
         if (which == 0) {
             bf_reverse_sample_opts ro;
             bf_reverse_sample_opts_default(&ro);
-            ro.cfg = a->cfg;
+            ro.cfg = a->cfg_biflow;
             rc = bf_reverse_sample(r, x, z, y, n, &ro, &st);
         } else {
             bf_sample_opts so;
             bf_sample_opts_default(&so);
-            so.cfg = a->cfg;
+            so.cfg = a->cfg_exact;
             so.denoise = 1;
             so.sigma = bf_reverse_sigma(r) > 0 ? bf_reverse_sigma(r) : 0.05f;
             rc = bf_flow_sample(f, x, z, y, n, &so, &st);
@@ -142,13 +142,13 @@ static int demo_eval(const demo_args *a, bf_flow *f, bf_reverse *r) {
         for (int i = 0; i < n; i++) hits += pred[i] == y[i];
         bf_feature_stats_free(&s);
         if (!rc)
-            printf("  %-34s FD %7.2f, class accuracy %5.1f%% (%d samples, guidance %g)\n",
+            printf("  %-38s FD %7.2f, class accuracy %5.1f%% (%d samples, guidance %g)\n",
                    which == 0 ? "BiFlow, one pass of G (1 NFE):" : "exact inverse of F + score denoising:",
-                   fd, 100.0 * hits / n, n, (double)a->cfg);
+                   fd, 100.0 * hits / n, n, (double)(which == 0 ? a->cfg_biflow : a->cfg_exact));
     }
     double mse, psnr;
     rc = rc || bf_reverse_eval_recon(r, f, &test, 1000, 0.0f, 1, &mse, &psnr);
-    if (!rc) printf("  G(F(x)) vs x on 1000 test images:   mse %.4f, PSNR %.2f dB\n", mse, psnr);
+    if (!rc) printf("  %-38s mse %.4f, PSNR %.2f dB\n", "G(F(x)) vs x on 1000 test images:", mse, psnr);
     bf_feature_stats_free(&ref);
     free(x); free(z); free(feats); free(y); free(pred);
     bf_dataset_free(&test);
@@ -180,14 +180,15 @@ static int demo_train(void) {
 
 int cmd_demo(int argc, char **argv) {
     demo_args a = {"models/flow-fmnist.safetensors", "models/reverse-fmnist.safetensors",
-                   "models/features-fmnist.safetensors", "demo", 1.0f, 1000, 0};
+                   "models/features-fmnist.safetensors", "demo", 1.0f, 0.5f, 1000, 0};
     int train = 0;
     cli_opt opts[] = {
         {"flow", OPT_STR, &a.flow, "forward model"},
         {"reverse", OPT_STR, &a.reverse, "reverse model"},
         {"features", OPT_STR, &a.features, "feature network of the evaluation"},
         {"out", OPT_STR, &a.out, "folder for the images"},
-        {"cfg", OPT_FLOAT, &a.cfg, "guidance w of both samplers"},
+        {"cfg-exact", OPT_FLOAT, &a.cfg_exact, "guidance w of the exact sampler (its best FD: 1)"},
+        {"cfg-biflow", OPT_FLOAT, &a.cfg_biflow, "guidance w of G (its best FD: 0.5)"},
         {"n-eval", OPT_INT, &a.n_eval, "samples per sampler for the Frechet distance"},
         {"train", OPT_FLAG, &train, "reproduce the shipped models from scratch instead (hours)"},
         {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
@@ -215,7 +216,7 @@ int cmd_demo(int argc, char **argv) {
     if (demo_samples(&a, f, r, &t_exact, &t_biflow) || demo_edits(&a, &e)) return cli_fail();
     printf("wrote %s/samples_exact.png and %s/samples_biflow.png (the same noise), %s/inpaint.png, %s/edit.png\n",
            a.out, a.out, a.out, a.out);
-    printf("speed, 100 guided samples: exact inverse + score denoising %.2f s, BiFlow %.3f s: %.0fx faster\n",
+    printf("speed, 100 guided samples: exact inverse + score denoising %.2f s, BiFlow %.3f s: %.1fx faster\n",
            t_exact, t_biflow, t_exact / t_biflow);
     printf("evaluation:\n");
     if (demo_eval(&a, f, r)) return cli_fail();
