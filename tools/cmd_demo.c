@@ -78,7 +78,7 @@ static int demo_edits(const demo_args *a, bf_editor *e) {
     for (int i = 0; !rc && i < n; i++) {   /* rows: input | masked input | result */
         memcpy(grid + (3 * i) * img, in.x + i * img, sizeof(float) * img);
         memcpy(grid + (3 * i + 1) * img, in.x + i * img, sizeof(float) * img);
-        bf_mask_fill(grid + (3 * i + 1) * img, mask, 0.0f, 1, in.c, c->img_size, c->patch_size);
+        bf_mask_fill(grid + (3 * i + 1) * img, mask, BF_MASK_SHOW, 1, in.c, c->img_size, c->patch_size);
         memcpy(grid + (3 * i + 2) * img, out + i * img, sizeof(float) * img);
     }
     rc = rc || path_in(path, sizeof path, a->out, "inpaint.png") ||

@@ -214,7 +214,7 @@ int cmd_inpaint(int argc, char **argv) {
         put(grid, i, 2, 3, out + i * v.px, v.px);
     }
     for (int i = 0; i < rows; i++)   /* the middle column shows what G was not given */
-        bf_mask_fill(grid + (3 * i + 1) * v.px, mask, 0.0f, 1, v.in.c, v.img, v.patch);
+        bf_mask_fill(grid + (3 * i + 1) * v.px, mask, BF_MASK_SHOW, 1, v.in.c, v.img, v.patch);
     if (rows && write_grid(a.out, grid, rows, 3, &v, a.scale)) rc = cli_fail();
     else if (write_arrays(a.out, out, v.in.y, v.in.n, v.in.c, v.img, v.img)) rc = cli_fail();
     else printf("wrote %s.png (input | masked input | result, %d rows), %s.npy, %s_labels.npy\n",

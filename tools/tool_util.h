@@ -21,4 +21,8 @@ int write_outputs(const char *prefix, const float *x, const int *y, int n, int c
  * recorded) or, when NULL, the one G recorded. NULL with the error set on a mismatch. */
 bf_flow *paired_flow(const bf_reverse *r, const char *flow);
 
+/* Value of the unknown region in displayed masked inputs: light grey, apart from the black
+ * background of the images and the mid-grey gaps of the grids. */
+#define BF_MASK_SHOW 0.6f
+
 #endif
