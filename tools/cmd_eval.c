@@ -271,6 +271,10 @@ int cmd_eval(int argc, char **argv) {
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (a.n < 2 || !(a.cfg >= 0)) { fprintf(stderr, "biflow eval: --n must be >= 2 and --cfg >= 0\n"); return 2; }
+    if (!a.reverse && !a.flow && !a.images) {
+        fprintf(stderr, "biflow eval: give --reverse, --flow or --images (see --help)\n");
+        return 2;
+    }
     if (a.threads > 0) omp_set_num_threads(a.threads);
     return run_eval(&a);
 }
