@@ -84,21 +84,9 @@ static int save_state(const run_state *s, const bf_train_opts *o) {
     rc |= bf_path_join(path, sizeof path, o->out_dir, "flow_ema.safetensors") ||
           bf_flow_save(s->f, s->ema, path, meta);
     if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
-        bf_st_writer *w = bf_st_writer_new();
-        int64_t n = (int64_t)s->f->num_params, one = 1, step = s->step;
-        cJSON *j = cJSON_Parse(meta);
-        cJSON *it;
-        cJSON_ArrayForEach(it, j) bf_st_writer_meta(w, it->string, it->valuestring);
-        cJSON_Delete(j);
-        bf_st_writer_meta(w, "format", "biflow-train-state");
-        bf_st_writer_add(w, "params", BF_DT_F32, 1, &n, s->f->params);
-        bf_st_writer_add(w, "ema", BF_DT_F32, 1, &n, s->ema);
-        bf_st_writer_add(w, "adam_m", BF_DT_F32, 1, &n, s->m);
-        bf_st_writer_add(w, "adam_v", BF_DT_F32, 1, &n, s->v);
-        bf_st_writer_add(w, "step", BF_DT_I64, 1, &one, &step);
+        bf_train_state ts = {s->f->params, s->ema, s->m, s->v, s->f->num_params, s->step};
         rc = bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
-             bf_st_writer_save(w, path);
-        bf_st_writer_free(w);
+             bf_train_state_save(&ts, path, "biflow-train-state", meta);
     }
     free(meta);
     return rc ? -1 : 0;
@@ -110,28 +98,15 @@ static int load_state(run_state *s, const bf_train_opts *o) {
     s->f = bf_flow_load(path, 0);
     if (!s->f) return -1;
     if (bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors")) return -1;
-    bf_safetensors st;
-    if (bf_st_load(&st, path)) return -1;
-    int64_t n = (int64_t)s->f->num_params, one = 1;
-    const bf_tensor_view *tp = bf_st_expect(&st, "params", BF_DT_F32, 1, &n);
-    const bf_tensor_view *te = tp ? bf_st_expect(&st, "ema", BF_DT_F32, 1, &n) : NULL;
-    const bf_tensor_view *tm = te ? bf_st_expect(&st, "adam_m", BF_DT_F32, 1, &n) : NULL;
-    const bf_tensor_view *tv = tm ? bf_st_expect(&st, "adam_v", BF_DT_F32, 1, &n) : NULL;
-    const bf_tensor_view *ts = tv ? bf_st_expect(&st, "step", BF_DT_I64, 1, &one) : NULL;
-    if (!ts) { bf_st_free(&st); return -1; }
-    s->grads = bf_calloc(s->f->num_params, sizeof(float));
+    size_t n = s->f->num_params;
+    s->grads = bf_calloc(n, sizeof(float));
     s->m = bf_malloc(sizeof(float) * n);
     s->v = bf_malloc(sizeof(float) * n);
     s->ema = bf_malloc(sizeof(float) * n);
-    memcpy(s->f->params, tp->data, sizeof(float) * n);   /* the state file is authoritative */
-    memcpy(s->ema, te->data, sizeof(float) * n);
-    memcpy(s->m, tm->data, sizeof(float) * n);
-    memcpy(s->v, tv->data, sizeof(float) * n);
-    int64_t step;
-    memcpy(&step, ts->data, 8);
-    s->step = (long)step;
-    bf_st_free(&st);
-    if (s->step < 0) { bf_set_error("%s: negative step", path); return -1; }
+    /* the state file is authoritative for the weights too */
+    bf_train_state ts = {s->f->params, s->ema, s->m, s->v, n, 0};
+    if (bf_train_state_load(&ts, path)) return -1;
+    s->step = ts.step;
     return 0;
 }
 

@@ -93,18 +93,11 @@ static int save_state(const run_state *s, const bf_reverse_train_opts *o) {
     rc = rc || bf_path_join(path, sizeof path, o->out_dir, "reverse_ema.safetensors") ||
          bf_reverse_save(s->r, s->ema, path, meta);
     if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
-        bf_st_writer *w = bf_st_writer_new();
-        int64_t n = (int64_t)s->r->num_params, one = 1, step = s->step;
-        bf_st_writer_meta(w, "format", "biflow-reverse-train-state");
-        bf_st_writer_meta(w, "flow_sha256", s->r->flow_sha256);
-        bf_st_writer_add(w, "params", BF_DT_F32, 1, &n, s->r->params);
-        bf_st_writer_add(w, "ema", BF_DT_F32, 1, &n, s->ema);
-        bf_st_writer_add(w, "adam_m", BF_DT_F32, 1, &n, s->m);
-        bf_st_writer_add(w, "adam_v", BF_DT_F32, 1, &n, s->v);
-        bf_st_writer_add(w, "step", BF_DT_I64, 1, &one, &step);
+        bf_train_state ts = {s->r->params, s->ema, s->m, s->v, s->r->num_params, s->step};
+        char sha[96];
+        snprintf(sha, sizeof sha, "{\"flow_sha256\":\"%s\"}", s->r->flow_sha256);
         rc = bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors") ||
-             bf_st_writer_save(w, path);
-        bf_st_writer_free(w);
+             bf_train_state_save(&ts, path, "biflow-reverse-train-state", sha);
     }
     free(meta);
     return rc ? -1 : 0;
@@ -125,24 +118,10 @@ static int load_state(run_state *s, const bf_reverse_train_opts *o) {
     if (!(s->r = bf_reverse_load(path, 0))) return -1;
     if (bf_reverse_check_flow(s->r, s->f, o->flow)) return -1;
     if (bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors")) return -1;
-    bf_safetensors st;
-    if (bf_st_load(&st, path)) return -1;
-    int64_t n = (int64_t)s->r->num_params, one = 1;
-    const char *names[4] = {"params", "ema", "adam_m", "adam_v"};
-    const bf_tensor_view *t[4] = {0};
     alloc_moments(s);
-    float *dst[4] = {s->r->params, s->ema, s->m, s->v};
-    for (int i = 0; i < 4; i++) {
-        if (!(t[i] = bf_st_expect(&st, names[i], BF_DT_F32, 1, &n))) { bf_st_free(&st); return -1; }
-        memcpy(dst[i], t[i]->data, sizeof(float) * n);   /* the state file is authoritative */
-    }
-    const bf_tensor_view *ts = bf_st_expect(&st, "step", BF_DT_I64, 1, &one);
-    int64_t step = -1;
-    if (ts) memcpy(&step, ts->data, 8);
-    bf_st_free(&st);
-    if (!ts) return -1;
-    if (step < 0) { bf_set_error("%s: negative step", path); return -1; }
-    s->step = (long)step;
+    bf_train_state ts = {s->r->params, s->ema, s->m, s->v, s->r->num_params, 0};
+    if (bf_train_state_load(&ts, path)) return -1;   /* the state file is authoritative */
+    s->step = ts.step;
     s->sigma = s->r->sigma;
     return 0;
 }

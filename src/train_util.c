@@ -1,5 +1,6 @@
 /* Shared trainer pieces; see train_util.h. */
 #include "train_util.h"
+#include "ckpt.h"
 #include "core.h"
 
 #include <cjson/cJSON.h>
@@ -104,3 +105,41 @@ void bf_stop_signals_restore(void) {
 }
 
 int bf_stop_requested(void) { return stop_flag; }
+
+int bf_train_state_save(const bf_train_state *s, const char *path, const char *format,
+                        const char *meta_json) {
+    bf_st_writer *w = bf_st_writer_new();
+    int64_t n = (int64_t)s->n, one = 1, step = s->step;
+    bf_meta_add_json(w, meta_json);
+    bf_st_writer_meta(w, "format", format);
+    bf_st_writer_add(w, "params", BF_DT_F32, 1, &n, s->params);
+    bf_st_writer_add(w, "ema", BF_DT_F32, 1, &n, s->ema);
+    bf_st_writer_add(w, "adam_m", BF_DT_F32, 1, &n, s->m);
+    bf_st_writer_add(w, "adam_v", BF_DT_F32, 1, &n, s->v);
+    bf_st_writer_add(w, "step", BF_DT_I64, 1, &one, &step);
+    int rc = bf_st_writer_save(w, path);
+    bf_st_writer_free(w);
+    return rc;
+}
+
+int bf_train_state_load(bf_train_state *s, const char *path) {
+    bf_safetensors st;
+    if (bf_st_load(&st, path)) return -1;
+    int64_t n = (int64_t)s->n, one = 1;
+    static const char *const names[4] = {"params", "ema", "adam_m", "adam_v"};
+    float *dst[4] = {s->params, s->ema, s->m, s->v};
+    const bf_tensor_view *t[4] = {0}, *ts = NULL;
+    int ok = 1;
+    for (int i = 0; i < 4 && ok; i++) ok = (t[i] = bf_st_expect(&st, names[i], BF_DT_F32, 1, &n)) != NULL;
+    if (ok) ok = (ts = bf_st_expect(&st, "step", BF_DT_I64, 1, &one)) != NULL;
+    int64_t step = -1;
+    if (ok) {
+        for (int i = 0; i < 4; i++) memcpy(dst[i], t[i]->data, sizeof(float) * s->n);
+        memcpy(&step, ts->data, 8);
+    }
+    bf_st_free(&st);
+    if (!ok) return -1;
+    if (step < 0) { bf_set_error("%s: negative step", path); return -1; }
+    s->step = (long)step;
+    return 0;
+}

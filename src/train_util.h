@@ -22,6 +22,16 @@ void bf_fmt_duration(char *buf, size_t n, double seconds);
 int bf_make_run_dir(const char *dir);
 /* 1 where weight decay applies (matrices), from a tensor table. */
 unsigned char *bf_decay_mask(const bf_param_info *info, int n_info, size_t num_params);
+/* What a run needs to resume, in any trainer: the weights, their EMA and the AdamW moments
+ * (n floats each, one layout) and the step. */
+typedef struct { float *params, *ema, *m, *v; size_t n; long step; } bf_train_state;
+/* Atomic; metadata: format, then the members of meta_json (may be NULL). */
+int bf_train_state_save(const bf_train_state *s, const char *path, const char *format,
+                        const char *meta_json);
+/* Checks every tensor's name, dtype and size before copying into s's buffers (n and the
+ * pointers set by the caller); a negative step is refused. */
+int bf_train_state_load(bf_train_state *s, const char *path);
+
 /* Asks the training loop to stop after the current step (SIGINT, SIGTERM). */
 void bf_stop_signals_install(void);
 void bf_stop_signals_restore(void);
