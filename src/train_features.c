@@ -5,12 +5,12 @@
 #include "core.h"
 #include "feature_net.h"
 #include "optim.h"
+#include "train_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
-#include <sys/stat.h>
 
 void bf_features_train_opts_default(bf_features_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -42,25 +42,15 @@ typedef struct {
     float **shard_grads;         /* [1..nshards) scratch gradients */
     int nshards;
     float *img;
-    int *y, *perm, *idx;
-    long perm_epoch, step, steps, steps_per_epoch;
+    int *y, *idx;
+    bf_data_order order;
+    long step, steps, steps_per_epoch;
     double t_start;
     FILE *log;
     char path[4096];             /* the checkpoint */
 } trainer;
 
 /* ------------------------------------------------------------------ data */
-static void shuffle(int *perm, int n, uint64_t seed, long epoch) {
-    bf_rng r;
-    bf_rng_seed(&r, seed * 1000003ull + (uint64_t)epoch + 29);
-    for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)bf_rng_below(&r, (uint32_t)(i + 1)), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-}
-
 /* dst (C, H, W) in [-1, 1] from src (C, H, W) pixels, moved by (dx, dy) and mirrored when
  * flip; pixels moved in from outside are background (pixel 0, i.e. -1). */
 static void augment(float *dst, const uint8_t *src, int C, int H, int W, int dx, int dy,
@@ -78,14 +68,13 @@ static void augment(float *dst, const uint8_t *src, int C, int H, int W, int dx,
 static void make_batch(trainer *t) {
     const bf_features_train_opts *o = t->o;
     const bf_dataset *ds = t->ds;
-    int n = ds->n, S = o->shift;
+    int S = o->shift;
     size_t px = (size_t)ds->c * ds->h * ds->w;
     bf_rng rng;
     bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)t->step * 104729ull + 3);
+    bf_data_order_batch(&t->order, t->idx, t->step, o->batch);
     for (int b = 0; b < o->batch; b++) {
-        long k = t->step * (long)o->batch + b, epoch = k / n;
-        if (epoch != t->perm_epoch) { shuffle(t->perm, n, o->seed, epoch); t->perm_epoch = epoch; }
-        int i = t->perm[k % n];
+        int i = t->idx[b];
         int dx = S ? (int)bf_rng_below(&rng, 2 * S + 1) - S : 0;
         int dy = S ? (int)bf_rng_below(&rng, 2 * S + 1) - S : 0;
         int flip = o->flip && (bf_rng_u64(&rng) >> 63);
@@ -123,13 +112,6 @@ static int save(const trainer *t, double test_acc) {
     return rc;
 }
 
-static void fmt_duration(char *buf, size_t n, double s) {
-    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "?"); return; }
-    int h = (int)(s / 3600), m = (int)(s / 60) % 60, sec = (int)s % 60;
-    if (h) snprintf(buf, n, "%dh%02dm", h, m);
-    else snprintf(buf, n, "%dm%02ds", m, sec);
-}
-
 static void log_step(trainer *t, double loss, double acc, double gn, float lr, double ips) {
     double elapsed = bf_time() - t->t_start, eta = elapsed / t->step * (t->steps - t->step);
     double epoch = (double)t->step / t->steps_per_epoch;
@@ -139,7 +121,7 @@ static void log_step(trainer *t, double loss, double acc, double gn, float lr, d
     fflush(t->log);
     if (t->o->quiet) return;
     char etas[32];
-    fmt_duration(etas, sizeof etas, eta);
+    bf_fmt_duration(etas, sizeof etas, eta);
     fprintf(stderr, "step %5ld/%ld | epoch %.2f | loss %.4f | acc %.3f | grad %.3g | lr %.2e | "
             "%.0f img/s | ETA %s\n", t->step, t->steps, epoch, loss, acc, gn, lr, ips, etas);
 }
@@ -209,7 +191,8 @@ static void trainer_alloc(trainer *t, const bf_dataset *ds) {
         if (!t->fn->info[i].no_decay) memset(t->decay + t->fn->info[i].offset, 1, t->fn->info[i].numel);
     t->img = bf_malloc(sizeof(float) * px * o->batch);
     t->y = bf_malloc(sizeof(int) * o->batch);
-    t->perm = bf_malloc(sizeof(int) * ds->n);
+    t->idx = bf_malloc(sizeof(int) * o->batch);
+    bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FEATURES);
     t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
     t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
     t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
@@ -227,7 +210,8 @@ static void trainer_free(trainer *t) {
     }
     free(t->acts); free(t->shard_grads);
     free(t->grads); free(t->m); free(t->v); free(t->decay);
-    free(t->img); free(t->y); free(t->perm);
+    free(t->img); free(t->y); free(t->idx);
+    bf_data_order_free(&t->order);
     bf_features_free(t->fn);
 }
 
@@ -250,15 +234,12 @@ int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
     if (test_accuracy) *test_accuracy = -1.0;
     if (check_opts(o)) return -1;
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
-        bf_set_error("cannot create run folder '%s': %s", o->out_dir, strerror(errno));
-        return -1;
-    }
+    if (bf_make_run_dir(o->out_dir)) return -1;
     bf_dataset ds = {0};
     if (bf_dataset_load(&ds, o->data, "train")) return -1;
     bf_features_config c = o->model;
     c.in_channels = ds.c; c.height = ds.h; c.width = ds.w; c.num_classes = ds.num_classes;
-    trainer t = {.o = o, .ds = &ds, .perm_epoch = -1, .t_start = bf_time()};
+    trainer t = {.o = o, .ds = &ds, .t_start = bf_time()};
     int rc = -1;
     t.fn = bf_features_new(&c);
     if (!t.fn) goto done;

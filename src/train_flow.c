@@ -278,7 +278,7 @@ int bf_train_flow(const bf_train_opts *o) {
     t.tok = bf_malloc(sizeof(float) * px * o->batch);
     t.y = bf_malloc(sizeof(int) * o->batch);
     t.idx = bf_malloc(sizeof(int) * o->batch);
-    bf_data_order_init(&t.order, ds.n, o->seed);
+    bf_data_order_init(&t.order, ds.n, o->seed, BF_ORDER_SALT_FLOW);
     t.nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
     t.acts = bf_calloc((size_t)t.nshards, sizeof *t.acts);
     t.shard_grads = bf_calloc((size_t)t.nshards, sizeof *t.shard_grads);

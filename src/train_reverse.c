@@ -389,7 +389,7 @@ static void alloc_trainer(trainer *t, const bf_dataset *ds) {
     t->w = bf_calloc(B, sizeof(float));
     t->y = bf_malloc(sizeof(int) * B);
     t->idx = bf_malloc(sizeof(int) * B);
-    bf_data_order_init(&t->order, ds->n, o->seed);
+    bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
     t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
     int Bn = (o->batch + t->nshards - 1) / t->nshards;
     t->fa = bf_calloc((size_t)t->nshards, sizeof *t->fa);

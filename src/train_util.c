@@ -8,9 +8,9 @@
 #include <signal.h>
 #include <sys/stat.h>
 
-static void shuffle(int *perm, int n, uint64_t seed, long epoch) {
+static void shuffle(int *perm, int n, uint64_t seed, uint64_t salt, long epoch) {
     bf_rng r;
-    bf_rng_seed(&r, seed * 1000003ull + (uint64_t)epoch + 17);
+    bf_rng_seed(&r, seed * 1000003ull + (uint64_t)epoch + salt);
     for (int i = 0; i < n; i++) perm[i] = i;
     for (int i = n - 1; i > 0; i--) {
         int j = (int)bf_rng_below(&r, (uint32_t)(i + 1)), t = perm[i];
@@ -19,11 +19,12 @@ static void shuffle(int *perm, int n, uint64_t seed, long epoch) {
     }
 }
 
-void bf_data_order_init(bf_data_order *d, int n, uint64_t seed) {
+void bf_data_order_init(bf_data_order *d, int n, uint64_t seed, uint64_t salt) {
     d->perm = bf_malloc(sizeof(int) * (size_t)n);
     d->n = n;
     d->epoch = -1;
     d->seed = seed;
+    d->salt = salt;
 }
 
 void bf_data_order_free(bf_data_order *d) {
@@ -34,7 +35,7 @@ void bf_data_order_free(bf_data_order *d) {
 void bf_data_order_batch(bf_data_order *d, int *idx, long step, int B) {
     for (int b = 0; b < B; b++) {
         long k = step * (long)B + b, epoch = k / d->n;
-        if (epoch != d->epoch) { shuffle(d->perm, d->n, d->seed, epoch); d->epoch = epoch; }
+        if (epoch != d->epoch) { shuffle(d->perm, d->n, d->seed, d->salt, epoch); d->epoch = epoch; }
         idx[b] = d->perm[k % d->n];
     }
 }

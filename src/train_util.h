@@ -6,9 +6,12 @@
 #include "flow.h"
 #include <stdio.h>
 
-/* Seeded data order: example k of training is perm[k % n] of epoch k / n. */
-typedef struct { int *perm; int n; long epoch; uint64_t seed; } bf_data_order;
-void bf_data_order_init(bf_data_order *d, int n, uint64_t seed);
+/* Seeded data order: example k of training is perm[k % n] of epoch k / n. salt tells the
+ * trainers' orders apart (each keeps the order its recorded runs used). */
+typedef struct { int *perm; int n; long epoch; uint64_t seed, salt; } bf_data_order;
+#define BF_ORDER_SALT_FLOW 17      /* forward and reverse models */
+#define BF_ORDER_SALT_FEATURES 29  /* the feature network */
+void bf_data_order_init(bf_data_order *d, int n, uint64_t seed, uint64_t salt);
 void bf_data_order_free(bf_data_order *d);
 /* idx (B): the examples of step `step` with B per step */
 void bf_data_order_batch(bf_data_order *d, int *idx, long step, int B);
