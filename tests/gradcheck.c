@@ -267,3 +267,40 @@ int bf_gc_close(const char *what, const float *got, const double *want, size_t n
                 bad, n, wi, (double)got[wi], want[wi]);
     return bad ? 1 : 0;
 }
+
+uint64_t bf_gc_seed_shift(void) {
+    const char *v = getenv("BF_TEST_SEED");
+    return v ? strtoull(v, NULL, 10) * 100003ull : 0;
+}
+
+float *bf_gc_randn_shifted(uint64_t seed, size_t n, float std) {
+    return bf_gc_randn(seed + bf_gc_seed_shift(), n, 0.0f, std);
+}
+
+float *bf_gc_nans(size_t n) {
+    float *x = bf_malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+    return x;
+}
+
+/* Kernels run serially below 32768 elements of work (src/fastmath.h BF_PAR_MIN). */
+int bf_gc_entries_for(size_t work, int small) { return work >= 32768 ? 12 : small; }
+
+int bf_gc_close_f(const char *what, const float *got, const float *want, size_t n, double atol,
+                  double rtol) {
+    double *w = bf_malloc(n * sizeof *w + 1);
+    for (size_t i = 0; i < n; i++) w[i] = want[i];
+    int r = bf_gc_close(what, got, w, n, atol, rtol);
+    free(w);
+    return r;
+}
+
+int bf_gc_same_floats(const char *what, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+            fprintf(stderr, "    %s: entry %zu differs: %.9g vs %.9g\n", what, i, (double)a[i],
+                    (double)b[i]);
+            return 1;
+        }
+    return 0;
+}

@@ -82,4 +82,20 @@ double bf_gc_dot(const float *a, const float *b, size_t n);        /* sum a*b in
 float *bf_gc_randn(uint64_t seed, size_t n, float mean, float std); /* malloc'ed */
 float *bf_gc_zeros(size_t n);                                        /* calloc'ed */
 
+/* Seeds and buffers shared by the kernel and model tests. BF_TEST_SEED shifts every seed:
+ * the same tests on other random inputs. */
+uint64_t bf_gc_seed_shift(void);
+/* bf_gc_randn with mean 0 and the seed shifted */
+float *bf_gc_randn_shifted(uint64_t seed, size_t n, float std);
+/* n NaNs: outputs must be overwritten, not added to */
+float *bf_gc_nans(size_t n);
+/* Entries per tensor given finite differences: few on the large (threaded) cases. */
+int bf_gc_entries_for(size_t work, int small);
+
+/* got against want, both float: bf_gc_close with want widened to double. */
+int bf_gc_close_f(const char *what, const float *got, const float *want, size_t n, double atol,
+                  double rtol);
+/* Bit-for-bit equality (NaN payloads included); prints the first difference; 1 on failure. */
+int bf_gc_same_floats(const char *what, const float *a, const float *b, size_t n);
+
 #endif

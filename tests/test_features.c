@@ -13,10 +13,6 @@
 
 #define COMMITTED_MODEL "models/features-fmnist.safetensors"
 
-static uint64_t seed_shift(void) {
-    const char *v = getenv("BF_TEST_SEED");
-    return v ? strtoull(v, NULL, 10) * 100003ull : 0;
-}
 
 /* A small network on odd-sized 2-channel images (pooling drops the last row and column). */
 static bf_features *small_net(uint64_t seed) {
@@ -115,7 +111,7 @@ static net_ctx net_make_smooth(uint64_t seed, int n) {
 }
 
 TEST(features_network_gradient_finite_difference) {
-    net_ctx c = net_make_smooth(11 + seed_shift(), 2);
+    net_ctx c = net_make_smooth(11 + bf_gc_seed_shift(), 2);
     CHECK(kink_margin(&c) > 5e-3f);
     /* 6x7 -> pool 3x3 -> pool 1x1 */
     CHECK(c.fn->num_params == (size_t)(3 * 2 * 9 + 3) + (3 * 3 * 9 + 3) + (4 * 3 * 9 + 4) +
@@ -128,7 +124,7 @@ TEST(features_network_gradient_finite_difference) {
                                  c.grads + c.fn->info[i].offset, c.fn->info[i].numel};
     t[nt++] = (bf_gc_tensor){"x", c.x, c.dx, image_size(c.fn) * c.n};
     /* steps small against the margin, so that no unit crosses its kink */
-    bf_gc_problem p = {.loss = net_loss, .backward = net_bwd, .ctx = &c, .seed = seed_shift(),
+    bf_gc_problem p = {.loss = net_loss, .backward = net_bwd, .ctx = &c, .seed = bf_gc_seed_shift(),
                        .max_entries = 32, .h = 1e-3};
     CHECK(bf_gradcheck("feature network", &p, t, nt) == 0);
     /* and along one random direction over all parameters at once */
@@ -139,7 +135,7 @@ TEST(features_network_gradient_finite_difference) {
 }
 
 TEST(features_sharded_step_equals_whole_batch) {
-    net_ctx c = net_make(21 + seed_shift(), 7);
+    net_ctx c = net_make(21 + bf_gc_seed_shift(), 7);
     double whole = net_loss(&c) ;
     memset(c.grads, 0, sizeof(float) * c.fn->num_params);
     net_bwd(&c);
@@ -366,7 +362,7 @@ static float *gaussian_set(const double *mu, const double *var, int F, const dou
 
 TEST(frechet_of_a_set_with_itself_is_zero) {
     int n = 500, F = 32;
-    float *a = bf_gc_randn(51 + seed_shift(), (size_t)n * F, 0.5f, 2.0f);
+    float *a = bf_gc_randn(51 + bf_gc_seed_shift(), (size_t)n * F, 0.5f, 2.0f);
     for (int i = 0; i < n; i++)   /* correlated columns: a covariance that is not diagonal */
         for (int k = 1; k < F; k++) a[(size_t)i * F + k] += 0.8f * a[(size_t)i * F + k - 1];
     bf_feature_stats s;
@@ -384,7 +380,7 @@ TEST(frechet_of_a_set_with_itself_is_zero) {
 
 TEST(frechet_of_a_shifted_copy_is_the_squared_shift) {
     int n = 400, F = 24;
-    float *a = bf_gc_randn(61 + seed_shift(), (size_t)n * F, 0.0f, 1.0f);
+    float *a = bf_gc_randn(61 + bf_gc_seed_shift(), (size_t)n * F, 0.0f, 1.0f);
     float *b = bf_malloc(sizeof(float) * n * F);
     double want = 0.0, shift[24];
     for (int k = 0; k < F; k++) {
@@ -403,7 +399,7 @@ TEST(frechet_of_gaussians_matches_closed_form) {
     enum { F = 16 };
     double mua[F], mub[F], va[F], vb[F], want = 0.0;
     bf_rng rng;
-    bf_rng_seed(&rng, 71 + seed_shift());
+    bf_rng_seed(&rng, 71 + bf_gc_seed_shift());
     for (int k = 0; k < F; k++) {
         mua[k] = bf_rng_normal(&rng);
         mub[k] = bf_rng_normal(&rng);
@@ -421,7 +417,7 @@ TEST(frechet_of_gaussians_matches_closed_form) {
     bf_feature_stats_free(&s);
     /* the same pair rotated: full covariances that do not commute with the axes; a rotation
      * of both sets leaves the distance unchanged */
-    double *q = random_rotation(72 + seed_shift(), F);
+    double *q = random_rotation(72 + bf_gc_seed_shift(), F);
     float *ra = gaussian_set(mua, va, F, q), *rb = gaussian_set(mub, vb, F, q);
     CHECK_NEAR(fd_of(ra, 2 * F, rb, 2 * F, F), want, 1e-5 * want);
     free(q); free(ra); free(rb); free(a); free(b);
@@ -431,8 +427,8 @@ TEST(frechet_of_gaussians_matches_closed_form) {
  * of Ca Cb) give tr sqrt = sqrt(tr(Ca Cb) + 2 sqrt(det Ca det Cb)). */
 TEST(frechet_2d_non_commuting_closed_form) {
     int n = 300;
-    float *a = bf_gc_randn(81 + seed_shift(), 2 * (size_t)n, 0.0f, 1.0f);
-    float *b = bf_gc_randn(82 + seed_shift(), 2 * (size_t)n, 1.0f, 1.0f);
+    float *a = bf_gc_randn(81 + bf_gc_seed_shift(), 2 * (size_t)n, 0.0f, 1.0f);
+    float *b = bf_gc_randn(82 + bf_gc_seed_shift(), 2 * (size_t)n, 1.0f, 1.0f);
     for (int i = 0; i < n; i++) {   /* correlated one way in a, the other way in b */
         a[2 * i + 1] = 0.9f * a[2 * i] + 0.3f * a[2 * i + 1];
         b[2 * i] = 2.0f * b[2 * i] - 0.7f * b[2 * i + 1];

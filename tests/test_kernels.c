@@ -14,35 +14,15 @@
 #define BF_TEST_PI 3.14159265358979323846
 #define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-/* BF_TEST_SEED shifts every seed below: the same tests on other random inputs. */
-static uint64_t seed_shift(void) {
-    const char *v = getenv("BF_TEST_SEED");
-    return v ? strtoull(v, NULL, 10) * 100003ull : 0;
-}
-static float *randn(uint64_t seed, size_t n, float std) {
-    return bf_gc_randn(seed + seed_shift(), n, 0.0f, std);
-}
 static float *randn_mean(uint64_t seed, size_t n, float mean, float std) {
-    return bf_gc_randn(seed + seed_shift(), n, mean, std);
+    return bf_gc_randn(seed + bf_gc_seed_shift(), n, mean, std);
 }
-static float *zeros(size_t n) { return bf_gc_zeros(n); }
 
 /* Kernels run serially below some work size (src/kernels.c: 32768 elements); the "large"
  * cases below are past it so that the threaded paths (partitions, reductions) are checked
  * too. On those only a few entries per tensor get finite differences. */
 #define LARGE_WORK 40000
-static int entries_for(size_t work, int small) { return work >= 32768 ? 12 : small; }
 
-
-static int same_floats(const char *what, const float *a, const float *b, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-            fprintf(stderr, "    %s: entry %zu differs: %.9g vs %.9g\n", what, i, (double)a[i],
-                    (double)b[i]);
-            return 1;
-        }
-    return 0;
-}
 
 /* ================================================================== linear */
 typedef struct { int N, IC, OC, bias, dinp, dweight, dbias; } linear_case;
@@ -84,8 +64,8 @@ TEST(linear_forward_matches_naive) {
     for (int k = 0; k < NUM(linear_cases); k++) {
         const linear_case *c = &linear_cases[k];
         int N = c->N, IC = c->IC, OC = c->OC;
-        float *inp = randn(100 + k, (size_t)N * IC, 1.0f), *w = randn(200 + k, (size_t)OC * IC, 0.5f);
-        float *b = randn(300 + k, (size_t)OC, 1.0f), *out = zeros((size_t)N * OC);
+        float *inp = bf_gc_randn_shifted(100 + k, (size_t)N * IC, 1.0f), *w = bf_gc_randn_shifted(200 + k, (size_t)OC * IC, 0.5f);
+        float *b = bf_gc_randn_shifted(300 + k, (size_t)OC, 1.0f), *out = bf_gc_zeros((size_t)N * OC);
         double *want = bf_malloc(sizeof(double) * N * OC);
         for (int i = 0; i < N; i++)
             for (int o = 0; o < OC; o++) {
@@ -106,16 +86,16 @@ TEST(linear_backward_gradcheck) {
     for (int k = 0; k < NUM(linear_cases); k++) {
         const linear_case *c = &linear_cases[k];
         size_t ni = (size_t)c->N * c->IC, nw = (size_t)c->OC * c->IC, no = (size_t)c->N * c->OC;
-        linear_ctx x = {c, randn(10 + k, ni, 1.0f), randn(20 + k, nw, 0.5f),
-                        randn(30 + k, (size_t)c->OC, 1.0f), zeros(no), randn(40 + k, no, 1.0f),
-                        zeros(ni), zeros(nw), zeros((size_t)c->OC)};
+        linear_ctx x = {c, bf_gc_randn_shifted(10 + k, ni, 1.0f), bf_gc_randn_shifted(20 + k, nw, 0.5f),
+                        bf_gc_randn_shifted(30 + k, (size_t)c->OC, 1.0f), bf_gc_zeros(no), bf_gc_randn_shifted(40 + k, no, 1.0f),
+                        bf_gc_zeros(ni), bf_gc_zeros(nw), bf_gc_zeros((size_t)c->OC)};
         bf_gc_tensor t[3];
         int nt = 0;
         if (c->dinp) t[nt++] = (bf_gc_tensor){"inp", x.inp, x.dinp, ni};
         if (c->dweight) t[nt++] = (bf_gc_tensor){"weight", x.w, x.dw, nw};
         if (c->bias && c->dbias) t[nt++] = (bf_gc_tensor){"bias", x.b, x.db, (size_t)c->OC};
         bf_gc_problem p = {.loss = linear_loss, .backward = linear_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(no, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(no, 64)};
         char label[96];
         snprintf(label, sizeof label, "linear N=%d IC=%d OC=%d bias=%d dinp=%s", c->N, c->IC, c->OC,
                  c->bias, c->dinp ? "yes" : "NULL");
@@ -155,9 +135,9 @@ static void ln_bwd(void *p) {
 static ln_ctx ln_make(const ln_case *c, uint64_t seed) {
     size_t n = (size_t)c->N * c->C;
     ln_ctx x = {c, randn_mean(seed, n, c->offset, c->scale), randn_mean(seed + 1, (size_t)c->C, 1.0f, 0.3f),
-                randn(seed + 2, (size_t)c->C, 0.5f), zeros(n), zeros((size_t)c->N),
-                zeros((size_t)c->N), randn(seed + 3, n, 1.0f), zeros(n), zeros((size_t)c->C),
-                zeros((size_t)c->C)};
+                bf_gc_randn_shifted(seed + 2, (size_t)c->C, 0.5f), bf_gc_zeros(n), bf_gc_zeros((size_t)c->N),
+                bf_gc_zeros((size_t)c->N), bf_gc_randn_shifted(seed + 3, n, 1.0f), bf_gc_zeros(n), bf_gc_zeros((size_t)c->C),
+                bf_gc_zeros((size_t)c->C)};
     return x;
 }
 static void ln_free(ln_ctx *x) {
@@ -199,7 +179,7 @@ TEST(layernorm_backward_gradcheck) {
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}, {"weight", x.w, x.dw, (size_t)c->C},
                             {"bias", x.b, x.db, (size_t)c->C}};
         bf_gc_problem p = {.loss = ln_loss, .backward = ln_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
         char label[64];
         snprintf(label, sizeof label, "layernorm N=%d C=%d dweight,dbias=%s", c->N, c->C,
                  c->dparams ? "yes" : "NULL");
@@ -240,8 +220,8 @@ TEST(attention_forward_matches_ref) {
         const att_case *c = &att_cases[k];
         int B = c->B, T = c->T, C = c->C, NH = c->NH;
         size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
-        float *qkv = randn(700 + k, nq, 1.0f), *out = zeros(no), *att = zeros(na);
-        float *oref = zeros(no), *aref = zeros(na);
+        float *qkv = bf_gc_randn_shifted(700 + k, nq, 1.0f), *out = bf_gc_zeros(no), *att = bf_gc_zeros(na);
+        float *oref = bf_gc_zeros(no), *aref = bf_gc_zeros(na);
         for (size_t i = 0; i < na; i++) att[i] = NAN;   /* every entry must be written */
         bf_attention_forward(out, att, qkv, B, T, C, NH, c->causal);
         bf_attention_forward_ref(oref, aref, qkv, B, T, C, NH, c->causal);
@@ -302,8 +282,8 @@ TEST(attention_ref_hand_computed) {
 TEST(attention_causal_ignores_future) {
     int B = 2, T = 6, C = 8, NH = 2;
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
-    float *qkv = randn(800, nq, 1.0f), *out = zeros(no), *att = zeros(na);
-    float *qkv2 = zeros(nq), *out2 = zeros(no), *att2 = zeros(na);
+    float *qkv = bf_gc_randn_shifted(800, nq, 1.0f), *out = bf_gc_zeros(no), *att = bf_gc_zeros(na);
+    float *qkv2 = bf_gc_zeros(nq), *out2 = bf_gc_zeros(no), *att2 = bf_gc_zeros(na);
     bf_rng rng;
     bf_rng_seed(&rng, 801);
     for (int causal = 1; causal >= 0; causal--) {
@@ -329,7 +309,7 @@ TEST(attention_causal_ignores_future) {
                 CHECK(maxdiff <= 1e-6);
                 for (int r = 0; r < B * NH; r++)
                     for (int t = 0; t <= i; t++)
-                        CHECK(same_floats("causal att row", att + ((size_t)r * T + t) * T,
+                        CHECK(bf_gc_same_floats("causal att row", att + ((size_t)r * T + t) * T,
                                           att2 + ((size_t)r * T + t) * T, (size_t)T) == 0);
             } else {
                 CHECK(maxdiff > 1e-3);   /* bidirectional: the past sees the future */
@@ -343,9 +323,9 @@ TEST(attention_causal_ignores_future) {
 TEST(attention_decode_step_matches_causal_forward) {
     int B = 3, T = 6, C = 8, NH = 2;
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
-    float *qkv = randn(850, nq, 1.0f), *out = zeros(no), *att = zeros((size_t)B * NH * T * T);
-    float *kc = zeros((size_t)B * T * C), *vc = zeros((size_t)B * T * C);
-    float *row = zeros((size_t)B * 3 * C), *o = zeros((size_t)B * C);
+    float *qkv = bf_gc_randn_shifted(850, nq, 1.0f), *out = bf_gc_zeros(no), *att = bf_gc_zeros((size_t)B * NH * T * T);
+    float *kc = bf_gc_zeros((size_t)B * T * C), *vc = bf_gc_zeros((size_t)B * T * C);
+    float *row = bf_gc_zeros((size_t)B * 3 * C), *o = bf_gc_zeros((size_t)B * C);
     double *want = bf_malloc(sizeof(double) * B * C);
     bf_attention_forward(out, att, qkv, B, T, C, NH, 1);
     for (int pos = 0; pos < T; pos++) {
@@ -365,13 +345,13 @@ TEST(attention_backward_gradcheck) {
     for (int k = 0; k < NUM(att_cases); k++) {
         const att_case *c = &att_cases[k];
         size_t nq = (size_t)c->B * c->T * 3 * c->C, no = (size_t)c->B * c->T * c->C;
-        att_ctx x = {c, randn(900 + k, nq, 1.0f), zeros(no),
-                     zeros((size_t)c->B * c->NH * c->T * c->T), randn(950 + k, no, 1.0f), zeros(nq)};
+        att_ctx x = {c, bf_gc_randn_shifted(900 + k, nq, 1.0f), bf_gc_zeros(no),
+                     bf_gc_zeros((size_t)c->B * c->NH * c->T * c->T), bf_gc_randn_shifted(950 + k, no, 1.0f), bf_gc_zeros(nq)};
         bf_gc_tensor t[] = {{"qkv", x.qkv, x.dqkv, nq}};
         /* a 240-entry qkv: check them all in the first case, else a random 64 */
-        bf_gc_problem p = {.loss = att_loss, .backward = att_bwd, .ctx = &x, .seed = (uint64_t)k + seed_shift(),
+        bf_gc_problem p = {.loss = att_loss, .backward = att_bwd, .ctx = &x, .seed = (uint64_t)k + bf_gc_seed_shift(),
                            .max_entries = k == 0 ? 1000
-                                          : entries_for((size_t)c->B * c->NH * c->T * c->T *
+                                          : bf_gc_entries_for((size_t)c->B * c->NH * c->T * c->T *
                                                             (c->C / c->NH), 64)};
         char label[96];
         snprintf(label, sizeof label, "attention B=%d T=%d C=%d NH=%d causal=%d", c->B, c->T, c->C,
@@ -409,7 +389,7 @@ static void gelu_bwd(void *p) {
 
 TEST(gelu_forward_matches_erf_in_double) {
     size_t ns = (size_t)NUM(gelu_special), n = 2100 + ns;   /* chunks, vectors and tails */
-    float *inp = randn(1000, n, 2.5f), *out = zeros(n), *dinp = zeros(n), *ones = zeros(n);
+    float *inp = bf_gc_randn_shifted(1000, n, 2.5f), *out = bf_gc_zeros(n), *dinp = bf_gc_zeros(n), *ones = bf_gc_zeros(n);
     memcpy(inp, gelu_special, sizeof gelu_special);
     double *want = bf_malloc(sizeof(double) * n), *wantg = bf_malloc(sizeof(double) * n);
     for (size_t i = 0; i < n; i++) {
@@ -441,12 +421,12 @@ TEST(gelu_backward_gradcheck) {
     static const size_t sizes[] = {101, LARGE_WORK + 5};   /* vectors and a scalar tail */
     for (int k = 0; k < NUM(sizes); k++) {
         size_t n = sizes[k];
-        gelu_ctx x = {n, randn(1100 + 10 * k, n, 2.0f), zeros(n), randn(1101 + 10 * k, n, 1.0f),
-                      zeros(n)};
+        gelu_ctx x = {n, bf_gc_randn_shifted(1100 + 10 * k, n, 2.0f), bf_gc_zeros(n), bf_gc_randn_shifted(1101 + 10 * k, n, 1.0f),
+                      bf_gc_zeros(n)};
         memcpy(x.inp, gelu_special, 13 * sizeof(float));   /* the moderate special values */
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
         bf_gc_problem p = {.loss = gelu_loss, .backward = gelu_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 1000)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 1000)};
         char label[64];
         snprintf(label, sizeof label, "gelu n=%zu", n);
         CHECK(bf_gradcheck(label, &p, t, 1) == 0);
@@ -470,15 +450,15 @@ TEST(residual_forward_and_gradcheck) {
     static const size_t sizes[] = {37, LARGE_WORK + 3};
     for (int k = 0; k < NUM(sizes); k++) {
         size_t n = sizes[k];
-        res_ctx x = {n, randn(1200 + 10 * k, n, 1.0f), randn(1201 + 10 * k, n, 1.0f), zeros(n),
-                     randn(1202 + 10 * k, n, 1.0f), zeros(n), zeros(n)};
+        res_ctx x = {n, bf_gc_randn_shifted(1200 + 10 * k, n, 1.0f), bf_gc_randn_shifted(1201 + 10 * k, n, 1.0f), bf_gc_zeros(n),
+                     bf_gc_randn_shifted(1202 + 10 * k, n, 1.0f), bf_gc_zeros(n), bf_gc_zeros(n)};
         (void)res_loss(&x);
         size_t bad = 0;
         for (size_t i = 0; i < n; i++) bad += !(x.out[i] == x.a[i] + x.b[i]);
         CHECK(bad == 0);
         bf_gc_tensor t[] = {{"a", x.a, x.da, n}, {"b", x.b, x.db, n}};
         bf_gc_problem p = {.loss = res_loss, .backward = res_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
         char label[64];
         snprintf(label, sizeof label, "residual n=%zu", n);
         CHECK(bf_gradcheck(label, &p, t, 2) == 0);
@@ -529,9 +509,9 @@ static void embed_bwd(void *p) {
 static embed_ctx embed_make(const embed_case *c, uint64_t seed) {
     size_t n = (size_t)c->B * c->T * c->C;
     size_t nc = (size_t)(c->K > 0 ? c->K : 1) * c->C;
-    embed_ctx x = {c, randn(seed, n, 1.0f), randn(seed + 1, (size_t)c->T * c->C, 1.0f),
-                   randn(seed + 2, nc, 1.0f), zeros(n), randn(seed + 3, n, 1.0f), zeros(n),
-                   zeros((size_t)c->T * c->C), zeros(nc)};
+    embed_ctx x = {c, bf_gc_randn_shifted(seed, n, 1.0f), bf_gc_randn_shifted(seed + 1, (size_t)c->T * c->C, 1.0f),
+                   bf_gc_randn_shifted(seed + 2, nc, 1.0f), bf_gc_zeros(n), bf_gc_randn_shifted(seed + 3, n, 1.0f), bf_gc_zeros(n),
+                   bf_gc_zeros((size_t)c->T * c->C), bf_gc_zeros(nc)};
     return x;
 }
 static void embed_free(embed_ctx *x) {
@@ -584,7 +564,7 @@ TEST(embed_backward_gradcheck) {
         t[nt++] = (bf_gc_tensor){"pos", x.pos, x.dpos, (size_t)c->T * c->C};
         if (c->K > 0 && c->dcls) t[nt++] = (bf_gc_tensor){"cls", x.cls, x.dcls, (size_t)c->K * c->C};
         bf_gc_problem p = {.loss = embed_loss, .backward = embed_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
         char label[128];
         snprintf(label, sizeof label, "embed case %d (K=%d reverse=%d y=%s dh=%s dcls=%s)", k, c->K,
                  c->reverse, c->y_null ? "NULL" : "given", c->dh ? "yes" : "NULL",
@@ -612,7 +592,7 @@ TEST(softbound_forward_and_gradcheck) {
     for (int k = 0; k <= NUM(softbound_cs); k++) {   /* the last: large, c = 2 */
         size_t n = k < NUM(softbound_cs) ? 70 : LARGE_WORK + 7;
         float c = k < NUM(softbound_cs) ? softbound_cs[k] : 2.0f;
-        sb_ctx x = {n, c, randn(1500 + k, n, 3.0f), zeros(n), randn(1550 + k, n, 1.0f), zeros(n)};
+        sb_ctx x = {n, c, bf_gc_randn_shifted(1500 + k, n, 3.0f), bf_gc_zeros(n), bf_gc_randn_shifted(1550 + k, n, 1.0f), bf_gc_zeros(n)};
         double *want = bf_malloc(sizeof(double) * n);
         for (size_t i = 0; i < n; i++) want[i] = c > 0 ? c * tanh((double)x.inp[i] / c) : x.inp[i];
         (void)sb_loss(&x);
@@ -626,7 +606,7 @@ TEST(softbound_forward_and_gradcheck) {
         }
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
         bf_gc_problem p = {.loss = sb_loss, .backward = sb_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
         CHECK(bf_gradcheck(label, &p, t, 1) == 0);
         free(x.inp); free(x.out); free(x.R); free(x.dinp); free(want);
     }
@@ -663,9 +643,9 @@ static void fs_bwd(void *p) {
 
 static fs_ctx fs_make(const fs_case *c, uint64_t seed) {
     size_t nz = (size_t)c->B * c->T * c->D;
-    fs_ctx x = {c, randn(seed, 2 * nz, c->c > 0 ? 1.5f : 0.5f), randn(seed + 1, nz, 1.0f),
-                zeros(nz), zeros((size_t)c->B), randn(seed + 2, nz, 1.0f),
-                randn(seed + 3, (size_t)c->B, c->ra > 0 ? c->ra : 1.0f), zeros(2 * nz), zeros(nz)};
+    fs_ctx x = {c, bf_gc_randn_shifted(seed, 2 * nz, c->c > 0 ? 1.5f : 0.5f), bf_gc_randn_shifted(seed + 1, nz, 1.0f),
+                bf_gc_zeros(nz), bf_gc_zeros((size_t)c->B), bf_gc_randn_shifted(seed + 2, nz, 1.0f),
+                bf_gc_randn_shifted(seed + 3, (size_t)c->B, c->ra > 0 ? c->ra : 1.0f), bf_gc_zeros(2 * nz), bf_gc_zeros(nz)};
     return x;
 }
 static void fs_free(fs_ctx *x) {
@@ -682,7 +662,7 @@ TEST(flow_step_forward_matches_naive) {
         int B = c->B, T = c->T, D = c->D;
         size_t nz = (size_t)B * T * D;
         double *want = bf_malloc(sizeof(double) * nz), *wa = bf_malloc(sizeof(double) * B);
-        float *prefill = randn(1690 + k, (size_t)B, 1.0f);
+        float *prefill = bf_gc_randn_shifted(1690 + k, (size_t)B, 1.0f);
         double abs_sum = 0.0;   /* largest sum |alpha| of an image: scale of the rounding */
         for (int b = 0; b < B; b++) {
             double s = prefill[b], sa = fabs(prefill[b]);
@@ -712,7 +692,7 @@ TEST(flow_step_forward_matches_naive) {
          * by 2e-7 sum|alpha| (a wrong term is off by O(1)) */
         CHECK(bf_gc_close(what, x.asum, wa, (size_t)B, 1e-5 + 2e-7 * abs_sum, 1e-5) == 0);
         for (int b = 0; b < B; b++)   /* token 0 is copied exactly */
-            CHECK(same_floats("flow_step token 0", x.z + (size_t)b * T * D, x.u + (size_t)b * T * D,
+            CHECK(bf_gc_same_floats("flow_step token 0", x.z + (size_t)b * T * D, x.u + (size_t)b * T * D,
                               (size_t)D) == 0);
         fs_free(&x);
         free(want); free(wa); free(prefill);
@@ -729,7 +709,7 @@ TEST(flow_step_backward_gradcheck) {
         t[nt++] = (bf_gc_tensor){"o", x.o, x.do_, 2 * nz};
         if (c->du) t[nt++] = (bf_gc_tensor){"u", x.u, x.du, nz};
         bf_gc_problem p = {.loss = fs_loss, .backward = fs_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(nz, 1000)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(nz, 1000)};
         char label[96];
         snprintf(label, sizeof label, "flow_step B=%d T=%d D=%d c=%g du=%s", c->B, c->T, c->D,
                  (double)c->c, c->du ? "yes" : "NULL");
@@ -756,8 +736,8 @@ static void nll_bwd(void *p) {
 
 TEST(gaussian_nll_forward_and_gradcheck) {
     int B = 3, N = 20;
-    nll_ctx x = {B, N, randn(1800, (size_t)B * N, 1.3f), zeros((size_t)B), randn(1801, (size_t)B, 5.0f),
-                 zeros((size_t)B * N)};
+    nll_ctx x = {B, N, bf_gc_randn_shifted(1800, (size_t)B * N, 1.3f), bf_gc_zeros((size_t)B), bf_gc_randn_shifted(1801, (size_t)B, 5.0f),
+                 bf_gc_zeros((size_t)B * N)};
     double want[3];
     for (int b = 0; b < B; b++) {
         double s = 0.0;
@@ -777,15 +757,15 @@ TEST(gaussian_nll_forward_and_gradcheck) {
 TEST(permute_tokens_reverse_and_copy) {
     int B = 2, T = 5, C = 3;
     size_t n = (size_t)B * T * C;
-    float *a = randn(1900, n, 1.0f), *r = zeros(n), *rr = zeros(n), *cp = zeros(n);
+    float *a = bf_gc_randn_shifted(1900, n, 1.0f), *r = bf_gc_zeros(n), *rr = bf_gc_zeros(n), *cp = bf_gc_zeros(n);
     bf_permute_tokens(r, a, B, T, C, 1);
     bf_permute_tokens(rr, r, B, T, C, 1);
     bf_permute_tokens(cp, a, B, T, C, 0);
-    CHECK(same_floats("permute copy", cp, a, n) == 0);
-    CHECK(same_floats("permute reverse twice", rr, a, n) == 0);
+    CHECK(bf_gc_same_floats("permute copy", cp, a, n) == 0);
+    CHECK(bf_gc_same_floats("permute reverse twice", rr, a, n) == 0);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
-            CHECK(same_floats("permute reverse", r + ((size_t)b * T + t) * C,
+            CHECK(bf_gc_same_floats("permute reverse", r + ((size_t)b * T + t) * C,
                               a + ((size_t)b * T + T - 1 - t) * C, (size_t)C) == 0);
     free(a); free(r); free(rr); free(cp);
 }
@@ -818,7 +798,7 @@ TEST(gradcheck_catches_wrong_gradients) {
     for (int mode = 0; mode <= 4; mode++) {
         /* fixed inputs (no BF_TEST_SEED): the directional check is one random projection */
         bad_ctx x = {mode, n, bf_gc_randn(2000, n, 0.0f, 1.0f), bf_gc_randn(2001, n, 0.0f, 1.0f),
-                     zeros(n), bf_gc_randn(2002, n, 0.0f, 1.0f), zeros(n), zeros(n)};
+                     bf_gc_zeros(n), bf_gc_randn(2002, n, 0.0f, 1.0f), bf_gc_zeros(n), bf_gc_zeros(n)};
         bf_gc_tensor t[] = {{"a", x.a, x.da, n}, {"b", x.b, x.db, n}};
         bf_gc_problem p = {.loss = bad_loss, .backward = bad_bwd, .ctx = &x};
         p.quiet = mode != 0;   /* the failures of modes 1-4 are expected */

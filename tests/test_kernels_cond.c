@@ -15,39 +15,7 @@
 #define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 #define LARGE_WORK 40000
 
-/* BF_TEST_SEED shifts every seed below: the same tests on other random inputs. */
-static uint64_t seed_shift(void) {
-    const char *v = getenv("BF_TEST_SEED");
-    return v ? strtoull(v, NULL, 10) * 100003ull : 0;
-}
-static float *randn(uint64_t seed, size_t n, float std) {
-    return bf_gc_randn(seed + seed_shift(), n, 0.0f, std);
-}
-static float *zeros(size_t n) { return bf_gc_zeros(n); }
-static float *nans(size_t n) {   /* outputs must be overwritten, not added to */
-    float *x = bf_malloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-    return x;
-}
-static int entries_for(size_t work, int small) { return work >= 32768 ? 12 : small; }
 
-static int close_to_f(const char *what, const float *got, const float *want, size_t n,
-                      double atol, double rtol) {
-    double *w = bf_malloc(n * sizeof *w + 1);
-    for (size_t i = 0; i < n; i++) w[i] = want[i];
-    int r = bf_gc_close(what, got, w, n, atol, rtol);
-    free(w);
-    return r;
-}
-static int same_floats(const char *what, const float *a, const float *b, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-            fprintf(stderr, "    %s: entry %zu differs: %.9g vs %.9g\n", what, i, (double)a[i],
-                    (double)b[i]);
-            return 1;
-        }
-    return 0;
-}
 
 /* (B, T, C) cases shared by the two modulations: C = 70 spans a full and a partial channel
  * block of the backward (64), C = 1 and T = 1 the degenerate shapes, the last is large. */
@@ -76,8 +44,8 @@ static void ada_bwd(void *p) {
 }
 static ada_ctx ada_make(const btc_case *c, uint64_t seed) {
     size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
-    ada_ctx x = {c, randn(seed, n, 1.0f), randn(seed + 1, nb, 0.7f), randn(seed + 2, nb, 0.5f),
-                 nans(n), randn(seed + 3, n, 1.0f), zeros(n), zeros(nb), zeros(nb)};
+    ada_ctx x = {c, bf_gc_randn_shifted(seed, n, 1.0f), bf_gc_randn_shifted(seed + 1, nb, 0.7f), bf_gc_randn_shifted(seed + 2, nb, 0.5f),
+                 bf_gc_nans(n), bf_gc_randn_shifted(seed + 3, n, 1.0f), bf_gc_zeros(n), bf_gc_zeros(nb), bf_gc_zeros(nb)};
     return x;
 }
 static void ada_free(ada_ctx *x) {
@@ -105,7 +73,7 @@ TEST(cond_adaln_forward_matches_double) {
         float *inplace = bf_malloc(n * sizeof *inplace);
         memcpy(inplace, x.xn, n * sizeof *inplace);
         bf_adaln_modulate_forward(inplace, inplace, x.shift, x.scale, c->B, c->T, c->C);
-        CHECK(same_floats("adaln in place", inplace, x.out, n) == 0);
+        CHECK(bf_gc_same_floats("adaln in place", inplace, x.out, n) == 0);
         free(inplace); free(want);
         ada_free(&x);
     }
@@ -119,16 +87,16 @@ TEST(cond_adaln_backward_gradcheck) {
         bf_gc_tensor t[] = {{"xn", x.xn, x.dxn, n}, {"shift", x.shift, x.dshift, nb},
                             {"scale", x.scale, x.dscale, nb}};
         bf_gc_problem p = {.loss = ada_loss, .backward = ada_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
         char label[64];
         snprintf(label, sizeof label, "adaln B=%d T=%d C=%d", c->B, c->T, c->C);
         CHECK(bf_gradcheck(label, &p, t, NUM(t)) == 0);
         /* against the naive twin (double sums): float sums over T tokens round by ~T eps */
-        float *rx = zeros(n), *rs = zeros(nb), *rc = zeros(nb);
+        float *rx = bf_gc_zeros(n), *rs = bf_gc_zeros(nb), *rc = bf_gc_zeros(nb);
         bf_adaln_modulate_backward_ref(rx, rs, rc, x.R, x.xn, x.scale, c->B, c->T, c->C);
-        CHECK(close_to_f("adaln dxn vs ref", x.dxn, rx, n, 1e-6, 1e-6) == 0);
-        CHECK(close_to_f("adaln dshift vs ref", x.dshift, rs, nb, 1e-6 * c->T, 1e-6) == 0);
-        CHECK(close_to_f("adaln dscale vs ref", x.dscale, rc, nb, 1e-6 * c->T, 1e-6) == 0);
+        CHECK(bf_gc_close_f("adaln dxn vs ref", x.dxn, rx, n, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close_f("adaln dshift vs ref", x.dshift, rs, nb, 1e-6 * c->T, 1e-6) == 0);
+        CHECK(bf_gc_close_f("adaln dscale vs ref", x.dscale, rc, nb, 1e-6 * c->T, 1e-6) == 0);
         free(rx); free(rs); free(rc);
         ada_free(&x);
     }
@@ -153,8 +121,8 @@ static void gr_bwd(void *p) {
 }
 static gr_ctx gr_make(const btc_case *c, uint64_t seed) {
     size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
-    gr_ctx x = {c, randn(seed, n, 1.0f), randn(seed + 1, nb, 0.7f), randn(seed + 2, n, 1.0f),
-                nans(n), randn(seed + 3, n, 1.0f), zeros(n), zeros(nb), zeros(n)};
+    gr_ctx x = {c, bf_gc_randn_shifted(seed, n, 1.0f), bf_gc_randn_shifted(seed + 1, nb, 0.7f), bf_gc_randn_shifted(seed + 2, n, 1.0f),
+                bf_gc_nans(n), bf_gc_randn_shifted(seed + 3, n, 1.0f), bf_gc_zeros(n), bf_gc_zeros(nb), bf_gc_zeros(n)};
     return x;
 }
 static void gr_free(gr_ctx *x) {
@@ -181,11 +149,11 @@ TEST(cond_gated_residual_forward_matches_double) {
         /* zero gates (adaLN-Zero init): the block is exactly the identity, also in place */
         memset(x.gate, 0, nb * sizeof(float));
         (void)gr_loss(&x);
-        CHECK(same_floats("gated_residual gate 0", x.out, x.x, n) == 0);
+        CHECK(bf_gc_same_floats("gated_residual gate 0", x.out, x.x, n) == 0);
         float *inplace = bf_malloc(n * sizeof *inplace);
         memcpy(inplace, x.x, n * sizeof *inplace);
         bf_gated_residual_forward(inplace, inplace, x.gate, x.h, c->B, c->T, c->C);
-        CHECK(same_floats("gated_residual gate 0 in place", inplace, x.x, n) == 0);
+        CHECK(bf_gc_same_floats("gated_residual gate 0 in place", inplace, x.x, n) == 0);
         free(inplace); free(want);
         gr_free(&x);
     }
@@ -199,15 +167,15 @@ TEST(cond_gated_residual_backward_gradcheck) {
         bf_gc_tensor t[] = {{"x", x.x, x.dx, n}, {"gate", x.gate, x.dgate, nb},
                             {"h", x.h, x.dh, n}};
         bf_gc_problem p = {.loss = gr_loss, .backward = gr_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
         char label[64];
         snprintf(label, sizeof label, "gated_residual B=%d T=%d C=%d", c->B, c->T, c->C);
         CHECK(bf_gradcheck(label, &p, t, NUM(t)) == 0);
-        float *rx = zeros(n), *rg = zeros(nb), *rh = zeros(n);
+        float *rx = bf_gc_zeros(n), *rg = bf_gc_zeros(nb), *rh = bf_gc_zeros(n);
         bf_gated_residual_backward_ref(rx, rg, rh, x.R, x.gate, x.h, c->B, c->T, c->C);
-        CHECK(same_floats("gated_residual dx vs ref", x.dx, rx, n) == 0);   /* dx = dout */
-        CHECK(close_to_f("gated_residual dh vs ref", x.dh, rh, n, 1e-6, 1e-6) == 0);
-        CHECK(close_to_f("gated_residual dgate vs ref", x.dgate, rg, nb, 1e-6 * c->T, 1e-6) == 0);
+        CHECK(bf_gc_same_floats("gated_residual dx vs ref", x.dx, rx, n) == 0);   /* dx = dout */
+        CHECK(bf_gc_close_f("gated_residual dh vs ref", x.dh, rh, n, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close_f("gated_residual dgate vs ref", x.dgate, rg, nb, 1e-6 * c->T, 1e-6) == 0);
         free(rx); free(rg); free(rh);
         gr_free(&x);
     }
@@ -223,7 +191,7 @@ TEST(cond_timestep_embed_matches_double) {
     for (int k = 0; k < NUM(Fs); k++) {
         int F = Fs[k], half = F / 2;
         size_t n = (size_t)B * F;
-        float *out = nans(n);
+        float *out = bf_gc_nans(n);
         double *want = bf_malloc(n * sizeof *want);
         for (int b = 0; b < B; b++)
             for (int i = 0; i < half; i++) {   /* freq_i = max_period^(-i / half) */
@@ -249,7 +217,7 @@ TEST(cond_timestep_embed_matches_double) {
     CHECK_NEAR(o[1], sin(0.75), 1e-7);
     /* large: B F past the serial threshold */
     int BL = 160, FL = 256;
-    float *wl = randn(3400, (size_t)BL, 3.0f), *ol = nans((size_t)BL * FL);
+    float *wl = bf_gc_randn_shifted(3400, (size_t)BL, 3.0f), *ol = bf_gc_nans((size_t)BL * FL);
     double *wantl = bf_malloc((size_t)BL * FL * sizeof *wantl);
     for (int b = 0; b < BL; b++)
         for (int i = 0; i < FL / 2; i++) {
@@ -286,7 +254,7 @@ static void silu_bwd(void *p) {
 
 TEST(cond_silu_forward_matches_double) {
     size_t ns = (size_t)NUM(silu_special), n = 2100 + ns;   /* vectors and a tail */
-    float *inp = randn(3500, n, 4.0f), *out = nans(n), *dinp = zeros(n), *ones = zeros(n);
+    float *inp = bf_gc_randn_shifted(3500, n, 4.0f), *out = bf_gc_nans(n), *dinp = bf_gc_zeros(n), *ones = bf_gc_zeros(n);
     memcpy(inp, silu_special, sizeof silu_special);
     double *want = bf_malloc(n * sizeof *want), *wantg = bf_malloc(n * sizeof *wantg);
     for (size_t i = 0; i < n; i++) {
@@ -305,7 +273,7 @@ TEST(cond_silu_forward_matches_double) {
     float *inplace = bf_malloc(n * sizeof *inplace);
     memcpy(inplace, inp, n * sizeof *inplace);
     bf_silu_forward(inplace, inplace, n);
-    CHECK(same_floats("silu in place", inplace, out, n) == 0);
+    CHECK(bf_gc_same_floats("silu in place", inplace, out, n) == 0);
     /* NaN propagates through both; +Inf stays +Inf */
     float sp[3] = {NAN, INFINITY, 1.0f}, so[3], sd[3] = {0, 0, 0}, g1[3] = {1, 1, 1};
     bf_silu_forward(so, sp, 3);
@@ -320,12 +288,12 @@ TEST(cond_silu_backward_gradcheck) {
     static const size_t sizes[] = {101, LARGE_WORK + 5};
     for (int k = 0; k < NUM(sizes); k++) {
         size_t n = sizes[k];
-        silu_ctx x = {n, randn(3600 + 10 * k, n, 3.0f), zeros(n), randn(3601 + 10 * k, n, 1.0f),
-                      zeros(n)};
+        silu_ctx x = {n, bf_gc_randn_shifted(3600 + 10 * k, n, 3.0f), bf_gc_zeros(n), bf_gc_randn_shifted(3601 + 10 * k, n, 1.0f),
+                      bf_gc_zeros(n)};
         memcpy(x.inp, silu_special, 17 * sizeof(float));   /* the moderate special values */
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
         bf_gc_problem p = {.loss = silu_loss, .backward = silu_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 1000)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 1000)};
         char label[64];
         snprintf(label, sizeof label, "silu n=%zu", n);
         CHECK(bf_gradcheck(label, &p, t, 1) == 0);
@@ -365,19 +333,19 @@ TEST(cond_class_embed_forward_and_gradcheck) {
         for (int b = 0; b < c->B; b++)   /* large case: labels -1 .. K-1, skipping class 3 */
             y[b] = c->B > 8 ? ((b * 7) % (c->K + 1)) - 1 : c->y[b];
         if (c->B > 8) for (int b = 0; b < c->B; b++) if (y[b] == 3) y[b] = 4;
-        ce_ctx x = {c, y, randn(3700 + 10 * k, nt, 1.0f), nans(no), randn(3701 + 10 * k, no, 1.0f),
-                    zeros(nt)};
+        ce_ctx x = {c, y, bf_gc_randn_shifted(3700 + 10 * k, nt, 1.0f), bf_gc_nans(no), bf_gc_randn_shifted(3701 + 10 * k, no, 1.0f),
+                    bf_gc_zeros(nt)};
         (void)ce_loss(&x);
         int used[64] = {0};   /* rows read, by hand */
         for (int b = 0; b < c->B; b++) {
             int row = (c->y_null || y[b] < 0) ? c->K : y[b];
             used[row] = 1;
-            CHECK(same_floats("class_embed row", x.out + (size_t)b * c->C,
+            CHECK(bf_gc_same_floats("class_embed row", x.out + (size_t)b * c->C,
                               x.table + (size_t)row * c->C, (size_t)c->C) == 0);
         }
         bf_gc_tensor t[] = {{"table", x.table, x.dtable, nt}};
         bf_gc_problem p = {.loss = ce_loss, .backward = ce_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(no, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(no, 64)};
         char label[64];
         snprintf(label, sizeof label, "class_embed B=%d C=%d K=%d y=%s", c->B, c->C, c->K,
                  c->y_null ? "NULL" : "given");
@@ -419,8 +387,8 @@ static void gc_bwd(void *p) {
 }
 static gc_ctx gc_make(const gc_case *c, uint64_t seed) {
     size_t n = gc_n(c);
-    gc_ctx x = {c, randn(seed, n, 1.0f), randn(seed + 1, n, 1.0f), zeros((size_t)c->B), nans(n),
-                randn(seed + 2, n, 1.0f), zeros(n), zeros(n)};
+    gc_ctx x = {c, bf_gc_randn_shifted(seed, n, 1.0f), bf_gc_randn_shifted(seed + 1, n, 1.0f), bf_gc_zeros((size_t)c->B), bf_gc_nans(n),
+                bf_gc_randn_shifted(seed + 2, n, 1.0f), bf_gc_zeros(n), bf_gc_zeros(n)};
     for (int b = 0; b < c->B; b++) x.w[b] = gc_w[(b + (c->B == 1)) % NUM(gc_w)];
     return x;
 }
@@ -447,13 +415,13 @@ TEST(cond_guidance_combine_forward_matches_double) {
             if (x.w[b] == 0.0f) {
                 for (size_t i = 0; i < np; i++) x.u[b * np + i] = NAN;
                 (void)gc_loss(&x);
-                CHECK(same_floats("guidance_combine w=0", x.out + b * np, x.cc + b * np, np) == 0);
+                CHECK(bf_gc_same_floats("guidance_combine w=0", x.out + b * np, x.cc + b * np, np) == 0);
             }
         /* in place (out == c) */
         float *inplace = bf_malloc(n * sizeof *inplace);
         memcpy(inplace, x.cc, n * sizeof *inplace);
         bf_guidance_combine_forward(inplace, inplace, x.u, x.w, n, c->B);
-        CHECK(same_floats("guidance_combine in place", inplace, x.out, n) == 0);
+        CHECK(bf_gc_same_floats("guidance_combine in place", inplace, x.out, n) == 0);
         free(inplace); free(want);
         gc_free(&x);
     }
@@ -466,7 +434,7 @@ TEST(cond_guidance_combine_backward_gradcheck) {
         size_t n = gc_n(c), np = (size_t)c->n_per;
         bf_gc_tensor t[] = {{"c", x.cc, x.dc, n}, {"u", x.u, x.du, n}};
         bf_gc_problem p = {.loss = gc_loss, .backward = gc_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
         char label[64];
         snprintf(label, sizeof label, "guidance_combine B=%d n_per=%d du=%s", c->B, c->n_per,
                  c->du ? "yes" : "NULL");
@@ -481,7 +449,7 @@ TEST(cond_guidance_combine_backward_gradcheck) {
         CHECK(bf_gc_close("guidance_combine dc", x.dc, wc, n, 1e-7, 1e-6) == 0);
         CHECK(bf_gc_close("guidance_combine du", x.du, wu, n, 1e-7, 1e-6) == 0);
         for (int b = 0; b < c->B; b++)
-            if (x.w[b] == 0.0f) CHECK(same_floats("guidance_combine dc at w=0", x.dc + b * np,
+            if (x.w[b] == 0.0f) CHECK(bf_gc_same_floats("guidance_combine dc at w=0", x.dc + b * np,
                                                   x.R + b * np, np) == 0);
         free(wc); free(wu);
         gc_free(&x);
@@ -510,8 +478,8 @@ TEST(cond_sqdist_forward_backward) {
     for (int k = 0; k < NUM(sd_cases); k++) {
         const sd_case *c = &sd_cases[k];
         size_t n = (size_t)c->B * c->N;
-        sd_ctx x = {c, randn(4100 + k, n, 1.0f), randn(4200 + k, n, 1.0f), zeros((size_t)c->B),
-                    zeros((size_t)c->B), randn(4300 + k, (size_t)c->B, 1.0f), zeros(n)};
+        sd_ctx x = {c, bf_gc_randn_shifted(4100 + k, n, 1.0f), bf_gc_randn_shifted(4200 + k, n, 1.0f), bf_gc_zeros((size_t)c->B),
+                    bf_gc_zeros((size_t)c->B), bf_gc_randn_shifted(4300 + k, (size_t)c->B, 1.0f), bf_gc_zeros(n)};
         bf_mean_square(x.inv, x.t, c->B, c->N);
         double *want = bf_malloc(sizeof(double) * c->B), *ms = bf_malloc(sizeof(double) * c->B);
         for (int b = 0; b < c->B; b++) {
@@ -530,7 +498,7 @@ TEST(cond_sqdist_forward_backward) {
         CHECK(bf_gc_close("sqdist", x.dist, want, (size_t)c->B, 1e-7, 1e-5) == 0);
         bf_gc_tensor t[] = {{"pred", x.p, x.dp, n}};
         bf_gc_problem p = {.loss = sd_loss, .backward = sd_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = entries_for(n, 64)};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
         CHECK(bf_gradcheck("sqdist", &p, t, 1) == 0);
         free(want); free(ms);
         free(x.p); free(x.t); free(x.inv); free(x.dist); free(x.R); free(x.dp);

@@ -12,28 +12,6 @@
 
 #define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-/* BF_TEST_SEED shifts every seed below: the same tests on other random inputs. */
-static uint64_t seed_shift(void) {
-    const char *v = getenv("BF_TEST_SEED");
-    return v ? strtoull(v, NULL, 10) * 100003ull : 0;
-}
-static float *randn(uint64_t seed, size_t n, float std) {
-    return bf_gc_randn(seed + seed_shift(), n, 0.0f, std);
-}
-static float *zeros(size_t n) { return bf_gc_zeros(n); }
-static float *nans(size_t n) {   /* outputs must be overwritten, not added to */
-    float *x = bf_malloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-    return x;
-}
-static int close_to_f(const char *what, const float *got, const float *want, size_t n,
-                      double atol, double rtol) {
-    double *w = bf_malloc(n * sizeof *w + 1);
-    for (size_t i = 0; i < n; i++) w[i] = want[i];
-    int r = bf_gc_close(what, got, w, n, atol, rtol);
-    free(w);
-    return r;
-}
 
 /* ================================================================== convolution */
 /* N, C, H, W, OC, K, stride, pad: 3x3 "same", strided with odd sizes (edge windows that
@@ -55,13 +33,13 @@ static conv_ctx conv_make(const bf_conv_dims *d, uint64_t seed) {
     x.ni = (size_t)d->N * d->C * d->H * d->W;
     x.nw = (size_t)d->OC * d->C * d->K * d->K;
     x.no = (size_t)d->N * d->OC * bf_conv_out_h(d) * bf_conv_out_w(d);
-    x.inp = randn(seed, x.ni, 1.0f);
-    x.w = randn(seed + 1, x.nw, 0.5f);
-    x.b = randn(seed + 2, (size_t)d->OC, 1.0f);
-    x.out = nans(x.no);
-    x.R = randn(seed + 3, x.no, 1.0f);
-    x.dinp = zeros(x.ni); x.dw = zeros(x.nw); x.db = zeros((size_t)d->OC);
-    x.col = nans(bf_conv_col_size(d)); x.dcol = nans(bf_conv_col_size(d));
+    x.inp = bf_gc_randn_shifted(seed, x.ni, 1.0f);
+    x.w = bf_gc_randn_shifted(seed + 1, x.nw, 0.5f);
+    x.b = bf_gc_randn_shifted(seed + 2, (size_t)d->OC, 1.0f);
+    x.out = bf_gc_nans(x.no);
+    x.R = bf_gc_randn_shifted(seed + 3, x.no, 1.0f);
+    x.dinp = bf_gc_zeros(x.ni); x.dw = bf_gc_zeros(x.nw); x.db = bf_gc_zeros((size_t)d->OC);
+    x.col = bf_gc_nans(bf_conv_col_size(d)); x.dcol = bf_gc_nans(bf_conv_col_size(d));
     return x;
 }
 static void conv_free(conv_ctx *x) {
@@ -105,15 +83,15 @@ TEST(conv2d_forward_matches_ref) {
     for (int k = 0; k < NUM(conv_cases); k++) {
         const bf_conv_dims *d = &conv_cases[k];
         conv_ctx x = conv_make(d, 9000 + 10 * (uint64_t)k);
-        float *ref = nans(x.no);
+        float *ref = bf_gc_nans(x.no);
         bf_conv2d_forward_ref(ref, x.inp, x.w, x.b, d);
         (void)conv_loss(&x);
         char what[64];
         snprintf(what, sizeof what, "conv2d case %d out", k);
-        CHECK(close_to_f(what, x.out, ref, x.no, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close_f(what, x.out, ref, x.no, 1e-5, 1e-5) == 0);
         bf_conv2d_forward(x.out, x.col, x.inp, x.w, NULL, d);   /* no bias */
         bf_conv2d_forward_ref(ref, x.inp, x.w, NULL, d);
-        CHECK(close_to_f("conv2d without bias", x.out, ref, x.no, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close_f("conv2d without bias", x.out, ref, x.no, 1e-5, 1e-5) == 0);
         free(ref);
         conv_free(&x);
     }
@@ -124,20 +102,20 @@ TEST(conv2d_backward_matches_ref) {
         const bf_conv_dims *d = &conv_cases[k];
         conv_ctx x = conv_make(d, 9100 + 10 * (uint64_t)k);
         /* both start from the same non-zero buffers: they must add, not overwrite */
-        float *ri = randn(77, x.ni, 1.0f), *rw = randn(78, x.nw, 1.0f), *rb = randn(79, (size_t)d->OC, 1.0f);
+        float *ri = bf_gc_randn_shifted(77, x.ni, 1.0f), *rw = bf_gc_randn_shifted(78, x.nw, 1.0f), *rb = bf_gc_randn_shifted(79, (size_t)d->OC, 1.0f);
         memcpy(x.dinp, ri, x.ni * sizeof(float));
         memcpy(x.dw, rw, x.nw * sizeof(float));
         memcpy(x.db, rb, (size_t)d->OC * sizeof(float));
         conv_bwd(&x);
         bf_conv2d_backward_ref(ri, rw, rb, x.R, x.inp, x.w, d);
         int P = bf_conv_out_h(d) * bf_conv_out_w(d);   /* float sums over positions and images */
-        CHECK(close_to_f("conv2d dinp vs ref", x.dinp, ri, x.ni, 1e-5, 1e-5) == 0);
-        CHECK(close_to_f("conv2d dweight vs ref", x.dw, rw, x.nw, 1e-6 * P * d->N, 1e-5) == 0);
-        CHECK(close_to_f("conv2d dbias vs ref", x.db, rb, (size_t)d->OC, 1e-6 * P * d->N, 1e-5) == 0);
+        CHECK(bf_gc_close_f("conv2d dinp vs ref", x.dinp, ri, x.ni, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close_f("conv2d dweight vs ref", x.dw, rw, x.nw, 1e-6 * P * d->N, 1e-5) == 0);
+        CHECK(bf_gc_close_f("conv2d dbias vs ref", x.db, rb, (size_t)d->OC, 1e-6 * P * d->N, 1e-5) == 0);
         /* dinp NULL (the first layer) leaves the other gradients as they were */
         bf_conv2d_backward(NULL, x.dw, NULL, x.col, x.dcol, x.R, x.inp, x.w, d);
         bf_conv2d_backward_ref(NULL, rw, NULL, x.R, x.inp, x.w, d);
-        CHECK(close_to_f("conv2d dweight (dinp NULL)", x.dw, rw, x.nw, 2e-6 * P * d->N, 1e-5) == 0);
+        CHECK(bf_gc_close_f("conv2d dweight (dinp NULL)", x.dw, rw, x.nw, 2e-6 * P * d->N, 1e-5) == 0);
         free(ri); free(rw); free(rb);
         conv_free(&x);
     }
@@ -150,7 +128,7 @@ TEST(conv2d_backward_gradcheck) {
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, x.ni}, {"weight", x.w, x.dw, x.nw},
                             {"bias", x.b, x.db, (size_t)d->OC}};
         bf_gc_problem p = {.loss = conv_loss, .backward = conv_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = x.no > 3000 ? 12 : 48};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = x.no > 3000 ? 12 : 48};
         char label[96];
         snprintf(label, sizeof label, "conv2d N=%d C=%d %dx%d OC=%d K=%d stride %d pad %d", d->N,
                  d->C, d->H, d->W, d->OC, d->K, d->stride, d->pad);
@@ -174,7 +152,7 @@ static void relu_bwd(void *p) {
 
 TEST(relu_forward_backward) {
     size_t n = 300;
-    relu_ctx x = {n, randn(9300, n, 1.0f), nans(n), randn(9301, n, 1.0f), zeros(n)};
+    relu_ctx x = {n, bf_gc_randn_shifted(9300, n, 1.0f), bf_gc_nans(n), bf_gc_randn_shifted(9301, n, 1.0f), bf_gc_zeros(n)};
     for (size_t i = 0; i < n; i++)   /* away from the kink, where finite differences lie */
         x.inp[i] += x.inp[i] < 0 ? -0.05f : 0.05f;
     (void)relu_loss(&x);
@@ -182,7 +160,7 @@ TEST(relu_forward_backward) {
     for (size_t i = 0; i < n; i++) bad += x.out[i] != (x.inp[i] > 0 ? x.inp[i] : 0.0f);
     CHECK(bad == 0);
     bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-    bf_gc_problem p = {.loss = relu_loss, .backward = relu_bwd, .ctx = &x, .seed = seed_shift()};
+    bf_gc_problem p = {.loss = relu_loss, .backward = relu_bwd, .ctx = &x, .seed = bf_gc_seed_shift()};
     CHECK(bf_gradcheck("relu", &p, t, 1) == 0);
     float v[3] = {NAN, -1.0f, 2.0f}, o[3];
     bf_relu_forward(o, v, 3);
@@ -218,9 +196,9 @@ static void pool_bwd(void *p) {
  * finite-difference step cannot reorder a window (the maximum has no derivative at a tie). */
 static float *window_values(uint64_t seed, const pool_case *c) {
     size_t n = (size_t)c->N * c->C * c->H * c->W;
-    float *x = randn(seed, n, 1.0f);
+    float *x = bf_gc_randn_shifted(seed, n, 1.0f);
     bf_rng rng;
-    bf_rng_seed(&rng, seed + 1 + seed_shift());
+    bf_rng_seed(&rng, seed + 1 + bf_gc_seed_shift());
     for (int m = 0; m < c->N * c->C; m++)
         for (int oy = 0; oy < c->H / 2; oy++)
             for (int ox = 0; ox < c->W / 2; ox++) {
@@ -241,7 +219,7 @@ TEST(maxpool2_forward_backward) {
         int OH = c->H / 2, OW = c->W / 2;
         pool_ctx x = {.c = c, .ni = (size_t)c->N * c->C * c->H * c->W, .no = (size_t)c->N * c->C * OH * OW};
         x.inp = window_values(9400 + 10 * (uint64_t)k, c);
-        x.out = nans(x.no); x.R = randn(9410 + k, x.no, 1.0f); x.dinp = zeros(x.ni);
+        x.out = bf_gc_nans(x.no); x.R = bf_gc_randn_shifted(9410 + k, x.no, 1.0f); x.dinp = bf_gc_zeros(x.ni);
         (void)pool_loss(&x);
         double *want = bf_malloc(x.no * sizeof *want);
         for (int m = 0; m < c->N * c->C; m++)
@@ -256,7 +234,7 @@ TEST(maxpool2_forward_backward) {
         CHECK(bf_gc_close("maxpool2 out", x.out, want, x.no, 0.0, 0.0) == 0);
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, x.ni}};
         bf_gc_problem p = {.loss = pool_loss, .backward = pool_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + seed_shift(), .max_entries = 96};
+                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = 96};
         char label[64];
         snprintf(label, sizeof label, "maxpool2 N=%d C=%d %dx%d", c->N, c->C, c->H, c->W);
         CHECK(bf_gradcheck(label, &p, t, 1) == 0);
@@ -287,8 +265,8 @@ static void xent_bwd(void *p) {
 TEST(softmax_xent_forward_backward) {
     int N = 7, K = 10;
     size_t nk = (size_t)N * K;
-    xent_ctx x = {N, K, randn(9500, nk, 3.0f), nans(nk), nans((size_t)N), randn(9501, (size_t)N, 1.0f),
-                  zeros(nk), bf_malloc(sizeof(int) * N)};
+    xent_ctx x = {N, K, bf_gc_randn_shifted(9500, nk, 3.0f), bf_gc_nans(nk), bf_gc_nans((size_t)N), bf_gc_randn_shifted(9501, (size_t)N, 1.0f),
+                  bf_gc_zeros(nk), bf_malloc(sizeof(int) * N)};
     for (int i = 0; i < N; i++) x.y[i] = (i * 3) % K;
     x.logits[5] = 80.0f;   /* large logits must not overflow */
     (void)xent_loss(&x);
@@ -303,7 +281,7 @@ TEST(softmax_xent_forward_backward) {
     CHECK(bf_gc_close("xent loss", x.loss, wl, (size_t)N, 1e-5, 1e-5) == 0);
     CHECK(bf_gc_close("xent probs", x.probs, wp, nk, 1e-7, 1e-5) == 0);
     bf_gc_tensor t[] = {{"logits", x.logits, x.dlogits, nk}};
-    bf_gc_problem p = {.loss = xent_loss, .backward = xent_bwd, .ctx = &x, .seed = seed_shift()};
+    bf_gc_problem p = {.loss = xent_loss, .backward = xent_bwd, .ctx = &x, .seed = bf_gc_seed_shift()};
     CHECK(bf_gradcheck("softmax_xent", &p, t, 1) == 0);
     /* uniform logits: loss ln K whatever the label */
     float u[10] = {0}, pr[10], l;
