@@ -13,7 +13,6 @@
 
 #define COMMITTED_MODEL "models/features-fmnist.safetensors"
 
-
 /* A small network on odd-sized 2-channel images (pooling drops the last row and column). */
 static bf_features *small_net(uint64_t seed) {
     bf_features_config c = {2, 6, 7, 3, 4, 5, 4};

@@ -23,7 +23,6 @@ static float *randn_mean(uint64_t seed, size_t n, float mean, float std) {
  * too. On those only a few entries per tensor get finite differences. */
 #define LARGE_WORK 40000
 
-
 /* ================================================================== linear */
 typedef struct { int N, IC, OC, bias, dinp, dweight, dbias; } linear_case;
 static const linear_case linear_cases[] = {

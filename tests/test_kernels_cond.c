@@ -15,8 +15,6 @@
 #define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 #define LARGE_WORK 40000
 
-
-
 /* (B, T, C) cases shared by the two modulations: C = 70 spans a full and a partial channel
  * block of the backward (64), C = 1 and T = 1 the degenerate shapes, the last is large. */
 typedef struct { int B, T, C; } btc_case;

@@ -12,7 +12,6 @@
 
 #define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-
 /* ================================================================== convolution */
 /* N, C, H, W, OC, K, stride, pad: 3x3 "same", strided with odd sizes (edge windows that
  * only partly cover the image), 1x1, 5x5 with pad 2, no padding, and a layer of the network */
