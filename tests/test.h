@@ -5,6 +5,7 @@
 #include "../src/core.h"
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 typedef void (*bf_test_fn)(void);
 void bf_test_register(const char *name, const char *file, bf_test_fn fn);
@@ -34,6 +35,20 @@ extern int bf_test_fail_count;      /* failures inside the current test */
                     __FILE__, __LINE__, #a, a_, #b, b_, t_);                        \
             bf_test_fail_count++;                                                   \
         }                                                                           \
+    } while (0)
+
+#define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* expr must fail (return -1) with an error message containing needle. */
+#define CHECK_ERR(expr, needle)                                                         \
+    do {                                                                                \
+        bf_set_error("%s", "");                                                         \
+        int rc_ = (expr);                                                               \
+        if (rc_ != -1 || !strstr(bf_last_error(), needle)) {                            \
+            fprintf(stderr, "    %s:%d: expected failure with '%s': rc %d, '%s'\n",       \
+                    __FILE__, __LINE__, needle, rc_, bf_last_error());                  \
+            bf_test_fail_count++;                                                       \
+        }                                                                               \
     } while (0)
 
 /* Path of a file under the shared fixtures folder (BF_SHARED, default ../shared). */

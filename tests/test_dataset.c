@@ -64,7 +64,7 @@ static int idx_pixels_ok(const bf_dataset *d, int n, int h, int w) {
 }
 
 /* rc must be -1 and the message must hold both needles (second may be NULL). */
-#define CHECK_ERR(expr, needle, needle2)                                                 \
+#define CHECK_ERR2(expr, needle, needle2)                                                 \
     do {                                                                                \
         bf_set_error("%s", "");                                                         \
         int rc_ = (expr);                                                               \
@@ -126,41 +126,41 @@ TEST(dataset_idx_rejects) {
     put_file(lb.s, lab, nl, 0);
 
     put_file(im.s, img, ni - 1, 0);                                         /* truncated */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "truncated", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "truncated", im.s);
     put_file(im.s, img, ni - 1, 1);                                         /* truncated, gzip */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "truncated", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "truncated", im.s);
     memcpy(bad, img, ni); bad[ni] = 0;
     put_file(im.s, bad, ni + 1, 0);                                         /* trailing data */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "more data", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "more data", im.s);
     memcpy(bad, img, ni); put_be32(bad, 0x801);
     put_file(im.s, bad, ni, 0);                                             /* wrong magic */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "dimensions", "0x00000801");
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "dimensions", "0x00000801");
     memcpy(bad, img, ni); put_be32(bad, 0x0d03);
     put_file(im.s, bad, ni, 0);                                             /* float IDX */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "unsigned byte", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "unsigned byte", im.s);
     memcpy(bad, img, ni); bad[0] = 0x1f;
     put_file(im.s, bad, ni, 0);                                             /* not IDX at all */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "not an IDX file", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "not an IDX file", im.s);
     memcpy(bad, img, ni); put_be32(bad + 8, 0);
     put_file(im.s, bad, ni, 0);                                             /* zero dimension */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "dimension 1 is 0", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "dimension 1 is 0", im.s);
     memcpy(bad, img, ni); put_be32(bad + 12, 70000);
     put_file(im.s, bad, ni, 0);                                             /* absurd dimension */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "dimension 2 is 70000", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "dimension 2 is 70000", im.s);
     memcpy(bad, img, ni); put_be32(bad + 4, 40000); put_be32(bad + 8, 60000); put_be32(bad + 12, 60000);
     put_file(im.s, bad, ni, 0);                                             /* > 2 GiB announced */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "2 GiB", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "2 GiB", im.s);
     put_file(im.s, img, 10, 0);                                             /* header cut short */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "too short", im.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "too short", im.s);
 
     put_file(im.s, img, ni, 0);
     put_file(lb.s, lab, idx_labels(lab, 4, l5), 0);                         /* count mismatch */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "holds 5 images", "holds 4 labels");
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "holds 5 images", "holds 4 labels");
     idx_labels(lab, 5, l5);
     put_file(lb.s, lab, nl - 1, 0);                                         /* label file shorter */
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, lb.s), "truncated", lb.s);
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, tmp("idx3/nope").s), "cannot open", "nope");
-    CHECK_ERR(bf_dataset_load_idx(&d, im.s, bf_test_tmpdir()), "not a regular file", "");
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, lb.s), "truncated", lb.s);
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, tmp("idx3/nope").s), "cannot open", "nope");
+    CHECK_ERR2(bf_dataset_load_idx(&d, im.s, bf_test_tmpdir()), "not a regular file", "");
     CHECK(d.pixels == NULL && d.labels == NULL && d.n == 0);   /* zeroed after failure */
 }
 
@@ -211,21 +211,21 @@ TEST(dataset_cifar10_rejects) {
     path_buf dir = tmp_dir("cifar_bad");
     cifar_batch(tmp("cifar_bad/test_batch.bin").s, 1, 0, NULL, NULL);
     bf_dataset d;
-    CHECK_ERR(bf_dataset_load_cifar10(&d, dir.s, "train"), "data_batch_1.bin", "cannot open");
+    CHECK_ERR2(bf_dataset_load_cifar10(&d, dir.s, "train"), "data_batch_1.bin", "cannot open");
     put_file(tmp("cifar_bad/batches.meta.txt").s, "a\nb\n", 4, 0);
-    CHECK_ERR(bf_dataset_load_cifar10(&d, dir.s, "test"), "lists 2 class names", "batches.meta.txt");
+    CHECK_ERR2(bf_dataset_load_cifar10(&d, dir.s, "test"), "lists 2 class names", "batches.meta.txt");
     remove(tmp("cifar_bad/batches.meta.txt").s);
 
     uint8_t rec[3073 * 2 + 1] = {0};
     put_file(tmp("cifar_bad/test_batch.bin").s, rec, sizeof rec, 0);
-    CHECK_ERR(bf_dataset_load_cifar10(&d, dir.s, "test"), "multiple of 3073", "test_batch.bin");
+    CHECK_ERR2(bf_dataset_load_cifar10(&d, dir.s, "test"), "multiple of 3073", "test_batch.bin");
     put_file(tmp("cifar_bad/test_batch.bin").s, rec, 0, 0);
-    CHECK_ERR(bf_dataset_load_cifar10(&d, dir.s, "test"), "multiple of 3073", "test_batch.bin");
+    CHECK_ERR2(bf_dataset_load_cifar10(&d, dir.s, "test"), "multiple of 3073", "test_batch.bin");
     rec[3073] = 10;
     put_file(tmp("cifar_bad/test_batch.bin").s, rec, 2 * 3073, 0);
-    CHECK_ERR(bf_dataset_load_cifar10(&d, dir.s, "test"), "label >= 10", "test_batch.bin");
-    CHECK_ERR(bf_dataset_load_cifar10(&d, dir.s, "val"), "split must be", "val");
-    CHECK_ERR(bf_dataset_load_cifar10(&d, tmp("nowhere").s, "test"), "does not exist", "nowhere");
+    CHECK_ERR2(bf_dataset_load_cifar10(&d, dir.s, "test"), "label >= 10", "test_batch.bin");
+    CHECK_ERR2(bf_dataset_load_cifar10(&d, dir.s, "val"), "split must be", "val");
+    CHECK_ERR2(bf_dataset_load_cifar10(&d, tmp("nowhere").s, "test"), "does not exist", "nowhere");
 }
 
 /* ------------------------------------------------------------------ folders */
@@ -264,14 +264,14 @@ TEST(dataset_folder_flat) {
     CHECK(d.labels && d.labels[0] == 0 && d.labels[1] == 1 && d.labels[2] == 1);
     CHECK(d.pixels && chw_matches(&d, 0, 1, 30) && chw_matches(&d, 1, 1, 10) && chw_matches(&d, 2, 1, 20));
     bf_dataset_free(&d);
-    CHECK_ERR(bf_dataset_load(&d, spec, "test"), "no test split", dir.s);
+    CHECK_ERR2(bf_dataset_load(&d, spec, "test"), "no test split", dir.s);
 
     png_at(tmp("fl/a_cat/y.png").s, 4, 4, 1, 0);   /* size mismatch */
-    CHECK_ERR(bf_dataset_load(&d, spec, "train"), "y.png", "4x4");
+    CHECK_ERR2(bf_dataset_load(&d, spec, "train"), "y.png", "4x4");
     png_at(tmp("fl/a_cat/y.png").s, 3, 4, 3, 0);   /* channel mismatch */
-    CHECK_ERR(bf_dataset_load(&d, spec, "train"), "y.png", "3 channel");
+    CHECK_ERR2(bf_dataset_load(&d, spec, "train"), "y.png", "3 channel");
     put_file(tmp("fl/a_cat/y.png").s, "\x89PNG\r\n\x1a\n garbage", 17, 0);
-    CHECK_ERR(bf_dataset_load(&d, spec, "train"), "cannot decode", "y.png");
+    CHECK_ERR2(bf_dataset_load(&d, spec, "train"), "cannot decode", "y.png");
 }
 
 /* A minimal baseline JPEG, 8x8 grey, every pixel 200: all-ones quantisation, one-code Huffman
@@ -308,7 +308,7 @@ TEST(dataset_folder_split_alpha_jpeg) {
     CHECK(d.pixels && chw_matches(&d, 0, 4, 3));
     bf_dataset_free(&d);
     tmp_dir("sp/test/three");
-    CHECK_ERR(bf_dataset_load_folder(&d, dir.s, "test"), "three", "no counterpart");
+    CHECK_ERR2(bf_dataset_load_folder(&d, dir.s, "test"), "three", "no counterpart");
 
     path_buf ga = tmp_dir("ga");   /* grey + alpha -> grey, and a JPEG beside it */
     tmp_dir("ga/k");
@@ -321,29 +321,29 @@ TEST(dataset_folder_split_alpha_jpeg) {
     bf_dataset_free(&d);
 
     path_buf empty = tmp_dir("empty");
-    CHECK_ERR(bf_dataset_load_folder(&d, empty.s, "train"), "no class sub-folders", empty.s);
+    CHECK_ERR2(bf_dataset_load_folder(&d, empty.s, "train"), "no class sub-folders", empty.s);
     tmp_dir("empty/c");
-    CHECK_ERR(bf_dataset_load_folder(&d, empty.s, "train"), "no PNG/JPEG images", empty.s);
+    CHECK_ERR2(bf_dataset_load_folder(&d, empty.s, "train"), "no PNG/JPEG images", empty.s);
 }
 
 /* ------------------------------------------------------------------ specs */
 TEST(dataset_spec_errors) {
     bf_dataset d;
-    CHECK_ERR(bf_dataset_load(&d, "mnist", "train"), "unknown dataset 'mnist'", "idx:IMAGES,LABELS");
-    CHECK_ERR(bf_dataset_load(&d, "tfds:mnist", "train"), "accepted: fashion-mnist", "folder:DIR");
-    CHECK_ERR(bf_dataset_load(&d, NULL, "train"), "unknown dataset", NULL);
-    CHECK_ERR(bf_dataset_load(&d, "fashion-mnist", "valid"), "split must be 'train' or 'test'", "valid");
-    CHECK_ERR(bf_dataset_load(&d, "fashion-mnist", NULL), "split must be", NULL);
-    CHECK_ERR(bf_dataset_load(&d, "idx:", "train"), "no path", NULL);
-    CHECK_ERR(bf_dataset_load(&d, "idx:/no/such/dir", "train"), "does not exist", "/no/such/dir");
-    CHECK_ERR(bf_dataset_load(&d, "folder:/no/such/dir", "train"), "does not exist", "/no/such/dir");
-    CHECK_ERR(bf_dataset_load(&d, "cifar10:/no/such", "test"), "does not exist", "/no/such");
+    CHECK_ERR2(bf_dataset_load(&d, "mnist", "train"), "unknown dataset 'mnist'", "idx:IMAGES,LABELS");
+    CHECK_ERR2(bf_dataset_load(&d, "tfds:mnist", "train"), "accepted: fashion-mnist", "folder:DIR");
+    CHECK_ERR2(bf_dataset_load(&d, NULL, "train"), "unknown dataset", NULL);
+    CHECK_ERR2(bf_dataset_load(&d, "fashion-mnist", "valid"), "split must be 'train' or 'test'", "valid");
+    CHECK_ERR2(bf_dataset_load(&d, "fashion-mnist", NULL), "split must be", NULL);
+    CHECK_ERR2(bf_dataset_load(&d, "idx:", "train"), "no path", NULL);
+    CHECK_ERR2(bf_dataset_load(&d, "idx:/no/such/dir", "train"), "does not exist", "/no/such/dir");
+    CHECK_ERR2(bf_dataset_load(&d, "folder:/no/such/dir", "train"), "does not exist", "/no/such/dir");
+    CHECK_ERR2(bf_dataset_load(&d, "cifar10:/no/such", "test"), "does not exist", "/no/such");
     path_buf dir = tmp_dir("idx_empty");
     char spec[1100];
     snprintf(spec, sizeof spec, "idx:%s", dir.s);
-    CHECK_ERR(bf_dataset_load(&d, spec, "test"), "no t10k-images-idx3-ubyte", dir.s);
+    CHECK_ERR2(bf_dataset_load(&d, spec, "test"), "no t10k-images-idx3-ubyte", dir.s);
     setenv("BF_FASHION_MNIST_DIR", "/no/such/fmnist", 1);
-    CHECK_ERR(bf_dataset_load(&d, "fashion-mnist", "train"), "dataset-fashion-mnist", "/no/such/fmnist");
+    CHECK_ERR2(bf_dataset_load(&d, "fashion-mnist", "train"), "dataset-fashion-mnist", "/no/such/fmnist");
     unsetenv("BF_FASHION_MNIST_DIR");
 
     bf_dataset z = {0};

@@ -29,17 +29,6 @@ static uint8_t *load_png(const char *path, int *h, int *w, int *c) {
     return img;
 }
 
-#define CHECK_ERR(expr, needle)                                                         \
-    do {                                                                                \
-        bf_set_error("%s", "");                                                         \
-        int rc_ = (expr);                                                               \
-        if (rc_ != -1 || !strstr(bf_last_error(), needle)) {                            \
-            fprintf(stderr, "    %s:%d: expected failure with '%s': rc %d, '%s'\n",       \
-                    __FILE__, __LINE__, needle, rc_, bf_last_error());                  \
-            bf_test_fail_count++;                                                       \
-        }                                                                               \
-    } while (0)
-
 TEST(image_to_u8) {
     const float x[] = {-1.0f, 1.0f, 0.0f, -0.5f, 0.5f, 7.0f, -7.0f, NAN, INFINITY, -INFINITY,
                        1.0f / 127.5f - 1.0f};

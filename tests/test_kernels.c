@@ -12,7 +12,6 @@
 
 /* ------------------------------------------------------------------ helpers */
 #define BF_TEST_PI 3.14159265358979323846
-#define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static float *randn_mean(uint64_t seed, size_t n, float mean, float std) {
     return bf_gc_randn(seed + bf_gc_seed_shift(), n, mean, std);

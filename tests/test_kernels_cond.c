@@ -12,7 +12,6 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------ helpers */
-#define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 #define LARGE_WORK 40000
 
 /* (B, T, C) cases shared by the two modulations: C = 70 spans a full and a partial channel

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NUM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* ================================================================== convolution */
 /* N, C, H, W, OC, K, stride, pad: 3x3 "same", strided with odd sizes (edge windows that

@@ -43,17 +43,6 @@ static uint8_t *load_png(const char *path, int *h, int *w) {
     return img;
 }
 
-#define CHECK_ERR(expr, needle)                                                         \
-    do {                                                                                \
-        bf_set_error("%s", "");                                                         \
-        int rc_ = (expr);                                                               \
-        if (rc_ != -1 || !strstr(bf_last_error(), needle)) {                            \
-            fprintf(stderr, "    %s:%d: expected failure with '%s': rc %d, '%s'\n",       \
-                    __FILE__, __LINE__, needle, rc_, bf_last_error());                  \
-            bf_test_fail_count++;                                                       \
-        }                                                                               \
-    } while (0)
-
 /* Where log i's colour lies in columns [0, w) and rows [y0, y1) of an image `stride` pixels
  * wide: per column, the lowest such pixel (the curve, not the legend swatch, which sits in an
  * empty corner above it). Returns the mean of that over the first and the last quarter of the
