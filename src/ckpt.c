@@ -115,3 +115,10 @@ int bf_copy_tensors(float *params, const bf_param_info *info, int n, const bf_sa
     }
     return 0;
 }
+
+int bf_error_in_file(const char *path) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", bf_last_error());
+    bf_set_error("%s: %s", path, msg);
+    return -1;
+}

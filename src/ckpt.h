@@ -15,6 +15,8 @@ int bf_meta_get_int(const bf_safetensors *st, const char *path, const char *key,
                     int required, int dflt);
 int bf_meta_get_float(const bf_safetensors *st, const char *path, const char *key, float *out,
                       int required, float dflt);
+/* Prefixes the current error message with "path: "; returns -1 (for `return` on failure). */
+int bf_error_in_file(const char *path);
 /* Copies every tensor of info (n) from st into params, checking name, dtype and shape; refuses
  * tensors st holds beyond those and the names in also_ok (NULL-terminated, may be NULL), and
  * non-finite values. */

@@ -1,13 +1,12 @@
 /* Feature-network checkpoints: safetensors with the tensors of the layer table and the
  * configuration in __metadata__ as strings (format "biflow-features"). */
 #include "feature_net.h"
+#include "ckpt.h"
 #include "core.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <sys/stat.h>
 
 #define FEATURES_FORMAT "biflow-features"
 
@@ -27,19 +26,6 @@ static const config_field FIELDS[] = {
 
 static int *field(bf_features_config *c, int i) { return (int *)((char *)c + FIELDS[i].offset); }
 
-static void add_extra_meta(bf_st_writer *w, const char *json) {
-    cJSON *j = json ? cJSON_Parse(json) : NULL, *it;
-    if (j) cJSON_ArrayForEach(it, j) {
-        if (cJSON_IsString(it)) bf_st_writer_meta(w, it->string, it->valuestring);
-        else {
-            char *s = cJSON_PrintUnformatted(it);
-            bf_st_writer_meta(w, it->string, s);
-            free(s);
-        }
-    }
-    cJSON_Delete(j);
-}
-
 int bf_features_save(const bf_features *fn, const char *path, const char *extra_meta_json) {
     bf_st_writer *w = bf_st_writer_new();
     bf_features_config c = fn->cfg;
@@ -49,7 +35,7 @@ int bf_features_save(const bf_features *fn, const char *path, const char *extra_
         snprintf(buf, sizeof buf, "%d", *field(&c, i));
         bf_st_writer_meta(w, FIELDS[i].key, buf);
     }
-    add_extra_meta(w, extra_meta_json);
+    bf_meta_add_json(w, extra_meta_json);
     for (int i = 0; i < fn->n_info; i++) {
         const bf_feat_tensor *t = &fn->info[i];
         bf_st_writer_add(w, t->name, BF_DT_F32, t->ndim, t->shape, fn->params + t->offset);
@@ -79,12 +65,7 @@ static int config_from_meta(bf_features_config *c, const bf_safetensors *st, con
         }
         *field(c, i) = (int)x;
     }
-    if (bf_features_config_check(c)) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", bf_last_error());
-        bf_set_error("%s: %s", path, msg);
-        return -1;
-    }
+    if (bf_features_config_check(c)) return bf_error_in_file(path);
     return 0;
 }
 
@@ -116,13 +97,10 @@ static int copy_tensors(bf_features *fn, const bf_safetensors *st, const char *p
 }
 
 bf_features *bf_features_load(const char *path_in) {
-    char buf[4096];
-    const char *path = path_in;
-    struct stat sb;
-    if (stat(path_in, &sb) == 0 && S_ISDIR(sb.st_mode)) {   /* a training run's folder */
-        snprintf(buf, sizeof buf, "%s/features.safetensors", path_in);
-        path = buf;
-    }
+    char path[4096];   /* a training run's folder holds features.safetensors */
+    if (bf_resolve_model_path(path, sizeof path, path_in, "features.safetensors",
+                              "features.safetensors", 1))
+        return NULL;
     bf_safetensors st;
     if (bf_st_load(&st, path)) return NULL;
     bf_features_config c;

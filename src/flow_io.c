@@ -58,12 +58,7 @@ static int config_from_meta(bf_flow_config *c, const bf_safetensors *st, const c
             return -1;
         }
     }
-    if (bf_flow_config_check(c)) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", bf_last_error());
-        bf_set_error("%s: %s", path, msg);
-        return -1;
-    }
+    if (bf_flow_config_check(c)) return bf_error_in_file(path);
     return 0;
 }
 

@@ -107,12 +107,7 @@ static int config_from_meta(bf_reverse_config *c, const bf_safetensors *st, cons
     };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (bf_meta_get_int(st, path, keys[i].key, keys[i].v, 1, 0)) return -1;
-    if (bf_reverse_config_check(c)) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", bf_last_error());
-        bf_set_error("%s: %s", path, msg);
-        return -1;
-    }
+    if (bf_reverse_config_check(c)) return bf_error_in_file(path);
     return 0;
 }
 
