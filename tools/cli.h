@@ -13,6 +13,19 @@ typedef struct {
     const char *help;
 } cli_opt;
 
+/* The optimiser's options, for the trainers whose option structs name them alike. */
+#define CLI_OPTIM_OPTS(o)                                                                  \
+    {"steps", OPT_INT, &(o).steps, "training steps"},                                     \
+    {"batch", OPT_INT, &(o).batch, "images per step"},                                    \
+    {"lr", OPT_FLOAT, &(o).lr, "peak learning rate"},                                     \
+    {"min-lr", OPT_FLOAT, &(o).min_lr, "learning rate at the end of the cosine"},         \
+    {"warmup", OPT_INT, &(o).warmup, "linear warmup steps"},                              \
+    {"wd", OPT_FLOAT, &(o).weight_decay, "AdamW weight decay (matrices only)"},           \
+    {"beta1", OPT_FLOAT, &(o).beta1, "AdamW beta1"},                                      \
+    {"beta2", OPT_FLOAT, &(o).beta2, "AdamW beta2"},                                      \
+    {"clip", OPT_FLOAT, &(o).grad_clip, "gradient-norm clipping (0 = off)"},              \
+    {"ema", OPT_FLOAT, &(o).ema_decay, "EMA decay of the weights"}
+
 /* Parses argv[first..argc) against opts (terminated by a NULL name). Prints --help text built
  * from the table (usage line and summary first) and returns 1 for --help; -1 on a bad option
  * (message on stderr); 0 otherwise. Positional arguments are stored in pos[] (up to max_pos). */
