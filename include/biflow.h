@@ -446,7 +446,8 @@ const bf_features_config *bf_features_get_config(const bf_features *fn);
 int bf_features_dim(const bf_features *fn);              /* F */
 size_t bf_features_num_params(const bf_features *fn);
 /* x (n, C, H, W) in [-1, 1] -> feats (n, F) (may be NULL), pred (n) argmax classes (may be
- * NULL). Any n; the images are spread over the threads. */
+ * NULL). The images are scored as a user gets them: clamped to [-1, 1] and quantised to 8
+ * bits as bf_images_to_u8 saves them. Any n; the images are spread over the threads. */
 int bf_features_extract(bf_features *fn, float *feats, int *pred, const float *x, int n);
 /* Class accuracy on the first limit images of ds (limit <= 0: all); *acc in [0, 1]. */
 int bf_features_accuracy(bf_features *fn, const bf_dataset *ds, int limit, double *acc);

@@ -318,6 +318,16 @@ static int argmax(const float *v, int K) {
     return best;
 }
 
+/* x as a user gets it: clamped to [-1, 1] and quantised to 8 bits, as the PNG and uint8
+ * .npy writers do (NaN -> -1). Scoring raw float outputs would rate pixels nobody sees. */
+static void quantise_as_saved(float *out, const float *x, size_t m) {
+    for (size_t i = 0; i < m; i++) {
+        uint8_t p;
+        bf_images_to_u8(&p, x + i, 1);
+        out[i] = p / 127.5f - 1.0f;
+    }
+}
+
 /* Chunks of up to 32 images are spread over the threads, each with its own activations. */
 int bf_features_extract(bf_features *fn, float *feats, int *pred, const float *x, int n) {
     if (n < 0) { bf_set_error("bf_features_extract: negative image count %d", n); return -1; }
@@ -331,10 +341,13 @@ int bf_features_extract(bf_features *fn, float *feats, int *pred, const float *x
     for (int k = 0; k < nchunks; k++) {
         bf_feat_acts *a = &acts[omp_get_thread_num()];
         int s = k * chunk, m = n - s < chunk ? n - s : chunk;
-        const float *logits = bf_features_forward(fn, fn->params, a, x + s * img, m);
+        float *xq = bf_malloc(sizeof(float) * img * m);
+        quantise_as_saved(xq, x + s * img, img * m);
+        const float *logits = bf_features_forward(fn, fn->params, a, xq, m);
         if (feats) memcpy(feats + (size_t)s * F, a->act[fn->feat_layer], sizeof(float) * (size_t)m * F);
         if (pred)
             for (int i = 0; i < m; i++) pred[s + i] = argmax(logits + (size_t)i * K, K);
+        free(xq);
     }
     return 0;
 }

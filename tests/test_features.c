@@ -149,7 +149,12 @@ TEST(features_sharded_step_equals_whole_batch) {
     double *want = bf_malloc(sizeof(double) * c.fn->num_params);
     for (size_t i = 0; i < c.fn->num_params; i++) want[i] = c.grads[i];
     CHECK(bf_gc_close("sharded gradient", g, want, c.fn->num_params, 1e-6, 1e-4) == 0);
-    /* extraction agrees with the training forward: features and predictions */
+    /* extraction agrees with the training forward on images as saved (8-bit grid) */
+    size_t npx = (size_t)7 * c.fn->cfg.in_channels * c.fn->cfg.height * c.fn->cfg.width;
+    uint8_t *u8 = bf_malloc(npx);
+    bf_images_to_u8(u8, c.x, npx);
+    for (size_t i = 0; i < npx; i++) c.x[i] = u8[i] / 127.5f - 1.0f;
+    free(u8);
     int F = c.fn->cfg.feat_dim, pred[7];
     float *feats = bf_malloc(sizeof(float) * 7 * F);
     CHECK(bf_features_extract(c.fn, feats, pred, c.x, 7) == 0);
@@ -305,6 +310,39 @@ TEST(features_committed_model_accuracy) {
     if (acc < 0.89) fprintf(stderr, "    accuracy on 2000 test images: %.4f\n", acc);
     CHECK(acc >= 0.89);
     bf_dataset_free(&ds);
+    bf_features_free(fn);
+}
+
+/* Images are scored as a user gets them: an out-of-range, unquantised float image gives the
+ * same features and class as its saved uint8 version, and differs from the raw floats' own
+ * forward pass (so the test fails if extraction ever scores raw pixels again). */
+TEST(features_score_images_as_saved) {
+    bf_features *fn = bf_features_load(COMMITTED_MODEL);
+    CHECK(fn != NULL);
+    if (!fn) return;
+    int n = 6, F = bf_features_dim(fn);
+    size_t px = 28 * 28;
+    float *x = bf_gc_randn(41, n * px, 0.0f, 1.5f), *xs = bf_malloc(sizeof(float) * n * px);
+    uint8_t *u = bf_malloc(n * px);
+    x[3] = NAN;
+    bf_images_to_u8(u, x, n * px);
+    for (size_t i = 0; i < n * px; i++) xs[i] = u[i] / 127.5f - 1.0f;
+    float *fa = bf_malloc(sizeof(float) * n * F), *fb = bf_malloc(sizeof(float) * n * F);
+    int pa[6], pb[6];
+    CHECK(bf_features_extract(fn, fa, pa, x, n) == 0);
+    CHECK(bf_features_extract(fn, fb, pb, xs, n) == 0);
+    CHECK(memcmp(fa, fb, sizeof(float) * n * F) == 0);
+    CHECK(memcmp(pa, pb, sizeof pa) == 0);
+    for (int i = 0; i < n * F; i++) CHECK(isfinite(fa[i]));
+    bf_feat_acts acts;   /* the raw floats, forwarded directly, give other features */
+    bf_feat_acts_init(&acts, fn, n);
+    x[3] = 0.0f;
+    bf_features_forward(fn, fn->params, &acts, x, n);
+    double diff = 0.0;
+    for (int i = 0; i < n * F; i++) diff = fmax(diff, fabs(acts.act[fn->feat_layer][i] - fa[i]));
+    CHECK(diff > 1e-2);
+    bf_feat_acts_free(&acts);
+    free(x); free(xs); free(u); free(fa); free(fb);
     bf_features_free(fn);
 }
 

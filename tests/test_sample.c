@@ -82,8 +82,11 @@ TEST(sample_guidance_zero_is_unguided) {
     CHECK(memcmp(a, b, sizeof(float) * nd) == 0);
     /* the guided path (extra unconditional rows) with a vanishing weight agrees too */
     bf_flow_decode_tokens(f, f->params, c, z, y, n, 1e-30f, 0);
-    if (max_diff(a, c, nd) > 1e-6f) fprintf(stderr, "    w=1e-30 vs unguided: %g\n", max_diff(a, c, nd));
-    CHECK(max_diff(a, c, nd) <= 1e-6f);
+    /* relative: the guided pass runs twice the rows, so its products may round differently */
+    float scale = 1.0f;
+    for (size_t i = 0; i < nd; i++) scale = fmaxf(scale, fabsf(a[i]));
+    if (max_diff(a, c, nd) > 2e-6f * scale) fprintf(stderr, "    w=1e-30 vs unguided: %g (scale %g)\n", max_diff(a, c, nd), scale);
+    CHECK(max_diff(a, c, nd) <= 2e-6f * scale);
     /* and a real weight changes the samples */
     bf_flow_decode_tokens(f, f->params, c, z, y, n, 2.0f, 0);
     CHECK(max_diff(a, c, nd) > 1e-3f);

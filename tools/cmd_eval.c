@@ -12,8 +12,8 @@
 
 typedef struct {
     const char *reverse, *flow, *images, *labels, *features, *data, *sampler, *denoise;
-    const char *row, *md, *json;
-    int n, bpd_n, fid_n, floor_n, raw, threads, cfg_two_pass, batch;
+    const char *row, *md, *json, *save;
+    int n, bpd_n, fid_n, floor_n, raw, threads, cfg_two_pass, cfg_anneal, batch;
     float cfg, sigma;
     uint64_t seed;
 } eval_args;
@@ -58,6 +58,7 @@ static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, float *x, int
         bf_sample_opts_default(&o);
         o.sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
         o.cfg = a->cfg;
+        o.cfg_anneal = a->cfg_anneal;
         o.batch = a->batch;
         o.denoise = !strcmp(a->denoise, "score") || (!strcmp(a->denoise, "auto") && a->sigma != 0);
         o.sigma = a->sigma >= 0 ? a->sigma : 0.05f;
@@ -133,10 +134,29 @@ static void append_row(const eval_args *a, const eval_result *r) {
         FILE *fp = fopen(a->json, "a");
         if (!fp) { fprintf(stderr, "biflow eval: cannot append to %s\n", a->json); return; }
         fprintf(fp, "{\"row\":\"%s\",\"fd\":%.4f,\"accuracy\":%.4f,\"nfe\":%d,\"ms_per_image\":%.4f,"
-                "\"images_per_s\":%.2f,\"n\":%d,\"cfg\":%g}\n", a->row ? a->row : "", r->fd, r->acc,
-                r->nfe, r->ms_per_image, r->images_per_s, r->n, (double)a->cfg);
+                "\"images_per_s\":%.2f,\"n\":%d,\"cfg\":%g,\"cfg_anneal\":%d,\"seed\":%llu}\n",
+                a->row ? a->row : "", r->fd, r->acc, r->nfe, r->ms_per_image, r->images_per_s, r->n,
+                (double)a->cfg, a->cfg_anneal, (unsigned long long)a->seed);
         fclose(fp);
     }
+}
+
+/* The samples as scored (uint8, clamped and quantised) and their labels, for re-scoring. */
+static int save_samples(const char *prefix, const float *x, const int *y, int n,
+                        const bf_features_config *fc) {
+    char path[4096];
+    size_t px = (size_t)fc->in_channels * fc->height * fc->width;
+    uint8_t *u = bf_malloc(px * n);
+    int64_t *l = bf_malloc(sizeof(int64_t) * n);
+    bf_images_to_u8(u, x, px * n);
+    for (int i = 0; i < n; i++) l[i] = y[i];
+    int64_t ish[4] = {n, fc->in_channels, fc->height, fc->width}, lsh[1] = {n};
+    snprintf(path, sizeof path, "%s_images.npy", prefix);
+    int rc = bf_write_npy(path, BF_DT_U8, 4, ish, u);
+    snprintf(path, sizeof path, "%s_labels.npy", prefix);
+    rc = rc || bf_write_npy(path, BF_DT_I64, 1, lsh, l);
+    free(u); free(l);
+    return rc ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ the command */
@@ -204,6 +224,8 @@ static int run_eval(eval_args *a) {
         if (generate(a, f, r, x, y, a->n, fc->num_classes, &res)) return cli_fail();
     }
     if (quality(fn, &ref, x, y, res.n, &res)) return cli_fail();
+    if (a->save && !a->images && save_samples(a->save, x, y, res.n, bf_features_get_config(fn)))
+        return cli_fail();
     if (a->floor_n > 0) {
         bf_feature_stats tr = {0};
         if (bf_dataset_load(&train, a->data, "train") || split_stats(&tr, fn, &train, a->floor_n) ||
@@ -249,6 +271,8 @@ int cmd_eval(int argc, char **argv) {
         {"n", OPT_INT, &a.n, "samples to generate (always printed)"},
         {"cfg", OPT_FLOAT, &a.cfg, "guidance w"},
         {"cfg-two-pass", OPT_FLAG, &a.cfg_two_pass, "G: inference-time guidance (2 NFE)"},
+        {"cfg-anneal", OPT_FLAG, &a.cfg_anneal, "F's samplers: guidance rises linearly over the tokens"},
+        {"save", OPT_STR, &a.save, "also write the scored samples: PREFIX_images.npy (uint8, as scored) and PREFIX_labels.npy"},
         {"denoise", OPT_STR, &a.denoise, "G: learned, score or none; F: score or none; auto: the model's own"},
         {"sigma", OPT_FLOAT, &a.sigma, "noise level of score denoising (<0: the model's)"},
         {"batch", OPT_INT, &a.batch, "exact sampler: images per pass"},
