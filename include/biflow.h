@@ -420,15 +420,23 @@ int bf_reconstruct(const bf_editor *e, float *out, const bf_image_set *in);
 int bf_interpolate(const bf_editor *e, float *out, const bf_image_set *in, int ia, int ib,
                    int y, int steps, double *angle);
 /* ---- feature network and Frechet distance */
-/* A small convolutional classifier whose penultimate activations serve as image features:
- * conv3x3(C -> width1) ReLU, maxpool 2, conv3x3(width1 -> width1) ReLU,
- * conv3x3(width1 -> width2) ReLU, maxpool 2, conv3x3(width2 -> width2) ReLU,
- * linear(width2 (H/4) (W/4) -> feat_dim) ReLU = the features, linear(feat_dim -> classes). */
+/* A small convolutional classifier whose penultimate activations serve as image features.
+ * BF_FEAT_ARCH_FD (the evaluation network of the Frechet distance):
+ *   conv3x3(C -> width1) ReLU, maxpool 2, conv3x3(width1 -> width1) ReLU,
+ *   conv3x3(width1 -> width2) ReLU, maxpool 2, conv3x3(width2 -> width2) ReLU,
+ *   linear(width2 (H/4) (W/4) -> feat_dim) ReLU = the features, linear(feat_dim -> classes).
+ * BF_FEAT_ARCH_PERCEPTUAL (the perceptual network of G's training, never used to evaluate):
+ *   VGG-like, two full-resolution convolutions before the first pooling:
+ *   conv3x3(C -> width1) ReLU, conv3x3(width1 -> width1) ReLU, maxpool 2,
+ *   conv3x3(width1 -> width2) ReLU, conv3x3(width2 -> width2) ReLU, maxpool 2,
+ *   conv3x3(width2 -> width2) ReLU, linear(-> feat_dim) ReLU, linear(feat_dim -> classes). */
+enum { BF_FEAT_ARCH_FD = 0, BF_FEAT_ARCH_PERCEPTUAL = 1 };
 typedef struct {
     int in_channels, height, width;   /* input images (C, H, W), H and W >= 4 */
     int width1, width2;               /* channels of the two convolution stages */
     int feat_dim;                     /* F, the feature dimension */
     int num_classes;
+    int arch;                         /* BF_FEAT_ARCH_*; 0 in files that do not name one */
 } bf_features_config;
 
 typedef struct bf_features bf_features;

@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#define BF_FEAT_MAX_LAYERS 8
+#define BF_FEAT_MAX_LAYERS 12
 #define BF_FEAT_MAX_TENSORS (2 * BF_FEAT_MAX_LAYERS)
 
 typedef enum { BF_LAYER_CONV, BF_LAYER_POOL, BF_LAYER_LINEAR } bf_layer_kind;

@@ -10,17 +10,18 @@
 
 #define FEATURES_FORMAT "biflow-features"
 
-typedef struct { const char *key; size_t offset; } config_field;
+typedef struct { const char *key; size_t offset; int optional; } config_field;
 
 /* the configuration as metadata keys, in one table for save and load */
 static const config_field FIELDS[] = {
-    {"in_channels", offsetof(bf_features_config, in_channels)},
-    {"height", offsetof(bf_features_config, height)},
-    {"width", offsetof(bf_features_config, width)},
-    {"width1", offsetof(bf_features_config, width1)},
-    {"width2", offsetof(bf_features_config, width2)},
-    {"feat_dim", offsetof(bf_features_config, feat_dim)},
-    {"num_classes", offsetof(bf_features_config, num_classes)},
+    {"in_channels", offsetof(bf_features_config, in_channels), 0},
+    {"height", offsetof(bf_features_config, height), 0},
+    {"width", offsetof(bf_features_config, width), 0},
+    {"width1", offsetof(bf_features_config, width1), 0},
+    {"width2", offsetof(bf_features_config, width2), 0},
+    {"feat_dim", offsetof(bf_features_config, feat_dim), 0},
+    {"num_classes", offsetof(bf_features_config, num_classes), 0},
+    {"arch", offsetof(bf_features_config, arch), 1},   /* absent in files before it: 0 */
 };
 #define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
 
@@ -55,6 +56,7 @@ static int config_from_meta(bf_features_config *c, const bf_safetensors *st, con
     }
     for (int i = 0; i < N_FIELDS; i++) {
         const char *v = bf_st_meta(st, FIELDS[i].key);
+        if (!v && FIELDS[i].optional) { *field(c, i) = 0; continue; }
         char *end;
         errno = 0;
         long x = v ? strtol(v, &end, 10) : 0;

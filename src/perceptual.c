@@ -1,4 +1,4 @@
-/* Perceptual distance on the feature network; see perceptual.h. */
+/* Perceptual distance on a frozen feature network; see perceptual.h. */
 #include "perceptual.h"
 #include "core.h"
 
@@ -21,57 +21,75 @@ static size_t layer_size(const bf_features *fn, int i) {
     return (size_t)l->oc * l->oh * l->ow;
 }
 
-static double norm_of(const float *v, size_t m) {
-    double s = 0.0;
-    for (size_t k = 0; k < m; k++) s += (double)v[k] * v[k];
-    return sqrt(s) + 1e-8;
+/* D of one image at one layer (C channels at P positions, channel-major as the activations):
+ * at every position the C-vector of each image is scaled to unit length (as LPIPS does),
+ * D = mean over positions of |u - t|^2. When dv != NULL it accumulates scale * dD/dv: with
+ * du = 2 (u - t) / P, dv = (du - u (u . du)) / |v| at each position. */
+static double layer_term(float *dv, const float *v, const float *t, int C, int P, float scale) {
+    double d = 0.0;
+    for (int q = 0; q < P; q++) {
+        double rv = 0.0, rt = 0.0, dot = 0.0, e2 = 0.0;
+        for (int c = 0; c < C; c++) {
+            rv += (double)v[(size_t)c * P + q] * v[(size_t)c * P + q];
+            rt += (double)t[(size_t)c * P + q] * t[(size_t)c * P + q];
+        }
+        rv = sqrt(rv) + 1e-8;
+        rt = sqrt(rt) + 1e-8;
+        for (int c = 0; c < C; c++) {
+            double u = v[(size_t)c * P + q] / rv, e = u - t[(size_t)c * P + q] / rt;
+            e2 += e * e;
+            dot += u * 2.0 * e / P;
+        }
+        d += e2 / P;
+        if (!dv) continue;
+        for (int c = 0; c < C; c++) {
+            double u = v[(size_t)c * P + q] / rv, du = 2.0 * (u - t[(size_t)c * P + q] / rt) / P;
+            dv[(size_t)c * P + q] += (float)(scale * (du - u * dot) / rv);
+        }
+    }
+    return d;
 }
 
-/* D of one image at one layer, and (when dv != NULL) the gradient of scale * D wrt the raw
- * prediction features: with u = v / |v|, dD/du = 2 (u - t), dv = (du - u (u . du)) / |v|. */
-static double layer_term(float *dv, const float *v, const float *t, size_t m, float scale) {
-    double rv = norm_of(v, m), rt = norm_of(t, m), d = 0.0, dot = 0.0;
-    for (size_t k = 0; k < m; k++) {
-        double e = v[k] / rv - t[k] / rt;
-        d += e * e;
-        dot += (v[k] / rv) * 2.0 * e;
-    }
-    if (dv)
-        for (size_t k = 0; k < m; k++) {
-            double u = v[k] / rv, du = 2.0 * (u - t[k] / rt);
-            dv[k] += (float)(scale * (du - u * dot) / rv);
-        }
-    return d;
+static double layer_of(const bf_perceptual *p, float *dv, const bf_feat_acts *ap,
+                       const bf_feat_acts *at, int j, int b, float scale) {
+    const bf_feat_layer *l = &p->fn->layer[p->layers[j]];
+    size_t m = layer_size(p->fn, p->layers[j]);
+    return layer_term(dv ? dv + b * m : NULL, ap->act[p->layers[j]] + b * m,
+                      at->act[p->layers[j]] + b * m, l->oc, l->oh * l->ow, scale);
+}
+
+void bf_perceptual_distances(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts *at,
+                             double *D, const float *pred, const float *target, int n) {
+    const bf_features *fn = p->fn;
+    bf_features_forward(fn, fn->params, at, target, n);
+    bf_features_forward(fn, fn->params, ap, pred, n);
+    for (int b = 0; b < n; b++)
+        for (int j = 0; j < p->n_layers; j++)
+            D[(size_t)b * p->n_layers + j] = layer_of(p, NULL, ap, at, j, b, 0.0f);
 }
 
 double bf_perceptual_loss(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts *at,
                           float *dpred, const float *pred, const float *target, int n,
                           double *raw) {
     const bf_features *fn = p->fn;
-    bf_features_forward(fn, fn->params, at, target, n);
-    bf_features_forward(fn, fn->params, ap, pred, n);
+    int L = p->n_layers;
+    double *D = bf_malloc(sizeof(double) * (size_t)n * L);
+    bf_perceptual_distances(p, ap, at, D, pred, target, n);
     float *dact[BF_FEAT_MAX_LAYERS] = {0};
-    for (int j = 0; j < p->n_layers; j++)
+    for (int j = 0; j < L; j++)
         dact[p->layers[j]] = bf_calloc((size_t)n * layer_size(fn, p->layers[j]), sizeof(float));
     double total = 0.0, sum_raw = 0.0;
-    for (int b = 0; b < n; b++) {
-        double D = 0.0;
-        for (int j = 0; j < p->n_layers; j++) {
-            size_t m = layer_size(fn, p->layers[j]);
-            D += layer_term(NULL, ap->act[p->layers[j]] + b * m, at->act[p->layers[j]] + b * m, m, 0.0f);
+    for (int b = 0; b < n; b++)
+        for (int j = 0; j < L; j++) {   /* each layer weighted on its own: D_l / sg((D_l + eps)^p) */
+            double d = D[(size_t)b * L + j];
+            double k = p->adapt_p > 0 ? 1.0 / pow(d + p->adapt_eps, p->adapt_p) : 1.0;
+            total += p->weight * d * k / ((double)n * L);
+            sum_raw += d / n;
+            layer_of(p, dact[p->layers[j]], ap, at, j, b, (float)(p->weight * k / ((double)n * L)));
         }
-        double k = p->adapt_p > 0 ? 1.0 / pow(D + p->adapt_eps, p->adapt_p) : 1.0;
-        total += p->weight * D * k / n;
-        sum_raw += D / n;
-        for (int j = 0; j < p->n_layers; j++) {
-            int i = p->layers[j];
-            size_t m = layer_size(fn, i);
-            layer_term(dact[i] + b * m, ap->act[i] + b * m, at->act[i] + b * m, m,
-                       (float)(p->weight * k / n));
-        }
-    }
     bf_features_backward_acts(fn, fn->params, ap, dact, dpred);
-    for (int j = 0; j < p->n_layers; j++) free(dact[p->layers[j]]);
+    for (int j = 0; j < L; j++) free(dact[p->layers[j]]);
+    free(D);
     if (raw) *raw = sum_raw;
     return total;
 }

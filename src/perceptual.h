@@ -1,6 +1,7 @@
 /* Perceptual distance for training G (METHOD Section 6): squared distance between normalised
- * features of G's output and of the clean image at several layers of the project's feature
- * network, with adaptive weighting. The network is frozen: gradients reach the images only. */
+ * features of G's output and of the clean image at several layers of a feature network (the
+ * perceptual network, never the evaluation network), each layer with its own adaptive weight.
+ * The network is frozen: gradients reach the images only. */
 #ifndef BF_PERCEPTUAL_H
 #define BF_PERCEPTUAL_H
 
@@ -18,11 +19,16 @@ void bf_perceptual_init(bf_perceptual *p, const bf_features *fn, float weight, f
                         float adapt_eps);
 
 /* One shard: pred, target (n, C, H, W) images in [-1, 1]; ap, at: feature activations (Bn >=
- * n) for the prediction and the target. Per image D = sum over layers of |v(pred) / |v(pred)|
- * - v(target) / |v(target)||^2; returns weight * mean over images of D / sg((D + eps)^p) and
- * accumulates its gradient into dpred (n, C, H, W). *raw (may be NULL): the mean of D. */
+ * n) for the prediction and the target. Per image and layer l (every convolution and the
+ * feature layer), D_l = mean over positions of |u(pred) - u(target)|^2, u the channel vector
+ * at a position scaled to unit length. Returns weight * mean over images and layers of
+ * D_l / sg((D_l + eps)^p) (each layer weighted on its own) and accumulates its gradient into
+ * dpred (n, C, H, W). *raw (may be NULL): the mean over images of the sum of the D_l. */
 double bf_perceptual_loss(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts *at,
                           float *dpred, const float *pred, const float *target, int n,
                           double *raw);
+/* The distances alone: D (n, n_layers), D[b * n_layers + l] as above. */
+void bf_perceptual_distances(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts *at,
+                             double *D, const float *pred, const float *target, int n);
 
 #endif

@@ -13,9 +13,12 @@
 
 #define COMMITTED_MODEL "models/features-fmnist.safetensors"
 
+/* The architecture small_net builds (a test of the other one sets it and puts it back). */
+static int small_arch = BF_FEAT_ARCH_FD;
+
 /* A small network on odd-sized 2-channel images (pooling drops the last row and column). */
 static bf_features *small_net(uint64_t seed) {
-    bf_features_config c = {2, 6, 7, 3, 4, 5, 4};
+    bf_features_config c = {2, 6, 7, 3, 4, 5, 4, small_arch};
     bf_features *fn = bf_features_new(&c);
     bf_features_init(fn, seed);
     bf_rng rng;   /* non-zero biases: a ReLU that never fires would hide its gradient */
@@ -109,12 +112,7 @@ static net_ctx net_make_smooth(uint64_t seed, int n) {
     }
 }
 
-TEST(features_network_gradient_finite_difference) {
-    net_ctx c = net_make_smooth(11 + bf_gc_seed_shift(), 2);
-    CHECK(kink_margin(&c) > 5e-3f);
-    /* 6x7 -> pool 3x3 -> pool 1x1 */
-    CHECK(c.fn->num_params == (size_t)(3 * 2 * 9 + 3) + (3 * 3 * 9 + 3) + (4 * 3 * 9 + 4) +
-                              (4 * 4 * 9 + 4) + (5 * 4 + 5) + (4 * 5 + 4));
+static void check_network_gradient(net_ctx c) {
     /* every tensor, entry by entry on a subset, and the input image */
     bf_gc_tensor t[BF_FEAT_MAX_TENSORS + 1];
     int nt = 0;
@@ -131,6 +129,27 @@ TEST(features_network_gradient_finite_difference) {
     p.h = 1e-4;
     CHECK(bf_gradcheck_direction("feature network", &p, &all, 1) == 0);
     net_free(&c);
+}
+
+TEST(features_network_gradient_finite_difference) {
+    net_ctx c = net_make_smooth(11 + bf_gc_seed_shift(), 2);
+    CHECK(kink_margin(&c) > 5e-3f);
+    /* 6x7 -> pool 3x3 -> pool 1x1 */
+    CHECK(c.fn->num_params == (size_t)(3 * 2 * 9 + 3) + (3 * 3 * 9 + 3) + (4 * 3 * 9 + 4) +
+                              (4 * 4 * 9 + 4) + (5 * 4 + 5) + (4 * 5 + 4));
+    check_network_gradient(c);
+}
+
+TEST(features_perceptual_network_gradient_finite_difference) {
+    small_arch = BF_FEAT_ARCH_PERCEPTUAL;
+    net_ctx c = net_make_smooth(17 + bf_gc_seed_shift(), 2);
+    small_arch = BF_FEAT_ARCH_FD;
+    CHECK(kink_margin(&c) > 5e-3f);
+    CHECK(c.fn->n_layers == 9 && c.fn->feat_layer == 7);
+    /* 6x7 -> conv, conv, pool 3x3, conv, conv, pool 1x1, conv, fc, fc */
+    CHECK(c.fn->num_params == (size_t)(3 * 2 * 9 + 3) + (3 * 3 * 9 + 3) + (4 * 3 * 9 + 4) +
+                              (4 * 4 * 9 + 4) + (4 * 4 * 9 + 4) + (5 * 4 + 5) + (4 * 5 + 4));
+    check_network_gradient(c);
 }
 
 TEST(features_sharded_step_equals_whole_batch) {

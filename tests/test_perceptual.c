@@ -27,7 +27,7 @@ static void perc_backward(void *c) {
 }
 
 static bf_features *tiny_features(uint64_t seed) {
-    bf_features_config c = {1, 8, 8, 4, 6, 8, 3};
+    bf_features_config c = {1, 8, 8, 4, 6, 8, 3, BF_FEAT_ARCH_FD};
     bf_features *fn = bf_features_new(&c);
     bf_features_init(fn, seed);
     return fn;
@@ -70,10 +70,27 @@ TEST(perceptual_zero_scale_and_adaptive_weight) {
     double raw, l0 = bf_perceptual_loss(&p, &ap, &at, d, x, x, 1, &raw);
     CHECK(l0 < 1e-10 && raw < 1e-10);
     double l1 = bf_perceptual_loss(&p, &ap, &at, d, x, y, 1, &raw);
-    CHECK(l1 > 1e-3 && fabs(l1 - raw) < 1e-12);
+    CHECK(l1 > 1e-3 && fabs(l1 - raw / p.n_layers) < 1e-12);
+    /* each layer has its own adaptive weight: mean over layers of D_l / (D_l + eps) */
+    double D[BF_PERC_MAX_LAYERS], want = 0.0, sum = 0.0;
+    bf_perceptual_distances(&p, &ap, &at, D, x, y, 1);
+    for (int j = 0; j < p.n_layers; j++) { want += D[j] / (D[j] + 0.01) / p.n_layers; sum += D[j]; }
+    CHECK_NEAR(sum, raw, 1e-9);
     bf_perceptual_init(&p, fn, 1.0f, 1.0f, 0.01f);
     double l2 = bf_perceptual_loss(&p, &ap, &at, d, x, y, 1, NULL);
-    CHECK_NEAR(l2, raw / (raw + 0.01), 1e-6);
+    CHECK_NEAR(l2, want, 1e-6);
+    CHECK(fabs(l2 - raw / (raw + 0.01)) > 1e-3);   /* not one weight for the sum */
+    /* a naive reference of D at the first convolution: unit channel vectors per position */
+    const bf_feat_layer *ly0 = &fn->layer[p.layers[0]];
+    int C = ly0->oc, P = ly0->oh * ly0->ow;
+    double ref = 0.0;
+    for (int q = 0; q < P; q++) {
+        double nv = 1e-8, nt = 1e-8, sv = 0.0, st = 0.0;
+        for (int c = 0; c < C; c++) { sv += pow(ap.act[p.layers[0]][c * P + q], 2); st += pow(at.act[p.layers[0]][c * P + q], 2); }
+        nv += sqrt(sv); nt += sqrt(st);
+        for (int c = 0; c < C; c++) ref += pow(ap.act[p.layers[0]][c * P + q] / nv - at.act[p.layers[0]][c * P + q] / nt, 2) / P;
+    }
+    CHECK_NEAR(D[0], ref, 1e-9);
     bf_feat_acts_free(&ap);
     bf_feat_acts_free(&at);
     free(x); free(y); free(d);
@@ -90,7 +107,7 @@ TEST(perceptual_term_in_reverse_training) {
     bf_flow *f = bf_test_tiny_flow(11, 28, 7);
     CHECK(bf_flow_save(f, bf_flow_params(f), fpath, NULL) == 0);
     bf_flow_free(f);
-    bf_features_config fc = {1, 28, 28, 4, 4, 8, 10};
+    bf_features_config fc = {1, 28, 28, 4, 4, 8, 10, BF_FEAT_ARCH_PERCEPTUAL};
     bf_features *fn = bf_features_new(&fc);
     bf_features_init(fn, 2);
     CHECK(bf_features_save(fn, fnpath, NULL) == 0);

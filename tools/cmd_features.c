@@ -20,7 +20,10 @@ static int fail(void) {
 int cmd_train_features(int argc, char **argv) {
     bf_features_train_opts o;
     bf_features_train_opts_default(&o);
+    const char *arch = "fd";
     cli_opt opts[] = {
+        {"arch", OPT_STR, &arch, "fd (the evaluation network of the Frechet distance) or perceptual "
+                                 "(the VGG-like network of G's perceptual loss)"},
         {"data", OPT_STR, &o.data, "dataset: fashion-mnist, idx:DIR, cifar10:DIR, folder:DIR"},
         {"out", OPT_STR, &o.out_dir, "run folder (features.safetensors, log.jsonl)"},
         {"epochs", OPT_INT, &o.epochs, "passes over the training split"},
@@ -49,6 +52,9 @@ int cmd_train_features(int argc, char **argv) {
                            "penultimate\nactivations are the features of the Frechet distance) "
                            "and prints its test accuracy.", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
+    if (!strcmp(arch, "fd")) o.model.arch = BF_FEAT_ARCH_FD;
+    else if (!strcmp(arch, "perceptual")) o.model.arch = BF_FEAT_ARCH_PERCEPTUAL;
+    else { fprintf(stderr, "biflow train-features: --arch must be fd or perceptual, not '%s'\n", arch); return 2; }
     double acc, t0 = bf_time();
     if (bf_train_features(&o, &acc)) return fail();
     printf("trained in %.1f s; wrote %s/features.safetensors\n", bf_time() - t0, o.out_dir);
