@@ -288,6 +288,13 @@ int bf_reverse_decode_tokens(bf_reverse *r, float *out, const float *z, const in
 /* FLOPs of one forward pass of G on n images. */
 double bf_reverse_forward_flops(const bf_reverse_config *c, int n);
 
+/* Norm control of hidden alignment (METHOD Section 5): BF_NORM_TOKEN divides the target state
+ * and the head's output, token by token, by the target token's RMS (stop-gradient), so every
+ * token of every depth weighs the same; BF_NORM_SAMPLE divides each image's distance by the
+ * target's mean square (a scalar per image, which adaptive weighting cancels: kept for
+ * comparison); BF_NORM_OFF: plain distances. */
+enum { BF_NORM_OFF = 0, BF_NORM_SAMPLE = 1, BF_NORM_TOKEN = 2 };
+
 /* Training G against a frozen F (METHOD Sections 5 to 7). */
 typedef struct {
     const char *flow;          /* forward model: file or run folder (EMA weights) */
@@ -298,7 +305,7 @@ typedef struct {
     float sigma;               /* noise on x before F; < 0: F's training sigma */
     float label_drop;
     bf_inverse_kind inverse;
-    int norm_control;          /* alignment distances normalised by the target's mean square */
+    int norm_control;          /* BF_NORM_*: how alignment states are normalised */
     float adapt_p, adapt_eps;  /* adaptive weighting D / sg((D + eps)^p); p = 0: off */
     float align_weight;        /* lambda of every alignment stage */
     int cfg_train;             /* training-time guidance: w per example, implied conditional */

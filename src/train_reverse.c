@@ -33,7 +33,7 @@ void bf_reverse_train_opts_default(bf_reverse_train_opts *o) {
     o->sigma = -1.0f;
     o->label_drop = 0.1f;
     o->inverse = BF_INVERSE_ALIGN;
-    o->norm_control = 1;
+    o->norm_control = BF_NORM_TOKEN;
     o->adapt_p = 1.0f;
     o->adapt_eps = 0.01f;
     o->align_weight = 1.0f;
@@ -488,7 +488,7 @@ int bf_train_reverse(const bf_reverse_train_opts *o) {
         fprintf(stderr, "training G (%zu parameters; F has %zu) against %s: inverse %s, %s "
                 "denoising, norm control %s, guidance %s, sigma %g; batch %d, %d steps, %d threads\n",
                 s.r->num_params, s.f->num_params, s.r->flow_path, inverse_name(o->inverse),
-                s.r->cfg.denoise_layers ? "learned" : "no", o->norm_control ? "on" : "off",
+                s.r->cfg.denoise_layers ? "learned" : "no", o->norm_control == BF_NORM_TOKEN ? "token" : o->norm_control ? "sample" : "off",
                 o->cfg_train ? "trained (1 NFE)" : "at inference (2 NFE)", (double)s.sigma,
                 o->batch, o->steps, omp_get_max_threads());
     bf_stop_signals_install();

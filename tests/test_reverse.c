@@ -8,6 +8,7 @@
 #include "../src/reverse.h"
 
 #include <omp.h>
+#include <math.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ whole-model gradients */
@@ -74,10 +75,56 @@ static int check_model(const char *label, rev_ctx *m) {
 }
 
 TEST(reverse_gradient_align_guided_norm_control) {
+    static const int modes[] = {BF_NORM_SAMPLE, BF_NORM_TOKEN};
+    for (int k = 0; k < 2; k++) {
+        rev_ctx m;
+        rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 1, 1), 11 + 100 * k, 1);
+        m.lo.norm_control = modes[k];
+        CHECK(check_model(k ? "G align+guidance, token norm" : "G align+guidance, sample norm", &m) == 0);
+        rev_ctx_free(&m);
+    }
+}
+
+/* The gradient of the loss with norm control `mode` under adaptive weighting, on a
+ * trajectory whose tokens differ in scale (0.1x to 2.1x) as F's do. */
+static float *norm_gradient(int mode) {
     rev_ctx m;
-    rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 1, 1), 11, 1);
-    CHECK(check_model("G align+guidance", &m) == 0);
+    rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 1, 1), 31, 0);
+    m.n = 1;
+    m.lo.adapt_p = 1.0f;
+    m.lo.norm_control = mode;
+    int T = m.r->T, D = m.r->D;
+    for (int s = 0; s <= m.r->cfg.num_stages; s++)
+        for (int t = 0; t < T; t++)
+            for (int d = 0; d < D; d++) m.traj[((size_t)s * m.n * T + t) * D + d] *= 0.1f + 0.5f * (t % 5);
+    rev_loss(&m);
+    rev_backward(&m);
+    float *g = m.grads;
+    m.grads = NULL;
     rev_ctx_free(&m);
+    return g;
+}
+
+static double cosine(const float *a, const float *b, size_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < n; i++) { ab += (double)a[i] * b[i]; aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+    return ab / sqrt(aa * bb + 1e-300);
+}
+
+/* Norm control must change the training signal: dividing a distance by a scalar per image
+ * cancels under adaptive weighting (the gradient keeps its direction), normalising tokens by
+ * their own scale does not. */
+TEST(reverse_norm_control_token_reweights_sample_cancels) {
+    bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(0, 1, 1), 31);
+    size_t P = r->num_params;
+    bf_reverse_free(r);
+    float *off = norm_gradient(BF_NORM_OFF), *sample = norm_gradient(BF_NORM_SAMPLE);
+    float *token = norm_gradient(BF_NORM_TOKEN);
+    double cs = cosine(off, sample, P), ct = cosine(off, token, P);
+    fprintf(stderr, "    gradient cosine with norm control off: sample %.5f, token %.5f\n", cs, ct);
+    CHECK(cs > 0.999);
+    CHECK(ct < 0.98);
+    free(off); free(sample); free(token);
 }
 
 TEST(reverse_gradient_distill_and_naive_variants) {

@@ -28,7 +28,7 @@ static int parse_onoff(const char *opt, const char *v, int *out) {
 int cmd_train_reverse(int argc, char **argv) {
     bf_reverse_train_opts o;
     bf_reverse_train_opts_default(&o);
-    const char *inverse = "align", *denoise = "learned", *norm = "on", *cfg_train = "on";
+    const char *inverse = "align", *denoise = "learned", *norm = "token", *cfg_train = "on";
     int final_eval = 10000;
     cli_opt opts[] = {
         {"flow", OPT_STR, &o.flow, "the trained forward model F (file or run folder; EMA weights)"},
@@ -36,7 +36,7 @@ int cmd_train_reverse(int argc, char **argv) {
         {"out", OPT_STR, &o.out_dir, "run folder (checkpoints, log.jsonl)"},
         {"inverse", OPT_STR, &inverse, "align (hidden alignment), naive (reconstruction only) or distill (hidden distillation)"},
         {"denoise", OPT_STR, &denoise, "learned (a denoising stage) or none (G ends at the noisy estimate)"},
-        {"norm-control", OPT_STR, &norm, "on: alignment distances divided by the target's mean square"},
+        {"norm-control", OPT_STR, &norm, "token: target state and head output divided by the target token's RMS; sample: distance divided by the target's mean square per image (cancels under adaptive weighting); off"},
         {"cfg-train", OPT_STR, &cfg_train, "on: w is an input (1-NFE guidance); off: plain conditional model"},
         {"w-max", OPT_FLOAT, &o.w_max, "largest training guidance scale (1 + w log-uniform on [1, 1 + w-max])"},
         {"adaptive-p", OPT_FLOAT, &o.adapt_p, "adaptive weighting D / sg((D + eps)^p); 0 = off"},
@@ -71,10 +71,11 @@ int cmd_train_reverse(int argc, char **argv) {
     if (!o.flow) { fprintf(stderr, "biflow train-reverse: --flow is required (see --help)\n"); return 2; }
     static const char *const inv_names[] = {"align", "naive", "distill"};
     static const char *const den_names[] = {"none", "learned"};
+    static const char *const norm_names[] = {"off", "sample", "token"};
     int inv, den;
     if (parse_choice("inverse", inverse, inv_names, 3, &inv) ||
         parse_choice("denoise", denoise, den_names, 2, &den) ||
-        parse_onoff("norm-control", norm, &o.norm_control) ||
+        parse_choice("norm-control", norm, norm_names, 3, &o.norm_control) ||
         parse_onoff("cfg-train", cfg_train, &o.cfg_train))
         return 2;
     o.inverse = (bf_inverse_kind)inv;
