@@ -27,7 +27,8 @@ static void decode_chunk(bf_reverse *r, bf_reverse_acts *ac, bf_reverse_acts *au
                          const float *z, const int *y, int m, float cfg, int two_pass, int s) {
     size_t N = (size_t)r->T * r->D;
     float wbuf[256], *w = m <= 256 ? wbuf : bf_malloc(sizeof(float) * m);
-    for (int i = 0; i < m; i++) w[i] = two_pass ? 0.0f : cfg;
+    /* null-class rows at w = 0: the only guidance they were trained with */
+    for (int i = 0; i < m; i++) w[i] = two_pass || !y || y[i] < 0 ? 0.0f : cfg;
     bf_reverse_forward(r, r->params, ac, z, y, r->cfg.guidance_embed ? w : NULL, m);
     memcpy(out, bf_reverse_head(ac, r, s), sizeof(float) * m * N);
     if (two_pass) {

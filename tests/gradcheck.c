@@ -304,3 +304,9 @@ int bf_gc_same_floats(const char *what, const float *a, const float *b, size_t n
         }
     return 0;
 }
+
+double bf_gc_max_abs_diff(const float *a, const float *b, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}

@@ -81,6 +81,7 @@ int bf_gc_close(const char *what, const float *got, const double *want, size_t n
 double bf_gc_dot(const float *a, const float *b, size_t n);        /* sum a*b in double */
 float *bf_gc_randn(uint64_t seed, size_t n, float mean, float std); /* malloc'ed */
 float *bf_gc_zeros(size_t n);                                        /* calloc'ed */
+double bf_gc_max_abs_diff(const float *a, const float *b, size_t n);  /* max |a - b| */
 
 /* Seeds and buffers shared by the kernel and model tests. BF_TEST_SEED shifts every seed:
  * the same tests on other random inputs. */

@@ -367,3 +367,97 @@ TEST(reverse_checkpoint_header_mutations) {
     free(buf);
     bf_reverse_free(r);
 }
+
+/* ------------------------------------------------------------------ conventions */
+/* F's trajectory runs from the data (state 0) to the noise (state B, what G receives), and
+ * stage s of G is aligned to state B-1-s, the one a block nearer the data than its input;
+ * the denoising stage to the clean tokens. Each state is filled with its own constant, so
+ * each stage's distance names the state it was compared with. */
+TEST(reverse_stage_targets_walk_the_trajectory_from_the_noise_end) {
+    bf_flow *f = bf_test_tiny_flow(41, 8, 2);
+    int n = 2, B = f->cfg.num_blocks, N = f->T * f->D, y[2] = {1, 3};
+    float *x = bf_gc_randn(42, (size_t)n * N, 0.0f, 0.5f), *z = bf_malloc(sizeof(float) * n * N);
+    float *back = bf_malloc(sizeof(float) * n * N);
+    bf_flow_acts fa;
+    bf_flow_acts_init(&fa, f, n);
+    bf_flow_forward(f, f->params, &fa, x, y, n);
+    CHECK(memcmp(fa.xs, x, sizeof(float) * n * N) == 0);                /* state 0: the data */
+    bf_flow_decode_tokens(f, f->params, back, fa.xs + (size_t)B * n * N, y, n, 0.0f, 0);
+    CHECK(bf_gc_max_abs_diff(back, x, (size_t)n * N) < 1e-4);                 /* state B: the noise */
+    bf_flow_acts_free(&fa);
+    free(x); free(z); free(back);
+    bf_flow_free(f);
+
+    bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(0, 1, 0), 43);
+    int S = r->S, Bg = r->cfg.num_stages;
+    N = r->T * r->D;
+    float *zz = bf_gc_randn(44, (size_t)n * N, 0.0f, 1.0f);
+    float *traj = bf_malloc(sizeof(float) * (Bg + 1) * n * N), *clean = bf_malloc(sizeof(float) * n * N);
+    for (int k = 0; k <= Bg; k++)
+        for (int i = 0; i < n * N; i++) traj[(size_t)k * n * N + i] = 3.0f * (k + 1);
+    for (int i = 0; i < n * N; i++) clean[i] = -5.0f;
+    bf_reverse_acts a;
+    bf_reverse_acts_init(&a, r, n, 1);
+    bf_reverse_forward(r, r->params, &a, zz, y, NULL, n);
+    bf_reverse_loss_opts lo = {BF_INVERSE_ALIGN, BF_NORM_OFF, 0.0f, 0.01f, 1.0f};
+    bf_reverse_loss_parts parts;
+    bf_reverse_loss(r, &a, NULL, NULL, traj, n, clean, n, &lo, &parts);
+    for (int s = 0; s < S; s++) {
+        const float *p = bf_reverse_head(&a, r, s);
+        int best = -2;   /* the candidate (a state k, or -1: clean) whose distance it logged */
+        double best_err = INFINITY;
+        for (int k = -1; k <= Bg; k++) {
+            double d = 0.0, c = k < 0 ? -5.0 : 3.0 * (k + 1);
+            for (int i = 0; i < n * N; i++) d += (p[i] - c) * (p[i] - c);
+            double logged = s < S - 1 ? parts.align_raw[s] : parts.rec;
+            if (fabs(d / (n * N) - logged) < best_err) { best_err = fabs(d / (n * N) - logged); best = k; }
+        }
+        CHECK(best == (s < Bg ? Bg - 1 - s : -1));
+        CHECK(best_err < 1e-4);
+    }
+    bf_reverse_acts_free(&a);
+    free(zz); free(traj); free(clean);
+    bf_reverse_free(r);
+}
+
+/* Training-time guidance and the 1-NFE sampler share one convention: the sampler's output at
+ * (y, w) is the guided prediction whose implied conditional (G(z|y,w) + w G(z|null)) / (1 + w)
+ * the loss compares with the target, the unconditional branch being G(z | null, w = 0) in
+ * both. So a target equal to that implied conditional gives zero loss, and the raw output
+ * does not. A null-class row is sampled at w = 0, the only w it was trained with. */
+TEST(reverse_guidance_convention_shared_by_training_and_sampling) {
+    bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(0, 1, 1), 51);
+    int n = 3, N = r->T * r->D, y[3] = {0, 2, 3}, last = r->S - 1;
+    float wv = 2.0f, w[3] = {wv, wv, wv};
+    float *z = bf_gc_randn(52, (size_t)n * N, 0.0f, 1.0f);
+    float *g = bf_malloc(sizeof(float) * n * N), *u = bf_malloc(sizeof(float) * n * N);
+    float *target = bf_malloc(sizeof(float) * n * N);
+    bf_reverse_sample_opts so;
+    bf_reverse_sample_opts_default(&so);
+    so.cfg = wv;
+    CHECK(bf_reverse_decode_tokens(r, g, z, y, n, &so) == 0);           /* 1 NFE at w */
+    so.cfg = 0.0f;
+    CHECK(bf_reverse_decode_tokens(r, u, z, NULL, n, &so) == 0);        /* null class */
+    for (int i = 0; i < n * N; i++) target[i] = (g[i] + wv * u[i]) / (1.0f + wv);
+    bf_reverse_acts a, ua;
+    bf_reverse_acts_init(&a, r, n, 1);
+    bf_reverse_acts_init(&ua, r, n, 0);
+    bf_reverse_forward(r, r->params, &a, z, y, w, n);
+    bf_reverse_forward(r, r->params, &ua, z, NULL, NULL, n);
+    bf_reverse_loss_opts lo = {BF_INVERSE_NAIVE, BF_NORM_OFF, 0.0f, 0.01f, 1.0f};
+    float *traj = bf_gc_zeros((size_t)(r->cfg.num_stages + 1) * n * N);
+    double at_implied = bf_reverse_loss(r, &a, &ua, w, traj, n, target, n, &lo, NULL);
+    double at_raw = bf_reverse_loss(r, &a, &ua, w, traj, n, g, n, &lo, NULL);
+    CHECK(at_implied < 1e-10);
+    CHECK(at_raw > 1e-4);
+    (void)last;
+    /* null-class rows ignore w: the same output at w = 2 as at w = 0 */
+    int ynull[3] = {-1, -1, -1};
+    so.cfg = wv;
+    CHECK(bf_reverse_decode_tokens(r, g, z, ynull, n, &so) == 0);
+    CHECK(bf_gc_max_abs_diff(g, u, (size_t)n * N) == 0.0);
+    bf_reverse_acts_free(&a);
+    bf_reverse_acts_free(&ua);
+    free(z); free(g); free(u); free(target); free(traj);
+    bf_reverse_free(r);
+}
