@@ -39,7 +39,7 @@ void bf_reverse_train_opts_default(bf_reverse_train_opts *o) {
     o->align_weight = 1.0f;
     o->cfg_train = 1;
     o->w_max = 4.0f;
-    o->features = "models/features-fmnist.safetensors";
+    o->features = "models/perceptual-fmnist.safetensors";
     o->ckpt_every = 500;
     o->log_every = 10;
     o->eval_every = 500;
@@ -467,6 +467,13 @@ int bf_train_reverse(const bf_reverse_train_opts *o) {
     if (o->perceptual > 0) {
         if (!(s.fn = bf_features_load(o->features))) goto done;
         const bf_features_config *fc = bf_features_get_config(s.fn);
+        if (fc->arch != BF_FEAT_ARCH_PERCEPTUAL) {   /* METHOD Section 6 */
+            bf_set_error("%s is an evaluation network (arch fd): G's perceptual loss needs a "
+                         "separate perceptual network (biflow train-features --arch perceptual), "
+                         "since a loss on the yardstick's own features flatters the yardstick",
+                         o->features);
+            goto done;
+        }
         if (fc->in_channels != s.r->cfg.in_channels || fc->height != s.r->cfg.img_size ||
             fc->width != s.r->cfg.img_size) {
             bf_set_error("the feature network %s takes %dx%dx%d images, G makes %dx%dx%d", o->features,

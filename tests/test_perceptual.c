@@ -137,4 +137,9 @@ TEST(perceptual_term_in_reverse_training) {
     snprintf(out, sizeof out, "%s/perc_run2", dir);
     CHECK(bf_train_reverse(&o) != 0);
     CHECK(strstr(bf_last_error(), "nonexistent") != NULL);
+    /* the evaluation network (arch fd) is never a training loss */
+    o.features = "models/features-fmnist.safetensors";
+    snprintf(out, sizeof out, "%s/perc_run3", dir);
+    CHECK(bf_train_reverse(&o) != 0);
+    CHECK(strstr(bf_last_error(), "evaluation network") != NULL);
 }

@@ -28,6 +28,7 @@ static int parse_onoff(const char *opt, const char *v, int *out) {
 int cmd_train_reverse(int argc, char **argv) {
     bf_reverse_train_opts o;
     bf_reverse_train_opts_default(&o);
+    o.perceptual = 1.0f;   /* G's default recipe: the perceptual term on the perceptual network */
     const char *inverse = "align", *denoise = "learned", *norm = "token", *cfg_train = "on";
     int final_eval = 10000;
     cli_opt opts[] = {
@@ -42,8 +43,8 @@ int cmd_train_reverse(int argc, char **argv) {
         {"adaptive-p", OPT_FLOAT, &o.adapt_p, "adaptive weighting D / sg((D + eps)^p); 0 = off"},
         {"adaptive-eps", OPT_FLOAT, &o.adapt_eps, "eps of the adaptive weighting"},
         {"align-weight", OPT_FLOAT, &o.align_weight, "lambda of every alignment stage"},
-        {"perceptual", OPT_FLOAT, &o.perceptual, "weight of the perceptual distance on the feature network (0 = off)"},
-        {"features", OPT_STR, &o.features, "feature network of the perceptual distance"},
+        {"perceptual", OPT_FLOAT, &o.perceptual, "weight of the perceptual distance on the perceptual network (0 = off)"},
+        {"features", OPT_STR, &o.features, "perceptual network (train-features --arch perceptual; the evaluation network is refused)"},
         {"width", OPT_INT, &o.model.channels, "G's width (0 = F's)"},
         {"head-dim", OPT_INT, &o.model.head_dim, "attention head size (0 = F's)"},
         {"layers-per-stage", OPT_INT, &o.model.layers_per_stage, "layers per alignment stage (0 = half of F's per block)"},
