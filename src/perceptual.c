@@ -24,29 +24,39 @@ static size_t layer_size(const bf_features *fn, int i) {
 /* D of one image at one layer (C channels at P positions, channel-major as the activations):
  * at every position the C-vector of each image is scaled to unit length (as LPIPS does),
  * D = mean over positions of |u - t|^2. When dv != NULL it accumulates scale * dD/dv: with
- * du = 2 (u - t) / P, dv = (du - u (u . du)) / |v| at each position. */
+ * du = 2 (u - t) / P, dv = (du - u (u . du)) / |v| at each position. Loops run over
+ * positions innermost (contiguous), with per-position sums in float scratch. */
 static double layer_term(float *dv, const float *v, const float *t, int C, int P, float scale) {
+    float *rv = bf_calloc((size_t)3 * P, sizeof(float)), *rt = rv + P, *dot = rt + P;
+    for (int c = 0; c < C; c++) {
+        const float *vc = v + (size_t)c * P, *tc = t + (size_t)c * P;
+        for (int q = 0; q < P; q++) { rv[q] += vc[q] * vc[q]; rt[q] += tc[q] * tc[q]; }
+    }
+    for (int q = 0; q < P; q++) { rv[q] = 1.0f / (sqrtf(rv[q]) + 1e-8f); rt[q] = 1.0f / (sqrtf(rt[q]) + 1e-8f); }
     double d = 0.0;
-    for (int q = 0; q < P; q++) {
-        double rv = 0.0, rt = 0.0, dot = 0.0, e2 = 0.0;
-        for (int c = 0; c < C; c++) {
-            rv += (double)v[(size_t)c * P + q] * v[(size_t)c * P + q];
-            rt += (double)t[(size_t)c * P + q] * t[(size_t)c * P + q];
+    for (int c = 0; c < C; c++) {
+        const float *vc = v + (size_t)c * P, *tc = t + (size_t)c * P;
+        float part = 0.0f;
+        for (int q = 0; q < P; q++) {
+            float u = vc[q] * rv[q], e = u - tc[q] * rt[q];
+            part += e * e;
+            dot[q] += u * e;
         }
-        rv = sqrt(rv) + 1e-8;
-        rt = sqrt(rt) + 1e-8;
+        d += part;
+    }
+    d /= P;
+    if (dv) {
+        float k = 2.0f * scale / P;
         for (int c = 0; c < C; c++) {
-            double u = v[(size_t)c * P + q] / rv, e = u - t[(size_t)c * P + q] / rt;
-            e2 += e * e;
-            dot += u * 2.0 * e / P;
-        }
-        d += e2 / P;
-        if (!dv) continue;
-        for (int c = 0; c < C; c++) {
-            double u = v[(size_t)c * P + q] / rv, du = 2.0 * (u - t[(size_t)c * P + q] / rt) / P;
-            dv[(size_t)c * P + q] += (float)(scale * (du - u * dot) / rv);
+            const float *vc = v + (size_t)c * P, *tc = t + (size_t)c * P;
+            float *dc = dv + (size_t)c * P;
+            for (int q = 0; q < P; q++) {
+                float u = vc[q] * rv[q];
+                dc[q] += k * ((u - tc[q] * rt[q]) - u * dot[q]) * rv[q];
+            }
         }
     }
+    free(rv);
     return d;
 }
 

@@ -75,7 +75,7 @@ TEST(perceptual_zero_scale_and_adaptive_weight) {
     double D[BF_PERC_MAX_LAYERS], want = 0.0, sum = 0.0;
     bf_perceptual_distances(&p, &ap, &at, D, x, y, 1);
     for (int j = 0; j < p.n_layers; j++) { want += D[j] / (D[j] + 0.01) / p.n_layers; sum += D[j]; }
-    CHECK_NEAR(sum, raw, 1e-9);
+    CHECK_NEAR(sum, raw, 1e-9 * (1 + raw));
     bf_perceptual_init(&p, fn, 1.0f, 1.0f, 0.01f);
     double l2 = bf_perceptual_loss(&p, &ap, &at, d, x, y, 1, NULL);
     CHECK_NEAR(l2, want, 1e-6);
@@ -90,7 +90,7 @@ TEST(perceptual_zero_scale_and_adaptive_weight) {
         nv += sqrt(sv); nt += sqrt(st);
         for (int c = 0; c < C; c++) ref += pow(ap.act[p.layers[0]][c * P + q] / nv - at.act[p.layers[0]][c * P + q] / nt, 2) / P;
     }
-    CHECK_NEAR(D[0], ref, 1e-9);
+    CHECK_NEAR(D[0], ref, 1e-5 * ref);   /* float sums in the kernel */
     bf_feat_acts_free(&ap);
     bf_feat_acts_free(&at);
     free(x); free(y); free(d);
