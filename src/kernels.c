@@ -6,7 +6,6 @@
 #include "gemm.h"
 #include "fastmath.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -136,7 +135,8 @@ static void softmax_inplace(float *s, int n) {
     for (int j = 0; j < n; j++) s[j] *= inv;
 }
 
-/* Heads of at least this size and sequences of at least this length go through sgemm: the
+/* Heads of at least this size and sequences of at least this length go through bf_gemm (the
+ * packed AVX-512 product; OpenBLAS may pick an SSE kernel on CPUs it does not know): the
  * products Q K^T, P V and their backward are small dense matrices; scalar loops below. */
 #define ATT_GEMM_MIN 16
 
@@ -148,15 +148,17 @@ static void attention_head_forward(float *o, float *a, const float *q, const flo
                                    const float *v, int T, int C, int C3, int hs, float scale,
                                    int causal) {
     if (att_use_gemm(T, hs)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, k, C3,
-                    0.0f, a, T);
+        memset(a, 0, sizeof(float) * T * T);   /* bf_gemm accumulates */
+        bf_gemm(0, 1, T, T, hs, q, C3, k, C3, a, T);
         for (int i = 0; i < T; i++) {
             int n = causal ? i + 1 : T;
-            softmax_inplace(a + (size_t)i * T, n);
-            for (int j = n; j < T; j++) a[(size_t)i * T + j] = 0.0f;
+            float *ai = a + (size_t)i * T;
+            for (int j = 0; j < n; j++) ai[j] *= scale;
+            softmax_inplace(ai, n);
+            for (int j = n; j < T; j++) ai[j] = 0.0f;
+            memset(o + (size_t)i * C, 0, sizeof(float) * hs);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, v, C3,
-                    0.0f, o, C);
+        bf_gemm(0, 0, T, hs, T, a, T, v, C3, o, C);
         return;
     }
     for (int i = 0; i < T; i++) {
@@ -191,8 +193,9 @@ void bf_attention_forward(float *out, float *att, const float *qkv, int B, int T
 static void attention_head_backward(float *dq, float *dk, float *dv, float *ws, const float *g,
                                     const float *a, const float *q, const float *k,
                                     const float *v, int T, int C, int C3, int hs, float scale) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, g, C, 1.0f, dv, C3);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, g, C, v, C3, 0.0f, ws, T);
+    bf_gemm(1, 0, T, hs, T, a, T, g, C, dv, C3);
+    memset(ws, 0, sizeof(float) * T * T);
+    bf_gemm(0, 1, T, T, hs, g, C, v, C3, ws, T);
     for (int i = 0; i < T; i++) {
         float *d = ws + (size_t)i * T;
         const float *ai = a + (size_t)i * T;
@@ -200,8 +203,8 @@ static void attention_head_backward(float *dq, float *dk, float *dv, float *ws, 
         for (int j = 0; j < T; j++) s += d[j] * ai[j];
         for (int j = 0; j < T; j++) d[j] = scale * ai[j] * (d[j] - s);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, ws, T, k, C3, 1.0f, dq, C3);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, ws, T, q, C3, 1.0f, dk, C3);
+    bf_gemm(0, 0, T, hs, T, ws, T, k, C3, dq, C3);
+    bf_gemm(1, 0, T, hs, T, ws, T, q, C3, dk, C3);
 }
 
 void bf_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
