@@ -1,0 +1,145 @@
+/* Issue 13, "nothing lost, nothing crashes": atomic files reach the disk with their folder,
+ * run folders are locked, never silently overwritten, resumed only as the run they hold;
+ * configurations and options out of range are refused before anything is allocated or
+ * written; a diverging run stops without writing its diverged state. */
+#include "test.h"
+#include "../src/fastmath.h"
+#include "../src/flow.h"
+#include "../src/reverse.h"
+#include "../src/train_util.h"
+#include "tiny_models.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ fsync, seen by the tests */
+/* The test binary is linked with -Wl,--wrap=fsync: every fsync of the library lands here and
+ * the path of its descriptor is remembered. */
+int __real_fsync(int fd);
+static char synced[16][1024];
+static int n_synced;
+
+int __wrap_fsync(int fd) {
+    char link[64], path[1024];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t k = readlink(link, path, sizeof path - 1);
+    if (k > 0) {
+        path[k] = 0;
+        snprintf(synced[n_synced % 16], sizeof synced[0], "%s", path);
+        n_synced++;
+    }
+    return __real_fsync(fd);
+}
+
+static int was_synced(const char *path) {
+    char real[PATH_MAX];
+    if (!realpath(path, real)) return 0;
+    for (int i = 0; i < n_synced && i < 16; i++)
+        if (!strcmp(synced[i], real)) return 1;
+    return 0;
+}
+
+static void path_in_tmp(char *buf, size_t n, const char *name) {
+    snprintf(buf, n, "%s/%s", bf_test_tmpdir(), name);
+}
+
+TEST(atomic_write_flushes_the_file_and_its_folder) {
+    char dir[512], path[600];
+    path_in_tmp(dir, sizeof dir, "fsync-dir");
+    CHECK(mkdir(dir, 0755) == 0);
+    snprintf(path, sizeof path, "%s/data.bin", dir);
+    n_synced = 0;
+    CHECK(bf_write_file_atomic(path, "abc", 3) == 0);
+    CHECK(was_synced(dir));      /* the rename reaches the disk: the folder was flushed */
+    CHECK(n_synced >= 2);        /* and the file's data before it */
+    CHECK(bf_fsync_parent_dir("no-folder-here/x") == -1);
+}
+
+/* ------------------------------------------------------------------ memory */
+TEST(checked_allocation_fails_with_a_message) {
+    CHECK(BF_SIZE_PROD(3, 5, 7) == 105);
+    CHECK(BF_SIZE_PROD(SIZE_MAX / 2, 3) == SIZE_MAX);
+    CHECK(bf_size_add(SIZE_MAX - 1, 5) == SIZE_MAX);
+    bf_set_error("%s", "");
+    CHECK(bf_try_malloc(SIZE_MAX - 16, "the test's buffer") == NULL);
+    CHECK(strstr(bf_last_error(), "out of memory") && strstr(bf_last_error(), "the test's buffer"));
+    CHECK(bf_try_calloc(SIZE_MAX / 4, 16, "x") == NULL);   /* n * size overflows */
+    void *p = bf_try_calloc(10, 4, "x");
+    CHECK(p != NULL);
+    free(p);
+}
+
+/* ------------------------------------------------------------------ fast_expf */
+/* fast_expf(NaN) shifted a negative int left (undefined behaviour): built here with the
+ * undefined-behaviour sanitizer, the probe must run clean. */
+TEST(fastmath_expf_nan_is_defined) {
+    char out[4096], exe[600];
+    path_in_tmp(exe, sizeof exe, "probe-expf");
+    int rc = bf_test_sh(out, sizeof out, "cc -std=c11 -O1 -fsanitize=undefined "
+                        "-fno-sanitize-recover=all -Isrc tests/probes/fastmath_nan.c -o '%s' -lm", exe);
+    if (rc != 0) {
+        fprintf(stderr, "    cannot build the sanitizer probe (skipped): %s\n", out);
+        return;
+    }
+    rc = bf_test_sh(out, sizeof out, "'%s'", exe);
+    if (rc != 0) fprintf(stderr, "    %s\n", out);
+    CHECK(rc == 0);
+    volatile float nan = NAN;
+    CHECK(isnan(fast_expf(nan)) && fast_expf(-INFINITY) == 0.0f && isinf(fast_expf(INFINITY)));
+}
+
+/* ------------------------------------------------------------------ folder locks */
+TEST(dir_lock_is_exclusive_and_names_the_holder) {
+    char dir[512], pid[32];
+    path_in_tmp(dir, sizeof dir, "lock-dir");
+    CHECK(mkdir(dir, 0755) == 0);
+    bf_dir_lock a, b;
+    CHECK(bf_dir_lock_take(&a, dir) == 0);
+    snprintf(pid, sizeof pid, "PID %ld", (long)getpid());
+    CHECK_ERR(bf_dir_lock_take(&b, dir), pid);   /* a second open of the lock file */
+    bf_dir_unlock(&a);
+    CHECK(bf_dir_lock_take(&b, dir) == 0);       /* free again */
+    bf_dir_unlock(&b);
+}
+
+/* A PID that is certainly not alive: a child that has exited and been reaped. */
+static pid_t dead_pid(void) {
+    pid_t p = fork();
+    if (p == 0) _exit(0);
+    BF_ASSERT(p > 0);
+    waitpid(p, NULL, 0);
+    return p;
+}
+
+static void touch(const char *dir, const char *name) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "w");
+    BF_ASSERT(fp);
+    fclose(fp);
+}
+
+static int exists(const char *dir, const char *name) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+TEST(stale_temporary_files_of_dead_writers_are_removed) {
+    char dir[512], dead[64], alive[64];
+    path_in_tmp(dir, sizeof dir, "stale-dir");
+    CHECK(mkdir(dir, 0755) == 0);
+    snprintf(dead, sizeof dead, "flow.safetensors.tmp.%d", (int)dead_pid());
+    snprintf(alive, sizeof alive, "flow.safetensors.tmp.%d", (int)getpid());
+    touch(dir, dead);
+    touch(dir, alive);
+    touch(dir, "notes.tmp.txt");
+    CHECK(bf_remove_stale_tmp(dir) == 1);
+    CHECK(!exists(dir, dead) && exists(dir, alive) && exists(dir, "notes.tmp.txt"));
+}
