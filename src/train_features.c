@@ -170,7 +170,7 @@ static int train_loop(trainer *t) {
 }
 
 /* ------------------------------------------------------------------ setup */
-static int check_opts(const bf_features_train_opts *o) {
+int bf_train_features_check_opts(const bf_features_train_opts *o) {
     if (o->batch <= 0 || (o->steps <= 0 && o->epochs <= 0) || !(o->lr > 0) || o->warmup < 0 ||
         o->shift < 0 || !(o->weight_decay >= 0) || o->log_every < 0) {
         bf_set_error("training options out of range (batch > 0; epochs or steps > 0; lr > 0; "
@@ -230,11 +230,8 @@ static int final_eval(trainer *t, double *acc) {
     return save(t, *acc);
 }
 
-int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
-    if (test_accuracy) *test_accuracy = -1.0;
-    if (check_opts(o)) return -1;
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (bf_make_run_dir(o->out_dir)) return -1;
+/* The run, in its run folder (locked by the caller). */
+static int train_in_run_dir(const bf_features_train_opts *o, double *test_accuracy) {
     bf_dataset ds = {0};
     if (bf_dataset_load(&ds, o->data, "train")) return -1;
     bf_features_config c = o->model;
@@ -263,5 +260,16 @@ int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
 done:
     trainer_free(&t);
     bf_dataset_free(&ds);
+    return rc;
+}
+
+int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
+    if (test_accuracy) *test_accuracy = -1.0;
+    if (bf_train_features_check_opts(o)) return -1;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    bf_dir_lock lock;
+    if (bf_run_dir_open(&lock, o->out_dir, 0, o->overwrite)) return -1;
+    int rc = train_in_run_dir(o, test_accuracy);
+    bf_dir_unlock(&lock);
     return rc;
 }

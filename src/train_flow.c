@@ -249,15 +249,18 @@ static int train_loop(trainer *t) {
     return 0;
 }
 
-int bf_train_flow(const bf_train_opts *o) {
+int bf_train_flow_check_opts(const bf_train_opts *o) {
     if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 || !(o->sigma >= 0) ||
         !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1)) {
         bf_set_error("training options out of range (batch, steps > 0; lr > 0; 0 <= label drop <= 1; "
                      "0 <= ema decay < 1)");
         return -1;
     }
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (bf_make_run_dir(o->out_dir)) return -1;
+    return 0;
+}
+
+/* The run, in its run folder (locked by the caller). */
+static int train_in_run_dir(const bf_train_opts *o) {
     run_state s = {0};
     if (o->resume) {
         if (load_state(&s, o)) { free_state(&s); return -1; }
@@ -307,5 +310,15 @@ done:
     bf_dataset_free(&ds);
     bf_dataset_free(&test);
     free_state(&s);
+    return rc;
+}
+
+int bf_train_flow(const bf_train_opts *o) {
+    if (bf_train_flow_check_opts(o)) return -1;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    bf_dir_lock lock;
+    if (bf_run_dir_open(&lock, o->out_dir, o->resume, o->overwrite)) return -1;
+    int rc = train_in_run_dir(o);
+    bf_dir_unlock(&lock);
     return rc;
 }

@@ -365,7 +365,7 @@ static int train_loop(trainer *t) {
     return 0;
 }
 
-static int check_opts(const bf_reverse_train_opts *o) {
+int bf_train_reverse_check_opts(const bf_reverse_train_opts *o) {
     if (!o->flow) { bf_set_error("a forward model is required (--flow)"); return -1; }
     if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 ||
         !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1) ||
@@ -452,10 +452,8 @@ static int check_data(const bf_reverse *r, const bf_dataset *ds) {
     return 0;
 }
 
-int bf_train_reverse(const bf_reverse_train_opts *o) {
-    if (check_opts(o)) return -1;
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (bf_make_run_dir(o->out_dir)) return -1;
+/* The run, in its run folder (locked by the caller). */
+static int train_in_run_dir(const bf_reverse_train_opts *o) {
     run_state s = {0};
     trainer t = {.o = o, .s = &s};
     bf_dataset ds = {0}, test = {0};
@@ -506,6 +504,16 @@ done:
     bf_dataset_free(&ds);
     bf_dataset_free(&test);
     free_state(&s);
+    return rc;
+}
+
+int bf_train_reverse(const bf_reverse_train_opts *o) {
+    if (bf_train_reverse_check_opts(o)) return -1;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    bf_dir_lock lock;
+    if (bf_run_dir_open(&lock, o->out_dir, o->resume, o->overwrite)) return -1;
+    int rc = train_in_run_dir(o);
+    bf_dir_unlock(&lock);
     return rc;
 }
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static void shuffle(int *perm, int n, uint64_t seed, uint64_t salt, long epoch) {
     bf_rng r;
@@ -75,9 +76,63 @@ void bf_fmt_duration(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%dm%02ds", m, sec);
 }
 
-int bf_make_run_dir(const char *dir) {
+/* Every file a trainer writes into its run folder: any of them means the folder holds a run. */
+static const char *const RUN_FILES[] = {
+    "train_state.safetensors", "flow.safetensors", "flow_ema.safetensors",
+    "reverse_state.safetensors", "reverse.safetensors", "reverse_ema.safetensors",
+    "features.safetensors", "log.jsonl",
+};
+#define N_RUN_FILES ((int)(sizeof RUN_FILES / sizeof RUN_FILES[0]))
+
+static int check_folder(const char *dir, int resume) {
+    struct stat sb;
+    if (stat(dir, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode)) return 0;
+        bf_set_error("'%s' is a file, not a run folder: give --out a folder (new or holding a run)", dir);
+        return -1;
+    }
+    if (resume) {
+        bf_set_error("cannot resume: the run folder '%s' does not exist (%s)", dir, strerror(errno));
+        return -1;
+    }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         bf_set_error("cannot create run folder '%s': %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* A new run in dir: refused where one is (unless overwrite, which deletes its files). */
+static int claim_for_new_run(const char *dir, int overwrite) {
+    char path[4096];
+    for (int i = 0; i < N_RUN_FILES; i++) {
+        if (bf_path_join(path, sizeof path, dir, RUN_FILES[i])) return -1;
+        if (access(path, F_OK) != 0) continue;
+        if (!overwrite) {
+            bf_set_error("'%s' already holds a run (%s): give --resume to continue it, or "
+                         "--overwrite to delete it and start a new one", dir, RUN_FILES[i]);
+            return -1;
+        }
+        if (unlink(path) != 0) {
+            bf_set_error("--overwrite: cannot delete '%s': %s", path, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int bf_run_dir_open(bf_dir_lock *lock, const char *dir, int resume, int overwrite) {
+    lock->fd = -1;
+    if (resume && overwrite) {
+        bf_set_error("--resume continues the run in '%s' and --overwrite deletes it: give one", dir);
+        return -1;
+    }
+    if (check_folder(dir, resume) || bf_dir_lock_take(lock, dir)) return -1;
+    int stale = bf_remove_stale_tmp(dir);
+    if (stale) bf_info("removed %d temporary file%s left in %s by a killed process\n", stale,
+                       stale > 1 ? "s" : "", dir);
+    if (!resume && claim_for_new_run(dir, overwrite)) {
+        bf_dir_unlock(lock);
         return -1;
     }
     return 0;

@@ -3,6 +3,7 @@
 #define BF_TRAIN_UTIL_H
 
 #include "biflow.h"
+#include "core.h"
 #include "flow.h"
 #include <stdio.h>
 
@@ -21,8 +22,13 @@ int bf_path_join(char *buf, size_t n, const char *dir, const char *name);
  * run's log tells one consistent story. */
 FILE *bf_open_log(const char *dir, long keep_upto_step);
 void bf_fmt_duration(char *buf, size_t n, double seconds);
-/* Creates the run folder if needed. */
-int bf_make_run_dir(const char *dir);
+/* Opens a trainer's run folder for writing, holding lock until bf_dir_unlock:
+ * - refuses a path that is a file, and a missing folder when resuming (a new run creates it);
+ * - takes the folder's exclusive lock (DIR/.lock; refused while another process holds it);
+ * - removes the temporary files killed writers left behind (NAME.tmp.PID of a dead PID);
+ * - refuses to start a new run (resume = 0) in a folder that holds one (a checkpoint, a
+ *   resume state or log.jsonl of any trainer) unless overwrite, which deletes those files. */
+int bf_run_dir_open(bf_dir_lock *lock, const char *dir, int resume, int overwrite);
 /* 1 where weight decay applies (matrices), from a tensor table. */
 unsigned char *bf_decay_mask(const bf_param_info *info, int n_info, size_t num_params);
 /* What a run needs to resume, in any trainer: the weights, their EMA and the AdamW moments
@@ -34,6 +40,11 @@ int bf_train_state_save(const bf_train_state *s, const char *path, const char *f
 /* Checks every tensor's name, dtype and size before copying into s's buffers (n and the
  * pointers set by the caller); a negative step is refused. */
 int bf_train_state_load(bf_train_state *s, const char *path);
+
+/* Option checks of the trainers (also run by the CLI before training, for exit status 2). */
+int bf_train_flow_check_opts(const bf_train_opts *o);
+int bf_train_reverse_check_opts(const bf_reverse_train_opts *o);
+int bf_train_features_check_opts(const bf_features_train_opts *o);
 
 /* Asks the training loop to stop after the current step (SIGINT, SIGTERM). */
 void bf_stop_signals_install(void);

@@ -143,3 +143,152 @@ TEST(stale_temporary_files_of_dead_writers_are_removed) {
     CHECK(bf_remove_stale_tmp(dir) == 1);
     CHECK(!exists(dir, dead) && exists(dir, alive) && exists(dir, "notes.tmp.txt"));
 }
+
+/* ------------------------------------------------------------------ run folders */
+static void tiny_flow_opts(bf_train_opts *o, const char *dir, int steps) {
+    bf_train_opts_default(o);
+    bf_flow_config_named(&o->model, "fmnist-tiny");
+    o->model.num_blocks = 1;
+    o->model.channels = 32;
+    o->out_dir = dir;
+    o->batch = 4;
+    o->steps = steps;
+    o->warmup = 2;
+    o->ckpt_every = 2;
+    o->log_every = 1;
+    o->quiet = 1;
+    o->seed = 7;
+    o->threads = 1;
+}
+
+static long saved_step(const char *dir) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    bf_safetensors st;
+    if (bf_st_load(&st, path)) return -1;
+    const bf_tensor_view *t = bf_st_get(&st, "step");
+    int64_t step = -1;
+    if (t) memcpy(&step, t->data, 8);
+    bf_st_free(&st);
+    return (long)step;
+}
+
+static int count_lines(const char *dir, const char *name) {
+    char path[700], line[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "r");
+    int n = 0;
+    while (fp && fgets(line, sizeof line, fp)) n++;
+    if (fp) fclose(fp);
+    return n;
+}
+
+/* A new run in a folder that holds one is refused (every trainer) unless --overwrite. */
+TEST(new_run_refuses_a_folder_holding_a_run) {
+    char dir[512];
+    path_in_tmp(dir, sizeof dir, "held-run");
+    bf_train_opts o;
+    tiny_flow_opts(&o, dir, 4);
+    CHECK(bf_train_flow(&o) == 0);
+    tiny_flow_opts(&o, dir, 2);
+    CHECK_ERR(bf_train_flow(&o), "already holds a run");
+    CHECK(strstr(bf_last_error(), "--resume") && strstr(bf_last_error(), "--overwrite"));
+    CHECK(saved_step(dir) == 4 && count_lines(dir, "log.jsonl") == 4);   /* untouched */
+    bf_reverse_train_opts ro;
+    bf_reverse_train_opts_default(&ro);
+    ro.flow = dir;
+    ro.out_dir = dir;
+    CHECK_ERR(bf_train_reverse(&ro), "already holds a run");
+    bf_features_train_opts fo;
+    bf_features_train_opts_default(&fo);
+    fo.out_dir = dir;
+    CHECK_ERR(bf_train_features(&fo, NULL), "already holds a run");
+    CHECK(saved_step(dir) == 4);
+    o.overwrite = 1;   /* explicit: a new two-step run replaces the old one, log included */
+    CHECK(bf_train_flow(&o) == 0);
+    CHECK(saved_step(dir) == 2 && count_lines(dir, "log.jsonl") == 2);
+    o.resume = 1;
+    CHECK_ERR(bf_train_flow(&o), "give one");
+}
+
+/* The same through the command line: the second run exits 1 and says why. */
+TEST(cli_train_flow_twice_into_one_folder_is_refused) {
+    char dir[512], out[4096];
+    path_in_tmp(dir, sizeof dir, "cli-held-run");
+    const char *tiny = "--config fmnist-tiny --blocks 1 --width 32 --batch 4 --final-eval 0 "
+                       "--threads 1 --quiet";
+    CHECK(bf_test_sh(out, sizeof out, "./biflow train-flow %s --steps 3 --out '%s'", tiny, dir) == 0);
+    int rc = bf_test_sh(out, sizeof out, "./biflow train-flow %s --steps 2 --out '%s'", tiny, dir);
+    CHECK(rc == 1 && strstr(out, "already holds a run"));
+    CHECK(saved_step(dir) == 3);
+    CHECK(bf_test_sh(out, sizeof out, "./biflow train-flow %s --steps 2 --overwrite --out '%s'", tiny, dir) == 0);
+    CHECK(saved_step(dir) == 2);
+}
+
+/* Opens DIR/.lock as a second writer would and holds it, with this process's PID in it. */
+static int hold_lock(const char *dir) {
+    char path[700], pid[32];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    BF_ASSERT(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    BF_ASSERT(ftruncate(fd, 0) == 0 && write(fd, pid, (size_t)len) == len);
+    return fd;
+}
+
+/* Two writers on one run folder: the second stops with a message naming the first's PID. */
+TEST(writers_refuse_a_locked_run_folder) {
+    char dir[512], pid[32], out[4096];
+    path_in_tmp(dir, sizeof dir, "locked-run");
+    bf_train_opts o;
+    tiny_flow_opts(&o, dir, 2);
+    CHECK(bf_train_flow(&o) == 0);
+    int fd = hold_lock(dir);
+    snprintf(pid, sizeof pid, "PID %ld", (long)getpid());
+    tiny_flow_opts(&o, dir, 4);
+    o.resume = 1;
+    CHECK_ERR(bf_train_flow(&o), pid);
+    bf_reverse_train_opts ro;
+    bf_reverse_train_opts_default(&ro);
+    ro.flow = dir;
+    ro.out_dir = dir;
+    ro.resume = 1;
+    CHECK_ERR(bf_train_reverse(&ro), pid);
+    bf_features_train_opts fo;
+    bf_features_train_opts_default(&fo);
+    fo.out_dir = dir;
+    CHECK_ERR(bf_train_features(&fo, NULL), pid);
+    int rc = bf_test_sh(out, sizeof out, "./biflow export-reverse --reverse x --flow x --out '%s/g.safetensors'", dir);
+    CHECK(rc == 1 && strstr(out, pid));
+    close(fd);   /* released: the run continues */
+    CHECK(bf_train_flow(&o) == 0 && saved_step(dir) == 4);
+}
+
+TEST(run_folder_mistakes_are_refused_with_the_reason) {
+    char dir[512], file[512];
+    path_in_tmp(dir, sizeof dir, "never-made");
+    bf_train_opts o;
+    tiny_flow_opts(&o, dir, 2);
+    o.resume = 1;
+    CHECK_ERR(bf_train_flow(&o), "does not exist");
+    CHECK(access(dir, F_OK) != 0);   /* --resume did not create it */
+    path_in_tmp(file, sizeof file, "a-file");
+    touch(bf_test_tmpdir(), "a-file");
+    tiny_flow_opts(&o, file, 2);
+    CHECK_ERR(bf_train_flow(&o), "is a file, not a run folder");
+}
+
+/* A writer killed mid-write leaves NAME.tmp.PID: the next trainer in the folder removes it. */
+TEST(trainer_removes_temporary_files_of_killed_writers) {
+    char dir[512], dead[64];
+    path_in_tmp(dir, sizeof dir, "stale-run");
+    bf_train_opts o;
+    tiny_flow_opts(&o, dir, 2);
+    CHECK(bf_train_flow(&o) == 0);
+    snprintf(dead, sizeof dead, "train_state.safetensors.tmp.%d", (int)dead_pid());
+    touch(dir, dead);
+    tiny_flow_opts(&o, dir, 3);
+    o.resume = 1;
+    CHECK(bf_train_flow(&o) == 0);
+    CHECK(!exists(dir, dead));
+}

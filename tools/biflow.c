@@ -70,6 +70,7 @@ static int cmd_train_flow(int argc, char **argv) {
         {"eval-every", OPT_INT, &o.eval_every, "test bits/dim on 2000 images every N steps (0 = off)"},
         {"final-eval", OPT_INT, &final_eval, "test images for the final bits/dim (0 = skip)"},
         {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint"},
+        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
         {NULL, 0, NULL, NULL},

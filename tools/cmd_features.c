@@ -44,6 +44,7 @@ int cmd_train_features(int argc, char **argv) {
         {"eval-limit", OPT_INT, &o.eval_limit, "test images for the final accuracy (0 = all, <0 = skip)"},
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
+        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         {NULL, 0, NULL, NULL},
     };
     const char *pos[POS_MAX];

@@ -59,6 +59,7 @@ int cmd_train_reverse(int argc, char **argv) {
         {"eval-every", OPT_INT, &o.eval_every, "G(F(x)) error on 1000 test images every N steps (0 = off)"},
         {"final-eval", OPT_INT, &final_eval, "test images for the final G(F(x)) error (0 = skip)"},
         {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint"},
+        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
         {NULL, 0, NULL, NULL},
@@ -222,12 +223,18 @@ int cmd_export_reverse(int argc, char **argv) {
         fprintf(stderr, "biflow export-reverse: --reverse, --flow and --out are required\n");
         return 2;
     }
+    char dir[4096];   /* the folder written to is locked, as a trainer's run folder */
+    const char *slash = strrchr(out, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - out) + (slash == out) : 1, slash ? out : ".");
+    bf_dir_lock lock;
+    if (bf_dir_lock_take(&lock, dir)) return cli_fail();
     bf_reverse *r = bf_reverse_load(reverse, !raw);
     bf_flow *f = r ? bf_flow_load(flow, 1) : NULL;
-    if (!f || bf_reverse_check_flow(r, f, flow) ||
-        bf_reverse_set_flow(r, flow, bf_reverse_sigma(r)) ||
-        bf_reverse_save(r, bf_reverse_params(r), out, NULL))
-        return cli_fail();
+    rc = !f || bf_reverse_check_flow(r, f, flow) ||
+         bf_reverse_set_flow(r, flow, bf_reverse_sigma(r)) ||
+         bf_reverse_save(r, bf_reverse_params(r), out, NULL);
+    bf_dir_unlock(&lock);
+    if (rc) return cli_fail();
     printf("wrote %s (forward model %s, SHA-256 %.16s...)\n", out, bf_reverse_flow_path(r),
            bf_reverse_flow_sha256(r));
     bf_flow_free(f);
