@@ -63,6 +63,12 @@ size_t bf_size_prod(const size_t *f, int k) {
 
 size_t bf_size_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
 
+_Noreturn void bf_die(void) {
+    fprintf(stderr, "biflow: %s\n", bf_last_error());
+    fflush(stderr);
+    abort();
+}
+
 static void *alloc_failed(size_t n, size_t size, const char *what) {
     double gib = (double)n * (double)size / (1024.0 * 1024.0 * 1024.0);
     bf_set_error("out of memory: %s needs %.3g GiB, which cannot be allocated", what, gib);

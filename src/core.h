@@ -29,6 +29,14 @@ size_t bf_size_prod(const size_t *f, int k);
     bf_size_prod((const size_t[]){__VA_ARGS__}, (int)(sizeof((size_t[]){__VA_ARGS__}) / sizeof(size_t)))
 /* a + b, saturating at SIZE_MAX */
 size_t bf_size_add(size_t a, size_t b);
+/* Prints the current error message and aborts: for the callers that cannot fail. */
+_Noreturn void bf_die(void);
+
+/* Limits every model configuration is checked against before anything is allocated. */
+#define BF_MAX_PARAMS ((size_t)1 << 31)    /* parameters (floats) of one model: 8 GiB */
+#define BF_MAX_TOKENS 4096                 /* tokens per image */
+#define BF_MAX_TOKEN_DIM 65536             /* values per token (C P^2) */
+#define BF_MAX_BATCH (1 << 20)             /* images per training step */
 
 double bf_time(void);                      /* seconds, monotonic */
 

@@ -180,26 +180,27 @@ int bf_train_features_check_opts(const bf_features_train_opts *o) {
     return 0;
 }
 
-static void trainer_alloc(trainer *t, const bf_dataset *ds) {
+static int trainer_alloc(trainer *t, const bf_dataset *ds) {
     const bf_features_train_opts *o = t->o;
     size_t P = t->fn->num_params, px = (size_t)ds->c * ds->h * ds->w;
-    t->grads = bf_calloc(P, sizeof(float));
-    t->m = bf_calloc(P, sizeof(float));
-    t->v = bf_calloc(P, sizeof(float));
-    t->decay = bf_calloc(P, 1);
-    for (int i = 0; i < t->fn->n_info; i++)
-        if (!t->fn->info[i].no_decay) memset(t->decay + t->fn->info[i].offset, 1, t->fn->info[i].numel);
-    t->img = bf_malloc(sizeof(float) * px * o->batch);
-    t->y = bf_malloc(sizeof(int) * o->batch);
-    t->idx = bf_malloc(sizeof(int) * o->batch);
+    const char *what = "the optimiser's state (gradients, moments)";
     bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FEATURES);
     t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
     t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
     t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
+    t->y = bf_malloc(sizeof(int) * o->batch);   /* batch <= BF_MAX_BATCH */
+    t->idx = bf_malloc(sizeof(int) * o->batch);
+    if (!(t->grads = bf_try_calloc(P, sizeof(float), what)) || !(t->m = bf_try_calloc(P, sizeof(float), what)) ||
+        !(t->v = bf_try_calloc(P, sizeof(float), what)) || !(t->decay = bf_try_calloc(P, 1, what)) ||
+        !(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, (size_t)o->batch), "a batch of images")))
+        return -1;
+    for (int i = 0; i < t->fn->n_info; i++)
+        if (!t->fn->info[i].no_decay) memset(t->decay + t->fn->info[i].offset, 1, t->fn->info[i].numel);
     for (int k = 0; k < t->nshards; k++) {
-        bf_feat_acts_init(&t->acts[k], t->fn, (o->batch + t->nshards - 1) / t->nshards);
-        if (k) t->shard_grads[k] = bf_malloc(sizeof(float) * P);
+        if (bf_feat_acts_try_init(&t->acts[k], t->fn, (o->batch + t->nshards - 1) / t->nshards)) return -1;
+        if (k && !(t->shard_grads[k] = bf_try_calloc(P, sizeof(float), "a shard's gradients"))) return -1;
     }
+    return 0;
 }
 
 static void trainer_free(trainer *t) {
@@ -241,7 +242,7 @@ static int train_in_run_dir(const bf_features_train_opts *o, double *test_accura
     t.fn = bf_features_new(&c);
     if (!t.fn) goto done;
     bf_features_init(t.fn, o->seed);
-    trainer_alloc(&t, &ds);
+    if (trainer_alloc(&t, &ds)) goto done;
     t.steps_per_epoch = (ds.n + o->batch - 1) / o->batch;
     t.steps = o->steps > 0 ? o->steps : o->epochs * t.steps_per_epoch;
     snprintf(t.path, sizeof t.path, "%s/features.safetensors", o->out_dir);

@@ -99,10 +99,7 @@ static int load_state(run_state *s, const bf_train_opts *o) {
     if (!s->f) return -1;
     if (bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors")) return -1;
     size_t n = s->f->num_params;
-    s->grads = bf_calloc(n, sizeof(float));
-    s->m = bf_malloc(sizeof(float) * n);
-    s->v = bf_malloc(sizeof(float) * n);
-    s->ema = bf_malloc(sizeof(float) * n);
+    if (bf_alloc_train_buffers(n, s->f->params, &s->grads, &s->m, &s->v, &s->ema)) return -1;
     /* the state file is authoritative for the weights too */
     bf_train_state ts = {s->f->params, s->ema, s->m, s->v, n, 0};
     if (bf_train_state_load(&ts, path)) return -1;
@@ -110,16 +107,11 @@ static int load_state(run_state *s, const bf_train_opts *o) {
     return 0;
 }
 
-static void new_state(run_state *s, const bf_train_opts *o) {
-    s->f = bf_flow_new(&o->model);
+static int new_state(run_state *s, const bf_train_opts *o) {
+    if (!(s->f = bf_flow_new(&o->model))) return -1;
     bf_flow_init(s->f, o->seed);
-    size_t n = s->f->num_params;
-    s->grads = bf_calloc(n, sizeof(float));
-    s->m = bf_calloc(n, sizeof(float));
-    s->v = bf_calloc(n, sizeof(float));
-    s->ema = bf_malloc(sizeof(float) * n);
-    memcpy(s->ema, s->f->params, sizeof(float) * n);
     s->step = 0;
+    return bf_alloc_train_buffers(s->f->num_params, s->f->params, &s->grads, &s->m, &s->v, &s->ema);
 }
 
 static void free_state(run_state *s) {
@@ -256,39 +248,57 @@ int bf_train_flow_check_opts(const bf_train_opts *o) {
                      "0 <= ema decay < 1)");
         return -1;
     }
+    if (!o->resume && bf_flow_config_check(&o->model)) return -1;   /* a resumed run keeps its own */
     return 0;
+}
+
+/* Batch buffers, data order and one activation set and gradient buffer per shard. */
+static int alloc_trainer(trainer *t, const bf_dataset *ds) {
+    const bf_train_opts *o = t->o;
+    const bf_flow *f = t->s->f;
+    size_t px = (size_t)ds->c * ds->h * ds->w, B = (size_t)o->batch;
+    bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
+    t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
+    t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
+    t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
+    if (!(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, B), "a batch of images")) ||
+        !(t->tok = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, B), "a batch of tokens")) ||
+        !(t->y = bf_try_malloc(sizeof(int) * B, "a batch of labels")) ||
+        !(t->idx = bf_try_malloc(sizeof(int) * B, "a batch of indices")))
+        return -1;
+    for (int k = 0; k < t->nshards; k++) {
+        if (bf_flow_acts_try_init(&t->acts[k], f, (o->batch + t->nshards - 1) / t->nshards)) return -1;
+        if (k && !(t->shard_grads[k] = bf_try_calloc(f->num_params, sizeof(float), "a shard's gradients")))
+            return -1;
+    }
+    return 0;
+}
+
+static void free_trainer(trainer *t) {
+    if (t->log) fclose(t->log);
+    for (int k = 0; k < t->nshards; k++) {
+        bf_flow_acts_free(&t->acts[k]);
+        free(t->shard_grads[k]);
+    }
+    free(t->acts);
+    free(t->shard_grads);
+    free(t->img); free(t->tok); free(t->y); free(t->idx);
+    bf_data_order_free(&t->order);
 }
 
 /* The run, in its run folder (locked by the caller). */
 static int train_in_run_dir(const bf_train_opts *o) {
     run_state s = {0};
-    if (o->resume) {
-        if (load_state(&s, o)) { free_state(&s); return -1; }
-        if (!o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
-    } else {
-        if (bf_flow_config_check(&o->model)) return -1;
-        new_state(&s, o);
-    }
-    s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params);
     trainer t = {.o = o, .s = &s};
     bf_dataset ds = {0}, test = {0};
     int rc = -1;
+    if (o->resume ? load_state(&s, o) : new_state(&s, o)) goto done;
+    if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
+    if (!(s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params))) goto done;
     if (bf_dataset_load(&ds, o->data, "train") || check_data_fits(&s.f->cfg, &ds)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
     t.ds = &ds;
-    size_t px = (size_t)ds.c * ds.h * ds.w;
-    t.img = bf_malloc(sizeof(float) * px * o->batch);
-    t.tok = bf_malloc(sizeof(float) * px * o->batch);
-    t.y = bf_malloc(sizeof(int) * o->batch);
-    t.idx = bf_malloc(sizeof(int) * o->batch);
-    bf_data_order_init(&t.order, ds.n, o->seed, BF_ORDER_SALT_FLOW);
-    t.nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
-    t.acts = bf_calloc((size_t)t.nshards, sizeof *t.acts);
-    t.shard_grads = bf_calloc((size_t)t.nshards, sizeof *t.shard_grads);
-    for (int k = 0; k < t.nshards; k++) {
-        bf_flow_acts_init(&t.acts[k], s.f, (o->batch + t.nshards - 1) / t.nshards);
-        if (k) t.shard_grads[k] = bf_malloc(sizeof(float) * s.f->num_params);
-    }
+    if (alloc_trainer(&t, &ds)) goto done;
     t.log = bf_open_log(o->out_dir, s.step);
     if (!t.log) { bf_set_error("cannot open the log in '%s'", o->out_dir); goto done; }
     if (!o->quiet)
@@ -298,15 +308,7 @@ static int train_in_run_dir(const bf_train_opts *o) {
     rc = train_loop(&t);
     bf_stop_signals_restore();
 done:
-    if (t.log) fclose(t.log);
-    for (int k = 0; k < t.nshards; k++) {
-        bf_flow_acts_free(&t.acts[k]);
-        free(t.shard_grads[k]);
-    }
-    free(t.acts);
-    free(t.shard_grads);
-    free(t.img); free(t.tok); free(t.y); free(t.idx);
-    bf_data_order_free(&t.order);
+    free_trainer(&t);
     bf_dataset_free(&ds);
     bf_dataset_free(&test);
     free_state(&s);

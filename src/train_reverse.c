@@ -103,13 +103,8 @@ static int save_state(const run_state *s, const bf_reverse_train_opts *o) {
     return rc ? -1 : 0;
 }
 
-static void alloc_moments(run_state *s) {
-    size_t n = s->r->num_params;
-    s->grads = bf_calloc(n, sizeof(float));
-    s->m = bf_calloc(n, sizeof(float));
-    s->v = bf_calloc(n, sizeof(float));
-    s->ema = bf_malloc(sizeof(float) * n);
-    memcpy(s->ema, s->r->params, sizeof(float) * n);
+static int alloc_moments(run_state *s) {
+    return bf_alloc_train_buffers(s->r->num_params, s->r->params, &s->grads, &s->m, &s->v, &s->ema);
 }
 
 static int load_state(run_state *s, const bf_reverse_train_opts *o) {
@@ -117,8 +112,8 @@ static int load_state(run_state *s, const bf_reverse_train_opts *o) {
     if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors")) return -1;
     if (!(s->r = bf_reverse_load(path, 0))) return -1;
     if (bf_reverse_check_flow(s->r, s->f, o->flow)) return -1;
-    if (bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors")) return -1;
-    alloc_moments(s);
+    if (bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors") || alloc_moments(s))
+        return -1;
     bf_train_state ts = {s->r->params, s->ema, s->m, s->v, s->r->num_params, 0};
     if (bf_train_state_load(&ts, path)) return -1;   /* the state file is authoritative */
     s->step = ts.step;
@@ -140,9 +135,8 @@ static int new_state(run_state *s, const bf_reverse_train_opts *o) {
     bf_reverse_init(s->r, o->seed);
     s->sigma = o->sigma >= 0 ? o->sigma : s->f->trained_sigma;
     if (bf_reverse_set_flow(s->r, o->flow, s->sigma)) return -1;
-    alloc_moments(s);
     s->step = 0;
-    return 0;
+    return alloc_moments(s);
 }
 
 static void free_state(run_state *s) {
@@ -378,44 +372,57 @@ int bf_train_reverse_check_opts(const bf_reverse_train_opts *o) {
     return 0;
 }
 
-static void alloc_trainer(trainer *t, const bf_dataset *ds) {
+/* Batch buffers (checked: the batch is the user's), data order, per-shard sets. */
+static int alloc_batch(trainer *t, const bf_dataset *ds) {
+    const bf_reverse_train_opts *o = t->o;
+    size_t px = (size_t)ds->c * ds->h * ds->w, B = (size_t)o->batch, bytes = BF_SIZE_PROD(sizeof(float), px, B);
+    const char *what = "a batch of images";
+    t->y = bf_malloc(sizeof(int) * B);   /* B <= BF_MAX_BATCH */
+    t->idx = bf_malloc(sizeof(int) * B);
+    t->w = bf_calloc(B, sizeof(float));
+    bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
+    return !(t->clean = bf_try_malloc(bytes, what)) || !(t->noisy = bf_try_malloc(bytes, what)) ||
+           !(t->tok_clean = bf_try_malloc(bytes, what)) || !(t->tok_noisy = bf_try_malloc(bytes, what)) ? -1 : 0;
+}
+
+static int alloc_shard(trainer *t, int k, int Bn) {
     const bf_reverse_train_opts *o = t->o;
     run_state *s = t->s;
-    size_t px = (size_t)ds->c * ds->h * ds->w, B = (size_t)o->batch;
-    t->clean = bf_malloc(sizeof(float) * px * B);
-    t->noisy = bf_malloc(sizeof(float) * px * B);
-    t->tok_clean = bf_malloc(sizeof(float) * px * B);
-    t->tok_noisy = bf_malloc(sizeof(float) * px * B);
-    t->w = bf_calloc(B, sizeof(float));
-    t->y = bf_malloc(sizeof(int) * B);
-    t->idx = bf_malloc(sizeof(int) * B);
-    bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
+    if (bf_flow_acts_try_init(&t->fa[k], s->f, Bn) || bf_reverse_acts_try_init(&t->ga[k], s->r, Bn, 1) ||
+        (o->cfg_train && bf_reverse_acts_try_init(&t->ua[k], s->r, Bn, 0)))
+        return -1;
+    if (s->fn) {
+        size_t nN = BF_SIZE_PROD((size_t)Bn, (size_t)s->r->T, (size_t)s->r->D, sizeof(float));
+        const char *what = "the perceptual term's images";
+        if (bf_feat_acts_try_init(&t->pa[k], s->fn, Bn) || bf_feat_acts_try_init(&t->pt[k], s->fn, Bn) ||
+            !(t->pimg[k] = bf_try_malloc(nN, what)) || !(t->pdimg[k] = bf_try_malloc(nN, what)) ||
+            !(t->pdq[k] = bf_try_malloc(nN, what)))
+            return -1;
+    }
+    if (k && !(t->shard_grads[k] = bf_try_calloc(s->r->num_params, sizeof(float), "a shard's gradients")))
+        return -1;
+    return 0;
+}
+
+static int alloc_trainer(trainer *t, const bf_dataset *ds) {
+    const bf_reverse_train_opts *o = t->o;
     t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
     int Bn = (o->batch + t->nshards - 1) / t->nshards;
-    t->fa = bf_calloc((size_t)t->nshards, sizeof *t->fa);
-    t->ga = bf_calloc((size_t)t->nshards, sizeof *t->ga);
-    t->ua = bf_calloc((size_t)t->nshards, sizeof *t->ua);
-    t->parts = bf_calloc((size_t)t->nshards, sizeof *t->parts);
-    t->pa = bf_calloc((size_t)t->nshards, sizeof *t->pa);
-    t->pt = bf_calloc((size_t)t->nshards, sizeof *t->pt);
-    t->pimg = bf_calloc((size_t)t->nshards, sizeof *t->pimg);
-    t->pdimg = bf_calloc((size_t)t->nshards, sizeof *t->pdimg);
-    t->pdq = bf_calloc((size_t)t->nshards, sizeof *t->pdq);
-    t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
-    for (int k = 0; k < t->nshards; k++) {
-        bf_flow_acts_init(&t->fa[k], s->f, Bn);
-        bf_reverse_acts_init(&t->ga[k], s->r, Bn, 1);
-        if (o->cfg_train) bf_reverse_acts_init(&t->ua[k], s->r, Bn, 0);
-        if (s->fn) {
-            size_t nN = (size_t)Bn * s->r->T * s->r->D;
-            bf_feat_acts_init(&t->pa[k], s->fn, Bn);
-            bf_feat_acts_init(&t->pt[k], s->fn, Bn);
-            t->pimg[k] = bf_malloc(sizeof(float) * nN);
-            t->pdimg[k] = bf_malloc(sizeof(float) * nN);
-            t->pdq[k] = bf_malloc(sizeof(float) * nN);
-        }
-        if (k) t->shard_grads[k] = bf_malloc(sizeof(float) * s->r->num_params);
-    }
+    size_t k = (size_t)t->nshards;
+    t->fa = bf_calloc(k, sizeof *t->fa);
+    t->ga = bf_calloc(k, sizeof *t->ga);
+    t->ua = bf_calloc(k, sizeof *t->ua);
+    t->parts = bf_calloc(k, sizeof *t->parts);
+    t->pa = bf_calloc(k, sizeof *t->pa);
+    t->pt = bf_calloc(k, sizeof *t->pt);
+    t->pimg = bf_calloc(k, sizeof *t->pimg);
+    t->pdimg = bf_calloc(k, sizeof *t->pdimg);
+    t->pdq = bf_calloc(k, sizeof *t->pdq);
+    t->shard_grads = bf_calloc(k, sizeof *t->shard_grads);
+    if (alloc_batch(t, ds)) return -1;
+    for (int i = 0; i < t->nshards; i++)
+        if (alloc_shard(t, i, Bn)) return -1;
+    return 0;
 }
 
 static void free_trainer(trainer *t) {
@@ -461,7 +468,7 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
     if (!(s.f = bf_flow_load(o->flow, 1))) goto done;
     if (o->resume ? load_state(&s, o) : new_state(&s, o)) goto done;
     if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
-    s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params);
+    if (!(s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params))) goto done;
     if (o->perceptual > 0) {
         if (!(s.fn = bf_features_load(o->features))) goto done;
         const bf_features_config *fc = bf_features_get_config(s.fn);
@@ -484,7 +491,7 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
     if (bf_dataset_load(&ds, o->data, "train") || check_data(s.r, &ds)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
     t.ds = &ds;
-    alloc_trainer(&t, &ds);
+    if (alloc_trainer(&t, &ds)) goto done;
     if (!(t.log = bf_open_log(o->out_dir, s.step))) {
         bf_set_error("cannot open the log in '%s'", o->out_dir);
         goto done;

@@ -138,8 +138,19 @@ int bf_run_dir_open(bf_dir_lock *lock, const char *dir, int resume, int overwrit
     return 0;
 }
 
+int bf_alloc_train_buffers(size_t n, const float *params, float **grads, float **m, float **v,
+                           float **ema) {
+    const char *what = "the optimiser's state (gradients, moments, EMA)";
+    if (!(*grads = bf_try_calloc(n, sizeof(float), what)) || !(*m = bf_try_calloc(n, sizeof(float), what)) ||
+        !(*v = bf_try_calloc(n, sizeof(float), what)) || !(*ema = bf_try_malloc(sizeof(float) * n, what)))
+        return -1;
+    memcpy(*ema, params, sizeof(float) * n);
+    return 0;
+}
+
 unsigned char *bf_decay_mask(const bf_param_info *info, int n_info, size_t num_params) {
-    unsigned char *m = bf_calloc(num_params, 1);
+    unsigned char *m = bf_try_calloc(num_params, 1, "the weight-decay mask");
+    if (!m) return NULL;
     for (int i = 0; i < n_info; i++)
         if (!info[i].no_decay) memset(m + info[i].offset, 1, info[i].numel);
     return m;

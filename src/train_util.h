@@ -29,8 +29,13 @@ void bf_fmt_duration(char *buf, size_t n, double seconds);
  * - refuses to start a new run (resume = 0) in a folder that holds one (a checkpoint, a
  *   resume state or log.jsonl of any trainer) unless overwrite, which deletes those files. */
 int bf_run_dir_open(bf_dir_lock *lock, const char *dir, int resume, int overwrite);
-/* 1 where weight decay applies (matrices), from a tensor table. */
+/* 1 where weight decay applies (matrices), from a tensor table; NULL (with a message) when
+ * the memory cannot be had. */
 unsigned char *bf_decay_mask(const bf_param_info *info, int n_info, size_t num_params);
+/* The optimiser's buffers for n parameters: grads, m, v zeroed, ema a copy of params. -1 with
+ * a message when the memory cannot be had (what was allocated is left for the caller to free). */
+int bf_alloc_train_buffers(size_t n, const float *params, float **grads, float **m, float **v,
+                           float **ema);
 /* What a run needs to resume, in any trainer: the weights, their EMA and the AdamW moments
  * (n floats each, one layout) and the step. */
 typedef struct { float *params, *ema, *m, *v; size_t n; long step; } bf_train_state;

@@ -4,6 +4,7 @@
  * written; a diverging run stops without writing its diverged state. */
 #include "test.h"
 #include "../src/fastmath.h"
+#include "../src/feature_net.h"
 #include "../src/flow.h"
 #include "../src/reverse.h"
 #include "../src/train_util.h"
@@ -291,4 +292,91 @@ TEST(trainer_removes_temporary_files_of_killed_writers) {
     o.resume = 1;
     CHECK(bf_train_flow(&o) == 0);
     CHECK(!exists(dir, dead));
+}
+
+/* ------------------------------------------------------------------ configuration limits */
+/* Copies a safetensors file with one metadata value replaced (or added). */
+static void rewrite_meta(const char *in, const char *out, const char *key, const char *value) {
+    bf_safetensors st;
+    BF_ASSERT(bf_st_load(&st, in) == 0);
+    bf_st_writer *w = bf_st_writer_new();
+    int found = 0;
+    for (int i = 0; i < st.n_meta; i++) {
+        int hit = !strcmp(st.meta_keys[i], key);
+        found |= hit;
+        bf_st_writer_meta(w, st.meta_keys[i], hit ? value : st.meta_values[i]);
+    }
+    if (!found) bf_st_writer_meta(w, key, value);
+    for (int i = 0; i < st.n; i++) {
+        const bf_tensor_view *t = &st.tensors[i];
+        bf_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+    }
+    BF_ASSERT(bf_st_writer_save(w, out) == 0);
+    bf_st_writer_free(w);
+    bf_st_free(&st);
+}
+
+TEST(configurations_beyond_the_limits_are_refused) {
+    bf_flow_config fc;
+    bf_flow_config_named(&fc, "fmnist-small");
+    fc.channels = 65536;
+    fc.num_blocks = 1024;
+    CHECK_ERR(bf_flow_config_check(&fc), "parameters");
+    bf_flow_config_named(&fc, "fmnist-small");
+    fc.img_size = 4096; fc.patch_size = 1;   /* 16.7M tokens */
+    CHECK_ERR(bf_flow_config_check(&fc), "tokens");
+    bf_reverse_config rc = bf_test_tiny_reverse_config(0, 1, 1);
+    rc.layers_per_stage = INT_MAX;           /* num_stages * layers_per_stage wrapped an int */
+    CHECK_ERR(bf_reverse_config_check(&rc), "layers in all");
+    rc = bf_test_tiny_reverse_config(0, 1, 1);
+    rc.channels = 65536; rc.head_dim = 64; rc.layers_per_stage = 8; rc.num_stages = 64;
+    CHECK_ERR(bf_reverse_config_check(&rc), "parameters");
+    bf_features_config ec;
+    bf_features_config_default(&ec);
+    ec.height = ec.width = 1024; ec.width1 = ec.width2 = 4096; ec.feat_dim = 65536;
+    CHECK_ERR(bf_features_config_check(&ec), "parameters");
+    /* the counts the limits use are the layouts' own */
+    static const char *const names[] = {"fmnist-tiny", "fmnist-small", "cifar-small"};
+    for (int i = 0; i < 3; i++) {
+        bf_flow_config_named(&fc, names[i]);
+        fc.num_classes = i == 1 ? 0 : fc.num_classes;
+        bf_flow *f = bf_flow_new(&fc);
+        CHECK(f && (double)f->num_params == bf_flow_param_count(&fc));
+        bf_flow_free(f);
+    }
+    for (int v = 0; v < 4; v++) {
+        bf_reverse_config c = bf_test_tiny_reverse_config(v & 1, v & 2 ? 0 : 2, v != 1);
+        bf_reverse *r = bf_reverse_new(&c);
+        CHECK(r && (double)r->num_params == bf_reverse_param_count(&c));
+        bf_reverse_free(r);
+    }
+}
+
+/* Checkpoints whose metadata asks for an impossible model end in a message and exit 1, not
+ * in SIGABRT from an allocation (or a wrapped int). */
+TEST(cli_oversized_checkpoints_and_options_end_in_messages) {
+    char good[512], bad[512], out[4096], dir[512];
+    path_in_tmp(good, sizeof good, "small-flow.safetensors");
+    path_in_tmp(bad, sizeof bad, "huge-flow.safetensors");
+    bf_flow *f = bf_test_tiny_flow(1, 8, 2);
+    CHECK(bf_flow_save(f, f->params, good, NULL) == 0);
+    bf_flow_free(f);
+    rewrite_meta(good, bad, "channels", "65536");
+    rewrite_meta(bad, bad, "num_blocks", "1024");
+    int rc = bf_test_sh(out, sizeof out, "./biflow info '%s'", bad);
+    CHECK(rc == 1 && strstr(out, "huge-flow") && strstr(out, "parameters"));
+    rewrite_meta(good, bad, "layers_per_block", "3");   /* in range, but more than the file holds */
+    CHECK(bf_flow_load(bad, 1) == NULL && strstr(bf_last_error(), "the file's tensors hold"));
+    path_in_tmp(good, sizeof good, "small-reverse.safetensors");
+    path_in_tmp(bad, sizeof bad, "huge-reverse.safetensors");
+    bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(0, 1, 1), 2);
+    CHECK(bf_reverse_save(r, r->params, good, NULL) == 0);
+    bf_reverse_free(r);
+    rewrite_meta(good, bad, "layers_per_stage", "2147483647");
+    rc = bf_test_sh(out, sizeof out, "./biflow info '%s'", bad);
+    CHECK(rc == 1 && strstr(out, "huge-reverse") && strstr(out, "out of the supported range"));
+    path_in_tmp(dir, sizeof dir, "huge-run");
+    rc = bf_test_sh(out, sizeof out, "./biflow train-flow --width 65536 --blocks 1024 --out '%s'", dir);
+    CHECK(rc == 2 && strstr(out, "parameters"));
+    CHECK(access(dir, F_OK) != 0);   /* refused before anything was made */
 }

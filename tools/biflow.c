@@ -11,6 +11,7 @@
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/gemm.h"
+#include "../src/train_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -81,7 +82,8 @@ static int cmd_train_flow(int argc, char **argv) {
                            "Named configurations: fmnist-tiny, fmnist-small, fmnist-base, cifar-small.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (parse_noise(noise, &o.noise) || resolve_shape(&o.model, &sh)) return fail();
+    if (parse_noise(noise, &o.noise) || resolve_shape(&o.model, &sh) || bf_train_flow_check_opts(&o))
+        return cli_usage_fail("train-flow");
     int trc = bf_train_flow(&o);
     if (trc < 0) return fail();
     if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
@@ -177,6 +179,7 @@ static int bench_train(int argc, char **argv) {
     bf_flow_config c;
     if (resolve_shape(&c, &sh)) return fail();
     bf_flow *f = bf_flow_new(&c);
+    if (!f) return fail();
     bf_flow_init(f, 1);
     size_t n = f->num_params, N = (size_t)f->T * f->D;
     float *grads = bf_calloc(n, sizeof(float)), *m = bf_calloc(n, sizeof(float));
@@ -354,7 +357,7 @@ static int bench_sample(int argc, char **argv) {
         bf_flow_config c;
         if (resolve_shape(&c, &sh)) return fail();
         if (c.bound == 0.0f) c.bound = 2.0f;   /* random blocks need a bound to stay finite */
-        f = bf_flow_new(&c);
+        if (!(f = bf_flow_new(&c))) return fail();
         bf_flow_init(f, 1);
         bf_rng r;
         bf_rng_seed(&r, 2);

@@ -97,3 +97,8 @@ int cli_fail(void) {
     fprintf(stderr, "biflow: %s\n", bf_last_error());
     return 1;
 }
+
+int cli_usage_fail(const char *command) {
+    fprintf(stderr, "biflow %s: %s\n", command, bf_last_error());
+    return 2;
+}

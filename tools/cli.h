@@ -34,5 +34,8 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
 
 /* Prints "biflow: <last error>" on stderr; returns the exit status 1. */
 int cli_fail(void);
+/* The same for an error in the command line (an option out of range, conflicting options):
+ * "biflow COMMAND: <last error>"; returns the exit status 2. */
+int cli_usage_fail(const char *command);
 
 #endif
