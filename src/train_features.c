@@ -171,10 +171,15 @@ static int train_loop(trainer *t) {
 
 /* ------------------------------------------------------------------ setup */
 int bf_train_features_check_opts(const bf_features_train_opts *o) {
-    if (o->batch <= 0 || (o->steps <= 0 && o->epochs <= 0) || !(o->lr > 0) || o->warmup < 0 ||
-        o->shift < 0 || !(o->weight_decay >= 0) || o->log_every < 0) {
-        bf_set_error("training options out of range (batch > 0; epochs or steps > 0; lr > 0; "
-                     "warmup, shift, weight decay >= 0)");
+    const bf_range r[] = {
+        {"--batch", o->batch, 1, BF_MAX_BATCH, 0, 0}, {"--steps", o->steps, 0, INT_MAX, 0, 0},
+        {"--epochs", o->epochs, 0, 100000, 0, 0}, BF_OPTIM_RANGES(o),
+        {"--shift", o->shift, 0, 1024, 0, 0}, {"--flip", o->flip, 0, 1, 0, 0},
+        {"--log-every", o->log_every, 0, INT_MAX, 0, 0}, {"--threads", o->threads, 0, 4096, 0, 0},
+    };
+    if (bf_check_ranges(r, (int)(sizeof r / sizeof r[0]))) return -1;
+    if (o->steps <= 0 && o->epochs <= 0) {
+        bf_set_error("--steps or --epochs must be positive");
         return -1;
     }
     return 0;

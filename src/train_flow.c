@@ -242,12 +242,14 @@ static int train_loop(trainer *t) {
 }
 
 int bf_train_flow_check_opts(const bf_train_opts *o) {
-    if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 || !(o->sigma >= 0) ||
-        !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1)) {
-        bf_set_error("training options out of range (batch, steps > 0; lr > 0; 0 <= label drop <= 1; "
-                     "0 <= ema decay < 1)");
-        return -1;
-    }
+    const bf_range r[] = {
+        {"--batch", o->batch, 1, BF_MAX_BATCH, 0, 0}, {"--steps", o->steps, 1, INT_MAX, 0, 0},
+        BF_OPTIM_RANGES(o), {"--ema", o->ema_decay, 0, 1, 0, 1}, {"--sigma", o->sigma, 0, 10, 0, 1},
+        {"--label-drop", o->label_drop, 0, 1, 0, 0}, {"--ckpt-every", o->ckpt_every, 0, INT_MAX, 0, 0},
+        {"--log-every", o->log_every, 0, INT_MAX, 0, 0}, {"--eval-every", o->eval_every, 0, INT_MAX, 0, 0},
+        {"--threads", o->threads, 0, 4096, 0, 0},
+    };
+    if (bf_check_ranges(r, (int)(sizeof r / sizeof r[0]))) return -1;
     if (!o->resume && bf_flow_config_check(&o->model)) return -1;   /* a resumed run keeps its own */
     return 0;
 }

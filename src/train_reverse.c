@@ -361,15 +361,18 @@ static int train_loop(trainer *t) {
 
 int bf_train_reverse_check_opts(const bf_reverse_train_opts *o) {
     if (!o->flow) { bf_set_error("a forward model is required (--flow)"); return -1; }
-    if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 ||
-        !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1) ||
-        !(o->w_max >= 0 && o->w_max < 1e4f) || !(o->adapt_p >= 0) || !(o->adapt_eps > 0) ||
-        !(o->align_weight >= 0) || !(o->sigma < 10.0f) || !(o->perceptual >= 0)) {
-        bf_set_error("training options out of range (batch, steps > 0; lr > 0; 0 <= label drop "
-                     "<= 1; 0 <= ema < 1; w max >= 0; adaptive p >= 0, eps > 0; align weight >= 0)");
-        return -1;
-    }
-    return 0;
+    const bf_range r[] = {
+        {"--batch", o->batch, 1, BF_MAX_BATCH, 0, 0}, {"--steps", o->steps, 1, INT_MAX, 0, 0},
+        BF_OPTIM_RANGES(o), {"--ema", o->ema_decay, 0, 1, 0, 1},
+        {"--sigma", o->sigma, -INFINITY, 10, 1, 1}, {"--label-drop", o->label_drop, 0, 1, 0, 0},
+        {"--w-max", o->w_max, 0, 1e4, 0, 1}, {"--adaptive-p", o->adapt_p, 0, INFINITY, 0, 1},
+        {"--adaptive-eps", o->adapt_eps, 0, INFINITY, 1, 1},
+        {"--align-weight", o->align_weight, 0, INFINITY, 0, 1},
+        {"--perceptual", o->perceptual, 0, INFINITY, 0, 1},
+        {"--ckpt-every", o->ckpt_every, 0, INT_MAX, 0, 0}, {"--log-every", o->log_every, 0, INT_MAX, 0, 0},
+        {"--eval-every", o->eval_every, 0, INT_MAX, 0, 0}, {"--threads", o->threads, 0, 4096, 0, 0},
+    };
+    return bf_check_ranges(r, (int)(sizeof r / sizeof r[0]));
 }
 
 /* Batch buffers (checked: the batch is the user's), data order, per-shard sets. */

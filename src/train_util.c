@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -133,6 +134,22 @@ int bf_run_dir_open(bf_dir_lock *lock, const char *dir, int resume, int overwrit
                        stale > 1 ? "s" : "", dir);
     if (!resume && claim_for_new_run(dir, overwrite)) {
         bf_dir_unlock(lock);
+        return -1;
+    }
+    return 0;
+}
+
+int bf_check_ranges(const bf_range *r, int n) {
+    for (int i = 0; i < n; i++) {
+        double v = r[i].v;
+        int below = r[i].lo_open ? !(v > r[i].lo) : !(v >= r[i].lo);
+        int above = r[i].hi_open ? !(v < r[i].hi) : !(v <= r[i].hi);
+        if (isfinite(v) && !below && !above) continue;
+        char hi[32];
+        if (isinf(r[i].hi)) snprintf(hi, sizeof hi, "inf");
+        else snprintf(hi, sizeof hi, "%.10g", r[i].hi);
+        bf_set_error("%s %g is out of range: it must be a finite number in %c%.10g, %s%c", r[i].name,
+                     v, r[i].lo_open ? '(' : '[', r[i].lo, hi, r[i].hi_open ? ')' : ']');
         return -1;
     }
     return 0;

@@ -5,6 +5,8 @@
 #include "biflow.h"
 #include "core.h"
 #include "flow.h"
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 
 /* Seeded data order: example k of training is perm[k % n] of epoch k / n. salt tells the
@@ -45,6 +47,19 @@ int bf_train_state_save(const bf_train_state *s, const char *path, const char *f
 /* Checks every tensor's name, dtype and size before copying into s's buffers (n and the
  * pointers set by the caller); a negative step is refused. */
 int bf_train_state_load(bf_train_state *s, const char *path);
+
+/* An option's value and its allowed range: lo <= v <= hi, with lo or hi excluded where *_open;
+ * a value must also be finite (NaN and infinities are always refused). */
+typedef struct { const char *name; double v, lo, hi; int lo_open, hi_open; } bf_range;
+/* -1 naming the first option outside its range ("--beta2 2: must be in [0, 1)"). */
+int bf_check_ranges(const bf_range *r, int n);
+/* The ranges of the optimiser's options every trainer shares (8 entries). */
+#define BF_OPTIM_RANGES(o)                                                                 \
+    {"--lr", (o)->lr, 0, INFINITY, 1, 1}, {"--min-lr", (o)->min_lr, 0, INFINITY, 0, 1},      \
+    {"--wd", (o)->weight_decay, 0, INFINITY, 0, 1}, {"--beta1", (o)->beta1, 0, 1, 0, 1},     \
+    {"--beta2", (o)->beta2, 0, 1, 0, 1}, {"--eps", (o)->eps, 0, INFINITY, 1, 1},             \
+    {"--clip", (o)->grad_clip, 0, INFINITY, 0, 1},                                           \
+    {"--warmup", (o)->warmup, 0, INT_MAX, 0, 0}
 
 /* Option checks of the trainers (also run by the CLI before training, for exit status 2). */
 int bf_train_flow_check_opts(const bf_train_opts *o);

@@ -380,3 +380,34 @@ TEST(cli_oversized_checkpoints_and_options_end_in_messages) {
     CHECK(rc == 2 && strstr(out, "parameters"));
     CHECK(access(dir, F_OK) != 0);   /* refused before anything was made */
 }
+
+/* ------------------------------------------------------------------ option ranges */
+/* Options out of range are usage errors (exit 2) that name the option, before anything runs. */
+TEST(cli_options_out_of_range_are_usage_errors) {
+    char dir[512], out[4096];
+    path_in_tmp(dir, sizeof dir, "never-trained");
+    static const struct { const char *args, *needle; } cases[] = {
+        {"sample --flow models/flow-fmnist.safetensors --batch 0", "--batch"},
+        {"sample --flow models/flow-fmnist.safetensors --batch -3", "--batch"},
+        {"train-flow --ckpt-every -5", "--ckpt-every"},
+        {"train-flow --clip nan", "--clip"},
+        {"train-flow --beta2 2", "--beta2"},
+        {"train-flow --threads -4", "--threads"},
+        {"train-flow --lr inf", "--lr"},
+        {"train-reverse --flow models/flow-fmnist.safetensors --beta2 2", "--beta2"},
+        {"train-reverse --flow models/flow-fmnist.safetensors --ckpt-every -5", "--ckpt-every"},
+        {"train-features --clip nan", "--clip"},
+        {"eval-bpd --flow x --threads -1", "--threads"},
+    };
+    for (int i = 0; i < NUM(cases); i++) {
+        int rc = bf_test_sh(out, sizeof out, "./biflow %s --out '%s'", cases[i].args, dir);
+        if (rc != 2 || !strstr(out, cases[i].needle))
+            fprintf(stderr, "    biflow %s: rc %d, '%s'\n", cases[i].args, rc, out);
+        CHECK(rc == 2 && strstr(out, cases[i].needle));
+    }
+    CHECK(access(dir, F_OK) != 0);
+    bf_train_opts o;
+    tiny_flow_opts(&o, dir, 2);
+    o.beta2 = 2.0f;
+    CHECK_ERR(bf_train_flow(&o), "--beta2 2 is out of range");
+}

@@ -89,6 +89,11 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
             v = argv[++i];
         }
         if (set_value(o, v)) return -1;
+        /* --threads is every command's; 0 means all cores, and a negative count means nothing */
+        if (!strcmp(o->name, "threads") && o->kind == OPT_INT && (*(int *)o->ptr < 0 || *(int *)o->ptr > 4096)) {
+            fprintf(stderr, "biflow: --threads %d is out of range: 0 (all cores) to 4096\n", *(int *)o->ptr);
+            return -1;
+        }
     }
     return 0;
 }

@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "../src/core.h"
+#include "../src/train_util.h"
 
 #include <omp.h>
 #include <string.h>
@@ -56,6 +57,7 @@ int cmd_train_features(int argc, char **argv) {
     if (!strcmp(arch, "fd")) o.model.arch = BF_FEAT_ARCH_FD;
     else if (!strcmp(arch, "perceptual")) o.model.arch = BF_FEAT_ARCH_PERCEPTUAL;
     else { fprintf(stderr, "biflow train-features: --arch must be fd or perceptual, not '%s'\n", arch); return 2; }
+    if (bf_train_features_check_opts(&o)) return cli_usage_fail("train-features");
     double acc, t0 = bf_time();
     if (bf_train_features(&o, &acc)) return fail();
     printf("trained in %.1f s; wrote %s/features.safetensors\n", bf_time() - t0, o.out_dir);

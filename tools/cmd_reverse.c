@@ -5,6 +5,7 @@
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/reverse.h"
+#include "../src/train_util.h"
 
 #include <math.h>
 #include <omp.h>
@@ -82,6 +83,7 @@ int cmd_train_reverse(int argc, char **argv) {
         return 2;
     o.inverse = (bf_inverse_kind)inv;
     if (!den) o.model.denoise_layers = 0;
+    if (bf_train_reverse_check_opts(&o)) return cli_usage_fail("train-reverse");
     int trc = bf_train_reverse(&o);
     if (trc < 0) return cli_fail();
     if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
