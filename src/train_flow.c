@@ -70,6 +70,10 @@ static char *opts_json(const bf_train_opts *o, long step) {
     cJSON_AddStringToObject(j, "label_drop", buf);
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)o->seed);
     cJSON_AddStringToObject(j, "seed", buf);
+    snprintf(buf, sizeof buf, "%d", o->batch);
+    cJSON_AddStringToObject(j, "batch", buf);
+    snprintf(buf, sizeof buf, "%d", o->steps);
+    cJSON_AddStringToObject(j, "steps", buf);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -241,6 +245,38 @@ static int train_loop(trainer *t) {
     return 0;
 }
 
+static const char *const NOISE_NAMES[] = {"gauss", "uniform", NULL};   /* by bf_noise */
+_Static_assert(sizeof(bf_noise) == sizeof(int), "bf_noise is read as an int");
+
+int bf_train_flow_run_opts(bf_train_opts *o, bf_run_opt *out) {
+    const bf_run_opt t[] = {
+        {"seed", "--seed", BF_RUN_U64, &o->seed, NULL, 1},
+        {"noise", "--noise", BF_RUN_NAME, &o->noise, NOISE_NAMES, 1},
+        {"sigma", "--sigma", BF_RUN_FLOAT, &o->sigma, NULL, 1},
+        {"label_drop", "--label-drop", BF_RUN_FLOAT, &o->label_drop, NULL, 1},
+        {"batch", "--batch", BF_RUN_INT, &o->batch, NULL, 1},
+    };
+    memcpy(out, t, sizeof t);
+    return (int)(sizeof t / sizeof t[0]);
+}
+
+/* A resumed run: the options that define it as recorded, and more steps than it has. */
+static int check_resume(const bf_train_opts *o, long step) {
+    char path[4096];
+    bf_train_opts copy = *o;
+    bf_run_opt r[BF_RUN_OPTS_MAX];
+    int n = bf_train_flow_run_opts(&copy, r);
+    if (bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
+        bf_run_opts_reconcile(r, n, path, NULL) != 0)
+        return -1;
+    if (o->steps < step) {
+        bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
+                     "can only be extended", o->steps, step, o->out_dir);
+        return -1;
+    }
+    return 0;
+}
+
 int bf_train_flow_check_opts(const bf_train_opts *o) {
     const bf_range r[] = {
         {"--batch", o->batch, 1, BF_MAX_BATCH, 0, 0}, {"--steps", o->steps, 1, INT_MAX, 0, 0},
@@ -294,7 +330,7 @@ static int train_in_run_dir(const bf_train_opts *o) {
     trainer t = {.o = o, .s = &s};
     bf_dataset ds = {0}, test = {0};
     int rc = -1;
-    if (o->resume ? load_state(&s, o) : new_state(&s, o)) goto done;
+    if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
     if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
     if (!(s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params))) goto done;
     if (bf_dataset_load(&ds, o->data, "train") || check_data_fits(&s.f->cfg, &ds)) goto done;

@@ -79,6 +79,8 @@ static char *opts_json(const bf_reverse_train_opts *o, long step, float sigma) {
     PUT("perceptual", "%g", (double)o->perceptual);
     if (o->perceptual > 0) cJSON_AddStringToObject(j, "features", o->features);
     PUT("seed", "%llu", (unsigned long long)o->seed);
+    PUT("batch", "%d", o->batch);
+    PUT("steps", "%d", o->steps);
 #undef PUT
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -137,6 +139,49 @@ static int new_state(run_state *s, const bf_reverse_train_opts *o) {
     if (bf_reverse_set_flow(s->r, o->flow, s->sigma)) return -1;
     s->step = 0;
     return alloc_moments(s);
+}
+
+static const char *const INVERSE_NAMES[] = {"align", "naive", "distill", NULL};   /* by kind */
+static const char *const NORM_NAMES[] = {"off", "sample", "token", NULL};        /* BF_NORM_* */
+static const char *const ONOFF_NAMES[] = {"off", "on", NULL};
+_Static_assert(sizeof(bf_inverse_kind) == sizeof(int), "bf_inverse_kind is read as an int");
+
+int bf_train_reverse_run_opts(bf_reverse_train_opts *o, bf_run_opt *out) {
+    const bf_run_opt t[] = {
+        {"seed", "--seed", BF_RUN_U64, &o->seed, NULL, 1},
+        {"label_drop", "--label-drop", BF_RUN_FLOAT, &o->label_drop, NULL, 1},
+        {"batch", "--batch", BF_RUN_INT, &o->batch, NULL, 1},
+        {"inverse", "--inverse", BF_RUN_NAME, &o->inverse, INVERSE_NAMES, 1},
+        {"norm_control", "--norm-control", BF_RUN_NAME, &o->norm_control, NORM_NAMES, 1},
+        {"adapt_p", "--adaptive-p", BF_RUN_FLOAT, &o->adapt_p, NULL, 1},
+        {"adapt_eps", "--adaptive-eps", BF_RUN_FLOAT, &o->adapt_eps, NULL, 1},
+        {"align_weight", "--align-weight", BF_RUN_FLOAT, &o->align_weight, NULL, 1},
+        {"cfg_train", "--cfg-train", BF_RUN_NAME, &o->cfg_train, ONOFF_NAMES, 1},
+        {"w_max", "--w-max", BF_RUN_FLOAT, &o->w_max, NULL, 1},
+        {"perceptual", "--perceptual", BF_RUN_FLOAT, &o->perceptual, NULL, 1},
+        {"features", "--features", BF_RUN_STR, &o->features, NULL, 1},   /* recorded with perceptual > 0 */
+        {"sigma", "--sigma", BF_RUN_FLOAT, &o->sigma, NULL, 1},          /* the last: see check_resume */
+    };
+    memcpy(out, t, sizeof t);
+    return (int)(sizeof t / sizeof t[0]);
+}
+
+/* A resumed run: the options that define it as recorded, and more steps than it has. */
+static int check_resume(const bf_reverse_train_opts *o, long step) {
+    char path[4096];
+    bf_reverse_train_opts copy = *o;
+    bf_run_opt r[BF_RUN_OPTS_MAX];
+    int n = bf_train_reverse_run_opts(&copy, r);
+    if (o->sigma < 0) n--;   /* sigma < 0: F's, whatever the run recorded */
+    if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors") ||
+        bf_run_opts_reconcile(r, n, path, NULL) != 0)
+        return -1;
+    if (o->steps < step) {
+        bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
+                     "can only be extended", o->steps, step, o->out_dir);
+        return -1;
+    }
+    return 0;
 }
 
 static void free_state(run_state *s) {
@@ -469,7 +514,7 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
     bf_dataset ds = {0}, test = {0};
     int rc = -1;
     if (!(s.f = bf_flow_load(o->flow, 1))) goto done;
-    if (o->resume ? load_state(&s, o) : new_state(&s, o)) goto done;
+    if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
     if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
     if (!(s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params))) goto done;
     if (o->perceptual > 0) {

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -153,6 +154,84 @@ int bf_check_ranges(const bf_range *r, int n) {
         return -1;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ resumed runs */
+/* A value as text, as messages and comparisons see it. */
+static void run_opt_text(char *buf, size_t n, const bf_run_opt *o) {
+    switch (o->kind) {
+    case BF_RUN_INT: snprintf(buf, n, "%d", *(const int *)o->value); break;
+    case BF_RUN_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)o->value); break;
+    case BF_RUN_FLOAT: snprintf(buf, n, "%g", (double)*(const float *)o->value); break;
+    case BF_RUN_STR: snprintf(buf, n, "%s", *(const char *const *)o->value); break;
+    case BF_RUN_NAME: {
+        int k = *(const int *)o->value, m = 0;
+        while (o->names[m]) m++;
+        snprintf(buf, n, "%s", k >= 0 && k < m ? o->names[k] : "?");
+        break;
+    }
+    }
+}
+
+/* Parses the recorded text v into tmp, a value of o's kind. */
+static int run_opt_parse(bf_run_opt *o, const char *v, void *tmp) {
+    char *end = NULL;
+    errno = 0;
+    switch (o->kind) {
+    case BF_RUN_INT: { long x = strtol(v, &end, 10); *(int *)tmp = (int)x; return errno || *end || x < INT_MIN || x > INT_MAX ? -1 : 0; }
+    case BF_RUN_U64: *(uint64_t *)tmp = strtoull(v, &end, 10); return errno || *end || v[0] == '-' ? -1 : 0;
+    case BF_RUN_FLOAT: *(float *)tmp = strtof(v, &end); return *end || end == v ? -1 : 0;
+    case BF_RUN_STR: *(const char **)tmp = v; return 0;
+    case BF_RUN_NAME:
+        for (int k = 0; o->names[k]; k++)
+            if (!strcmp(v, o->names[k]) || (v[0] == '0' + k && !v[1])) { *(int *)tmp = k; return 0; }
+        return -1;
+    }
+    return -1;
+}
+
+static void run_opt_adopt(bf_run_opt *o, const void *tmp) {
+    switch (o->kind) {
+    case BF_RUN_INT: case BF_RUN_NAME: *(int *)o->value = *(const int *)tmp; break;
+    case BF_RUN_U64: *(uint64_t *)o->value = *(const uint64_t *)tmp; break;
+    case BF_RUN_FLOAT: *(float *)o->value = *(const float *)tmp; break;
+    case BF_RUN_STR: *(const char **)o->value = bf_strdup(*(const char *const *)tmp); break;
+    }
+}
+
+static int reconcile_one(bf_run_opt *o, const bf_safetensors *st, const char *path) {
+    const char *v = bf_st_meta(st, o->key);
+    if (!v) return 0;
+    union { int i; uint64_t u; float f; const char *s; } tmp = {0};
+    if (run_opt_parse(o, v, &tmp)) {
+        bf_set_error("%s: metadata '%s' = '%s' is not a value of %s", path, o->key, v, o->option);
+        return -1;
+    }
+    char want[512], have[512];
+    bf_run_opt rec = *o;
+    rec.value = &tmp;
+    run_opt_text(want, sizeof want, o);
+    run_opt_text(have, sizeof have, &rec);
+    if (!o->given) run_opt_adopt(o, &tmp);
+    else if (strcmp(want, have)) {
+        bf_set_error("%s %s conflicts with the run being resumed, whose checkpoint %s records "
+                     "%s = %s: a resumed run keeps the options that define it (omit %s to "
+                     "continue with %s, or start a new run)", o->option, want, path, o->key, have,
+                     o->option, have);
+        return -1;
+    }
+    return 0;
+}
+
+int bf_run_opts_reconcile(bf_run_opt *opts, int n, const char *path, long *step) {
+    bf_safetensors st;
+    if (bf_st_load(&st, path)) return -2;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) rc = reconcile_one(&opts[i], &st, path);
+    const char *s = bf_st_meta(&st, "step");
+    if (step) *step = s ? strtol(s, NULL, 10) : -1;
+    bf_st_free(&st);
+    return rc;
 }
 
 int bf_alloc_train_buffers(size_t n, const float *params, float **grads, float **m, float **v,

@@ -61,6 +61,29 @@ int bf_check_ranges(const bf_range *r, int n);
     {"--clip", (o)->grad_clip, 0, INFINITY, 0, 1},                                           \
     {"--warmup", (o)->warmup, 0, INT_MAX, 0, 0}
 
+/* An option that defines a run (seed, noise, loss, batch, ...): a resumed run keeps the value
+ * its checkpoint records. */
+typedef enum { BF_RUN_INT, BF_RUN_U64, BF_RUN_FLOAT, BF_RUN_STR, BF_RUN_NAME } bf_run_kind;
+typedef struct {
+    const char *key;            /* its metadata key in the checkpoint */
+    const char *option;         /* the command-line option, for messages ("--seed") */
+    bf_run_kind kind;
+    void *value;                /* int, uint64_t, float, const char *, or (NAME) an int index */
+    const char *const *names;   /* NAME: names by index; the file holds a name or an index */
+    int given;                  /* set explicitly: must equal the recorded value */
+} bf_run_opt;
+/* Reconciles options with the values the checkpoint at path records: a given option that
+ * differs is refused (-1) with a message naming both values; one not given takes the recorded
+ * value (strings are copied and stay allocated). Keys the file does not hold (checkpoints
+ * older than the key) are left alone. -2 when the file cannot be read. *step (may be NULL):
+ * the recorded "step", -1 if none. */
+int bf_run_opts_reconcile(bf_run_opt *opts, int n, const char *path, long *step);
+/* The options that define a run of each trainer, over o's fields (given = 1, so that a check
+ * alone refuses any difference); the number of entries (at most BF_RUN_OPTS_MAX). */
+#define BF_RUN_OPTS_MAX 24
+int bf_train_flow_run_opts(bf_train_opts *o, bf_run_opt *out);
+int bf_train_reverse_run_opts(bf_reverse_train_opts *o, bf_run_opt *out);
+
 /* Option checks of the trainers (also run by the CLI before training, for exit status 2). */
 int bf_train_flow_check_opts(const bf_train_opts *o);
 int bf_train_reverse_check_opts(const bf_reverse_train_opts *o);

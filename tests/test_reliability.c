@@ -411,3 +411,80 @@ TEST(cli_options_out_of_range_are_usage_errors) {
     o.beta2 = 2.0f;
     CHECK_ERR(bf_train_flow(&o), "--beta2 2 is out of range");
 }
+
+/* ------------------------------------------------------------------ resumed runs */
+static int meta_is(const char *path, const char *key, const char *value) {
+    bf_safetensors st;
+    if (bf_st_load(&st, path)) return 0;
+    const char *v = bf_st_meta(&st, key);
+    int same = v && !strcmp(v, value);
+    bf_st_free(&st);
+    return same;
+}
+
+/* A resumed run keeps the options that define it; a different one is refused naming both
+ * values, and --steps may only extend the run. */
+TEST(resume_refuses_options_that_differ_from_the_run) {
+    char dir[512], state[600];
+    path_in_tmp(dir, sizeof dir, "resume-opts");
+    snprintf(state, sizeof state, "%s/train_state.safetensors", dir);
+    bf_train_opts o;
+    tiny_flow_opts(&o, dir, 2);
+    CHECK(bf_train_flow(&o) == 0);
+    tiny_flow_opts(&o, dir, 4);
+    o.resume = 1;
+    o.seed = 99;
+    CHECK_ERR(bf_train_flow(&o), "--seed 99 conflicts");
+    CHECK(strstr(bf_last_error(), "seed = 7") != NULL);
+    o.seed = 7;
+    o.noise = BF_NOISE_GAUSS;
+    CHECK_ERR(bf_train_flow(&o), "--noise gauss conflicts");
+    o.noise = BF_NOISE_UNIFORM;
+    o.batch = 8;
+    CHECK_ERR(bf_train_flow(&o), "--batch 8");
+    o.batch = 4;
+    o.steps = 1;
+    CHECK_ERR(bf_train_flow(&o), "can only be extended");
+    CHECK(saved_step(dir) == 2 && meta_is(state, "seed", "7") && meta_is(state, "noise", "uniform"));
+    o.steps = 3;
+    CHECK(bf_train_flow(&o) == 0 && saved_step(dir) == 3);
+}
+
+/* Through the command line: options not given come from the checkpoint, a given one that
+ * differs is a usage error (exit 2); the run's metadata is never rewritten with them. */
+TEST(cli_resume_takes_the_runs_options) {
+    char dir[512], state[600], out[4096], g[512];
+    path_in_tmp(dir, sizeof dir, "cli-resume");
+    snprintf(state, sizeof state, "%s/train_state.safetensors", dir);
+    const char *tiny = "--config fmnist-tiny --blocks 1 --width 32 --final-eval 0 --threads 1 --quiet";
+    CHECK(bf_test_sh(out, sizeof out, "./biflow train-flow %s --batch 4 --seed 7 --steps 2 --out '%s'",
+                     tiny, dir) == 0);
+    int rc = bf_test_sh(out, sizeof out, "./biflow train-flow --resume --seed 99 --noise gauss "
+                        "--steps 3 --out '%s'", dir);
+    CHECK(rc == 2 && strstr(out, "--seed 99") && strstr(out, "seed = 7"));
+    rc = bf_test_sh(out, sizeof out, "./biflow train-flow --resume --steps 1 --out '%s'", dir);
+    CHECK(rc == 2 && strstr(out, "can only be extended"));
+    rc = bf_test_sh(out, sizeof out, "./biflow train-flow --resume --width 64 --out '%s'", dir);
+    CHECK(rc == 2 && strstr(out, "--width 64") && strstr(out, "channels = 32"));
+    /* batch 4 and seed 7 from the checkpoint (the defaults are 64 and 0) */
+    rc = bf_test_sh(out, sizeof out, "./biflow train-flow --resume --steps 3 --final-eval 0 --quiet "
+                    "--threads 1 --out '%s'", dir);
+    CHECK(rc == 0 && saved_step(dir) == 3);
+    CHECK(meta_is(state, "seed", "7") && meta_is(state, "noise", "uniform") && meta_is(state, "batch", "4"));
+    /* train-reverse: the loss options and F come from the checkpoint */
+    path_in_tmp(g, sizeof g, "cli-resume-g");
+    const char *rtiny = "--batch 4 --final-eval 0 --eval-every 0 --threads 1 --quiet --width 32 "
+                        "--head-dim 16 --perceptual 0";
+    CHECK(bf_test_sh(out, sizeof out, "./biflow train-reverse --flow '%s' %s --steps 2 --out '%s'",
+                     dir, rtiny, g) == 0);
+    rc = bf_test_sh(out, sizeof out, "./biflow train-reverse --resume --perceptual 1 --out '%s'", g);
+    CHECK(rc == 2 && strstr(out, "--perceptual 1") && strstr(out, "perceptual = 0"));
+    rc = bf_test_sh(out, sizeof out, "./biflow train-reverse --resume --inverse naive --out '%s'", g);
+    CHECK(rc == 2 && strstr(out, "--inverse naive") && strstr(out, "inverse = align"));
+    rc = bf_test_sh(out, sizeof out, "./biflow train-reverse --resume --denoise none --out '%s'", g);
+    CHECK(rc == 2 && strstr(out, "denoise_layers = 2"));
+    rc = bf_test_sh(out, sizeof out, "./biflow train-reverse --resume --steps 3 --final-eval 0 "
+                    "--threads 1 --quiet --out '%s'", g);
+    if (rc) fprintf(stderr, "    %s\n", out);
+    CHECK(rc == 0);
+}
