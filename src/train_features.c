@@ -44,6 +44,7 @@ typedef struct {
     float *img;
     int *y, *idx;
     bf_data_order order;
+    bf_divergence div;
     long step, steps, steps_per_epoch;
     double t_start;
     FILE *log;
@@ -134,11 +135,7 @@ static int step_once(trainer *t, double *loss, int *correct, double *gn) {
     *loss = bf_features_step_sharded(fn, fn->params, t->acts, t->shard_grads, t->nshards,
                                      t->grads, t->img, t->y, o->batch, correct);
     *gn = bf_grad_norm(t->grads, fn->num_params);
-    if (!isfinite(*loss) || !isfinite(*gn)) {
-        bf_set_error("step %ld: the loss is %g and the gradient norm %g; the update was not "
-                     "applied (try a lower --lr)", t->step + 1, *loss, *gn);
-        return -1;
-    }
+    if (bf_divergence_check(&t->div, t->step + 1, *loss, *gn)) return -1;
     bf_clip_grad(t->grads, fn->num_params, *gn, o->grad_clip);
     bf_adamw_hparams h = {bf_lr_schedule(t->step, o->warmup, t->steps, o->lr, o->min_lr),
                           o->beta1, o->beta2, o->eps, o->weight_decay};
@@ -164,7 +161,10 @@ static int train_loop(trainer *t) {
                      count / (now - t_last));
             loss_acc = gn_acc = 0.0; hits = count = 0; t_last = now;
         }
-        if ((t->step % t->steps_per_epoch == 0 || last) && save(t, -1.0)) return -1;
+        if (t->step % t->steps_per_epoch == 0 || last) {
+            if (save(t, -1.0)) return -1;
+            t->div.saved_step = t->step;
+        }
     }
     return 0;
 }
@@ -247,6 +247,7 @@ static int train_in_run_dir(const bf_features_train_opts *o, double *test_accura
     t.fn = bf_features_new(&c);
     if (!t.fn) goto done;
     bf_features_init(t.fn, o->seed);
+    bf_divergence_init(&t.div, 0, "a lower --lr or more --warmup");
     if (trainer_alloc(&t, &ds)) goto done;
     t.steps_per_epoch = (ds.n + o->batch - 1) / o->batch;
     t.steps = o->steps > 0 ? o->steps : o->epochs * t.steps_per_epoch;

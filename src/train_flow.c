@@ -138,6 +138,7 @@ typedef struct {
     float *img, *tok;
     int *y, *idx;
     bf_data_order order;
+    bf_divergence div;
     FILE *log;
 } trainer;
 
@@ -154,19 +155,10 @@ static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
     bf_patchify(t->tok, t->img, B, c->in_channels, c->img_size, c->img_size, c->patch_size);
     double loss = bf_flow_step_sharded(f, f->params, t->acts, t->shard_grads, t->nshards,
                                        s->grads, t->tok, t->y, B);
-    *loss_out = loss;
-    if (!isfinite(loss)) {
-        bf_set_error("step %ld: the loss is %g; the update was not applied and the weights are "
-                     "those of step %ld (try a lower --lr, a --bound, or more --warmup)",
-                     s->step + 1, loss, s->step);
-        return -1;
-    }
     double gn = bf_grad_norm(s->grads, f->num_params);
+    *loss_out = loss;
     *gnorm_out = gn;
-    if (!isfinite(gn)) {
-        bf_set_error("step %ld: the gradient norm is %g; the update was not applied", s->step + 1, gn);
-        return -1;
-    }
+    if (bf_divergence_check(&t->div, s->step + 1, loss, gn)) return -1;
     bf_clip_grad(s->grads, f->num_params, gn, o->grad_clip);
     bf_adamw_hparams h = {bf_lr_schedule(s->step, o->warmup, o->steps, o->lr, o->min_lr),
                           o->beta1, o->beta2, o->eps, o->weight_decay};
@@ -235,8 +227,10 @@ static int train_loop(trainer *t) {
                 if (!o->quiet) fprintf(stderr, "step %6ld | test bits/dim (EMA, 2000 images) %.4f\n", s->step, bpd);
             }
         }
-        if (((o->ckpt_every && s->step % o->ckpt_every == 0) || last) && save_state(s, o))
-            return -1;
+        if ((o->ckpt_every && s->step % o->ckpt_every == 0) || last) {
+            if (save_state(s, o)) return -1;
+            t->div.saved_step = s->step;
+        }
     }
     if (bf_stop_requested()) {
         if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
@@ -333,6 +327,7 @@ static int train_in_run_dir(const bf_train_opts *o) {
     if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
     if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
     if (!(s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params))) goto done;
+    bf_divergence_init(&t.div, s.step, "a lower --lr, a --bound, or more --warmup");
     if (bf_dataset_load(&ds, o->data, "train") || check_data_fits(&s.f->cfg, &ds)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
     t.ds = &ds;

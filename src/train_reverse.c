@@ -207,6 +207,7 @@ typedef struct {
     float *clean, *noisy, *tok_clean, *tok_noisy, *w;
     int *y, *idx;
     bf_data_order order;
+    bf_divergence div;
     FILE *log;
 } trainer;
 
@@ -317,16 +318,11 @@ static int step_once(trainer *t, double *loss, double *gnorm, bf_reverse_loss_pa
     bf_patchify(t->tok_clean, t->clean, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
     bf_patchify(t->tok_noisy, t->noisy, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
     *loss = sharded_step(t, parts);
-    if (!isfinite(*loss)) {
-        bf_set_error("step %ld: the loss is %g; the update was not applied and the weights are "
-                     "those of step %ld (try a lower --lr or more --warmup)", s->step + 1, *loss, s->step);
-        return -1;
-    }
     *gnorm = bf_grad_norm(s->grads, s->r->num_params);
-    if (!isfinite(*gnorm)) {
-        bf_set_error("step %ld: the gradient norm is %g; the update was not applied", s->step + 1, *gnorm);
-        return -1;
-    }
+    /* adaptive weighting bounds the loss (D / (D + eps) < 1 per term): the raw distances are
+     * what grows when G diverges */
+    double raw = isfinite(*loss) ? parts->align + parts->rec + parts->perc : *loss;
+    if (bf_divergence_check(&t->div, s->step + 1, raw, *gnorm)) return -1;
     bf_clip_grad(s->grads, s->r->num_params, *gnorm, o->grad_clip);
     bf_adamw_hparams h = {bf_lr_schedule(s->step, o->warmup, o->steps, o->lr, o->min_lr),
                           o->beta1, o->beta2, o->eps, o->weight_decay};
@@ -394,8 +390,10 @@ static int train_loop(trainer *t) {
             memset(&acc, 0, sizeof acc);
         }
         if (o->eval_every && t->test && (s->step % o->eval_every == 0 || last)) evaluate(t);
-        if (((o->ckpt_every && s->step % o->ckpt_every == 0) || last) && save_state(s, o))
-            return -1;
+        if ((o->ckpt_every && s->step % o->ckpt_every == 0) || last) {
+            if (save_state(s, o)) return -1;
+            t->div.saved_step = s->step;
+        }
     }
     if (bf_stop_requested()) {
         if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
@@ -517,6 +515,8 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
     if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
     if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
     if (!(s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params))) goto done;
+    bf_divergence_init(&t.div, s.step, "a lower --lr or more --warmup");
+    t.div.quantity = "the unweighted loss (alignment, reconstruction and perceptual distances)";
     if (o->perceptual > 0) {
         if (!(s.fn = bf_features_load(o->features))) goto done;
         const bf_features_config *fc = bf_features_get_config(s.fn);

@@ -234,6 +234,57 @@ int bf_run_opts_reconcile(bf_run_opt *opts, int n, const char *path, long *step)
     return rc;
 }
 
+/* ------------------------------------------------------------------ divergence */
+void bf_divergence_init(bf_divergence *d, long saved_step, const char *hint) {
+    memset(d, 0, sizeof *d);
+    d->saved_step = saved_step;
+    d->hint = hint;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* 1 when loss lies far above the recent losses; *median receives theirs. */
+static int loss_jumped(const bf_divergence *d, double loss, double *median) {
+    if (d->n < 1) return 0;
+    double v[BF_DIVERGE_WINDOW];
+    memcpy(v, d->loss, sizeof(double) * (size_t)d->n);
+    qsort(v, (size_t)d->n, sizeof v[0], cmp_double);
+    double med = d->n % 2 ? v[d->n / 2] : 0.5 * (v[d->n / 2 - 1] + v[d->n / 2]);
+    double scale = fmax(fmax(fabs(med), v[d->n - 1] - v[0]), 1e-3);
+    *median = med;
+    return loss > med + 100.0 * scale;
+}
+
+int bf_divergence_check(bf_divergence *d, long step, double loss, double gnorm) {
+    char what[256], kept[96];
+    double med = 0.0;
+    d->zero_run = gnorm == 0.0 ? d->zero_run + 1 : 0;
+    if (!isfinite(loss) || !isfinite(gnorm))
+        snprintf(what, sizeof what, "%s is %g and the gradient norm %g",
+                 d->quantity ? d->quantity : "the loss", loss, gnorm);
+    else if (loss_jumped(d, loss, &med))
+        snprintf(what, sizeof what, "%s %g jumped far above its recent range (median %g over "
+                 "the last %d steps)", d->quantity ? d->quantity : "the loss", loss, med, d->n);
+    else if (d->zero_run >= BF_DIVERGE_ZERO_STEPS)
+        snprintf(what, sizeof what, "the gradient norm has been exactly 0 for %d steps (the model "
+                 "no longer learns)", d->zero_run);
+    else {
+        d->loss[d->next] = loss;
+        d->next = (d->next + 1) % BF_DIVERGE_WINDOW;
+        if (d->n < BF_DIVERGE_WINDOW) d->n++;
+        return 0;
+    }
+    if (d->saved_step > 0) snprintf(kept, sizeof kept, "the last checkpoint, step %ld, is kept", d->saved_step);
+    else snprintf(kept, sizeof kept, "no checkpoint had been written");
+    bf_set_error("step %ld: %s: training diverged. The update was not applied and nothing was "
+                 "written from this state (%s); try %s", step, what, kept,
+                 d->hint ? d->hint : "a lower --lr");
+    return -1;
+}
+
 int bf_alloc_train_buffers(size_t n, const float *params, float **grads, float **m, float **v,
                            float **ema) {
     const char *what = "the optimiser's state (gradients, moments, EMA)";

@@ -89,6 +89,27 @@ int bf_train_flow_check_opts(const bf_train_opts *o);
 int bf_train_reverse_check_opts(const bf_reverse_train_opts *o);
 int bf_train_features_check_opts(const bf_features_train_opts *o);
 
+/* Divergence: a step is not applied, and nothing is written from its state, when its loss or
+ * gradient norm is not finite, when its loss jumps far above the recent range (more than
+ * 100 max(|median|, max - min, 1e-3) above the median of the last BF_DIVERGE_WINDOW steps, from
+ * the second step of a run on), or when the gradient norm has been exactly 0 for
+ * BF_DIVERGE_ZERO_STEPS steps in a row (the model no longer learns). */
+#define BF_DIVERGE_WINDOW 50
+#define BF_DIVERGE_ZERO_STEPS 5
+typedef struct {
+    double loss[BF_DIVERGE_WINDOW];
+    int n, next, zero_run;
+    long saved_step;            /* the last checkpoint on disk (0: none), for the message */
+    const char *quantity;       /* what the loss is, for the message (default "the loss") */
+    const char *hint;           /* what to try, e.g. "a lower --lr or more --warmup" */
+} bf_divergence;
+void bf_divergence_init(bf_divergence *d, long saved_step, const char *hint);
+/* Step `step` (1-based: the update about to be applied), with its loss (a quantity that grows
+ * when training goes wrong: an adaptively weighted loss that saturates does not) and gradient
+ * norm: 0 when it may be applied (the loss then joins the history); -1 with a message when
+ * training has diverged. */
+int bf_divergence_check(bf_divergence *d, long step, double loss, double gnorm);
+
 /* Asks the training loop to stop after the current step (SIGINT, SIGTERM). */
 void bf_stop_signals_install(void);
 void bf_stop_signals_restore(void);

@@ -488,3 +488,59 @@ TEST(cli_resume_takes_the_runs_options) {
     if (rc) fprintf(stderr, "    %s\n", out);
     CHECK(rc == 0);
 }
+
+/* ------------------------------------------------------------------ divergence */
+TEST(divergence_detector_flags_jumps_and_dead_gradients_only) {
+    bf_divergence d;
+    bf_divergence_init(&d, 0, NULL);
+    bf_rng rng;
+    bf_rng_seed(&rng, 3);
+    /* a noisy loss falling from 1.2 through 0 to -3 (a flow's NLL): never flagged */
+    for (int s = 1; s <= 400; s++) {
+        double loss = 1.2 - 4.2 * s / 400.0 + 0.3 * (bf_rng_uniform(&rng) - 0.5);
+        CHECK(bf_divergence_check(&d, s, loss, 0.5) == 0);
+    }
+    CHECK_ERR(bf_divergence_check(&d, 401, 500.0, 0.5), "jumped far above");
+    CHECK(strstr(bf_last_error(), "step 401") && strstr(bf_last_error(), "diverged"));
+    CHECK_ERR(bf_divergence_check(&d, 401, NAN, 0.5), "not applied");
+    CHECK(bf_divergence_check(&d, 401, 100.0, 0.5) == 0);   /* within 100 x the recent scale */
+    for (int s = 402; s < 402 + BF_DIVERGE_ZERO_STEPS - 1; s++)
+        CHECK(bf_divergence_check(&d, s, -3.0, 0.0) == 0);
+    d.saved_step = 400;
+    CHECK_ERR(bf_divergence_check(&d, 500, -3.0, 0.0), "exactly 0 for 5 steps");
+    CHECK(strstr(bf_last_error(), "step 400, is kept") != NULL);
+}
+
+/* --lr 1e3 used to end rc 0 with a loss of 1e4 and a gradient of 0: now the run stops at the
+ * jump, and the checkpoint on disk stays the last one written before it. */
+TEST(train_flow_stops_when_the_loss_diverges) {
+    char dir[512];
+    path_in_tmp(dir, sizeof dir, "diverge");
+    bf_train_opts o;
+    tiny_flow_opts(&o, dir, 30);
+    o.lr = 1e3f;
+    o.ckpt_every = 1;
+    CHECK_ERR(bf_train_flow(&o), "training diverged");
+    long kept = saved_step(dir);
+    CHECK(kept >= 1 && strstr(bf_last_error(), "is kept"));
+    char step[32];
+    snprintf(step, sizeof step, "step %ld:", kept + 1);   /* stopped at the step after it */
+    CHECK(strstr(bf_last_error(), step) != NULL);
+    bf_flow *f = bf_flow_load(dir, 0);   /* loads: finite weights */
+    CHECK(f != NULL);
+    bf_flow_free(f);
+}
+
+TEST(cli_trainers_exit_1_when_training_diverges) {
+    char flow[512], rev[512], out[4096];
+    path_in_tmp(flow, sizeof flow, "cli-diverge-f");
+    path_in_tmp(rev, sizeof rev, "cli-diverge-g");
+    const char *tiny = "--config fmnist-tiny --blocks 1 --width 32 --batch 4 --final-eval 0 --threads 1 --quiet";
+    int rc = bf_test_sh(out, sizeof out, "./biflow train-flow %s --steps 30 --lr 1e3 --out '%s'", tiny, flow);
+    CHECK(rc == 1 && strstr(out, "diverged"));
+    CHECK(bf_test_sh(out, sizeof out, "./biflow train-flow %s --steps 2 --overwrite --out '%s'", tiny, flow) == 0);
+    rc = bf_test_sh(out, sizeof out, "./biflow train-reverse --flow '%s' --batch 4 --final-eval 0 "
+                    "--eval-every 0 --threads 1 --quiet --width 32 --head-dim 16 --perceptual 0 "
+                    "--steps 30 --lr 1e3 --out '%s'", flow, rev);
+    CHECK(rc == 1 && strstr(out, "diverged"));
+}
