@@ -544,3 +544,22 @@ TEST(cli_trainers_exit_1_when_training_diverges) {
                     "--steps 30 --lr 1e3 --out '%s'", flow, rev);
     CHECK(rc == 1 && strstr(out, "diverged"));
 }
+
+/* ------------------------------------------------------------------ messages */
+/* eval-features on an int64 array blamed the shape; the dtype is what is wrong. */
+TEST(cli_eval_features_names_a_wrong_dtype) {
+    char path[512], out[4096];
+    path_in_tmp(path, sizeof path, "images-int64.npy");
+    int64_t shape[3] = {2, 28, 28};
+    int64_t *x = bf_calloc(2 * 28 * 28, sizeof(int64_t));
+    CHECK(bf_write_npy(path, BF_DT_I64, 3, shape, x) == 0);
+    free(x);
+    int rc = bf_test_sh(out, sizeof out, "./biflow eval-features --images '%s' --threads 1", path);
+    CHECK(rc == 1 && strstr(out, "dtype is int64") && !strstr(out, "shape"));
+    path_in_tmp(path, sizeof path, "images-1d.npy");
+    float v[4] = {0};
+    int64_t n = 4;
+    CHECK(bf_write_npy(path, BF_DT_F32, 1, &n, v) == 0);
+    rc = bf_test_sh(out, sizeof out, "./biflow eval-features --images '%s' --threads 1", path);
+    CHECK(rc == 1 && strstr(out, "got (4)"));
+}
