@@ -52,21 +52,27 @@ int bf_path_join(char *buf, size_t n, const char *dir, const char *name) {
 }
 
 FILE *bf_open_log(const char *dir, long keep_upto_step) {
-    char path[4096], tmp[4200];
+    char path[4096];
     if (bf_path_join(path, sizeof path, dir, "log.jsonl")) return NULL;
     FILE *in = fopen(path, "r");
-    if (in) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *out = fopen(tmp, "w");
-        char line[8192];
-        while (out && fgets(line, sizeof line, in)) {
+    if (in) {   /* the kept records replace the log atomically: a kill here loses nothing */
+        char line[8192], *kept = NULL;
+        size_t n = 0, cap = 0;
+        while (fgets(line, sizeof line, in)) {
             cJSON *j = cJSON_Parse(line);
             cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL;
-            if (st && cJSON_IsNumber(st) && st->valuedouble <= keep_upto_step) fputs(line, out);
+            size_t len = strlen(line);
+            if (st && cJSON_IsNumber(st) && st->valuedouble <= keep_upto_step) {
+                if (n + len > cap) kept = bf_realloc(kept, cap = 2 * (n + len));
+                memcpy(kept + n, line, len);
+                n += len;
+            }
             cJSON_Delete(j);
         }
         fclose(in);
-        if (out && fclose(out) == 0) rename(tmp, path);
+        int rc = bf_write_file_atomic(path, kept ? kept : "", n);
+        free(kept);
+        if (rc) return NULL;
     }
     return fopen(path, "a");
 }
@@ -111,8 +117,11 @@ static int claim_for_new_run(const char *dir, int overwrite) {
         if (bf_path_join(path, sizeof path, dir, RUN_FILES[i])) return -1;
         if (access(path, F_OK) != 0) continue;
         if (!overwrite) {
-            bf_set_error("'%s' already holds a run (%s): give --resume to continue it, or "
-                         "--overwrite to delete it and start a new one", dir, RUN_FILES[i]);
+            int log_only = !strcmp(RUN_FILES[i], "log.jsonl");   /* the last name checked */
+            bf_set_error("'%s' already holds a run (%s): %s, or --overwrite to delete it and "
+                         "start a new one", dir, RUN_FILES[i], log_only
+                         ? "it wrote no checkpoint to resume from; give another --out"
+                         : "give --resume to continue it");
             return -1;
         }
         if (unlink(path) != 0) {
