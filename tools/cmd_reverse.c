@@ -72,6 +72,23 @@ static int adopt_reverse_run(bf_reverse_train_opts *o, int learned_given) {
     return 0;
 }
 
+/* G(F(x)) against x on the first n test images, with the EMA weights of the run. */
+static int final_recon(const bf_reverse_train_opts *o, int n) {
+    bf_reverse *r = bf_reverse_load(o->out_dir, 1);
+    bf_flow *f = bf_flow_load(o->flow, 1);
+    bf_dataset ds = {0};
+    double mse, psnr;
+    if (!r || !f || bf_dataset_load(&ds, o->data, "test") ||
+        bf_reverse_eval_recon(r, f, &ds, n, 0.0f, 1234, &mse, &psnr))
+        return cli_fail();
+    printf("G(F(x)) vs x on %d test images (EMA weights): mse %.6f, PSNR %.2f dB\n",
+           n < ds.n ? n : ds.n, mse, psnr);
+    bf_dataset_free(&ds);
+    bf_flow_free(f);
+    bf_reverse_free(r);
+    return 0;
+}
+
 int cmd_train_reverse(int argc, char **argv) {
     bf_reverse_train_opts o;
     bf_reverse_train_opts_default(&o);
@@ -138,19 +155,7 @@ int cmd_train_reverse(int argc, char **argv) {
     int trc = bf_train_reverse(&o);
     if (trc < 0) return cli_fail();
     if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
-    bf_reverse *r = bf_reverse_load(o.out_dir, 1);
-    bf_flow *f = bf_flow_load(o.flow, 1);
-    bf_dataset ds = {0};
-    double mse, psnr;
-    if (!r || !f || bf_dataset_load(&ds, o.data, "test") ||
-        bf_reverse_eval_recon(r, f, &ds, final_eval, 0.0f, 1234, &mse, &psnr))
-        return cli_fail();
-    printf("G(F(x)) vs x on %d test images (EMA weights): mse %.6f, PSNR %.2f dB\n",
-           final_eval < ds.n ? final_eval : ds.n, mse, psnr);
-    bf_dataset_free(&ds);
-    bf_flow_free(f);
-    bf_reverse_free(r);
-    return 0;
+    return final_recon(&o, final_eval);
 }
 
 /* ------------------------------------------------------------------ eval-reverse */
