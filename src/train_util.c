@@ -113,23 +113,23 @@ static int check_folder(const char *dir, int resume) {
 /* A new run in dir: refused where one is (unless overwrite, which deletes its files). */
 static int claim_for_new_run(const char *dir, int overwrite) {
     char path[4096];
+    const char *held = NULL;
+    int resumable = 0;
     for (int i = 0; i < N_RUN_FILES; i++) {
         if (bf_path_join(path, sizeof path, dir, RUN_FILES[i])) return -1;
         if (access(path, F_OK) != 0) continue;
-        if (!overwrite) {
-            int log_only = !strcmp(RUN_FILES[i], "log.jsonl");   /* the last name checked */
-            bf_set_error("'%s' already holds a run (%s): %s, or --overwrite to delete it and "
-                         "start a new one", dir, RUN_FILES[i], log_only
-                         ? "it wrote no checkpoint to resume from; give another --out"
-                         : "give --resume to continue it");
-            return -1;
-        }
-        if (unlink(path) != 0) {
+        held = held ? held : RUN_FILES[i];
+        resumable |= strstr(RUN_FILES[i], "_state.") != NULL;
+        if (overwrite && unlink(path) != 0) {
             bf_set_error("--overwrite: cannot delete '%s': %s", path, strerror(errno));
             return -1;
         }
     }
-    return 0;
+    if (!held || overwrite) return 0;
+    bf_set_error("'%s' already holds a run (%s): %s, or --overwrite to delete it and start a new "
+                 "one", dir, held, resumable ? "give --resume to continue it"
+                                             : "it has no resume state; give another --out");
+    return -1;
 }
 
 int bf_run_dir_open(bf_dir_lock *lock, const char *dir, int resume, int overwrite) {
