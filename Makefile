@@ -33,8 +33,9 @@ build/libbiflow.so: $(OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
 biflow: $(TOOLOBJ) build/libbiflow.a
 	$(CC) $(CFLAGS) -o $@ $(TOOLOBJ) build/libbiflow.a $(LDLIBS)
+# --wrap=fsync: the tests see which files and folders the library flushes (test_reliability.c)
 build/test_biflow: $(TESTOBJ) build/libbiflow.a
-	$(CC) $(CFLAGS) -o $@ $(TESTOBJ) build/libbiflow.a $(LDLIBS)
+	$(CC) $(CFLAGS) -Wl,--wrap=fsync -o $@ $(TESTOBJ) build/libbiflow.a $(LDLIBS)
 
 build/obj build/tools build/tests:
 	mkdir -p $@

@@ -192,6 +192,7 @@ typedef struct {
     uint64_t seed;
     int ckpt_every, log_every, eval_every;   /* steps; 0 = only at the end / never */
     int resume;                /* continue from out_dir/train_state.safetensors */
+    int overwrite;             /* a new run where out_dir holds one: delete it (else refused) */
     int quiet;                 /* no progress line */
     int threads;               /* 0 = all cores */
 } bf_train_opts;
@@ -315,6 +316,7 @@ typedef struct {
     uint64_t seed;
     int ckpt_every, log_every, eval_every;
     int resume, quiet, threads;
+    int overwrite;             /* a new run where out_dir holds one: delete it (else refused) */
 } bf_reverse_train_opts;
 
 void bf_reverse_train_opts_default(bf_reverse_train_opts *o);
@@ -482,6 +484,7 @@ typedef struct {
     int eval_limit;            /* test images for the final accuracy (0 = all, < 0 = skip) */
     int threads;               /* 0 = all cores */
     int quiet;                 /* no progress lines */
+    int overwrite;             /* out_dir holds a run: delete it (else refused) */
 } bf_features_train_opts;
 
 void bf_features_train_opts_default(bf_features_train_opts *o);

@@ -116,6 +116,23 @@ int bf_copy_tensors(float *params, const bf_param_info *info, int n, const bf_sa
     return 0;
 }
 
+int bf_check_param_total(const bf_safetensors *st, const char *path, double expected,
+                         const char *const *also_ok) {
+    double held = 0.0;
+    for (int i = 0; i < st->n; i++) {
+        int skip = 0;
+        for (int k = 0; also_ok && also_ok[k] && !skip; k++) skip = !strcmp(st->tensors[i].name, also_ok[k]);
+        if (!skip) held += (double)st->tensors[i].numel;
+    }
+    if (expected > held) {
+        bf_set_error("%s: the configuration in the metadata makes %.0f parameters, but the file's "
+                     "tensors hold %.0f values (a damaged or mismatched checkpoint)", path,
+                     expected, held);
+        return -1;
+    }
+    return 0;
+}
+
 int bf_error_in_file(const char *path) {
     char msg[512];
     snprintf(msg, sizeof msg, "%s", bf_last_error());

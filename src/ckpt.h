@@ -15,6 +15,11 @@ int bf_meta_get_int(const bf_safetensors *st, const char *path, const char *key,
                     int required, int dflt);
 int bf_meta_get_float(const bf_safetensors *st, const char *path, const char *key, float *out,
                       int required, float dflt);
+/* Refuses (before the model is allocated) a configuration that needs more parameters than the
+ * file's tensors hold (those named in also_ok, NULL-terminated, not counted): the metadata
+ * cannot make a loader allocate more than the file could fill. */
+int bf_check_param_total(const bf_safetensors *st, const char *path, double expected,
+                         const char *const *also_ok);
 /* Prefixes the current error message with "path: "; returns -1 (for `return` on failure). */
 int bf_error_in_file(const char *path);
 /* Copies every tensor of info (n) from st into params, checking name, dtype and shape; refuses

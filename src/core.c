@@ -1,10 +1,14 @@
 /* Core services: error messages, random numbers, memory, time, atomic file output. */
 #include "core.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +52,39 @@ void *bf_realloc(void *p, size_t n) { return check_alloc(realloc(p, n ? n : 1), 
 char *bf_strdup(const char *s) {
     size_t n = strlen(s) + 1;
     return memcpy(bf_malloc(n), s, n);
+}
+
+size_t bf_size_prod(const size_t *f, int k) {
+    size_t r = 1;
+    for (int i = 0; i < k; i++)
+        if (__builtin_mul_overflow(r, f[i], &r)) return SIZE_MAX;
+    return r;
+}
+
+size_t bf_size_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+
+_Noreturn void bf_die(void) {
+    fprintf(stderr, "biflow: %s\n", bf_last_error());
+    fflush(stderr);
+    abort();
+}
+
+static void *alloc_failed(size_t n, size_t size, const char *what) {
+    double gib = (double)n * (double)size / (1024.0 * 1024.0 * 1024.0);
+    bf_set_error("out of memory: %s needs %.3g GiB, which cannot be allocated", what, gib);
+    return NULL;
+}
+
+void *bf_try_malloc(size_t n, const char *what) {
+    void *p = n < SIZE_MAX / 2 ? malloc(n ? n : 1) : NULL;
+    return p ? p : alloc_failed(n, 1, what);
+}
+
+void *bf_try_calloc(size_t n, size_t size, const char *what) {
+    size_t total;
+    void *p = __builtin_mul_overflow(n, size, &total) || total >= SIZE_MAX / 2
+                  ? NULL : calloc(n ? n : 1, size ? size : 1);
+    return p ? p : alloc_failed(n, size, what);
 }
 
 double bf_time(void) {
@@ -158,5 +195,93 @@ int bf_write_file_atomic(const char *path, const void *data, size_t size) {
         unlink(tmp);
         return -1;
     }
+    return bf_fsync_parent_dir(path);
+}
+
+int bf_fsync_parent_dir(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n >= sizeof dir) { bf_set_error("path too long: '%s'", path); return -1; }
+    if (slash && n == 0) n = 1;                     /* a file in "/" */
+    memcpy(dir, slash ? path : ".", slash ? n : 1);
+    dir[slash ? n : 1] = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) { bf_set_error("cannot open the folder '%s': %s", dir, strerror(errno)); return -1; }
+    /* some file systems cannot sync a folder (EINVAL): nothing more can be done there */
+    int rc = fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP ? -1 : 0;
+    if (rc) bf_set_error("cannot flush the folder '%s': %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+/* ---- folder locks */
+static long lock_holder(int fd) {
+    char buf[32] = {0};
+    ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
+    return k > 0 ? strtol(buf, NULL, 10) : 0;
+}
+
+int bf_dir_lock_take(bf_dir_lock *l, const char *dir) {
+    char path[4096];
+    l->fd = -1;
+    if ((size_t)snprintf(path, sizeof path, "%s/.lock", dir) >= sizeof path) {
+        bf_set_error("path too long: '%s'", dir);
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) { bf_set_error("cannot open the lock file '%s': %s", path, strerror(errno)); return -1; }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        long pid = lock_holder(fd);
+        close(fd);
+        if (e == EWOULDBLOCK)
+            bf_set_error("'%s' is in use by another process (PID %ld holds %s); wait for it to "
+                         "finish or stop it", dir, pid, path);
+        else
+            bf_set_error("cannot lock '%s': %s", path, strerror(e));
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        bf_set_error("cannot write the lock file '%s': %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    l->fd = fd;
     return 0;
+}
+
+void bf_dir_unlock(bf_dir_lock *l) {
+    if (l->fd < 0) return;
+    if (ftruncate(l->fd, 0) != 0) { /* the PID stays: harmless, the lock is what counts */ }
+    close(l->fd);   /* releases the flock */
+    l->fd = -1;
+}
+
+/* The PID of NAME.tmp.PID, or 0 when name is not of that form. */
+static long tmp_owner(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    while (t && strstr(t + 1, ".tmp.")) t = strstr(t + 1, ".tmp.");
+    if (!t || t == name || !t[5]) return 0;
+    char *end;
+    long pid = strtol(t + 5, &end, 10);
+    return *end || pid <= 0 ? 0 : pid;
+}
+
+int bf_remove_stale_tmp(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        long pid = tmp_owner(e->d_name);
+        if (pid <= 0 || pid > INT32_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char path[4096];
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < sizeof path && unlink(path) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
 }

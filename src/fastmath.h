@@ -14,7 +14,10 @@
  * adds and subtracts 1.5 * 2^23 rather than calling a builtin gcc 12 will not vectorise).
  * Inputs below -87.3 flush to 0, above 88.7 to +Inf; NaN propagates. */
 static inline float fast_expf(float x) {
-    float xc = x < -87.33f ? -87.33f : (x > 88.72f ? 88.72f : x);
+    /* NaN fails both comparisons and is clamped too, so n stays in [-126, 128] and the
+     * exponent bits below are computed without undefined behaviour */
+    float xc = x > -87.33f ? x : -87.33f;
+    xc = xc < 88.72f ? xc : 88.72f;
     float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = xc - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
@@ -25,7 +28,7 @@ static inline float fast_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union { float f; int32_t i; } s = {.i = ((int32_t)n + 127) << 23};
+    union { float f; uint32_t i; } s = {.i = (uint32_t)((int32_t)n + 127) << 23};
     float y = p * s.f;
     y = x > 88.72f ? INFINITY : y;
     y = x < -87.33f ? 0.0f : y;

@@ -65,6 +65,10 @@ bf_features *bf_features_new(const bf_features_config *c);
 void bf_features_init(bf_features *fn, uint64_t seed);
 
 void bf_feat_acts_init(bf_feat_acts *a, const bf_features *fn, int Bn);
+/* The same, -1 with a message when the sizes overflow or the memory cannot be had. */
+int bf_feat_acts_try_init(bf_feat_acts *a, const bf_features *fn, int Bn);
+/* Parameters of a configuration that passed bf_features_config_check, nothing allocated. */
+size_t bf_features_param_count(const bf_features_config *c);
 void bf_feat_acts_free(bf_feat_acts *a);
 
 /* Forward of n <= Bn images x (n, C, H, W); params laid out as fn->params. Returns the

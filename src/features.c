@@ -14,6 +14,8 @@ void bf_features_config_default(bf_features_config *c) {
     *c = (bf_features_config){1, 28, 28, 32, 64, 128, 10, BF_FEAT_ARCH_FD};
 }
 
+static int check_size(const bf_features_config *c);
+
 int bf_features_config_check(const bf_features_config *c) {
     if (c->in_channels <= 0 || c->height < 4 || c->width < 4 || c->width1 <= 0 ||
         c->width2 <= 0 || c->feat_dim <= 0 || c->num_classes < 2 ||
@@ -24,10 +26,11 @@ int bf_features_config_check(const bf_features_config *c) {
     }
     if (c->in_channels > 64 || c->height > 1024 || c->width > 1024 || c->width1 > 4096 ||
         c->width2 > 4096 || c->feat_dim > 65536 || c->num_classes > 100000) {
-        bf_set_error("feature network: sizes out of the supported range");
+        bf_set_error("feature network: sizes out of the supported range (channels <= 64, "
+                     "images <= 1024 x 1024, widths <= 4096, features <= 65536, classes <= 10^5)");
         return -1;
     }
-    return 0;
+    return check_size(c);
 }
 
 /* ------------------------------------------------------------------ layout */
@@ -118,12 +121,47 @@ static void build_layers(bf_features *fn) {
     fn->num_params = off;
 }
 
+/* The layer table of an in-range configuration, built without allocating: parameters and the
+ * largest per-image activation (and convolution scratch) against the limits. */
+#define FEAT_MAX_PER_IMAGE ((size_t)1 << 28)
+static int check_size(const bf_features_config *c) {
+    bf_features fn;
+    memset(&fn, 0, sizeof fn);
+    fn.cfg = *c;
+    build_layers(&fn);   /* fixed arrays in the struct: nothing is allocated */
+    size_t biggest = 0;
+    for (int i = 0; i < fn.n_layers; i++) {
+        const bf_feat_layer *l = &fn.layer[i];
+        size_t in = (size_t)l->c * l->h * l->w, out = (size_t)l->oc * l->oh * l->ow;
+        size_t col = l->kind == BF_LAYER_CONV ? bf_conv_col_size(&l->conv) : 0;
+        biggest = in > biggest ? in : biggest;
+        biggest = out > biggest ? out : biggest;
+        biggest = col > biggest ? col : biggest;
+    }
+    if (fn.num_params >= BF_MAX_PARAMS || biggest > FEAT_MAX_PER_IMAGE) {
+        bf_set_error("feature network: %zu parameters and %zu values per image in its largest "
+                     "layer: at most %zu and %zu", fn.num_params, biggest, BF_MAX_PARAMS - 1,
+                     FEAT_MAX_PER_IMAGE);
+        return -1;
+    }
+    return 0;
+}
+
+size_t bf_features_param_count(const bf_features_config *c) {
+    bf_features fn;
+    memset(&fn, 0, sizeof fn);
+    fn.cfg = *c;
+    build_layers(&fn);
+    return fn.num_params;
+}
+
 bf_features *bf_features_new(const bf_features_config *c) {
     if (bf_features_config_check(c)) return NULL;
     bf_features *fn = bf_calloc(1, sizeof *fn);
     fn->cfg = *c;
     build_layers(fn);
-    fn->params = bf_calloc(fn->num_params, sizeof(float));
+    fn->params = bf_try_calloc(fn->num_params, sizeof(float), "the feature network's parameters");
+    if (!fn->params) { free(fn); return NULL; }
     return fn;
 }
 
@@ -162,6 +200,10 @@ void bf_features_init(bf_features *fn, uint64_t seed) {
 static size_t out_size(const bf_feat_layer *l) { return (size_t)l->oc * l->oh * l->ow; }
 
 void bf_feat_acts_init(bf_feat_acts *a, const bf_features *fn, int Bn) {
+    if (bf_feat_acts_try_init(a, fn, Bn)) bf_die();
+}
+
+int bf_feat_acts_try_init(bf_feat_acts *a, const bf_features *fn, int Bn) {
     memset(a, 0, sizeof *a);
     size_t biggest = 0, col = 0, total = 0, K = (size_t)fn->cfg.num_classes;
     for (int i = 0; i < fn->n_layers; i++) {
@@ -170,10 +212,14 @@ void bf_feat_acts_init(bf_feat_acts *a, const bf_features *fn, int Bn) {
         biggest = in > biggest ? in : biggest;
         biggest = out_size(l) > biggest ? out_size(l) : biggest;
         if (l->kind == BF_LAYER_CONV && bf_conv_col_size(&l->conv) > col) col = bf_conv_col_size(&l->conv);
-        total += (size_t)Bn * out_size(l);
+        total = bf_size_add(total, BF_SIZE_PROD((size_t)Bn, out_size(l)));
     }
-    total += (size_t)Bn * (K + 2) + 2 * col + 2 * (size_t)Bn * biggest;
-    float *p = a->mem = bf_calloc(total, sizeof(float));
+    total = bf_size_add(total, (size_t)Bn * (K + 2) + 2 * col);
+    total = bf_size_add(total, BF_SIZE_PROD(2, (size_t)Bn, biggest));
+    char what[96];
+    snprintf(what, sizeof what, "the feature network's activations for %d images", Bn);
+    float *p = a->mem = bf_try_calloc(total, sizeof(float), what);
+    if (!p) return -1;
     for (int i = 0; i < fn->n_layers; i++) { a->act[i] = p; p += (size_t)Bn * out_size(&fn->layer[i]); }
     a->probs = p; p += (size_t)Bn * K;
     a->loss = p; p += Bn;
@@ -183,6 +229,7 @@ void bf_feat_acts_init(bf_feat_acts *a, const bf_features *fn, int Bn) {
     a->g[0] = p; p += (size_t)Bn * biggest;
     a->g[1] = p;
     a->Bn = Bn;
+    return 0;
 }
 
 void bf_feat_acts_free(bf_feat_acts *a) {

@@ -68,7 +68,7 @@ static int config_from_meta(bf_features_config *c, const bf_safetensors *st, con
         *field(c, i) = (int)x;
     }
     if (bf_features_config_check(c)) return bf_error_in_file(path);
-    return 0;
+    return bf_check_param_total(st, path, (double)bf_features_param_count(c), NULL);
 }
 
 static int copy_tensors(bf_features *fn, const bf_safetensors *st, const char *path) {

@@ -51,14 +51,45 @@ int bf_flow_config_check(const bf_flow_config *c) {
     }
     if (c->layers_per_block > BF_MAX_LAYERS || c->img_size > 4096 || c->channels > 65536 ||
         c->num_blocks > 1024 || c->num_classes > 1000000 || c->in_channels > 64) {
-        bf_set_error("flow configuration: sizes out of the supported range");
+        bf_set_error("flow configuration: sizes out of the supported range (layers per block "
+                     "<= %d, image <= 4096, width <= 65536, blocks <= 1024, classes <= 10^6, "
+                     "channels <= 64)", BF_MAX_LAYERS);
         return -1;
     }
     if (!(c->bound >= 0.0f) || !isfinite(c->bound)) {
         bf_set_error("flow configuration: bound must be a finite number >= 0 (0 = off)");
         return -1;
     }
+    return bf_flow_config_check_size(c);
+}
+
+/* Tokens, token size and parameter count, in double (no overflow), against the limits. */
+int bf_flow_config_check_size(const bf_flow_config *c) {
+    double g = (double)(c->img_size / c->patch_size), T = g * g;
+    double D = (double)c->in_channels * c->patch_size * c->patch_size, P = bf_flow_param_count(c);
+    if (T > BF_MAX_TOKENS || D > BF_MAX_TOKEN_DIM) {
+        bf_set_error("flow configuration: %.0f tokens of %.0f values: at most %d tokens (image / "
+                     "patch squared) of %d values (channels x patch squared)", T, D, BF_MAX_TOKENS,
+                     BF_MAX_TOKEN_DIM);
+        return -1;
+    }
+    if (P >= (double)BF_MAX_PARAMS) {
+        bf_set_error("flow configuration: width %d, %d blocks of %d layers make %.3g parameters, "
+                     "more than the %zu supported", c->channels, c->num_blocks,
+                     c->layers_per_block, P, BF_MAX_PARAMS - 1);
+        return -1;
+    }
     return 0;
+}
+
+/* The parameter count of build_layout, computed without building it. */
+double bf_flow_param_count(const bf_flow_config *c) {
+    double g = (double)(c->img_size / c->patch_size), T = g * g;
+    double D = (double)c->in_channels * c->patch_size * c->patch_size, W = c->channels;
+    double layer = 12.0 * W * W + 13.0 * W;
+    double block = T * W + (double)c->num_classes * W + W * D + W +
+                   (double)c->layers_per_block * layer + 2.0 * D * W + 2.0 * D;
+    return (double)c->num_blocks * block;
 }
 
 int bf_flow_tokens(const bf_flow_config *c) {
@@ -134,8 +165,10 @@ bf_flow *bf_flow_new(const bf_flow_config *cfg) {
     f->info = bf_calloc((size_t)cfg->num_blocks * (6 + 12 * (size_t)cfg->layers_per_block),
                         sizeof *f->info);
     build_layout(f);
-    f->params = bf_calloc(f->num_params, sizeof(float));
-    f->var = bf_malloc(sizeof(float) * (size_t)f->T * f->D);
+    BF_ASSERT((double)f->num_params == bf_flow_param_count(cfg));
+    f->params = bf_try_calloc(f->num_params, sizeof(float), "the forward model's parameters");
+    f->var = bf_try_calloc((size_t)f->T * f->D, sizeof(float), "the forward model's prior");
+    if (!f->params || !f->var) { bf_flow_free(f); return NULL; }
     for (int i = 0; i < f->T * f->D; i++) f->var[i] = 1.0f;
     return f;
 }
@@ -182,33 +215,42 @@ void bf_flow_init(bf_flow *f, uint64_t seed) {
 
 /* ------------------------------------------------------------------ activations */
 void bf_flow_acts_init(bf_flow_acts *a, const bf_flow *f, int Bn) {
+    if (bf_flow_acts_try_init(a, f, Bn)) bf_die();
+}
+
+int bf_flow_acts_try_init(bf_flow_acts *a, const bf_flow *f, int Bn) {
     memset(a, 0, sizeof *a);
     size_t B = (size_t)f->cfg.num_blocks, L = (size_t)f->cfg.layers_per_block;
     size_t T = (size_t)f->T, D = (size_t)f->D, W = (size_t)f->W, NH = (size_t)f->NH;
     size_t n = (size_t)Bn, tok = n * T;
     struct { float **p; size_t count; } parts[] = {
-        {&a->xs, (B + 1) * tok * D}, {&a->u, B * tok * D}, {&a->zp, B * tok * D},
-        {&a->resid, B * (L + 1) * tok * W}, {&a->resid_mid, B * L * tok * W},
-        {&a->ln1, B * L * tok * W}, {&a->ln2, B * L * tok * W},
-        {&a->ln1_mean, B * L * tok}, {&a->ln1_rstd, B * L * tok},
-        {&a->ln2_mean, B * L * tok}, {&a->ln2_rstd, B * L * tok},
-        {&a->qkv, B * L * tok * 3 * W}, {&a->att, B * L * n * NH * T * T},
-        {&a->atty, B * L * tok * W}, {&a->fch, B * L * tok * 4 * W},
-        {&a->fch_gelu, B * L * tok * 4 * W}, {&a->o, B * tok * 2 * D},
+        {&a->xs, BF_SIZE_PROD(B + 1, tok, D)}, {&a->u, BF_SIZE_PROD(B, tok, D)},
+        {&a->zp, BF_SIZE_PROD(B, tok, D)}, {&a->resid, BF_SIZE_PROD(B, L + 1, tok, W)},
+        {&a->resid_mid, BF_SIZE_PROD(B, L, tok, W)},
+        {&a->ln1, BF_SIZE_PROD(B, L, tok, W)}, {&a->ln2, BF_SIZE_PROD(B, L, tok, W)},
+        {&a->ln1_mean, BF_SIZE_PROD(B, L, tok)}, {&a->ln1_rstd, BF_SIZE_PROD(B, L, tok)},
+        {&a->ln2_mean, BF_SIZE_PROD(B, L, tok)}, {&a->ln2_rstd, BF_SIZE_PROD(B, L, tok)},
+        {&a->qkv, BF_SIZE_PROD(B, L, tok, 3 * W)}, {&a->att, BF_SIZE_PROD(B, L, n, NH, T, T)},
+        {&a->atty, BF_SIZE_PROD(B, L, tok, W)}, {&a->fch, BF_SIZE_PROD(B, L, tok, 4 * W)},
+        {&a->fch_gelu, BF_SIZE_PROD(B, L, tok, 4 * W)}, {&a->o, BF_SIZE_PROD(B, tok, 2 * D)},
         {&a->alpha_sum, n}, {&a->nll, n},
         {&a->dresid, tok * W}, {&a->dln, tok * W}, {&a->datty, tok * W},
         {&a->dqkv, tok * 3 * W}, {&a->dfch, tok * 4 * W}, {&a->dfch_gelu, tok * 4 * W},
         {&a->do_, tok * 2 * D}, {&a->du, tok * D}, {&a->dx, tok * D}, {&a->dzp, tok * D},
     };
     size_t total = 0;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) total += (parts[i].count + 15) & ~(size_t)15;
-    a->mem = bf_calloc(total, sizeof(float));
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        total = bf_size_add(total, bf_size_add(parts[i].count, 15) & ~(size_t)15);
+    char what[96];
+    snprintf(what, sizeof what, "the forward model's activations for %d images", Bn);
+    if (!(a->mem = bf_try_calloc(total, sizeof(float), what))) return -1;
     float *p = a->mem;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         *parts[i].p = p;
         p += (parts[i].count + 15) & ~(size_t)15;
     }
     a->Bn = Bn;
+    return 0;
 }
 
 void bf_flow_acts_free(bf_flow_acts *a) {

@@ -72,7 +72,13 @@ struct bf_flow {
     float trained_sigma;
 };
 
-void bf_flow_acts_init(bf_flow_acts *a, const bf_flow *f, int Bn);
+void bf_flow_acts_init(bf_flow_acts *a, const bf_flow *f, int Bn);   /* aborts without memory */
+/* The same, -1 with a message when the sizes overflow or the memory cannot be had. */
+int bf_flow_acts_try_init(bf_flow_acts *a, const bf_flow *f, int Bn);
+/* Parameters of a configuration (exact up to 2^53), without building the model. */
+double bf_flow_param_count(const bf_flow_config *c);
+/* Tokens, token size and parameters of an otherwise valid configuration within the limits. */
+int bf_flow_config_check_size(const bf_flow_config *c);
 /* count activation sets of at least Bn images each, kept in f between calls */
 bf_flow_acts *bf_flow_cached_acts(bf_flow *f, int count, int Bn);
 void bf_flow_acts_free(bf_flow_acts *a);

@@ -58,8 +58,9 @@ static int config_from_meta(bf_flow_config *c, const bf_safetensors *st, const c
             return -1;
         }
     }
+    static const char *const also_ok[] = {"var", NULL};
     if (bf_flow_config_check(c)) return bf_error_in_file(path);
-    return 0;
+    return bf_check_param_total(st, path, bf_flow_param_count(c), also_ok);
 }
 
 static int copy_tensors(bf_flow *f, const bf_safetensors *st, const char *path) {

@@ -43,13 +43,37 @@ int bf_reverse_config_check(const bf_reverse_config *c) {
                      "width %d of head size %d", c->img_size, c->patch_size, c->channels, c->head_dim);
         return -1;
     }
+    /* in 64 bits: layers_per_stage = 2^31 - 1 must not wrap the layer count */
+    long long layers = (long long)c->num_stages * c->layers_per_stage + c->denoise_layers;
     if (c->img_size > 4096 || c->channels > 65536 || c->in_channels > 64 || c->w_freq > 4096 ||
-        c->num_stages > 64 || c->num_classes > 1000000 ||
-        c->num_stages * c->layers_per_stage + c->denoise_layers > 1024) {
-        bf_set_error("reverse configuration: sizes out of the supported range");
+        c->num_stages > 64 || c->num_classes > 1000000 || c->guidance_embed < 0 ||
+        c->guidance_embed > 1 || c->distill < 0 || c->distill > 1 || layers > 1024) {
+        bf_set_error("reverse configuration: sizes out of the supported range (image <= 4096, "
+                     "width <= 65536, channels <= 64, w features <= 4096, stages <= 64, classes "
+                     "<= 10^6, layers in all <= 1024 (here %lld), guidance and distill 0 or 1)", layers);
+        return -1;
+    }
+    double g = (double)(c->img_size / c->patch_size), T = g * g;
+    double D = (double)c->in_channels * c->patch_size * c->patch_size, P = bf_reverse_param_count(c);
+    if (T > BF_MAX_TOKENS || D > BF_MAX_TOKEN_DIM || P >= (double)BF_MAX_PARAMS) {
+        bf_set_error("reverse configuration: %.0f tokens of %.0f values and %.3g parameters: at "
+                     "most %d tokens of %d values and %zu parameters", T, D, P, BF_MAX_TOKENS,
+                     BF_MAX_TOKEN_DIM, BF_MAX_PARAMS - 1);
         return -1;
     }
     return 0;
+}
+
+/* The parameter count of build_layout, computed without building it (in double: no overflow). */
+double bf_reverse_param_count(const bf_reverse_config *c) {
+    double g = (double)(c->img_size / c->patch_size), T = g * g;
+    double D = (double)c->in_channels * c->patch_size * c->patch_size, W = c->channels;
+    double S = (double)c->num_stages + (c->denoise_layers > 0);
+    double NL = (double)c->num_stages * c->layers_per_stage + c->denoise_layers;
+    double p = W * D + W + T * W + ((double)c->num_classes + 1) * W;
+    if (c->guidance_embed) p += W * c->w_freq + W + W * W + W;
+    if (c->distill) p += (S - 1) * (W * D + W);
+    return p + NL * (18.0 * W * W + 15.0 * W) + S * (2.0 * W + D * W + D);
 }
 
 /* ------------------------------------------------------------------ layout */
@@ -135,7 +159,9 @@ bf_reverse *bf_reverse_new(const bf_reverse_config *cfg) {
     r->stages = bf_calloc((size_t)r->S, sizeof *r->stages);
     r->info = bf_calloc(8 + (size_t)r->S * 6 + (size_t)r->NL * 10, sizeof *r->info);
     build_layout(r);
-    r->params = bf_calloc(r->num_params, sizeof(float));
+    BF_ASSERT((double)r->num_params == bf_reverse_param_count(cfg));
+    r->params = bf_try_calloc(r->num_params, sizeof(float), "the reverse model's parameters");
+    if (!r->params) { bf_reverse_free(r); return NULL; }
     r->ones = bf_malloc(sizeof(float) * r->W);
     r->zeros = bf_calloc((size_t)r->W, sizeof(float));
     for (int i = 0; i < r->W; i++) r->ones[i] = 1.0f;
@@ -198,27 +224,38 @@ void bf_reverse_init(bf_reverse *r, uint64_t seed) {
 
 /* ------------------------------------------------------------------ activations */
 void bf_reverse_acts_init(bf_reverse_acts *a, const bf_reverse *r, int Bn, int train) {
+    if (bf_reverse_acts_try_init(a, r, Bn, train)) bf_die();
+}
+
+int bf_reverse_acts_try_init(bf_reverse_acts *a, const bf_reverse *r, int Bn, int train) {
     memset(a, 0, sizeof *a);
     size_t n = (size_t)Bn, T = (size_t)r->T, W = (size_t)r->W, D = (size_t)r->D;
     size_t NL = train ? (size_t)r->NL : 1, S = (size_t)r->S, tw = n * T * W, tt = n * T, tr = train ? 1 : 0;
     size_t F = (size_t)r->cfg.w_freq;
     struct { float **p; size_t count; } parts[] = {
         {&a->wfeat, n * F}, {&a->wh, n * W}, {&a->whs, n * W}, {&a->c, n * W}, {&a->cs, n * W},
-        {&a->mod, NL * 6 * n * W}, {&a->h0, tw + n * T * D}, {&a->reemb, S * tw},
-        {&a->out, NL * tw}, {&a->ln1, NL * tw}, {&a->m1, NL * tw}, {&a->qkv, NL * 3 * tw},
-        {&a->atty, NL * tw}, {&a->ao, NL * tw}, {&a->mid, NL * tw}, {&a->ln2, NL * tw},
-        {&a->m2, NL * tw}, {&a->fch, NL * 4 * tw}, {&a->fcg, NL * 4 * tw}, {&a->mo, NL * tw},
+        {&a->mod, NL * 6 * n * W}, {&a->h0, tw + n * T * D}, {&a->reemb, BF_SIZE_PROD(S, tw)},
+        {&a->out, BF_SIZE_PROD(NL, tw)}, {&a->ln1, BF_SIZE_PROD(NL, tw)},
+        {&a->m1, BF_SIZE_PROD(NL, tw)}, {&a->qkv, BF_SIZE_PROD(NL, 3, tw)},
+        {&a->atty, BF_SIZE_PROD(NL, tw)}, {&a->ao, BF_SIZE_PROD(NL, tw)},
+        {&a->mid, BF_SIZE_PROD(NL, tw)}, {&a->ln2, BF_SIZE_PROD(NL, tw)},
+        {&a->m2, BF_SIZE_PROD(NL, tw)}, {&a->fch, BF_SIZE_PROD(NL, 4, tw)},
+        {&a->fcg, BF_SIZE_PROD(NL, 4, tw)}, {&a->mo, BF_SIZE_PROD(NL, tw)},
         {&a->ln1_mean, NL * tt}, {&a->ln1_rstd, NL * tt}, {&a->ln2_mean, NL * tt},
-        {&a->ln2_rstd, NL * tt}, {&a->att, NL * n * r->NH * T * T},
-        {&a->hn, S * tw}, {&a->hmean, S * tt}, {&a->hrstd, S * tt}, {&a->p, S * n * T * D},
-        {&a->dp, tr * S * n * T * D}, {&a->dpw, tr * S * n * T * D}, {&a->da, tr * tw}, {&a->db, tr * tw}, {&a->dt1, tr * tw},
+        {&a->ln2_rstd, NL * tt}, {&a->att, BF_SIZE_PROD(NL, n, (size_t)r->NH, T, T)},
+        {&a->hn, BF_SIZE_PROD(S, tw)}, {&a->hmean, S * tt}, {&a->hrstd, S * tt},
+        {&a->p, S * n * T * D}, {&a->dp, tr * S * n * T * D}, {&a->dpw, tr * S * n * T * D},
+        {&a->da, tr * tw}, {&a->db, tr * tw}, {&a->dt1, tr * tw},
         {&a->dt2, tr * tw}, {&a->dqkv, tr * 3 * tw}, {&a->dfch, tr * 4 * tw},
         {&a->dfcg, tr * 4 * tw}, {&a->dhn, tr * tw}, {&a->dmod, tr * 6 * n * W},
         {&a->dcs, tr * n * W}, {&a->dc, tr * n * W}, {&a->dwhs, tr * n * W}, {&a->dwh, tr * n * W},
     };
     size_t total = 0;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) total += (parts[i].count + 15) & ~(size_t)15;
-    a->mem = bf_calloc(total, sizeof(float));
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        total = bf_size_add(total, bf_size_add(parts[i].count, 15) & ~(size_t)15);
+    char what[96];
+    snprintf(what, sizeof what, "the reverse model's activations for %d images", Bn);
+    if (!(a->mem = bf_try_calloc(total, sizeof(float), what))) return -1;
     float *p = a->mem;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         *parts[i].p = parts[i].count ? p : NULL;
@@ -226,6 +263,7 @@ void bf_reverse_acts_init(bf_reverse_acts *a, const bf_reverse *r, int Bn, int t
     }
     a->Bn = Bn;
     a->train = train;
+    return 0;
 }
 
 void bf_reverse_acts_free(bf_reverse_acts *a) {

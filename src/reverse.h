@@ -67,6 +67,10 @@ typedef struct bf_reverse_acts_s {
 } bf_reverse_acts;
 
 void bf_reverse_acts_init(bf_reverse_acts *a, const bf_reverse *r, int Bn, int train);
+/* The same, -1 with a message when the sizes overflow or the memory cannot be had. */
+int bf_reverse_acts_try_init(bf_reverse_acts *a, const bf_reverse *r, int Bn, int train);
+/* Parameters of a configuration (exact up to 2^53), without building the model. */
+double bf_reverse_param_count(const bf_reverse_config *c);
 void bf_reverse_acts_free(bf_reverse_acts *a);
 /* count inference activation sets of at least Bn images each, kept in r */
 bf_reverse_acts *bf_reverse_cached_acts(bf_reverse *r, int count, int Bn);

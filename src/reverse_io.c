@@ -108,7 +108,7 @@ static int config_from_meta(bf_reverse_config *c, const bf_safetensors *st, cons
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (bf_meta_get_int(st, path, keys[i].key, keys[i].v, 1, 0)) return -1;
     if (bf_reverse_config_check(c)) return bf_error_in_file(path);
-    return 0;
+    return bf_check_param_total(st, path, bf_reverse_param_count(c), NULL);
 }
 
 bf_reverse *bf_reverse_load(const char *path_in, int use_ema) {

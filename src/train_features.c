@@ -44,6 +44,7 @@ typedef struct {
     float *img;
     int *y, *idx;
     bf_data_order order;
+    bf_divergence div;
     long step, steps, steps_per_epoch;
     double t_start;
     FILE *log;
@@ -134,11 +135,7 @@ static int step_once(trainer *t, double *loss, int *correct, double *gn) {
     *loss = bf_features_step_sharded(fn, fn->params, t->acts, t->shard_grads, t->nshards,
                                      t->grads, t->img, t->y, o->batch, correct);
     *gn = bf_grad_norm(t->grads, fn->num_params);
-    if (!isfinite(*loss) || !isfinite(*gn)) {
-        bf_set_error("step %ld: the loss is %g and the gradient norm %g; the update was not "
-                     "applied (try a lower --lr)", t->step + 1, *loss, *gn);
-        return -1;
-    }
+    if (bf_divergence_check(&t->div, t->step + 1, *loss, *gn)) return -1;
     bf_clip_grad(t->grads, fn->num_params, *gn, o->grad_clip);
     bf_adamw_hparams h = {bf_lr_schedule(t->step, o->warmup, t->steps, o->lr, o->min_lr),
                           o->beta1, o->beta2, o->eps, o->weight_decay};
@@ -164,42 +161,51 @@ static int train_loop(trainer *t) {
                      count / (now - t_last));
             loss_acc = gn_acc = 0.0; hits = count = 0; t_last = now;
         }
-        if ((t->step % t->steps_per_epoch == 0 || last) && save(t, -1.0)) return -1;
+        if (t->step % t->steps_per_epoch == 0 || last) {
+            if (save(t, -1.0)) return -1;
+            t->div.saved_step = t->step;
+        }
     }
     return 0;
 }
 
 /* ------------------------------------------------------------------ setup */
-static int check_opts(const bf_features_train_opts *o) {
-    if (o->batch <= 0 || (o->steps <= 0 && o->epochs <= 0) || !(o->lr > 0) || o->warmup < 0 ||
-        o->shift < 0 || !(o->weight_decay >= 0) || o->log_every < 0) {
-        bf_set_error("training options out of range (batch > 0; epochs or steps > 0; lr > 0; "
-                     "warmup, shift, weight decay >= 0)");
+int bf_train_features_check_opts(const bf_features_train_opts *o) {
+    const bf_range r[] = {
+        {"--batch", o->batch, 1, BF_MAX_BATCH, 0, 0}, {"--steps", o->steps, 0, INT_MAX, 0, 0},
+        {"--epochs", o->epochs, 0, 100000, 0, 0}, BF_OPTIM_RANGES(o),
+        {"--shift", o->shift, 0, 1024, 0, 0}, {"--flip", o->flip, 0, 1, 0, 0},
+        {"--log-every", o->log_every, 0, INT_MAX, 0, 0}, {"--threads", o->threads, 0, 4096, 0, 0},
+    };
+    if (bf_check_ranges(r, (int)(sizeof r / sizeof r[0]))) return -1;
+    if (o->steps <= 0 && o->epochs <= 0) {
+        bf_set_error("--steps or --epochs must be positive");
         return -1;
     }
     return 0;
 }
 
-static void trainer_alloc(trainer *t, const bf_dataset *ds) {
+static int trainer_alloc(trainer *t, const bf_dataset *ds) {
     const bf_features_train_opts *o = t->o;
     size_t P = t->fn->num_params, px = (size_t)ds->c * ds->h * ds->w;
-    t->grads = bf_calloc(P, sizeof(float));
-    t->m = bf_calloc(P, sizeof(float));
-    t->v = bf_calloc(P, sizeof(float));
-    t->decay = bf_calloc(P, 1);
-    for (int i = 0; i < t->fn->n_info; i++)
-        if (!t->fn->info[i].no_decay) memset(t->decay + t->fn->info[i].offset, 1, t->fn->info[i].numel);
-    t->img = bf_malloc(sizeof(float) * px * o->batch);
-    t->y = bf_malloc(sizeof(int) * o->batch);
-    t->idx = bf_malloc(sizeof(int) * o->batch);
+    const char *what = "the optimiser's state (gradients, moments)";
     bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FEATURES);
     t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
     t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
     t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
+    t->y = bf_malloc(sizeof(int) * o->batch);   /* batch <= BF_MAX_BATCH */
+    t->idx = bf_malloc(sizeof(int) * o->batch);
+    if (!(t->grads = bf_try_calloc(P, sizeof(float), what)) || !(t->m = bf_try_calloc(P, sizeof(float), what)) ||
+        !(t->v = bf_try_calloc(P, sizeof(float), what)) || !(t->decay = bf_try_calloc(P, 1, what)) ||
+        !(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, (size_t)o->batch), "a batch of images")))
+        return -1;
+    for (int i = 0; i < t->fn->n_info; i++)
+        if (!t->fn->info[i].no_decay) memset(t->decay + t->fn->info[i].offset, 1, t->fn->info[i].numel);
     for (int k = 0; k < t->nshards; k++) {
-        bf_feat_acts_init(&t->acts[k], t->fn, (o->batch + t->nshards - 1) / t->nshards);
-        if (k) t->shard_grads[k] = bf_malloc(sizeof(float) * P);
+        if (bf_feat_acts_try_init(&t->acts[k], t->fn, (o->batch + t->nshards - 1) / t->nshards)) return -1;
+        if (k && !(t->shard_grads[k] = bf_try_calloc(P, sizeof(float), "a shard's gradients"))) return -1;
     }
+    return 0;
 }
 
 static void trainer_free(trainer *t) {
@@ -230,11 +236,8 @@ static int final_eval(trainer *t, double *acc) {
     return save(t, *acc);
 }
 
-int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
-    if (test_accuracy) *test_accuracy = -1.0;
-    if (check_opts(o)) return -1;
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (bf_make_run_dir(o->out_dir)) return -1;
+/* The run, in its run folder (locked by the caller). */
+static int train_in_run_dir(const bf_features_train_opts *o, double *test_accuracy) {
     bf_dataset ds = {0};
     if (bf_dataset_load(&ds, o->data, "train")) return -1;
     bf_features_config c = o->model;
@@ -244,7 +247,8 @@ int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
     t.fn = bf_features_new(&c);
     if (!t.fn) goto done;
     bf_features_init(t.fn, o->seed);
-    trainer_alloc(&t, &ds);
+    bf_divergence_init(&t.div, 0, "a lower --lr or more --warmup");
+    if (trainer_alloc(&t, &ds)) goto done;
     t.steps_per_epoch = (ds.n + o->batch - 1) / o->batch;
     t.steps = o->steps > 0 ? o->steps : o->epochs * t.steps_per_epoch;
     snprintf(t.path, sizeof t.path, "%s/features.safetensors", o->out_dir);
@@ -263,5 +267,16 @@ int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
 done:
     trainer_free(&t);
     bf_dataset_free(&ds);
+    return rc;
+}
+
+int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
+    if (test_accuracy) *test_accuracy = -1.0;
+    if (bf_train_features_check_opts(o)) return -1;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    bf_dir_lock lock;
+    if (bf_run_dir_open(&lock, o->out_dir, 0, o->overwrite)) return -1;
+    int rc = train_in_run_dir(o, test_accuracy);
+    bf_dir_unlock(&lock);
     return rc;
 }

@@ -70,6 +70,10 @@ static char *opts_json(const bf_train_opts *o, long step) {
     cJSON_AddStringToObject(j, "label_drop", buf);
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)o->seed);
     cJSON_AddStringToObject(j, "seed", buf);
+    snprintf(buf, sizeof buf, "%d", o->batch);
+    cJSON_AddStringToObject(j, "batch", buf);
+    snprintf(buf, sizeof buf, "%d", o->steps);
+    cJSON_AddStringToObject(j, "steps", buf);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -99,10 +103,7 @@ static int load_state(run_state *s, const bf_train_opts *o) {
     if (!s->f) return -1;
     if (bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors")) return -1;
     size_t n = s->f->num_params;
-    s->grads = bf_calloc(n, sizeof(float));
-    s->m = bf_malloc(sizeof(float) * n);
-    s->v = bf_malloc(sizeof(float) * n);
-    s->ema = bf_malloc(sizeof(float) * n);
+    if (bf_alloc_train_buffers(n, s->f->params, &s->grads, &s->m, &s->v, &s->ema)) return -1;
     /* the state file is authoritative for the weights too */
     bf_train_state ts = {s->f->params, s->ema, s->m, s->v, n, 0};
     if (bf_train_state_load(&ts, path)) return -1;
@@ -110,16 +111,11 @@ static int load_state(run_state *s, const bf_train_opts *o) {
     return 0;
 }
 
-static void new_state(run_state *s, const bf_train_opts *o) {
-    s->f = bf_flow_new(&o->model);
+static int new_state(run_state *s, const bf_train_opts *o) {
+    if (!(s->f = bf_flow_new(&o->model))) return -1;
     bf_flow_init(s->f, o->seed);
-    size_t n = s->f->num_params;
-    s->grads = bf_calloc(n, sizeof(float));
-    s->m = bf_calloc(n, sizeof(float));
-    s->v = bf_calloc(n, sizeof(float));
-    s->ema = bf_malloc(sizeof(float) * n);
-    memcpy(s->ema, s->f->params, sizeof(float) * n);
     s->step = 0;
+    return bf_alloc_train_buffers(s->f->num_params, s->f->params, &s->grads, &s->m, &s->v, &s->ema);
 }
 
 static void free_state(run_state *s) {
@@ -142,6 +138,7 @@ typedef struct {
     float *img, *tok;
     int *y, *idx;
     bf_data_order order;
+    bf_divergence div;
     FILE *log;
 } trainer;
 
@@ -158,19 +155,10 @@ static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
     bf_patchify(t->tok, t->img, B, c->in_channels, c->img_size, c->img_size, c->patch_size);
     double loss = bf_flow_step_sharded(f, f->params, t->acts, t->shard_grads, t->nshards,
                                        s->grads, t->tok, t->y, B);
-    *loss_out = loss;
-    if (!isfinite(loss)) {
-        bf_set_error("step %ld: the loss is %g; the update was not applied and the weights are "
-                     "those of step %ld (try a lower --lr, a --bound, or more --warmup)",
-                     s->step + 1, loss, s->step);
-        return -1;
-    }
     double gn = bf_grad_norm(s->grads, f->num_params);
+    *loss_out = loss;
     *gnorm_out = gn;
-    if (!isfinite(gn)) {
-        bf_set_error("step %ld: the gradient norm is %g; the update was not applied", s->step + 1, gn);
-        return -1;
-    }
+    if (bf_divergence_check(&t->div, s->step + 1, loss, gn)) return -1;
     bf_clip_grad(s->grads, f->num_params, gn, o->grad_clip);
     bf_adamw_hparams h = {bf_lr_schedule(s->step, o->warmup, o->steps, o->lr, o->min_lr),
                           o->beta1, o->beta2, o->eps, o->weight_decay};
@@ -239,8 +227,10 @@ static int train_loop(trainer *t) {
                 if (!o->quiet) fprintf(stderr, "step %6ld | test bits/dim (EMA, 2000 images) %.4f\n", s->step, bpd);
             }
         }
-        if (((o->ckpt_every && s->step % o->ckpt_every == 0) || last) && save_state(s, o))
-            return -1;
+        if ((o->ckpt_every && s->step % o->ckpt_every == 0) || last) {
+            if (save_state(s, o)) return -1;
+            t->div.saved_step = s->step;
+        }
     }
     if (bf_stop_requested()) {
         if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
@@ -249,43 +239,99 @@ static int train_loop(trainer *t) {
     return 0;
 }
 
-int bf_train_flow(const bf_train_opts *o) {
-    if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 || !(o->sigma >= 0) ||
-        !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1)) {
-        bf_set_error("training options out of range (batch, steps > 0; lr > 0; 0 <= label drop <= 1; "
-                     "0 <= ema decay < 1)");
+static const char *const NOISE_NAMES[] = {"gauss", "uniform", NULL};   /* by bf_noise */
+_Static_assert(sizeof(bf_noise) == sizeof(int), "bf_noise is read as an int");
+
+int bf_train_flow_run_opts(bf_train_opts *o, bf_run_opt *out) {
+    const bf_run_opt t[] = {
+        {"seed", "--seed", BF_RUN_U64, &o->seed, NULL, 1},
+        {"noise", "--noise", BF_RUN_NAME, &o->noise, NOISE_NAMES, 1},
+        {"sigma", "--sigma", BF_RUN_FLOAT, &o->sigma, NULL, 1},
+        {"label_drop", "--label-drop", BF_RUN_FLOAT, &o->label_drop, NULL, 1},
+        {"batch", "--batch", BF_RUN_INT, &o->batch, NULL, 1},
+    };
+    memcpy(out, t, sizeof t);
+    return (int)(sizeof t / sizeof t[0]);
+}
+
+/* A resumed run: the options that define it as recorded, and more steps than it has. */
+static int check_resume(const bf_train_opts *o, long step) {
+    char path[4096];
+    bf_train_opts copy = *o;
+    bf_run_opt r[BF_RUN_OPTS_MAX];
+    int n = bf_train_flow_run_opts(&copy, r);
+    if (bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
+        bf_run_opts_reconcile(r, n, path, NULL) != 0)
+        return -1;
+    if (o->steps < step) {
+        bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
+                     "can only be extended", o->steps, step, o->out_dir);
         return -1;
     }
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (bf_make_run_dir(o->out_dir)) return -1;
-    run_state s = {0};
-    if (o->resume) {
-        if (load_state(&s, o)) { free_state(&s); return -1; }
-        if (!o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
-    } else {
-        if (bf_flow_config_check(&o->model)) return -1;
-        new_state(&s, o);
+    return 0;
+}
+
+int bf_train_flow_check_opts(const bf_train_opts *o) {
+    const bf_range r[] = {
+        {"--batch", o->batch, 1, BF_MAX_BATCH, 0, 0}, {"--steps", o->steps, 1, INT_MAX, 0, 0},
+        BF_OPTIM_RANGES(o), {"--ema", o->ema_decay, 0, 1, 0, 1}, {"--sigma", o->sigma, 0, 10, 0, 1},
+        {"--label-drop", o->label_drop, 0, 1, 0, 0}, {"--ckpt-every", o->ckpt_every, 0, INT_MAX, 0, 0},
+        {"--log-every", o->log_every, 0, INT_MAX, 0, 0}, {"--eval-every", o->eval_every, 0, INT_MAX, 0, 0},
+        {"--threads", o->threads, 0, 4096, 0, 0},
+    };
+    if (bf_check_ranges(r, (int)(sizeof r / sizeof r[0]))) return -1;
+    if (!o->resume && bf_flow_config_check(&o->model)) return -1;   /* a resumed run keeps its own */
+    return 0;
+}
+
+/* Batch buffers, data order and one activation set and gradient buffer per shard. */
+static int alloc_trainer(trainer *t, const bf_dataset *ds) {
+    const bf_train_opts *o = t->o;
+    const bf_flow *f = t->s->f;
+    size_t px = (size_t)ds->c * ds->h * ds->w, B = (size_t)o->batch;
+    bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
+    t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
+    t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
+    t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
+    if (!(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, B), "a batch of images")) ||
+        !(t->tok = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, B), "a batch of tokens")) ||
+        !(t->y = bf_try_malloc(sizeof(int) * B, "a batch of labels")) ||
+        !(t->idx = bf_try_malloc(sizeof(int) * B, "a batch of indices")))
+        return -1;
+    for (int k = 0; k < t->nshards; k++) {
+        if (bf_flow_acts_try_init(&t->acts[k], f, (o->batch + t->nshards - 1) / t->nshards)) return -1;
+        if (k && !(t->shard_grads[k] = bf_try_calloc(f->num_params, sizeof(float), "a shard's gradients")))
+            return -1;
     }
-    s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params);
+    return 0;
+}
+
+static void free_trainer(trainer *t) {
+    if (t->log) fclose(t->log);
+    for (int k = 0; k < t->nshards; k++) {
+        bf_flow_acts_free(&t->acts[k]);
+        free(t->shard_grads[k]);
+    }
+    free(t->acts);
+    free(t->shard_grads);
+    free(t->img); free(t->tok); free(t->y); free(t->idx);
+    bf_data_order_free(&t->order);
+}
+
+/* The run, in its run folder (locked by the caller). */
+static int train_in_run_dir(const bf_train_opts *o) {
+    run_state s = {0};
     trainer t = {.o = o, .s = &s};
     bf_dataset ds = {0}, test = {0};
     int rc = -1;
+    if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
+    if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
+    if (!(s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params))) goto done;
+    bf_divergence_init(&t.div, s.step, "a lower --lr, a --bound, or more --warmup");
     if (bf_dataset_load(&ds, o->data, "train") || check_data_fits(&s.f->cfg, &ds)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
     t.ds = &ds;
-    size_t px = (size_t)ds.c * ds.h * ds.w;
-    t.img = bf_malloc(sizeof(float) * px * o->batch);
-    t.tok = bf_malloc(sizeof(float) * px * o->batch);
-    t.y = bf_malloc(sizeof(int) * o->batch);
-    t.idx = bf_malloc(sizeof(int) * o->batch);
-    bf_data_order_init(&t.order, ds.n, o->seed, BF_ORDER_SALT_FLOW);
-    t.nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
-    t.acts = bf_calloc((size_t)t.nshards, sizeof *t.acts);
-    t.shard_grads = bf_calloc((size_t)t.nshards, sizeof *t.shard_grads);
-    for (int k = 0; k < t.nshards; k++) {
-        bf_flow_acts_init(&t.acts[k], s.f, (o->batch + t.nshards - 1) / t.nshards);
-        if (k) t.shard_grads[k] = bf_malloc(sizeof(float) * s.f->num_params);
-    }
+    if (alloc_trainer(&t, &ds)) goto done;
     t.log = bf_open_log(o->out_dir, s.step);
     if (!t.log) { bf_set_error("cannot open the log in '%s'", o->out_dir); goto done; }
     if (!o->quiet)
@@ -295,17 +341,19 @@ int bf_train_flow(const bf_train_opts *o) {
     rc = train_loop(&t);
     bf_stop_signals_restore();
 done:
-    if (t.log) fclose(t.log);
-    for (int k = 0; k < t.nshards; k++) {
-        bf_flow_acts_free(&t.acts[k]);
-        free(t.shard_grads[k]);
-    }
-    free(t.acts);
-    free(t.shard_grads);
-    free(t.img); free(t.tok); free(t.y); free(t.idx);
-    bf_data_order_free(&t.order);
+    free_trainer(&t);
     bf_dataset_free(&ds);
     bf_dataset_free(&test);
     free_state(&s);
+    return rc;
+}
+
+int bf_train_flow(const bf_train_opts *o) {
+    if (bf_train_flow_check_opts(o)) return -1;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    bf_dir_lock lock;
+    if (bf_run_dir_open(&lock, o->out_dir, o->resume, o->overwrite)) return -1;
+    int rc = train_in_run_dir(o);
+    bf_dir_unlock(&lock);
     return rc;
 }

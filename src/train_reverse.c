@@ -79,6 +79,8 @@ static char *opts_json(const bf_reverse_train_opts *o, long step, float sigma) {
     PUT("perceptual", "%g", (double)o->perceptual);
     if (o->perceptual > 0) cJSON_AddStringToObject(j, "features", o->features);
     PUT("seed", "%llu", (unsigned long long)o->seed);
+    PUT("batch", "%d", o->batch);
+    PUT("steps", "%d", o->steps);
 #undef PUT
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -103,13 +105,8 @@ static int save_state(const run_state *s, const bf_reverse_train_opts *o) {
     return rc ? -1 : 0;
 }
 
-static void alloc_moments(run_state *s) {
-    size_t n = s->r->num_params;
-    s->grads = bf_calloc(n, sizeof(float));
-    s->m = bf_calloc(n, sizeof(float));
-    s->v = bf_calloc(n, sizeof(float));
-    s->ema = bf_malloc(sizeof(float) * n);
-    memcpy(s->ema, s->r->params, sizeof(float) * n);
+static int alloc_moments(run_state *s) {
+    return bf_alloc_train_buffers(s->r->num_params, s->r->params, &s->grads, &s->m, &s->v, &s->ema);
 }
 
 static int load_state(run_state *s, const bf_reverse_train_opts *o) {
@@ -117,8 +114,8 @@ static int load_state(run_state *s, const bf_reverse_train_opts *o) {
     if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors")) return -1;
     if (!(s->r = bf_reverse_load(path, 0))) return -1;
     if (bf_reverse_check_flow(s->r, s->f, o->flow)) return -1;
-    if (bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors")) return -1;
-    alloc_moments(s);
+    if (bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors") || alloc_moments(s))
+        return -1;
     bf_train_state ts = {s->r->params, s->ema, s->m, s->v, s->r->num_params, 0};
     if (bf_train_state_load(&ts, path)) return -1;   /* the state file is authoritative */
     s->step = ts.step;
@@ -140,8 +137,50 @@ static int new_state(run_state *s, const bf_reverse_train_opts *o) {
     bf_reverse_init(s->r, o->seed);
     s->sigma = o->sigma >= 0 ? o->sigma : s->f->trained_sigma;
     if (bf_reverse_set_flow(s->r, o->flow, s->sigma)) return -1;
-    alloc_moments(s);
     s->step = 0;
+    return alloc_moments(s);
+}
+
+static const char *const INVERSE_NAMES[] = {"align", "naive", "distill", NULL};   /* by kind */
+static const char *const NORM_NAMES[] = {"off", "sample", "token", NULL};        /* BF_NORM_* */
+static const char *const ONOFF_NAMES[] = {"off", "on", NULL};
+_Static_assert(sizeof(bf_inverse_kind) == sizeof(int), "bf_inverse_kind is read as an int");
+
+int bf_train_reverse_run_opts(bf_reverse_train_opts *o, bf_run_opt *out) {
+    const bf_run_opt t[] = {
+        {"seed", "--seed", BF_RUN_U64, &o->seed, NULL, 1},
+        {"label_drop", "--label-drop", BF_RUN_FLOAT, &o->label_drop, NULL, 1},
+        {"batch", "--batch", BF_RUN_INT, &o->batch, NULL, 1},
+        {"inverse", "--inverse", BF_RUN_NAME, &o->inverse, INVERSE_NAMES, 1},
+        {"norm_control", "--norm-control", BF_RUN_NAME, &o->norm_control, NORM_NAMES, 1},
+        {"adapt_p", "--adaptive-p", BF_RUN_FLOAT, &o->adapt_p, NULL, 1},
+        {"adapt_eps", "--adaptive-eps", BF_RUN_FLOAT, &o->adapt_eps, NULL, 1},
+        {"align_weight", "--align-weight", BF_RUN_FLOAT, &o->align_weight, NULL, 1},
+        {"cfg_train", "--cfg-train", BF_RUN_NAME, &o->cfg_train, ONOFF_NAMES, 1},
+        {"w_max", "--w-max", BF_RUN_FLOAT, &o->w_max, NULL, 1},
+        {"perceptual", "--perceptual", BF_RUN_FLOAT, &o->perceptual, NULL, 1},
+        {"features", "--features", BF_RUN_STR, &o->features, NULL, 1},   /* recorded with perceptual > 0 */
+        {"sigma", "--sigma", BF_RUN_FLOAT, &o->sigma, NULL, 1},          /* the last: see check_resume */
+    };
+    memcpy(out, t, sizeof t);
+    return (int)(sizeof t / sizeof t[0]);
+}
+
+/* A resumed run: the options that define it as recorded, and more steps than it has. */
+static int check_resume(const bf_reverse_train_opts *o, long step) {
+    char path[4096];
+    bf_reverse_train_opts copy = *o;
+    bf_run_opt r[BF_RUN_OPTS_MAX];
+    int n = bf_train_reverse_run_opts(&copy, r);
+    if (o->sigma < 0) n--;   /* sigma < 0: F's, whatever the run recorded */
+    if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors") ||
+        bf_run_opts_reconcile(r, n, path, NULL) != 0)
+        return -1;
+    if (o->steps < step) {
+        bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
+                     "can only be extended", o->steps, step, o->out_dir);
+        return -1;
+    }
     return 0;
 }
 
@@ -168,6 +207,7 @@ typedef struct {
     float *clean, *noisy, *tok_clean, *tok_noisy, *w;
     int *y, *idx;
     bf_data_order order;
+    bf_divergence div;
     FILE *log;
 } trainer;
 
@@ -278,16 +318,11 @@ static int step_once(trainer *t, double *loss, double *gnorm, bf_reverse_loss_pa
     bf_patchify(t->tok_clean, t->clean, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
     bf_patchify(t->tok_noisy, t->noisy, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
     *loss = sharded_step(t, parts);
-    if (!isfinite(*loss)) {
-        bf_set_error("step %ld: the loss is %g; the update was not applied and the weights are "
-                     "those of step %ld (try a lower --lr or more --warmup)", s->step + 1, *loss, s->step);
-        return -1;
-    }
     *gnorm = bf_grad_norm(s->grads, s->r->num_params);
-    if (!isfinite(*gnorm)) {
-        bf_set_error("step %ld: the gradient norm is %g; the update was not applied", s->step + 1, *gnorm);
-        return -1;
-    }
+    /* adaptive weighting bounds the loss (D / (D + eps) < 1 per term): the raw distances are
+     * what grows when G diverges */
+    double raw = isfinite(*loss) ? parts->align + parts->rec + parts->perc : *loss;
+    if (bf_divergence_check(&t->div, s->step + 1, raw, *gnorm)) return -1;
     bf_clip_grad(s->grads, s->r->num_params, *gnorm, o->grad_clip);
     bf_adamw_hparams h = {bf_lr_schedule(s->step, o->warmup, o->steps, o->lr, o->min_lr),
                           o->beta1, o->beta2, o->eps, o->weight_decay};
@@ -355,8 +390,10 @@ static int train_loop(trainer *t) {
             memset(&acc, 0, sizeof acc);
         }
         if (o->eval_every && t->test && (s->step % o->eval_every == 0 || last)) evaluate(t);
-        if (((o->ckpt_every && s->step % o->ckpt_every == 0) || last) && save_state(s, o))
-            return -1;
+        if ((o->ckpt_every && s->step % o->ckpt_every == 0) || last) {
+            if (save_state(s, o)) return -1;
+            t->div.saved_step = s->step;
+        }
     }
     if (bf_stop_requested()) {
         if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
@@ -365,57 +402,73 @@ static int train_loop(trainer *t) {
     return 0;
 }
 
-static int check_opts(const bf_reverse_train_opts *o) {
+int bf_train_reverse_check_opts(const bf_reverse_train_opts *o) {
     if (!o->flow) { bf_set_error("a forward model is required (--flow)"); return -1; }
-    if (o->batch <= 0 || o->steps <= 0 || !(o->lr > 0) || o->warmup < 0 ||
-        !(o->label_drop >= 0 && o->label_drop <= 1) || !(o->ema_decay >= 0 && o->ema_decay < 1) ||
-        !(o->w_max >= 0 && o->w_max < 1e4f) || !(o->adapt_p >= 0) || !(o->adapt_eps > 0) ||
-        !(o->align_weight >= 0) || !(o->sigma < 10.0f) || !(o->perceptual >= 0)) {
-        bf_set_error("training options out of range (batch, steps > 0; lr > 0; 0 <= label drop "
-                     "<= 1; 0 <= ema < 1; w max >= 0; adaptive p >= 0, eps > 0; align weight >= 0)");
+    const bf_range r[] = {
+        {"--batch", o->batch, 1, BF_MAX_BATCH, 0, 0}, {"--steps", o->steps, 1, INT_MAX, 0, 0},
+        BF_OPTIM_RANGES(o), {"--ema", o->ema_decay, 0, 1, 0, 1},
+        {"--sigma", o->sigma, -INFINITY, 10, 1, 1}, {"--label-drop", o->label_drop, 0, 1, 0, 0},
+        {"--w-max", o->w_max, 0, 1e4, 0, 1}, {"--adaptive-p", o->adapt_p, 0, INFINITY, 0, 1},
+        {"--adaptive-eps", o->adapt_eps, 0, INFINITY, 1, 1},
+        {"--align-weight", o->align_weight, 0, INFINITY, 0, 1},
+        {"--perceptual", o->perceptual, 0, INFINITY, 0, 1},
+        {"--ckpt-every", o->ckpt_every, 0, INT_MAX, 0, 0}, {"--log-every", o->log_every, 0, INT_MAX, 0, 0},
+        {"--eval-every", o->eval_every, 0, INT_MAX, 0, 0}, {"--threads", o->threads, 0, 4096, 0, 0},
+    };
+    return bf_check_ranges(r, (int)(sizeof r / sizeof r[0]));
+}
+
+/* Batch buffers (checked: the batch is the user's), data order, per-shard sets. */
+static int alloc_batch(trainer *t, const bf_dataset *ds) {
+    const bf_reverse_train_opts *o = t->o;
+    size_t px = (size_t)ds->c * ds->h * ds->w, B = (size_t)o->batch, bytes = BF_SIZE_PROD(sizeof(float), px, B);
+    const char *what = "a batch of images";
+    t->y = bf_malloc(sizeof(int) * B);   /* B <= BF_MAX_BATCH */
+    t->idx = bf_malloc(sizeof(int) * B);
+    t->w = bf_calloc(B, sizeof(float));
+    bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
+    return !(t->clean = bf_try_malloc(bytes, what)) || !(t->noisy = bf_try_malloc(bytes, what)) ||
+           !(t->tok_clean = bf_try_malloc(bytes, what)) || !(t->tok_noisy = bf_try_malloc(bytes, what)) ? -1 : 0;
+}
+
+static int alloc_shard(trainer *t, int k, int Bn) {
+    const bf_reverse_train_opts *o = t->o;
+    run_state *s = t->s;
+    if (bf_flow_acts_try_init(&t->fa[k], s->f, Bn) || bf_reverse_acts_try_init(&t->ga[k], s->r, Bn, 1) ||
+        (o->cfg_train && bf_reverse_acts_try_init(&t->ua[k], s->r, Bn, 0)))
         return -1;
+    if (s->fn) {
+        size_t nN = BF_SIZE_PROD((size_t)Bn, (size_t)s->r->T, (size_t)s->r->D, sizeof(float));
+        const char *what = "the perceptual term's images";
+        if (bf_feat_acts_try_init(&t->pa[k], s->fn, Bn) || bf_feat_acts_try_init(&t->pt[k], s->fn, Bn) ||
+            !(t->pimg[k] = bf_try_malloc(nN, what)) || !(t->pdimg[k] = bf_try_malloc(nN, what)) ||
+            !(t->pdq[k] = bf_try_malloc(nN, what)))
+            return -1;
     }
+    if (k && !(t->shard_grads[k] = bf_try_calloc(s->r->num_params, sizeof(float), "a shard's gradients")))
+        return -1;
     return 0;
 }
 
-static void alloc_trainer(trainer *t, const bf_dataset *ds) {
+static int alloc_trainer(trainer *t, const bf_dataset *ds) {
     const bf_reverse_train_opts *o = t->o;
-    run_state *s = t->s;
-    size_t px = (size_t)ds->c * ds->h * ds->w, B = (size_t)o->batch;
-    t->clean = bf_malloc(sizeof(float) * px * B);
-    t->noisy = bf_malloc(sizeof(float) * px * B);
-    t->tok_clean = bf_malloc(sizeof(float) * px * B);
-    t->tok_noisy = bf_malloc(sizeof(float) * px * B);
-    t->w = bf_calloc(B, sizeof(float));
-    t->y = bf_malloc(sizeof(int) * B);
-    t->idx = bf_malloc(sizeof(int) * B);
-    bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
     t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
     int Bn = (o->batch + t->nshards - 1) / t->nshards;
-    t->fa = bf_calloc((size_t)t->nshards, sizeof *t->fa);
-    t->ga = bf_calloc((size_t)t->nshards, sizeof *t->ga);
-    t->ua = bf_calloc((size_t)t->nshards, sizeof *t->ua);
-    t->parts = bf_calloc((size_t)t->nshards, sizeof *t->parts);
-    t->pa = bf_calloc((size_t)t->nshards, sizeof *t->pa);
-    t->pt = bf_calloc((size_t)t->nshards, sizeof *t->pt);
-    t->pimg = bf_calloc((size_t)t->nshards, sizeof *t->pimg);
-    t->pdimg = bf_calloc((size_t)t->nshards, sizeof *t->pdimg);
-    t->pdq = bf_calloc((size_t)t->nshards, sizeof *t->pdq);
-    t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
-    for (int k = 0; k < t->nshards; k++) {
-        bf_flow_acts_init(&t->fa[k], s->f, Bn);
-        bf_reverse_acts_init(&t->ga[k], s->r, Bn, 1);
-        if (o->cfg_train) bf_reverse_acts_init(&t->ua[k], s->r, Bn, 0);
-        if (s->fn) {
-            size_t nN = (size_t)Bn * s->r->T * s->r->D;
-            bf_feat_acts_init(&t->pa[k], s->fn, Bn);
-            bf_feat_acts_init(&t->pt[k], s->fn, Bn);
-            t->pimg[k] = bf_malloc(sizeof(float) * nN);
-            t->pdimg[k] = bf_malloc(sizeof(float) * nN);
-            t->pdq[k] = bf_malloc(sizeof(float) * nN);
-        }
-        if (k) t->shard_grads[k] = bf_malloc(sizeof(float) * s->r->num_params);
-    }
+    size_t k = (size_t)t->nshards;
+    t->fa = bf_calloc(k, sizeof *t->fa);
+    t->ga = bf_calloc(k, sizeof *t->ga);
+    t->ua = bf_calloc(k, sizeof *t->ua);
+    t->parts = bf_calloc(k, sizeof *t->parts);
+    t->pa = bf_calloc(k, sizeof *t->pa);
+    t->pt = bf_calloc(k, sizeof *t->pt);
+    t->pimg = bf_calloc(k, sizeof *t->pimg);
+    t->pdimg = bf_calloc(k, sizeof *t->pdimg);
+    t->pdq = bf_calloc(k, sizeof *t->pdq);
+    t->shard_grads = bf_calloc(k, sizeof *t->shard_grads);
+    if (alloc_batch(t, ds)) return -1;
+    for (int i = 0; i < t->nshards; i++)
+        if (alloc_shard(t, i, Bn)) return -1;
+    return 0;
 }
 
 static void free_trainer(trainer *t) {
@@ -452,18 +505,18 @@ static int check_data(const bf_reverse *r, const bf_dataset *ds) {
     return 0;
 }
 
-int bf_train_reverse(const bf_reverse_train_opts *o) {
-    if (check_opts(o)) return -1;
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (bf_make_run_dir(o->out_dir)) return -1;
+/* The run, in its run folder (locked by the caller). */
+static int train_in_run_dir(const bf_reverse_train_opts *o) {
     run_state s = {0};
     trainer t = {.o = o, .s = &s};
     bf_dataset ds = {0}, test = {0};
     int rc = -1;
     if (!(s.f = bf_flow_load(o->flow, 1))) goto done;
-    if (o->resume ? load_state(&s, o) : new_state(&s, o)) goto done;
+    if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
     if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
-    s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params);
+    if (!(s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params))) goto done;
+    bf_divergence_init(&t.div, s.step, "a lower --lr or more --warmup");
+    t.div.quantity = "the unweighted loss (alignment, reconstruction and perceptual distances)";
     if (o->perceptual > 0) {
         if (!(s.fn = bf_features_load(o->features))) goto done;
         const bf_features_config *fc = bf_features_get_config(s.fn);
@@ -486,7 +539,7 @@ int bf_train_reverse(const bf_reverse_train_opts *o) {
     if (bf_dataset_load(&ds, o->data, "train") || check_data(s.r, &ds)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
     t.ds = &ds;
-    alloc_trainer(&t, &ds);
+    if (alloc_trainer(&t, &ds)) goto done;
     if (!(t.log = bf_open_log(o->out_dir, s.step))) {
         bf_set_error("cannot open the log in '%s'", o->out_dir);
         goto done;
@@ -506,6 +559,16 @@ done:
     bf_dataset_free(&ds);
     bf_dataset_free(&test);
     free_state(&s);
+    return rc;
+}
+
+int bf_train_reverse(const bf_reverse_train_opts *o) {
+    if (bf_train_reverse_check_opts(o)) return -1;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    bf_dir_lock lock;
+    if (bf_run_dir_open(&lock, o->out_dir, o->resume, o->overwrite)) return -1;
+    int rc = train_in_run_dir(o);
+    bf_dir_unlock(&lock);
     return rc;
 }
 

@@ -3,7 +3,10 @@
 #define BF_TRAIN_UTIL_H
 
 #include "biflow.h"
+#include "core.h"
 #include "flow.h"
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 
 /* Seeded data order: example k of training is perm[k % n] of epoch k / n. salt tells the
@@ -21,10 +24,20 @@ int bf_path_join(char *buf, size_t n, const char *dir, const char *name);
  * run's log tells one consistent story. */
 FILE *bf_open_log(const char *dir, long keep_upto_step);
 void bf_fmt_duration(char *buf, size_t n, double seconds);
-/* Creates the run folder if needed. */
-int bf_make_run_dir(const char *dir);
-/* 1 where weight decay applies (matrices), from a tensor table. */
+/* Opens a trainer's run folder for writing, holding lock until bf_dir_unlock:
+ * - refuses a path that is a file, and a missing folder when resuming (a new run creates it);
+ * - takes the folder's exclusive lock (DIR/.lock; refused while another process holds it);
+ * - removes the temporary files killed writers left behind (NAME.tmp.PID of a dead PID);
+ * - refuses to start a new run (resume = 0) in a folder that holds one (a checkpoint, a
+ *   resume state or log.jsonl of any trainer) unless overwrite, which deletes those files. */
+int bf_run_dir_open(bf_dir_lock *lock, const char *dir, int resume, int overwrite);
+/* 1 where weight decay applies (matrices), from a tensor table; NULL (with a message) when
+ * the memory cannot be had. */
 unsigned char *bf_decay_mask(const bf_param_info *info, int n_info, size_t num_params);
+/* The optimiser's buffers for n parameters: grads, m, v zeroed, ema a copy of params. -1 with
+ * a message when the memory cannot be had (what was allocated is left for the caller to free). */
+int bf_alloc_train_buffers(size_t n, const float *params, float **grads, float **m, float **v,
+                           float **ema);
 /* What a run needs to resume, in any trainer: the weights, their EMA and the AdamW moments
  * (n floats each, one layout) and the step. */
 typedef struct { float *params, *ema, *m, *v; size_t n; long step; } bf_train_state;
@@ -34,6 +47,68 @@ int bf_train_state_save(const bf_train_state *s, const char *path, const char *f
 /* Checks every tensor's name, dtype and size before copying into s's buffers (n and the
  * pointers set by the caller); a negative step is refused. */
 int bf_train_state_load(bf_train_state *s, const char *path);
+
+/* An option's value and its allowed range: lo <= v <= hi, with lo or hi excluded where *_open;
+ * a value must also be finite (NaN and infinities are always refused). */
+typedef struct { const char *name; double v, lo, hi; int lo_open, hi_open; } bf_range;
+/* -1 naming the first option outside its range ("--beta2 2: must be in [0, 1)"). */
+int bf_check_ranges(const bf_range *r, int n);
+/* The ranges of the optimiser's options every trainer shares (8 entries). */
+#define BF_OPTIM_RANGES(o)                                                                 \
+    {"--lr", (o)->lr, 0, INFINITY, 1, 1}, {"--min-lr", (o)->min_lr, 0, INFINITY, 0, 1},      \
+    {"--wd", (o)->weight_decay, 0, INFINITY, 0, 1}, {"--beta1", (o)->beta1, 0, 1, 0, 1},     \
+    {"--beta2", (o)->beta2, 0, 1, 0, 1}, {"--eps", (o)->eps, 0, INFINITY, 1, 1},             \
+    {"--clip", (o)->grad_clip, 0, INFINITY, 0, 1},                                           \
+    {"--warmup", (o)->warmup, 0, INT_MAX, 0, 0}
+
+/* An option that defines a run (seed, noise, loss, batch, ...): a resumed run keeps the value
+ * its checkpoint records. */
+typedef enum { BF_RUN_INT, BF_RUN_U64, BF_RUN_FLOAT, BF_RUN_STR, BF_RUN_NAME } bf_run_kind;
+typedef struct {
+    const char *key;            /* its metadata key in the checkpoint */
+    const char *option;         /* the command-line option, for messages ("--seed") */
+    bf_run_kind kind;
+    void *value;                /* int, uint64_t, float, const char *, or (NAME) an int index */
+    const char *const *names;   /* NAME: names by index; the file holds a name or an index */
+    int given;                  /* set explicitly: must equal the recorded value */
+} bf_run_opt;
+/* Reconciles options with the values the checkpoint at path records: a given option that
+ * differs is refused (-1) with a message naming both values; one not given takes the recorded
+ * value (strings are copied and stay allocated). Keys the file does not hold (checkpoints
+ * older than the key) are left alone. -2 when the file cannot be read. *step (may be NULL):
+ * the recorded "step", -1 if none. */
+int bf_run_opts_reconcile(bf_run_opt *opts, int n, const char *path, long *step);
+/* The options that define a run of each trainer, over o's fields (given = 1, so that a check
+ * alone refuses any difference); the number of entries (at most BF_RUN_OPTS_MAX). */
+#define BF_RUN_OPTS_MAX 24
+int bf_train_flow_run_opts(bf_train_opts *o, bf_run_opt *out);
+int bf_train_reverse_run_opts(bf_reverse_train_opts *o, bf_run_opt *out);
+
+/* Option checks of the trainers (also run by the CLI before training, for exit status 2). */
+int bf_train_flow_check_opts(const bf_train_opts *o);
+int bf_train_reverse_check_opts(const bf_reverse_train_opts *o);
+int bf_train_features_check_opts(const bf_features_train_opts *o);
+
+/* Divergence: a step is not applied, and nothing is written from its state, when its loss or
+ * gradient norm is not finite, when its loss jumps far above the recent range (more than
+ * 100 max(|median|, max - min, 1e-3) above the median of the last BF_DIVERGE_WINDOW steps, from
+ * the second step of a run on), or when the gradient norm has been exactly 0 for
+ * BF_DIVERGE_ZERO_STEPS steps in a row (the model no longer learns). */
+#define BF_DIVERGE_WINDOW 50
+#define BF_DIVERGE_ZERO_STEPS 5
+typedef struct {
+    double loss[BF_DIVERGE_WINDOW];
+    int n, next, zero_run;
+    long saved_step;            /* the last checkpoint on disk (0: none), for the message */
+    const char *quantity;       /* what the loss is, for the message (default "the loss") */
+    const char *hint;           /* what to try, e.g. "a lower --lr or more --warmup" */
+} bf_divergence;
+void bf_divergence_init(bf_divergence *d, long saved_step, const char *hint);
+/* Step `step` (1-based: the update about to be applied), with its loss (a quantity that grows
+ * when training goes wrong: an adaptively weighted loss that saturates does not) and gradient
+ * norm: 0 when it may be applied (the loss then joins the history); -1 with a message when
+ * training has diverged. */
+int bf_divergence_check(bf_divergence *d, long step, double loss, double gnorm);
 
 /* Asks the training loop to stop after the current step (SIGINT, SIGTERM). */
 void bf_stop_signals_install(void);

@@ -55,5 +55,8 @@ extern int bf_test_fail_count;      /* failures inside the current test */
 const char *bf_test_shared(const char *rel);
 /* A fresh scratch directory for this test run (removed at exit). */
 const char *bf_test_tmpdir(void);
+/* Runs a shell command (printf-style), its stdout and stderr together captured into out (n
+ * bytes, may be NULL); returns the exit status, or 128 + the signal that ended it. */
+int bf_test_sh(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -3,8 +3,10 @@
 
 #include "test.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct { const char *name, *file; bf_test_fn fn; int order; } test_entry;
@@ -37,6 +39,26 @@ const char *bf_test_tmpdir(void) {
         BF_ASSERT(mkdtemp(tmpdir) != NULL);
     }
     return tmpdir;
+}
+
+int bf_test_sh(char *out, size_t n, const char *fmt, ...) {
+    char cmd[4096], log[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(cmd, sizeof cmd - 600, fmt, ap);
+    va_end(ap);
+    BF_ASSERT(len > 0 && (size_t)len < sizeof cmd - 600);
+    snprintf(log, sizeof log, "%s/sh-output.txt", bf_test_tmpdir());
+    snprintf(cmd + len, sizeof cmd - (size_t)len, " >'%s' 2>&1", log);
+    int st = system(cmd);
+    int rc = st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (out && n) {
+        FILE *fp = fopen(log, "r");
+        size_t k = fp ? fread(out, 1, n - 1, fp) : 0;
+        out[k] = 0;
+        if (fp) fclose(fp);
+    }
+    return rc;
 }
 
 static int by_file_then_order(const void *a, const void *b) {

@@ -26,7 +26,9 @@ train() {   # train NAME [train-reverse options...]
     local name=$1; shift
     if [ -f "$OUT/$name/done" ]; then echo "== $name: trained already"; return; fi
     local resume=()
-    [ -f "$OUT/$name/reverse_state.safetensors" ] && resume=(--resume)
+    if [ -f "$OUT/$name/reverse_state.safetensors" ]; then resume=(--resume)
+    elif [ -d "$OUT/$name" ]; then resume=(--overwrite)   # killed before its first checkpoint
+    fi
     echo "== training $name ($STEPS steps)"
     $BIN train-reverse --flow "$FLOW" --out "$OUT/$name" --steps "$STEPS" --seed "$SEED" \
         --warmup 100 --eval-every 0 --final-eval 0 --log-every 50 "${resume[@]}" "$@"

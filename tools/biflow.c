@@ -11,6 +11,7 @@
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/gemm.h"
+#include "../src/train_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -44,6 +45,45 @@ static int parse_noise(const char *s, bf_noise *n) {
 }
 
 /* ------------------------------------------------------------------ train-flow */
+/* --resume: the options that define the run are its checkpoint's. One given on the command
+ * line that differs is refused; one not given (and --steps) takes the recorded value. Returns
+ * 0, or -1 with a message (a usage error). A missing or unreadable checkpoint is left to the
+ * trainer to report. */
+static int adopt_flow_run(bf_train_opts *o, const shape_opts *sh) {
+    char path[4096], cfg_names[6][128];
+    bf_run_opt r[BF_RUN_OPTS_MAX + 1];
+    int n = bf_train_flow_run_opts(o, r);
+    for (int i = 0; i < n; i++) r[i].given = cli_given(r[i].option + 2);
+    if (!cli_given("steps")) r[n++] = (bf_run_opt){"steps", "--steps", BF_RUN_INT, &o->steps, NULL, 0};
+    long step;
+    if (bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors")) return -1;
+    int rc = bf_run_opts_reconcile(r, n, path, &step);
+    if (rc) return rc == -2 ? 0 : -1;
+    if (o->steps < step) {
+        bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
+                     "can only be extended", o->steps, step, o->out_dir);
+        return -1;
+    }
+    bf_flow_config *c = &o->model;   /* the model's shape, recorded in flow.safetensors */
+    bf_run_opt m[] = {
+        {"channels", "--width", BF_RUN_INT, &c->channels, NULL, 0},
+        {"num_blocks", "--blocks", BF_RUN_INT, &c->num_blocks, NULL, 0},
+        {"layers_per_block", "--layers", BF_RUN_INT, &c->layers_per_block, NULL, 0},
+        {"patch_size", "--patch", BF_RUN_INT, &c->patch_size, NULL, 0},
+        {"head_dim", "--head-dim", BF_RUN_INT, &c->head_dim, NULL, 0},
+        {"bound", "--bound", BF_RUN_FLOAT, &c->bound, NULL, 0},
+    };
+    for (int i = 0; i < 6; i++) {
+        int own = cli_given(m[i].option + 2);
+        m[i].given = own || cli_given("config");
+        if (own) continue;
+        snprintf(cfg_names[i], sizeof cfg_names[i], "--config %s (its %s)", sh->config, m[i].option);
+        m[i].option = cfg_names[i];
+    }
+    if (bf_path_join(path, sizeof path, o->out_dir, "flow.safetensors")) return -1;
+    return bf_run_opts_reconcile(m, 6, path, NULL) == -1 ? -1 : 0;
+}
+
 static int cmd_train_flow(int argc, char **argv) {
     bf_train_opts o;
     bf_train_opts_default(&o);
@@ -69,7 +109,8 @@ static int cmd_train_flow(int argc, char **argv) {
         {"log-every", OPT_INT, &o.log_every, "progress line and log record every N steps"},
         {"eval-every", OPT_INT, &o.eval_every, "test bits/dim on 2000 images every N steps (0 = off)"},
         {"final-eval", OPT_INT, &final_eval, "test images for the final bits/dim (0 = skip)"},
-        {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint"},
+        {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint, with its recorded options (--steps may extend it)"},
+        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
         {NULL, 0, NULL, NULL},
@@ -80,7 +121,9 @@ static int cmd_train_flow(int argc, char **argv) {
                            "Named configurations: fmnist-tiny, fmnist-small, fmnist-base, cifar-small.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (parse_noise(noise, &o.noise) || resolve_shape(&o.model, &sh)) return fail();
+    if (parse_noise(noise, &o.noise) || resolve_shape(&o.model, &sh) ||
+        (o.resume && adopt_flow_run(&o, &sh)) || bf_train_flow_check_opts(&o))
+        return cli_usage_fail("train-flow");
     int trc = bf_train_flow(&o);
     if (trc < 0) return fail();
     if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
@@ -176,6 +219,7 @@ static int bench_train(int argc, char **argv) {
     bf_flow_config c;
     if (resolve_shape(&c, &sh)) return fail();
     bf_flow *f = bf_flow_new(&c);
+    if (!f) return fail();
     bf_flow_init(f, 1);
     size_t n = f->num_params, N = (size_t)f->T * f->D;
     float *grads = bf_calloc(n, sizeof(float)), *m = bf_calloc(n, sizeof(float));
@@ -353,7 +397,7 @@ static int bench_sample(int argc, char **argv) {
         bf_flow_config c;
         if (resolve_shape(&c, &sh)) return fail();
         if (c.bound == 0.0f) c.bound = 2.0f;   /* random blocks need a bound to stay finite */
-        f = bf_flow_new(&c);
+        if (!(f = bf_flow_new(&c))) return fail();
         bf_flow_init(f, 1);
         bf_rng r;
         bf_rng_seed(&r, 2);
@@ -532,8 +576,10 @@ static int cmd_sample(int argc, char **argv) {
                            "Samples images: by inverting the forward model F (exact, jacobi) or in one\n"
                            "pass of the learned reverse model G (biflow).", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (a.n <= 0 || a.scale <= 0 || a.scale > 32 || !(a.temperature >= 0)) {
-        fprintf(stderr, "biflow sample: --n must be > 0, --scale in 1..32, --temperature >= 0\n");
+    if (a.n <= 0 || a.scale <= 0 || a.scale > 32 || !(a.temperature >= 0) || !isfinite(a.temperature) ||
+        a.so.batch <= 0) {
+        fprintf(stderr, "biflow sample: --n and --batch must be > 0, --scale in 1..32, "
+                "--temperature finite and >= 0\n");
         return 2;
     }
     if (a.threads > 0) omp_set_num_threads(a.threads);

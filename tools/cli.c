@@ -59,9 +59,19 @@ bad:
     return -1;
 }
 
+static const char *given[128];   /* the options of the last parse's command line */
+static int n_given;
+
+int cli_given(const char *name) {
+    for (int i = 0; i < n_given; i++)
+        if (!strcmp(given[i], name)) return 1;
+    return 0;
+}
+
 int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
               const char *summary, const char **pos, int max_pos, int *n_pos) {
     *n_pos = 0;
+    n_given = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(opts, usage, summary); return 1; }
@@ -79,6 +89,7 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
             return -1;
         }
         const char *v = eq ? eq + 1 : NULL;
+        if (n_given < (int)(sizeof given / sizeof given[0])) given[n_given++] = o->name;
         if (o->kind == OPT_FLAG) {
             if (v) { fprintf(stderr, "biflow: --%s takes no value\n", o->name); return -1; }
             *(int *)o->ptr = 1;
@@ -89,6 +100,11 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
             v = argv[++i];
         }
         if (set_value(o, v)) return -1;
+        /* --threads is every command's; 0 means all cores, and a negative count means nothing */
+        if (!strcmp(o->name, "threads") && o->kind == OPT_INT && (*(int *)o->ptr < 0 || *(int *)o->ptr > 4096)) {
+            fprintf(stderr, "biflow: --threads %d is out of range: 0 (all cores) to 4096\n", *(int *)o->ptr);
+            return -1;
+        }
     }
     return 0;
 }
@@ -96,4 +112,9 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
 int cli_fail(void) {
     fprintf(stderr, "biflow: %s\n", bf_last_error());
     return 1;
+}
+
+int cli_usage_fail(const char *command) {
+    fprintf(stderr, "biflow %s: %s\n", command, bf_last_error());
+    return 2;
 }

@@ -32,7 +32,13 @@ typedef struct {
 int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
               const char *summary, const char **pos, int max_pos, int *n_pos);
 
+/* 1 when the option (name without "--") was on the command line of the last cli_parse. */
+int cli_given(const char *name);
+
 /* Prints "biflow: <last error>" on stderr; returns the exit status 1. */
 int cli_fail(void);
+/* The same for an error in the command line (an option out of range, conflicting options):
+ * "biflow COMMAND: <last error>"; returns the exit status 2. */
+int cli_usage_fail(const char *command);
 
 #endif

@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "../src/core.h"
+#include "../src/train_util.h"
 
 #include <omp.h>
 #include <string.h>
@@ -44,6 +45,7 @@ int cmd_train_features(int argc, char **argv) {
         {"eval-limit", OPT_INT, &o.eval_limit, "test images for the final accuracy (0 = all, <0 = skip)"},
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
+        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         {NULL, 0, NULL, NULL},
     };
     const char *pos[POS_MAX];
@@ -55,6 +57,7 @@ int cmd_train_features(int argc, char **argv) {
     if (!strcmp(arch, "fd")) o.model.arch = BF_FEAT_ARCH_FD;
     else if (!strcmp(arch, "perceptual")) o.model.arch = BF_FEAT_ARCH_PERCEPTUAL;
     else { fprintf(stderr, "biflow train-features: --arch must be fd or perceptual, not '%s'\n", arch); return 2; }
+    if (bf_train_features_check_opts(&o)) return cli_usage_fail("train-features");
     double acc, t0 = bf_time();
     if (bf_train_features(&o, &acc)) return fail();
     printf("trained in %.1f s; wrote %s/features.safetensors\n", bf_time() - t0, o.out_dir);
@@ -71,12 +74,20 @@ static float *read_images(const char *path, const bf_features_config *c, int *n)
     int64_t sh[8];
     void *data;
     if (bf_read_npy(path, &dt, &nd, sh, &data)) return NULL;
-    int64_t ch = nd == 4 ? sh[1] : 1, h = sh[nd - 2], w = sh[nd - 1];
+    if (dt != BF_DT_F32 && dt != BF_DT_F64 && dt != BF_DT_U8) {
+        bf_set_error("%s: the array's dtype is %s; images must be float32 or float64 in [-1, 1], "
+                     "or uint8 pixels", path, dt == BF_DT_I64 ? "int64" : "int32");
+        free(data);
+        return NULL;
+    }
+    int64_t ch = nd == 4 ? sh[1] : 1, h = nd >= 2 ? sh[nd - 2] : 0, w = nd >= 1 ? sh[nd - 1] : 0;
     if ((nd != 3 && nd != 4) || ch != c->in_channels || h != c->height || w != c->width ||
-        sh[0] < 1 || sh[0] > 100000000 || (dt != BF_DT_F32 && dt != BF_DT_F64 && dt != BF_DT_U8)) {
-        bf_set_error("%s: expected float32/float64 or uint8 images (n, %d, %d, %d)%s, got a "
-                     "%d-d array", path, c->in_channels, c->height, c->width,
-                     c->in_channels == 1 ? " or (n, H, W)" : "", nd);
+        sh[0] < 1 || sh[0] > 100000000) {
+        char got[96] = "";
+        for (int i = 0; i < nd && i < 8; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)sh[i]);
+        bf_set_error("%s: expected images of shape (n, %d, %d, %d)%s, got (%s)", path,
+                     c->in_channels, c->height, c->width, c->in_channels == 1 ? " or (n, H, W)" : "", got);
         free(data);
         return NULL;
     }
@@ -130,11 +141,11 @@ typedef struct {
     int n, floor;
 } eval_args;
 
-/* FD of the samples against the test statistics, and the class accuracy with labels. */
-static int eval_samples(bf_features *fn, const eval_args *a, const bf_feature_stats *ref, int *n_used) {
-    int n, F = bf_features_dim(fn);
-    float *x = read_images(a->images, bf_features_get_config(fn), &n);
-    if (!x) return -1;
+/* FD of the samples x (n images, read and checked before the reference was computed) against
+ * the test statistics, and the class accuracy with labels. */
+static int eval_samples(bf_features *fn, const eval_args *a, const bf_feature_stats *ref, float *x,
+                        int n, int *n_used) {
+    int F = bf_features_dim(fn);
     if (a->n > 0 && a->n < n) n = a->n;
     float *f = bf_malloc(sizeof(float) * (size_t)n * F);
     int *pred = bf_malloc(sizeof(int) * (size_t)n), *y = NULL, rc = -1;
@@ -154,7 +165,7 @@ static int eval_samples(bf_features *fn, const eval_args *a, const bf_feature_st
     rc = 0;
 done:
     bf_feature_stats_free(&s);
-    free(x); free(f); free(pred); free(y);
+    free(f); free(pred); free(y);
     return rc;
 }
 
@@ -183,8 +194,10 @@ static int run_eval(const eval_args *a) {
     if (!fn) return -1;
     bf_dataset test = {0};
     bf_feature_stats ref = {0};
-    int rc = -1, n_samples = 0;
+    int rc = -1, n_samples = 0, n_images = 0;
     double t0 = bf_time(), acc;
+    float *x = NULL;   /* the images first: a wrong file is refused before the long part */
+    if (a->images && !(x = read_images(a->images, bf_features_get_config(fn), &n_images))) goto done;
     if (bf_dataset_load(&test, a->data, "test")) goto done;
     const bf_features_config *c = bf_features_get_config(fn);
     if (test.c != c->in_channels || test.h != c->height || test.w != c->width) {
@@ -199,7 +212,7 @@ static int run_eval(const eval_args *a) {
     printf("feature network: %s (%d features; test accuracy %.4f)\nreference: %s test split, "
            "%d images\n", a->features, bf_features_dim(fn), acc, a->data, test.n);
     rc = -1;
-    if (a->images && eval_samples(fn, a, &ref, &n_samples)) goto done;
+    if (a->images && eval_samples(fn, a, &ref, x, n_images, &n_samples)) goto done;
     if (a->floor) {
         int n = a->n > 0 ? a->n : n_samples > 0 ? n_samples : test.n;
         if (eval_floor(fn, a, &ref, n)) goto done;
@@ -207,6 +220,7 @@ static int run_eval(const eval_args *a) {
     printf("(%.1f s)\n", bf_time() - t0);
     rc = 0;
 done:
+    free(x);
     bf_feature_stats_free(&ref);
     bf_dataset_free(&test);
     bf_features_free(fn);

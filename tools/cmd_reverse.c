@@ -5,6 +5,7 @@
 #include "../src/core.h"
 #include "../src/flow.h"
 #include "../src/reverse.h"
+#include "../src/train_util.h"
 
 #include <math.h>
 #include <omp.h>
@@ -25,6 +26,69 @@ static int parse_onoff(const char *opt, const char *v, int *out) {
 }
 
 /* ------------------------------------------------------------------ train-reverse */
+/* --resume: the options that define the run (the loss, guidance, noise, seed, batch, G's shape
+ * and F) are its checkpoint's. One given on the command line that differs is refused; one not
+ * given (and --steps, --flow) takes the recorded value. 0, or -1 with a message (a usage
+ * error); a missing or unreadable checkpoint is left to the trainer to report, unless F's path
+ * had to come from it (then -2, a runtime error). */
+static int adopt_reverse_run(bf_reverse_train_opts *o, int learned_given) {
+    char path[4096];
+    bf_run_opt r[BF_RUN_OPTS_MAX + 8];
+    int n = bf_train_reverse_run_opts(o, r), denoise_layers = -1;
+    for (int i = 0; i < n; i++) r[i].given = cli_given(r[i].option + 2);
+    bf_reverse_config *c = &o->model;
+    const bf_run_opt shape[] = {
+        {"channels", "--width", BF_RUN_INT, &c->channels, NULL, cli_given("width")},
+        {"head_dim", "--head-dim", BF_RUN_INT, &c->head_dim, NULL, cli_given("head-dim")},
+        {"layers_per_stage", "--layers-per-stage", BF_RUN_INT, &c->layers_per_stage, NULL, cli_given("layers-per-stage")},
+        {"w_freq", "--w-freq", BF_RUN_INT, &c->w_freq, NULL, cli_given("w-freq")},
+        {"denoise_layers", cli_given("denoise-layers") ? "--denoise-layers" : "--denoise none: layers",
+         BF_RUN_INT, &c->denoise_layers, NULL, cli_given("denoise-layers") || (cli_given("denoise") && !learned_given)},
+        {"denoise_layers", "--denoise", BF_RUN_INT, &denoise_layers, NULL, 0},   /* read back */
+        {"flow_path", "--flow", BF_RUN_STR, &o->flow, NULL, 0},
+        {"steps", "--steps", BF_RUN_INT, &o->steps, NULL, 0},
+    };
+    for (int i = 0; i < (int)(sizeof shape / sizeof shape[0]); i++)
+        if (i < 6 || !cli_given(shape[i].option + 2)) r[n++] = shape[i];
+    long step;
+    if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors")) return -1;
+    int rc = bf_run_opts_reconcile(r, n, path, &step);
+    if (rc == -2 && !o->flow) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("cannot resume the run in %s: %s", o->out_dir, why);
+    }
+    if (rc) return rc == -2 ? (o->flow ? 0 : -2) : -1;
+    if (learned_given && denoise_layers == 0) {
+        bf_set_error("--denoise learned conflicts with the run being resumed, whose G has no "
+                     "denoising stage (%s records denoise_layers = 0)", path);
+        return -1;
+    }
+    if (o->steps < step) {
+        bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
+                     "can only be extended", o->steps, step, o->out_dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* G(F(x)) against x on the first n test images, with the EMA weights of the run. */
+static int final_recon(const bf_reverse_train_opts *o, int n) {
+    bf_reverse *r = bf_reverse_load(o->out_dir, 1);
+    bf_flow *f = bf_flow_load(o->flow, 1);
+    bf_dataset ds = {0};
+    double mse, psnr;
+    if (!r || !f || bf_dataset_load(&ds, o->data, "test") ||
+        bf_reverse_eval_recon(r, f, &ds, n, 0.0f, 1234, &mse, &psnr))
+        return cli_fail();
+    printf("G(F(x)) vs x on %d test images (EMA weights): mse %.6f, PSNR %.2f dB\n",
+           n < ds.n ? n : ds.n, mse, psnr);
+    bf_dataset_free(&ds);
+    bf_flow_free(f);
+    bf_reverse_free(r);
+    return 0;
+}
+
 int cmd_train_reverse(int argc, char **argv) {
     bf_reverse_train_opts o;
     bf_reverse_train_opts_default(&o);
@@ -58,7 +122,8 @@ int cmd_train_reverse(int argc, char **argv) {
         {"log-every", OPT_INT, &o.log_every, "progress line and log record every N steps"},
         {"eval-every", OPT_INT, &o.eval_every, "G(F(x)) error on 1000 test images every N steps (0 = off)"},
         {"final-eval", OPT_INT, &final_eval, "test images for the final G(F(x)) error (0 = skip)"},
-        {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint"},
+        {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint, with its recorded options (--steps may extend it)"},
+        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
         {NULL, 0, NULL, NULL},
@@ -69,7 +134,10 @@ int cmd_train_reverse(int argc, char **argv) {
                            "hidden alignment, learned denoising, norm control, training-time guidance.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!o.flow) { fprintf(stderr, "biflow train-reverse: --flow is required (see --help)\n"); return 2; }
+    if (!o.flow && !o.resume) {
+        fprintf(stderr, "biflow train-reverse: --flow is required (see --help)\n");
+        return 2;
+    }
     static const char *const inv_names[] = {"align", "naive", "distill"};
     static const char *const den_names[] = {"none", "learned"};
     static const char *const norm_names[] = {"off", "sample", "token"};
@@ -81,22 +149,13 @@ int cmd_train_reverse(int argc, char **argv) {
         return 2;
     o.inverse = (bf_inverse_kind)inv;
     if (!den) o.model.denoise_layers = 0;
+    int arc = o.resume ? adopt_reverse_run(&o, den && cli_given("denoise")) : 0;
+    if (arc == -2) return cli_fail();
+    if (arc || bf_train_reverse_check_opts(&o)) return cli_usage_fail("train-reverse");
     int trc = bf_train_reverse(&o);
     if (trc < 0) return cli_fail();
     if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
-    bf_reverse *r = bf_reverse_load(o.out_dir, 1);
-    bf_flow *f = bf_flow_load(o.flow, 1);
-    bf_dataset ds = {0};
-    double mse, psnr;
-    if (!r || !f || bf_dataset_load(&ds, o.data, "test") ||
-        bf_reverse_eval_recon(r, f, &ds, final_eval, 0.0f, 1234, &mse, &psnr))
-        return cli_fail();
-    printf("G(F(x)) vs x on %d test images (EMA weights): mse %.6f, PSNR %.2f dB\n",
-           final_eval < ds.n ? final_eval : ds.n, mse, psnr);
-    bf_dataset_free(&ds);
-    bf_flow_free(f);
-    bf_reverse_free(r);
-    return 0;
+    return final_recon(&o, final_eval);
 }
 
 /* ------------------------------------------------------------------ eval-reverse */
@@ -222,12 +281,18 @@ int cmd_export_reverse(int argc, char **argv) {
         fprintf(stderr, "biflow export-reverse: --reverse, --flow and --out are required\n");
         return 2;
     }
+    char dir[4096];   /* the folder written to is locked, as a trainer's run folder */
+    const char *slash = strrchr(out, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - out) + (slash == out) : 1, slash ? out : ".");
+    bf_dir_lock lock;
+    if (bf_dir_lock_take(&lock, dir)) return cli_fail();
     bf_reverse *r = bf_reverse_load(reverse, !raw);
     bf_flow *f = r ? bf_flow_load(flow, 1) : NULL;
-    if (!f || bf_reverse_check_flow(r, f, flow) ||
-        bf_reverse_set_flow(r, flow, bf_reverse_sigma(r)) ||
-        bf_reverse_save(r, bf_reverse_params(r), out, NULL))
-        return cli_fail();
+    rc = !f || bf_reverse_check_flow(r, f, flow) ||
+         bf_reverse_set_flow(r, flow, bf_reverse_sigma(r)) ||
+         bf_reverse_save(r, bf_reverse_params(r), out, NULL);
+    bf_dir_unlock(&lock);
+    if (rc) return cli_fail();
     printf("wrote %s (forward model %s, SHA-256 %.16s...)\n", out, bf_reverse_flow_path(r),
            bf_reverse_flow_sha256(r));
     bf_flow_free(f);
