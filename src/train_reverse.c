@@ -33,7 +33,7 @@ void bf_reverse_train_opts_default(bf_reverse_train_opts *o) {
     o->sigma = -1.0f;
     o->label_drop = 0.1f;
     o->inverse = BF_INVERSE_ALIGN;
-    o->norm_control = BF_NORM_TOKEN;
+    o->norm_control = BF_NORM_SAMPLE;   /* measured best: docs/RESULTS-reverse.md */
     o->adapt_p = 1.0f;
     o->adapt_eps = 0.01f;
     o->align_weight = 1.0f;

@@ -56,13 +56,14 @@ best_w() {   # best_w NAME [eval options...]: the row at the w of lowest FD
     row "$name (w=$best)" --cfg "$best" "$@"
 }
 
-train align
-train naive --inverse naive
-train distill --inverse distill
-train nodenoise --denoise none
-train nonorm --norm-control off
-train perceptual --perceptual 1
-train cfgoff --cfg-train off
+# MSE rows (--perceptual 0); the perceptual row adds the term on the perceptual network
+train align --perceptual 0
+train naive --inverse naive --perceptual 0
+train distill --inverse distill --perceptual 0
+train nodenoise --denoise none --perceptual 0
+train nonorm --norm-control off --perceptual 0
+train perceptual --perceptual 1 --features models/perceptual-fmnist.safetensors
+train cfgoff --cfg-train off --perceptual 0
 
 row "exact inverse (F^-1, score denoising)" --flow "$FLOW" --sampler exact --denoise score
 row "naive distillation" --reverse "$OUT/naive"
@@ -71,7 +72,7 @@ row "hidden alignment (learned denoising)" --reverse "$OUT/align"
 row "hidden alignment, no denoising" --reverse "$OUT/nodenoise" --denoise none
 row "hidden alignment, score-based denoising" --reverse "$OUT/nodenoise" --denoise score
 row "norm control off" --reverse "$OUT/nonorm"
-row "MSE + perceptual" --reverse "$OUT/perceptual"
+row "MSE + perceptual (perceptual network)" --reverse "$OUT/perceptual"
 best_w "training-time guidance, 1 NFE" --reverse "$OUT/align"
 best_w "inference-time guidance, 2 NFE" --reverse "$OUT/cfgoff"
 best_w "exact inverse with guidance" --flow "$FLOW" --sampler exact --denoise score

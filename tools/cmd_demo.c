@@ -161,11 +161,12 @@ static int demo_train(void) {
            "prints its progress with images/s and ETA. About 2.5 hours on 2 cores.\n");
     const char *cmds[] = {
         "./biflow train-features --out runs/demo/features",
+        "./biflow train-features --arch perceptual --width1 32 --width2 64 --feat-dim 256 --seed 1 "
+        "--epochs 3 --out runs/demo/perceptual",
         "./biflow train-flow --config fmnist-small --noise gauss --sigma 0.05 --steps 11000 --warmup 200 "
         "--eval-every 1000 --out runs/demo/flow",
-        "./biflow train-reverse --flow runs/demo/flow --steps 4500 --warmup 200 --perceptual 1 "
-        "--features runs/demo/features --out runs/demo/reverse",
-        "./biflow train-reverse --flow runs/demo/flow --steps 5600 --warmup 200 --out runs/demo/reverse-mse",
+        "./biflow train-reverse --flow runs/demo/flow --features runs/demo/perceptual --steps 6000 "
+        "--warmup 200 --eval-every 1000 --out runs/demo/reverse",
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         printf("\n[%zu/%zu] %s\n", i + 1, sizeof cmds / sizeof cmds[0], cmds[i]);
@@ -175,13 +176,13 @@ static int demo_train(void) {
             return 1;
         }
     }
-    printf("\ndone: runs/demo/{features,flow,reverse,reverse-mse}; run `biflow demo --flow "
+    printf("\ndone: runs/demo/{features,perceptual,flow,reverse}; run `biflow demo --flow "
            "runs/demo/flow --reverse runs/demo/reverse --features runs/demo/features`\n");
     return 0;
 }
 
 int cmd_demo(int argc, char **argv) {
-    demo_args a = {"models/flow-fmnist.safetensors", "models/reverse-fmnist-perceptual.safetensors",
+    demo_args a = {"models/flow-fmnist.safetensors", "models/reverse-fmnist.safetensors",
                    "models/features-fmnist.safetensors", "demo", 1.0f, 0.5f, 1000, 0};
     int train = 0;
     cli_opt opts[] = {

@@ -93,7 +93,7 @@ int cmd_train_reverse(int argc, char **argv) {
     bf_reverse_train_opts o;
     bf_reverse_train_opts_default(&o);
     o.perceptual = 1.0f;   /* G's default recipe: the perceptual term on the perceptual network */
-    const char *inverse = "align", *denoise = "learned", *norm = "token", *cfg_train = "on";
+    const char *inverse = "align", *denoise = "learned", *norm = "sample", *cfg_train = "on";
     int final_eval = 10000;
     cli_opt opts[] = {
         {"flow", OPT_STR, &o.flow, "the trained forward model F (file or run folder; EMA weights)"},
