@@ -24,6 +24,24 @@ float bf_rng_uniform(bf_rng *rng);                 /* [0, 1) */
 float bf_rng_normal(bf_rng *rng);                  /* N(0, 1) */
 uint32_t bf_rng_below(bf_rng *rng, uint32_t n);    /* uniform in [0, n) */
 
+/* ------------------------------------------------------------------ precision */
+/* The precision of the matrix products of F and G (their linear layers and attention, in
+ * training and in sampling), process-wide. BF_PRECISION_BF16 rounds both operands of every
+ * such product to bfloat16 (round to nearest even) and accumulates in fp32 with AVX512-BF16
+ * dot products; the weights, AdamW, EMA, LayerNorm, softmax, exp and log-determinants stay
+ * fp32, and so do the feature and perceptual networks and the Frechet distance (evaluation
+ * does not change with the setting). On a CPU without AVX512-BF16 bf16 falls back to fp32
+ * with one line on stderr. The default is fp32, or the environment variable
+ * BF_PRECISION=fp32|bf16 read on first use; bf_set_precision overrides it. */
+typedef enum { BF_PRECISION_FP32 = 0, BF_PRECISION_BF16 = 1 } bf_precision;
+int bf_set_precision(bf_precision p);                  /* -1 for an unknown value */
+bf_precision bf_get_precision(void);                   /* the setting */
+/* What the products really use: bf16 only when set and the CPU can (BF_GEMM=blas: fp32). */
+bf_precision bf_precision_effective(void);
+int bf_bf16_supported(void);                           /* 1: the CPU has AVX512-BF16 */
+int bf_precision_parse(bf_precision *p, const char *s);   /* "fp32" or "bf16"; -1 otherwise */
+const char *bf_precision_name(bf_precision p);         /* "fp32" or "bf16" */
+
 /* ------------------------------------------------------------------ safetensors */
 typedef enum { BF_DT_F32, BF_DT_F64, BF_DT_I64, BF_DT_I32, BF_DT_U8 } bf_dtype;
 

@@ -247,7 +247,7 @@ static void layer_forward(const bf_feat_layer *l, const float *P, bf_feat_acts *
     } else if (l->kind == BF_LAYER_POOL) {
         bf_maxpool2_forward(out, in, n, l->c, l->h, l->w);
     } else {
-        bf_linear_forward(out, in, P + l->w_off, P + l->b_off, n, l->c, l->oc);
+        bf_linear_forward_f32(out, in, P + l->w_off, P + l->b_off, n, l->c, l->oc);
     }
     if (l->relu) bf_relu_forward(out, out, (size_t)n * out_size(l));
 }
@@ -289,7 +289,7 @@ static void layer_backward(const bf_feat_layer *l, const float *P, float *G, bf_
     } else if (l->kind == BF_LAYER_POOL) {
         bf_maxpool2_backward(dinp, dout, in, n, l->c, l->h, l->w);
     } else {
-        bf_linear_backward(dinp, G ? G + l->w_off : NULL, G ? G + l->b_off : NULL, dout, in,
+        bf_linear_backward_f32(dinp, G ? G + l->w_off : NULL, G ? G + l->b_off : NULL, dout, in,
                            P + l->w_off, n, l->c, l->oc);
     }
 }

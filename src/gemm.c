@@ -1,12 +1,31 @@
 /* A packed, cache-blocked single-precision GEMM with a 12x32 AVX-512 micro-kernel.
  * Blocking: K in slices of KC; B's slice is packed once into 32-column panels (shared by all
  * threads), each thread packs 12-row panels of A and runs the micro-kernel over every column
- * panel. Edges are zero-padded in the packed copies and written back with masks. */
+ * panel. Edges are zero-padded in the packed copies and written back with masks.
+ *
+ * The bf16 GEMM has the same blocking: the operands are rounded to bf16 as they are packed,
+ * pairs of consecutive k interleaved in each 32-bit lane (the layout of AVX512-BF16's
+ * vdpbf16ps), and the 12x32 micro-kernel accumulates the pair products in fp32. It is
+ * compiled with function-level target attributes, so the build does not need -march support
+ * for it, and it runs only where the CPU reports AVX512-BF16. The precision setting
+ * (bf_set_precision, BF_PRECISION) lives here too: only bf_gemm reads it. */
 #include "gemm.h"
 #include "core.h"
 
 #include <cblas.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+
+/* BF_GEMM=blas: every product through OpenBLAS, in fp32 */
+static int blas_forced(void) {
+    static int use_blas = -1;
+    if (use_blas < 0) {
+        const char *e = getenv("BF_GEMM");
+        use_blas = e && !strcmp(e, "blas");
+    }
+    return use_blas;
+}
 
 void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
                   int ldb, float *C, int ldc) {
@@ -21,18 +40,11 @@ void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, 
 #define NR 32
 #define KC 256
 
-static int use_blas = -1;
 /* per calling thread: decoders call bf_gemm from inside their own parallel regions */
 static _Thread_local float *b_scratch;
 static _Thread_local size_t b_scratch_size;
 
-int bf_gemm_native(void) {
-    if (use_blas < 0) {
-        const char *e = getenv("BF_GEMM");
-        use_blas = e && !strcmp(e, "blas");
-    }
-    return !use_blas;
-}
+int bf_gemm_native(void) { return !blas_forced(); }
 
 /* C tile (mr x nr) += Ap (kc x MR) @ Bp (kc x NR) */
 static void micro_kernel(int kc, const float *Ap, const float *Bp, float *C, int ldc, int mr,
@@ -90,8 +102,8 @@ static void pack_a(float *Ap, int ta, const float *A, int lda, int i0, int k0, i
     }
 }
 
-void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
-             int ldb, float *C, int ldc) {
+void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                 int ldb, float *C, int ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return;
     /* a few rows (token-by-token decoding of small batches): packing B would cost as much as
      * the product itself, and OpenBLAS's matrix-vector path does better */
@@ -130,8 +142,293 @@ void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const
 
 int bf_gemm_native(void) { return 0; }
 
-void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
-             int ldb, float *C, int ldc) {
+void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                 int ldb, float *C, int ldc) {
     bf_gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
 }
 #endif
+
+/* ================================================================== bf16 */
+uint16_t bf_f32_to_bf16_ref(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);   /* NaN: quiet */
+    u += 0x7fffu + ((u >> 16) & 1u);   /* round to nearest, ties to the even bf16 */
+    return (uint16_t)(u >> 16);
+}
+
+float bf_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static atomic_int bf16_hidden, fallback_noted;
+
+void bf_gemm_test_hide_bf16(int hide) {
+    atomic_store(&bf16_hidden, hide);
+    atomic_store(&fallback_noted, 0);
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 10) || (defined(__clang__) && __clang_major__ >= 9))
+#define BF_BF16_KERNEL 1
+#include <cpuid.h>
+#include <immintrin.h>
+
+/* AVX512-BF16 (CPUID leaf 7 subleaf 1, EAX bit 5) with AVX512F, BW and VL usable (the
+ * compiler's checks include the OS saving the AVX-512 registers). */
+static int cpu_has_bf16(void) {
+    static atomic_int cached = -1;
+    int c = atomic_load(&cached);
+    if (c < 0) {
+        unsigned a = 0, b = 0, cx = 0, d = 0;
+        __builtin_cpu_init();
+        c = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __get_cpuid_count(7, 0, &a, &b, &cx, &d) &&
+            a >= 1 && __get_cpuid_count(7, 1, &a, &b, &cx, &d) && ((a >> 5) & 1u);
+        atomic_store(&cached, c);
+    }
+    return c;
+}
+
+#define BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
+#define BMR 12
+#define BNR 32
+#define BKC 512    /* K slice: 256 pairs of k, the same bytes per packed panel as fp32's KC */
+
+/* 16 floats -> their bf16 in the low half of each 32-bit lane (high half zero): the vector
+ * form of bf_f32_to_bf16_ref, integer operations only. */
+BF16_TARGET static inline __m512i cvt16(__m512 x) {
+    __m512i u = _mm512_castps_si512(x), hi = _mm512_srli_epi32(u, 16);
+    __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(hi, _mm512_set1_epi32(1)));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+}
+
+BF16_TARGET static inline __mmask16 lanes(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* n contiguous floats -> n bf16 */
+BF16_TARGET static void cvt_run(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(cvt16(_mm512_loadu_ps(src + i))));
+    if (i < n) {
+        __mmask16 m = lanes((int)(n - i));
+        _mm512_mask_cvtepi32_storeu_epi16(dst + i, m, cvt16(_mm512_maskz_loadu_ps(m, src + i)));
+    }
+}
+
+/* kc values of a row (k contiguous) -> (kc + 1) / 2 pairs, the odd one padded with 0,
+ * stored dst[0], dst[stride], ... */
+BF16_TARGET static void pairs_strided(uint32_t *dst, size_t stride, const float *src, int kc) {
+    uint16_t t[BKC + 2];
+    cvt_run(t, src, (size_t)kc);
+    t[kc] = 0;
+    for (int p = 0; p < (kc + 1) / 2; p++)
+        dst[(size_t)p * stride] = (uint32_t)t[2 * p] | (uint32_t)t[2 * p + 1] << 16;
+}
+
+/* rows k and k + 1 (the second may be absent), n <= 16 values each -> 16 pairs */
+BF16_TARGET static inline __m512i pair16(const float *r0, const float *r1, int n) {
+    __mmask16 m = lanes(n);
+    __m512i lo = cvt16(_mm512_maskz_loadu_ps(m, r0));
+    if (!r1) return lo;
+    return _mm512_or_si512(lo, _mm512_slli_epi32(cvt16(_mm512_maskz_loadu_ps(m, r1)), 16));
+}
+
+/* C tile (mr x nr) += Ap (kp pairs x BMR) . Bp (kp pairs x BNR) */
+BF16_TARGET static inline void micro_bf16(int kp, const uint32_t *Ap, const uint32_t *Bp,
+                                          float *C, int ldc, int mr, int nr) {
+    __m512 c[BMR][2];
+    for (int i = 0; i < BMR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kp; k++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(Bp + (size_t)k * BNR));
+        __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(Bp + (size_t)k * BNR + 16));
+        const uint32_t *a = Ap + (size_t)k * BMR;
+#pragma GCC unroll 12
+        for (int i = 0; i < BMR; i++) {
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);
+            c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, b0);
+            c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, b1);
+        }
+    }
+    __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    for (int i = 0; i < mr; i++) {
+        float *ci = C + (size_t)i * ldc;
+        _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), c[i][0]));
+        if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), c[i][1]));
+    }
+}
+
+/* One BNR-column panel of op(B), rows k0..k0+kc, columns j0..: (kc + 1) / 2 pairs x BNR. */
+BF16_TARGET static void pack_b_panel(uint32_t *dst, int tb, const float *B, int ldb, int k0,
+                                     int kc, int N, int j0) {
+    int nr = N - j0 < BNR ? N - j0 : BNR, kp = (kc + 1) / 2;
+    if (!tb) {   /* B (K, N): rows k, k + 1 side by side */
+        for (int p = 0; p < kp; p++) {
+            const float *r0 = B + (size_t)(k0 + 2 * p) * ldb + j0;
+            const float *r1 = 2 * p + 1 < kc ? r0 + ldb : NULL;
+            _mm512_store_si512((void *)(dst + (size_t)p * BNR), pair16(r0, r1, nr));
+            _mm512_store_si512((void *)(dst + (size_t)p * BNR + 16),
+                               nr > 16 ? pair16(r0 + 16, r1 ? r1 + 16 : NULL, nr - 16)
+                                       : _mm512_setzero_si512());
+        }
+        return;
+    }
+    for (int j = 0; j < BNR; j++) {   /* B (N, K): column j of op(B) is a row of B */
+        if (j < nr) pairs_strided(dst + j, BNR, B + (size_t)(j0 + j) * ldb + k0, kc);
+        else for (int p = 0; p < kp; p++) dst[(size_t)p * BNR + j] = 0;
+    }
+}
+
+/* Packs rows i0.. of op(A), columns k0..k0+kc, and runs the micro-kernel over every panel. */
+BF16_TARGET static void row_panel_bf16(int ta, const float *A, int lda, int i0, int k0, int kc,
+                                       int M, int N, const uint32_t *Bp, float *C, int ldc) {
+    uint32_t Ap[(BKC / 2) * BMR] __attribute__((aligned(64)));
+    int mr = M - i0 < BMR ? M - i0 : BMR, kp = (kc + 1) / 2;
+    if (ta) {   /* A (K, M): rows k, k + 1 side by side, mr of the 16 lanes used */
+        for (int p = 0; p < kp; p++) {
+            const float *r0 = A + (size_t)(k0 + 2 * p) * lda + i0;
+            _mm512_mask_storeu_epi32(Ap + (size_t)p * BMR, (__mmask16)0x0FFF,
+                                     pair16(r0, 2 * p + 1 < kc ? r0 + lda : NULL, mr));
+        }
+    } else {    /* A (M, K): each row's k contiguous */
+        for (int i = 0; i < BMR; i++) {
+            if (i < mr) pairs_strided(Ap + i, BMR, A + (size_t)(i0 + i) * lda + k0, kc);
+            else for (int p = 0; p < kp; p++) Ap[(size_t)p * BMR + i] = 0;
+        }
+    }
+    int panels = (N + BNR - 1) / BNR;
+    for (int q = 0; q < panels; q++) {
+        int nr = N - q * BNR < BNR ? N - q * BNR : BNR;
+        micro_bf16(kp, Ap, Bp + (size_t)q * kp * BNR, C + (size_t)i0 * ldc + q * BNR, ldc, mr, nr);
+    }
+}
+
+static _Thread_local uint32_t *bb_scratch;
+static _Thread_local size_t bb_scratch_size;
+
+static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                             const float *B, int ldb, float *C, int ldc) {
+    int par = (double)M * N * K >= 2e6;
+    int panels = (N + BNR - 1) / BNR, rows = (M + BMR - 1) / BMR;
+    size_t need = (size_t)panels * (((K < BKC ? K : BKC) + 1) / 2) * BNR;
+    if (need > bb_scratch_size) {
+        free(bb_scratch);
+        bb_scratch = aligned_alloc(64, sizeof(uint32_t) * need);
+        BF_ASSERT(bb_scratch != NULL);
+        bb_scratch_size = need;
+    }
+    uint32_t *Bp = bb_scratch;
+    for (int k0 = 0; k0 < K; k0 += BKC) {
+        int kc = K - k0 < BKC ? K - k0 : BKC, kp = (kc + 1) / 2;
+#pragma omp parallel for schedule(static) if (par)
+        for (int q = 0; q < panels; q++)
+            pack_b_panel(Bp + (size_t)q * kp * BNR, tb, B, ldb, k0, kc, N, q * BNR);
+#pragma omp parallel for schedule(static) if (par)
+        for (int r = 0; r < rows; r++)
+            row_panel_bf16(ta, A, lda, r * BMR, k0, kc, M, N, Bp, C, ldc);
+    }
+}
+
+void bf_f32_to_bf16_array(uint16_t *dst, const float *src, size_t n) {
+    if (cpu_has_bf16()) { cvt_run(dst, src, n); return; }
+    for (size_t i = 0; i < n; i++) dst[i] = bf_f32_to_bf16_ref(src[i]);
+}
+
+#else   /* no bf16 kernel for this compiler or architecture */
+static int cpu_has_bf16(void) { return 0; }
+
+static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                             const float *B, int ldb, float *C, int ldc) {
+    BF_ASSERT(0);
+}
+
+void bf_f32_to_bf16_array(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = bf_f32_to_bf16_ref(src[i]);
+}
+#endif
+
+int bf_gemm_bf16_available(void) {
+    return cpu_has_bf16() && !atomic_load(&bf16_hidden) && !blas_forced();
+}
+
+static void note_fallback(void) {
+    if (atomic_exchange(&fallback_noted, 1)) return;
+    if (blas_forced() && cpu_has_bf16() && !atomic_load(&bf16_hidden))
+        fprintf(stderr, "biflow: BF_GEMM=blas computes every matrix product through OpenBLAS in "
+                "fp32: bf16 precision is not used\n");
+    else
+        fprintf(stderr, "biflow: this CPU lacks AVX512-BF16: bf16 matrix products fall back to "
+                "fp32\n");
+}
+
+void bf_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                  int ldb, float *C, int ldc) {
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    if (bf_gemm_bf16_available()) gemm_bf16_kernel(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    else {
+        note_fallback();
+        bf_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    }
+}
+
+/* ================================================================== precision setting */
+static atomic_int precision = -1;
+static pthread_once_t precision_once = PTHREAD_ONCE_INIT;
+
+static void precision_from_env(void) {
+    const char *e = getenv("BF_PRECISION");
+    bf_precision p = BF_PRECISION_FP32;
+    if (e && *e && bf_precision_parse(&p, e)) {
+        fprintf(stderr, "biflow: BF_PRECISION='%s' is neither fp32 nor bf16: computing in fp32\n", e);
+        p = BF_PRECISION_FP32;
+    }
+    int unset = -1;   /* bf_set_precision before the first read wins over the environment */
+    atomic_compare_exchange_strong(&precision, &unset, (int)p);
+}
+
+bf_precision bf_get_precision(void) {
+    pthread_once(&precision_once, precision_from_env);
+    return (bf_precision)atomic_load_explicit(&precision, memory_order_relaxed);
+}
+
+int bf_set_precision(bf_precision p) {
+    if (p != BF_PRECISION_FP32 && p != BF_PRECISION_BF16) {
+        bf_set_error("unknown precision %d: BF_PRECISION_FP32 or BF_PRECISION_BF16", (int)p);
+        return -1;
+    }
+    pthread_once(&precision_once, precision_from_env);
+    atomic_store(&precision, (int)p);
+    return 0;
+}
+
+int bf_precision_parse(bf_precision *p, const char *s) {
+    if (s && !strcmp(s, "fp32")) *p = BF_PRECISION_FP32;
+    else if (s && !strcmp(s, "bf16")) *p = BF_PRECISION_BF16;
+    else {
+        bf_set_error("precision must be 'fp32' or 'bf16', not '%s'", s ? s : "");
+        return -1;
+    }
+    return 0;
+}
+
+const char *bf_precision_name(bf_precision p) { return p == BF_PRECISION_BF16 ? "bf16" : "fp32"; }
+
+int bf_bf16_supported(void) { return cpu_has_bf16(); }
+
+bf_precision bf_precision_effective(void) {
+    return bf_get_precision() == BF_PRECISION_BF16 && bf_gemm_bf16_available()
+               ? BF_PRECISION_BF16 : BF_PRECISION_FP32;
+}
+
+void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+             int ldb, float *C, int ldc) {
+    if (bf_get_precision() == BF_PRECISION_BF16) bf_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    else bf_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+}

@@ -3,16 +3,47 @@
  * tb = 0: B stored (K, N) with row stride ldb; tb = 1: B stored (N, K) (transposed).
  * On CPUs with AVX-512 this is a packed, cache-blocked kernel written for the shapes of this
  * project (it runs about twice as fast as OpenBLAS's AVX2 kernels, which the environment may
- * force through OPENBLAS_CORETYPE); elsewhere it calls cblas_sgemm. */
+ * force through OPENBLAS_CORETYPE); elsewhere it calls cblas_sgemm.
+ *
+ * Precision: bf_gemm follows the process-wide setting (bf_set_precision, BF_PRECISION). In
+ * bf16 the operands are rounded to bfloat16 (round to nearest even) as they are packed and the
+ * products accumulate in fp32 (AVX512-BF16 dot products); a CPU without AVX512-BF16 computes
+ * in fp32 and says so once on stderr. bf_gemm_f32 is always fp32: the convolutional feature
+ * and perceptual networks use it, so that evaluation does not depend on the setting. */
 #ifndef BF_GEMM_H
 #define BF_GEMM_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
              int ldb, float *C, int ldc);
+/* Always fp32 (biflow's AVX-512 kernel, or OpenBLAS). */
+void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                 int ldb, float *C, int ldc);
+/* Always bf16 operands with fp32 accumulation where the CPU can (bf_gemm_bf16_available),
+ * otherwise fp32 with the one-line note. */
+void bf_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                  int ldb, float *C, int ldc);
 /* The same product through OpenBLAS (reference and fallback). */
 void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
                   int ldb, float *C, int ldc);
-/* 1 when bf_gemm uses its own kernel, 0 when it calls OpenBLAS (BF_GEMM=blas forces that). */
+/* 1 when bf_gemm_f32 uses its own kernel, 0 when it calls OpenBLAS (BF_GEMM=blas forces that). */
 int bf_gemm_native(void);
+/* 1 when bf_gemm_bf16 really computes in bf16: the CPU has AVX512-BF16 (with AVX512F/BW/VL
+ * and the OS saving their registers) and BF_GEMM=blas does not force OpenBLAS. */
+int bf_gemm_bf16_available(void);
+
+/* fp32 -> bf16, round to nearest even; NaN stays NaN (quiet, sign kept), +-Inf stays +-Inf,
+ * finite values beyond the bf16 range round to +-Inf, denormals round like any other value.
+ * The scalar reference of the conversion the packing does. */
+uint16_t bf_f32_to_bf16_ref(float x);
+float bf_bf16_to_f32(uint16_t h);
+/* The packing's own (vector, where the CPU has AVX-512) conversion of n values. */
+void bf_f32_to_bf16_array(uint16_t *dst, const float *src, size_t n);
+
+/* Tests only: hide the CPU's AVX512-BF16 (hide = 1) to exercise the fp32 fallback, and make
+ * the fallback note print again (it prints once per process otherwise). */
+void bf_gemm_test_hide_bf16(int hide);
 
 #endif

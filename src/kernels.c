@@ -1,5 +1,6 @@
 /* Kernels with their backward passes. See kernels.h for the conventions.
- * Large matrix products go to OpenBLAS; the rest are hand-written, OpenMP-parallel loops
+ * Large matrix products go through bf_gemm (fp32 or bf16 by the precision setting; the _f32
+ * variants always fp32); the rest are hand-written, OpenMP-parallel loops
  * that the compiler can vectorise (no -ffast-math: NaN and Inf must propagate). */
 #include "kernels.h"
 #include "core.h"
@@ -34,15 +35,28 @@ static inline float fast_erff(float x) {
 }
 
 /* ------------------------------------------------------------------ linear */
-void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
-                       int N, int IC, int OC) {
+typedef void (*gemm_fn)(int, int, int, int, int, const float *, int, const float *, int, float *,
+                        int);
+
+static void linear_forward(gemm_fn gemm, float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int IC, int OC) {
     if (bias) {
 #pragma omp parallel for schedule(static) if ((size_t)N * OC >= BF_PAR_MIN)
         for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, sizeof(float) * OC);
     }
     else
         memset(out, 0, sizeof(float) * (size_t)N * OC);
-    bf_gemm(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
+    gemm(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
+}
+
+void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int IC, int OC) {
+    linear_forward(bf_gemm, out, inp, weight, bias, N, IC, OC);
+}
+
+void bf_linear_forward_f32(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int IC, int OC) {
+    linear_forward(bf_gemm_f32, out, inp, weight, bias, N, IC, OC);
 }
 
 static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
@@ -57,11 +71,22 @@ static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
     }
 }
 
+static void linear_backward(gemm_fn gemm, float *dinp, float *dweight, float *dbias,
+                            const float *dout, const float *inp, const float *weight, int N,
+                            int IC, int OC) {
+    if (dinp) gemm(0, 0, N, IC, OC, dout, OC, weight, IC, dinp, IC);
+    if (dweight) gemm(1, 0, OC, IC, N, dout, OC, inp, IC, dweight, IC);
+    if (dbias) column_sums_accumulate(dbias, dout, N, OC);
+}
+
 void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int IC, int OC) {
-    if (dinp) bf_gemm(0, 0, N, IC, OC, dout, OC, weight, IC, dinp, IC);
-    if (dweight) bf_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, dweight, IC);
-    if (dbias) column_sums_accumulate(dbias, dout, N, OC);
+    linear_backward(bf_gemm, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+}
+
+void bf_linear_backward_f32(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC) {
+    linear_backward(bf_gemm_f32, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
 }
 
 /* ------------------------------------------------------------------ layernorm */

@@ -7,12 +7,18 @@
 
 #include <stddef.h>
 
-/* out (N, OC) = inp (N, IC) @ weight^T + bias; weight (OC, IC) as PyTorch; bias (OC) or NULL */
+/* out (N, OC) = inp (N, IC) @ weight^T + bias; weight (OC, IC) as PyTorch; bias (OC) or NULL.
+ * The products follow the precision setting (bf_set_precision) */
 void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IC, int OC);
 /* dinp (N, IC) or NULL, dweight (OC, IC) or NULL, dbias (OC) or NULL; dout (N, OC) */
 void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int IC, int OC);
+/* The same, always fp32 (the feature network's linear layers) */
+void bf_linear_forward_f32(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int IC, int OC);
+void bf_linear_backward_f32(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC);
 
 /* out (N, C), mean (N), rstd (N) saved for backward; weight, bias (C); eps 1e-5 */
 void bf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,

@@ -74,6 +74,8 @@ static char *opts_json(const bf_train_opts *o, long step) {
     cJSON_AddStringToObject(j, "batch", buf);
     snprintf(buf, sizeof buf, "%d", o->steps);
     cJSON_AddStringToObject(j, "steps", buf);
+    /* informative (a resumed run may change it): the products of the last steps */
+    cJSON_AddStringToObject(j, "precision", bf_precision_name(bf_precision_effective()));
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -335,8 +337,9 @@ static int train_in_run_dir(const bf_train_opts *o) {
     t.log = bf_open_log(o->out_dir, s.step);
     if (!t.log) { bf_set_error("cannot open the log in '%s'", o->out_dir); goto done; }
     if (!o->quiet)
-        fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %d threads\n",
-                s.f->num_params, ds.n, o->data, o->batch, o->steps, omp_get_max_threads());
+        fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %d threads, "
+                "%s matrix products\n", s.f->num_params, ds.n, o->data, o->batch, o->steps,
+                omp_get_max_threads(), bf_precision_name(bf_precision_effective()));
     bf_stop_signals_install();
     rc = train_loop(&t);
     bf_stop_signals_restore();

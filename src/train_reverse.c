@@ -81,6 +81,8 @@ static char *opts_json(const bf_reverse_train_opts *o, long step, float sigma) {
     PUT("seed", "%llu", (unsigned long long)o->seed);
     PUT("batch", "%d", o->batch);
     PUT("steps", "%d", o->steps);
+    /* informative (a resumed run may change it): the products of the last steps */
+    cJSON_AddStringToObject(j, "precision", bf_precision_name(bf_precision_effective()));
 #undef PUT
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -546,11 +548,12 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
     }
     if (!o->quiet)
         fprintf(stderr, "training G (%zu parameters; F has %zu) against %s: inverse %s, %s "
-                "denoising, norm control %s, guidance %s, sigma %g; batch %d, %d steps, %d threads\n",
+                "denoising, norm control %s, guidance %s, sigma %g; batch %d, %d steps, %d threads, "
+                "%s matrix products\n",
                 s.r->num_params, s.f->num_params, s.r->flow_path, inverse_name(o->inverse),
                 s.r->cfg.denoise_layers ? "learned" : "no", o->norm_control == BF_NORM_TOKEN ? "token" : o->norm_control ? "sample" : "off",
                 o->cfg_train ? "trained (1 NFE)" : "at inference (2 NFE)", (double)s.sigma,
-                o->batch, o->steps, omp_get_max_threads());
+                o->batch, o->steps, omp_get_max_threads(), bf_precision_name(bf_precision_effective()));
     bf_stop_signals_install();
     rc = train_loop(&t);
     bf_stop_signals_restore();

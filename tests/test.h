@@ -8,15 +8,29 @@
 #include <string.h>
 
 typedef void (*bf_test_fn)(void);
-void bf_test_register(const char *name, const char *file, bf_test_fn fn);
+/* fp32: the test runs with the matrix products in fp32 whatever BF_PRECISION says (the
+ * runner sets the precision, and BF_PRECISION for the commands the test starts, and restores
+ * both afterwards); other tests run with the precision of the environment. */
+void bf_test_register(const char *name, const char *file, bf_test_fn fn, int fp32);
 extern int bf_test_fail_count;      /* failures inside the current test */
 
-#define TEST(name)                                                                  \
+#define TEST_REGISTER_(name, fp32)                                                  \
     static void name(void);                                                         \
     __attribute__((constructor)) static void register_##name(void) {                \
-        bf_test_register(#name, __FILE__, name);                                    \
+        bf_test_register(#name, __FILE__, name, fp32);                              \
     }                                                                               \
     static void name(void)
+#define TEST(name) TEST_REGISTER_(name, 0)
+/* A test against fp32 references with tolerances that bf16 products would not meet. */
+#define TEST_FP32(name) TEST_REGISTER_(name, 1)
+
+/* Ends the current test as skipped: printed with the reason and counted, not a failure. */
+void bf_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define SKIP(...)                                                                   \
+    do {                                                                            \
+        bf_test_skip(__VA_ARGS__);                                                  \
+        return;                                                                     \
+    } while (0)
 
 #define CHECK(cond)                                                                 \
     do {                                                                            \

@@ -35,7 +35,7 @@ static float *floats(const bf_tensor_view *t) {
     return p;
 }
 
-TEST(flow_reference_fixture_forward) {
+TEST_FP32(flow_reference_fixture_forward) {
     bf_flow *f = bf_flow_load(bf_test_shared("fixtures/tarflow-ref/model.safetensors"), 0);
     CHECK(f != NULL);
     if (!f) { fprintf(stderr, "    %s\n", bf_last_error()); return; }
@@ -63,7 +63,7 @@ TEST(flow_reference_fixture_forward) {
     bf_flow_free(f);
 }
 
-TEST(flow_reference_fixture_input_gradient) {
+TEST_FP32(flow_reference_fixture_input_gradient) {
     bf_flow *f = bf_flow_load(bf_test_shared("fixtures/tarflow-ref/model.safetensors"), 0);
     bf_safetensors io;
     CHECK(f && bf_st_load(&io, bf_test_shared("fixtures/tarflow-ref/io.safetensors")) == 0);
@@ -119,8 +119,8 @@ static void check_reverse(const char *key, float cfg) {
     bf_flow_free(f);
 }
 
-TEST(flow_reference_fixture_reverse) { check_reverse("reverse_cfg0", 0.0f); }
-TEST(flow_reference_fixture_reverse_guided) { check_reverse("reverse_cfg2", 2.0f); }
+TEST_FP32(flow_reference_fixture_reverse) { check_reverse("reverse_cfg0", 0.0f); }
+TEST_FP32(flow_reference_fixture_reverse_guided) { check_reverse("reverse_cfg2", 2.0f); }
 
 /* A small model whose blocks are far from the identity: random output projections. */
 static bf_flow *random_flow(bf_flow_config c, uint64_t seed, float out_std) {
@@ -137,7 +137,7 @@ static bf_flow *random_flow(bf_flow_config c, uint64_t seed, float out_std) {
     return f;
 }
 
-TEST(flow_inverse_reproduces_real_images) {
+TEST_FP32(flow_inverse_reproduces_real_images) {
     bf_dataset ds = {0};
     if (bf_dataset_load(&ds, "fashion-mnist", "test") != 0) {
         fprintf(stderr, "    Fashion-MNIST missing: %s\n", bf_last_error());
@@ -171,7 +171,7 @@ TEST(flow_inverse_reproduces_real_images) {
 }
 
 /* log|det dF/dx| by LU of a finite-difference Jacobian in double, against -sum(alpha). */
-TEST(flow_logdet_matches_brute_force_jacobian) {
+TEST_FP32(flow_logdet_matches_brute_force_jacobian) {
     bf_flow_config c = {4, 1, 2, 16, 3, 1, 8, 3, 0.0f};   /* 4x4 image, T = 4, D = 4 */
     bf_flow *f = random_flow(c, 11, 0.3f);
     int N = f->T * f->D, y = 1;
@@ -251,7 +251,7 @@ static void model_backward(void *p) {
     bf_flow_backward(m->f, m->f->params, &m->a, m->grads, m->dx);
 }
 
-TEST(flow_whole_model_gradient_finite_difference) {
+TEST_FP32(flow_whole_model_gradient_finite_difference) {
     bf_flow_config c = {8, 1, 2, 16, 2, 2, 8, 4, 1.5f};
     model_ctx m = {0};
     m.f = random_flow(c, 21, 0.2f);
@@ -312,7 +312,7 @@ TEST(flow_checkpoint_round_trip_and_rejections) {
 
 /* A PyTorch TARFlow (dev/tarflow_torch.py, random non-trivial weights) converted by
  * dev/convert.py: z and log-det, the bounded variant, and the inverse with annealed guidance. */
-TEST(flow_converted_pytorch_checkpoint) {
+TEST_FP32(flow_converted_pytorch_checkpoint) {
     bf_flow *f = bf_flow_load("tests/fixtures/torch-small/model.safetensors", 0);
     bf_safetensors io;
     CHECK(f && bf_st_load(&io, "tests/fixtures/torch-small/io.safetensors") == 0);
@@ -348,7 +348,7 @@ TEST(flow_converted_pytorch_checkpoint) {
 }
 
 /* The batch split over threads gives the gradient of the whole batch's mean loss. */
-TEST(flow_sharded_step_equals_whole_batch) {
+TEST_FP32(flow_sharded_step_equals_whole_batch) {
     bf_flow_config c = {8, 1, 2, 16, 2, 1, 8, 3, 1.0f};
     bf_flow *f = random_flow(c, 8, 0.2f);
     int n = 7, N = f->T * f->D, y[7] = {0, 1, 2, -1, 0, 1, 2};

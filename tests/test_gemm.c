@@ -16,7 +16,7 @@ static void naive(int ta, int tb, int M, int N, int K, const float *A, int lda, 
         }
 }
 
-TEST(gemm_matches_naive_all_transposes_and_edges) {
+TEST_FP32(gemm_matches_naive_all_transposes_and_edges) {
     const int sizes[][3] = {{1, 1, 1}, {12, 32, 7}, {13, 33, 300}, {50, 16, 128},
                             {127, 96, 513}, {3, 130, 40}, {200, 17, 1}};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)

@@ -58,7 +58,7 @@ static void linear_bwd(void *p) {
                        c->bias && c->dbias ? x->db : NULL, x->R, x->inp, x->w, c->N, c->IC, c->OC);
 }
 
-TEST(linear_forward_matches_naive) {
+TEST_FP32(linear_forward_matches_naive) {
     for (int k = 0; k < NUM(linear_cases); k++) {
         const linear_case *c = &linear_cases[k];
         int N = c->N, IC = c->IC, OC = c->OC;
@@ -80,7 +80,7 @@ TEST(linear_forward_matches_naive) {
     }
 }
 
-TEST(linear_backward_gradcheck) {
+TEST_FP32(linear_backward_gradcheck) {
     for (int k = 0; k < NUM(linear_cases); k++) {
         const linear_case *c = &linear_cases[k];
         size_t ni = (size_t)c->N * c->IC, nw = (size_t)c->OC * c->IC, no = (size_t)c->N * c->OC;
@@ -213,7 +213,7 @@ static void att_bwd(void *p) {
     bf_attention_backward(x->dqkv, x->R, x->qkv, x->att, c->B, c->T, c->C, c->NH, c->causal);
 }
 
-TEST(attention_forward_matches_ref) {
+TEST_FP32(attention_forward_matches_ref) {
     for (int k = 0; k < NUM(att_cases); k++) {
         const att_case *c = &att_cases[k];
         int B = c->B, T = c->T, C = c->C, NH = c->NH;
@@ -339,7 +339,7 @@ TEST(attention_decode_step_matches_causal_forward) {
     free(qkv); free(out); free(att); free(kc); free(vc); free(row); free(o); free(want);
 }
 
-TEST(attention_backward_gradcheck) {
+TEST_FP32(attention_backward_gradcheck) {
     for (int k = 0; k < NUM(att_cases); k++) {
         const att_case *c = &att_cases[k];
         size_t nq = (size_t)c->B * c->T * 3 * c->C, no = (size_t)c->B * c->T * c->C;

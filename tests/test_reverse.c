@@ -74,7 +74,7 @@ static int check_model(const char *label, rev_ctx *m) {
     return bad;
 }
 
-TEST(reverse_gradient_align_guided_norm_control) {
+TEST_FP32(reverse_gradient_align_guided_norm_control) {
     static const int modes[] = {BF_NORM_SAMPLE, BF_NORM_TOKEN};
     for (int k = 0; k < 2; k++) {
         rev_ctx m;
@@ -127,7 +127,7 @@ TEST(reverse_norm_control_token_reweights_sample_cancels) {
     free(off); free(sample); free(token);
 }
 
-TEST(reverse_gradient_distill_and_naive_variants) {
+TEST_FP32(reverse_gradient_distill_and_naive_variants) {
     rev_ctx m;
     rev_ctx_init(&m, bf_test_tiny_reverse_config(1, 1, 0), 12, 0);
     m.lo.inverse = BF_INVERSE_DISTILL;
@@ -143,7 +143,7 @@ TEST(reverse_gradient_distill_and_naive_variants) {
 /* The adaptive weight D / sg((D + eps)^p) scales each example's gradient by (D + eps)^-p:
  * with one example, the gradient at p = 1 is the p = 0 gradient divided by (D + eps), where D
  * is the loss at p = 0 (one stage, no alignment terms: naive). */
-TEST(reverse_adaptive_weighting_scales_the_gradient) {
+TEST_FP32(reverse_adaptive_weighting_scales_the_gradient) {
     rev_ctx m;
     rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 1, 1), 14, 0);
     m.n = 1;
@@ -373,7 +373,7 @@ TEST(reverse_checkpoint_header_mutations) {
  * stage s of G is aligned to state B-1-s, the one a block nearer the data than its input;
  * the denoising stage to the clean tokens. Each state is filled with its own constant, so
  * each stage's distance names the state it was compared with. */
-TEST(reverse_stage_targets_walk_the_trajectory_from_the_noise_end) {
+TEST_FP32(reverse_stage_targets_walk_the_trajectory_from_the_noise_end) {
     bf_flow *f = bf_test_tiny_flow(41, 8, 2);
     int n = 2, B = f->cfg.num_blocks, N = f->T * f->D, y[2] = {1, 3};
     float *x = bf_gc_randn(42, (size_t)n * N, 0.0f, 0.5f), *z = bf_malloc(sizeof(float) * n * N);

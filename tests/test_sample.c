@@ -56,7 +56,7 @@ static float max_diff(const float *a, const float *b, size_t n) {
     return m;
 }
 
-TEST(sample_cached_decoder_equals_prefix_recomputation) {
+TEST_FP32(sample_cached_decoder_equals_prefix_recomputation) {
     bf_flow *f = test_flow(5, 1.5f, 3);
     int n = 5, y[5] = {0, 4, -1, 2, 1};
     size_t nd = (size_t)n * f->T * f->D;
@@ -94,7 +94,7 @@ TEST(sample_guidance_zero_is_unguided) {
     bf_flow_free(f);
 }
 
-TEST(sample_score_matches_finite_differences) {
+TEST_FP32(sample_score_matches_finite_differences) {
     bf_flow *f = test_flow(3, 1.0f, 5);
     int n = 2, y[2] = {1, -1}, N = f->T * f->D;
     float *x = bf_gc_randn(6, (size_t)n * N, 0.0f, 0.5f), *g = bf_malloc(sizeof(float) * n * N);
@@ -126,7 +126,7 @@ TEST(sample_score_matches_finite_differences) {
     bf_flow_free(f);
 }
 
-TEST(sample_jacobi_converges_to_exact) {
+TEST_FP32(sample_jacobi_converges_to_exact) {
     bf_flow *f = test_flow(4, 1.5f, 6);
     int n = 3, y[3] = {3, 0, -1};
     size_t nd = (size_t)n * f->T * f->D, img = 64;

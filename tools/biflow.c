@@ -112,6 +112,7 @@ static int cmd_train_flow(int argc, char **argv) {
         {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint, with its recorded options (--steps may extend it)"},
         {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
         {NULL, 0, NULL, NULL},
     };
@@ -154,6 +155,7 @@ static int cmd_eval_bpd(int argc, char **argv) {
         {"batch", OPT_INT, &batch, "images per pass"},
         {"seed", OPT_U64, &seed, "dequantisation noise seed"},
         {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {NULL, 0, NULL, NULL},
     };
     const char *pos[POS_MAX];
@@ -178,7 +180,8 @@ static int cmd_eval_bpd(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------------ bench */
-/* Rate of C += A @ B^T through OpenBLAS (native = 0) or biflow's own kernel (native = 1). */
+/* Rate of C += A @ B^T through OpenBLAS (native = 0), biflow's own fp32 kernel (native = 1) or
+ * its bf16 kernel (native = 2). */
 static double sgemm_gflops(int M, int N, int K, double seconds, int native) {
     float *A = bf_malloc(sizeof(float) * M * K), *B = bf_malloc(sizeof(float) * K * N);
     float *C = bf_malloc(sizeof(float) * M * N);
@@ -186,7 +189,7 @@ static double sgemm_gflops(int M, int N, int K, double seconds, int native) {
     for (long i = 0; i < (long)K * N; i++) B[i] = (float)(i % 7) * 0.01f;
     memset(C, 0, sizeof(float) * M * N);
     void (*gemm)(int, int, int, int, int, const float *, int, const float *, int, float *, int) =
-        native ? bf_gemm : bf_gemm_blas;
+        native == 2 ? bf_gemm_bf16 : native ? bf_gemm_f32 : bf_gemm_blas;
     gemm(0, 1, M, N, K, A, K, B, K, C, N);
     long it = 0;
     double t0 = bf_time(), t;
@@ -207,6 +210,7 @@ static int bench_train(int argc, char **argv) {
         {"steps", OPT_INT, &steps, "timed steps"},
         {"warmup", OPT_INT, &warm, "untimed steps first"},
         {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {NULL, 0, NULL, NULL},
     };
     const char *pos[POS_MAX];
@@ -259,8 +263,10 @@ static int bench_train(int argc, char **argv) {
     int W = c.channels, rows = batch * f->T;
     double peak = sgemm_gflops(rows, 4 * W, W, 1.0, 0), big = sgemm_gflops(1024, 1024, 1024, 1.0, 0);
     double own = bf_gemm_native() ? sgemm_gflops(rows, 4 * W, W, 1.0, 1) : peak;
-    printf("bench train: config %s, %zu parameters, batch %d, %d threads\n", sh.config, n, batch,
-           omp_get_max_threads());
+    int bf16 = bf_precision_effective() == BF_PRECISION_BF16;
+    double own16 = bf16 ? sgemm_gflops(rows, 4 * W, W, 1.0, 2) : 0.0;
+    printf("bench train: config %s, %zu parameters, batch %d, %d threads, %s matrix products\n",
+           sh.config, n, batch, omp_get_max_threads(), bf16 ? "bf16" : "fp32");
     printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
            ips, 1e3 * dt / steps, gf, bf_flow_train_flops(&c, batch) / 1e9);
     printf("  unsharded:  %.1f images/s with every kernel parallel over the batch instead of %d "
@@ -269,12 +275,16 @@ static int bench_train(int argc, char **argv) {
            rows, 4 * W, W, peak, big);
     printf("  own kernel: bf_gemm %dx%dx%d %.1f GFLOP/s (%s), %.2fx OpenBLAS\n", rows, 4 * W, W,
            own, bf_gemm_native() ? "AVX-512" : "OpenBLAS fallback", own / peak);
+    if (bf16)
+        printf("  bf16:       bf_gemm_bf16 %dx%dx%d %.1f GFLOP/s (AVX512-BF16, fp32 accumulation), "
+               "%.2fx the fp32 kernel\n", rows, 4 * W, W, own16, own16 / own);
     printf("  ratio:      the training step achieves %.0f%% of the model-shaped OpenBLAS sgemm rate\n",
            100.0 * gf / peak);
     printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
            "\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f,\"bf_gemm_gflops\":%.2f,"
-           "\"unsharded_images_per_s\":%.2f}\n", sh.config, batch, ips, gf, peak, big, own,
-           steps * (double)batch / t_ops);
+           "\"unsharded_images_per_s\":%.2f,\"precision\":\"%s\",\"bf16_gemm_gflops\":%.2f}\n",
+           sh.config, batch, ips, gf, peak, big, own, steps * (double)batch / t_ops,
+           bf16 ? "bf16" : "fp32", own16);
     for (int k = 0; k < shards; k++) {
         bf_flow_acts_free(&acts[k]);
         free(sg[k]);
@@ -376,6 +386,7 @@ static int bench_sample(int argc, char **argv) {
         {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per case"},
         {"jacobi", OPT_INT, &jacobi, "include the Jacobi sampler (1) or not (0)"},
         {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {NULL, 0, NULL, NULL},
     };
     const char *pos[POS_MAX];
@@ -404,8 +415,9 @@ static int bench_sample(int argc, char **argv) {
         for (int b = 0; b < c.num_blocks; b++)
             for (int i = 0; i < 2 * f->D * f->W; i++) f->params[f->blocks[b].out_w + i] = 0.02f * bf_rng_normal(&r);
     }
-    printf("bench sample: %s, %zu parameters, %d threads\n", flow ? flow : sh.config,
-           f->num_params, omp_get_max_threads());
+    printf("bench sample: %s, %zu parameters, %d threads, %s matrix products\n",
+           flow ? flow : sh.config, f->num_params, omp_get_max_threads(),
+           bf_precision_name(bf_precision_effective()));
     sample_case cases[] = {
         {"exact", BF_SAMPLER_EXACT, 1, 0, 0}, {"exact", BF_SAMPLER_EXACT, 64, 0, 0},
         {"exact+cfg", BF_SAMPLER_EXACT, 1, cfg, 0}, {"exact+cfg", BF_SAMPLER_EXACT, 64, cfg, 0},
@@ -569,6 +581,7 @@ static int cmd_sample(int argc, char **argv) {
         {"out", OPT_STR, &a.out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},
         {"scale", OPT_INT, &a.scale, "grid scale-up factor"},
         {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {NULL, 0, NULL, NULL},
     };
     const char *pos[POS_MAX];
@@ -606,6 +619,7 @@ static int cmd_encode(int argc, char **argv) {
         {"n", OPT_INT, &n, "the first N images of the split"},
         {"uncond", OPT_FLAG, &uncond, "encode with the unconditional label"},
         {"out", OPT_STR, &out, "output: safetensors with x, y, z, logdet"},
+        CLI_PRECISION_OPT,
         {NULL, 0, NULL, NULL},
     };
     const char *pos[POS_MAX];

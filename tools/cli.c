@@ -59,6 +59,8 @@ bad:
     return -1;
 }
 
+const char *cli_precision;
+
 static const char *given[128];   /* the options of the last parse's command line */
 static int n_given;
 
@@ -104,6 +106,14 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
         if (!strcmp(o->name, "threads") && o->kind == OPT_INT && (*(int *)o->ptr < 0 || *(int *)o->ptr > 4096)) {
             fprintf(stderr, "biflow: --threads %d is out of range: 0 (all cores) to 4096\n", *(int *)o->ptr);
             return -1;
+        }
+        if (!strcmp(o->name, "precision") && o->ptr == (void *)&cli_precision) {
+            bf_precision p;
+            if (bf_precision_parse(&p, cli_precision)) {
+                fprintf(stderr, "biflow: --precision must be fp32 or bf16, not '%s'\n", cli_precision);
+                return -1;
+            }
+            bf_set_precision(p);
         }
     }
     return 0;

@@ -26,6 +26,15 @@ typedef struct {
     {"clip", OPT_FLOAT, &(o).grad_clip, "gradient-norm clipping (0 = off)"},              \
     {"ema", OPT_FLOAT, &(o).ema_decay, "EMA decay of the weights"}
 
+/* --precision, on every command that computes with F or G: cli_parse applies it
+ * (bf_set_precision) and refuses a value other than fp32 and bf16. */
+extern const char *cli_precision;
+#define CLI_PRECISION_OPT                                                                  \
+    {"precision", OPT_STR, &cli_precision,                                                 \
+     "matrix products of F and G: fp32 or bf16 (bfloat16 operands, fp32 sums; CPUs with "  \
+     "AVX512-BF16, else fp32 with a note). Default fp32 (or $BF_PRECISION): bf16 becomes "  \
+     "the default only once its quality is measured"}
+
 /* Parses argv[first..argc) against opts (terminated by a NULL name). Prints --help text built
  * from the table (usage line and summary first) and returns 1 for --help; -1 on a bad option
  * (message on stderr); 0 otherwise. Positional arguments are stored in pos[] (up to max_pos). */

@@ -195,6 +195,7 @@ int cmd_demo(int argc, char **argv) {
         {"n-eval", OPT_INT, &a.n_eval, "samples per sampler for the Frechet distance"},
         {"train", OPT_FLAG, &train, "reproduce the shipped models from scratch instead (hours)"},
         {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {NULL, 0, NULL, NULL},
     };
     const char *pos[1];

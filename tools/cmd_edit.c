@@ -35,7 +35,8 @@ typedef struct {
     {"out", OPT_STR, &(a).out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},      \
     {"show", OPT_INT, &(a).show, "images (grid rows) in the PNG"},                               \
     {"scale", OPT_INT, &(a).scale, "grid scale-up factor"},                                      \
-    {"threads", OPT_INT, &(a).threads, "threads (0 = all cores)"}
+    {"threads", OPT_INT, &(a).threads, "threads (0 = all cores)"},                               \
+    CLI_PRECISION_OPT
 
 /* The loaded pair and images of one command. */
 typedef struct {

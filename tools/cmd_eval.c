@@ -115,7 +115,9 @@ static void print_result(const eval_args *a, const eval_result *r, int have_f, i
     printf("samples:           %d (%s)\n", r->n, a->images ? a->images : a->reverse ? "biflow sampler" : a->sampler);
     printf("FD (test split):   %.3f   [features of %s]\n", r->fd, a->features);
     if (!isnan(r->acc)) printf("class accuracy:    %.2f%% of class-conditional samples recognised\n", 100 * r->acc);
-    if (!a->images) printf("speed:             %.1f images/s, %.3f ms/image, %d NFE\n", r->images_per_s, r->ms_per_image, r->nfe);
+    if (!a->images)
+        printf("speed:             %.1f images/s, %.3f ms/image, %d NFE, %s matrix products\n",
+               r->images_per_s, r->ms_per_image, r->nfe, bf_precision_name(bf_precision_effective()));
     if (r->floor_fd >= 0) printf("FD floor:          %.3f (test split against %d training images)\n", r->floor_fd, a->floor_n);
     if (have_f && a->bpd_n > 0) printf("bits/dim of F:     %.4f (%d test images)\n", r->bpd, a->bpd_n);
     if (have_g && a->fid_n > 0)
@@ -134,9 +136,11 @@ static void append_row(const eval_args *a, const eval_result *r) {
         FILE *fp = fopen(a->json, "a");
         if (!fp) { fprintf(stderr, "biflow eval: cannot append to %s\n", a->json); return; }
         fprintf(fp, "{\"row\":\"%s\",\"fd\":%.4f,\"accuracy\":%.4f,\"nfe\":%d,\"ms_per_image\":%.4f,"
-                "\"images_per_s\":%.2f,\"n\":%d,\"cfg\":%g,\"cfg_anneal\":%d,\"seed\":%llu}\n",
+                "\"images_per_s\":%.2f,\"n\":%d,\"cfg\":%g,\"cfg_anneal\":%d,\"seed\":%llu,"
+                "\"precision\":\"%s\"}\n",
                 a->row ? a->row : "", r->fd, r->acc, r->nfe, r->ms_per_image, r->images_per_s, r->n,
-                (double)a->cfg, a->cfg_anneal, (unsigned long long)a->seed);
+                (double)a->cfg, a->cfg_anneal, (unsigned long long)a->seed,
+                bf_precision_name(bf_precision_effective()));
         fclose(fp);
     }
 }
@@ -285,6 +289,7 @@ int cmd_eval(int argc, char **argv) {
         {"md", OPT_STR, &a.md, "append a Markdown table row: name | FD | accuracy | NFE | ms/image | N"},
         {"json", OPT_STR, &a.json, "append a JSON line with the figures"},
         {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {NULL, 0, NULL, NULL},
     };
     const char *pos[1];

@@ -125,6 +125,7 @@ int cmd_train_reverse(int argc, char **argv) {
         {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint, with its recorded options (--steps may extend it)"},
         {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
         {NULL, 0, NULL, NULL},
     };
@@ -225,6 +226,7 @@ int cmd_eval_reverse(int argc, char **argv) {
         {"cfg", OPT_FLOAT, &cfg, "guidance w of the G(z) vs F^-1(z) comparison"},
         {"seed", OPT_U64, &seed, "noise seed"},
         {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
         {NULL, 0, NULL, NULL},
     };
     const char *pos[1];
