@@ -183,15 +183,15 @@ static int demo_train(void) {
 
 int cmd_demo(int argc, char **argv) {
     demo_args a = {"models/flow-fmnist.safetensors", "models/reverse-fmnist.safetensors",
-                   "models/features-fmnist.safetensors", "demo", 1.0f, 0.5f, 1000, 0};
+                   "models/features-fmnist.safetensors", "demo", 1.5f, 2.0f, 1000, 0};
     int train = 0;
     cli_opt opts[] = {
         {"flow", OPT_STR, &a.flow, "forward model"},
         {"reverse", OPT_STR, &a.reverse, "reverse model"},
         {"features", OPT_STR, &a.features, "feature network of the evaluation"},
         {"out", OPT_STR, &a.out, "folder for the images"},
-        {"cfg-exact", OPT_FLOAT, &a.cfg_exact, "guidance w of the exact sampler (its best FD: 1)"},
-        {"cfg-biflow", OPT_FLOAT, &a.cfg_biflow, "guidance w of G (its best FD: 0.5)"},
+        {"cfg-exact", OPT_FLOAT, &a.cfg_exact, "guidance w of the exact sampler (its best FD at N = 10000: 1.5)"},
+        {"cfg-biflow", OPT_FLOAT, &a.cfg_biflow, "guidance w of G (its best FD at N = 10000: 2)"},
         {"n-eval", OPT_INT, &a.n_eval, "samples per sampler for the Frechet distance"},
         {"train", OPT_FLAG, &train, "reproduce the shipped models from scratch instead (hours)"},
         {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
