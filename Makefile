@@ -9,7 +9,7 @@ CFLAGS  += -std=c11 $(OPT) $(ARCH) -fopenmp -fno-math-errno -fPIC -g \
            -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Iinclude -Isrc
 comma   := ,
 BLASLIB := $(if $(BLASDIR),-L$(BLASDIR) -Wl$(comma)-rpath$(comma)$(BLASDIR)) -lopenblas
-LDLIBS  += $(BLASLIB) -llapack -lcjson -lcrypto -lz -lm -fopenmp
+LDLIBS  += $(BLASLIB) -llapack -lcjson -lcrypto -lpng -ljpeg -lz -lm -fopenmp
 
 SRC     := $(wildcard src/*.c)
 OBJ     := $(SRC:src/%.c=build/obj/%.o)

@@ -1,10 +1,10 @@
 /* Training curves: log parsing (malformed lines, NaN tokens, records without a step), nice
- * ticks and their labels, and rendered PNGs read back with stb_image: size, where the series
+ * ticks and their labels, and rendered PNGs read back (bf_image_decode): size, where the series
  * colour lies and which way it moves, overlays, refusals. */
 #include "test.h"
 #include "../src/plot.h"
 
-#include <stb/stb_image.h>   /* compiled once, in src/stb_impl.c (memory loaders only) */
+#include "../src/image_read.h"
 #include <unistd.h>
 
 static const char *tmp_path(const char *name) {
@@ -38,7 +38,7 @@ static uint8_t *load_png(const char *path, int *h, int *w) {
     size_t size;
     int c;
     if (bf_read_file(path, &buf, &size, 1 << 26)) return NULL;
-    uint8_t *img = stbi_load_from_memory(buf, (int)size, w, h, &c, 3);
+    uint8_t *img = bf_image_decode(buf, size, 3, w, h, &c);
     free(buf);
     return img;
 }
