@@ -1,5 +1,7 @@
 # biflow build. `make` builds libbiflow (static and shared), the biflow CLI and the tests;
-# `make test` runs the tests.
+# `make test` runs the tests (with a short run of every fuzz harness when clang has libFuzzer).
+# `make fuzz` builds the libFuzzer harnesses (build/fuzz/), `make SAN=1` the library, CLI and
+# tests with AddressSanitizer and UBSan into build-san/ (`make SAN=1 test` runs them there).
 CC      ?= gcc
 # Prefer OpenBLAS's OpenMP build so BLAS threads and our OpenMP threads share one pool.
 BLASDIR := $(firstword $(wildcard /usr/lib/$(shell gcc -print-multiarch 2>/dev/null)/openblas-openmp) )
@@ -40,10 +42,56 @@ build/test_biflow: $(TESTOBJ) build/libbiflow.a
 build/obj build/tools build/tests:
 	mkdir -p $@
 
+# ---------------------------------------------------------------- fuzzing (tests/fuzz/)
+# Every tests/fuzz/fuzz_NAME.c is a libFuzzer harness, built as build/fuzz/fuzz_NAME against
+# the library compiled by clang with coverage, ASan and UBSan (serially: tests/fuzz/serial/omp.h
+# stands in for OpenMP). Seeds: tests/fixtures/fuzz/NAME/. Needs clang and its runtime
+# (Debian: clang, libclang-rt-14-dev).
+FUZZ_CC     ?= clang
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS := -std=c11 -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -Wall -Wextra -Werror \
+               -Wno-unused-parameter -Wno-unknown-pragmas -Wno-source-uses-openmp \
+               -D_GNU_SOURCE -Itests/fuzz/serial -Iinclude -Isrc
+FUZZ_LDLIBS := $(BLASLIB) -llapack -lcjson -lcrypto -lpng -ljpeg -lz -lm
+FUZZSRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS   := $(FUZZSRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZOBJ     := $(SRC:src/%.c=build/fuzz/obj/%.o)
+
+build/fuzz/obj/%.o: src/%.c $(wildcard src/*.h) include/biflow.h tests/fuzz/serial/omp.h | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/libbiflow.a: $(FUZZOBJ)
+	ar rcs $@ $^
+# --wrap=fsync: the atomic writes need not wait for the disk (tests/fuzz/wrap_fsync.c)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h tests/fuzz/wrap_fsync.c build/fuzz/libbiflow.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Wl,--wrap=fsync $(FUZZ_WRAP) -o $@ $< \
+	    tests/fuzz/wrap_fsync.c build/fuzz/libbiflow.a $(FUZZ_LDLIBS)
+# the plot harness checks the drawn image instead of encoding it (fuzz_log.c)
+build/fuzz/fuzz_log: FUZZ_WRAP := -Wl,--wrap=bf_write_png
+build/fuzz/obj:
+	mkdir -p $@
+
+fuzz: $(FUZZ_BINS)
+
+# Whether FUZZ_CC links a libFuzzer program with both sanitizers (clang and its runtime).
+FUZZ_PROBE = mkdir -p build/fuzz && \
+	printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' | \
+	$(FUZZ_CC) -x c - -fsanitize=fuzzer,address,undefined -o build/fuzz/.probe >/dev/null 2>&1
+
+# Regenerates the seed corpora (tests/fixtures/fuzz/) from tests/fuzz/make_seeds.c.
+fuzz-seeds: build/make_seeds
+	./build/make_seeds tests/fixtures/fuzz
+build/make_seeds: tests/fuzz/make_seeds.c build/libbiflow.a
+	$(CC) $(CFLAGS) -o $@ $< build/libbiflow.a $(LDLIBS)
+
+# ---------------------------------------------------------------- tests
+# The fuzz harnesses run from the suite (tests/test_fuzz.c); without clang and libFuzzer
+# those tests are skipped, and counted as skipped, with BF_FUZZ_SKIP giving the reason.
 test: build/test_biflow biflow
-	./build/test_biflow
+	@if $(FUZZ_PROBE); then $(MAKE) --no-print-directory fuzz && ./build/test_biflow; \
+	else echo "fuzz harnesses not built: $(FUZZ_CC) cannot link -fsanitize=fuzzer,address,undefined"; \
+	  BF_FUZZ_SKIP="$(FUZZ_CC) with libFuzzer not available" ./build/test_biflow; fi
 
 clean:
-	rm -rf build biflow
+	rm -rf build build-san biflow
 
-.PHONY: all test clean
+.PHONY: all test clean fuzz fuzz-seeds

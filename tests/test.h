@@ -51,6 +51,12 @@ extern int bf_test_fail_count;      /* failures inside the current test */
         }                                                                               \
     } while (0)
 
+/* Marks the running test as skipped, with the reason (printf-style); the test should return
+ * right after. A skipped test is listed as SKIP and counted apart from passed and failed
+ * ones. Tests can also be skipped by name: BF_TEST_SKIP="name,name" (e.g. slow tests in a
+ * sanitized build; see .ci/run). */
+void bf_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Path of a file under the shared fixtures folder (BF_SHARED, default ../shared). */
 const char *bf_test_shared(const char *rel);
 /* A fresh scratch directory for this test run (removed at exit). */

@@ -1,5 +1,6 @@
 /* Test runner: runs every registered test (or those whose name contains argv[1]) and closes
- * with the line "N passed, N failed"; exits non-zero on any failure. */
+ * with the line "N passed, N failed" (", N skipped" added when tests were skipped: by
+ * bf_test_skip, or by name through BF_TEST_SKIP); exits non-zero on any failure. */
 
 #include "test.h"
 
@@ -14,6 +15,27 @@ static test_entry tests[512];
 static int n_tests;
 int bf_test_fail_count;
 static char tmpdir[256];
+static char skip_reason[512];   /* set by bf_test_skip in the running test */
+
+void bf_test_skip(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(skip_reason, sizeof skip_reason, fmt, ap);
+    va_end(ap);
+    if (!skip_reason[0]) snprintf(skip_reason, sizeof skip_reason, "skipped");
+}
+
+/* name is listed in the comma-separated list */
+static int listed(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
 
 void bf_test_register(const char *name, const char *file, bf_test_fn fn) {
     BF_ASSERT(n_tests < (int)(sizeof tests / sizeof tests[0]));
@@ -70,16 +92,27 @@ static int by_file_then_order(const void *a, const void *b) {
 int main(int argc, char **argv) {
     bf_log_level = 0;
     qsort(tests, (size_t)n_tests, sizeof tests[0], by_file_then_order);
-    int passed = 0, failed = 0;
+    const char *skip_list = getenv("BF_TEST_SKIP");
+    int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < n_tests; i++) {
         if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
+        if (listed(skip_list, tests[i].name)) {
+            skipped++;
+            printf("SKIP %-44s          (named in BF_TEST_SKIP)\n", tests[i].name);
+            fflush(stdout);
+            continue;
+        }
         bf_test_fail_count = 0;
+        skip_reason[0] = 0;
         double t0 = bf_time();
         tests[i].fn();
         double dt = bf_time() - t0;
         if (bf_test_fail_count) {
             failed++;
             printf("FAIL %-44s %7.2fs  (%d checks failed)\n", tests[i].name, dt, bf_test_fail_count);
+        } else if (skip_reason[0]) {
+            skipped++;
+            printf("SKIP %-44s %7.2fs  (%s)\n", tests[i].name, dt, skip_reason);
         } else {
             passed++;
             printf("ok   %-44s %7.2fs\n", tests[i].name, dt);
@@ -91,6 +124,7 @@ int main(int argc, char **argv) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
     }
-    printf("%d passed, %d failed\n", passed, failed);
+    if (skipped) printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    else printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
