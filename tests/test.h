@@ -62,7 +62,9 @@ const char *bf_test_shared(const char *rel);
 /* A fresh scratch directory for this test run (removed at exit). */
 const char *bf_test_tmpdir(void);
 /* Runs a shell command (printf-style), its stdout and stderr together captured into out (n
- * bytes, may be NULL); returns the exit status, or 128 + the signal that ended it. */
+ * bytes, may be NULL); returns the exit status, or 128 + the signal that ended it. A command
+ * starting with "./biflow " runs the CLI named by BF_CLI instead, when that is set. A
+ * sanitizer report in the output fails the calling test. */
 int bf_test_sh(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -63,6 +63,30 @@ const char *bf_test_tmpdir(void) {
     return tmpdir;
 }
 
+/* A sanitizer report in the output of a command a test ran (a sanitized CLI: make SAN=1 test)
+ * fails the test, whatever exit status the test expects. UBSan writes its reports there even
+ * when told to log elsewhere (GCC 12, with ASan). */
+static void sanitizer_reports(const char *log, const char *cmd) {
+    static const char *const marks[] = {"runtime error:", "ERROR: AddressSanitizer",
+                                        "ERROR: LeakSanitizer", "SUMMARY: UndefinedBehaviorSanitizer"};
+    uint8_t *text;
+    size_t size;
+    if (bf_read_file(log, &text, &size, (size_t)1 << 28)) return;
+    char *t = bf_malloc(size + 1);
+    memcpy(t, text, size);
+    t[size] = 0;
+    free(text);
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+        const char *at = strstr(t, marks[i]);
+        if (!at) continue;
+        fprintf(stderr, "    sanitizer report from `%.300s`:\n%.2000s\n", cmd,
+                at - t > 200 ? at - 200 : t);
+        bf_test_fail_count++;
+        break;
+    }
+    free(t);
+}
+
 int bf_test_sh(char *out, size_t n, const char *fmt, ...) {
     char cmd[4096], log[512];
     va_list ap;
@@ -70,10 +94,20 @@ int bf_test_sh(char *out, size_t n, const char *fmt, ...) {
     int len = vsnprintf(cmd, sizeof cmd - 600, fmt, ap);
     va_end(ap);
     BF_ASSERT(len > 0 && (size_t)len < sizeof cmd - 600);
+    const char *cli = getenv("BF_CLI");   /* another build of the CLI (make SAN=1 test) */
+    if (cli && *cli && !strncmp(cmd, "./biflow ", 9)) {
+        char rest[4096];
+        snprintf(rest, sizeof rest, "%s", cmd + 8);
+        len = snprintf(cmd, sizeof cmd - 600, "%s%s", cli, rest);
+        BF_ASSERT(len > 0 && (size_t)len < sizeof cmd - 600);
+    }
     snprintf(log, sizeof log, "%s/sh-output.txt", bf_test_tmpdir());
-    snprintf(cmd + len, sizeof cmd - (size_t)len, " >'%s' 2>&1", log);
-    int st = system(cmd);
+    /* the whole command's output, not only its last part's (a ; b, a && b) */
+    char whole[sizeof cmd + sizeof log + 32];
+    snprintf(whole, sizeof whole, "( %s ) >'%s' 2>&1", cmd, log);
+    int st = system(whole);
     int rc = st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    sanitizer_reports(log, cmd);
     if (out && n) {
         FILE *fp = fopen(log, "r");
         size_t k = fp ? fread(out, 1, n - 1, fp) : 0;
@@ -126,5 +160,6 @@ int main(int argc, char **argv) {
     }
     if (skipped) printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     else printf("%d passed, %d failed\n", passed, failed);
+    fflush(stdout);   /* before LeakSanitizer's check at exit, which ends without flushing */
     return failed ? 1 : 0;
 }

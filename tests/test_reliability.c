@@ -595,3 +595,19 @@ TEST(cli_eval_features_names_a_wrong_dtype) {
     rc = bf_test_sh(out, sizeof out, "./biflow eval-features --images '%s' --threads 1", path);
     CHECK(rc == 1 && strstr(out, "got (4)"));
 }
+
+/* ------------------------------------------------------------------ sanitizers */
+/* make SAN=1 test runs the sanitized CLI; UBSan prints its reports to the command's output
+ * (GCC 12 ignores UBSan's log_path beside ASan), so a report there fails the test that ran
+ * the command, whatever exit status the test expects. */
+TEST(sanitizer_reports_in_command_output_fail_the_test) {
+    int before = bf_test_fail_count;
+    bf_test_sh(NULL, 0, "echo 'src/x.c:1:2: runtime error: signed integer overflow' >&2; exit 1");
+    int flagged = bf_test_fail_count - before;
+    bf_test_sh(NULL, 0, "echo 'ERROR: LeakSanitizer: detected memory leaks'");
+    flagged += bf_test_fail_count - before - flagged;
+    bf_test_fail_count = before;   /* the two reports above are this test's own */
+    CHECK(flagged == 2);
+    bf_test_sh(NULL, 0, "echo 'a runtime error, in words' && echo 'no error'");
+    CHECK(bf_test_fail_count == before);
+}
