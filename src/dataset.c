@@ -15,11 +15,10 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include <stb/stb_image.h>   /* compiled once, in stb_impl.c */
+#include "image_read.h"   /* PNG and JPEG decoding (libpng, libjpeg-turbo) */
 
 #define MAX_DIM 65536                         /* per image side */
 #define MAX_BYTES ((size_t)2 << 30)           /* 2 GiB of pixels in one dataset */
-#define MAX_IMAGE_FILE ((size_t)256 << 20)    /* one PNG/JPEG file */
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
 static const char *const fmnist_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -426,26 +425,9 @@ static int list_dir(const char *dir, int want_dirs, str_list *out) {
 }
 
 /* Decodes an image file; alpha is dropped (grey+alpha -> 1 channel, RGBA -> 3). The result is
- * HWC, freed with stbi_image_free. */
+ * HWC, malloc'ed. */
 static uint8_t *decode_image(const char *path, int *h, int *w, int *c) {
-    uint8_t *buf;
-    size_t size;
-    if (bf_read_file(path, &buf, &size, MAX_IMAGE_FILE)) return NULL;
-    int comp = 0, len = (int)size;
-    uint8_t *img = NULL;
-    if (stbi_info_from_memory(buf, len, w, h, &comp)) {
-        int want = comp == 2 ? 1 : comp == 4 ? 3 : comp;
-        img = stbi_load_from_memory(buf, len, w, h, &comp, want);
-        *c = want;
-    }
-    if (!img) bf_set_error("cannot decode image '%s': %s", path, stbi_failure_reason());
-    else if (*h > MAX_DIM || *w > MAX_DIM) {
-        bf_set_error("image '%s' is %dx%d, larger than %d on a side", path, *w, *h, MAX_DIM);
-        stbi_image_free(img);
-        img = NULL;
-    }
-    free(buf);
-    return img;
+    return bf_image_read_file(path, BF_IMAGE_NO_ALPHA, w, h, c);
 }
 
 /* Decodes one file into dst (CHW) if it is c x h x w; -1 with a message naming it otherwise. */
@@ -456,24 +438,12 @@ static int load_into(const char *path, uint8_t *dst, int c, int h, int w) {
     if (ih != h || iw != w || ic != c) {
         bf_set_error("image '%s' is %dx%d with %d channel(s); the first image is %dx%d with %d",
                      path, iw, ih, ic, w, h, c);
-        stbi_image_free(img);
+        free(img);
         return -1;
     }
     for (int k = 0; k < c; k++)
         for (size_t i = 0; i < (size_t)h * w; i++) dst[(size_t)k * h * w + i] = img[i * c + k];
-    stbi_image_free(img);
-    return 0;
-}
-
-int bf_read_image(uint8_t **pixels, int *c, int *h, int *w, const char *path) {
-    *pixels = NULL;
-    uint8_t *img = decode_image(path, h, w, c);
-    if (!img) return -1;
-    size_t hw = (size_t)*h * *w;
-    *pixels = bf_malloc(hw * *c);
-    for (int k = 0; k < *c; k++)   /* HWC -> CHW, the layout of every image array here */
-        for (size_t i = 0; i < hw; i++) (*pixels)[k * hw + i] = img[i * *c + k];
-    stbi_image_free(img);
+    free(img);
     return 0;
 }
 
@@ -500,7 +470,7 @@ static int folder_collect(const char *split_dir, const str_list *classes, str_li
 static int folder_decode(bf_dataset *ds, const str_list *files) {
     uint8_t *first = decode_image(files->v[0], &ds->h, &ds->w, &ds->c);
     if (!first) return -1;
-    stbi_image_free(first);
+    free(first);
     size_t per = (size_t)ds->c * ds->h * ds->w;
     if (per * (size_t)files->n > MAX_BYTES) {
         bf_set_error("%d images of %zu bytes are more than the 2 GiB limit", files->n, per);

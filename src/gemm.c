@@ -40,9 +40,15 @@ void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, 
 #define NR 32
 #define KC 256
 
-/* per calling thread: decoders call bf_gemm from inside their own parallel regions */
+/* per calling thread: decoders call bf_gemm from inside their own parallel regions. A thread
+ * that ends (OpenMP shrinks its pool when a team gets smaller) frees its buffer through the
+ * key's destructor; LeakSanitizer found these buffers lost. */
 static _Thread_local float *b_scratch;
 static _Thread_local size_t b_scratch_size;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_key_make(void) { BF_ASSERT(pthread_key_create(&scratch_key, free) == 0); }
 
 int bf_gemm_native(void) { return !blas_forced(); }
 
@@ -116,6 +122,8 @@ void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, c
         b_scratch = aligned_alloc(64, sizeof(float) * need);
         BF_ASSERT(b_scratch != NULL);
         b_scratch_size = need;
+        pthread_once(&scratch_once, scratch_key_make);
+        BF_ASSERT(pthread_setspecific(scratch_key, b_scratch) == 0);
     }
     float *Bp = b_scratch;
     for (int k0 = 0; k0 < K; k0 += KC) {

@@ -117,6 +117,17 @@ static int read_record(bf_trainlog *lg, const char *line, size_t len) {
     return used;
 }
 
+int bf_log_line_step(const char *line, size_t len, double *step) {
+    char *clean = sanitize_line(line, len);
+    cJSON *j = cJSON_ParseWithOpts(clean, NULL, 1);
+    free(clean);
+    const cJSON *s = cJSON_IsObject(j) ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
+    int ok = cJSON_IsNumber(s) && isfinite(s->valuedouble);
+    if (ok) *step = s->valuedouble;
+    cJSON_Delete(j);
+    return ok;
+}
+
 /* A run folder stands for its log.jsonl, as other commands take a run folder for its model. */
 static char *resolve_log_path(const char *path) {
     struct stat st;
@@ -219,14 +230,26 @@ static void compact_exponent(char *s) {
     memmove(d, src, strlen(src) + 1);
 }
 
+/* floor(log10(x)) of a finite x > 0 as an int; 0 for anything else (no float -> int
+ * conversion out of range: log10(0) is -inf). */
+static int decade_of(double x) {
+    if (!(x > 0) || !isfinite(x)) return 0;
+    double d = floor(log10(x) + 1e-9);
+    return d < -400 ? -400 : d > 400 ? 400 : (int)d;
+}
+
 void bf_plot_format_tick(char *buf, size_t cap, double v, double step) {
-    if (!(step > 0) || fabs(v) < step * 1e-6) {   /* no step to go by, or zero */
-        snprintf(buf, cap, "%g", step > 0 ? 0.0 : v);
+    if (!isfinite(v) || !(step > 0) || !isfinite(step)) {   /* no step to go by */
+        snprintf(buf, cap, "%g", v);
         return;
     }
-    int ks = (int)floor(log10(step) + 1e-9);
+    if (fabs(v) < step * 1e-6 || v == 0) {   /* zero (step * 1e-6 may underflow to 0) */
+        snprintf(buf, cap, "0");
+        return;
+    }
+    int ks = decade_of(step);
     if (step >= 1e6 || step < 1e-4) {   /* too many zeros for fixed notation */
-        int kv = (int)floor(log10(fabs(v)) + 1e-9), digits = kv - ks;
+        int kv = decade_of(fabs(v)), digits = kv - ks;
         snprintf(buf, cap, "%.*e", digits < 0 ? 0 : digits > 6 ? 6 : digits, v);
         compact_exponent(buf);
     } else {

@@ -26,6 +26,10 @@ typedef struct {
     long nonfinite;        /* values that are NaN, Inf or null */
 } bf_trainlog;
 
+/* 1 with *step when a log line (len bytes, its newline included or not) is a JSON object with
+ * a finite numeric "step", read as bf_trainlog_read reads it (bare NaN/Inf tokens allowed);
+ * 0 otherwise. */
+int bf_log_line_step(const char *line, size_t len, double *step);
 /* Reads every line of path. Fails (naming the file) when it cannot be read or holds no usable
  * record; lg is then empty and need not be freed. */
 int bf_trainlog_read(bf_trainlog *lg, const char *path);

@@ -1,10 +1,6 @@
-/* The stb image headers' implementations, compiled once for the library: PNG and JPEG
- * decoding (datasets) and PNG encoding to memory (images out). Their own code trips some of
- * our warnings, which are silenced for these two includes only. */
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_NO_STDIO
+/* stb_image_write's implementation, compiled once for the library: PNG encoding to memory
+ * (images out). Decoding goes through libpng and libjpeg-turbo (image_read.c); stb_image is
+ * no longer used. Its code trips some of our warnings, which are silenced for this include. */
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_WRITE_NO_STDIO
 #pragma GCC diagnostic push
@@ -14,6 +10,5 @@
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #pragma GCC diagnostic ignored "-Wmisleading-indentation"
 #pragma GCC diagnostic ignored "-Wtype-limits"
-#include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 #pragma GCC diagnostic pop

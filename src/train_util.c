@@ -1,6 +1,7 @@
 /* Shared trainer pieces; see train_util.h. */
 #include "train_util.h"
 #include "ckpt.h"
+#include "plot.h"
 #include "core.h"
 
 #include <cjson/cJSON.h>
@@ -56,25 +57,36 @@ FILE *bf_open_log(const char *dir, long keep_upto_step) {
     if (bf_path_join(path, sizeof path, dir, "log.jsonl")) return NULL;
     FILE *in = fopen(path, "r");
     if (in) {   /* the kept records replace the log atomically: a kill here loses nothing */
-        char line[8192], *kept = NULL;
-        size_t n = 0, cap = 0;
-        while (fgets(line, sizeof line, in)) {
-            cJSON *j = cJSON_Parse(line);
-            cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL;
-            size_t len = strlen(line);
-            if (st && cJSON_IsNumber(st) && st->valuedouble <= keep_upto_step) {
-                if (n + len > cap) kept = bf_realloc(kept, cap = 2 * (n + len));
-                memcpy(kept + n, line, len);
-                n += len;
-            }
-            cJSON_Delete(j);
+        char *line = NULL, *kept = NULL;
+        size_t lcap = 0, n = 0, cap = 0;
+        ssize_t len;
+        /* Records are read as `biflow plot` reads them (a NaN value keeps its record), lines
+         * of any length; a kept last line without its newline gets one, so that the next
+         * record does not run into it. Lines that are not records (a line cut by a kill) go. */
+        while ((len = getline(&line, &lcap, in)) > 0) {
+            double step;
+            if (!bf_log_line_step(line, (size_t)len, &step) || !(step <= keep_upto_step)) continue;
+            int newline = line[len - 1] == '\n';
+            if (n + (size_t)len + 1 > cap) kept = bf_realloc(kept, cap = 2 * (n + (size_t)len + 1));
+            memcpy(kept + n, line, (size_t)len);
+            n += (size_t)len;
+            if (!newline) kept[n++] = '\n';
         }
+        int err = ferror(in);
+        free(line);
         fclose(in);
+        if (err) {
+            bf_set_error("cannot read '%s'", path);
+            free(kept);
+            return NULL;
+        }
         int rc = bf_write_file_atomic(path, kept ? kept : "", n);
         free(kept);
         if (rc) return NULL;
     }
-    return fopen(path, "a");
+    FILE *out = fopen(path, "a");
+    if (!out) bf_set_error("cannot open '%s' for appending: %s", path, strerror(errno));
+    return out;
 }
 
 void bf_fmt_duration(char *buf, size_t n, double s) {

@@ -24,7 +24,8 @@ extern int bf_test_fail_count;      /* failures inside the current test */
 /* A test against fp32 references with tolerances that bf16 products would not meet. */
 #define TEST_FP32(name) TEST_REGISTER_(name, 1)
 
-/* Ends the current test as skipped: printed with the reason and counted, not a failure. */
+/* Ends the current test as skipped: printed with the reason and counted, not a failure. Tests
+ * can also be skipped by name: BF_TEST_SKIP="name,name" (e.g. slow tests in a sanitized build). */
 void bf_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define SKIP(...)                                                                   \
     do {                                                                            \
@@ -65,12 +66,15 @@ void bf_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
         }                                                                               \
     } while (0)
 
+
 /* Path of a file under the shared fixtures folder (BF_SHARED, default ../shared). */
 const char *bf_test_shared(const char *rel);
 /* A fresh scratch directory for this test run (removed at exit). */
 const char *bf_test_tmpdir(void);
 /* Runs a shell command (printf-style), its stdout and stderr together captured into out (n
- * bytes, may be NULL); returns the exit status, or 128 + the signal that ended it. */
+ * bytes, may be NULL); returns the exit status, or 128 + the signal that ended it. A command
+ * starting with "./biflow " runs the CLI named by BF_CLI instead, when that is set. A
+ * sanitizer report in the output fails the calling test. */
 int bf_test_sh(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -1,8 +1,8 @@
-/* Images and arrays out: the float -> byte mapping, PNG round trips through stb_image, the
+/* Images and arrays out: the float -> byte mapping, PNG round trips through the decoder, the
  * sample grid layout, .npy round trips and rejections, and a mutation fuzz of the .npy reader. */
 #include "test.h"
 
-#include <stb/stb_image.h>   /* compiled in src/dataset.c (memory loaders only) */
+#include "../src/image_read.h"
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -19,12 +19,12 @@ static void put_raw(const char *path, const void *data, size_t n) {
     BF_ASSERT(fp && fwrite(data, 1, n, fp) == n && fclose(fp) == 0);
 }
 
-/* Loads a PNG back with stb_image, keeping its channel count. */
+/* Loads a PNG back with the library's decoder (libpng), keeping its channel count. */
 static uint8_t *load_png(const char *path, int *h, int *w, int *c) {
     uint8_t *buf;
     size_t size;
     if (bf_read_file(path, &buf, &size, 1 << 26)) return NULL;
-    uint8_t *img = stbi_load_from_memory(buf, (int)size, w, h, c, 0);
+    uint8_t *img = bf_image_decode(buf, size, BF_IMAGE_AS_STORED, w, h, c);
     free(buf);
     return img;
 }
@@ -57,7 +57,7 @@ TEST(image_png_roundtrip) {
         uint8_t *back = load_png(p, &lh, &lw, &lc);
         CHECK(back && lh == h && lw == w && lc == c);
         CHECK(back && !memcmp(back, px, (size_t)h * w * c));
-        stbi_image_free(back);
+        free(back);
     }
     uint8_t px[4] = {0};
     CHECK_ERR(bf_write_png(img_path("x.png"), px, 0, 2, 1), "bad image");
@@ -78,7 +78,7 @@ TEST(image_grid_layout) {
     int h, w, c;
     uint8_t *g = load_png(p, &h, &w, &c);
     CHECK(g && h == 14 && w == 14 && c == 3);
-    if (!g || h != 14 || w != 14 || c != 3) { stbi_image_free(g); return; }
+    if (!g || h != 14 || w != 14 || c != 3) { free(g); return; }
 #define PX(y, x, k) g[((y) * 14 + (x)) * 3 + (k)]
     CHECK(PX(0, 0, 0) == 128 && PX(1, 13, 2) == 128 && PX(7, 7, 1) == 128);   /* gaps */
     CHECK(PX(10, 10, 0) == 128 && PX(12, 12, 2) == 128);                      /* empty cell */
@@ -94,14 +94,14 @@ TEST(image_grid_layout) {
                 }
     }
 #undef PX
-    stbi_image_free(g);
+    free(g);
 
     float grey[4] = {NAN, 1.0f, -1.0f, 0.0f};   /* grey: NaN is drawn black */
     CHECK(bf_write_image_grid(p, grey, 1, 1, 2, 2, 0, 1) == 0);
     g = load_png(p, &h, &w, &c);
     CHECK(g && h == 6 && w == 6 && c == 1);
     CHECK(g && g[0] == 128 && g[2 * 6 + 2] == 0 && g[2 * 6 + 3] == 255 && g[3 * 6 + 3] == 128);
-    stbi_image_free(g);
+    free(g);
     CHECK_ERR(bf_write_image_grid(p, grey, 1, 2, 1, 2, 1, 1), "c must be 1 or 3");
     CHECK_ERR(bf_write_image_grid(p, grey, 1, 1, 2, 2, 1, 0), "not a valid grid");
     CHECK_ERR(bf_write_image_grid(p, grey, 0, 1, 2, 2, 1, 1), "not a valid grid");

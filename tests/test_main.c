@@ -1,7 +1,7 @@
 /* Test runner: runs every registered test (or those whose name contains argv[1]) and closes
- * with the line "N passed, N failed" (", N skipped" added when tests were skipped); exits
- * non-zero on any failure. Each test starts with the precision of the environment
- * (BF_PRECISION), or fp32 for TEST_FP32 tests. */
+ * with the line "N passed, N failed" (", N skipped" added when tests were skipped: by
+ * bf_test_skip, or by name through BF_TEST_SKIP); exits non-zero on any failure. Each test
+ * starts with the precision of the environment (BF_PRECISION), or fp32 for TEST_FP32 tests. */
 
 #include "test.h"
 
@@ -15,21 +15,33 @@ typedef struct { const char *name, *file; bf_test_fn fn; int order, fp32; } test
 static test_entry tests[512];
 static int n_tests;
 int bf_test_fail_count;
-static char tmpdir[256], skip_reason[256];
-static int skipped_now;
-
-void bf_test_register(const char *name, const char *file, bf_test_fn fn, int fp32) {
-    BF_ASSERT(n_tests < (int)(sizeof tests / sizeof tests[0]));
-    tests[n_tests] = (test_entry){name, file, fn, n_tests, fp32};
-    n_tests++;
-}
+static char tmpdir[256];
+static char skip_reason[512];   /* set by bf_test_skip in the running test */
 
 void bf_test_skip(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(skip_reason, sizeof skip_reason, fmt, ap);
     va_end(ap);
-    skipped_now = 1;
+    if (!skip_reason[0]) snprintf(skip_reason, sizeof skip_reason, "skipped");
+}
+
+/* name is listed in the comma-separated list */
+static int listed(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+void bf_test_register(const char *name, const char *file, bf_test_fn fn, int fp32) {
+    BF_ASSERT(n_tests < (int)(sizeof tests / sizeof tests[0]));
+    tests[n_tests] = (test_entry){name, file, fn, n_tests, fp32};
+    n_tests++;
 }
 
 /* BF_SHARED if set, else ../shared (where CI lays it), else the copy under tests/fixtures. */
@@ -52,6 +64,30 @@ const char *bf_test_tmpdir(void) {
     return tmpdir;
 }
 
+/* A sanitizer report in the output of a command a test ran (a sanitized CLI: make SAN=1 test)
+ * fails the test, whatever exit status the test expects. UBSan writes its reports there even
+ * when told to log elsewhere (GCC 12, with ASan). */
+static void sanitizer_reports(const char *log, const char *cmd) {
+    static const char *const marks[] = {"runtime error:", "ERROR: AddressSanitizer",
+                                        "ERROR: LeakSanitizer", "SUMMARY: UndefinedBehaviorSanitizer"};
+    uint8_t *text;
+    size_t size;
+    if (bf_read_file(log, &text, &size, (size_t)1 << 28)) return;
+    char *t = bf_malloc(size + 1);
+    memcpy(t, text, size);
+    t[size] = 0;
+    free(text);
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+        const char *at = strstr(t, marks[i]);
+        if (!at) continue;
+        fprintf(stderr, "    sanitizer report from `%.300s`:\n%.2000s\n", cmd,
+                at - t > 200 ? at - 200 : t);
+        bf_test_fail_count++;
+        break;
+    }
+    free(t);
+}
+
 int bf_test_sh(char *out, size_t n, const char *fmt, ...) {
     char cmd[4096], log[512];
     va_list ap;
@@ -59,10 +95,20 @@ int bf_test_sh(char *out, size_t n, const char *fmt, ...) {
     int len = vsnprintf(cmd, sizeof cmd - 600, fmt, ap);
     va_end(ap);
     BF_ASSERT(len > 0 && (size_t)len < sizeof cmd - 600);
+    const char *cli = getenv("BF_CLI");   /* another build of the CLI (make SAN=1 test) */
+    if (cli && *cli && !strncmp(cmd, "./biflow ", 9)) {
+        char rest[4096];
+        snprintf(rest, sizeof rest, "%s", cmd + 8);
+        len = snprintf(cmd, sizeof cmd - 600, "%s%s", cli, rest);
+        BF_ASSERT(len > 0 && (size_t)len < sizeof cmd - 600);
+    }
     snprintf(log, sizeof log, "%s/sh-output.txt", bf_test_tmpdir());
-    snprintf(cmd + len, sizeof cmd - (size_t)len, " >'%s' 2>&1", log);
-    int st = system(cmd);
+    /* the whole command's output, not only its last part's (a ; b, a && b) */
+    char whole[sizeof cmd + sizeof log + 32];
+    snprintf(whole, sizeof whole, "( %s ) >'%s' 2>&1", cmd, log);
+    int st = system(whole);
     int rc = st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    sanitizer_reports(log, cmd);
     if (out && n) {
         FILE *fp = fopen(log, "r");
         size_t k = fp ? fread(out, 1, n - 1, fp) : 0;
@@ -81,6 +127,7 @@ static int by_file_then_order(const void *a, const void *b) {
 int main(int argc, char **argv) {
     bf_log_level = 0;
     qsort(tests, (size_t)n_tests, sizeof tests[0], by_file_then_order);
+    const char *skip_list = getenv("BF_TEST_SKIP");
     bf_precision start = bf_get_precision();
     const char *env = getenv("BF_PRECISION");
     char *env_precision = env ? bf_strdup(env) : NULL;
@@ -90,8 +137,14 @@ int main(int argc, char **argv) {
     int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < n_tests; i++) {
         if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
+        if (listed(skip_list, tests[i].name)) {
+            skipped++;
+            printf("SKIP %-44s          (named in BF_TEST_SKIP)\n", tests[i].name);
+            fflush(stdout);
+            continue;
+        }
         bf_test_fail_count = 0;
-        skipped_now = 0;
+        skip_reason[0] = 0;
         bf_set_precision(tests[i].fp32 ? BF_PRECISION_FP32 : start);
         if (tests[i].fp32) setenv("BF_PRECISION", "fp32", 1);
         double t0 = bf_time();
@@ -102,9 +155,9 @@ int main(int argc, char **argv) {
         if (bf_test_fail_count) {
             failed++;
             printf("FAIL %-44s %7.2fs  (%d checks failed)\n", tests[i].name, dt, bf_test_fail_count);
-        } else if (skipped_now) {
+        } else if (skip_reason[0]) {
             skipped++;
-            printf("skip %-44s %7.2fs  (%s)\n", tests[i].name, dt, skip_reason);
+            printf("SKIP %-44s %7.2fs  (%s)\n", tests[i].name, dt, skip_reason);
         } else {
             passed++;
             printf("ok   %-44s %7.2fs\n", tests[i].name, dt);
@@ -119,5 +172,6 @@ int main(int argc, char **argv) {
     }
     if (skipped) printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     else printf("%d passed, %d failed\n", passed, failed);
+    fflush(stdout);   /* before LeakSanitizer's check at exit, which ends without flushing */
     return failed ? 1 : 0;
 }

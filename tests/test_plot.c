@@ -1,10 +1,10 @@
 /* Training curves: log parsing (malformed lines, NaN tokens, records without a step), nice
- * ticks and their labels, and rendered PNGs read back with stb_image: size, where the series
+ * ticks and their labels, and rendered PNGs read back (bf_image_decode): size, where the series
  * colour lies and which way it moves, overlays, refusals. */
 #include "test.h"
 #include "../src/plot.h"
 
-#include <stb/stb_image.h>   /* compiled once, in src/stb_impl.c (memory loaders only) */
+#include "../src/image_read.h"
 #include <unistd.h>
 
 static const char *tmp_path(const char *name) {
@@ -38,7 +38,7 @@ static uint8_t *load_png(const char *path, int *h, int *w) {
     size_t size;
     int c;
     if (bf_read_file(path, &buf, &size, 1 << 26)) return NULL;
-    uint8_t *img = stbi_load_from_memory(buf, (int)size, w, h, &c, 3);
+    uint8_t *img = bf_image_decode(buf, size, 3, w, h, &c);
     free(buf);
     return img;
 }
@@ -115,6 +115,25 @@ TEST(plot_tick_labels) {
     bf_plot_format_tick(b, sizeof b, 2.7e-17, 0.2); CHECK(!strcmp(b, "0"));
     CHECK(bf_plot_text_width("", 1) == 0);
     CHECK(bf_plot_text_width("ab", 1) == 11 && bf_plot_text_width("ab", 2) == 22);
+}
+
+/* Found by tests/fuzz/fuzz_log.c: a tick at 0 with a step whose millionth underflows to 0
+ * took log10(0) = -inf into an int (undefined; the label came out "0e0"), and infinite
+ * values the same way. Such logs draw, with plain labels. */
+TEST(plot_extreme_values_are_drawn_and_labelled) {
+    char b[32];
+    bf_plot_format_tick(b, sizeof b, 0.0, 5e-323); CHECK(!strcmp(b, "0"));
+    bf_plot_format_tick(b, sizeof b, -0.0, 1e-320); CHECK(!strcmp(b, "0"));
+    bf_plot_format_tick(b, sizeof b, INFINITY, 1.0); CHECK(!strcmp(b, "inf"));
+    bf_plot_format_tick(b, sizeof b, 1e300, INFINITY); CHECK(!strcmp(b, "1e+300"));
+    bf_plot_format_tick(b, sizeof b, 4e-323, 2e-323); CHECK(!strcmp(b, "4e-323"));
+    const char *path = tmp_path("extreme.jsonl"), *png = tmp_path("extreme.png");
+    put_text(path, "{\"step\":-1e308,\"loss\":-0e08}\n{\"step\":0,\"loss\":5e308}\n"
+                   "{\"step\":0,\"loss\":5e-323}\n{\"step\":1e308,\"loss\":1e308,\"nll\":-1e308}\n");
+    bf_plot_opts o;
+    bf_plot_opts_default(&o);
+    const char *logs[1] = {path};
+    for (o.log_y = 0; o.log_y <= 1; o.log_y++) CHECK(bf_plot_logs(png, logs, 1, &o, NULL) == 0);
 }
 
 TEST(plot_log_parsing) {

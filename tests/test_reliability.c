@@ -6,6 +6,7 @@
 #include "../src/fastmath.h"
 #include "../src/feature_net.h"
 #include "../src/flow.h"
+#include "../src/plot.h"
 #include "../src/reverse.h"
 #include "../src/train_util.h"
 #include "tiny_models.h"
@@ -62,6 +63,37 @@ TEST(atomic_write_flushes_the_file_and_its_folder) {
     CHECK(bf_fsync_parent_dir("no-folder-here/x") == -1);
 }
 
+/* ------------------------------------------------------------------ resumed logs */
+/* A resumed run trims log.jsonl to its step. The trim read lines of at most 8191 bytes (a
+ * longer record fell apart and was dropped), dropped records holding a bare nan (what printf
+ * writes for a NaN; the plot reads them), and kept a last record without its newline, so the
+ * next record ran into it and both were lost. Found by tests/fuzz/fuzz_log.c. */
+TEST(resumed_log_keeps_every_record_up_to_its_step) {
+    char dir[512], path[600];
+    path_in_tmp(dir, sizeof dir, "trim-log");
+    CHECK(mkdir(dir, 0755) == 0);
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    FILE *fp = fopen(path, "w");
+    BF_ASSERT(fp);
+    fprintf(fp, "{\"step\":1,\"loss\":nan,\"bpd\":2.5}\n{\"step\":2,\"bpd\":2.25,\"note\":\"");
+    for (int i = 0; i < 10000; i++) fputc('x', fp);
+    fprintf(fp, "\"}\n{\"step\":5,\"bpd\":9}\ncut by a ki\n{\"step\":3,\"bpd\":2}");   /* no newline */
+    BF_ASSERT(fclose(fp) == 0);
+    fp = bf_open_log(dir, 3);
+    CHECK(fp != NULL);
+    if (!fp) return;
+    fprintf(fp, "{\"step\":4,\"bpd\":1.5}\n");
+    CHECK(fclose(fp) == 0);
+    bf_trainlog lg;
+    CHECK(bf_trainlog_read(&lg, path) == 0);
+    const bf_series *s = bf_trainlog_find(&lg, "bpd");
+    static const double want_x[] = {1, 2, 3, 4}, want_y[] = {2.5, 2.25, 2, 1.5};
+    CHECK(s && s->n == 4);
+    for (int i = 0; s && s->n == 4 && i < 4; i++) CHECK(s->x[i] == want_x[i] && s->y[i] == want_y[i]);
+    CHECK(lg.malformed == 0 && lg.nonfinite == 1);   /* the NaN loss, counted, its record kept */
+    bf_trainlog_free(&lg);
+}
+
 /* ------------------------------------------------------------------ memory */
 TEST(checked_allocation_fails_with_a_message) {
     CHECK(BF_SIZE_PROD(3, 5, 7) == 105);
@@ -85,7 +117,7 @@ TEST(fastmath_expf_nan_is_defined) {
     int rc = bf_test_sh(out, sizeof out, "cc -std=c11 -O1 -fsanitize=undefined "
                         "-fno-sanitize-recover=all -Isrc tests/probes/fastmath_nan.c -o '%s' -lm", exe);
     if (rc != 0) {
-        fprintf(stderr, "    cannot build the sanitizer probe (skipped): %s\n", out);
+        bf_test_skip("cannot build the sanitizer probe: %.200s", out);
         return;
     }
     rc = bf_test_sh(out, sizeof out, "'%s'", exe);
@@ -562,4 +594,20 @@ TEST(cli_eval_features_names_a_wrong_dtype) {
     CHECK(bf_write_npy(path, BF_DT_F32, 1, &n, v) == 0);
     rc = bf_test_sh(out, sizeof out, "./biflow eval-features --images '%s' --threads 1", path);
     CHECK(rc == 1 && strstr(out, "got (4)"));
+}
+
+/* ------------------------------------------------------------------ sanitizers */
+/* make SAN=1 test runs the sanitized CLI; UBSan prints its reports to the command's output
+ * (GCC 12 ignores UBSan's log_path beside ASan), so a report there fails the test that ran
+ * the command, whatever exit status the test expects. */
+TEST(sanitizer_reports_in_command_output_fail_the_test) {
+    int before = bf_test_fail_count;
+    bf_test_sh(NULL, 0, "echo 'src/x.c:1:2: runtime error: signed integer overflow' >&2; exit 1");
+    int flagged = bf_test_fail_count - before;
+    bf_test_sh(NULL, 0, "echo 'ERROR: LeakSanitizer: detected memory leaks'");
+    flagged += bf_test_fail_count - before - flagged;
+    bf_test_fail_count = before;   /* the two reports above are this test's own */
+    CHECK(flagged == 2);
+    bf_test_sh(NULL, 0, "echo 'a runtime error, in words' && echo 'no error'");
+    CHECK(bf_test_fail_count == before);
 }

@@ -150,13 +150,21 @@ int cmd_train_reverse(int argc, char **argv) {
         return 2;
     o.inverse = (bf_inverse_kind)inv;
     if (!den) o.model.denoise_layers = 0;
-    int arc = o.resume ? adopt_reverse_run(&o, den && cli_given("denoise")) : 0;
-    if (arc == -2) return cli_fail();
-    if (arc || bf_train_reverse_check_opts(&o)) return cli_usage_fail("train-reverse");
-    int trc = bf_train_reverse(&o);
-    if (trc < 0) return cli_fail();
-    if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
-    return final_recon(&o, final_eval);
+    const char *flow0 = o.flow, *features0 = o.features;   /* a resume may adopt copies */
+    int arc = o.resume ? adopt_reverse_run(&o, den && cli_given("denoise")) : 0, ret;
+    if (arc == -2) {
+        ret = cli_fail();
+    } else if (arc || bf_train_reverse_check_opts(&o)) {
+        ret = cli_usage_fail("train-reverse");
+    } else {
+        int trc = bf_train_reverse(&o);
+        ret = trc < 0 ? cli_fail()
+            : trc > 0 || final_eval <= 0 ? 0   /* interrupted: no final evaluation */
+            : final_recon(&o, final_eval);
+    }
+    if (o.flow != flow0) free((char *)o.flow);
+    if (o.features != features0) free((char *)o.features);
+    return ret;
 }
 
 /* ------------------------------------------------------------------ eval-reverse */

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that biflow builds and tests with (uses sudo when not root).
+# libpng-dev and libjpeg-dev (libjpeg62-turbo-dev) decode images; libstb-dev is used only for
+# stb_image_write. clang and libclang-rt-14-dev (libFuzzer and the sanitizer runtimes) build
+# the fuzz harnesses that `make test` runs briefly (skipped, and counted, without them).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -7,4 +10,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     build-essential libopenblas-openmp-dev libopenblas-dev liblapack-dev libcjson-dev \
-    libstb-dev zlib1g-dev libssl-dev dataset-fashion-mnist
+    libstb-dev libpng-dev libjpeg-dev zlib1g-dev libssl-dev dataset-fashion-mnist \
+    clang libclang-rt-14-dev

@@ -1,12 +1,8 @@
-/* libFuzzer harness for the IDX reader, bf_dataset_load_idx (not part of `make`).
- *
- * Build and run from the repository root (clang with compiler-rt):
- *   mkdir -p build/fuzz/idx
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc \
- *       tests/fuzz/fuzz_idx.c src/dataset.c src/core.c -lz -lm -o build/fuzz/fuzz_idx
- *   printf '\x18\x00\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00\x02abcdefgh'\
- *          '\x00\x00\x08\x01\x00\x00\x00\x02\x01\x07' > build/fuzz/idx/seed
- *   ./build/fuzz/fuzz_idx -max_total_time=30 build/fuzz/idx
+/* libFuzzer harness for the IDX reader, bf_dataset_load_idx. `make fuzz` builds it as
+ * build/fuzz/fuzz_idx (against the library built by clang with ASan and UBSan; the build line
+ * this comment used to give linked dataset.c without the image decoders and did not link);
+ * seeds: tests/fixtures/fuzz/idx (tests/fuzz/make_seeds.c). `make test` runs it briefly.
+ *   build/fuzz/fuzz_idx -max_total_time=20 build/fuzz/corpus/idx tests/fixtures/fuzz/idx
  *
  * Input: a little-endian u16 k, then k bytes of image file, then the label file (either may
  * be gzip: the reader handles both). The files live in memfds, reached by /proc/self/fd paths.

@@ -1,15 +1,10 @@
-/* libFuzzer harness for the .npy reader, bf_read_npy (not part of `make`).
+/* libFuzzer harness for the .npy reader, bf_read_npy. `make fuzz` builds it as
+ * build/fuzz/fuzz_npy (against the library built by clang with ASan and UBSan; the build line
+ * this comment used to give did not link); seeds: tests/fixtures/fuzz/npy
+ * (tests/fuzz/make_seeds.c). `make test` runs it briefly.
+ *   build/fuzz/fuzz_npy -max_total_time=20 build/fuzz/corpus/npy tests/fixtures/fuzz/npy
  *
- * Build and run from the repository root (clang with compiler-rt):
- *   mkdir -p build/fuzz/npy
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc \
- *       tests/fuzz/fuzz_npy.c src/image.c src/dataset.c src/core.c -lz -lm -o build/fuzz/fuzz_npy
- *   printf "\x93NUMPY\x01\x00\x76\x00{'descr': '<i4', 'fortran_order': False, 'shape': (2, 1), }%58s\n12345678" \
- *          '' > build/fuzz/npy/seed
- *   ./build/fuzz/fuzz_npy -max_total_time=30 build/fuzz/npy
- *
- * (src/dataset.c is linked for stb_image, which image.c does not use but the library holds
- * in one place.) The input is the whole file, kept in a memfd reached by a /proc/self/fd path.
+ * The input is the whole file, kept in a memfd reached by a /proc/self/fd path.
  * A read must either succeed with a consistent array or fail with a message. */
 #include "biflow.h"
 

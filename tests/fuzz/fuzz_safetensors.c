@@ -1,16 +1,13 @@
 /* libFuzzer harness for the safetensors reader: every input is written to a temp file and
  * loaded; the reader must reject or accept it without crashing, leaking or reading astray.
- *
- * Build and run (from the repository root; clang with compiler-rt, e.g. Debian's clang-14):
- *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc \
- *       tests/fuzz/fuzz_safetensors.c src/safetensors.c src/core.c -lcjson -lm \
- *       -o build/fuzz_safetensors
- *   mkdir -p build/fuzz-corpus
- *   cp ../shared/fixtures/tarflow-ref/model.safetensors build/fuzz-corpus/
- *   ./build/fuzz_safetensors -max_total_time=60 -max_len=1048576 build/fuzz-corpus
- * The fixture is over libFuzzer's default 4 KB max_len, hence -max_len; small seeds made with
- * bf_st_writer mutate faster. libcjson is the system build, so libFuzzer's coverage guidance
- * sees only biflow's code, while ASan still checks every access biflow makes. */
+ * `make fuzz` builds it as build/fuzz/fuzz_safetensors (against the library built by clang with
+ * ASan and UBSan); seeds: tests/fixtures/fuzz/safetensors (tests/fuzz/make_seeds.c). `make
+ * test` runs it briefly. The checkpoint loaders on top of this reader have their own harness,
+ * fuzz_checkpoint.c.
+ *   build/fuzz/fuzz_safetensors -max_total_time=20 build/fuzz/corpus/safetensors \
+ *       tests/fixtures/fuzz/safetensors
+ * libcjson is the system build, so libFuzzer's coverage guidance sees only biflow's code,
+ * while ASan still checks every access biflow makes. */
 #include "core.h"
 
 #include <fcntl.h>
