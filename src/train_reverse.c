@@ -178,12 +178,7 @@ static int check_resume(const bf_reverse_train_opts *o, long step) {
     if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors") ||
         bf_run_opts_reconcile(r, n, path, NULL) != 0)
         return -1;
-    if (o->steps < step) {
-        bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
-                     "can only be extended", o->steps, step, o->out_dir);
-        return -1;
-    }
-    return 0;
+    return bf_check_steps_extend(o->steps, step, o->out_dir);
 }
 
 static void free_state(run_state *s) {

@@ -378,3 +378,10 @@ int bf_train_state_load(bf_train_state *s, const char *path) {
     s->step = (long)step;
     return 0;
 }
+
+int bf_check_steps_extend(int steps, long step, const char *dir) {
+    if (steps >= step) return 0;
+    bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
+                 "can only be extended", steps, step, dir);
+    return -1;
+}

@@ -78,6 +78,8 @@ typedef struct {
  * older than the key) are left alone. -2 when the file cannot be read. *step (may be NULL):
  * the recorded "step", -1 if none. */
 int bf_run_opts_reconcile(bf_run_opt *opts, int n, const char *path, long *step);
+/* A resumed run may only be extended: 0 when steps >= the step reached, else -1 with a message. */
+int bf_check_steps_extend(int steps, long step, const char *dir);
 /* The options that define a run of each trainer, over o's fields (given = 1, so that a check
  * alone refuses any difference); the number of entries (at most BF_RUN_OPTS_MAX). */
 #define BF_RUN_OPTS_MAX 24

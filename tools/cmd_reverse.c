@@ -64,12 +64,7 @@ static int adopt_reverse_run(bf_reverse_train_opts *o, int learned_given) {
                      "denoising stage (%s records denoise_layers = 0)", path);
         return -1;
     }
-    if (o->steps < step) {
-        bf_set_error("--steps %d is below the step %ld the run in %s has reached: a resumed run "
-                     "can only be extended", o->steps, step, o->out_dir);
-        return -1;
-    }
-    return 0;
+    return bf_check_steps_extend(o->steps, step, o->out_dir);
 }
 
 /* G(F(x)) against x on the first n test images, with the EMA weights of the run. */
