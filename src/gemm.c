@@ -320,10 +320,15 @@ BF16_TARGET static void row_panel_bf16(int ta, const float *A, int lda, int i0, 
 
 static _Thread_local uint32_t *bb_scratch;
 static _Thread_local size_t bb_scratch_size;
+static pthread_key_t bb_scratch_key;   /* frees a thread's buffer when the thread ends */
+static pthread_once_t bb_scratch_once = PTHREAD_ONCE_INIT;
+
+static void bb_scratch_key_make(void) { BF_ASSERT(pthread_key_create(&bb_scratch_key, free) == 0); }
 
 static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
                              const float *B, int ldb, float *C, int ldc) {
     int par = (double)M * N * K >= 2e6;
+    (void)par;   /* read by the OpenMP pragmas only (unused in serial builds) */
     int panels = (N + BNR - 1) / BNR, rows = (M + BMR - 1) / BMR;
     size_t need = (size_t)panels * (((K < BKC ? K : BKC) + 1) / 2) * BNR;
     if (need > bb_scratch_size) {
@@ -331,6 +336,8 @@ static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A
         bb_scratch = aligned_alloc(64, sizeof(uint32_t) * need);
         BF_ASSERT(bb_scratch != NULL);
         bb_scratch_size = need;
+        pthread_once(&bb_scratch_once, bb_scratch_key_make);
+        BF_ASSERT(pthread_setspecific(bb_scratch_key, bb_scratch) == 0);
     }
     uint32_t *Bp = bb_scratch;
     for (int k0 = 0; k0 < K; k0 += BKC) {
