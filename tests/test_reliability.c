@@ -421,6 +421,7 @@ TEST(cli_options_out_of_range_are_usage_errors) {
     static const struct { const char *args, *needle; } cases[] = {
         {"sample --flow models/flow-fmnist.safetensors --batch 0", "--batch"},
         {"sample --flow models/flow-fmnist.safetensors --batch -3", "--batch"},
+        {"sample --flow models/flow-fmnist.safetensors --n 2000000000", "--n"},   /* an abort before */
         {"train-flow --ckpt-every -5", "--ckpt-every"},
         {"train-flow --clip nan", "--clip"},
         {"train-flow --beta2 2", "--beta2"},
@@ -438,6 +439,9 @@ TEST(cli_options_out_of_range_are_usage_errors) {
         CHECK(rc == 2 && strstr(out, cases[i].needle));
     }
     CHECK(access(dir, F_OK) != 0);
+    /* eval holds its samples in memory too: a count beyond the limit is a usage error */
+    int rc = bf_test_sh(out, sizeof out, "./biflow eval --flow models/flow-fmnist.safetensors --n 2000000000");
+    CHECK(rc == 2 && strstr(out, "--n"));
     bf_train_opts o;
     tiny_flow_opts(&o, dir, 2);
     o.beta2 = 2.0f;

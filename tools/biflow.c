@@ -589,10 +589,10 @@ static int cmd_sample(int argc, char **argv) {
                            "Samples images: by inverting the forward model F (exact, jacobi) or in one\n"
                            "pass of the learned reverse model G (biflow).", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (a.n <= 0 || a.scale <= 0 || a.scale > 32 || !(a.temperature >= 0) || !isfinite(a.temperature) ||
-        a.so.batch <= 0) {
-        fprintf(stderr, "biflow sample: --n and --batch must be > 0, --scale in 1..32, "
-                "--temperature finite and >= 0\n");
+    if (a.n <= 0 || a.n > CLI_MAX_SAMPLES || a.scale <= 0 || a.scale > 32 || !(a.temperature >= 0) ||
+        !isfinite(a.temperature) || a.so.batch <= 0) {
+        fprintf(stderr, "biflow sample: --n in 1..%d, --batch > 0, --scale in 1..32, "
+                "--temperature finite and >= 0\n", CLI_MAX_SAMPLES);
         return 2;
     }
     if (a.threads > 0) omp_set_num_threads(a.threads);

@@ -2,6 +2,9 @@
 #ifndef BF_CLI_H
 #define BF_CLI_H
 
+/* The most samples sample and eval hold in memory at once (N x C x H x W floats and more). */
+#define CLI_MAX_SAMPLES 1000000
+
 #include <stdint.h>
 
 typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG, OPT_U64 } opt_kind;

@@ -299,7 +299,10 @@ int cmd_eval(int argc, char **argv) {
                            "samples, speed; optionally bits/dim of F, fidelity of G, the FD floor.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (a.n < 2 || !(a.cfg >= 0)) { fprintf(stderr, "biflow eval: --n must be >= 2 and --cfg >= 0\n"); return 2; }
+    if (a.n < 2 || a.n > CLI_MAX_SAMPLES || !(a.cfg >= 0)) {
+        fprintf(stderr, "biflow eval: --n must be in 2..%d and --cfg >= 0\n", CLI_MAX_SAMPLES);
+        return 2;
+    }
     if (!a.reverse && !a.flow && !a.images) {
         fprintf(stderr, "biflow eval: give --reverse, --flow or --images (see --help)\n");
         return 2;
