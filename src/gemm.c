@@ -40,15 +40,36 @@ void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, 
 #define NR 32
 #define KC 256
 
-/* per calling thread: decoders call bf_gemm from inside their own parallel regions. A thread
- * that ends (OpenMP shrinks its pool when a team gets smaller) frees its buffer through the
- * key's destructor; LeakSanitizer found these buffers lost. */
-static _Thread_local float *b_scratch;
-static _Thread_local size_t b_scratch_size;
+/* The packed panels of B, one buffer per kind (fp32, bf16) per calling thread (decoders call
+ * bf_gemm from inside their own parallel regions), kept between calls so the hot loop takes no
+ * page faults. A thread that ends (OpenMP shrinks its pool when a team gets smaller) frees them
+ * through the key's destructor, which gets the thread's own struct; LeakSanitizer found these
+ * buffers lost before. */
+enum { SCRATCH_F32, SCRATCH_BF16 };
+typedef struct { void *p[2]; size_t size[2]; } gemm_scratch;
+static _Thread_local gemm_scratch scratch;
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 
-static void scratch_key_make(void) { BF_ASSERT(pthread_key_create(&scratch_key, free) == 0); }
+static void scratch_free(void *v) {
+    gemm_scratch *s = v;
+    free(s->p[0]);
+    free(s->p[1]);
+}
+static void scratch_key_make(void) { BF_ASSERT(pthread_key_create(&scratch_key, scratch_free) == 0); }
+
+/* This thread's buffer of the given kind, at least bytes long (64-byte aligned). */
+static void *thread_scratch(int kind, size_t bytes) {
+    if (bytes > scratch.size[kind]) {
+        free(scratch.p[kind]);
+        scratch.p[kind] = aligned_alloc(64, bytes);
+        BF_ASSERT(scratch.p[kind] != NULL);
+        scratch.size[kind] = bytes;
+        pthread_once(&scratch_once, scratch_key_make);
+        BF_ASSERT(pthread_setspecific(scratch_key, &scratch) == 0);
+    }
+    return scratch.p[kind];
+}
 
 int bf_gemm_native(void) { return !blas_forced(); }
 
@@ -117,15 +138,7 @@ void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, c
     int par = (double)M * N * K >= 2e6;
     int panels = (N + NR - 1) / NR, rows = (M + MR - 1) / MR;
     size_t need = (size_t)panels * (K < KC ? K : KC) * NR;
-    if (need > b_scratch_size) {   /* kept between calls: no page faults in the hot loop */
-        free(b_scratch);
-        b_scratch = aligned_alloc(64, sizeof(float) * need);
-        BF_ASSERT(b_scratch != NULL);
-        b_scratch_size = need;
-        pthread_once(&scratch_once, scratch_key_make);
-        BF_ASSERT(pthread_setspecific(scratch_key, b_scratch) == 0);
-    }
-    float *Bp = b_scratch;
+    float *Bp = thread_scratch(SCRATCH_F32, sizeof(float) * need);
     for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? K - k0 : KC;
         pack_b(Bp, tb, B, ldb, k0, kc, N, par);
@@ -318,12 +331,6 @@ BF16_TARGET static void row_panel_bf16(int ta, const float *A, int lda, int i0, 
     }
 }
 
-static _Thread_local uint32_t *bb_scratch;
-static _Thread_local size_t bb_scratch_size;
-static pthread_key_t bb_scratch_key;   /* frees a thread's buffer when the thread ends */
-static pthread_once_t bb_scratch_once = PTHREAD_ONCE_INIT;
-
-static void bb_scratch_key_make(void) { BF_ASSERT(pthread_key_create(&bb_scratch_key, free) == 0); }
 
 static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
                              const float *B, int ldb, float *C, int ldc) {
@@ -331,15 +338,7 @@ static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A
     (void)par;   /* read by the OpenMP pragmas only (unused in serial builds) */
     int panels = (N + BNR - 1) / BNR, rows = (M + BMR - 1) / BMR;
     size_t need = (size_t)panels * (((K < BKC ? K : BKC) + 1) / 2) * BNR;
-    if (need > bb_scratch_size) {
-        free(bb_scratch);
-        bb_scratch = aligned_alloc(64, sizeof(uint32_t) * need);
-        BF_ASSERT(bb_scratch != NULL);
-        bb_scratch_size = need;
-        pthread_once(&bb_scratch_once, bb_scratch_key_make);
-        BF_ASSERT(pthread_setspecific(bb_scratch_key, bb_scratch) == 0);
-    }
-    uint32_t *Bp = bb_scratch;
+    uint32_t *Bp = thread_scratch(SCRATCH_BF16, sizeof(uint32_t) * need);
     for (int k0 = 0; k0 < K; k0 += BKC) {
         int kc = K - k0 < BKC ? K - k0 : BKC, kp = (kc + 1) / 2;
 #pragma omp parallel for schedule(static) if (par)
