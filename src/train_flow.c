@@ -258,14 +258,10 @@ int bf_train_flow_run_opts(bf_train_opts *o, bf_run_opt *out) {
 
 /* A resumed run: the options that define it as recorded, and more steps than it has. */
 static int check_resume(const bf_train_opts *o, long step) {
-    char path[4096];
     bf_train_opts copy = *o;
     bf_run_opt r[BF_RUN_OPTS_MAX];
     int n = bf_train_flow_run_opts(&copy, r);
-    if (bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
-        bf_run_opts_reconcile(r, n, path, NULL) != 0)
-        return -1;
-    return bf_check_steps_extend(o->steps, step, o->out_dir);
+    return bf_check_resume(r, n, o->out_dir, "train_state.safetensors", o->steps, step);
 }
 
 int bf_train_flow_check_opts(const bf_train_opts *o) {

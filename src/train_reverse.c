@@ -170,15 +170,11 @@ int bf_train_reverse_run_opts(bf_reverse_train_opts *o, bf_run_opt *out) {
 
 /* A resumed run: the options that define it as recorded, and more steps than it has. */
 static int check_resume(const bf_reverse_train_opts *o, long step) {
-    char path[4096];
     bf_reverse_train_opts copy = *o;
     bf_run_opt r[BF_RUN_OPTS_MAX];
     int n = bf_train_reverse_run_opts(&copy, r);
     if (o->sigma < 0) n--;   /* sigma < 0: F's, whatever the run recorded */
-    if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors") ||
-        bf_run_opts_reconcile(r, n, path, NULL) != 0)
-        return -1;
-    return bf_check_steps_extend(o->steps, step, o->out_dir);
+    return bf_check_resume(r, n, o->out_dir, "reverse.safetensors", o->steps, step);
 }
 
 static void free_state(run_state *s) {

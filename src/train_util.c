@@ -385,3 +385,10 @@ int bf_check_steps_extend(int steps, long step, const char *dir) {
                  "can only be extended", steps, step, dir);
     return -1;
 }
+
+int bf_check_resume(bf_run_opt *opts, int n, const char *dir, const char *file, int steps, long step) {
+    char path[4096];
+    if (bf_path_join(path, sizeof path, dir, file) || bf_run_opts_reconcile(opts, n, path, NULL) != 0)
+        return -1;
+    return bf_check_steps_extend(steps, step, dir);
+}

@@ -80,6 +80,9 @@ typedef struct {
 int bf_run_opts_reconcile(bf_run_opt *opts, int n, const char *path, long *step);
 /* A resumed run may only be extended: 0 when steps >= the step reached, else -1 with a message. */
 int bf_check_steps_extend(int steps, long step, const char *dir);
+/* A trainer's resume check: opts (n) reconciled with the record in DIR/file, and steps that
+ * extend the run (see the two functions above). 0 or -1 with a message. */
+int bf_check_resume(bf_run_opt *opts, int n, const char *dir, const char *file, int steps, long step);
 /* The options that define a run of each trainer, over o's fields (given = 1, so that a check
  * alone refuses any difference); the number of entries (at most BF_RUN_OPTS_MAX). */
 #define BF_RUN_OPTS_MAX 24
