@@ -33,13 +33,6 @@ void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, 
                 M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
 }
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-
-#define MR 12
-#define NR 32
-#define KC 256
-
 /* The packed panels of B, one buffer per kind (fp32, bf16) per calling thread (decoders call
  * bf_gemm from inside their own parallel regions), kept between calls so the hot loop takes no
  * page faults. A thread that ends (OpenMP shrinks its pool when a team gets smaller) frees them
@@ -59,6 +52,7 @@ static void scratch_free(void *v) {
 static void scratch_key_make(void) { BF_ASSERT(pthread_key_create(&scratch_key, scratch_free) == 0); }
 
 /* This thread's buffer of the given kind, at least bytes long (64-byte aligned). */
+__attribute__((unused))   /* builds with neither kernel do not call it */
 static void *thread_scratch(int kind, size_t bytes) {
     if (bytes > scratch.size[kind]) {
         free(scratch.p[kind]);
@@ -70,6 +64,14 @@ static void *thread_scratch(int kind, size_t bytes) {
     }
     return scratch.p[kind];
 }
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define MR 12
+#define NR 32
+#define KC 256
+
 
 int bf_gemm_native(void) { return !blas_forced(); }
 
