@@ -331,6 +331,10 @@ typedef struct {
     float w_max;
     float perceptual;          /* weight of the perceptual distance on G's output (0 = off) */
     const char *features;      /* the feature network it uses */
+    float class_weight;        /* cross-entropy of that network's classifier on G's output vs the
+                                  label (0 = off; needs perceptual > 0) */
+    const char *init;          /* a new run starts from this G's weights (file or run folder,
+                                  EMA), its shape; NULL: fresh weights */
     uint64_t seed;
     int ckpt_every, log_every, eval_every;
     int resume, quiet, threads;

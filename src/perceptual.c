@@ -78,9 +78,28 @@ void bf_perceptual_distances(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_a
             D[(size_t)b * p->n_layers + j] = layer_of(p, NULL, ap, at, j, b, 0.0f);
 }
 
+/* Mean over the n rows of the cross-entropy of logits (n, K) against y (rows with y < 0
+ * skipped); dlogits (n, K) += scale * its gradient, softmax - one-hot over n. */
+static double class_term(float *dlogits, const float *logits, const int *y, int n, int K,
+                         float scale) {
+    double sum = 0.0;
+    for (int b = 0; b < n; b++) {
+        if (y[b] < 0) continue;
+        BF_ASSERT(y[b] < K);
+        const float *l = logits + (size_t)b * K;
+        double mx = l[0], z = 0.0;
+        for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+        for (int k = 0; k < K; k++) z += exp(l[k] - mx);
+        sum += log(z) + mx - l[y[b]];
+        for (int k = 0; k < K; k++)
+            dlogits[(size_t)b * K + k] += scale * (float)((exp(l[k] - mx) / z - (k == y[b])) / n);
+    }
+    return sum / n;
+}
+
 double bf_perceptual_loss(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts *at,
-                          float *dpred, const float *pred, const float *target, int n,
-                          double *raw) {
+                          float *dpred, const float *pred, const float *target, const int *y,
+                          int n, double *raw, double *raw_class) {
     const bf_features *fn = p->fn;
     int L = p->n_layers;
     double *D = bf_malloc(sizeof(double) * (size_t)n * L);
@@ -97,8 +116,18 @@ double bf_perceptual_loss(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts
             sum_raw += d / n;
             layer_of(p, dact[p->layers[j]], ap, at, j, b, (float)(p->weight * k / ((double)n * L)));
         }
+    int top = fn->n_layers - 1, K = fn->cfg.num_classes;
+    double ce = 0.0;
+    if (y && p->class_weight > 0) {   /* the logits are the last layer, never a distance layer */
+        BF_ASSERT(!dact[top]);
+        dact[top] = bf_calloc((size_t)n * K, sizeof(float));
+        ce = class_term(dact[top], ap->act[top], y, n, K, p->class_weight);
+        total += p->class_weight * ce;
+    }
     bf_features_backward_acts(fn, fn->params, ap, dact, dpred);
     for (int j = 0; j < L; j++) free(dact[p->layers[j]]);
+    free(dact[top]);
+    if (raw_class) *raw_class = ce;
     free(D);
     if (raw) *raw = sum_raw;
     return total;

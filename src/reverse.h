@@ -94,7 +94,7 @@ typedef struct {
 } bf_reverse_loss_opts;
 
 /* Per-term means over the shard, for the log. */
-typedef struct { double total, align, rec, perc, align_raw[64]; } bf_reverse_loss_parts;
+typedef struct { double total, align, rec, perc, cls, align_raw[64]; } bf_reverse_loss_parts;
 
 /* Targets: traj (B+1, Bn_f, T, D) F's states x^0..x^B (natural order) with stride Bn_f
  * images per state; clean (n, T, D) the clean tokens. With unc (an activation set holding

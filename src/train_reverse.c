@@ -78,6 +78,8 @@ static char *opts_json(const bf_reverse_train_opts *o, long step, float sigma) {
     PUT("w_max", "%g", (double)o->w_max);
     PUT("perceptual", "%g", (double)o->perceptual);
     if (o->perceptual > 0) cJSON_AddStringToObject(j, "features", o->features);
+    PUT("class_weight", "%g", (double)o->class_weight);
+    if (o->init) cJSON_AddStringToObject(j, "init", o->init);   /* informative */
     PUT("seed", "%llu", (unsigned long long)o->seed);
     PUT("batch", "%d", o->batch);
     PUT("steps", "%d", o->steps);
@@ -125,7 +127,31 @@ static int load_state(run_state *s, const bf_reverse_train_opts *o) {
     return 0;
 }
 
+/* --init: G's weights and shape from a trained G of the same F (its EMA weights when a run
+ * folder); shape options and the guidance input must agree with it. */
+static int init_from(run_state *s, const bf_reverse_train_opts *o) {
+    const bf_reverse_config *m = &o->model;
+    if (m->channels > 0 || m->head_dim > 0 || m->layers_per_stage > 0 || m->denoise_layers >= 0 || m->w_freq > 0) {
+        bf_set_error("--init takes G's shape from %s: drop the shape options", o->init);
+        return -1;
+    }
+    if (!(s->r = bf_reverse_load(o->init, 1)) || bf_reverse_check_flow(s->r, s->f, o->flow)) return -1;
+    if (s->r->cfg.guidance_embed != o->cfg_train || s->r->cfg.distill != (o->inverse == BF_INVERSE_DISTILL)) {
+        bf_set_error("%s was trained with guidance %s and inverse %s: train on with the same",
+                     o->init, s->r->cfg.guidance_embed ? "on" : "off", s->r->cfg.distill ? "distill" : "align/naive");
+        return -1;
+    }
+    return 0;
+}
+
 static int new_state(run_state *s, const bf_reverse_train_opts *o) {
+    if (o->init) {
+        if (init_from(s, o)) return -1;
+        s->sigma = o->sigma >= 0 ? o->sigma : s->f->trained_sigma;
+        if (bf_reverse_set_flow(s->r, o->flow, s->sigma)) return -1;
+        s->step = 0;
+        return alloc_moments(s);
+    }
     bf_reverse_config c;
     bf_reverse_config_for_flow(&c, &s->f->cfg);
     if (o->model.channels > 0) c.channels = o->model.channels;
@@ -162,6 +188,7 @@ int bf_train_reverse_run_opts(bf_reverse_train_opts *o, bf_run_opt *out) {
         {"w_max", "--w-max", BF_RUN_FLOAT, &o->w_max, NULL, 1},
         {"perceptual", "--perceptual", BF_RUN_FLOAT, &o->perceptual, NULL, 1},
         {"features", "--features", BF_RUN_STR, &o->features, NULL, 1},   /* recorded with perceptual > 0 */
+        {"class_weight", "--class-weight", BF_RUN_FLOAT, &o->class_weight, NULL, 1},
         {"sigma", "--sigma", BF_RUN_FLOAT, &o->sigma, NULL, 1},          /* the last: see check_resume */
     };
     memcpy(out, t, sizeof t);
@@ -239,9 +266,11 @@ static double perceptual_term(trainer *t, int sh, int b0, int m) {
     else memcpy(q, bf_reverse_head(a, r, last), sizeof(float) * nN);
     bf_unpatchify(img, q, m, c->in_channels, c->img_size, c->img_size, c->patch_size);
     memset(dimg, 0, sizeof(float) * nN);
-    double raw;
-    double loss = bf_perceptual_loss(&s->perc, &t->pa[sh], &t->pt[sh], dimg, img, t->clean + b0 * N, m, &raw);
+    double raw, ce;
+    double loss = bf_perceptual_loss(&s->perc, &t->pa[sh], &t->pt[sh], dimg, img, t->clean + b0 * N,
+                                     t->y + b0, m, &raw, &ce);
     t->parts[sh].perc = raw;
+    t->parts[sh].cls = ce;
     bf_patchify(q, dimg, m, c->in_channels, c->img_size, c->img_size, c->patch_size);
     float *dp = a->dp + (size_t)last * a->Bn * N;
     if (guided) bf_guidance_combine_backward(dp, NULL, q, w, nN, m);
@@ -287,6 +316,7 @@ static double sharded_step(trainer *t, bf_reverse_loss_parts *parts) {
         parts->align += k * t->parts[sh].align;
         parts->rec += k * t->parts[sh].rec;
         parts->perc += k * t->parts[sh].perc;
+        parts->cls += k * t->parts[sh].cls;
     }
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < P; i++) {
@@ -332,14 +362,15 @@ static void log_step(trainer *t, double loss, const bf_reverse_loss_parts *p, do
     const bf_reverse_train_opts *o = t->o;
     long step = t->s->step;
     fprintf(t->log, "{\"step\":%ld,\"loss\":%.6f,\"align\":%.6f,\"rec\":%.6f,\"perceptual\":%.6f,"
-            "\"grad_norm\":%.5g,\"lr\":%.4g,\"images_per_s\":%.1f}\n", step, loss, p->align, p->rec,
-            p->perc, gn, lr, ips);
+            "\"class_ce\":%.6f,\"grad_norm\":%.5g,\"lr\":%.4g,\"images_per_s\":%.1f}\n", step, loss,
+            p->align, p->rec, p->perc, p->cls, gn, lr, ips);
     fflush(t->log);
     if (o->quiet) return;
     char etas[32];
     bf_fmt_duration(etas, sizeof etas, eta);
-    char perc[48] = "";
+    char perc[80] = "";
     if (o->perceptual > 0) snprintf(perc, sizeof perc, " | perceptual %.4f", p->perc);
+    if (o->class_weight > 0) snprintf(perc + strlen(perc), sizeof perc - strlen(perc), " | class ce %.4f", p->cls);
     fprintf(stderr, "step %6ld/%d | loss %.4f | align %.4f | rec mse %.5f%s | grad %.3g | lr %.2e | "
             "%.0f img/s | ETA %s\n", step, o->steps, loss, p->align, p->rec, perc, gn, lr, ips, etas);
 }
@@ -370,12 +401,12 @@ static int train_loop(trainer *t) {
         double loss, gn;
         if (step_once(t, &loss, &gn, &parts)) return -1;
         loss_acc += loss; gn_acc += gn; steps_acc++;
-        acc.align += parts.align; acc.rec += parts.rec; acc.perc += parts.perc;
+        acc.align += parts.align; acc.rec += parts.rec; acc.perc += parts.perc; acc.cls += parts.cls;
         int last = s->step == o->steps;
         if ((o->log_every && s->step % o->log_every == 0) || last) {
             double now = bf_time(), ips = steps_acc * (double)o->batch / (now - t_last);
             double rate = (s->step - start_step) / (now - t_start);
-            acc.align /= steps_acc; acc.rec /= steps_acc; acc.perc /= steps_acc;
+            acc.align /= steps_acc; acc.rec /= steps_acc; acc.perc /= steps_acc; acc.cls /= steps_acc;
             log_step(t, loss_acc / steps_acc, &acc, gn_acc / steps_acc, ips,
                      (o->steps - s->step) / rate,
                      bf_lr_schedule(s->step - 1, o->warmup, o->steps, o->lr, o->min_lr));
@@ -397,6 +428,10 @@ static int train_loop(trainer *t) {
 
 int bf_train_reverse_check_opts(const bf_reverse_train_opts *o) {
     if (!o->flow) { bf_set_error("a forward model is required (--flow)"); return -1; }
+    if (o->class_weight > 0 && !(o->perceptual > 0)) {
+        bf_set_error("--class-weight uses the perceptual network's classifier: it needs --perceptual > 0");
+        return -1;
+    }
     const bf_range r[] = {
         {"--batch", o->batch, 1, BF_MAX_BATCH, 0, 0}, {"--steps", o->steps, 1, INT_MAX, 0, 0},
         BF_OPTIM_RANGES(o), {"--ema", o->ema_decay, 0, 1, 0, 1},
@@ -405,6 +440,7 @@ int bf_train_reverse_check_opts(const bf_reverse_train_opts *o) {
         {"--adaptive-eps", o->adapt_eps, 0, INFINITY, 1, 1},
         {"--align-weight", o->align_weight, 0, INFINITY, 0, 1},
         {"--perceptual", o->perceptual, 0, INFINITY, 0, 1},
+        {"--class-weight", o->class_weight, 0, INFINITY, 0, 1},
         {"--ckpt-every", o->ckpt_every, 0, INT_MAX, 0, 0}, {"--log-every", o->log_every, 0, INT_MAX, 0, 0},
         {"--eval-every", o->eval_every, 0, INT_MAX, 0, 0}, {"--threads", o->threads, 0, 4096, 0, 0},
     };
@@ -528,6 +564,7 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
             goto done;
         }
         bf_perceptual_init(&s.perc, s.fn, o->perceptual, o->adapt_p, o->adapt_eps);
+        s.perc.class_weight = o->class_weight;
     }
     if (bf_dataset_load(&ds, o->data, "train") || check_data(s.r, &ds)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;

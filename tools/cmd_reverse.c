@@ -104,6 +104,8 @@ int cmd_train_reverse(int argc, char **argv) {
         {"align-weight", OPT_FLOAT, &o.align_weight, "lambda of every alignment stage"},
         {"perceptual", OPT_FLOAT, &o.perceptual, "weight of the perceptual distance on the perceptual network (0 = off)"},
         {"features", OPT_STR, &o.features, "perceptual network (train-features --arch perceptual; the evaluation network is refused)"},
+        {"class-weight", OPT_FLOAT, &o.class_weight, "weight of the cross-entropy of the perceptual network's classifier on G's output against the label (0 = off)"},
+        {"init", OPT_STR, &o.init, "start this new run from a trained G (file or run folder, EMA weights; its shape)"},
         {"width", OPT_INT, &o.model.channels, "G's width (0 = F's)"},
         {"head-dim", OPT_INT, &o.model.head_dim, "attention head size (0 = F's)"},
         {"layers-per-stage", OPT_INT, &o.model.layers_per_stage, "layers per alignment stage (0 = half of F's per block)"},
