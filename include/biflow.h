@@ -107,6 +107,10 @@ int bf_write_png(const char *path, const uint8_t *pixels, int h, int w, int c);
  * scaled up by an integer factor (nearest neighbour), 2-pixel gaps */
 int bf_write_image_grid(const char *path, const float *images, int n, int c, int h, int w,
                         int ncols, int scale);
+/* The same PNG and grid in memory: *out (malloc'ed, *size bytes) holds the encoded file. */
+int bf_png_encode(uint8_t **out, size_t *size, const uint8_t *pixels, int h, int w, int c);
+int bf_image_grid_png(uint8_t **out, size_t *size, const float *images, int n, int c, int h,
+                      int w, int ncols, int scale);
 /* NumPy .npy (version 1.0, C order); written atomically */
 int bf_write_npy(const char *path, bf_dtype dt, int ndim, const int64_t *shape, const void *data);
 /* Reads a .npy of dtype u1, i4, i8, f4 or f8 (little-endian, C order). *data is malloc'ed in
