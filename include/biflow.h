@@ -432,11 +432,14 @@ typedef struct {
     const char *flow_path;     /* where F was loaded from, checked against the F G records */
     float cfg;                 /* guidance w of G */
     int denoise;               /* 1: G's learned denoising stage; 0: its noisy-data estimate */
+    int pair_checked;          /* 1: the caller has checked the pair (bf_reverse_check_flow) and
+                                  each call skips re-hashing F's file (a server editing many
+                                  requests with one pair); 0 by default */
 } bf_editor;
-/* cfg 0, learned denoising when G has the stage. */
+/* cfg 0, learned denoising when G has the stage, pair_checked 0. */
 void bf_editor_init(bf_editor *e, bf_reverse *r, bf_flow *f, const char *flow_path);
-/* Refuses a mismatched model pair (bf_reverse_check_flow's message) and images (c, h, w)
- * of another size than the models' (the message names both sizes). */
+/* Refuses a mismatched model pair (bf_reverse_check_flow's message, unless pair_checked) and
+ * images (c, h, w) of another size than the models' (the message names both sizes). */
 int bf_editor_check(const bf_editor *e, int c, int h, int w);
 
 /* Inpainting: out (n, C, H, W) = G(M * F(x | y) + (1 - M) * eps | y) with eps ~ N(0, I)

@@ -338,7 +338,7 @@ int bf_editor_check(const bf_editor *e, int c, int h, int w) {
         bf_set_error("editing needs both models, G and F, and the path F was loaded from");
         return -1;
     }
-    if (bf_reverse_check_flow(e->reverse, e->flow, e->flow_path)) return -1;
+    if (!e->pair_checked && bf_reverse_check_flow(e->reverse, e->flow, e->flow_path)) return -1;
     const bf_reverse_config *rc = &e->reverse->cfg;
     if (c != rc->in_channels || h != rc->img_size || w != rc->img_size) {
         bf_set_error("the images are %dx%dx%d (W x H x C) but the models take %dx%dx%d", w, h, c,
