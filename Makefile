@@ -36,7 +36,14 @@ all: $(B)/libbiflow.a $(B)/libbiflow.so $(CLI) $(B)/test_biflow
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h) include/biflow.h | $(B)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/tools/%.o: tools/%.c $(wildcard src/*.h tools/*.h) include/biflow.h | $(B)/tools
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) -I$(B)/gen -c $< -o $@
+# The page of `biflow serve` is written as tools/serve_page.html and compiled in as a C string.
+$(B)/tools/serve_api.o: $(B)/gen/serve_page.h
+$(B)/gen/serve_page.h: tools/serve_page.html | $(B)/gen
+	{ echo '/* generated from tools/serve_page.html by the Makefile: do not edit */'; \
+	  echo 'static const char SERVE_PAGE[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; } > $@.tmp && mv $@.tmp $@
 $(B)/tests/%.o: tests/%.c $(wildcard tests/*.h src/*.h) include/biflow.h | $(B)/tests
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -44,13 +51,14 @@ $(B)/libbiflow.a: $(OBJ)
 	ar rcs $@ $^
 $(B)/libbiflow.so: $(OBJ)
 	$(CC) -shared $(SANFLAGS) -o $@ $^ $(LDLIBS)
+# the CLI alone serves HTTP (biflow serve): libmicrohttpd
 $(CLI): $(TOOLOBJ) $(B)/libbiflow.a
-	$(CC) $(CFLAGS) -o $@ $(TOOLOBJ) $(B)/libbiflow.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(TOOLOBJ) $(B)/libbiflow.a $(LDLIBS) -lmicrohttpd -lpthread
 # --wrap=fsync: the tests see which files and folders the library flushes (test_reliability.c)
 $(B)/test_biflow: $(TESTOBJ) $(B)/libbiflow.a
 	$(CC) $(CFLAGS) -Wl,--wrap=fsync -o $@ $(TESTOBJ) $(B)/libbiflow.a $(LDLIBS)
 
-$(B)/obj $(B)/tools $(B)/tests:
+$(B)/obj $(B)/tools $(B)/tests $(B)/gen:
 	mkdir -p $@
 
 # ---------------------------------------------------------------- fuzzing (tests/fuzz/)
