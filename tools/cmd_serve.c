@@ -69,17 +69,18 @@ static int rate_allow(rate_table *t, const struct sockaddr *sa) {
 
 /* ------------------------------------------------------------------ routes */
 enum { M_GET = 1, M_POST = 2 };
-typedef struct { const char *path; int methods; serve_handler fn; int api; } route;
+/* compute: the handler runs the models, on the compute thread; the others answer at once. */
+typedef struct { const char *path; int methods; serve_handler fn; int api, compute; } route;
 
 static const route ROUTES[] = {
-    {"/", M_GET, serve_page, 0},
-    {"/index.html", M_GET, serve_page, 0},
-    {"/api/info", M_GET, api_info, 1},
-    {"/api/sample", M_GET, api_sample, 1},
-    {"/api/interpolate", M_GET, api_interpolate, 1},
-    {"/api/testimage", M_GET, api_testimage, 1},
-    {"/api/inpaint", M_GET | M_POST, api_inpaint, 1},
-    {"/api/edit", M_GET | M_POST, api_edit, 1},
+    {"/", M_GET, serve_page, 0, 0},
+    {"/index.html", M_GET, serve_page, 0, 0},
+    {"/api/info", M_GET, api_info, 1, 0},
+    {"/api/testimage", M_GET, api_testimage, 1, 0},
+    {"/api/sample", M_GET, api_sample, 1, 1},
+    {"/api/interpolate", M_GET, api_interpolate, 1, 1},
+    {"/api/inpaint", M_GET | M_POST, api_inpaint, 1, 1},
+    {"/api/edit", M_GET | M_POST, api_edit, 1, 1},
 };
 
 static const route *find_route(const char *url) {
@@ -95,16 +96,40 @@ static int method_bit(const char *m) {
 /* ------------------------------------------------------------------ the server */
 #define HOSTS_MAX 8
 
+/* One request: its body and parameters (copied), then its answer. A request for the models
+ * waits, its connection suspended (no timeout runs meanwhile), in the compute queue. */
+typedef struct conn_state {
+    const route *r;
+    uint8_t *body;
+    size_t n, cap;
+    double t0;
+    serve_req q;               /* parameters: strings owned here */
+    serve_reply reply;
+    int queued, done;
+    struct MHD_Connection *conn;
+    struct conn_state *next;
+} conn_state;
+
+/* The models run on one thread, in arrival order: the HTTP threads never wait for them. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    conn_state *head, *tail;
+    int stopping;              /* no new jobs; the thread ends once the queue is empty */
+    pthread_t thread;
+    int threads;               /* OpenMP threads of its computations (0: all cores) */
+} job_queue;
+
 typedef struct {
     serve_ctx ctx;
     rate_table rate;
+    job_queue jobs;
     int log;
     int n_hosts;               /* Host header values accepted; 0: any (not bound to loopback) */
     char hosts[HOSTS_MAX][300];
     atomic_long requests, client_errors, server_errors;
+    atomic_int unfinished;     /* queued requests whose connection has not completed */
 } server;
-
-typedef struct { const route *r; uint8_t *body; size_t n, cap; double t0; } conn_state;
 
 static void add_security_headers(struct MHD_Response *resp, const char *type) {
     MHD_add_response_header(resp, "Content-Type", type);
@@ -120,11 +145,13 @@ static void add_security_headers(struct MHD_Response *resp, const char *type) {
                                 "frame-ancestors 'none'");
 }
 
+/* Queues the answer; its body passes to libmicrohttpd (out->body is NULL afterwards). */
 static enum MHD_Result send_reply(server *sv, struct MHD_Connection *c, serve_reply *out,
                                   const char *method, const char *url, double t0) {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(out->size, out->body, MHD_RESPMEM_MUST_FREE);
-    if (!resp) { free(out->body); return MHD_NO; }
+    if (!resp) { free(out->body); out->body = NULL; return MHD_NO; }
+    out->body = NULL;
     add_security_headers(resp, out->type ? out->type : "application/octet-stream");
     for (int i = 0; i < out->n_headers; i++)
         MHD_add_response_header(resp, out->hname[i], out->hvalue[i]);
@@ -174,8 +201,8 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
                                    const char *value) {
     serve_req *q = cls;
     if (q->n >= SERVE_MAX_ARGS) { q->too_many = 1; return MHD_NO; }
-    q->key[q->n] = key;
-    q->value[q->n++] = value ? value : "";
+    q->key[q->n] = bf_strdup(key);
+    q->value[q->n++] = bf_strdup(value ? value : "");
     return MHD_YES;
 }
 
@@ -191,19 +218,65 @@ static enum MHD_Result take_body(server *sv, conn_state *cs, const char *data, s
     return MHD_YES;
 }
 
-static enum MHD_Result finish_request(server *sv, struct MHD_Connection *c, conn_state *cs,
-                                      const char *url, const char *method) {
-    serve_req q = {0};
-    serve_reply out = {0};
-    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
-    q.body = cs->body;
-    q.body_size = cs->n;
-    if (q.body_size && !(cs->r->methods & M_POST))
-        reply_error(&out, 400, "%s takes no request body", cs->r->path);
+static void run_handler(server *sv, conn_state *cs) {
+    cs->q.body = cs->body;
+    cs->q.body_size = cs->n;
+    cs->r->fn(&sv->ctx, &cs->q, &cs->reply);
+    if (!cs->reply.status) reply_error(&cs->reply, 500, "internal error: the handler gave no answer");
+}
+
+static void *compute_main(void *arg) {
+    server *sv = arg;
+    job_queue *jq = &sv->jobs;
+    if (jq->threads > 0) omp_set_num_threads(jq->threads);   /* this thread's own setting */
+    for (;;) {
+        pthread_mutex_lock(&jq->lock);
+        while (!jq->head && !jq->stopping) pthread_cond_wait(&jq->wake, &jq->lock);
+        conn_state *cs = jq->head;
+        if (cs && !(jq->head = cs->next)) jq->tail = NULL;
+        pthread_mutex_unlock(&jq->lock);
+        if (!cs) return NULL;   /* stopping, and every job done */
+        run_handler(sv, cs);
+        pthread_mutex_lock(&jq->lock);
+        cs->done = 1;
+        pthread_mutex_unlock(&jq->lock);
+        MHD_resume_connection(cs->conn);   /* cs is not touched after this */
+    }
+}
+
+/* Suspends the connection (from its access handler, as libmicrohttpd requires) and queues the
+ * request; -1 once the server is stopping. */
+static int enqueue(server *sv, conn_state *cs, struct MHD_Connection *c) {
+    job_queue *jq = &sv->jobs;
+    pthread_mutex_lock(&jq->lock);
+    int ok = !jq->stopping;
+    if (ok) {
+        cs->conn = c;
+        cs->queued = 1;
+        atomic_fetch_add(&sv->unfinished, 1);
+        MHD_suspend_connection(c);   /* before the compute thread can resume it */
+        if (jq->tail) jq->tail->next = cs;
+        else jq->head = cs;
+        jq->tail = cs;
+        pthread_cond_signal(&jq->wake);
+    }
+    pthread_mutex_unlock(&jq->lock);
+    return ok ? 0 : -1;
+}
+
+/* The whole request is in: answer now, or queue it for the models. */
+static enum MHD_Result dispatch(server *sv, struct MHD_Connection *c, conn_state *cs,
+                                const char *url, const char *method) {
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &cs->q);
+    if (cs->n && !(cs->r->methods & M_POST))
+        reply_error(&cs->reply, 400, "%s takes no request body", cs->r->path);
+    else if (!cs->r->compute)
+        run_handler(sv, cs);
+    else if (enqueue(sv, cs, c) == 0)
+        return MHD_YES;
     else
-        cs->r->fn(&sv->ctx, &q, &out);
-    if (!out.status) reply_error(&out, 500, "internal error: the handler gave no answer");
-    return send_reply(sv, c, &out, method, url, cs->t0);
+        reply_error(&cs->reply, 503, "the server is stopping");
+    return send_reply(sv, c, &cs->reply, method, url, cs->t0);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -211,8 +284,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *size, void **state) {
     server *sv = cls;
     conn_state *cs = *state;
+    if (cs && cs->queued) {   /* resumed: the answer is ready */
+        pthread_mutex_lock(&sv->jobs.lock);
+        int done = cs->done;
+        pthread_mutex_unlock(&sv->jobs.lock);
+        return done ? send_reply(sv, c, &cs->reply, method, url, cs->t0) : MHD_YES;
+    }
     if (cs && *size) return take_body(sv, cs, data, size);
-    if (cs) return finish_request(sv, c, cs, url, method);
+    if (cs) return dispatch(sv, c, cs, url, method);
     const route *r = find_route(url);
     serve_reply out = {0};
     double t0 = bf_time();
@@ -227,8 +306,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **state,
                          enum MHD_RequestTerminationCode code) {
+    server *sv = cls;
     conn_state *cs = *state;
-    if (cs) free(cs->body);
+    if (!cs) return;
+    if (cs->queued) atomic_fetch_sub(&sv->unfinished, 1);
+    for (int i = 0; i < cs->q.n; i++) {
+        free((char *)cs->q.key[i]);
+        free((char *)cs->q.value[i]);
+    }
+    free(cs->reply.body);
+    free(cs->body);
     free(cs);
     *state = NULL;
 }
@@ -347,7 +434,7 @@ static void set_hosts(server *sv, const struct sockaddr_storage *ss, const char 
 
 static struct MHD_Daemon *start_daemon(server *sv, const serve_args *a,
                                        const struct sockaddr_storage *ss) {
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (ss->ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     return MHD_start_daemon(
         flags, (uint16_t)a->port, NULL, NULL, on_request, sv,
@@ -361,6 +448,34 @@ static struct MHD_Daemon *start_daemon(server *sv, const serve_args *a,
         MHD_OPTION_END);
 }
 
+static int jobs_start(server *sv, int threads) {
+    job_queue *jq = &sv->jobs;
+    pthread_mutex_init(&jq->lock, NULL);
+    pthread_cond_init(&jq->wake, NULL);
+    jq->threads = threads;
+    if (pthread_create(&jq->thread, NULL, compute_main, sv)) {
+        bf_set_error("cannot start the compute thread");
+        return -1;
+    }
+    return 0;
+}
+
+/* Graceful stop: no new jobs; those queued are computed and answered (their connections
+ * complete, for at most 30 s), then the HTTP threads stop. */
+static void stop_serving(server *sv, struct MHD_Daemon *d) {
+    job_queue *jq = &sv->jobs;
+    pthread_mutex_lock(&jq->lock);
+    jq->stopping = 1;
+    pthread_cond_broadcast(&jq->wake);
+    pthread_mutex_unlock(&jq->lock);
+    pthread_join(jq->thread, NULL);
+    for (double t0 = bf_time(); d && atomic_load(&sv->unfinished) > 0 && bf_time() - t0 < 30.0;)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    if (d) MHD_stop_daemon(d);
+    pthread_cond_destroy(&jq->wake);
+    pthread_mutex_destroy(&jq->lock);
+}
+
 /* Serves until SIGINT or SIGTERM (blocked in every thread, taken here by sigwait). */
 static int serve_until_signal(server *sv, const serve_args *a, const struct sockaddr_storage *ss,
                               const char *shown_host) {
@@ -370,8 +485,10 @@ static int serve_until_signal(server *sv, const serve_args *a, const struct sock
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);   /* before any thread starts: they inherit it */
     signal(SIGPIPE, SIG_IGN);
+    if (jobs_start(sv, a->threads)) return -1;
     struct MHD_Daemon *d = start_daemon(sv, a, ss);
     if (!d) {
+        stop_serving(sv, NULL);
         bf_set_error("cannot listen on %s port %d (in use, or not an address of this machine?)",
                      a->host, a->port);
         return -1;
@@ -386,7 +503,7 @@ static int serve_until_signal(server *sv, const serve_args *a, const struct sock
     sigwait(&set, &sig);
     printf("biflow serve: %s: finishing the requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     fflush(stdout);
-    MHD_stop_daemon(d);
+    stop_serving(sv, d);
     printf("biflow serve: stopped after %ld requests (%ld refused as bad requests, %ld failed)\n",
            atomic_load(&sv->requests), atomic_load(&sv->client_errors),
            atomic_load(&sv->server_errors));
@@ -430,7 +547,7 @@ int cmd_serve(int argc, char **argv) {
         {"rate", OPT_FLOAT, &a.rate, "API requests per second from one client address (0 = no limit)"},
         {"burst", OPT_FLOAT, &a.burst, "API requests a client may make at once beyond the rate"},
         {"max-connections", OPT_INT, &a.max_conn, "open connections"},
-        {"http-threads", OPT_INT, &a.http_threads, "threads serving connections (computations take turns)"},
+        {"http-threads", OPT_INT, &a.http_threads, "threads serving connections (the models run on one more, in turn)"},
         {"timeout", OPT_INT, &a.timeout, "seconds before an idle connection is closed"},
         {"threads", OPT_INT, &a.threads, "threads of each computation (0 = all cores)"},
         {"log", OPT_FLAG, &a.log, "a line per request on stderr"},
@@ -452,6 +569,5 @@ int cmd_serve(int argc, char **argv) {
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (check_args(&a)) return cli_usage_fail("serve");
-    if (a.threads > 0) omp_set_num_threads(a.threads);
     return run_server(&a);
 }

@@ -1,0 +1,42 @@
+/* biflow serve, end to end (tests/serve_e2e.py, Python's standard library only): the API's
+ * answers to good, concurrent and bad requests, its rate limit and its clean stop; then the
+ * page in headless Chromium, driven over the DevTools protocol (slider, mask painting, class
+ * editing, interpolation, uploads). Each test is skipped, and counted as skipped, when python3
+ * or Chromium is missing. */
+#include "test.h"
+
+#include <stdlib.h>
+
+/* The CLI the suite tests: $BF_CLI (the sanitized build) or ./biflow. */
+static const char *cli(void) {
+    const char *c = getenv("BF_CLI");
+    return c && *c ? c : "./biflow";
+}
+
+static int have_python(void) { return system("command -v python3 >/dev/null 2>&1") == 0; }
+
+/* The last lines of a long output, for the message of a failed test. */
+static void print_tail(const char *out) {
+    size_t n = strlen(out);
+    fprintf(stderr, "%s\n", n > 6000 ? out + n - 6000 : out);
+}
+
+TEST(serve_api_answers_and_refuses) {
+    if (!have_python()) SKIP("python3 is not installed");
+    static char out[1 << 16];
+    int rc = bf_test_sh(out, sizeof out, "python3 tests/serve_e2e.py --api --cli %s", cli());
+    if (rc != 0) print_tail(out);
+    CHECK(rc == 0);
+    CHECK(strstr(out, "api: 0 checks failed") != NULL);
+    CHECK(strstr(out, "stopped after") != NULL);   /* the server's own closing line */
+}
+
+TEST(serve_page_in_headless_chromium) {
+    if (!have_python()) SKIP("python3 is not installed");
+    static char out[1 << 16];
+    int rc = bf_test_sh(out, sizeof out, "python3 tests/serve_e2e.py --browser --cli %s", cli());
+    if (rc == 77) SKIP("%.200s", strstr(out, "SKIP: ") ? strstr(out, "SKIP: ") + 6 : "no Chromium");
+    if (rc != 0) print_tail(out);
+    CHECK(rc == 0);
+    CHECK(strstr(out, "browser: 0 checks failed") != NULL);
+}
