@@ -7,6 +7,15 @@
 
 #include <stdlib.h>
 
+/* The servers compute with one thread unless BF_SERVE_THREADS says otherwise: the tests check
+ * behaviour, not speed, and on a machine busy with other work a team of OpenMP threads can be
+ * many times slower than one thread (each waits at every barrier for the others to be
+ * scheduled). */
+static const char *threads(void) {
+    const char *t = getenv("BF_SERVE_THREADS");
+    return t && *t && strspn(t, "0123456789") == strlen(t) && strlen(t) < 5 ? t : "1";
+}
+
 /* The CLI the suite tests: $BF_CLI (the sanitized build) or ./biflow. */
 static const char *cli(void) {
     const char *c = getenv("BF_CLI");
@@ -24,7 +33,8 @@ static void print_tail(const char *out) {
 TEST(serve_api_answers_and_refuses) {
     if (!have_python()) SKIP("python3 is not installed");
     static char out[1 << 16];
-    int rc = bf_test_sh(out, sizeof out, "python3 tests/serve_e2e.py --api --cli %s", cli());
+    int rc = bf_test_sh(out, sizeof out, "python3 tests/serve_e2e.py --api --cli %s --threads %s", cli(),
+                        threads());
     if (rc != 0) print_tail(out);
     CHECK(rc == 0);
     CHECK(strstr(out, "api: 0 checks failed") != NULL);
@@ -34,7 +44,8 @@ TEST(serve_api_answers_and_refuses) {
 TEST(serve_page_in_headless_chromium) {
     if (!have_python()) SKIP("python3 is not installed");
     static char out[1 << 16];
-    int rc = bf_test_sh(out, sizeof out, "python3 tests/serve_e2e.py --browser --cli %s", cli());
+    int rc = bf_test_sh(out, sizeof out, "python3 tests/serve_e2e.py --browser --cli %s --threads %s",
+                        cli(), threads());
     if (rc == 77) SKIP("%.200s", strstr(out, "SKIP: ") ? strstr(out, "SKIP: ") + 6 : "no Chromium");
     if (rc != 0) print_tail(out);
     CHECK(rc == 0);
