@@ -48,12 +48,12 @@ class Client(threading.Thread):
 
     def __init__(self, port, paths, deadline):
         super().__init__()
-        self.port, self.paths, self.deadline = port, paths, deadline
+        self.port, self.paths, self.deadline = port, paths, deadline   # paths: (path, status)
         self.latencies, self.errors, self.first_error = [], 0, None
 
     def run(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        for p in self.paths:
+        for p, want in self.paths:
             if time.time() > self.deadline:
                 break
             t0 = time.perf_counter()
@@ -61,7 +61,7 @@ class Client(threading.Thread):
                 conn.request("GET", p)
                 r = conn.getresponse()
                 body = r.read()
-                ok = r.status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"
+                ok = r.status == want and (want != 200 or body[:1] in (b"\x89", b"{"))
             except (OSError, http.client.HTTPException) as e:
                 ok, body = False, repr(e).encode()
                 conn.close()
@@ -73,9 +73,18 @@ class Client(threading.Thread):
         conn.close()
 
 
-def run_phase(port, pid, batch, n, clients, max_seconds, seed0, samples=5):
+# --cheap: requests that do not run the models (a test image, the JSON info, a 400, a 404), to
+# put many more requests through the HTTP layer in the same time.
+CHEAP = [("/api/testimage?index=%d", 200), ("/api/info", 200), ("/api/sample?n=0&seed=%d", 400),
+         ("/no/such/page/%d", 404)]
+
+
+def run_phase(port, pid, batch, n, clients, max_seconds, seed0, samples=5, cheap=False):
     """n requests of `batch` images over `clients` connections; RSS sampled `samples` times."""
-    paths = ["/api/sample?n=%d&seed=%d&class=all&w=2" % (batch, seed0 + i) for i in range(n)]
+    if cheap:
+        paths = [(CHEAP[i % 4][0].replace("%d", str(i % 10000)), CHEAP[i % 4][1]) for i in range(n)]
+    else:
+        paths = [("/api/sample?n=%d&seed=%d&class=all&w=2" % (batch, seed0 + i), 200) for i in range(n)]
     deadline = time.time() + max_seconds
     rss = [rss_kib(pid)]
     t0 = time.perf_counter()
@@ -109,20 +118,22 @@ def main():
     p.add_argument("--warmup", type=int, default=100, help="untimed requests first, per batch size")
     p.add_argument("--max-seconds", type=float, default=900, help="time limit per batch size")
     p.add_argument("--threads", type=int, default=0, help="the server's --threads (0: all cores)")
+    p.add_argument("--cheap", action="store_true", help="requests that do not run the models (see CHEAP)")
     a = p.parse_args()
     proc, port, log = start_server(a.cli, a.threads, [])
     try:
         print("biflow serve on 127.0.0.1:%d, pid %d, --threads %d; %d clients" % (port, proc.pid, a.threads, a.clients))
         for batch in [int(b) for b in a.batch.split(",")]:
-            run_phase(port, proc.pid, batch, a.warmup, a.clients, a.max_seconds, 10**6, samples=1)
+            run_phase(port, proc.pid, batch, a.warmup, a.clients, a.max_seconds, 10**6, samples=1, cheap=a.cheap)
             lat, errors, first, wall, rss = run_phase(port, proc.pid, batch, a.requests, a.clients,
-                                                      a.max_seconds, 0)
+                                                      a.max_seconds, 0, cheap=a.cheap)
             s = sorted(lat)
-            print("batch %2d: %d requests in %.1f s%s: %.1f requests/s, %.1f images/s; latency p50 %.1f ms, "
-                  "p99 %.1f ms, max %.1f ms; %d errors" %
-                  (batch, len(lat), wall, "" if len(lat) == a.requests else " (STOPPED at the time limit)",
-                   len(lat) / wall, batch * len(lat) / wall, 1e3 * pct(s, 0.5), 1e3 * pct(s, 0.99), 1e3 * s[-1],
-                   errors))
+            label = "cheap requests" if a.cheap else "batch %2d" % batch
+            images = "" if a.cheap else ", %.1f images/s" % (batch * len(lat) / wall)
+            print("%s: %d requests in %.1f s%s: %.1f requests/s%s; latency p50 %.1f ms, p99 %.1f ms, "
+                  "max %.1f ms; %d errors" %
+                  (label, len(lat), wall, "" if len(lat) == a.requests else " (STOPPED at the time limit)",
+                   len(lat) / wall, images, 1e3 * pct(s, 0.5), 1e3 * pct(s, 0.99), 1e3 * s[-1], errors))
             print("          server RSS %s MiB (before, then after each fifth of the requests)" %
                   " -> ".join("%.1f" % (r / 1024) for r in rss))
             if first:

@@ -534,7 +534,7 @@ static int run_server(const serve_args *a) {
 
 int cmd_serve(int argc, char **argv) {
     serve_args a = {"models/reverse-fmnist.safetensors", NULL, "127.0.0.1", "fashion-mnist",
-                    8080, 64, 16, 64 * 1024, 64, 4, 15, 0, 0, 20.0f, 40.0f};
+                    8080, 64, 16, 64 * 1024, 64, 4, 15, 0, 0, 50.0f, 100.0f};
     cli_opt opts[] = {
         {"reverse", OPT_STR, &a.reverse, "reverse model G: file or run folder (EMA weights)"},
         {"flow", OPT_STR, &a.flow, "forward model F (default: the one G records; checked by SHA-256)"},
