@@ -110,7 +110,7 @@ class Server:
         return out
 
 
-def request(base, path, body=None, method=None, headers=None, timeout=120):
+def request(base, path, body=None, method=None, headers=None, timeout=600):
     """(status, headers, body) of one request; HTTP errors are answers, not exceptions."""
     req = urllib.request.Request(base + path, data=body, method=method, headers=headers or {})
     try:
@@ -173,7 +173,10 @@ def check_concurrent(base):
     got = {}
 
     def fetch(i, p):
-        got[i] = request(base, p, method="POST" if "inpaint" in p else None)
+        try:
+            got[i] = request(base, p, method="POST" if "inpaint" in p else None)
+        except OSError as e:   # a failed connection or a timeout: counted below
+            got[i] = (None, None, repr(e))
 
     threads = [threading.Thread(target=fetch, args=(i, p)) for i, p in enumerate(paths)]
     for t in threads:

@@ -125,7 +125,11 @@ typedef struct {
     rate_table rate;
     job_queue jobs;
     int log;
-    int n_hosts;               /* Host header values accepted; 0: any (not bound to loopback) */
+    /* Host header values accepted on a loopback address. The port is known only once the
+     * daemon listens: until the list is published (host_check 2, release), requests are
+     * refused; host_check 0: any Host (not on loopback). */
+    atomic_int host_check;
+    int n_hosts;
     char hosts[HOSTS_MAX][300];
     atomic_long requests, client_errors, server_errors;
     atomic_int unfinished;     /* queued requests whose connection has not completed */
@@ -166,10 +170,14 @@ static enum MHD_Result send_reply(server *sv, struct MHD_Connection *c, serve_re
     return rc;
 }
 
-/* The Host header, when bound to loopback: one of the names of this address and port. */
-static int host_ok(const server *sv, struct MHD_Connection *c) {
+/* The Host header, when bound to loopback: one of the names of this address and port (1),
+ * another (0), or not known yet (-1). */
+static int host_ok(server *sv, struct MHD_Connection *c) {
+    int check = atomic_load_explicit(&sv->host_check, memory_order_acquire);
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
-    if (!sv->n_hosts || !h) return 1;   /* HTTP/1.0 without Host: not a browser */
+    if (check == 0) return 1;
+    if (check == 1) return -1;  /* not yet published: a request before the address is printed */
+    if (!h) return 1;           /* HTTP/1.0 without Host: not a browser */
     for (int i = 0; i < sv->n_hosts; i++)
         if (!strcasecmp(h, sv->hosts[i])) return 1;
     return 0;
@@ -180,7 +188,9 @@ static int check_headers(server *sv, struct MHD_Connection *c, const route *r, c
                          const char *url, serve_reply *out) {
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!host_ok(sv, c))
+    int host = host_ok(sv, c);
+    if (host < 0) reply_error(out, 503, "the server is starting");
+    else if (!host)
         reply_error(out, 403, "the Host header names another server: open http://%s/ instead",
                     sv->hosts[0]);
     else if (!r) reply_error(out, 404, "no such page: %.100s", url);
@@ -486,6 +496,7 @@ static int serve_until_signal(server *sv, const serve_args *a, const struct sock
     pthread_sigmask(SIG_BLOCK, &set, NULL);   /* before any thread starts: they inherit it */
     signal(SIGPIPE, SIG_IGN);
     if (jobs_start(sv, a->threads)) return -1;
+    atomic_store(&sv->host_check, is_loopback(ss) ? 1 : 0);
     struct MHD_Daemon *d = start_daemon(sv, a, ss);
     if (!d) {
         stop_serving(sv, NULL);
@@ -495,7 +506,10 @@ static int serve_until_signal(server *sv, const serve_args *a, const struct sock
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     int port = di ? di->port : a->port;
-    if (is_loopback(ss)) set_hosts(sv, ss, a->host, port);
+    if (is_loopback(ss)) {
+        set_hosts(sv, ss, a->host, port);
+        atomic_store_explicit(&sv->host_check, 2, memory_order_release);
+    }
     printf("biflow serve: http://%s:%d/ (G %s, F %s, %d test images); Ctrl-C stops\n", shown_host,
            port, sv->ctx.reverse_name, sv->ctx.flow_name, sv->ctx.test.n);
     fflush(stdout);
