@@ -14,6 +14,7 @@
 Both by default. Run from the repository root (tests/test_serve.c runs it from the suite).
 """
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -78,13 +79,16 @@ class Server:
                                      stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         self.port = None
-        while time.time() < deadline and self.port is None and self.proc.poll() is None:
-            m = re.search(r"^biflow serve: http://127\.0\.0\.1:(\d+)/", self.output(), re.M)
-            self.port = int(m.group(1)) if m else None
-            time.sleep(0.05)
-        if self.port is None:
-            self.proc.kill()
-            raise RuntimeError("the server did not start:\n" + self.output())
+        try:
+            while time.time() < deadline and self.port is None and self.proc.poll() is None:
+                m = re.search(r"^biflow serve: http://127\.0\.0\.1:(\d+)/", self.output(), re.M)
+                self.port = int(m.group(1)) if m else None
+                time.sleep(0.05)
+            if self.port is None:
+                raise RuntimeError("the server did not start:\n" + self.output())
+        except BaseException:   # never leave a server behind
+            self.close()
+            raise
         self.base = "http://127.0.0.1:%d" % self.port
 
     def output(self):
@@ -474,6 +478,29 @@ def browser_upload(b, good, bad):
     check("30x30" in b.js("document.getElementById('p-err').textContent"), "the page shows why the upload was refused")
 
 
+def browser_session(b, base, tmp, screenshot):
+    b.open(base + "/")
+    b.wait("window.bf && bf.counts.sample_biflow >= 1 && bf.counts.sample_exact >= 1 && bf.counts.inpaint >= 1 "
+           "&& bf.counts.edit >= 1 && bf.counts.interp >= 1 && bf.busy === 0", "the page to load and fill")
+    check(b.js("bf.errors.length") == 0, "no errors on loading (%s)" % b.js("JSON.stringify(bf.errors)"))
+    check("parameters" in b.js("document.getElementById('pair-table').textContent"), "the model pair's table")
+    browser_slider(b)
+    browser_paint(b)
+    good, bad = browser_edit_and_interpolate(b, tmp)
+    if screenshot:   # the default guidance and every class edit, as a first visit shows
+        n0, e0 = b.js("bf.counts.sample_biflow"), b.js("bf.counts.edit")
+        b.js("(() => { for (const [id, v] of [['s-w', '2'], ['e-to', 'all']]) { const s = "
+             "document.getElementById(id); s.value = v; s.dispatchEvent(new Event('input')); } })()")
+        idle_after(b, "sample_biflow", n0, "the grid at w = 2")
+        idle_after(b, "edit", e0, "the edits to every class")
+        shot = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        with open(screenshot, "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
+        print("wrote " + screenshot)
+    browser_upload(b, good, bad)
+    print("browser: requests per panel %s" % counts(b))
+
+
 def find_chromium():
     for name in (os.environ.get("BF_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
         if name and shutil.which(name):
@@ -488,33 +515,16 @@ def browser_checks(cli, screenshot):
         return SKIP
     t0 = time.time()
     srv = Server(cli, "--rate", "0")
-    with tempfile.TemporaryDirectory(prefix="biflow-chromium-") as tmp:
-        b = Browser(chromium, os.path.join(tmp, "profile"))
-        try:
-            b.open(srv.base + "/")
-            b.wait("window.bf && bf.counts.sample_biflow >= 1 && bf.counts.sample_exact >= 1 && bf.counts.inpaint >= 1 "
-                   "&& bf.counts.edit >= 1 && bf.counts.interp >= 1 && bf.busy === 0", "the page to load and fill")
-            check(b.js("bf.errors.length") == 0, "no errors on loading (%s)" % b.js("JSON.stringify(bf.errors)"))
-            check("parameters" in b.js("document.getElementById('pair-table').textContent"), "the model pair's table")
-            browser_slider(b)
-            browser_paint(b)
-            good, bad = browser_edit_and_interpolate(b, tmp)
-            if screenshot:   # the default guidance and every class edit, as a first visit shows
-                n0, e0 = b.js("bf.counts.sample_biflow"), b.js("bf.counts.edit")
-                b.js("(() => { for (const [id, v] of [['s-w', '2'], ['e-to', 'all']]) { const s = "
-                     "document.getElementById(id); s.value = v; s.dispatchEvent(new Event('input')); } })()")
-                idle_after(b, "sample_biflow", n0, "the grid at w = 2")
-                idle_after(b, "edit", e0, "the edits to every class")
-                shot = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-                with open(screenshot, "wb") as f:
-                    f.write(__import__("base64").b64decode(shot["data"]))
-                print("wrote " + screenshot)
-            browser_upload(b, good, bad)
-            print("browser: requests per panel %s" % counts(b))
-        finally:
-            b.close()
-            srv.stop()
-            print(srv.close(), end="")
+    try:
+        with tempfile.TemporaryDirectory(prefix="biflow-chromium-") as tmp:
+            b = Browser(chromium, os.path.join(tmp, "profile"))
+            try:
+                browser_session(b, srv.base, tmp, screenshot)
+            finally:
+                b.close()
+    finally:
+        srv.stop()
+        print(srv.close(), end="")
     print("browser: %d checks failed, %.1f s" % (len(failures), time.time() - t0), flush=True)
     return 0
 
