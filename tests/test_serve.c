@@ -54,3 +54,30 @@ TEST(serve_page_in_headless_chromium) {
     CHECK(rc == 0);
     CHECK(strstr(out, "browser: 0 checks failed") != NULL);
 }
+
+/* Bad options end in a message and a usage status before anything listens; a missing model or
+ * an address that is not this machine's in a message and status 1. */
+TEST(serve_refuses_bad_options) {
+    static const struct { const char *args, *needle; int rc; } cases[] = {
+        {"--port 70000", "--port in 0..65535", 2},
+        {"--port -1", "--port in 0..65535", 2},
+        {"--max-batch 0", "--max-batch in 1..1024", 2},
+        {"--max-body 10", "--max-body in 1024..", 2},
+        {"--rate nan", "--rate >= 0", 2},
+        {"--rate inf", "--rate >= 0", 2},
+        {"--burst 0", "--burst >= 1", 2},
+        {"--http-threads 0", "--http-threads in 1..64", 2},
+        {"--threads -2", "--threads", 2},
+        {"--precision fp16", "--precision must be fp32 or bf16", 2},
+        {"--bogus", "unknown option '--bogus'", 2},
+        {"--reverse /no/such/reverse.safetensors", "/no/such/reverse.safetensors", 1},
+        {"--host 192.0.2.1", "cannot listen on 192.0.2.1", 1},   /* TEST-NET-1: not ours */
+    };
+    char out[4096];
+    for (int i = 0; i < NUM(cases); i++) {
+        int rc = bf_test_sh(out, sizeof out, "./biflow serve --port 0 %s", cases[i].args);
+        if (rc != cases[i].rc || !strstr(out, cases[i].needle))
+            fprintf(stderr, "    biflow serve %s: rc %d, '%s'\n", cases[i].args, rc, out);
+        CHECK(rc == cases[i].rc && strstr(out, cases[i].needle));
+    }
+}
