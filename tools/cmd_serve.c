@@ -1,5 +1,7 @@
 /* biflow serve: a page to play with a model pair, and its JSON/PNG API, over HTTP with
- * libmicrohttpd (a pool of threads; the computations share one lock, serve_api.c).
+ * libmicrohttpd. Its thread pool reads and answers the connections; requests for the models
+ * wait in a queue, their connections suspended, and one compute thread runs them in arrival
+ * order (G and F keep activation caches: they must never run on two threads at once).
  *
  * Safe by default: it binds to 127.0.0.1 unless --host says otherwise, and while bound to a
  * loopback address it refuses requests whose Host header names another host (a page on
@@ -7,7 +9,7 @@
  * body is read: a known path and method, the client's request rate (a token bucket per
  * address), the declared body size; a body sent in chunks past the limit closes the
  * connection. Connections, their memory and their idle time are bounded. SIGINT or SIGTERM
- * stops it: the requests in flight finish, then everything is freed. */
+ * stops it: the queued requests are computed and answered, then everything is freed. */
 #include "biflow.h"
 #include "cli.h"
 #include "commands.h"

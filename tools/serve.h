@@ -18,7 +18,9 @@ typedef struct {
 } serve_limits;
 
 /* The model pair, the test images and the limits; read-only once serving, apart from the
- * activation caches inside G and F, which `lock` guards: one computation at a time. */
+ * activation caches inside G and F (bf_reverse_sample, bf_flow_encode and score denoising use
+ * them; the exact decoder has its own per-call workspace). The server runs the handlers that
+ * use the models on one thread; `lock` also keeps them safe when called from any other. */
 typedef struct {
     bf_reverse *r;
     bf_flow *f;
