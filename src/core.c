@@ -285,3 +285,19 @@ int bf_remove_stale_tmp(const char *dir) {
     closedir(d);
     return removed;
 }
+
+/* ------------------------------------------------------------------ batch shards */
+void bf_shard_grads_reduce(float *grads, float *const *shard_grads, int used, int n, size_t P,
+                           int shard_means) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < P; i++) {
+        float acc = 0.0f;
+        for (int s = 0; s < used; s++) {
+            float g = s == 0 ? grads[i] : shard_grads[s][i];
+            /* a shard's mean gradient weighs its share of the batch; a shard's part of the
+             * batch mean is summed as it is */
+            acc += shard_means ? g * ((float)(bf_shard_begin(n, used, s + 1) - bf_shard_begin(n, used, s)) / (float)n) : g;
+        }
+        grads[i] = acc;
+    }
+}

@@ -62,4 +62,24 @@ int bf_remove_stale_tmp(const char *dir);
 extern int bf_log_level;                   /* 0 quiet, 1 info (default), 2 debug */
 void bf_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* ------------------------------------------------------------------ batch shards (core.c) */
+/* Shard s of `used` covers rows [bf_shard_begin(n, used, s), bf_shard_begin(n, used, s + 1)). */
+static inline int bf_shard_begin(int n, int used, int s) { return (int)((long)n * s / used); }
+/* grads (P) <- the batch's gradient from the shards' (grads itself is shard 0's, shard_grads[s]
+ * the others'): shard_means = 1 when each holds the mean over its rows (weighted by its share),
+ * 0 when each holds its part of the batch mean (summed). */
+void bf_shard_grads_reduce(float *grads, float *const *shard_grads, int used, int n, size_t P,
+                           int shard_means);
+
+/* ------------------------------------------------------------------ datasets (dataset.c) */
+/* Training batch: images (B, C, H, W) of examples idx (B), noised (uniform dequantisation
+ * or Gaussian sigma), labels y (B) with probability drop of -1 (unconditional). */
+void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
+                   bf_noise noise, float sigma, float drop, bf_rng *rng);
+/* 0 when ds holds C x size x size images with at most num_classes classes (num_classes 0:
+ * an unconditional model takes any), else -1 with a message naming both shapes. */
+int bf_dataset_check_shape(const bf_dataset *ds, int C, int size, int num_classes);
+/* The pixel mapping of every reader: p in [0, 255] to [-1, 1]. */
+static inline float bf_pixel_to_unit(uint8_t p) { return (float)p / 127.5f - 1.0f; }
+
 #endif

@@ -559,6 +559,34 @@ int bf_dataset_load_folder(bf_dataset *ds, const char *dir, const char *split) {
     return rc;
 }
 
+/* ------------------------------------------------------------------ batches and checks */
+void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
+                   bf_noise noise, float sigma, float drop, bf_rng *rng) {
+    size_t px = (size_t)ds->c * ds->h * ds->w;
+    for (int b = 0; b < B; b++) {
+        const uint8_t *p = ds->pixels + (size_t)idx[b] * px;
+        float *x = img + (size_t)b * px;
+        for (size_t k = 0; k < px; k++) {
+            if (noise == BF_NOISE_UNIFORM) x[k] = ((float)p[k] + bf_rng_uniform(rng)) / 128.0f - 1.0f;
+            else x[k] = bf_pixel_to_unit(p[k]) + sigma * bf_rng_normal(rng);
+        }
+        y[b] = ds->num_classes > 0 && bf_rng_uniform(rng) >= drop ? ds->labels[idx[b]] : -1;
+    }
+}
+
+int bf_dataset_check_shape(const bf_dataset *ds, int C, int size, int num_classes) {
+    if (ds->c != C || ds->h != size || ds->w != size) {
+        bf_set_error("the data are %dx%dx%d images but the model expects %dx%dx%d",
+                     ds->c, ds->h, ds->w, C, size, size);
+        return -1;
+    }
+    if (num_classes && ds->num_classes > num_classes) {
+        bf_set_error("the data have %d classes but the model has %d", ds->num_classes, num_classes);
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ spec dispatch */
 int bf_dataset_load(bf_dataset *ds, const char *spec, const char *split) {
     memset(ds, 0, sizeof *ds);

@@ -1,6 +1,7 @@
-/* Evaluation of the forward model: bits per dimension, FLOP counts. */
+/* Evaluation: bits per dimension of F, the fidelity of G (G(F(x)) vs x). */
 #include "core.h"
 #include "flow.h"
+#include "reverse.h"
 
 #include <math.h>
 #include <omp.h>
@@ -8,11 +9,7 @@
 int bf_eval_bpd(bf_flow *f, const bf_dataset *ds, int batch, int limit, uint64_t seed,
                 double *bpd, int verbose) {
     const bf_flow_config *c = &f->cfg;
-    if (ds->c != c->in_channels || ds->h != c->img_size || ds->w != c->img_size) {
-        bf_set_error("the data are %dx%dx%d images but the model expects %dx%dx%d",
-                     ds->c, ds->h, ds->w, c->in_channels, c->img_size, c->img_size);
-        return -1;
-    }
+    if (bf_dataset_check_shape(ds, c->in_channels, c->img_size, c->num_classes)) return -1;
     int n = limit > 0 && limit < ds->n ? limit : ds->n;
     if (batch <= 0) batch = 256;
     int nt = omp_get_max_threads(), per = (batch + nt - 1) / nt;   /* a shard per thread */
@@ -57,14 +54,34 @@ int bf_eval_bpd(bf_flow *f, const bf_dataset *ds, int batch, int limit, uint64_t
     return 0;
 }
 
-double bf_flow_forward_flops(const bf_flow_config *c, int n) {
-    double T = bf_flow_tokens(c), D = bf_flow_token_dim(c), W = c->channels;
-    double rows = (double)n * T;
-    double per_layer = 2 * rows * W * (3 * W + W + 4 * W + 4 * W)   /* qkv, proj, fc1, fc2 */
-                       + 2.0 * n * W * T * (T + 1);                 /* causal QK^T and AV */
-    double per_block = 2 * rows * D * W + 2 * rows * W * 2 * D + c->layers_per_block * per_layer;
-    return c->num_blocks * per_block;
+/* ------------------------------------------------------------------ G */
+int bf_reverse_eval_recon(bf_reverse *r, bf_flow *f, const bf_dataset *ds, int n, float sigma,
+                          uint64_t seed, double *mse, double *psnr) {
+    const bf_reverse_config *c = &r->cfg;
+    if (bf_dataset_check_shape(ds, c->in_channels, c->img_size, c->num_classes)) return -1;
+    if (n <= 0 || n > ds->n) n = ds->n;
+    size_t px = (size_t)c->in_channels * c->img_size * c->img_size, N = (size_t)r->T * r->D;
+    float *x = bf_malloc(sizeof(float) * n * px), *xn = bf_malloc(sizeof(float) * n * px);
+    float *z = bf_malloc(sizeof(float) * n * N), *out = bf_malloc(sizeof(float) * n * px);
+    int *y = bf_malloc(sizeof(int) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n * px; i++) {
+        x[i] = bf_pixel_to_unit(ds->pixels[i]);
+        xn[i] = x[i] + (sigma > 0 ? sigma * bf_rng_normal(&rng) : 0.0f);
+    }
+    for (int i = 0; i < n; i++) y[i] = c->num_classes ? ds->labels[i] : -1;
+    bf_flow_encode(f, z, NULL, xn, y, n);
+    bf_reverse_sample_opts so;
+    bf_reverse_sample_opts_default(&so);
+    if (!c->denoise_layers) so.output = BF_REVERSE_OUT_NOISY;
+    int rc = bf_reverse_sample(r, out, z, y, n, &so, NULL);
+    if (rc == 0) {
+        double s = 0.0;
+        for (size_t i = 0; i < n * px; i++) s += (double)(out[i] - x[i]) * (out[i] - x[i]);
+        *mse = s / ((double)n * px);
+        *psnr = 10.0 * log10(4.0 / *mse);
+    }
+    free(x); free(xn); free(z); free(out); free(y);
+    return rc;
 }
-
-/* backward costs two products per forward product (input and weight gradients) */
-double bf_flow_train_flops(const bf_flow_config *c, int n) { return 3.0 * bf_flow_forward_flops(c, n); }

@@ -351,7 +351,7 @@ double bf_features_step_sharded(const bf_features *fn, const float *params, bf_f
     int hits = 0, used = nshards < n ? nshards : n;
 #pragma omp parallel for num_threads(used) schedule(static, 1) reduction(+ : loss_sum, hits)
     for (int s = 0; s < used; s++) {
-        int b0 = (int)((long)n * s / used), b1 = (int)((long)n * (s + 1) / used), h;
+        int b0 = bf_shard_begin(n, used, s), b1 = bf_shard_begin(n, used, s + 1), h;
         float *g = s == 0 ? grads : shard_grads[s];
         memset(g, 0, sizeof(float) * P);
         bf_features_forward(fn, params, &acts[s], x + b0 * img, b1 - b0);
@@ -359,10 +359,7 @@ double bf_features_step_sharded(const bf_features *fn, const float *params, bf_f
         bf_features_backward(fn, params, &acts[s], y + b0, 1.0f / (float)n, g, NULL);
         hits += h;
     }
-    /* every shard holds its part of the batch-mean gradient: the sum is the whole */
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < P; i++)
-        for (int s = 1; s < used; s++) grads[i] += shard_grads[s][i];
+    bf_shard_grads_reduce(grads, shard_grads, used, n, P, 0);   /* parts of the batch mean */
     if (correct) *correct = hits;
     return loss_sum / n;
 }

@@ -502,22 +502,26 @@ float bf_flow_step_sharded(const bf_flow *f, const float *params, bf_flow_acts *
     int used = nshards < n ? nshards : n;
 #pragma omp parallel for num_threads(used) schedule(static, 1) reduction(+ : loss_sum)
     for (int s = 0; s < used; s++) {
-        int b0 = (int)((long)n * s / used), b1 = (int)((long)n * (s + 1) / used), m = b1 - b0;
+        int b0 = bf_shard_begin(n, used, s), b1 = bf_shard_begin(n, used, s + 1), m = b1 - b0;
         float *g = s == 0 ? grads : shard_grads[s];
         memset(g, 0, sizeof(float) * P);
         float loss = bf_flow_forward(f, params, &acts[s], x + b0 * N, y ? y + b0 : NULL, m);
         bf_flow_backward(f, params, &acts[s], g, NULL);
         loss_sum += (double)loss * m;
     }
-    /* shard s holds the gradient of its own mean: weight it by its share of the batch */
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < P; i++) {
-        float acc = 0.0f;
-        for (int s = 0; s < used; s++) {
-            int m = (int)((long)n * (s + 1) / used) - (int)((long)n * s / used);
-            acc += (s == 0 ? grads[i] : shard_grads[s][i]) * ((float)m / (float)n);
-        }
-        grads[i] = acc;
-    }
+    bf_shard_grads_reduce(grads, shard_grads, used, n, P, 1);   /* means of the shards */
     return (float)(loss_sum / n);
 }
+
+/* ------------------------------------------------------------------ FLOP counts */
+double bf_flow_forward_flops(const bf_flow_config *c, int n) {
+    double T = bf_flow_tokens(c), D = bf_flow_token_dim(c), W = c->channels;
+    double rows = (double)n * T;
+    double per_layer = 2 * rows * W * (3 * W + W + 4 * W + 4 * W)   /* qkv, proj, fc1, fc2 */
+                       + 2.0 * n * W * T * (T + 1);                 /* causal QK^T and AV */
+    double per_block = 2 * rows * D * W + 2 * rows * W * 2 * D + c->layers_per_block * per_layer;
+    return c->num_blocks * per_block;
+}
+
+/* backward costs two products per forward product (input and weight gradients) */
+double bf_flow_train_flops(const bf_flow_config *c, int n) { return 3.0 * bf_flow_forward_flops(c, n); }

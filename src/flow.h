@@ -128,9 +128,5 @@ static inline void bf_guided_params(float *alpha, float *mu, const float *oc, co
 
 const char *bf_flow_named_configs(void);
 
-/* Training batch: images (B, C, H, W) of examples idx (B), noised (uniform dequantisation
- * or Gaussian sigma), labels y (B) with probability drop of -1 (unconditional). */
-void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
-                   bf_noise noise, float sigma, float drop, bf_rng *rng);   /* list for help texts */
 
 #endif

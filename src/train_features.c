@@ -106,67 +106,57 @@ static char *meta_json(const trainer *t, double test_acc) {
     return s;
 }
 
-static int save(const trainer *t, double test_acc) {
+static int save(void *ctx, double test_acc) {
+    const trainer *t = ctx;
     char *meta = meta_json(t, test_acc);
     int rc = bf_features_save(t->fn, t->path, meta);
     free(meta);
     return rc;
 }
 
-static void log_step(trainer *t, double loss, double acc, double gn, float lr, double ips) {
-    double elapsed = bf_time() - t->t_start, eta = elapsed / t->step * (t->steps - t->step);
+static void log_fn(void *ctx, const double *m, double ips, double eta) {
+    trainer *t = ctx;
+    const bf_features_train_opts *o = t->o;
     double epoch = (double)t->step / t->steps_per_epoch;
+    float lr = bf_lr_schedule(t->step - 1, o->warmup, t->steps, o->lr, o->min_lr);
     fprintf(t->log, "{\"step\":%ld,\"epoch\":%.3f,\"loss\":%.6f,\"train_accuracy\":%.4f,"
-            "\"grad_norm\":%.5g,\"lr\":%.4g,\"images_per_s\":%.1f}\n", t->step, epoch, loss, acc,
-            gn, lr, ips);
+            "\"grad_norm\":%.5g,\"lr\":%.4g,\"images_per_s\":%.1f}\n", t->step, epoch, m[0], m[2],
+            m[1], lr, ips);
     fflush(t->log);
-    if (t->o->quiet) return;
+    if (o->quiet) return;
     char etas[32];
     bf_fmt_duration(etas, sizeof etas, eta);
     fprintf(stderr, "step %5ld/%ld | epoch %.2f | loss %.4f | acc %.3f | grad %.3g | lr %.2e | "
-            "%.0f img/s | ETA %s\n", t->step, t->steps, epoch, loss, acc, gn, lr, ips, etas);
+            "%.0f img/s | ETA %s\n", t->step, t->steps, epoch, m[0], m[2], m[1], lr, ips, etas);
 }
 
-/* ------------------------------------------------------------------ the loop */
-static int step_once(trainer *t, double *loss, int *correct, double *gn) {
+/* ------------------------------------------------------------------ the step */
+/* metrics: loss, gradient norm, training accuracy */
+static int step_fn(void *ctx, double *metrics) {
+    trainer *t = ctx;
     const bf_features_train_opts *o = t->o;
     bf_features *fn = t->fn;
+    int correct;
     make_batch(t);
-    *loss = bf_features_step_sharded(fn, fn->params, t->acts, t->shard_grads, t->nshards,
-                                     t->grads, t->img, t->y, o->batch, correct);
-    *gn = bf_grad_norm(t->grads, fn->num_params);
-    if (bf_divergence_check(&t->div, t->step + 1, *loss, *gn)) return -1;
-    bf_clip_grad(t->grads, fn->num_params, *gn, o->grad_clip);
-    bf_adamw_hparams h = {bf_lr_schedule(t->step, o->warmup, t->steps, o->lr, o->min_lr),
-                          o->beta1, o->beta2, o->eps, o->weight_decay};
-    bf_adamw_step(fn->params, t->m, t->v, t->grads, t->decay, fn->num_params, &h, t->step + 1);
+    double loss = bf_features_step_sharded(fn, fn->params, t->acts, t->shard_grads, t->nshards,
+                                           t->grads, t->img, t->y, o->batch, &correct);
+    bf_optim_bufs b = {fn->params, t->grads, t->m, t->v, NULL, t->decay, fn->num_params};
+    bf_optim_opts oo = BF_OPTIM_OPTS(o, t->steps);
+    if (bf_optim_update(&b, &oo, t->step, loss, &t->div, &metrics[1])) return -1;
+    metrics[0] = loss;
+    metrics[2] = (double)correct / o->batch;
     t->step++;
     return 0;
 }
 
+static int save_fn(void *ctx) { return save(ctx, -1.0); }
+
+/* A checkpoint at the end of every epoch; no resume (a few minutes' run). */
 static int train_loop(trainer *t) {
     const bf_features_train_opts *o = t->o;
-    double loss_acc = 0.0, gn_acc = 0.0, t_last = bf_time();
-    long hits = 0, count = 0;
-    while (t->step < t->steps) {
-        double loss, gn;
-        int correct;
-        if (step_once(t, &loss, &correct, &gn)) return -1;
-        loss_acc += loss * o->batch; gn_acc += gn; hits += correct; count += o->batch;
-        int last = t->step == t->steps;
-        if ((o->log_every && t->step % o->log_every == 0) || last) {
-            double now = bf_time();
-            log_step(t, loss_acc / count, (double)hits / count, gn_acc * o->batch / count,
-                     bf_lr_schedule(t->step - 1, o->warmup, t->steps, o->lr, o->min_lr),
-                     count / (now - t_last));
-            loss_acc = gn_acc = 0.0; hits = count = 0; t_last = now;
-        }
-        if (t->step % t->steps_per_epoch == 0 || last) {
-            if (save(t, -1.0)) return -1;
-            t->div.saved_step = t->step;
-        }
-    }
-    return 0;
+    bf_train_loop L = {t, &t->step, t->steps, o->batch, o->log_every, 0, (int)t->steps_per_epoch,
+                       0, o->quiet, step_fn, log_fn, NULL, save_fn, &t->div};
+    return bf_train_loop_run(&L);
 }
 
 /* ------------------------------------------------------------------ setup */

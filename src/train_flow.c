@@ -40,22 +40,6 @@ typedef struct {
     long step;
 } run_state;
 
-/* ------------------------------------------------------------------ data */
-/* Fills images (B, C, H, W) with noised data and labels (with label drop). */
-void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
-                   bf_noise noise, float sigma, float drop, bf_rng *rng) {
-    size_t px = (size_t)ds->c * ds->h * ds->w;
-    for (int b = 0; b < B; b++) {
-        const uint8_t *p = ds->pixels + (size_t)idx[b] * px;
-        float *x = img + (size_t)b * px;
-        for (size_t k = 0; k < px; k++) {
-            if (noise == BF_NOISE_UNIFORM) x[k] = ((float)p[k] + bf_rng_uniform(rng)) / 128.0f - 1.0f;
-            else x[k] = (float)p[k] / 127.5f - 1.0f + sigma * bf_rng_normal(rng);
-        }
-        y[b] = ds->num_classes > 0 && bf_rng_uniform(rng) >= drop ? ds->labels[idx[b]] : -1;
-    }
-}
-
 /* ------------------------------------------------------------------ checkpoints */
 static char *opts_json(const bf_train_opts *o, long step) {
     cJSON *j = cJSON_CreateObject();
@@ -129,7 +113,7 @@ static void free_state(run_state *s) {
 /* ------------------------------------------------------------------ logging */
 static double bpd_of(double nll) { return (nll + log(128.0)) / log(2.0); }
 
-/* ------------------------------------------------------------------ the loop */
+/* ------------------------------------------------------------------ the step */
 typedef struct {
     const bf_train_opts *o;
     const bf_dataset *ds, *test;
@@ -144,7 +128,9 @@ typedef struct {
     FILE *log;
 } trainer;
 
-static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
+/* metrics: loss, gradient norm */
+static int step_fn(void *ctx, double *metrics) {
+    trainer *t = ctx;
     const bf_train_opts *o = t->o;
     run_state *s = t->s;
     bf_flow *f = s->f;
@@ -152,93 +138,63 @@ static int step_once(trainer *t, double *loss_out, double *gnorm_out) {
     int B = o->batch;
     bf_data_order_batch(&t->order, t->idx, s->step, B);
     bf_rng rng;
-    bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)s->step * 104729ull + 1);
+    bf_step_rng(&rng, o->seed, s->step, 1);
     bf_make_batch(t->img, t->y, t->ds, t->idx, B, o->noise, o->sigma, o->label_drop, &rng);
     bf_patchify(t->tok, t->img, B, c->in_channels, c->img_size, c->img_size, c->patch_size);
     double loss = bf_flow_step_sharded(f, f->params, t->acts, t->shard_grads, t->nshards,
                                        s->grads, t->tok, t->y, B);
-    double gn = bf_grad_norm(s->grads, f->num_params);
-    *loss_out = loss;
-    *gnorm_out = gn;
-    if (bf_divergence_check(&t->div, s->step + 1, loss, gn)) return -1;
-    bf_clip_grad(s->grads, f->num_params, gn, o->grad_clip);
-    bf_adamw_hparams h = {bf_lr_schedule(s->step, o->warmup, o->steps, o->lr, o->min_lr),
-                          o->beta1, o->beta2, o->eps, o->weight_decay};
-    bf_adamw_step(f->params, s->m, s->v, s->grads, s->decay, f->num_params, &h, s->step + 1);
-    /* EMA warms up so that early checkpoints are not dominated by the initial weights */
-    float d = fminf(o->ema_decay, (1.0f + (float)s->step) / (10.0f + (float)s->step));
-    bf_ema_update(s->ema, f->params, f->num_params, d);
+    bf_optim_bufs b = {f->params, s->grads, s->m, s->v, s->ema, s->decay, f->num_params};
+    bf_optim_opts oo = BF_OPTIM_OPTS(o, o->steps);
+    oo.ema_decay = o->ema_decay;
+    if (bf_optim_update(&b, &oo, s->step, loss, &t->div, &metrics[1])) return -1;
+    metrics[0] = loss;
     s->step++;
     return 0;
 }
 
-static int check_data_fits(const bf_flow_config *c, const bf_dataset *ds) {
-    if (ds->c != c->in_channels || ds->h != c->img_size || ds->w != c->img_size) {
-        bf_set_error("the data are %dx%dx%d images but the model expects %dx%dx%d",
-                     ds->c, ds->h, ds->w, c->in_channels, c->img_size, c->img_size);
-        return -1;
-    }
-    if (c->num_classes && ds->num_classes > c->num_classes) {
-        bf_set_error("the data have %d classes but the model has %d", ds->num_classes, c->num_classes);
-        return -1;
-    }
-    return 0;
-}
-
-static void log_step(trainer *t, double loss, double gn, double ips, double eta, float lr) {
+/* ------------------------------------------------------------------ the loop's hooks */
+static void log_fn(void *ctx, const double *m, double ips, double eta) {
+    trainer *t = ctx;
     const bf_train_opts *o = t->o;
     long step = t->s->step;
     int uni = o->noise == BF_NOISE_UNIFORM;
+    float lr = bf_lr_schedule(step - 1, o->warmup, o->steps, o->lr, o->min_lr);
     fprintf(t->log, "{\"step\":%ld,\"loss\":%.6f,%s%.6f,\"grad_norm\":%.5g,\"lr\":%.4g,"
-            "\"images_per_s\":%.1f}\n", step, loss, uni ? "\"bpd\":" : "\"nll\":",
-            uni ? bpd_of(loss) : loss, gn, lr, ips);
+            "\"images_per_s\":%.1f}\n", step, m[0], uni ? "\"bpd\":" : "\"nll\":",
+            uni ? bpd_of(m[0]) : m[0], m[1], lr, ips);
     fflush(t->log);
     if (o->quiet) return;
     char etas[32];
     bf_fmt_duration(etas, sizeof etas, eta);
     fprintf(stderr, "step %6ld/%d | loss %.4f | %s %.3f | grad %.3g | lr %.2e | %.0f img/s | ETA %s\n",
-            step, o->steps, loss, uni ? "bpd" : "nll", uni ? bpd_of(loss) : loss, gn, lr, ips, etas);
+            step, o->steps, m[0], uni ? "bpd" : "nll", uni ? bpd_of(m[0]) : m[0], m[1], lr, ips, etas);
+}
+
+static void eval_fn(void *ctx) {
+    trainer *t = ctx;
+    run_state *s = t->s;
+    if (!t->test) return;
+    double bpd;
+    float *keep = s->f->params;
+    s->f->params = s->ema;
+    int rc = bf_eval_bpd(s->f, t->test, 256, 2000, 1234, &bpd, 0);
+    s->f->params = keep;
+    if (rc) return;
+    fprintf(t->log, "{\"step\":%ld,\"eval_bpd_ema\":%.5f,\"eval_images\":2000}\n", s->step, bpd);
+    fflush(t->log);
+    if (!t->o->quiet) fprintf(stderr, "step %6ld | test bits/dim (EMA, 2000 images) %.4f\n", s->step, bpd);
+}
+
+static int save_fn(void *ctx) {
+    trainer *t = ctx;
+    return save_state(t->s, t->o);
 }
 
 static int train_loop(trainer *t) {
     const bf_train_opts *o = t->o;
-    run_state *s = t->s;
-    double t_last = bf_time(), t_start = t_last, loss_acc = 0.0, gn_acc = 0.0;
-    long steps_acc = 0, start_step = s->step;
-    while (s->step < o->steps && !bf_stop_requested()) {
-        double loss, gn;
-        if (step_once(t, &loss, &gn)) return -1;
-        loss_acc += loss; gn_acc += gn; steps_acc++;
-        int last = s->step == o->steps;
-        if ((o->log_every && s->step % o->log_every == 0) || last) {
-            double now = bf_time(), ips = steps_acc * (double)o->batch / (now - t_last);
-            double rate = (s->step - start_step) / (now - t_start);
-            log_step(t, loss_acc / steps_acc, gn_acc / steps_acc, ips, (o->steps - s->step) / rate,
-                     bf_lr_schedule(s->step - 1, o->warmup, o->steps, o->lr, o->min_lr));
-            loss_acc = gn_acc = 0.0; steps_acc = 0; t_last = now;
-        }
-        if (o->eval_every && t->test && (s->step % o->eval_every == 0 || last)) {
-            double bpd;
-            float *keep = s->f->params;
-            s->f->params = s->ema;
-            int rc = bf_eval_bpd(s->f, t->test, 256, 2000, 1234, &bpd, 0);
-            s->f->params = keep;
-            if (rc == 0) {
-                fprintf(t->log, "{\"step\":%ld,\"eval_bpd_ema\":%.5f,\"eval_images\":2000}\n", s->step, bpd);
-                fflush(t->log);
-                if (!o->quiet) fprintf(stderr, "step %6ld | test bits/dim (EMA, 2000 images) %.4f\n", s->step, bpd);
-            }
-        }
-        if ((o->ckpt_every && s->step % o->ckpt_every == 0) || last) {
-            if (save_state(s, o)) return -1;
-            t->div.saved_step = s->step;
-        }
-    }
-    if (bf_stop_requested()) {
-        if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
-        return save_state(s, o) ? -1 : 1;   /* 1: stopped early, state saved */
-    }
-    return 0;
+    bf_train_loop L = {t, &t->s->step, o->steps, o->batch, o->log_every, o->eval_every,
+                       o->ckpt_every, 1, o->quiet, step_fn, log_fn, eval_fn, save_fn, &t->div};
+    return bf_train_loop_run(&L);
 }
 
 static const char *const NOISE_NAMES[] = {"gauss", "uniform", NULL};   /* by bf_noise */
@@ -321,7 +277,7 @@ static int train_in_run_dir(const bf_train_opts *o) {
     if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
     if (!(s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params))) goto done;
     bf_divergence_init(&t.div, s.step, "a lower --lr, a --bound, or more --warmup");
-    if (bf_dataset_load(&ds, o->data, "train") || check_data_fits(&s.f->cfg, &ds)) goto done;
+    if (bf_dataset_load(&ds, o->data, "train") || bf_dataset_check_shape(&ds, s.f->cfg.in_channels, s.f->cfg.img_size, s.f->cfg.num_classes)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
     t.ds = &ds;
     if (alloc_trainer(&t, &ds)) goto done;

@@ -307,76 +307,72 @@ static double sharded_step(trainer *t, bf_reverse_loss_parts *parts) {
     double loss_sum = 0.0;
 #pragma omp parallel for num_threads(used) schedule(static, 1) reduction(+ : loss_sum)
     for (int sh = 0; sh < used; sh++) {
-        int b0 = (int)((long)n * sh / used), m = (int)((long)n * (sh + 1) / used) - b0;
+        int b0 = bf_shard_begin(n, used, sh), m = bf_shard_begin(n, used, sh + 1) - b0;
         loss_sum += shard_step(t, sh, b0, m, sh == 0 ? s->grads : t->shard_grads[sh]) * m;
     }
     memset(parts, 0, sizeof *parts);
     for (int sh = 0; sh < used; sh++) {
-        float k = (float)((int)((long)n * (sh + 1) / used) - (int)((long)n * sh / used)) / n;
+        float k = (float)(bf_shard_begin(n, used, sh + 1) - bf_shard_begin(n, used, sh)) / n;
         parts->align += k * t->parts[sh].align;
         parts->rec += k * t->parts[sh].rec;
         parts->perc += k * t->parts[sh].perc;
         parts->cls += k * t->parts[sh].cls;
     }
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < P; i++) {
-        float acc = 0.0f;
-        for (int sh = 0; sh < used; sh++) {
-            int m = (int)((long)n * (sh + 1) / used) - (int)((long)n * sh / used);
-            acc += (sh == 0 ? s->grads[i] : t->shard_grads[sh][i]) * ((float)m / (float)n);
-        }
-        s->grads[i] = acc;
-    }
+    bf_shard_grads_reduce(s->grads, t->shard_grads, used, n, P, 1);
     return loss_sum / n;
 }
 
-static int step_once(trainer *t, double *loss, double *gnorm, bf_reverse_loss_parts *parts) {
+/* metrics: loss, gradient norm, then the unweighted alignment, reconstruction, perceptual and
+ * class terms */
+static int step_fn(void *ctx, double *metrics) {
+    trainer *t = ctx;
     const bf_reverse_train_opts *o = t->o;
     run_state *s = t->s;
     const bf_reverse_config *c = &s->r->cfg;
     bf_data_order_batch(&t->order, t->idx, s->step, o->batch);
     bf_rng rng;
-    bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)s->step * 104729ull + 3);
+    bf_step_rng(&rng, o->seed, s->step, 3);
     make_batch(t, &rng);
     bf_patchify(t->tok_clean, t->clean, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
     bf_patchify(t->tok_noisy, t->noisy, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
-    *loss = sharded_step(t, parts);
-    *gnorm = bf_grad_norm(s->grads, s->r->num_params);
+    bf_reverse_loss_parts p;
+    double loss = sharded_step(t, &p);
     /* adaptive weighting bounds the loss (D / (D + eps) < 1 per term): the raw distances are
      * what grows when G diverges */
-    double raw = isfinite(*loss) ? parts->align + parts->rec + parts->perc : *loss;
-    if (bf_divergence_check(&t->div, s->step + 1, raw, *gnorm)) return -1;
-    bf_clip_grad(s->grads, s->r->num_params, *gnorm, o->grad_clip);
-    bf_adamw_hparams h = {bf_lr_schedule(s->step, o->warmup, o->steps, o->lr, o->min_lr),
-                          o->beta1, o->beta2, o->eps, o->weight_decay};
-    bf_adamw_step(s->r->params, s->m, s->v, s->grads, s->decay, s->r->num_params, &h, s->step + 1);
-    float d = fminf(o->ema_decay, (1.0f + (float)s->step) / (10.0f + (float)s->step));
-    bf_ema_update(s->ema, s->r->params, s->r->num_params, d);
+    double raw = isfinite(loss) ? p.align + p.rec + p.perc + p.cls : loss;
+    bf_optim_bufs b = {s->r->params, s->grads, s->m, s->v, s->ema, s->decay, s->r->num_params};
+    bf_optim_opts oo = BF_OPTIM_OPTS(o, o->steps);
+    oo.ema_decay = o->ema_decay;
+    if (bf_optim_update(&b, &oo, s->step, raw, &t->div, &metrics[1])) return -1;
+    metrics[0] = loss;
+    metrics[2] = p.align; metrics[3] = p.rec; metrics[4] = p.perc; metrics[5] = p.cls;
     s->step++;
     return 0;
 }
 
-/* ------------------------------------------------------------------ loop */
-static void log_step(trainer *t, double loss, const bf_reverse_loss_parts *p, double gn,
-                     double ips, double eta, float lr) {
+/* ------------------------------------------------------------------ the loop's hooks */
+static void log_fn(void *ctx, const double *m, double ips, double eta) {
+    trainer *t = ctx;
     const bf_reverse_train_opts *o = t->o;
     long step = t->s->step;
+    float lr = bf_lr_schedule(step - 1, o->warmup, o->steps, o->lr, o->min_lr);
     fprintf(t->log, "{\"step\":%ld,\"loss\":%.6f,\"align\":%.6f,\"rec\":%.6f,\"perceptual\":%.6f,"
-            "\"class_ce\":%.6f,\"grad_norm\":%.5g,\"lr\":%.4g,\"images_per_s\":%.1f}\n", step, loss,
-            p->align, p->rec, p->perc, p->cls, gn, lr, ips);
+            "\"class_ce\":%.6f,\"grad_norm\":%.5g,\"lr\":%.4g,\"images_per_s\":%.1f}\n", step, m[0],
+            m[2], m[3], m[4], m[5], m[1], lr, ips);
     fflush(t->log);
     if (o->quiet) return;
-    char etas[32];
+    char etas[32], perc[80] = "";
     bf_fmt_duration(etas, sizeof etas, eta);
-    char perc[80] = "";
-    if (o->perceptual > 0) snprintf(perc, sizeof perc, " | perceptual %.4f", p->perc);
-    if (o->class_weight > 0) snprintf(perc + strlen(perc), sizeof perc - strlen(perc), " | class ce %.4f", p->cls);
+    if (o->perceptual > 0) snprintf(perc, sizeof perc, " | perceptual %.4f", m[4]);
+    if (o->class_weight > 0) snprintf(perc + strlen(perc), sizeof perc - strlen(perc), " | class ce %.4f", m[5]);
     fprintf(stderr, "step %6ld/%d | loss %.4f | align %.4f | rec mse %.5f%s | grad %.3g | lr %.2e | "
-            "%.0f img/s | ETA %s\n", step, o->steps, loss, p->align, p->rec, perc, gn, lr, ips, etas);
+            "%.0f img/s | ETA %s\n", step, o->steps, m[0], m[2], m[3], perc, m[1], lr, ips, etas);
 }
 
-static void evaluate(trainer *t) {
+static void eval_fn(void *ctx) {
+    trainer *t = ctx;
     run_state *s = t->s;
+    if (!t->test) return;
     double mse, psnr;
     float *keep = s->r->params;
     s->r->params = s->ema;
@@ -391,39 +387,16 @@ static void evaluate(trainer *t) {
                 s->step, mse, psnr);
 }
 
+static int save_fn(void *ctx) {
+    trainer *t = ctx;
+    return save_state(t->s, t->o);
+}
+
 static int train_loop(trainer *t) {
     const bf_reverse_train_opts *o = t->o;
-    run_state *s = t->s;
-    double t_last = bf_time(), t_start = t_last, loss_acc = 0.0, gn_acc = 0.0;
-    bf_reverse_loss_parts acc = {0}, parts;
-    long steps_acc = 0, start_step = s->step;
-    while (s->step < o->steps && !bf_stop_requested()) {
-        double loss, gn;
-        if (step_once(t, &loss, &gn, &parts)) return -1;
-        loss_acc += loss; gn_acc += gn; steps_acc++;
-        acc.align += parts.align; acc.rec += parts.rec; acc.perc += parts.perc; acc.cls += parts.cls;
-        int last = s->step == o->steps;
-        if ((o->log_every && s->step % o->log_every == 0) || last) {
-            double now = bf_time(), ips = steps_acc * (double)o->batch / (now - t_last);
-            double rate = (s->step - start_step) / (now - t_start);
-            acc.align /= steps_acc; acc.rec /= steps_acc; acc.perc /= steps_acc; acc.cls /= steps_acc;
-            log_step(t, loss_acc / steps_acc, &acc, gn_acc / steps_acc, ips,
-                     (o->steps - s->step) / rate,
-                     bf_lr_schedule(s->step - 1, o->warmup, o->steps, o->lr, o->min_lr));
-            loss_acc = gn_acc = 0.0; steps_acc = 0; t_last = now;
-            memset(&acc, 0, sizeof acc);
-        }
-        if (o->eval_every && t->test && (s->step % o->eval_every == 0 || last)) evaluate(t);
-        if ((o->ckpt_every && s->step % o->ckpt_every == 0) || last) {
-            if (save_state(s, o)) return -1;
-            t->div.saved_step = s->step;
-        }
-    }
-    if (bf_stop_requested()) {
-        if (!o->quiet) fprintf(stderr, "interrupted: saving step %ld\n", s->step);
-        return save_state(s, o) ? -1 : 1;   /* 1: stopped early, state saved */
-    }
-    return 0;
+    bf_train_loop L = {t, &t->s->step, o->steps, o->batch, o->log_every, o->eval_every,
+                       o->ckpt_every, 1, o->quiet, step_fn, log_fn, eval_fn, save_fn, &t->div};
+    return bf_train_loop_run(&L);
 }
 
 int bf_train_reverse_check_opts(const bf_reverse_train_opts *o) {
@@ -520,20 +493,6 @@ static void free_trainer(trainer *t) {
     if (t->log) fclose(t->log);
 }
 
-static int check_data(const bf_reverse *r, const bf_dataset *ds) {
-    const bf_reverse_config *c = &r->cfg;
-    if (ds->c != c->in_channels || ds->h != c->img_size || ds->w != c->img_size) {
-        bf_set_error("the data are %dx%dx%d images but the models expect %dx%dx%d",
-                     ds->c, ds->h, ds->w, c->in_channels, c->img_size, c->img_size);
-        return -1;
-    }
-    if (c->num_classes && ds->num_classes > c->num_classes) {
-        bf_set_error("the data have %d classes but the models have %d", ds->num_classes, c->num_classes);
-        return -1;
-    }
-    return 0;
-}
-
 /* The run, in its run folder (locked by the caller). */
 static int train_in_run_dir(const bf_reverse_train_opts *o) {
     run_state s = {0};
@@ -545,7 +504,7 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
     if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
     if (!(s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params))) goto done;
     bf_divergence_init(&t.div, s.step, "a lower --lr or more --warmup");
-    t.div.quantity = "the unweighted loss (alignment, reconstruction and perceptual distances)";
+    t.div.quantity = "the unweighted loss (alignment, reconstruction, perceptual and class terms)";
     if (o->perceptual > 0) {
         if (!(s.fn = bf_features_load(o->features))) goto done;
         const bf_features_config *fc = bf_features_get_config(s.fn);
@@ -566,7 +525,7 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
         bf_perceptual_init(&s.perc, s.fn, o->perceptual, o->adapt_p, o->adapt_eps);
         s.perc.class_weight = o->class_weight;
     }
-    if (bf_dataset_load(&ds, o->data, "train") || check_data(s.r, &ds)) goto done;
+    if (bf_dataset_load(&ds, o->data, "train") || bf_dataset_check_shape(&ds, s.r->cfg.in_channels, s.r->cfg.img_size, s.r->cfg.num_classes)) goto done;
     if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
     t.ds = &ds;
     if (alloc_trainer(&t, &ds)) goto done;
@@ -600,37 +559,5 @@ int bf_train_reverse(const bf_reverse_train_opts *o) {
     if (bf_run_dir_open(&lock, o->out_dir, o->resume, o->overwrite)) return -1;
     int rc = train_in_run_dir(o);
     bf_dir_unlock(&lock);
-    return rc;
-}
-
-/* ------------------------------------------------------------------ evaluation */
-int bf_reverse_eval_recon(bf_reverse *r, bf_flow *f, const bf_dataset *ds, int n, float sigma,
-                          uint64_t seed, double *mse, double *psnr) {
-    const bf_reverse_config *c = &r->cfg;
-    if (check_data(r, ds)) return -1;
-    if (n <= 0 || n > ds->n) n = ds->n;
-    size_t px = (size_t)c->in_channels * c->img_size * c->img_size, N = (size_t)r->T * r->D;
-    float *x = bf_malloc(sizeof(float) * n * px), *xn = bf_malloc(sizeof(float) * n * px);
-    float *z = bf_malloc(sizeof(float) * n * N), *out = bf_malloc(sizeof(float) * n * px);
-    int *y = bf_malloc(sizeof(int) * n);
-    bf_rng rng;
-    bf_rng_seed(&rng, seed);
-    for (size_t i = 0; i < n * px; i++) {
-        x[i] = ds->pixels[i] / 127.5f - 1.0f;
-        xn[i] = x[i] + (sigma > 0 ? sigma * bf_rng_normal(&rng) : 0.0f);
-    }
-    for (int i = 0; i < n; i++) y[i] = c->num_classes ? ds->labels[i] : -1;
-    bf_flow_encode(f, z, NULL, xn, y, n);
-    bf_reverse_sample_opts so;
-    bf_reverse_sample_opts_default(&so);
-    if (!c->denoise_layers) so.output = BF_REVERSE_OUT_NOISY;
-    int rc = bf_reverse_sample(r, out, z, y, n, &so, NULL);
-    if (rc == 0) {
-        double s = 0.0;
-        for (size_t i = 0; i < n * px; i++) s += (double)(out[i] - x[i]) * (out[i] - x[i]);
-        *mse = s / ((double)n * px);
-        *psnr = 10.0 * log10(4.0 / *mse);
-    }
-    free(x); free(xn); free(z); free(out); free(y);
     return rc;
 }

@@ -115,6 +115,48 @@ void bf_divergence_init(bf_divergence *d, long saved_step, const char *hint);
  * training has diverged. */
 int bf_divergence_check(bf_divergence *d, long step, double loss, double gnorm);
 
+/* ------------------------------------------------------------------ the training skeleton */
+/* The random stream of step `step` of a run with this seed (batches, noise, labels dropped);
+ * stream tells a trainer's uses apart. */
+void bf_step_rng(bf_rng *rng, uint64_t seed, long step, uint64_t stream);
+
+/* The optimiser's flat buffers (one layout) and options, shared by every trainer. */
+typedef struct {
+    float *params, *grads, *m, *v;   /* (n) each */
+    float *ema;                      /* (n) or NULL: no EMA */
+    const unsigned char *decay;      /* (n) 1 where weight decay applies, or NULL */
+    size_t n;
+} bf_optim_bufs;
+typedef struct {
+    long warmup, steps;
+    float lr, min_lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
+} bf_optim_opts;
+#define BF_OPTIM_OPTS(o, total)                                                                  ((bf_optim_opts){(o)->warmup, (total), (o)->lr, (o)->min_lr, (o)->beta1, (o)->beta2,                            (o)->eps, (o)->weight_decay, (o)->grad_clip, 0.0f})
+/* Update `step` (0-based): gradient norm (*gnorm), the divergence check on check_loss (div may
+ * be NULL), clipping, AdamW at the scheduled rate, the EMA (warming up). -1 when diverged
+ * (nothing applied). */
+int bf_optim_update(const bf_optim_bufs *b, const bf_optim_opts *o, long step, double check_loss,
+                    bf_divergence *div, double *gnorm);
+
+/* The loop: each step_fn call runs one step, advances *step and fills up to BF_LOOP_METRICS
+ * figures, which log_fn receives averaged over the steps since its last call, with the rate
+ * and the ETA; eval_fn (may be NULL) every eval_every steps and at the end; save_fn (a
+ * checkpoint) every ckpt_every steps and at the end. With stop_on_signal, SIGINT/SIGTERM
+ * (bf_stop_signals_install) end it after the current step with a checkpoint: returns 1.
+ * 0 when the steps are done, -1 on an error. */
+#define BF_LOOP_METRICS 8
+typedef struct {
+    void *ctx;
+    long *step, steps;
+    int batch, log_every, eval_every, ckpt_every, stop_on_signal, quiet;
+    int (*step_fn)(void *ctx, double *metrics);
+    void (*log_fn)(void *ctx, const double *metrics, double images_per_s, double eta_s);
+    void (*eval_fn)(void *ctx);
+    int (*save_fn)(void *ctx);
+    bf_divergence *div;              /* may be NULL: its saved_step follows the checkpoints */
+} bf_train_loop;
+int bf_train_loop_run(const bf_train_loop *L);
+
 /* Asks the training loop to stop after the current step (SIGINT, SIGTERM). */
 void bf_stop_signals_install(void);
 void bf_stop_signals_restore(void);
