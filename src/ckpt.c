@@ -40,7 +40,7 @@ int bf_meta_get_int(const bf_safetensors *st, const char *path, const char *key,
     const char *v = bf_st_meta(st, key);
     if (!v) {
         if (!required) { *out = dflt; return 0; }
-        bf_set_error("%s: the metadata lacks '%s' (not a biflow/TARFlow checkpoint? convert "
+        bf_set_error("%s: metadata '%s' is missing (not a biflow/TARFlow checkpoint? convert "
                      "PyTorch files with dev/convert.py)", path, key);
         return -1;
     }
@@ -60,7 +60,7 @@ int bf_meta_get_float(const bf_safetensors *st, const char *path, const char *ke
     const char *v = bf_st_meta(st, key);
     if (!v) {
         if (!required) { *out = dflt; return 0; }
-        bf_set_error("%s: the metadata lacks '%s'", path, key);
+        bf_set_error("%s: metadata '%s' is missing", path, key);
         return -1;
     }
     char *end;
@@ -70,6 +70,26 @@ int bf_meta_get_float(const bf_safetensors *st, const char *path, const char *ke
         return -1;
     }
     *out = x;
+    return 0;
+}
+
+void bf_meta_write_fields(bf_st_writer *w, const bf_meta_field *f, int n, const void *cfg) {
+    for (int i = 0; i < n; i++) {
+        const char *p = (const char *)cfg + f[i].offset;
+        if (f[i].kind == BF_META_INT) bf_meta_int(w, f[i].key, *(const int *)p);
+        else bf_meta_float(w, f[i].key, *(const float *)p);
+    }
+}
+
+int bf_meta_read_fields(const bf_safetensors *st, const char *path, const bf_meta_field *f, int n,
+                        void *cfg) {
+    for (int i = 0; i < n; i++) {
+        char *p = (char *)cfg + f[i].offset;
+        int rc = f[i].kind == BF_META_INT
+                     ? bf_meta_get_int(st, path, f[i].key, (int *)p, f[i].required, (int)f[i].dflt)
+                     : bf_meta_get_float(st, path, f[i].key, (float *)p, f[i].required, (float)f[i].dflt);
+        if (rc) return -1;
+    }
     return 0;
 }
 

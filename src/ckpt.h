@@ -4,7 +4,9 @@
 #define BF_CKPT_H
 
 #include "biflow.h"
-#include "flow.h"
+#include "core.h"
+
+#include <stddef.h>
 
 void bf_meta_int(bf_st_writer *w, const char *key, int v);
 void bf_meta_float(bf_st_writer *w, const char *key, float v);
@@ -15,6 +17,20 @@ int bf_meta_get_int(const bf_safetensors *st, const char *path, const char *key,
                     int required, int dflt);
 int bf_meta_get_float(const bf_safetensors *st, const char *path, const char *key, float *out,
                       int required, float dflt);
+/* A model's configuration as metadata: one table per model, read and written by the same two
+ * functions (values are strings in __metadata__, as the PyTorch fixtures have them). */
+typedef enum { BF_META_INT, BF_META_FLOAT } bf_meta_kind;
+typedef struct {
+    const char *key;
+    size_t offset;            /* of the int or float field in the configuration struct */
+    bf_meta_kind kind;
+    int required;             /* else absent (older files) means dflt */
+    double dflt;
+} bf_meta_field;
+void bf_meta_write_fields(bf_st_writer *w, const bf_meta_field *f, int n, const void *cfg);
+int bf_meta_read_fields(const bf_safetensors *st, const char *path, const bf_meta_field *f, int n,
+                        void *cfg);
+
 /* Refuses (before the model is allocated) a configuration that needs more parameters than the
  * file's tensors hold (those named in also_ok, NULL-terminated, not counted): the metadata
  * cannot make a loader allocate more than the file could fill. */

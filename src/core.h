@@ -62,6 +62,17 @@ int bf_remove_stale_tmp(const char *dir);
 extern int bf_log_level;                   /* 0 quiet, 1 info (default), 2 debug */
 void bf_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* ------------------------------------------------------------------ tensor tables */
+/* One named tensor of a model's flat parameter block (F, G and the feature networks share
+ * this table type: checkpoints, weight-decay masks and optimiser state follow it). */
+typedef struct {
+    char name[112];
+    int ndim;
+    int64_t shape[4];
+    size_t offset, numel;
+    int no_decay;             /* biases, norms, embeddings: no weight decay */
+} bf_param_info;
+
 /* ------------------------------------------------------------------ batch shards (core.c) */
 /* Shard s of `used` covers rows [bf_shard_begin(n, used, s), bf_shard_begin(n, used, s + 1)). */
 static inline int bf_shard_begin(int n, int used, int s) { return (int)((long)n * s / used); }

@@ -7,6 +7,7 @@
 #define BF_FEATURE_NET_H
 
 #include "biflow.h"
+#include "core.h"
 #include "kernels_conv.h"
 
 #include <stddef.h>
@@ -25,13 +26,6 @@ typedef struct {
     size_t w_off, b_off;      /* weight and bias in the parameter layout (conv, linear) */
 } bf_feat_layer;
 
-typedef struct {
-    char name[32];
-    int ndim;
-    int64_t shape[4];
-    size_t offset, numel;
-    int no_decay;             /* biases: no weight decay */
-} bf_feat_tensor;
 
 /* Activations of one pass over up to Bn images (one set per thread). */
 typedef struct {
@@ -51,7 +45,7 @@ struct bf_features {
     bf_feat_layer layer[BF_FEAT_MAX_LAYERS];
     int n_layers;
     int feat_layer;           /* index of the layer whose output are the features */
-    bf_feat_tensor info[BF_FEAT_MAX_TENSORS];
+    bf_param_info info[BF_FEAT_MAX_TENSORS];
     int n_info;
     size_t num_params;
     float *params;

@@ -36,7 +36,7 @@ int bf_features_config_check(const bf_features_config *c) {
 /* ------------------------------------------------------------------ layout */
 static size_t add_tensor(bf_features *fn, size_t *off, const char *name, int ndim,
                          const int64_t *shape, int no_decay) {
-    bf_feat_tensor *t = &fn->info[fn->n_info++];
+    bf_param_info *t = &fn->info[fn->n_info++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->ndim = ndim;
     t->numel = 1;

@@ -3,6 +3,7 @@
 #define BF_FLOW_H
 
 #include "biflow.h"
+#include "core.h"
 #include <math.h>
 #include <stddef.h>
 
@@ -19,13 +20,6 @@ typedef struct {
     bf_layer_offsets layer[BF_MAX_LAYERS];
 } bf_block_offsets;
 
-typedef struct {
-    char name[112];
-    int ndim;
-    int64_t shape[3];
-    size_t offset, numel;
-    int no_decay;             /* biases, norms, embeddings: no weight decay */
-} bf_param_info;
 
 /* Activations of one training (or encoding) pass for up to Bn images. */
 typedef struct {

@@ -6,20 +6,22 @@
 
 #include <math.h>
 
+#define FIELD(k, kind, req, d) {#k, offsetof(bf_flow_config, k), kind, req, d}
+static const bf_meta_field FIELDS[] = {
+    FIELD(img_size, BF_META_INT, 1, 0), FIELD(in_channels, BF_META_INT, 1, 0),
+    FIELD(patch_size, BF_META_INT, 1, 0), FIELD(channels, BF_META_INT, 1, 0),
+    FIELD(num_blocks, BF_META_INT, 1, 0), FIELD(layers_per_block, BF_META_INT, 1, 0),
+    FIELD(head_dim, BF_META_INT, 0, 64), FIELD(num_classes, BF_META_INT, 0, 0),
+    FIELD(bound, BF_META_FLOAT, 0, 0.0),   /* absent: no bound (the public code's) */
+};
+#undef FIELD
+#define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
+
 int bf_flow_save(const bf_flow *f, const float *params, const char *path,
                  const char *extra_meta_json) {
-    const bf_flow_config *c = &f->cfg;
     bf_st_writer *w = bf_st_writer_new();
     bf_st_writer_meta(w, "format", "tarflow");
-    bf_meta_int(w, "img_size", c->img_size);
-    bf_meta_int(w, "in_channels", c->in_channels);
-    bf_meta_int(w, "patch_size", c->patch_size);
-    bf_meta_int(w, "channels", c->channels);
-    bf_meta_int(w, "num_blocks", c->num_blocks);
-    bf_meta_int(w, "layers_per_block", c->layers_per_block);
-    bf_meta_int(w, "head_dim", c->head_dim);
-    bf_meta_int(w, "num_classes", c->num_classes);
-    bf_meta_float(w, "bound", c->bound);
+    bf_meta_write_fields(w, FIELDS, N_FIELDS, &f->cfg);
     bf_meta_add_json(w, extra_meta_json);
     for (int i = 0; i < f->n_info; i++) {
         const bf_param_info *p = &f->info[i];
@@ -39,25 +41,7 @@ static int config_from_meta(bf_flow_config *c, const bf_safetensors *st, const c
                      path, fmt);
         return -1;
     }
-    if (bf_meta_get_int(st, path, "img_size", &c->img_size, 1, 0) ||
-        bf_meta_get_int(st, path, "in_channels", &c->in_channels, 1, 0) ||
-        bf_meta_get_int(st, path, "patch_size", &c->patch_size, 1, 0) ||
-        bf_meta_get_int(st, path, "channels", &c->channels, 1, 0) ||
-        bf_meta_get_int(st, path, "num_blocks", &c->num_blocks, 1, 0) ||
-        bf_meta_get_int(st, path, "layers_per_block", &c->layers_per_block, 1, 0) ||
-        bf_meta_get_int(st, path, "head_dim", &c->head_dim, 0, 64) ||
-        bf_meta_get_int(st, path, "num_classes", &c->num_classes, 0, 0))
-        return -1;
-    const char *b = bf_st_meta(st, "bound");
-    c->bound = 0.0f;
-    if (b) {
-        char *end;
-        c->bound = strtof(b, &end);
-        if (*end || end == b) {
-            bf_set_error("%s: metadata 'bound' = '%s' is not a number", path, b);
-            return -1;
-        }
-    }
+    if (bf_meta_read_fields(st, path, FIELDS, N_FIELDS, c)) return -1;
     static const char *const also_ok[] = {"var", NULL};
     if (bf_flow_config_check(c)) return bf_error_in_file(path);
     return bf_check_param_total(st, path, bf_flow_param_count(c), also_ok);

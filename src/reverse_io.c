@@ -61,23 +61,20 @@ int bf_reverse_check_flow(const bf_reverse *r, const bf_flow *f, const char *flo
     return 0;
 }
 
+#define FIELD(k) {#k, offsetof(bf_reverse_config, k), BF_META_INT, 1, 0}
+static const bf_meta_field FIELDS[] = {
+    FIELD(img_size), FIELD(in_channels), FIELD(patch_size), FIELD(num_classes),
+    FIELD(num_stages), FIELD(channels), FIELD(head_dim), FIELD(layers_per_stage),
+    FIELD(denoise_layers), FIELD(guidance_embed), FIELD(w_freq), FIELD(distill),
+};
+#undef FIELD
+#define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
+
 int bf_reverse_save(const bf_reverse *r, const float *params, const char *path,
                     const char *extra_meta_json) {
-    const bf_reverse_config *c = &r->cfg;
     bf_st_writer *w = bf_st_writer_new();
     bf_st_writer_meta(w, "format", "biflow-reverse");
-    bf_meta_int(w, "img_size", c->img_size);
-    bf_meta_int(w, "in_channels", c->in_channels);
-    bf_meta_int(w, "patch_size", c->patch_size);
-    bf_meta_int(w, "num_classes", c->num_classes);
-    bf_meta_int(w, "num_stages", c->num_stages);
-    bf_meta_int(w, "channels", c->channels);
-    bf_meta_int(w, "head_dim", c->head_dim);
-    bf_meta_int(w, "layers_per_stage", c->layers_per_stage);
-    bf_meta_int(w, "denoise_layers", c->denoise_layers);
-    bf_meta_int(w, "guidance_embed", c->guidance_embed);
-    bf_meta_int(w, "w_freq", c->w_freq);
-    bf_meta_int(w, "distill", c->distill);
+    bf_meta_write_fields(w, FIELDS, N_FIELDS, &r->cfg);
     bf_st_writer_meta(w, "flow_path", r->flow_path);
     bf_st_writer_meta(w, "flow_sha256", r->flow_sha256);
     bf_meta_float(w, "flow_sigma", r->sigma);
@@ -98,15 +95,7 @@ static int config_from_meta(bf_reverse_config *c, const bf_safetensors *st, cons
                      "'biflow-reverse')", path, fmt ? fmt : "(none)");
         return -1;
     }
-    struct { const char *key; int *v; } keys[] = {
-        {"img_size", &c->img_size}, {"in_channels", &c->in_channels},
-        {"patch_size", &c->patch_size}, {"num_classes", &c->num_classes},
-        {"num_stages", &c->num_stages}, {"channels", &c->channels}, {"head_dim", &c->head_dim},
-        {"layers_per_stage", &c->layers_per_stage}, {"denoise_layers", &c->denoise_layers},
-        {"guidance_embed", &c->guidance_embed}, {"w_freq", &c->w_freq}, {"distill", &c->distill},
-    };
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        if (bf_meta_get_int(st, path, keys[i].key, keys[i].v, 1, 0)) return -1;
+    if (bf_meta_read_fields(st, path, FIELDS, N_FIELDS, c)) return -1;
     if (bf_reverse_config_check(c)) return bf_error_in_file(path);
     return bf_check_param_total(st, path, bf_reverse_param_count(c), NULL);
 }

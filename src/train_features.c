@@ -186,11 +186,10 @@ static int trainer_alloc(trainer *t, const bf_dataset *ds) {
     t->y = bf_malloc(sizeof(int) * o->batch);   /* batch <= BF_MAX_BATCH */
     t->idx = bf_malloc(sizeof(int) * o->batch);
     if (!(t->grads = bf_try_calloc(P, sizeof(float), what)) || !(t->m = bf_try_calloc(P, sizeof(float), what)) ||
-        !(t->v = bf_try_calloc(P, sizeof(float), what)) || !(t->decay = bf_try_calloc(P, 1, what)) ||
+        !(t->v = bf_try_calloc(P, sizeof(float), what)) ||
+        !(t->decay = bf_decay_mask(t->fn->info, t->fn->n_info, P)) ||
         !(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, (size_t)o->batch), "a batch of images")))
         return -1;
-    for (int i = 0; i < t->fn->n_info; i++)
-        if (!t->fn->info[i].no_decay) memset(t->decay + t->fn->info[i].offset, 1, t->fn->info[i].numel);
     for (int k = 0; k < t->nshards; k++) {
         if (bf_feat_acts_try_init(&t->acts[k], t->fn, (o->batch + t->nshards - 1) / t->nshards)) return -1;
         if (k && !(t->shard_grads[k] = bf_try_calloc(P, sizeof(float), "a shard's gradients"))) return -1;
