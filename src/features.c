@@ -388,7 +388,7 @@ static void quantise_as_saved(float *out, const float *x, size_t m) {
     for (size_t i = 0; i < m; i++) {
         uint8_t p;
         bf_images_to_u8(&p, x + i, 1);
-        out[i] = p / 127.5f - 1.0f;
+        out[i] = bf_pixel_to_unit(p);
     }
 }
 
@@ -429,7 +429,7 @@ int bf_features_accuracy(bf_features *fn, const bf_dataset *ds, int limit, doubl
     int *pred = bf_malloc(sizeof(int) * chunk);
     for (int s = 0; s < n; s += chunk) {   /* in pieces: the whole split in float is large */
         int m = n - s < chunk ? n - s : chunk;
-        for (size_t i = 0; i < (size_t)m * img; i++) x[i] = ds->pixels[s * img + i] / 127.5f - 1.0f;
+        for (size_t i = 0; i < (size_t)m * img; i++) x[i] = bf_pixel_to_unit(ds->pixels[s * img + i]);
         bf_features_extract(fn, NULL, pred, x, m);
         for (int i = 0; i < m; i++) hits += pred[i] == ds->labels[s + i];
     }

@@ -62,7 +62,7 @@ static void augment(float *dst, const uint8_t *src, int C, int H, int W, int dx,
                 int sy = y - dy, sx = flip ? W - 1 - (x - dx) : x - dx;
                 int inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
                 dst[((size_t)c * H + y) * W + x] =
-                    inside ? src[((size_t)c * H + sy) * W + sx] / 127.5f - 1.0f : -1.0f;
+                    inside ? bf_pixel_to_unit(src[((size_t)c * H + sy) * W + sx]) : -1.0f;
             }
 }
 

@@ -240,7 +240,7 @@ static void make_batch(trainer *t, bf_rng *rng) {
     for (int b = 0; b < o->batch; b++) {
         const uint8_t *p = ds->pixels + (size_t)t->idx[b] * px;
         for (size_t k = 0; k < px; k++) {
-            float x = (float)p[k] / 127.5f - 1.0f;
+            float x = bf_pixel_to_unit(p[k]);
             t->clean[b * px + k] = x;
             t->noisy[b * px + k] = x + t->s->sigma * bf_rng_normal(rng);
         }
