@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/evp.h>
 
 static _Thread_local char last_error[1024];
 int bf_log_level = 1;
@@ -300,4 +301,21 @@ void bf_shard_grads_reduce(float *grads, float *const *shard_grads, int used, in
         }
         grads[i] = acc;
     }
+}
+
+/* ------------------------------------------------------------------ file digests */
+int bf_sha256_file(char hex[65], const char *path) {
+    uint8_t *data;
+    size_t size;
+    if (bf_read_file(path, &data, &size, (size_t)1 << 34)) return -1;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    int ok = EVP_Digest(data, size, md, &len, EVP_sha256(), NULL);
+    free(data);
+    if (!ok || len != 32) {
+        bf_set_error("%s: SHA-256 failed", path);
+        return -1;
+    }
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return 0;
 }

@@ -4,24 +4,7 @@
 #include "ckpt.h"
 #include "core.h"
 
-#include <openssl/evp.h>
 #include <string.h>
-
-int bf_sha256_file(char hex[65], const char *path) {
-    uint8_t *data;
-    size_t size;
-    if (bf_read_file(path, &data, &size, (size_t)1 << 34)) return -1;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    int ok = EVP_Digest(data, size, md, &len, EVP_sha256(), NULL);
-    free(data);
-    if (!ok || len != 32) {
-        bf_set_error("%s: SHA-256 failed", path);
-        return -1;
-    }
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return 0;
-}
 
 int bf_reverse_set_flow(bf_reverse *r, const char *flow_path, float sigma) {
     char path[1024];
