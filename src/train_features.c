@@ -259,13 +259,15 @@ done:
     return rc;
 }
 
+typedef struct { const bf_features_train_opts *o; double *test_accuracy; } run_args;
+static int run_locked(const void *p) {
+    const run_args *a = p;
+    return train_in_run_dir(a->o, a->test_accuracy);
+}
+
 int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
     if (test_accuracy) *test_accuracy = -1.0;
     if (bf_train_features_check_opts(o)) return -1;
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    bf_dir_lock lock;
-    if (bf_run_dir_open(&lock, o->out_dir, 0, o->overwrite)) return -1;
-    int rc = train_in_run_dir(o, test_accuracy);
-    bf_dir_unlock(&lock);
-    return rc;
+    run_args a = {o, test_accuracy};
+    return bf_train_locked(o->out_dir, 0, o->overwrite, o->threads, run_locked, &a);
 }

@@ -268,42 +268,35 @@ static void free_trainer(trainer *t) {
 }
 
 /* The run, in its run folder (locked by the caller). */
-static int train_in_run_dir(const bf_train_opts *o) {
+static int train_in_run_dir(const void *opts) {
+    const bf_train_opts *o = opts;
     run_state s = {0};
     trainer t = {.o = o, .s = &s};
-    bf_dataset ds = {0}, test = {0};
+    bf_train_data data = {0};
     int rc = -1;
     if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
     if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
     if (!(s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params))) goto done;
     bf_divergence_init(&t.div, s.step, "a lower --lr, a --bound, or more --warmup");
-    if (bf_dataset_load(&ds, o->data, "train") || bf_dataset_check_shape(&ds, s.f->cfg.in_channels, s.f->cfg.img_size, s.f->cfg.num_classes)) goto done;
-    if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
-    t.ds = &ds;
-    if (alloc_trainer(&t, &ds)) goto done;
-    t.log = bf_open_log(o->out_dir, s.step);
-    if (!t.log) { bf_set_error("cannot open the log in '%s'", o->out_dir); goto done; }
+    const bf_flow_config *c = &s.f->cfg;
+    if (bf_train_data_load(&data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
+        goto done;
+    t.ds = &data.train;
+    t.test = data.test;
+    if (alloc_trainer(&t, t.ds) || !(t.log = bf_open_log(o->out_dir, s.step))) goto done;
     if (!o->quiet)
         fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %d threads, "
-                "%s matrix products\n", s.f->num_params, ds.n, o->data, o->batch, o->steps,
+                "%s matrix products\n", s.f->num_params, t.ds->n, o->data, o->batch, o->steps,
                 omp_get_max_threads(), bf_precision_name(bf_precision_effective()));
-    bf_stop_signals_install();
     rc = train_loop(&t);
-    bf_stop_signals_restore();
 done:
     free_trainer(&t);
-    bf_dataset_free(&ds);
-    bf_dataset_free(&test);
+    bf_train_data_free(&data);
     free_state(&s);
     return rc;
 }
 
 int bf_train_flow(const bf_train_opts *o) {
     if (bf_train_flow_check_opts(o)) return -1;
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    bf_dir_lock lock;
-    if (bf_run_dir_open(&lock, o->out_dir, o->resume, o->overwrite)) return -1;
-    int rc = train_in_run_dir(o);
-    bf_dir_unlock(&lock);
-    return rc;
+    return bf_train_locked(o->out_dir, o->resume, o->overwrite, o->threads, train_in_run_dir, o);
 }

@@ -5,6 +5,7 @@
 #include "optim.h"
 #include "train_util.h"
 
+#include <omp.h>
 #include <string.h>
 
 void bf_step_rng(bf_rng *rng, uint64_t seed, long step, uint64_t stream) {
@@ -46,7 +47,7 @@ static void log_line(const bf_train_loop *L, double *acc, long *count, double *t
     *t_last = now;
 }
 
-int bf_train_loop_run(const bf_train_loop *L) {
+static int loop(const bf_train_loop *L) {
     double acc[BF_LOOP_METRICS] = {0}, t_last = bf_time(), t_start = t_last;
     long count = 0, start_step = *L->step;
     while (*L->step < L->steps && !(L->stop_on_signal && bf_stop_requested())) {
@@ -66,4 +67,37 @@ int bf_train_loop_run(const bf_train_loop *L) {
         return checkpoint(L) ? -1 : 1;   /* 1: stopped early, state saved */
     }
     return 0;
+}
+
+int bf_train_loop_run(const bf_train_loop *L) {
+    if (L->stop_on_signal) bf_stop_signals_install();
+    int rc = loop(L);
+    if (L->stop_on_signal) bf_stop_signals_restore();
+    return rc;
+}
+
+int bf_train_data_load(bf_train_data *d, const char *spec, int C, int size, int num_classes,
+                       int want_test) {
+    memset(d, 0, sizeof *d);
+    if (bf_dataset_load(&d->train, spec, "train") ||
+        bf_dataset_check_shape(&d->train, C, size, num_classes))
+        return -1;
+    if (want_test && bf_dataset_load(&d->test_split, spec, "test") == 0) d->test = &d->test_split;
+    return 0;
+}
+
+void bf_train_data_free(bf_train_data *d) {
+    bf_dataset_free(&d->train);
+    bf_dataset_free(&d->test_split);
+    d->test = NULL;
+}
+
+int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
+                    int (*run)(const void *opts), const void *opts) {
+    if (threads > 0) omp_set_num_threads(threads);
+    bf_dir_lock lock;
+    if (bf_run_dir_open(&lock, dir, resume, overwrite)) return -1;
+    int rc = run(opts);
+    bf_dir_unlock(&lock);
+    return rc;
 }

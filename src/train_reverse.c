@@ -493,11 +493,45 @@ static void free_trainer(trainer *t) {
     if (t->log) fclose(t->log);
 }
 
+/* The perceptual network of the perceptual and class terms: a separate network (never the
+ * evaluation network, METHOD Section 6) that takes G's images. */
+static int load_perceptual(run_state *s, const bf_reverse_train_opts *o) {
+    if (!(s->fn = bf_features_load(o->features))) return -1;
+    const bf_features_config *fc = bf_features_get_config(s->fn);
+    const bf_reverse_config *c = &s->r->cfg;
+    if (fc->arch != BF_FEAT_ARCH_PERCEPTUAL) {
+        bf_set_error("%s is an evaluation network (arch fd): G's perceptual loss needs a "
+                     "separate perceptual network (biflow train-features --arch perceptual), "
+                     "since a loss on the yardstick's own features flatters the yardstick",
+                     o->features);
+        return -1;
+    }
+    if (fc->in_channels != c->in_channels || fc->height != c->img_size || fc->width != c->img_size) {
+        bf_set_error("the feature network %s takes %dx%dx%d images, G makes %dx%dx%d", o->features,
+                     fc->in_channels, fc->height, fc->width, c->in_channels, c->img_size, c->img_size);
+        return -1;
+    }
+    bf_perceptual_init(&s->perc, s->fn, o->perceptual, o->adapt_p, o->adapt_eps);
+    s->perc.class_weight = o->class_weight;
+    return 0;
+}
+
+static void print_banner(const run_state *s, const bf_reverse_train_opts *o) {
+    const char *norm = o->norm_control == BF_NORM_TOKEN ? "token" : o->norm_control ? "sample" : "off";
+    fprintf(stderr, "training G (%zu parameters; F has %zu) against %s: inverse %s, %s denoising, "
+            "norm control %s, guidance %s, sigma %g; batch %d, %d steps, %d threads, %s matrix "
+            "products\n", s->r->num_params, s->f->num_params, s->r->flow_path,
+            inverse_name(o->inverse), s->r->cfg.denoise_layers ? "learned" : "no", norm,
+            o->cfg_train ? "trained (1 NFE)" : "at inference (2 NFE)", (double)s->sigma, o->batch,
+            o->steps, omp_get_max_threads(), bf_precision_name(bf_precision_effective()));
+}
+
 /* The run, in its run folder (locked by the caller). */
-static int train_in_run_dir(const bf_reverse_train_opts *o) {
+static int train_in_run_dir(const void *opts) {
+    const bf_reverse_train_opts *o = opts;
     run_state s = {0};
     trainer t = {.o = o, .s = &s};
-    bf_dataset ds = {0}, test = {0};
+    bf_train_data data = {0};
     int rc = -1;
     if (!(s.f = bf_flow_load(o->flow, 1))) goto done;
     if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
@@ -505,59 +539,23 @@ static int train_in_run_dir(const bf_reverse_train_opts *o) {
     if (!(s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params))) goto done;
     bf_divergence_init(&t.div, s.step, "a lower --lr or more --warmup");
     t.div.quantity = "the unweighted loss (alignment, reconstruction, perceptual and class terms)";
-    if (o->perceptual > 0) {
-        if (!(s.fn = bf_features_load(o->features))) goto done;
-        const bf_features_config *fc = bf_features_get_config(s.fn);
-        if (fc->arch != BF_FEAT_ARCH_PERCEPTUAL) {   /* METHOD Section 6 */
-            bf_set_error("%s is an evaluation network (arch fd): G's perceptual loss needs a "
-                         "separate perceptual network (biflow train-features --arch perceptual), "
-                         "since a loss on the yardstick's own features flatters the yardstick",
-                         o->features);
-            goto done;
-        }
-        if (fc->in_channels != s.r->cfg.in_channels || fc->height != s.r->cfg.img_size ||
-            fc->width != s.r->cfg.img_size) {
-            bf_set_error("the feature network %s takes %dx%dx%d images, G makes %dx%dx%d", o->features,
-                         fc->in_channels, fc->height, fc->width, s.r->cfg.in_channels,
-                         s.r->cfg.img_size, s.r->cfg.img_size);
-            goto done;
-        }
-        bf_perceptual_init(&s.perc, s.fn, o->perceptual, o->adapt_p, o->adapt_eps);
-        s.perc.class_weight = o->class_weight;
-    }
-    if (bf_dataset_load(&ds, o->data, "train") || bf_dataset_check_shape(&ds, s.r->cfg.in_channels, s.r->cfg.img_size, s.r->cfg.num_classes)) goto done;
-    if (o->eval_every && bf_dataset_load(&test, o->data, "test") == 0) t.test = &test;
-    t.ds = &ds;
-    if (alloc_trainer(&t, &ds)) goto done;
-    if (!(t.log = bf_open_log(o->out_dir, s.step))) {
-        bf_set_error("cannot open the log in '%s'", o->out_dir);
+    if (o->perceptual > 0 && load_perceptual(&s, o)) goto done;
+    const bf_reverse_config *c = &s.r->cfg;
+    if (bf_train_data_load(&data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
         goto done;
-    }
-    if (!o->quiet)
-        fprintf(stderr, "training G (%zu parameters; F has %zu) against %s: inverse %s, %s "
-                "denoising, norm control %s, guidance %s, sigma %g; batch %d, %d steps, %d threads, "
-                "%s matrix products\n",
-                s.r->num_params, s.f->num_params, s.r->flow_path, inverse_name(o->inverse),
-                s.r->cfg.denoise_layers ? "learned" : "no", o->norm_control == BF_NORM_TOKEN ? "token" : o->norm_control ? "sample" : "off",
-                o->cfg_train ? "trained (1 NFE)" : "at inference (2 NFE)", (double)s.sigma,
-                o->batch, o->steps, omp_get_max_threads(), bf_precision_name(bf_precision_effective()));
-    bf_stop_signals_install();
+    t.ds = &data.train;
+    t.test = data.test;
+    if (alloc_trainer(&t, t.ds) || !(t.log = bf_open_log(o->out_dir, s.step))) goto done;
+    if (!o->quiet) print_banner(&s, o);
     rc = train_loop(&t);
-    bf_stop_signals_restore();
 done:
     free_trainer(&t);
-    bf_dataset_free(&ds);
-    bf_dataset_free(&test);
+    bf_train_data_free(&data);
     free_state(&s);
     return rc;
 }
 
 int bf_train_reverse(const bf_reverse_train_opts *o) {
     if (bf_train_reverse_check_opts(o)) return -1;
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    bf_dir_lock lock;
-    if (bf_run_dir_open(&lock, o->out_dir, o->resume, o->overwrite)) return -1;
-    int rc = train_in_run_dir(o);
-    bf_dir_unlock(&lock);
-    return rc;
+    return bf_train_locked(o->out_dir, o->resume, o->overwrite, o->threads, train_in_run_dir, o);
 }

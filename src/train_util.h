@@ -157,6 +157,18 @@ typedef struct {
 } bf_train_loop;
 int bf_train_loop_run(const bf_train_loop *L);
 
+/* The data of a run: the training split, checked against the model's shape (C x size x size,
+ * at most num_classes classes), and with want_test the test split (test stays NULL when it
+ * cannot be loaded: the run then skips its evaluations). */
+typedef struct { bf_dataset train, test_split; const bf_dataset *test; } bf_train_data;
+int bf_train_data_load(bf_train_data *d, const char *spec, int C, int size, int num_classes,
+                       int want_test);
+void bf_train_data_free(bf_train_data *d);
+/* Runs run(opts) with the run folder dir opened and locked (bf_run_dir_open) and, threads > 0,
+ * that many threads; returns run's value, or -1 when the folder cannot be had. */
+int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
+                    int (*run)(const void *opts), const void *opts);
+
 /* Asks the training loop to stop after the current step (SIGINT, SIGTERM). */
 void bf_stop_signals_install(void);
 void bf_stop_signals_restore(void);
