@@ -52,6 +52,13 @@ static int train_reverse_check(bf_reverse_train_opts *o, const char *inverse, co
     return 0;
 }
 
+/* Trains, then measures G(F(x)) on eval_n test images (not when interrupted). */
+static int train_reverse_run(const bf_reverse_train_opts *o, int eval_n) {
+    int trc = bf_train_reverse(o);
+    if (trc < 0) return cli_fail();
+    return trc > 0 || eval_n == 0 ? 0 : final_recon(o, eval_n);
+}
+
 int cmd_train_reverse(int argc, char **argv) {
     bf_reverse_train_opts o;
     bf_reverse_train_opts_default(&o);
@@ -103,12 +110,8 @@ int cmd_train_reverse(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : 2;
     const char *flow0 = o.flow, *features0 = o.features;   /* a resume may adopt copies */
     if (!(rc = cli_check_int("eval-n", eval_n, 0, 1000000000)) &&
-        !(rc = train_reverse_check(&o, inverse, denoise, norm))) {
-        int trc = bf_train_reverse(&o);
-        rc = trc < 0 ? cli_fail()
-           : trc > 0 || eval_n == 0 ? 0   /* interrupted: no final evaluation */
-           : final_recon(&o, eval_n);
-    }
+        !(rc = train_reverse_check(&o, inverse, denoise, norm)))
+        rc = train_reverse_run(&o, eval_n);
     if (o.flow != flow0) free((char *)o.flow);
     if (o.features != features0) free((char *)o.features);
     return rc;
