@@ -225,6 +225,20 @@ TEST(cli_inpaint_and_edit_a_small_npy) {
     CHECK(run_expect(out, 0, cmd) == 0 && outputs_exist(prefix));
 }
 
+/* ------------------------------------------------------------------ bench */
+/* bench sample with G: every case once (--seconds 0), and the speed-up lines that compare
+ * them by name. */
+TEST(cli_bench_sample_runs_each_case_once) {
+    const cli_fixture *fx = fixture();
+    static char out[OUT_MAX];
+    char cmd[4096];
+    fmt(cmd, sizeof cmd, "./biflow bench sample --reverse '%s' --seconds 0 --jacobi off --threads 1", fx->reverse);
+    CHECK(run_expect(out, 0, cmd) == 0);
+    CHECK(strstr(out, "exact+cfg+score-denoise    batch  64") && !strstr(out, "jacobi"));
+    CHECK(strstr(out, "biflow+cfg two-pass") && strstr(out, "speed-up of one-pass G (guided)"));
+    CHECK(!strstr(out, "nan") && !strstr(out, "inf"));
+}
+
 /* ------------------------------------------------------------------ errors */
 /* args with the words F, G, X and O replaced by the fixture's forward model, reverse model,
  * images and an output prefix never written (quoted). */

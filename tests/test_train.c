@@ -3,6 +3,7 @@
 #include "test.h"
 #include "flow.h"
 #include "optim.h"
+#include "tiny_models.h"
 
 #include <unistd.h>
 
@@ -119,6 +120,25 @@ TEST(optim_adamw_schedule_clip_ema) {
     float e[1] = {0.0f}, q[1] = {1.0f};
     bf_ema_update(e, q, 1, 0.9f);
     CHECK_NEAR(e[0], 0.1, 1e-7);
+}
+
+/* bench train's steps: the library's step and optimiser (the weights move), both timings
+ * taken; bad sizes refused. */
+TEST(bench_train_steps_take_training_steps) {
+    bf_flow *f = bf_test_tiny_flow(3, 8, 2);
+    size_t n = bf_flow_num_params(f);
+    float *before = bf_malloc(sizeof(float) * n);
+    memcpy(before, bf_flow_params(f), sizeof(float) * n);
+    bf_bench_train_result r = {0};
+    CHECK(bf_bench_train_steps(f, 3, 2, 1, &r) == 0);
+    CHECK(r.shards >= 1 && r.shards <= 3 && r.seconds > 0 && r.unsharded_seconds > 0);
+    double moved = 0.0;
+    for (size_t i = 0; i < n; i++) moved = fmax(moved, fabs((double)bf_flow_params(f)[i] - before[i]));
+    CHECK(moved > 0.0);
+    CHECK_ERR(bf_bench_train_steps(f, 0, 2, 1, &r), "batch");
+    CHECK_ERR(bf_bench_train_steps(f, 2, 0, 1, &r), "steps");
+    free(before);
+    bf_flow_free(f);
 }
 
 /* A non-finite loss stops training with a message; the checkpoint on disk stays as it was. */

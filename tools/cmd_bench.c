@@ -123,12 +123,12 @@ static double bench_sample_case(bf_flow *f, const sample_case *k, float cfg, int
     bf_sample_stats st;
     long images = 0, iters = 0;
     double t = 0.0;
-    while (t < min_s) {   /* whole calls until the time is long enough to trust */
+    do {   /* whole calls until the time is long enough to trust (at least one) */
         bf_flow_sample(f, x, z, y, n, &o, &st);
         t += st.seconds;
         images += n;
         iters += st.jacobi_iters;
-    }
+    } while (t < min_s);
     double per = bf_flow_forward_flops(c, 1) * (k->guided ? 2 : 1);
     double passes = k->s == BF_SAMPLER_JACOBI ? (double)iters / c->num_blocks / ((double)images / k->batch) : 1.0;
     double flops = images * (per * passes + (k->denoise ? 3 * bf_flow_forward_flops(c, 1) : 0));
@@ -161,13 +161,13 @@ static double bench_biflow_case(bf_reverse *r, const char *name, int batch, floa
     long images = 0;
     double t = 0.0;
     bf_sample_stats st;
-    while (t < min_s) {
+    do {
         for (int s = 0; s < n; s += batch) {   /* calls of `batch` images, as a user makes them */
             bf_reverse_sample(r, x + s * N, z + s * N, y + s, n - s < batch ? n - s : batch, &o, &st);
             t += st.seconds;
             images += n - s < batch ? n - s : batch;
         }
-    }
+    } while (t < min_s);
     int nfe = cfg != 0 && (two_pass || !c->guidance_embed) ? 2 : 1;
     char tail[32];
     snprintf(tail, sizeof tail, "  (%d NFE)", nfe);
