@@ -24,6 +24,14 @@ float bf_rng_uniform(bf_rng *rng);                 /* [0, 1) */
 float bf_rng_normal(bf_rng *rng);                  /* N(0, 1) */
 uint32_t bf_rng_below(bf_rng *rng, uint32_t n);    /* uniform in [0, n) */
 
+/* ------------------------------------------------------------------ memory, time */
+/* malloc, calloc and realloc that print a message and abort when the memory cannot be had:
+ * for sizes the program chooses (sizes read from files or users are checked first). */
+void *bf_malloc(size_t n);
+void *bf_calloc(size_t n, size_t size);
+void *bf_realloc(void *p, size_t n);
+double bf_time(void);                              /* seconds, monotonic */
+
 /* ------------------------------------------------------------------ precision */
 /* The precision of the matrix products of F and G (their linear layers and attention, in
  * training and in sampling), process-wide. BF_PRECISION_BF16 rounds both operands of every
@@ -142,6 +150,14 @@ const bf_flow_config *bf_flow_get_config(const bf_flow *f);
 size_t bf_flow_num_params(const bf_flow *f);
 float *bf_flow_params(bf_flow *f);                  /* flat parameter block */
 void bf_flow_init(bf_flow *f, uint64_t seed);       /* public TARFlow initialisation */
+/* Draws every block's output projection from N(0, std^2). bf_flow_init zeroes them (F starts
+ * as the identity map); this makes a random F that is not, for benchmarks and tests. */
+void bf_flow_randomize_heads(bf_flow *f, uint64_t seed, float std);
+/* The std of the Gaussian noise F was trained with, as its checkpoint records it (noise
+ * "gauss", "sigma"); 0 for F trained with uniform dequantisation, a checkpoint that does not
+ * record one, and a new F. The samplers' default noise level of score denoising
+ * (`--denoise auto` in the CLI: score denoising exactly when this is > 0). */
+float bf_flow_trained_sigma(const bf_flow *f);
 
 /* Checkpoints (safetensors; tensor names of transformer_flow.Model, configuration in the
  * metadata). path: a file, or a training run's folder, whose flow_ema.safetensors
@@ -216,6 +232,19 @@ typedef struct {
 } bf_train_opts;
 
 void bf_train_opts_default(bf_train_opts *o);
+/* The checks bf_train_flow makes of o before it starts (ranges, model shape): 0, or -1 with a
+ * message naming the option ("--beta2 2 is out of range ..."). A caller may run them first to
+ * tell a bad option from a failed run. */
+int bf_train_flow_check_opts(const bf_train_opts *o);
+/* Before resuming the run in o->out_dir from a command line: the options that define the run
+ * (seed, noise, sigma, label drop, batch, the model's shape) and steps take the values its
+ * checkpoint records, except those named in given (n_given option names without "--", as the
+ * user gave them: "seed", "width"; "config" stands for every shape option), which must equal
+ * them. config: the --config name, for messages. 0 (also when the folder holds no readable
+ * checkpoint: bf_train_flow reports that), or -1 with a message naming the option and both
+ * values, or steps below the step reached. */
+int bf_train_flow_resume_opts(bf_train_opts *o, const char *config, const char *const *given,
+                              int n_given);
 /* Trains F by maximum likelihood; returns 0 when the requested steps are done, 1 when
  * stopped by SIGINT or SIGTERM (the state is saved; --resume continues), -1 on error. */
 int bf_train_flow(const bf_train_opts *o);
@@ -285,6 +314,11 @@ int bf_resolve_model_path(char *out, size_t n, const char *path, const char *ema
 bf_reverse *bf_reverse_load(const char *path, int use_ema);
 int bf_reverse_save(const bf_reverse *r, const float *params, const char *path,
                     const char *extra_meta_json);
+/* Writes G (reverse: a file or run folder; its EMA weights when use_ema) as the one file out,
+ * pointing at its forward model's new location flow, which must be the very file G was
+ * trained against (same SHA-256) and shapes. The folder of out is locked while it is written
+ * (a trainer's lock: refused while another process holds it). */
+int bf_reverse_export(const char *reverse, int use_ema, const char *flow, const char *out);
 
 /* One-pass sampling: z (n, T, D) noise tokens, y (n) labels (-1 or NULL: unconditional),
  * x (n, C, H, W). cfg: guidance w. A model with a guidance input takes w as an input
@@ -342,6 +376,15 @@ typedef struct {
 } bf_reverse_train_opts;
 
 void bf_reverse_train_opts_default(bf_reverse_train_opts *o);
+/* The checks bf_train_reverse makes of o before it starts: 0, or -1 naming the option. */
+int bf_train_reverse_check_opts(const bf_reverse_train_opts *o);
+/* As bf_train_flow_resume_opts, for G: the loss, guidance, noise, seed and batch options, G's
+ * shape, F (o->flow, when NULL) and steps take the recorded values unless given. A "denoise"
+ * in given means o->model.denoise_layers was set by it (0: none, else learned). Strings taken
+ * from the record (flow, features) are malloc'ed: the caller frees those that differ from
+ * its own. 0; -1 with a message (an option that conflicts with the record); -2 with a message
+ * when the record cannot be read and o->flow was not given (F has to come from it). */
+int bf_train_reverse_resume_opts(bf_reverse_train_opts *o, const char *const *given, int n_given);
 /* Returns 0 when the steps are done, 1 when stopped by a signal (state saved), -1 on error. */
 int bf_train_reverse(const bf_reverse_train_opts *o);
 
@@ -515,6 +558,8 @@ void bf_features_train_opts_default(bf_features_train_opts *o);
  * with the test accuracy in the metadata) and out_dir/log.jsonl. test_accuracy (may be NULL)
  * receives the final test accuracy (-1 when skipped). */
 int bf_train_features(const bf_features_train_opts *o, double *test_accuracy);
+/* The checks bf_train_features makes of o before it starts: 0, or -1 naming the option. */
+int bf_train_features_check_opts(const bf_features_train_opts *o);
 
 /* Gaussian statistics of a feature set: mean (F) and covariance (F, F) with the n - 1
  * divisor, in double. */
@@ -533,6 +578,29 @@ int bf_frechet_distance_stats(double *fd, const bf_feature_stats *a, const bf_fe
 /* feats_a (na, F), feats_b (nb, F) */
 int bf_frechet_distance(double *fd, const float *feats_a, int na, const float *feats_b, int nb,
                         int F);
+
+/* ------------------------------------------------------------------ benchmarks */
+/* The matrix-product kernels a benchmark can time: OpenBLAS's sgemm, biflow's own fp32 kernel
+ * (OpenBLAS where bf_gemm_native is 0) and its bf16 kernel (fp32 where the CPU lacks
+ * AVX512-BF16). */
+typedef enum { BF_BENCH_GEMM_BLAS, BF_BENCH_GEMM_F32, BF_BENCH_GEMM_BF16 } bf_bench_gemm_kernel;
+/* 1 when biflow's fp32 kernel is its own (AVX-512), 0 when it calls OpenBLAS. */
+int bf_gemm_native(void);
+/* GFLOP/s of C += A B^T with A (M, K), B (N, K), timed over whole calls for at least
+ * seconds (after one untimed call). */
+double bf_bench_gemm(bf_bench_gemm_kernel kernel, int M, int N, int K, double seconds);
+
+typedef struct {
+    int shards;                /* batch shards of the training step (threads, at most batch) */
+    double seconds;            /* the timed steps as bf_train_flow takes them */
+    double unsharded_seconds;  /* the same steps with every kernel parallel over the batch */
+} bf_bench_train_result;
+/* Times training steps of F on random data (fixed seed) as bf_train_flow takes them: forward
+ * and backward with the batch split over the threads, gradient norm and clipping, AdamW (the
+ * library's, with bf_train_opts_default's settings) and EMA; then the same steps with one
+ * forward and backward over the whole batch, for comparison. warmup untimed steps first,
+ * each time. Changes f's weights. */
+int bf_bench_train_steps(bf_flow *f, int batch, int steps, int warmup, bf_bench_train_result *r);
 
 #ifdef __cplusplus
 }

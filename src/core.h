@@ -15,9 +15,7 @@
 
 _Noreturn void bf_assert_fail(const char *file, int line, const char *expr);
 
-void *bf_malloc(size_t n);                 /* aborts with a message when out of memory */
-void *bf_calloc(size_t n, size_t size);
-void *bf_realloc(void *p, size_t n);
+/* bf_malloc, bf_calloc, bf_realloc, bf_time: public (biflow.h) */
 char *bf_strdup(const char *s);
 /* Checked allocation for sizes a user or a file chooses: NULL with a message (naming what,
  * and the size) instead of aborting. n * size overflowing is refused as well. */
@@ -37,8 +35,6 @@ _Noreturn void bf_die(void);
 #define BF_MAX_TOKENS 4096                 /* tokens per image */
 #define BF_MAX_TOKEN_DIM 65536             /* values per token (C P^2) */
 #define BF_MAX_BATCH (1 << 20)             /* images per training step */
-
-double bf_time(void);                      /* seconds, monotonic */
 
 /* Reads a whole file (refuses files over max_size); 0 ok, -1 error with message. */
 int bf_read_file(const char *path, uint8_t **data, size_t *size, size_t max_size);

@@ -81,3 +81,7 @@ bf_flow *bf_flow_load(const char *path_in, int use_ema) {
     bf_st_free(&st);
     return f;
 }
+
+float bf_flow_trained_sigma(const bf_flow *f) {
+    return f->trained_gauss && f->trained_sigma > 0.0f ? f->trained_sigma : 0.0f;
+}

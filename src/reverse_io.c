@@ -105,3 +105,20 @@ bf_reverse *bf_reverse_load(const char *path_in, int use_ema) {
     bf_st_free(&st);
     return r;
 }
+
+int bf_reverse_export(const char *reverse, int use_ema, const char *flow, const char *out) {
+    char dir[4096];   /* the folder written to is locked, as a trainer's run folder */
+    const char *slash = strrchr(out, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - out) + (slash == out) : 1, slash ? out : ".");
+    bf_dir_lock lock;
+    if (bf_dir_lock_take(&lock, dir)) return -1;
+    bf_reverse *r = bf_reverse_load(reverse, use_ema);
+    bf_flow *f = r ? bf_flow_load(flow, 1) : NULL;
+    int rc = !f || bf_reverse_check_flow(r, f, flow) ||
+             bf_reverse_set_flow(r, flow, bf_reverse_sigma(r)) ||
+             bf_reverse_save(r, bf_reverse_params(r), out, NULL);
+    bf_dir_unlock(&lock);
+    bf_flow_free(f);
+    bf_reverse_free(r);
+    return rc ? -1 : 0;
+}

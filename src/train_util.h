@@ -89,10 +89,7 @@ int bf_check_resume(bf_run_opt *opts, int n, const char *dir, const char *file, 
 int bf_train_flow_run_opts(bf_train_opts *o, bf_run_opt *out);
 int bf_train_reverse_run_opts(bf_reverse_train_opts *o, bf_run_opt *out);
 
-/* Option checks of the trainers (also run by the CLI before training, for exit status 2). */
-int bf_train_flow_check_opts(const bf_train_opts *o);
-int bf_train_reverse_check_opts(const bf_reverse_train_opts *o);
-int bf_train_features_check_opts(const bf_features_train_opts *o);
+/* The trainers' option checks (bf_train_*_check_opts) are public (biflow.h). */
 
 /* Divergence: a step is not applied, and nothing is written from its state, when its loss or
  * gradient norm is not finite, when its loss jumps far above the recent range (more than

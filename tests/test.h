@@ -33,6 +33,16 @@ void bf_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
         return;                                                                     \
     } while (0)
 
+/* 1 when Fashion-MNIST can be loaded (the Debian package dataset-fashion-mnist, or the folder
+ * $BF_FASHION_MNIST_DIR names). A test that needs it starts with REQUIRE_FASHION_MNIST(): where
+ * the data are missing it is skipped and counted as skipped, never passed. */
+int bf_test_have_fashion_mnist(void);
+#define REQUIRE_FASHION_MNIST()                                                     \
+    do {                                                                            \
+        if (!bf_test_have_fashion_mnist())                                          \
+            SKIP("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"); \
+    } while (0)
+
 #define CHECK(cond)                                                                 \
     do {                                                                            \
         if (!(cond)) {                                                              \
