@@ -94,10 +94,11 @@ static void bench_step(bench_state *s, int sharded) {
         memset(s->grads, 0, sizeof(float) * n);
         bf_flow_backward(f, f->params, &s->acts[0], s->grads, NULL);
     }
-    bf_clip_grad(s->grads, n, bf_grad_norm(s->grads, n), s->o.grad_clip);
-    bf_adamw_hparams h = {s->o.lr, s->o.beta1, s->o.beta2, s->o.eps, s->o.weight_decay};
-    bf_adamw_step(f->params, s->m, s->v, s->grads, s->decay, n, &h, ++s->t);
-    bf_ema_update(s->ema, f->params, n, s->o.ema_decay);
+    bf_optim_bufs b = {f->params, s->grads, s->m, s->v, s->ema, s->decay, n};
+    bf_optim_opts oo = BF_OPTIM_OPTS(&s->o, s->o.steps);
+    oo.ema_decay = s->o.ema_decay;
+    double gnorm;
+    bf_optim_update(&b, &oo, s->t++, 0.0, NULL, &gnorm);   /* the trainers' update, unchecked */
 }
 
 static double bench_time(bench_state *s, int sharded, int steps, int warmup) {
