@@ -484,9 +484,7 @@ static int sample_inputs(const sample_args *a, float **z, int **y, int *ncols, s
     *y = bf_malloc(sizeof(int) * a->n);
     *z = bf_malloc(sizeof(float) * a->n * N);
     if (parse_classes(*y, a->n, a->classes, K, ncols)) return -1;
-    bf_rng rng;
-    bf_rng_seed(&rng, a->seed);
-    for (size_t i = 0; i < a->n * N; i++) (*z)[i] = a->temperature * bf_rng_normal(&rng);
+    bf_fill_normal(*z, a->n * N, a->seed, a->temperature);
     return 0;
 }
 
@@ -534,7 +532,7 @@ static int sample_biflow(sample_args *a) {
     else if (!strcmp(a->denoise, "none") || score) ro.output = BF_REVERSE_OUT_NOISY;
     else { fprintf(stderr, "biflow sample: --denoise must be learned, score, none or auto\n"); return 2; }
     bf_flow *f = NULL;
-    if ((a->flow || score) && !(f = paired_flow(r, a->flow))) return fail();
+    if ((a->flow || score) && !(f = paired_flow(r, a->flow, a->reverse))) return fail();
     if (score) {
         ro.score_flow = f;
         ro.sigma = a->sigma >= 0 ? a->sigma : bf_reverse_sigma(r);
