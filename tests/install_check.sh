@@ -11,6 +11,8 @@ root=$PWD
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/biflow-install.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 prefix="$tmp/prefix"
+# a make of its own: not the jobserver or the variables of a make that runs the suite
+unset MAKEFLAGS MFLAGS MAKELEVEL
 if ! make --no-print-directory install PREFIX="$prefix" >"$tmp/install.log" 2>&1; then
     cat "$tmp/install.log"; exit 1
 fi
