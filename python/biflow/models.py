@@ -299,10 +299,11 @@ class Reverse(_Model):
         if sampler in _SAMPLERS:
             return self.flow.sample(n, classes, cfg, sampler, denoise, sigma, seed, temperature,
                                     dtype=dtype, **flow_options)
-        if sampler != "biflow" or flow_options:
-            raise ValueError("sampler must be 'biflow', 'exact' or 'jacobi', not %r%s"
-                             % (sampler, " (options %s are the exact/jacobi sampler's)"
-                                % sorted(flow_options) if flow_options else ""))
+        if sampler != "biflow":
+            raise ValueError("sampler must be 'biflow', 'exact' or 'jacobi', not %r" % (sampler,))
+        if flow_options:
+            raise TypeError("options %s belong to the exact and jacobi samplers (Flow.sample), "
+                            "not to the biflow sampler" % sorted(flow_options))
         n = _count(n)
         y, _ = A.classes(classes, n, self.num_classes)
         o = self._opts(cfg, denoise, cfg_two_pass, sigma)
