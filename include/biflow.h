@@ -5,10 +5,9 @@
  * - Errors: every function that can fail returns 0 (BF_OK) on success and -1 (BF_ERR) on
  *   failure, or NULL where it returns a pointer; bf_last_error() then says why, in words a
  *   user can act on. The message is per thread (a call in one thread does not overwrite
- *   another thread's). The library never calls exit(); it aborts only when an internal buffer
- *   of a size it chose itself cannot be allocated (memory exhausted), after printing why.
- *   Sizes a user or a file chooses are checked and refused with a message instead (and it
- *   aborts on a broken internal invariant: a bug).
+ *   another thread's). The library never calls exit(). It aborts, after printing why, only
+ *   when memory for an internal work buffer runs out or an internal invariant breaks (a bug);
+ *   the sizes of models, files and options are checked first and refused with a message.
  * - Handles: bf_flow, bf_reverse, bf_features, bf_st_writer are opaque; each is created by
  *   its _load/_new function and released by its _free function (NULL is accepted). A handle
  *   may be used by one thread at a time; different handles in different threads at once.

@@ -11,8 +11,9 @@ three alike):
            arrays, ctypes and the library call;
   c-call   the library call alone through ctypes on prepared arrays (bf_reverse_sample), as
            the CLI's benchmark times it.
-It prints every measurement and the medians; binding / cli is the figure of merit (1.00:
-as fast as the CLI).
+It prints every measurement, the medians (binding / cli is the figure of merit; 1.00: as fast
+as the CLI) and the binding's own time per call, which machine load disturbs far less: the
+call's time minus the seconds the library measured inside it.
 """
 import argparse
 import ctypes
@@ -47,14 +48,18 @@ def cli_rate(cli, g_path, cfg, seconds):
     raise RuntimeError("no biflow+cfg batch 64 line in the output of %s bench sample" % cli)
 
 
-def binding_rate(g, cfg, seconds):
-    """images/s of Reverse.sample(64) timed around the Python call."""
+def binding_rate(g, cfg, seconds, overheads):
+    """images/s of Reverse.sample(64) timed around the Python call; appends to overheads the
+    time of each call outside the library's sampling (the call's time minus the seconds the
+    library measured: noise, labels, arrays, ctypes)."""
     g.sample(64, cfg=cfg)   # warm: the library's work memory
     images, t = 0, 0.0
     while t < seconds:
         t0 = time.perf_counter()
-        g.sample(64, cfg=cfg, seed=images)
-        t += time.perf_counter() - t0
+        s = g.sample(64, cfg=cfg, seed=images)
+        dt = time.perf_counter() - t0
+        overheads.append(dt - s.seconds)
+        t += dt
         images += 64
     return images / t
 
@@ -92,9 +97,10 @@ def main():
     print("bench: %s, %d threads, library %s" % (a.reverse, biflow.get_threads(),
                                                    biflow.library_path()))
     rates = {"cli": [], "binding": [], "c-call": []}
+    overheads = []
     for r in range(a.rounds):
         rates["cli"].append(cli_rate(a.cli, a.reverse, a.cfg, a.seconds))
-        rates["binding"].append(binding_rate(g, a.cfg, a.seconds))
+        rates["binding"].append(binding_rate(g, a.cfg, a.seconds, overheads))
         rates["c-call"].append(c_call_rate(g, a.cfg, a.seconds))
         print("round %d: cli %.1f, binding %.1f, c-call %.1f images/s (batch 64, guidance %g)"
               % (r + 1, rates["cli"][-1], rates["binding"][-1], rates["c-call"][-1], a.cfg))
@@ -103,6 +109,10 @@ def main():
           "%.3f, binding / c-call %.3f" % (a.rounds, med["cli"], med["binding"], med["c-call"],
                                           med["binding"] / med["cli"],
                                           med["binding"] / med["c-call"]))
+    print("the binding's own time per sample(64) call (outside the library's sampling): median "
+          "%.2f ms, %.2f%% of a call at the median binding rate"
+          % (1e3 * statistics.median(overheads),
+             100 * statistics.median(overheads) * med["binding"] / 64))
 
 
 if __name__ == "__main__":
