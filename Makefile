@@ -162,7 +162,7 @@ $(B)/inst/biflow: $(filter-out $(B)/tools/cli.o,$(TOOLOBJ)) $(B)/inst/cli.o $(B)
 
 PC_SED := -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
           -e 's|@DATADIR@|$(DATADIR)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LDLIBS)|'
-PYDEST := $(DESTDIR)$(PYTHONDIR)/biflow
+PYDEST  = $(DESTDIR)$(PYTHONDIR)/biflow
 
 install: $(B)/libbiflow.a $(B)/$(SONAME) $(B)/inst/biflow
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
