@@ -1,6 +1,22 @@
 /* biflow: Bidirectional Normalizing Flows in C.
- * The only public header of libbiflow. Every function that can fail returns 0 on success
- * and -1 on failure; bf_last_error() then says why, in words a user can act on. */
+ * The only public header of libbiflow.
+ *
+ * Conventions of the API (what bindings, such as the Python package in python/, rely on):
+ * - Errors: every function that can fail returns 0 (BF_OK) on success and -1 (BF_ERR) on
+ *   failure, or NULL where it returns a pointer; bf_last_error() then says why, in words a
+ *   user can act on. The message is per thread (a call in one thread does not overwrite
+ *   another thread's). The library never calls exit(). It aborts, after printing why, only
+ *   when memory for an internal work buffer runs out or an internal invariant breaks (a bug);
+ *   the sizes of models, files and options are checked first and refused with a message.
+ * - Handles: bf_flow, bf_reverse, bf_features, bf_st_writer are opaque; each is created by
+ *   its _load/_new function and released by its _free function (NULL is accepted). A handle
+ *   may be used by one thread at a time; different handles in different threads at once.
+ * - Arrays are caller-owned, C order, float32 unless said otherwise; the comment beside each
+ *   pointer gives its shape. Images are (n, C, H, W) in [-1, 1]; labels are int, -1 meaning
+ *   unconditional (the null class).
+ * - The structs in this header are part of the ABI: a change to any of them, or to a
+ *   function's signature, raises BF_ABI_VERSION, which is also the N of the shared library's
+ *   soname, libbiflow.so.N. bf_sizeof() lets a binding check its copies of the structs. */
 #ifndef BIFLOW_H
 #define BIFLOW_H
 
@@ -12,6 +28,22 @@ extern "C" {
 #endif
 
 #define BF_VERSION "0.1.0"
+/* The ABI version: the soname is libbiflow.so.BF_ABI_VERSION. */
+#define BF_ABI_VERSION 1
+#define BF_OK 0
+#define BF_ERR (-1)
+
+/* ------------------------------------------------------------------ versions, threads */
+int bf_abi_version(void);                  /* BF_ABI_VERSION of the library as built */
+const char *bf_version(void);              /* BF_VERSION of the library as built */
+/* sizeof of a public struct named without its bf_ prefix ("flow_config", "sample_opts",
+ * "reverse_sample_opts", "sample_stats", "editor", "image_set", "dataset", "feature_stats",
+ * "reverse_config", "features_config", "rng"); 0 for another name. */
+size_t bf_sizeof(const char *type_name);
+/* Threads of the calling thread's subsequent library calls (OpenMP; the setting belongs to
+ * the calling thread). n <= 0: the default, $OMP_NUM_THREADS or else every core. */
+void bf_set_threads(int n);
+int bf_get_threads(void);                  /* threads the calling thread's calls use */
 
 /* ------------------------------------------------------------------ errors, rng */
 const char *bf_last_error(void);
@@ -23,6 +55,13 @@ uint64_t bf_rng_u64(bf_rng *rng);
 float bf_rng_uniform(bf_rng *rng);                 /* [0, 1) */
 float bf_rng_normal(bf_rng *rng);                  /* N(0, 1) */
 uint32_t bf_rng_below(bf_rng *rng, uint32_t n);    /* uniform in [0, n) */
+/* out (n) = scale * N(0, 1) from a generator seeded with seed: the noise of `biflow sample
+ * --seed S --temperature T` (n = images * T * D, in token layout). */
+void bf_fill_normal(float *out, size_t n, uint64_t seed, float scale);
+/* Labels y (n) for a model of num_classes classes: each in [-1, num_classes), or -1 for an
+ * unconditional model (num_classes 0); y NULL is accepted. -1 with a message naming the first
+ * bad label; also for n < 0. */
+int bf_labels_check(const int *y, int n, int num_classes);
 
 /* ------------------------------------------------------------------ memory, time */
 /* malloc, calloc and realloc that print a message and abort when the memory cannot be had:
@@ -173,6 +212,13 @@ int bf_flow_save(const bf_flow *f, const float *params, const char *path,
  * z: (n, T, D) output tokens; logdet: (n) sum over blocks of -mean(alpha) (per-dimension,
  * as the public code). Batches of any size; work memory is managed inside. */
 int bf_flow_encode(bf_flow *f, float *z, float *logdet, const float *x, const int *y, int n);
+/* nll (n): each image's negative log-likelihood per dimension in nats, -log p(x | y) / (C H W),
+ * for x (n, C, H, W) in [-1, 1] as given (a density: add uniform dequantisation noise to
+ * 8-bit images first; bits/dim = (nll + ln 128) / ln 2 then). y (n) or NULL. */
+int bf_flow_nll(bf_flow *f, float *nll, const float *x, const int *y, int n);
+/* How F was trained (its checkpoint's metadata): 1 with Gaussian noise, its level in *sigma
+ * (0 when not recorded); 0 with uniform dequantisation (*sigma = 0). sigma may be NULL. */
+int bf_flow_trained_noise(const bf_flow *f, float *sigma);
 /* Exact inverse, sequential over tokens. cfg: guidance weight (0 = off). x: (n, C, H, W). */
 int bf_flow_decode(bf_flow *f, float *x, const float *z, const int *y, int n, float cfg,
                    int cfg_anneal);
@@ -303,6 +349,15 @@ int bf_reverse_set_flow(bf_reverse *r, const char *flow_path, float sigma);
 /* Refuses (-1, with a message naming both files) a forward model whose file is not the one G
  * was trained against, or whose shapes differ. flow_path: a file or a run folder. */
 int bf_reverse_check_flow(const bf_reverse *r, const bf_flow *f, const char *flow_path);
+/* out (n bytes): the forward model r records, found: the recorded path or, when that does
+ * not exist (recorded relative to where G was trained, or G moved with its F), the file of
+ * the same name in reverse_path's folder (G's file or run folder; may be NULL). -1 when r
+ * records none or the path does not fit. */
+int bf_reverse_find_flow(const bf_reverse *r, const char *reverse_path, char *out, size_t n);
+/* The forward model paired with r, loaded (EMA weights of a run folder) and checked with
+ * bf_reverse_check_flow: flow_path when not NULL, else the one bf_reverse_find_flow finds. */
+bf_flow *bf_reverse_load_flow(const bf_reverse *r, const char *flow_path,
+                              const char *reverse_path);
 /* SHA-256 of a file as 64 hex digits + NUL. */
 int bf_sha256_file(char hex[65], const char *path);
 /* The file a model path names: a run folder's EMA (use_ema) or raw checkpoint, else path. */

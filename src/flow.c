@@ -466,8 +466,13 @@ void bf_unpatchify(float *img, const float *tok, int n, int c, int h, int w, int
 }
 
 /* Chunks of up to 32 images are spread over the threads, each with its own activations. */
-int bf_flow_encode(bf_flow *f, float *z, float *logdet, const float *x, const int *y, int n) {
+/* F's forward pass over x (n, C, H, W) in chunks spread over the threads; each output may be
+ * NULL: z (n, T, D), logdet (n), nll (n) per-dimension negative log-likelihood. */
+static int forward_chunks(bf_flow *f, float *z, float *logdet, float *nll, const float *x,
+                          const int *y, int n) {
     const bf_flow_config *c = &f->cfg;
+    if (bf_labels_check(y, n, c->num_classes)) return -1;
+    if (n == 0) return 0;
     int chunk = n < 32 ? n : 32, N = f->T * f->D, nchunks = (n + chunk - 1) / chunk;
     size_t img = (size_t)c->in_channels * c->img_size * c->img_size;
 #pragma omp parallel if (nchunks > 1)
@@ -480,14 +485,24 @@ int bf_flow_encode(bf_flow *f, float *z, float *logdet, const float *x, const in
             int s = k * chunk, m = n - s < chunk ? n - s : chunk;
             bf_patchify(tok, x + s * img, m, c->in_channels, c->img_size, c->img_size, c->patch_size);
             bf_flow_forward(f, f->params, &a, tok, y ? y + s : NULL, m);
-            memcpy(z + (size_t)s * N, a.xs + (size_t)c->num_blocks * a.Bn * N, sizeof(float) * (size_t)m * N);
-            if (logdet)
-                for (int i = 0; i < m; i++) logdet[s + i] = -a.alpha_sum[i] / (float)N;
+            if (z)
+                memcpy(z + (size_t)s * N, a.xs + (size_t)c->num_blocks * a.Bn * N,
+                       sizeof(float) * (size_t)m * N);
+            for (int i = 0; logdet && i < m; i++) logdet[s + i] = -a.alpha_sum[i] / (float)N;
+            for (int i = 0; nll && i < m; i++) nll[s + i] = a.nll[i];
         }
         free(tok);
         bf_flow_acts_free(&a);
     }
     return 0;
+}
+
+int bf_flow_encode(bf_flow *f, float *z, float *logdet, const float *x, const int *y, int n) {
+    return forward_chunks(f, z, logdet, NULL, x, y, n);
+}
+
+int bf_flow_nll(bf_flow *f, float *nll, const float *x, const int *y, int n) {
+    return forward_chunks(f, NULL, NULL, nll, x, y, n);
 }
 
 /* ------------------------------------------------------------------ sharded step */

@@ -130,6 +130,8 @@ static void decode_chunk(const bf_flow *f, const float *params, float *x, const 
 int bf_flow_decode_tokens(const bf_flow *f, const float *params, float *x, const float *z,
                           const int *y, int n, float cfg, int cfg_anneal) {
     if (!isfinite(cfg)) { bf_set_error("guidance weight must be finite"); return -1; }
+    if (bf_labels_check(y, n, f->cfg.num_classes)) return -1;
+    if (n == 0) return 0;
     size_t N = (size_t)f->T * f->D;
     int teams = omp_get_max_threads();
     if (teams > n) teams = n;

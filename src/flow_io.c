@@ -85,3 +85,8 @@ bf_flow *bf_flow_load(const char *path_in, int use_ema) {
 float bf_flow_trained_sigma(const bf_flow *f) {
     return f->trained_gauss && f->trained_sigma > 0.0f ? f->trained_sigma : 0.0f;
 }
+
+int bf_flow_trained_noise(const bf_flow *f, float *sigma) {
+    if (sigma) *sigma = f->trained_gauss ? f->trained_sigma : 0.0f;
+    return f->trained_gauss;
+}

@@ -5,6 +5,8 @@
 #include "core.h"
 
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int bf_reverse_set_flow(bf_reverse *r, const char *flow_path, float sigma) {
     char path[1024];
@@ -42,6 +44,56 @@ int bf_reverse_check_flow(const bf_reverse *r, const bf_flow *f, const char *flo
         return -1;
     }
     return 0;
+}
+
+/* out = the folder of reverse_path (reverse_path itself when it is a folder) + the last
+ * component of recorded. -1 when it does not fit. */
+static int beside(char *out, size_t n, const char *reverse_path, const char *recorded) {
+    struct stat sb;
+    const char *base = strrchr(recorded, '/'), *slash = strrchr(reverse_path, '/');
+    base = base ? base + 1 : recorded;
+    int len;
+    if (stat(reverse_path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        len = snprintf(out, n, "%s/%s", reverse_path, base);
+    else
+        len = snprintf(out, n, "%.*s%s", slash ? (int)(slash - reverse_path + 1) : 0, reverse_path, base);
+    return len < 0 || (size_t)len >= n ? -1 : 0;
+}
+
+int bf_reverse_find_flow(const bf_reverse *r, const char *reverse_path, char *out, size_t n) {
+    const char *path = r->flow_path;
+    char alt[4096];
+    if (!path[0]) {
+        bf_set_error("the reverse model records no forward model: give the forward model's path");
+        return -1;
+    }
+    if (access(path, F_OK) != 0 && reverse_path &&
+        beside(alt, sizeof alt, reverse_path, path) == 0 && access(alt, F_OK) == 0)
+        path = alt;
+    if (snprintf(out, n, "%s", path) >= (int)n) {
+        bf_set_error("path too long: %s", path);
+        return -1;
+    }
+    return 0;
+}
+
+bf_flow *bf_reverse_load_flow(const bf_reverse *r, const char *flow_path,
+                              const char *reverse_path) {
+    char found[4096];
+    if (!flow_path && bf_reverse_find_flow(r, reverse_path, found, sizeof found)) return NULL;
+    const char *path = flow_path ? flow_path : found;
+    bf_flow *f = bf_flow_load(path, 1);
+    if (!f && !flow_path) {   /* the recorded path may be relative to where G was trained */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("%s (the forward model the reverse model records%s; give its path)", why,
+                     reverse_path ? ", also looked for beside the reverse model" : "");
+    }
+    if (f && bf_reverse_check_flow(r, f, path)) {
+        bf_flow_free(f);
+        return NULL;
+    }
+    return f;
 }
 
 #define FIELD(k) {#k, offsetof(bf_reverse_config, k), BF_META_INT, 1, 0}

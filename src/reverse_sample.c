@@ -47,6 +47,8 @@ int bf_reverse_decode_tokens(bf_reverse *r, float *out, const float *z, const in
         bf_set_error("guidance weight must be a finite number >= 0, not %g", (double)o->cfg);
         return -1;
     }
+    if (bf_labels_check(y, n, r->cfg.num_classes)) return -1;
+    if (n == 0) return 0;
     int two_pass = o->cfg != 0.0f && (!r->cfg.guidance_embed || o->cfg_two_pass);
     int chunk = o->batch > 0 ? o->batch : 32;
     if (chunk > n) chunk = n;

@@ -117,6 +117,7 @@ int bf_flow_sample(bf_flow *f, float *x, const float *z, const int *y, int n,
         bf_set_error("sampling options: guidance, sigma and tolerance must be finite (sigma >= 0, tol > 0)");
         return -1;
     }
+    if (bf_labels_check(y, n, c->num_classes)) return -1;
     int batch = o->batch > 0 ? o->batch : n;
     float *tok = bf_malloc(sizeof(float) * batch * N);
     memset(st, 0, sizeof *st);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *cli_precision;
 
@@ -175,6 +176,29 @@ static int parse_opt(int argc, char **argv, int *i, const cli_opt *opts) {
     return 0;
 }
 
+/* A model path under models/ that the working folder does not hold (the CLI runs outside
+ * the source tree): the installed copy, BF_DATADIR/models/..., when that exists. Only the
+ * installed CLI is built with BF_DATADIR (make install). */
+static const char *installed_model(const char *path) {
+#ifdef BF_DATADIR
+    static char buf[8][4096];
+    static int used;
+    if (!path || strncmp(path, "models/", 7) || access(path, F_OK) == 0 || used >= 8) return path;
+    snprintf(buf[used], sizeof buf[used], "%s/%s", BF_DATADIR, path);
+    if (access(buf[used], F_OK) == 0) return buf[used++];
+#endif
+    return path;
+}
+
+/* The options that name a model to read: --flow, --reverse, --features, --init. */
+static void resolve_models(const cli_opt *opts) {
+    static const char *const MODEL_OPTS[] = {"flow", "reverse", "features", "init"};
+    for (const cli_opt *o = opts; o->name; o++)
+        for (size_t k = 0; o->kind == OPT_STR && k < sizeof MODEL_OPTS / sizeof MODEL_OPTS[0]; k++)
+            if (!strcmp(o->name, MODEL_OPTS[k]))
+                *(const char **)o->ptr = installed_model(*(const char **)o->ptr);
+}
+
 int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
               const char *summary, const char **pos, int max_pos, int *n_pos) {
     *n_pos = 0;
@@ -192,6 +216,7 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
         }
         if (parse_opt(argc, argv, &i, opts)) return -1;
     }
+    resolve_models(opts);
     return 0;
 }
 

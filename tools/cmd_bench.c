@@ -192,7 +192,8 @@ static bf_flow *bench_flow(const char *flow, const shape_opts *sh) {
     return f;
 }
 
-static void bench_flow_cases(bf_flow *f, float cfg, int jacobi, double seconds, sample_rates *rates) {
+static void bench_flow_cases(bf_flow *f, float cfg, int jacobi, int exact, double seconds,
+                             sample_rates *rates) {
     sample_case cases[] = {
         {"exact", BF_SAMPLER_EXACT, 1, 0, 0, NULL}, {"exact", BF_SAMPLER_EXACT, 64, 0, 0, NULL},
         {"exact+cfg", BF_SAMPLER_EXACT, 1, 1, 0, NULL},
@@ -203,7 +204,8 @@ static void bench_flow_cases(bf_flow *f, float cfg, int jacobi, double seconds, 
         {"jacobi+cfg", BF_SAMPLER_JACOBI, 64, 1, 0, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (cases[i].s == BF_SAMPLER_JACOBI && !jacobi) continue;
+        if ((cases[i].s == BF_SAMPLER_JACOBI && !jacobi) || (cases[i].s == BF_SAMPLER_EXACT && !exact))
+            continue;
         double ips = bench_sample_case(f, &cases[i], cfg, cases[i].batch == 1 ? 8 : 128, seconds);
         if (cases[i].ips) *cases[i].ips = ips;
     }
@@ -217,15 +219,16 @@ static void bench_reverse_cases(bf_reverse *r, const bf_flow *f, const char *rev
     double b64 = bench_biflow_case(r, "biflow+cfg", 64, cfg, 0, 128, seconds);
     bench_biflow_case(r, "biflow", 64, 0.0f, 0, 128, seconds);
     bench_biflow_case(r, "biflow+cfg two-pass", 64, cfg, 1, 128, seconds);
-    printf("speed-up of one-pass G (guided) over exact+cfg+score-denoise: %.1fx at batch 64, "
-           "%.1fx at batch 1; over exact+cfg: %.1fx at batch 64\n", b64 / rates->exact_cfg_denoise_64,
-           b1 / rates->exact_cfg_denoise_1, b64 / rates->exact_cfg_64);
+    if (rates->exact_cfg_64 > 0)   /* measured (not with --exact off) */
+        printf("speed-up of one-pass G (guided) over exact+cfg+score-denoise: %.1fx at batch 64, "
+               "%.1fx at batch 1; over exact+cfg: %.1fx at batch 64\n", b64 / rates->exact_cfg_denoise_64,
+               b1 / rates->exact_cfg_denoise_1, b64 / rates->exact_cfg_64);
 }
 
 static int bench_sample(int argc, char **argv) {
     shape_opts sh = SHAPE_OPTS_DEFAULT;
     const char *flow = NULL, *reverse = NULL;
-    int threads = 0, jacobi = 1;
+    int threads = 0, jacobi = 1, exact = 1;
     float seconds = 2.0f, cfg = 2.0f;
     cli_opt opts[] = {
         {"config", OPT_STR, &sh.config, "named configuration (random weights) when no --flow"},
@@ -234,6 +237,7 @@ static int bench_sample(int argc, char **argv) {
         {"cfg", OPT_FLOAT, &cfg, "guidance weight of the guided cases"},
         {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per case"},
         {"jacobi", OPT_ONOFF, &jacobi, "include the Jacobi sampler"},
+        {"exact", OPT_ONOFF, &exact, "include the exact sampler (off, with --reverse: G alone)"},
         {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
         CLI_PRECISION_OPT,
         CLI_END,
@@ -255,7 +259,7 @@ static int bench_sample(int argc, char **argv) {
                flow ? flow : sh.config, bf_flow_num_params(f), omp_get_max_threads(),
                bf_precision_name(bf_precision_effective()));
         sample_rates rates = {0};
-        bench_flow_cases(f, cfg, jacobi, seconds, &rates);
+        bench_flow_cases(f, cfg, jacobi, exact, seconds, &rates);
         if (r) bench_reverse_cases(r, f, reverse, cfg, seconds, &rates);
     }
     bf_reverse_free(r);

@@ -47,6 +47,7 @@ typedef struct {
     bf_image_set in;
     int img, patch, T, K;
     size_t px;                 /* floats per image */
+    char flow_path[4096];      /* where F was loaded from */
 } edit_env;
 
 static void edit_close(edit_env *v) {
@@ -107,7 +108,7 @@ static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const cha
     int rc = check_common(a, cmd);
     if (rc) return rc;
     if (a->threads > 0) omp_set_num_threads(a->threads);
-    if (!(v->r = bf_reverse_load(a->reverse, !a->raw)) || !(v->f = paired_flow(v->r, a->flow)) ||
+    if (!(v->r = bf_reverse_load(a->reverse, !a->raw)) || !(v->f = paired_flow(v->r, a->flow, a->reverse)) ||
         bf_image_set_load(&v->in, spec, limit)) {
         edit_close(v);
         return cli_fail();
@@ -122,7 +123,12 @@ static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const cha
         edit_close(v);
         return cli_fail();
     }
-    bf_editor_init(&v->e, v->r, v->f, a->flow ? a->flow : bf_reverse_flow_path(v->r));
+    snprintf(v->flow_path, sizeof v->flow_path, "%s", a->flow ? a->flow : "");
+    if (!a->flow && bf_reverse_find_flow(v->r, a->reverse, v->flow_path, sizeof v->flow_path)) {
+        edit_close(v);
+        return cli_fail();
+    }
+    bf_editor_init(&v->e, v->r, v->f, v->flow_path);
     v->e.cfg = a->cfg;
     if (strcmp(a->denoise, "auto")) v->e.denoise = !strcmp(a->denoise, "learned");
     if (bf_editor_check(&v->e, v->in.c, v->in.h, v->in.w) || set_labels(v, a->classes)) {

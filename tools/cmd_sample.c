@@ -35,9 +35,7 @@ static int sample_inputs(const sample_args *a, float **z, int **y, int *ncols, s
     *y = bf_malloc(sizeof(int) * a->n);
     *z = bf_malloc(sizeof(float) * a->n * N);
     if (parse_classes(*y, a->n, a->classes, K, ncols)) return -1;
-    bf_rng rng;
-    bf_rng_seed(&rng, a->seed);
-    for (size_t i = 0; i < a->n * N; i++) (*z)[i] = a->temperature * bf_rng_normal(&rng);
+    bf_fill_normal(*z, a->n * N, a->seed, a->temperature);
     return 0;
 }
 
@@ -74,7 +72,7 @@ static int sample_biflow(sample_args *a) {
     ro.cfg_two_pass = a->cfg_two_pass;
     int score = !strcmp(a->denoise, "score"), rc = 0, ncols, *y = NULL;
     bf_flow *f = NULL;
-    if ((a->flow || score) && !(f = paired_flow(r, a->flow))) rc = cli_fail();
+    if ((a->flow || score) && !(f = paired_flow(r, a->flow, a->reverse))) rc = cli_fail();
     if (!rc) rc = reverse_denoise(a->denoise, a->sigma, r, f, &ro);
     int T = (c->img_size / c->patch_size) * (c->img_size / c->patch_size);
     size_t N = (size_t)T * c->in_channels * c->patch_size * c->patch_size;

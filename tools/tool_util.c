@@ -66,23 +66,8 @@ int write_outputs(const char *prefix, const float *x, const int *y, int n, int c
     return write_arrays(prefix, x, y, n, c, h, w);
 }
 
-bf_flow *paired_flow(const bf_reverse *r, const char *flow) {
-    const char *path = flow ? flow : bf_reverse_flow_path(r);
-    if (!path[0]) {
-        bf_set_error("the reverse model records no forward model: give --flow");
-        return NULL;
-    }
-    bf_flow *f = bf_flow_load(path, 1);
-    if (!f && !flow) {   /* the recorded path may be relative to where G was trained */
-        char why[1024];
-        snprintf(why, sizeof why, "%s", bf_last_error());
-        bf_set_error("%s (the forward model the reverse model records; give --flow)", why);
-    }
-    if (f && bf_reverse_check_flow(r, f, path)) {
-        bf_flow_free(f);
-        return NULL;
-    }
-    return f;
+bf_flow *paired_flow(const bf_reverse *r, const char *flow, const char *reverse_path) {
+    return bf_reverse_load_flow(r, flow, reverse_path);
 }
 
 int resolve_shape(bf_flow_config *c, const shape_opts *s) {

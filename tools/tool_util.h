@@ -17,9 +17,10 @@ int write_arrays(const char *prefix, const float *x, const int *y, int n, int c,
 int write_outputs(const char *prefix, const float *x, const int *y, int n, int c, int h, int w,
                   int ncols, int scale);
 
-/* The forward model paired with a reverse model: flow (checked against the SHA-256 G
- * recorded) or, when NULL, the one G recorded. NULL with the error set on a mismatch. */
-bf_flow *paired_flow(const bf_reverse *r, const char *flow);
+/* The forward model paired with a reverse model loaded from reverse_path: flow (checked
+ * against the SHA-256 G recorded) or, when NULL, the one G records (also looked for beside
+ * G). NULL with the error set on a mismatch (bf_reverse_load_flow). */
+bf_flow *paired_flow(const bf_reverse *r, const char *flow, const char *reverse_path);
 
 /* Model-shape options of the commands that build a new F (train-flow, bench). */
 typedef struct { const char *config; int width, blocks, layers, patch, head_dim; float bound; } shape_opts;
