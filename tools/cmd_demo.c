@@ -158,7 +158,7 @@ static int demo_eval(const demo_args *a, bf_flow *f, bf_reverse *r) {
 
 static int demo_train(void) {
     printf("Reproducing the shipped models (commands and seeds of models/README.md); each trainer\n"
-           "prints its progress with images/s and ETA. About 2.5 hours on 2 cores.\n");
+           "prints its progress with images/s and ETA. About 4 hours on 2 cores.\n");
     const char *cmds[] = {
         "./biflow train-features --out runs/demo/features",
         "./biflow train-features --arch perceptual --width1 32 --width2 64 --feat-dim 256 --seed 1 "
@@ -166,7 +166,9 @@ static int demo_train(void) {
         "./biflow train-flow --config fmnist-small --noise gauss --sigma 0.05 --steps 11000 --warmup 200 "
         "--eval-every 1000 --out runs/demo/flow",
         "./biflow train-reverse --flow runs/demo/flow --features runs/demo/perceptual --steps 6000 "
-        "--warmup 200 --eval-every 1000 --out runs/demo/reverse",
+        "--warmup 200 --eval-every 1000 --out runs/demo/reverse1",
+        "./biflow train-reverse --flow runs/demo/flow --features runs/demo/perceptual --init runs/demo/reverse1 "
+        "--class-weight 2 --steps 7000 --warmup 200 --lr 5e-4 --eval-every 1000 --out runs/demo/reverse",
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         printf("\n[%zu/%zu] %s\n", i + 1, sizeof cmds / sizeof cmds[0], cmds[i]);
