@@ -22,7 +22,7 @@ BLASDIR := $(firstword $(wildcard /usr/lib/$(shell gcc -print-multiarch 2>/dev/n
 ARCH    ?= -march=native
 OPT     ?= -O3
 CFLAGS  += -std=c11 $(OPT) $(ARCH) -fopenmp -fno-math-errno -fPIC -g $(SANFLAGS) \
-           -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Iinclude -Isrc
+           -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Iinclude $(SRCINC)
 comma   := ,
 BLASLIB := $(if $(BLASDIR),-L$(BLASDIR) -Wl$(comma)-rpath$(comma)$(BLASDIR)) -lopenblas
 LDLIBS  += $(BLASLIB) -llapack -lcjson -lcrypto -lpng -ljpeg -lz -lm -fopenmp
@@ -32,7 +32,11 @@ ABI     := $(shell sed -n 's/^\#define BF_ABI_VERSION \([0-9][0-9]*\).*/\1/p' in
 VERSION := $(shell sed -n 's/^\#define BF_VERSION "\(.*\)"/\1/p' include/biflow.h)
 SONAME  := libbiflow.so.$(ABI)
 
-SRC     := $(wildcard src/*.c)
+# src/ is one folder per layer (docs/ARCHITECTURE.md); headers are included by name
+SRCDIRS := $(sort $(dir $(wildcard src/*/*.c src/*/*.h)))
+SRCINC  := $(patsubst %/,-I%,$(SRCDIRS))
+SRCHDR  := $(wildcard src/*/*.h)
+SRC     := $(wildcard src/*/*.c)
 OBJ     := $(SRC:src/%.c=$(B)/obj/%.o)
 TOOLSRC := $(wildcard tools/*.c)
 TOOLOBJ := $(TOOLSRC:tools/%.c=$(B)/tools/%.o)
@@ -41,11 +45,12 @@ TESTOBJ := $(TESTSRC:tests/%.c=$(B)/tests/%.o)
 
 all: $(B)/libbiflow.a $(B)/libbiflow.so $(CLI) $(B)/test_biflow
 
-$(B)/obj/%.o: src/%.c $(wildcard src/*.h) include/biflow.h | $(B)/obj
+$(B)/obj/%.o: src/%.c $(SRCHDR) include/biflow.h | $(B)/obj
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
-$(B)/tools/%.o: tools/%.c $(wildcard src/*.h tools/*.h) include/biflow.h | $(B)/tools
+$(B)/tools/%.o: tools/%.c $(SRCHDR) $(wildcard tools/*.h) include/biflow.h | $(B)/tools
 	$(CC) $(CFLAGS) -c $< -o $@
-$(B)/tests/%.o: tests/%.c $(wildcard tests/*.h src/*.h) include/biflow.h | $(B)/tests
+$(B)/tests/%.o: tests/%.c $(wildcard tests/*.h) $(SRCHDR) include/biflow.h | $(B)/tests
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(B)/libbiflow.a: $(OBJ)
@@ -72,13 +77,14 @@ FUZZ_CC     ?= clang
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS := -std=c11 -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -Wall -Wextra -Werror \
                -Wno-unused-parameter -Wno-unknown-pragmas -Wno-source-uses-openmp \
-               -D_GNU_SOURCE -Itests/fuzz/serial -Iinclude -Isrc
+               -D_GNU_SOURCE -Itests/fuzz/serial -Iinclude $(SRCINC)
 FUZZ_LDLIBS := $(BLASLIB) -llapack -lcjson -lcrypto -lpng -ljpeg -lz -lm
 FUZZSRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS   := $(FUZZSRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZOBJ     := $(SRC:src/%.c=build/fuzz/obj/%.o)
 
-build/fuzz/obj/%.o: src/%.c $(wildcard src/*.h) include/biflow.h tests/fuzz/serial/omp.h | build/fuzz/obj
+build/fuzz/obj/%.o: src/%.c $(SRCHDR) include/biflow.h tests/fuzz/serial/omp.h | build/fuzz/obj
+	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 build/fuzz/libbiflow.a: $(FUZZOBJ)
 	ar rcs $@ $^

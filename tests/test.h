@@ -2,7 +2,7 @@
 #ifndef BF_TEST_H
 #define BF_TEST_H
 
-#include "../src/core.h"
+#include "core.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

@@ -3,8 +3,8 @@
  * per-image likelihood, and finding a reverse model's forward model beside it. */
 #include "test.h"
 #include "tiny_models.h"
-#include "../src/flow.h"
-#include "../src/reverse.h"
+#include "flow.h"
+#include "reverse.h"
 
 #include <stdio.h>
 #include <sys/stat.h>

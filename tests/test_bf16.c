@@ -6,11 +6,11 @@
 #include "test.h"
 #include "gradcheck.h"
 #include "tiny_models.h"
-#include "../src/gemm.h"
-#include "../src/kernels.h"
-#include "../src/kernels_conv.h"
-#include "../src/flow.h"
-#include "../src/reverse.h"
+#include "gemm.h"
+#include "kernels.h"
+#include "kernels_conv.h"
+#include "flow.h"
+#include "reverse.h"
 
 #include <fcntl.h>
 #include <stdint.h>

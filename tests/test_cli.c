@@ -5,8 +5,8 @@
  * Also: README.md and every --help agree, and tools/ reads models through the public header. */
 #include "test.h"
 #include "tiny_models.h"
-#include "../src/flow.h"
-#include "../src/reverse.h"
+#include "flow.h"
+#include "reverse.h"
 
 #include <dirent.h>
 #include <stdarg.h>

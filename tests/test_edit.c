@@ -4,8 +4,8 @@
  * all-unknown one ignores the input). */
 #include "test.h"
 #include "tiny_models.h"
-#include "../src/flow.h"
-#include "../src/reverse.h"
+#include "flow.h"
+#include "reverse.h"
 
 #include <string.h>
 

@@ -4,7 +4,7 @@
  * and the Frechet distance against closed forms. */
 #include "test.h"
 #include "gradcheck.h"
-#include "../src/feature_net.h"
+#include "feature_net.h"
 
 #include <math.h>
 #include <stdlib.h>

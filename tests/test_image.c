@@ -2,7 +2,7 @@
  * sample grid layout, .npy round trips and rejections, and a mutation fuzz of the .npy reader. */
 #include "test.h"
 
-#include "../src/image_read.h"
+#include "image_read.h"
 #include <sys/mman.h>
 #include <unistd.h>
 

@@ -3,7 +3,7 @@
 #include "test.h"
 #include "gradcheck.h"
 #include "tiny_models.h"
-#include "../src/perceptual.h"
+#include "perceptual.h"
 
 #include <math.h>
 #include <string.h>

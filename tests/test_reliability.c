@@ -3,12 +3,12 @@
  * configurations and options out of range are refused before anything is allocated or
  * written; a diverging run stops without writing its diverged state. */
 #include "test.h"
-#include "../src/fastmath.h"
-#include "../src/feature_net.h"
-#include "../src/flow.h"
-#include "../src/plot.h"
-#include "../src/reverse.h"
-#include "../src/train_util.h"
+#include "fastmath.h"
+#include "feature_net.h"
+#include "flow.h"
+#include "plot.h"
+#include "reverse.h"
+#include "train_util.h"
 #include "tiny_models.h"
 
 #include <errno.h>
@@ -115,7 +115,7 @@ TEST(fastmath_expf_nan_is_defined) {
     char out[4096], exe[600];
     path_in_tmp(exe, sizeof exe, "probe-expf");
     int rc = bf_test_sh(out, sizeof out, "cc -std=c11 -O1 -fsanitize=undefined "
-                        "-fno-sanitize-recover=all -Isrc tests/probes/fastmath_nan.c -o '%s' -lm", exe);
+                        "-fno-sanitize-recover=all -Isrc/core tests/probes/fastmath_nan.c -o '%s' -lm", exe);
     if (rc != 0) {
         bf_test_skip("cannot build the sanitizer probe: %.200s", out);
         return;

@@ -4,8 +4,8 @@
 #include "test.h"
 #include "gradcheck.h"
 #include "tiny_models.h"
-#include "../src/flow.h"
-#include "../src/reverse.h"
+#include "flow.h"
+#include "reverse.h"
 
 #include <omp.h>
 #include <math.h>
