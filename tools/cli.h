@@ -49,6 +49,21 @@ typedef struct {
     {"clip", OPT_FLOAT, &(o).grad_clip, "gradient-norm clipping (0 = off)"},              \
     {"ema", OPT_FLOAT, &(o).ema_decay, "EMA decay of the weights"}
 
+/* The run-folder options of the resumable trainers (F and G); eval_n: the final evaluation's
+ * image count, what_eval: what --eval-every measures. */
+#define CLI_RUN_OPTS(o, eval_n, what_eval, what_final)                                       \
+    {"ckpt-every", OPT_INT, &(o).ckpt_every, "checkpoint every N steps (and at the end)"},     \
+    {"log-every", OPT_INT, &(o).log_every, "progress line and log record every N steps"},     \
+    {"eval-every", OPT_INT, &(o).eval_every, what_eval " every N steps (0 = off)"},          \
+    {"eval-n", OPT_INT, &(eval_n), "test images for the final " what_final " (0 = skip)"},     \
+    CLI_ALIAS("final-eval", "eval-n"),                                                      \
+    {"resume", OPT_FLAG, &(o).resume, "continue the run in --out from its last checkpoint, "   \
+     "with its recorded options (--steps may extend it)"},                                   \
+    {"overwrite", OPT_FLAG, &(o).overwrite, "where --out holds a run: delete it and start a new one"}, \
+    {"threads", OPT_INT, &(o).threads, "threads (0 = all cores)"},                           \
+    CLI_PRECISION_OPT,                                                                      \
+    {"quiet", OPT_FLAG, &(o).quiet, "no progress lines"}
+
 /* --precision, on every command that computes with F or G: cli_parse applies it
  * (bf_set_precision) and refuses a value other than fp32 and bf16. */
 extern const char *cli_precision;

@@ -90,16 +90,7 @@ int cmd_train_reverse(int argc, char **argv) {
         {"label-drop", OPT_FLOAT, &o.label_drop, "probability of the null class"},
         CLI_OPTIM_OPTS(o),
         {"seed", OPT_U64, &o.seed, "random seed (weights, data order, noise, w)"},
-        {"ckpt-every", OPT_INT, &o.ckpt_every, "checkpoint every N steps (and at the end)"},
-        {"log-every", OPT_INT, &o.log_every, "progress line and log record every N steps"},
-        {"eval-every", OPT_INT, &o.eval_every, "G(F(x)) error on 1000 test images every N steps (0 = off)"},
-        {"eval-n", OPT_INT, &eval_n, "test images for the final G(F(x)) error (0 = skip)"},
-        CLI_ALIAS("final-eval", "eval-n"),
-        {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint, with its recorded options (--steps may extend it)"},
-        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
-        {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
-        {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
+        CLI_RUN_OPTS(o, eval_n, "G(F(x)) error on 1000 test images", "G(F(x)) error"),
         CLI_END,
     };
     const char *pos[1];

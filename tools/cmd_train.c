@@ -56,16 +56,7 @@ int cmd_train_flow(int argc, char **argv) {
         {"sigma", OPT_FLOAT, &o.sigma, "Gaussian noise std with --noise gauss"},
         {"label-drop", OPT_FLOAT, &o.label_drop, "probability of an unconditional label"},
         {"seed", OPT_U64, &o.seed, "random seed (weights, data order, noise)"},
-        {"ckpt-every", OPT_INT, &o.ckpt_every, "checkpoint every N steps (and at the end)"},
-        {"log-every", OPT_INT, &o.log_every, "progress line and log record every N steps"},
-        {"eval-every", OPT_INT, &o.eval_every, "test bits/dim on 2000 images every N steps (0 = off)"},
-        {"eval-n", OPT_INT, &eval_n, "test images for the final bits/dim (0 = skip)"},
-        CLI_ALIAS("final-eval", "eval-n"),
-        {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint, with its recorded options (--steps may extend it)"},
-        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
-        {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
-        {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
+        CLI_RUN_OPTS(o, eval_n, "test bits/dim on 2000 images", "bits/dim"),
         CLI_END,
     };
     const char *pos[1];
