@@ -1,6 +1,22 @@
 /* biflow: Bidirectional Normalizing Flows in C.
- * The only public header of libbiflow. Every function that can fail returns 0 on success
- * and -1 on failure; bf_last_error() then says why, in words a user can act on. */
+ * The only public header of libbiflow.
+ *
+ * Conventions of the API (what bindings, such as the Python package in python/, rely on):
+ * - Errors: every function that can fail returns 0 (BF_OK) on success and -1 (BF_ERR) on
+ *   failure, or NULL where it returns a pointer; bf_last_error() then says why, in words a
+ *   user can act on. The message is per thread (a call in one thread does not overwrite
+ *   another thread's). The library never calls exit(). It aborts, after printing why, only
+ *   when memory for an internal work buffer runs out or an internal invariant breaks (a bug);
+ *   the sizes of models, files and options are checked first and refused with a message.
+ * - Handles: bf_flow, bf_reverse, bf_features, bf_st_writer are opaque; each is created by
+ *   its _load/_new function and released by its _free function (NULL is accepted). A handle
+ *   may be used by one thread at a time; different handles in different threads at once.
+ * - Arrays are caller-owned, C order, float32 unless said otherwise; the comment beside each
+ *   pointer gives its shape. Images are (n, C, H, W) in [-1, 1]; labels are int, -1 meaning
+ *   unconditional (the null class).
+ * - The structs in this header are part of the ABI: a change to any of them, or to a
+ *   function's signature, raises BF_ABI_VERSION, which is also the N of the shared library's
+ *   soname, libbiflow.so.N. bf_sizeof() lets a binding check its copies of the structs. */
 #ifndef BIFLOW_H
 #define BIFLOW_H
 
@@ -12,6 +28,22 @@ extern "C" {
 #endif
 
 #define BF_VERSION "0.1.0"
+/* The ABI version: the soname is libbiflow.so.BF_ABI_VERSION. */
+#define BF_ABI_VERSION 1
+#define BF_OK 0
+#define BF_ERR (-1)
+
+/* ------------------------------------------------------------------ versions, threads */
+int bf_abi_version(void);                  /* BF_ABI_VERSION of the library as built */
+const char *bf_version(void);              /* BF_VERSION of the library as built */
+/* sizeof of a public struct named without its bf_ prefix ("flow_config", "sample_opts",
+ * "reverse_sample_opts", "sample_stats", "editor", "image_set", "dataset", "feature_stats",
+ * "reverse_config", "features_config", "rng"); 0 for another name. */
+size_t bf_sizeof(const char *type_name);
+/* Threads of the calling thread's subsequent library calls (OpenMP; the setting belongs to
+ * the calling thread). n <= 0: the default, $OMP_NUM_THREADS or else every core. */
+void bf_set_threads(int n);
+int bf_get_threads(void);                  /* threads the calling thread's calls use */
 
 /* ------------------------------------------------------------------ errors, rng */
 const char *bf_last_error(void);
@@ -23,6 +55,21 @@ uint64_t bf_rng_u64(bf_rng *rng);
 float bf_rng_uniform(bf_rng *rng);                 /* [0, 1) */
 float bf_rng_normal(bf_rng *rng);                  /* N(0, 1) */
 uint32_t bf_rng_below(bf_rng *rng, uint32_t n);    /* uniform in [0, n) */
+/* out (n) = scale * N(0, 1) from a generator seeded with seed: the noise of `biflow sample
+ * --seed S --temperature T` (n = images * T * D, in token layout). */
+void bf_fill_normal(float *out, size_t n, uint64_t seed, float scale);
+/* Labels y (n) for a model of num_classes classes: each in [-1, num_classes), or -1 for an
+ * unconditional model (num_classes 0); y NULL is accepted. -1 with a message naming the first
+ * bad label; also for n < 0. */
+int bf_labels_check(const int *y, int n, int num_classes);
+
+/* ------------------------------------------------------------------ memory, time */
+/* malloc, calloc and realloc that print a message and abort when the memory cannot be had:
+ * for sizes the program chooses (sizes read from files or users are checked first). */
+void *bf_malloc(size_t n);
+void *bf_calloc(size_t n, size_t size);
+void *bf_realloc(void *p, size_t n);
+double bf_time(void);                              /* seconds, monotonic */
 
 /* ------------------------------------------------------------------ precision */
 /* The precision of the matrix products of F and G (their linear layers and attention, in
@@ -146,6 +193,14 @@ const bf_flow_config *bf_flow_get_config(const bf_flow *f);
 size_t bf_flow_num_params(const bf_flow *f);
 float *bf_flow_params(bf_flow *f);                  /* flat parameter block */
 void bf_flow_init(bf_flow *f, uint64_t seed);       /* public TARFlow initialisation */
+/* Draws every block's output projection from N(0, std^2). bf_flow_init zeroes them (F starts
+ * as the identity map); this makes a random F that is not, for benchmarks and tests. */
+void bf_flow_randomize_heads(bf_flow *f, uint64_t seed, float std);
+/* The std of the Gaussian noise F was trained with, as its checkpoint records it (noise
+ * "gauss", "sigma"); 0 for F trained with uniform dequantisation, a checkpoint that does not
+ * record one, and a new F. The samplers' default noise level of score denoising
+ * (`--denoise auto` in the CLI: score denoising exactly when this is > 0). */
+float bf_flow_trained_sigma(const bf_flow *f);
 
 /* Checkpoints (safetensors; tensor names of transformer_flow.Model, configuration in the
  * metadata). path: a file, or a training run's folder, whose flow_ema.safetensors
@@ -161,6 +216,13 @@ int bf_flow_save(const bf_flow *f, const float *params, const char *path,
  * z: (n, T, D) output tokens; logdet: (n) sum over blocks of -mean(alpha) (per-dimension,
  * as the public code). Batches of any size; work memory is managed inside. */
 int bf_flow_encode(bf_flow *f, float *z, float *logdet, const float *x, const int *y, int n);
+/* nll (n): each image's negative log-likelihood per dimension in nats, -log p(x | y) / (C H W),
+ * for x (n, C, H, W) in [-1, 1] as given (a density: add uniform dequantisation noise to
+ * 8-bit images first; bits/dim = (nll + ln 128) / ln 2 then). y (n) or NULL. */
+int bf_flow_nll(bf_flow *f, float *nll, const float *x, const int *y, int n);
+/* How F was trained (its checkpoint's metadata): 1 with Gaussian noise, its level in *sigma
+ * (0 when not recorded); 0 with uniform dequantisation (*sigma = 0). sigma may be NULL. */
+int bf_flow_trained_noise(const bf_flow *f, float *sigma);
 /* Exact inverse, sequential over tokens. cfg: guidance weight (0 = off). x: (n, C, H, W). */
 int bf_flow_decode(bf_flow *f, float *x, const float *z, const int *y, int n, float cfg,
                    int cfg_anneal);
@@ -220,6 +282,19 @@ typedef struct {
 } bf_train_opts;
 
 void bf_train_opts_default(bf_train_opts *o);
+/* The checks bf_train_flow makes of o before it starts (ranges, model shape): 0, or -1 with a
+ * message naming the option ("--beta2 2 is out of range ..."). A caller may run them first to
+ * tell a bad option from a failed run. */
+int bf_train_flow_check_opts(const bf_train_opts *o);
+/* Before resuming the run in o->out_dir from a command line: the options that define the run
+ * (seed, noise, sigma, label drop, batch, the model's shape) and steps take the values its
+ * checkpoint records, except those named in given (n_given option names without "--", as the
+ * user gave them: "seed", "width"; "config" stands for every shape option), which must equal
+ * them. config: the --config name, for messages. 0 (also when the folder holds no readable
+ * checkpoint: bf_train_flow reports that), or -1 with a message naming the option and both
+ * values, or steps below the step reached. */
+int bf_train_flow_resume_opts(bf_train_opts *o, const char *config, const char *const *given,
+                              int n_given);
 /* Trains F by maximum likelihood; returns 0 when the requested steps are done, 1 when
  * stopped by SIGINT or SIGTERM (the state is saved; --resume continues), -1 on error. */
 int bf_train_flow(const bf_train_opts *o);
@@ -278,6 +353,15 @@ int bf_reverse_set_flow(bf_reverse *r, const char *flow_path, float sigma);
 /* Refuses (-1, with a message naming both files) a forward model whose file is not the one G
  * was trained against, or whose shapes differ. flow_path: a file or a run folder. */
 int bf_reverse_check_flow(const bf_reverse *r, const bf_flow *f, const char *flow_path);
+/* out (n bytes): the forward model r records, found: the recorded path or, when that does
+ * not exist (recorded relative to where G was trained, or G moved with its F), the file of
+ * the same name in reverse_path's folder (G's file or run folder; may be NULL). -1 when r
+ * records none or the path does not fit. */
+int bf_reverse_find_flow(const bf_reverse *r, const char *reverse_path, char *out, size_t n);
+/* The forward model paired with r, loaded (EMA weights of a run folder) and checked with
+ * bf_reverse_check_flow: flow_path when not NULL, else the one bf_reverse_find_flow finds. */
+bf_flow *bf_reverse_load_flow(const bf_reverse *r, const char *flow_path,
+                              const char *reverse_path);
 /* SHA-256 of a file as 64 hex digits + NUL. */
 int bf_sha256_file(char hex[65], const char *path);
 /* The file a model path names: a run folder's EMA (use_ema) or raw checkpoint, else path. */
@@ -289,6 +373,11 @@ int bf_resolve_model_path(char *out, size_t n, const char *path, const char *ema
 bf_reverse *bf_reverse_load(const char *path, int use_ema);
 int bf_reverse_save(const bf_reverse *r, const float *params, const char *path,
                     const char *extra_meta_json);
+/* Writes G (reverse: a file or run folder; its EMA weights when use_ema) as the one file out,
+ * pointing at its forward model's new location flow, which must be the very file G was
+ * trained against (same SHA-256) and shapes. The folder of out is locked while it is written
+ * (a trainer's lock: refused while another process holds it). */
+int bf_reverse_export(const char *reverse, int use_ema, const char *flow, const char *out);
 
 /* One-pass sampling: z (n, T, D) noise tokens, y (n) labels (-1 or NULL: unconditional),
  * x (n, C, H, W). cfg: guidance w. A model with a guidance input takes w as an input
@@ -346,6 +435,15 @@ typedef struct {
 } bf_reverse_train_opts;
 
 void bf_reverse_train_opts_default(bf_reverse_train_opts *o);
+/* The checks bf_train_reverse makes of o before it starts: 0, or -1 naming the option. */
+int bf_train_reverse_check_opts(const bf_reverse_train_opts *o);
+/* As bf_train_flow_resume_opts, for G: the loss, guidance, noise, seed and batch options, G's
+ * shape, F (o->flow, when NULL) and steps take the recorded values unless given. A "denoise"
+ * in given means o->model.denoise_layers was set by it (0: none, else learned). Strings taken
+ * from the record (flow, features) are malloc'ed: the caller frees those that differ from
+ * its own. 0; -1 with a message (an option that conflicts with the record); -2 with a message
+ * when the record cannot be read and o->flow was not given (F has to come from it). */
+int bf_train_reverse_resume_opts(bf_reverse_train_opts *o, const char *const *given, int n_given);
 /* Returns 0 when the steps are done, 1 when stopped by a signal (state saved), -1 on error. */
 int bf_train_reverse(const bf_reverse_train_opts *o);
 
@@ -389,6 +487,11 @@ int bf_plot_logs(const char *out_png, const char *const *logs, int n_logs, const
 /* Decodes a PNG or JPEG file to (c, h, w) uint8, c = 1 or 3 (alpha dropped); *pixels is
  * malloc'ed. */
 int bf_read_image(uint8_t **pixels, int *c, int *h, int *w, const char *path);
+/* The same from memory (len bytes of a PNG or JPEG file), converted to `channels` (1 or 3:
+ * grey <-> RGB by luminance, alpha dropped): *pixels (channels, h, w) uint8, malloc'ed. Damaged,
+ * truncated or oversized data (more than 16384 pixels a side) are refused with a message. */
+int bf_decode_image(uint8_t **pixels, int channels, int *h, int *w, const uint8_t *buf,
+                    size_t len);
 
 /* Token mask (T) from spec, which names the KNOWN region: left-half, right-half, top-half,
  * bottom-half (floor(g/2) of the g token columns or rows, so an odd grid's middle column or
@@ -432,14 +535,11 @@ typedef struct {
     const char *flow_path;     /* where F was loaded from, checked against the F G records */
     float cfg;                 /* guidance w of G */
     int denoise;               /* 1: G's learned denoising stage; 0: its noisy-data estimate */
-    int pair_checked;          /* 1: the caller has checked the pair (bf_reverse_check_flow) and
-                                  each call skips re-hashing F's file (a server editing many
-                                  requests with one pair); 0 by default */
 } bf_editor;
-/* cfg 0, learned denoising when G has the stage, pair_checked 0. */
+/* cfg 0, learned denoising when G has the stage. */
 void bf_editor_init(bf_editor *e, bf_reverse *r, bf_flow *f, const char *flow_path);
-/* Refuses a mismatched model pair (bf_reverse_check_flow's message, unless pair_checked) and
- * images (c, h, w) of another size than the models' (the message names both sizes). */
+/* Refuses a mismatched model pair (bf_reverse_check_flow's message) and images (c, h, w)
+ * of another size than the models' (the message names both sizes). */
 int bf_editor_check(const bf_editor *e, int c, int h, int w);
 
 /* Inpainting: out (n, C, H, W) = G(M * F(x | y) + (1 - M) * eps | y) with eps ~ N(0, I)
@@ -522,6 +622,8 @@ void bf_features_train_opts_default(bf_features_train_opts *o);
  * with the test accuracy in the metadata) and out_dir/log.jsonl. test_accuracy (may be NULL)
  * receives the final test accuracy (-1 when skipped). */
 int bf_train_features(const bf_features_train_opts *o, double *test_accuracy);
+/* The checks bf_train_features makes of o before it starts: 0, or -1 naming the option. */
+int bf_train_features_check_opts(const bf_features_train_opts *o);
 
 /* Gaussian statistics of a feature set: mean (F) and covariance (F, F) with the n - 1
  * divisor, in double. */
@@ -540,6 +642,29 @@ int bf_frechet_distance_stats(double *fd, const bf_feature_stats *a, const bf_fe
 /* feats_a (na, F), feats_b (nb, F) */
 int bf_frechet_distance(double *fd, const float *feats_a, int na, const float *feats_b, int nb,
                         int F);
+
+/* ------------------------------------------------------------------ benchmarks */
+/* The matrix-product kernels a benchmark can time: OpenBLAS's sgemm, biflow's own fp32 kernel
+ * (OpenBLAS where bf_gemm_native is 0) and its bf16 kernel (fp32 where the CPU lacks
+ * AVX512-BF16). */
+typedef enum { BF_BENCH_GEMM_BLAS, BF_BENCH_GEMM_F32, BF_BENCH_GEMM_BF16 } bf_bench_gemm_kernel;
+/* 1 when biflow's fp32 kernel is its own (AVX-512), 0 when it calls OpenBLAS. */
+int bf_gemm_native(void);
+/* GFLOP/s of C += A B^T with A (M, K), B (N, K), timed over whole calls for at least
+ * seconds (after one untimed call). */
+double bf_bench_gemm(bf_bench_gemm_kernel kernel, int M, int N, int K, double seconds);
+
+typedef struct {
+    int shards;                /* batch shards of the training step (threads, at most batch) */
+    double seconds;            /* the timed steps as bf_train_flow takes them */
+    double unsharded_seconds;  /* the same steps with every kernel parallel over the batch */
+} bf_bench_train_result;
+/* Times training steps of F on random data (fixed seed) as bf_train_flow takes them: forward
+ * and backward with the batch split over the threads, gradient norm and clipping, AdamW (the
+ * library's, with bf_train_opts_default's settings) and EMA; then the same steps with one
+ * forward and backward over the whole batch, for comparison. warmup untimed steps first,
+ * each time. Changes f's weights. */
+int bf_bench_train_steps(bf_flow *f, int batch, int steps, int warmup, bf_bench_train_result *r);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 /* Finite-difference gradient checks; see gradcheck.h. */
 #include "gradcheck.h"
-#include "../src/core.h"
+#include "core.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #ifndef BF_TEST_H
 #define BF_TEST_H
 
-#include "../src/core.h"
+#include "core.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +31,16 @@ void bf_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
     do {                                                                            \
         bf_test_skip(__VA_ARGS__);                                                  \
         return;                                                                     \
+    } while (0)
+
+/* 1 when Fashion-MNIST can be loaded (the Debian package dataset-fashion-mnist, or the folder
+ * $BF_FASHION_MNIST_DIR names). A test that needs it starts with REQUIRE_FASHION_MNIST(): where
+ * the data are missing it is skipped and counted as skipped, never passed. */
+int bf_test_have_fashion_mnist(void);
+#define REQUIRE_FASHION_MNIST()                                                     \
+    do {                                                                            \
+        if (!bf_test_have_fashion_mnist())                                          \
+            SKIP("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"); \
     } while (0)
 
 #define CHECK(cond)                                                                 \

@@ -342,9 +342,13 @@ TEST(dataset_spec_errors) {
     char spec[1100];
     snprintf(spec, sizeof spec, "idx:%s", dir.s);
     CHECK_ERR2(bf_dataset_load(&d, spec, "test"), "no t10k-images-idx3-ubyte", dir.s);
+    const char *was = getenv("BF_FASHION_MNIST_DIR");   /* the user's setting is put back */
+    char *saved = was ? bf_strdup(was) : NULL;
     setenv("BF_FASHION_MNIST_DIR", "/no/such/fmnist", 1);
     CHECK_ERR2(bf_dataset_load(&d, "fashion-mnist", "train"), "dataset-fashion-mnist", "/no/such/fmnist");
-    unsetenv("BF_FASHION_MNIST_DIR");
+    if (saved) setenv("BF_FASHION_MNIST_DIR", saved, 1);
+    else unsetenv("BF_FASHION_MNIST_DIR");
+    free(saved);
 
     bf_dataset z = {0};
     bf_dataset_free(&z);
@@ -353,11 +357,7 @@ TEST(dataset_spec_errors) {
 }
 
 TEST(dataset_fashion_mnist) {
-    struct stat st;
-    if (stat("/usr/share/datasets/fashion-mnist", &st) != 0) {
-        printf("     (skipped: /usr/share/datasets/fashion-mnist is not installed)\n");
-        return;
-    }
+    REQUIRE_FASHION_MNIST();
     static const int expect_n[2] = {60000, 10000};
     static const char *const splits[2] = {"train", "test"};
     for (int s = 0; s < 2; s++) {

@@ -4,7 +4,7 @@
  * and the Frechet distance against closed forms. */
 #include "test.h"
 #include "gradcheck.h"
-#include "../src/feature_net.h"
+#include "feature_net.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -280,6 +280,7 @@ TEST(features_checkpoint_damage_refused) {
 
 /* ------------------------------------------------------------------ training */
 TEST(features_short_training_run) {
+    REQUIRE_FASHION_MNIST();
     char dir[512], path[600], line[1024];
     tmp_path(dir, sizeof dir, "features-run");
     bf_features_train_opts o;
@@ -316,6 +317,7 @@ TEST(features_short_training_run) {
 /* The committed network: >= 0.89 on the first 2000 test images (it reached more than 0.9 on
  * the whole split when trained, see models/README.md). */
 TEST(features_committed_model_accuracy) {
+    REQUIRE_FASHION_MNIST();
     bf_features *fn = bf_features_load(COMMITTED_MODEL);
     if (!fn) {
         fprintf(stderr, "    %s\n", bf_last_error());

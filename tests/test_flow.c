@@ -138,12 +138,9 @@ static bf_flow *random_flow(bf_flow_config c, uint64_t seed, float out_std) {
 }
 
 TEST_FP32(flow_inverse_reproduces_real_images) {
+    REQUIRE_FASHION_MNIST();
     bf_dataset ds = {0};
-    if (bf_dataset_load(&ds, "fashion-mnist", "test") != 0) {
-        fprintf(stderr, "    Fashion-MNIST missing: %s\n", bf_last_error());
-        CHECK(0);
-        return;
-    }
+    CHECK(bf_dataset_load(&ds, "fashion-mnist", "test") == 0);
     bf_flow_config c;
     CHECK(bf_flow_config_named(&c, "fmnist-tiny") == 0);
     c.num_blocks = 4;

@@ -2,7 +2,7 @@
  * sample grid layout, .npy round trips and rejections, and a mutation fuzz of the .npy reader. */
 #include "test.h"
 
-#include "../src/image_read.h"
+#include "image_read.h"
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -129,6 +129,18 @@ TEST(image_png_in_memory) {
     px = enc ? bf_image_decode(enc, n, BF_IMAGE_AS_STORED, &w, &h, &c) : NULL;
     CHECK(px && w == 3 && h == 2 && c == 1 && !memcmp(px, pix, 6));
     free(px); free(enc);
+    /* the public decoder from memory: planes, converted to the channels asked for */
+    CHECK(bf_png_encode(&enc, &n, pix, 2, 3, 1) == 0);
+    uint8_t *planes = NULL;
+    CHECK(enc && bf_decode_image(&planes, 3, &h, &w, enc, n) == 0);
+    CHECK(planes && h == 2 && w == 3);
+    for (int k = 0; planes && k < 3; k++) CHECK(!memcmp(planes + 6 * k, pix, 6));
+    free(planes);
+    CHECK_ERR(bf_decode_image(&planes, 1, &h, &w, enc, n / 2), "");   /* truncated */
+    CHECK(planes == NULL);
+    CHECK_ERR(bf_decode_image(&planes, 2, &h, &w, enc, n), "1 or 3 channels");
+    CHECK_ERR(bf_decode_image(&planes, 1, &h, &w, (const uint8_t *)"GIF89a..", 8), "");
+    free(enc);
     CHECK_ERR(bf_png_encode(&enc, &n, pix, 0, 3, 1), "bad image");
     CHECK(enc == NULL && n == 0);
     CHECK_ERR(bf_image_grid_png(&enc, &n, &img[0][0][0][0], 1, 2, 3, 3, 1, 1), "c must be 1 or 3");

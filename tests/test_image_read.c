@@ -5,7 +5,7 @@
  * stb_image (v2.27, stbi__build_huffman) through every reader: folder datasets, --images and
  * mask images. */
 #include "test.h"
-#include "../src/image_read.h"
+#include "image_read.h"
 
 #include <jpeglib.h>
 #include <sys/stat.h>

@@ -4,7 +4,7 @@
  * well under a second. */
 #include "test.h"
 #include "gradcheck.h"
-#include "../src/kernels.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>

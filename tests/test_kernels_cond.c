@@ -5,7 +5,7 @@
  * (32768 elements) so the threaded paths run too. */
 #include "test.h"
 #include "gradcheck.h"
-#include "../src/kernels_cond.h"
+#include "kernels_cond.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * that a second backward accumulates), pooling and cross-entropy against hand-written loops. */
 #include "test.h"
 #include "gradcheck.h"
-#include "../src/kernels_conv.h"
+#include "kernels_conv.h"
 
 #include <math.h>
 #include <stdlib.h>

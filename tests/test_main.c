@@ -45,6 +45,13 @@ void bf_test_register(const char *name, const char *file, bf_test_fn fn, int fp3
 }
 
 /* BF_SHARED if set, else ../shared (where CI lays it), else the copy under tests/fixtures. */
+int bf_test_have_fashion_mnist(void) {
+    bf_dataset d;   /* the test split: the smaller one */
+    if (bf_dataset_load(&d, "fashion-mnist", "test")) return 0;
+    bf_dataset_free(&d);
+    return 1;
+}
+
 const char *bf_test_shared(const char *rel) {
     static _Thread_local char buf[4][1024];
     static _Thread_local int k;

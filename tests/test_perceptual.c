@@ -3,7 +3,7 @@
 #include "test.h"
 #include "gradcheck.h"
 #include "tiny_models.h"
-#include "../src/perceptual.h"
+#include "perceptual.h"
 
 #include <math.h>
 #include <string.h>
@@ -144,6 +144,7 @@ TEST(perceptual_zero_scale_and_adaptive_weight) {
 
 /* A few steps of G's training with the perceptual term on: it runs, and logs the term. */
 TEST(perceptual_term_in_reverse_training) {
+    REQUIRE_FASHION_MNIST();
     const char *dir = bf_test_tmpdir();
     char fpath[512], out[512], fnpath[512], logp[600];
     snprintf(fpath, sizeof fpath, "%s/perc_flow.safetensors", dir);

@@ -2,9 +2,9 @@
  * ticks and their labels, and rendered PNGs read back (bf_image_decode): size, where the series
  * colour lies and which way it moves, overlays, refusals. */
 #include "test.h"
-#include "../src/plot.h"
+#include "plot.h"
 
-#include "../src/image_read.h"
+#include "image_read.h"
 #include <unistd.h>
 
 static const char *tmp_path(const char *name) {

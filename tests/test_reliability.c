@@ -3,12 +3,12 @@
  * configurations and options out of range are refused before anything is allocated or
  * written; a diverging run stops without writing its diverged state. */
 #include "test.h"
-#include "../src/fastmath.h"
-#include "../src/feature_net.h"
-#include "../src/flow.h"
-#include "../src/plot.h"
-#include "../src/reverse.h"
-#include "../src/train_util.h"
+#include "fastmath.h"
+#include "feature_net.h"
+#include "flow.h"
+#include "plot.h"
+#include "reverse.h"
+#include "train_util.h"
 #include "tiny_models.h"
 
 #include <errno.h>
@@ -115,7 +115,7 @@ TEST(fastmath_expf_nan_is_defined) {
     char out[4096], exe[600];
     path_in_tmp(exe, sizeof exe, "probe-expf");
     int rc = bf_test_sh(out, sizeof out, "cc -std=c11 -O1 -fsanitize=undefined "
-                        "-fno-sanitize-recover=all -Isrc tests/probes/fastmath_nan.c -o '%s' -lm", exe);
+                        "-fno-sanitize-recover=all -Isrc/core tests/probes/fastmath_nan.c -o '%s' -lm", exe);
     if (rc != 0) {
         bf_test_skip("cannot build the sanitizer probe: %.200s", out);
         return;
@@ -218,6 +218,7 @@ static int count_lines(const char *dir, const char *name) {
 
 /* A new run in a folder that holds one is refused (every trainer) unless --overwrite. */
 TEST(new_run_refuses_a_folder_holding_a_run) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512];
     path_in_tmp(dir, sizeof dir, "held-run");
     bf_train_opts o;
@@ -246,6 +247,7 @@ TEST(new_run_refuses_a_folder_holding_a_run) {
 
 /* The same through the command line: the second run exits 1 and says why. */
 TEST(cli_train_flow_twice_into_one_folder_is_refused) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], out[4096];
     path_in_tmp(dir, sizeof dir, "cli-held-run");
     const char *tiny = "--config fmnist-tiny --blocks 1 --width 32 --batch 4 --final-eval 0 "
@@ -271,6 +273,7 @@ static int hold_lock(const char *dir) {
 
 /* Two writers on one run folder: the second stops with a message naming the first's PID. */
 TEST(writers_refuse_a_locked_run_folder) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], pid[32], out[4096];
     path_in_tmp(dir, sizeof dir, "locked-run");
     bf_train_opts o;
@@ -313,6 +316,7 @@ TEST(run_folder_mistakes_are_refused_with_the_reason) {
 
 /* A writer killed mid-write leaves NAME.tmp.PID: the next trainer in the folder removes it. */
 TEST(trainer_removes_temporary_files_of_killed_writers) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], dead[64];
     path_in_tmp(dir, sizeof dir, "stale-run");
     bf_train_opts o;
@@ -461,6 +465,7 @@ static int meta_is(const char *path, const char *key, const char *value) {
 /* A resumed run keeps the options that define it; a different one is refused naming both
  * values, and --steps may only extend the run. */
 TEST(resume_refuses_options_that_differ_from_the_run) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], state[600];
     path_in_tmp(dir, sizeof dir, "resume-opts");
     snprintf(state, sizeof state, "%s/train_state.safetensors", dir);
@@ -489,6 +494,7 @@ TEST(resume_refuses_options_that_differ_from_the_run) {
 /* Through the command line: options not given come from the checkpoint, a given one that
  * differs is a usage error (exit 2); the run's metadata is never rewritten with them. */
 TEST(cli_resume_takes_the_runs_options) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], state[600], out[4096], g[512];
     path_in_tmp(dir, sizeof dir, "cli-resume");
     snprintf(state, sizeof state, "%s/train_state.safetensors", dir);
@@ -550,6 +556,7 @@ TEST(divergence_detector_flags_jumps_and_dead_gradients_only) {
 /* --lr 1e3 used to end rc 0 with a loss of 1e4 and a gradient of 0: now the run stops at the
  * jump, and the checkpoint on disk stays the last one written before it. */
 TEST(train_flow_stops_when_the_loss_diverges) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512];
     path_in_tmp(dir, sizeof dir, "diverge");
     bf_train_opts o;
@@ -568,6 +575,7 @@ TEST(train_flow_stops_when_the_loss_diverges) {
 }
 
 TEST(cli_trainers_exit_1_when_training_diverges) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char flow[512], rev[512], out[4096];
     path_in_tmp(flow, sizeof flow, "cli-diverge-f");
     path_in_tmp(rev, sizeof rev, "cli-diverge-g");

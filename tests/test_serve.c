@@ -31,6 +31,7 @@ static void print_tail(const char *out) {
 }
 
 TEST(serve_api_answers_and_refuses) {
+    REQUIRE_FASHION_MNIST();   /* the test images the API edits */
     if (!have_python()) SKIP("python3 is not installed");
     static char out[1 << 16];
     int rc = bf_test_sh(out, sizeof out, "python3 tests/serve_e2e.py --api --cli %s --threads %s", cli(),
@@ -42,6 +43,7 @@ TEST(serve_api_answers_and_refuses) {
 }
 
 TEST(serve_page_in_headless_chromium) {
+    REQUIRE_FASHION_MNIST();
     if (!have_python()) SKIP("python3 is not installed");
     static char out[1 << 16];
     int rc = bf_test_sh(out, sizeof out, "python3 tests/serve_e2e.py --browser --cli %s --threads %s",
@@ -59,19 +61,19 @@ TEST(serve_page_in_headless_chromium) {
  * an address that is not this machine's in a message and status 1. */
 TEST(serve_refuses_bad_options) {
     static const struct { const char *args, *needle; int rc; } cases[] = {
-        {"--port 70000", "--port in 0..65535", 2},
-        {"--port -1", "--port in 0..65535", 2},
-        {"--max-batch 0", "--max-batch in 1..1024", 2},
-        {"--max-body 10", "--max-body in 1024..", 2},
-        {"--rate nan", "--rate >= 0", 2},
-        {"--rate inf", "--rate >= 0", 2},
-        {"--burst 0", "--burst >= 1", 2},
-        {"--http-threads 0", "--http-threads in 1..64", 2},
-        {"--threads -2", "--threads", 2},
+        {"--port 70000", "biflow serve: --port 70000 is out of range: 0 to 65535 (see --help)", 2},
+        {"--port -1", "--port -1 is out of range", 2},
+        {"--max-batch 0", "--max-batch 0 is out of range: 1 to 1024", 2},
+        {"--max-body 10", "--max-body 10 is out of range", 2},
+        {"--rate nan", "--rate nan is out of range", 2},
+        {"--rate inf", "--rate inf is out of range", 2},
+        {"--burst 0", "--burst 0 is out of range", 2},
+        {"--http-threads 0", "--http-threads 0 is out of range: 1 to 64", 2},
+        {"--threads -2", "--threads -2 is out of range", 2},
         {"--precision fp16", "--precision must be fp32 or bf16", 2},
         {"--bogus", "unknown option '--bogus'", 2},
-        {"--reverse /no/such/reverse.safetensors", "/no/such/reverse.safetensors", 1},
-        {"--host 192.0.2.1", "cannot listen on 192.0.2.1", 1},   /* TEST-NET-1: not ours */
+        {"--reverse /no/such/reverse.safetensors", "biflow: cannot open '/no/such/reverse.safetensors'", 1},
+        {"--host 192.0.2.1", "biflow: cannot listen on 192.0.2.1", 1},   /* TEST-NET-1: not ours */
     };
     char out[4096];
     for (int i = 0; i < NUM(cases); i++) {

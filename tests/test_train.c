@@ -3,6 +3,7 @@
 #include "test.h"
 #include "flow.h"
 #include "optim.h"
+#include "tiny_models.h"
 
 #include <unistd.h>
 
@@ -30,6 +31,7 @@ static float *load_params(const char *dir) {
 }
 
 TEST(train_resume_matches_uninterrupted_run) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char a[512], b[512];
     snprintf(a, sizeof a, "%s/run-a", bf_test_tmpdir());
     snprintf(b, sizeof b, "%s/run-b", bf_test_tmpdir());
@@ -62,6 +64,7 @@ TEST(train_resume_matches_uninterrupted_run) {
 }
 
 TEST(train_refuses_damaged_resume_state) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/run-c", bf_test_tmpdir());
     bf_train_opts o;
@@ -88,6 +91,21 @@ TEST(optim_adamw_schedule_clip_ema) {
     CHECK_NEAR(p[0], 1.0f - 0.01f * (1.0f + 0.1f * 1.0f), 1e-6);
     CHECK_NEAR(p[1], -2.0f + 0.01f, 1e-6);              /* no decay where the mask is 0 */
     CHECK_NEAR(p[2], 0.5f - 0.01f * 0.1f * 0.5f, 1e-6);  /* zero gradient: decay only */
+    /* From zero moments the first step is lr * sign(g) whatever beta1 and beta2 are; a second
+     * step tells them apart. p[1] (no decay), g = -0.1 then 0.2, t = 2:
+     *   m = 0.9 (0.1 (-0.1)) + 0.1 (0.2) = 0.011,          m^ = 0.011 / (1 - 0.9^2) = 0.0578947
+     *   v = 0.95 (0.05 (0.01)) + 0.05 (0.04) = 0.002475,   v^ = 0.002475 / (1 - 0.95^2) = 0.0253846
+     *   p = -1.99 - 0.01 (0.0578947 / sqrt(0.0253846)) = -1.9936337
+     * p[0] (decay 0.1), g = 0.3 then -0.2: m = 0.007, m^ = 0.0368421, v = 0.006275,
+     *   v^ = 0.0643590, p = 0.989 - 0.01 (0.0368421 / 0.2536909 + 0.1 (0.989)) = 0.9865588
+     * p[2] (decay), g = 0 then 0.4: m^ = 0.04 / 0.19, v^ = 0.008 / 0.0975,
+     *   p = 0.4995 - 0.01 (0.2105263 / 0.2864459 + 0.04995) = 0.4916509
+     * With beta1 and beta2 swapped: -1.993353, 0.9862837, 0.4919318 (off by 3e-4). */
+    float g2[3] = {-0.2f, 0.2f, 0.4f};
+    bf_adamw_step(p, m, v, g2, mask, 3, &h, 2);
+    CHECK_NEAR(p[0], 0.9865588, 2e-6);
+    CHECK_NEAR(p[1], -1.9936337, 2e-6);
+    CHECK_NEAR(p[2], 0.4916509, 2e-6);
     CHECK_NEAR(bf_lr_schedule(0, 10, 100, 1.0f, 0.0f), 0.1, 1e-6);
     CHECK_NEAR(bf_lr_schedule(9, 10, 100, 1.0f, 0.0f), 1.0, 1e-6);
     CHECK_NEAR(bf_lr_schedule(55, 10, 100, 1.0f, 0.0f), 0.5, 1e-6);
@@ -104,8 +122,28 @@ TEST(optim_adamw_schedule_clip_ema) {
     CHECK_NEAR(e[0], 0.1, 1e-7);
 }
 
+/* bench train's steps: the library's step and optimiser (the weights move), both timings
+ * taken; bad sizes refused. */
+TEST(bench_train_steps_take_training_steps) {
+    bf_flow *f = bf_test_tiny_flow(3, 8, 2);
+    size_t n = bf_flow_num_params(f);
+    float *before = bf_malloc(sizeof(float) * n);
+    memcpy(before, bf_flow_params(f), sizeof(float) * n);
+    bf_bench_train_result r = {0};
+    CHECK(bf_bench_train_steps(f, 3, 2, 1, &r) == 0);
+    CHECK(r.shards >= 1 && r.shards <= 3 && r.seconds > 0 && r.unsharded_seconds > 0);
+    double moved = 0.0;
+    for (size_t i = 0; i < n; i++) moved = fmax(moved, fabs((double)bf_flow_params(f)[i] - before[i]));
+    CHECK(moved > 0.0);
+    CHECK_ERR(bf_bench_train_steps(f, 0, 2, 1, &r), "batch");
+    CHECK_ERR(bf_bench_train_steps(f, 2, 0, 1, &r), "steps");
+    free(before);
+    bf_flow_free(f);
+}
+
 /* A non-finite loss stops training with a message; the checkpoint on disk stays as it was. */
 TEST(train_stops_on_nonfinite_loss_without_writing) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/run-nan", bf_test_tmpdir());
     bf_train_opts o;

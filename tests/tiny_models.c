@@ -1,8 +1,8 @@
 /* Tiny random models F and G for tests (see tiny_models.h). */
 #include "tiny_models.h"
 #include "test.h"
-#include "../src/flow.h"
-#include "../src/reverse.h"
+#include "flow.h"
+#include "reverse.h"
 
 bf_reverse_config bf_test_tiny_reverse_config(int distill, int denoise_layers, int guidance) {
     bf_reverse_config c = {0};

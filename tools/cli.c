@@ -1,31 +1,86 @@
-/* Option parsing for the CLI: --name value or --name=value, --flag, and --help. */
+/* Option parsing for the CLI: --name value or --name=value, --flag, --name on|off, choices,
+ * deprecated aliases, and --help; the CLI's error messages (see cli.h). */
 #include "cli.h"
 #include "biflow.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+const char *cli_precision;
+
+static char command[64] = "";    /* "sample", "bench train": the command of the last parse */
+static const char *given[128];   /* the options of the last parse's command line */
+static int n_given;
 
 static void print_help(const cli_opt *opts, const char *usage, const char *summary) {
     printf("usage: %s\n\n%s\n\noptions:\n", usage, summary);
     for (const cli_opt *o = opts; o->name; o++) {
-        char def[64] = "";
+        if (o->kind == OPT_ALIAS) continue;   /* deprecated spellings stay out of the help */
+        char def[96] = "", left[96];
+        const char *arg = " N";
         switch (o->kind) {
         case OPT_INT: snprintf(def, sizeof def, " (default %d)", *(int *)o->ptr); break;
         case OPT_U64: snprintf(def, sizeof def, " (default %llu)", (unsigned long long)*(uint64_t *)o->ptr); break;
         case OPT_FLOAT: snprintf(def, sizeof def, " (default %g)", (double)*(float *)o->ptr); break;
         case OPT_STR:
+            arg = " S";
             if (*(const char **)o->ptr) snprintf(def, sizeof def, " (default %s)", *(const char **)o->ptr);
             break;
-        case OPT_FLAG: break;
+        case OPT_ONOFF:
+            arg = " on|off";
+            snprintf(def, sizeof def, " (default %s)", *(int *)o->ptr ? "on" : "off");
+            break;
+        case OPT_CHOICE: {
+            const cli_choice *c = o->ptr;
+            arg = " W";
+            if (*c->value) snprintf(def, sizeof def, " (default %s)", *c->value);
+            snprintf(left, sizeof left, "--%s %s", o->name, c->words);
+            break;
         }
-        const char *arg = o->kind == OPT_FLAG ? "" : o->kind == OPT_STR ? " S" : " N";
-        char left[64];
-        snprintf(left, sizeof left, "--%s%s", o->name, arg);
-        printf("  %-22s %s%s\n", left, o->help, def);
+        case OPT_FLAG: case OPT_ALIAS: arg = ""; break;
+        }
+        if (o->kind != OPT_CHOICE) snprintf(left, sizeof left, "--%s%s", o->name, arg);
+        if (strlen(left) > 22) printf("  %s\n  %-22s %s%s\n", left, "", o->help, def);
+        else printf("  %-22s %s%s\n", left, o->help, def);
     }
     printf("  %-22s %s\n", "--help", "show this help");
+}
+
+/* 1 when v is one of the "|"-separated words */
+static int is_word(const char *words, const char *v) {
+    size_t n = strlen(v);
+    for (const char *p = words; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && !strncmp(p, v, n)) return 1;
+        p += len + (bar != NULL);
+    }
+    return 0;
+}
+
+static int bad_value(const cli_opt *o, const char *v) {
+    const char *what = o->kind == OPT_FLOAT ? "a number" : o->kind == OPT_U64 ? "a non-negative integer"
+                     : o->kind == OPT_ONOFF ? "on or off" : "an integer";
+    if (o->kind == OPT_CHOICE) {
+        char words[256] = "";   /* "a, b or c" */
+        const char *w = ((const cli_choice *)o->ptr)->words;
+        for (const char *p = w; *p;) {
+            const char *bar = strchr(p, '|');
+            int len = bar ? (int)(bar - p) : (int)strlen(p);
+            snprintf(words + strlen(words), sizeof words - strlen(words), "%s%.*s",
+                     p == w ? "" : bar ? ", " : " or ", len, p);
+            p += len + (bar != NULL);
+        }
+        cli_usage("--%s must be %s, not '%s'", o->name, words, v);
+    } else {
+        cli_usage("--%s expects %s, got '%s'", o->name, what, v);
+    }
+    return -1;
 }
 
 static int set_value(const cli_opt *o, const char *v) {
@@ -34,35 +89,35 @@ static int set_value(const cli_opt *o, const char *v) {
     switch (o->kind) {
     case OPT_INT: {
         long x = strtol(v, &end, 10);
-        if (errno || *end || end == v || x < -2147483647L || x > 2147483647L) goto bad;
+        if (errno || *end || end == v || x < -2147483647L || x > 2147483647L) return bad_value(o, v);
         *(int *)o->ptr = (int)x;
         return 0;
     }
     case OPT_U64: {
         unsigned long long x = strtoull(v, &end, 10);
-        if (errno || *end || end == v || v[0] == '-') goto bad;
+        if (errno || *end || end == v || v[0] == '-') return bad_value(o, v);
         *(uint64_t *)o->ptr = x;
         return 0;
     }
     case OPT_FLOAT: {
         float x = strtof(v, &end);
-        if (errno || *end || end == v) goto bad;
+        if (errno || *end || end == v) return bad_value(o, v);
         *(float *)o->ptr = x;
         return 0;
     }
+    case OPT_ONOFF:
+        if (strcmp(v, "on") && strcmp(v, "off")) return bad_value(o, v);
+        *(int *)o->ptr = !strcmp(v, "on");
+        return 0;
+    case OPT_CHOICE:
+        if (!is_word(((const cli_choice *)o->ptr)->words, v)) return bad_value(o, v);
+        *((const cli_choice *)o->ptr)->value = v;
+        return 0;
     case OPT_STR: *(const char **)o->ptr = v; return 0;
-    case OPT_FLAG: *(int *)o->ptr = 1; return 0;
+    case OPT_FLAG: case OPT_ALIAS: break;
     }
-bad:
-    fprintf(stderr, "biflow: --%s expects %s, got '%s'\n", o->name,
-            o->kind == OPT_FLOAT ? "a number" : "an integer", v);
-    return -1;
+    return bad_value(o, v);
 }
-
-const char *cli_precision;
-
-static const char *given[128];   /* the options of the last parse's command line */
-static int n_given;
 
 int cli_given(const char *name) {
     for (int i = 0; i < n_given; i++)
@@ -70,52 +125,98 @@ int cli_given(const char *name) {
     return 0;
 }
 
+int cli_given_list(const char *const **names) {
+    *names = given;
+    return n_given;
+}
+
+/* The option named by "--name" or "--name=value" (len: the name's length); aliases resolved,
+ * with their note. NULL after a usage message for an unknown one. */
+static const cli_opt *find_opt(const cli_opt *opts, const char *arg, const char *name, size_t len) {
+    const cli_opt *o = opts;
+    while (o->name && !(strlen(o->name) == len && !strncmp(o->name, name, len))) o++;
+    if (o->name && o->kind == OPT_ALIAS) {
+        const char *to = o->ptr;
+        fprintf(stderr, "biflow %s: note: --%s is deprecated, use --%s\n", command, o->name, to);
+        for (o = opts; o->name && strcmp(o->name, to); o++) {}
+    }
+    if (!o->name) {
+        cli_usage("unknown option '%.*s'", (int)(len + 2), arg);
+        return NULL;
+    }
+    return o;
+}
+
+/* Applies one option; i advances past a separate value. 0 or -1 (message printed). */
+static int parse_opt(int argc, char **argv, int *i, const cli_opt *opts) {
+    const char *a = argv[*i], *name = a + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const cli_opt *o = find_opt(opts, a, name, len);
+    if (!o) return -1;
+    const char *v = eq ? eq + 1 : NULL;
+    if (n_given < (int)(sizeof given / sizeof given[0])) given[n_given++] = o->name;
+    if (o->kind == OPT_FLAG) {
+        if (v) { cli_usage("--%s takes no value", o->name); return -1; }
+        *(int *)o->ptr = 1;
+        return 0;
+    }
+    if (!v) {
+        if (*i + 1 >= argc) { cli_usage("--%s needs a value", o->name); return -1; }
+        v = argv[++*i];
+    }
+    if (set_value(o, v)) return -1;
+    /* --threads is every command's; 0 means all cores, and a negative count means nothing */
+    if (!strcmp(o->name, "threads") && o->kind == OPT_INT && cli_check_int("threads", *(int *)o->ptr, 0, 4096))
+        return -1;
+    if (!strcmp(o->name, "precision") && o->kind == OPT_CHOICE) {
+        bf_precision p;
+        if (bf_precision_parse(&p, cli_precision)) return bad_value(o, cli_precision);
+        bf_set_precision(p);
+    }
+    return 0;
+}
+
+/* A model path under models/ that the working folder does not hold (the CLI runs outside
+ * the source tree): the installed copy, BF_DATADIR/models/..., when that exists. Only the
+ * installed CLI is built with BF_DATADIR (make install). */
+static const char *installed_model(const char *path) {
+#ifdef BF_DATADIR
+    static char buf[8][4096];
+    static int used;
+    if (!path || strncmp(path, "models/", 7) || access(path, F_OK) == 0 || used >= 8) return path;
+    snprintf(buf[used], sizeof buf[used], "%s/%s", BF_DATADIR, path);
+    if (access(buf[used], F_OK) == 0) return buf[used++];
+#endif
+    return path;
+}
+
+/* The options that name a model to read: --flow, --reverse, --features, --init. */
+static void resolve_models(const cli_opt *opts) {
+    static const char *const MODEL_OPTS[] = {"flow", "reverse", "features", "init"};
+    for (const cli_opt *o = opts; o->name; o++)
+        for (size_t k = 0; o->kind == OPT_STR && k < sizeof MODEL_OPTS / sizeof MODEL_OPTS[0]; k++)
+            if (!strcmp(o->name, MODEL_OPTS[k]))
+                *(const char **)o->ptr = installed_model(*(const char **)o->ptr);
+}
+
 int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
               const char *summary, const char **pos, int max_pos, int *n_pos) {
     *n_pos = 0;
     n_given = 0;
+    command[0] = 0;
+    for (int i = 1; i < first && i < argc; i++)
+        snprintf(command + strlen(command), sizeof command - strlen(command), "%s%s", i > 1 ? " " : "", argv[i]);
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(opts, usage, summary); return 1; }
         if (strncmp(a, "--", 2)) {
-            if (*n_pos >= max_pos) { fprintf(stderr, "biflow: unexpected argument '%s'\n", a); return -1; }
+            if (*n_pos >= max_pos) { cli_usage("unexpected argument '%s'", a); return -1; }
             pos[(*n_pos)++] = a;
             continue;
         }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const cli_opt *o = opts;
-        while (o->name && !(strlen(o->name) == len && !strncmp(o->name, name, len))) o++;
-        if (!o->name) {
-            fprintf(stderr, "biflow: unknown option '%s' (see --help)\n", a);
-            return -1;
-        }
-        const char *v = eq ? eq + 1 : NULL;
-        if (n_given < (int)(sizeof given / sizeof given[0])) given[n_given++] = o->name;
-        if (o->kind == OPT_FLAG) {
-            if (v) { fprintf(stderr, "biflow: --%s takes no value\n", o->name); return -1; }
-            *(int *)o->ptr = 1;
-            continue;
-        }
-        if (!v) {
-            if (i + 1 >= argc) { fprintf(stderr, "biflow: --%s needs a value\n", o->name); return -1; }
-            v = argv[++i];
-        }
-        if (set_value(o, v)) return -1;
-        /* --threads is every command's; 0 means all cores, and a negative count means nothing */
-        if (!strcmp(o->name, "threads") && o->kind == OPT_INT && (*(int *)o->ptr < 0 || *(int *)o->ptr > 4096)) {
-            fprintf(stderr, "biflow: --threads %d is out of range: 0 (all cores) to 4096\n", *(int *)o->ptr);
-            return -1;
-        }
-        if (!strcmp(o->name, "precision") && o->ptr == (void *)&cli_precision) {
-            bf_precision p;
-            if (bf_precision_parse(&p, cli_precision)) {
-                fprintf(stderr, "biflow: --precision must be fp32 or bf16, not '%s'\n", cli_precision);
-                return -1;
-            }
-            bf_set_precision(p);
-        }
+        if (parse_opt(argc, argv, &i, opts)) return -1;
     }
+    resolve_models(opts);
     return 0;
 }
 
@@ -124,7 +225,27 @@ int cli_fail(void) {
     return 1;
 }
 
-int cli_usage_fail(const char *command) {
-    fprintf(stderr, "biflow %s: %s\n", command, bf_last_error());
+int cli_usage(const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "biflow %s: %s (see --help)\n", command[0] ? command : "", msg);
     return 2;
+}
+
+int cli_usage_fail(const char *cmd) {
+    fprintf(stderr, "biflow %s: %s (see --help)\n", cmd ? cmd : command, bf_last_error());
+    return 2;
+}
+
+int cli_check_int(const char *name, long v, long lo, long hi) {
+    if (v >= lo && v <= hi) return 0;
+    return cli_usage("--%s %ld is out of range: %ld to %ld", name, v, lo, hi);
+}
+
+int cli_check_float(const char *name, double v, double lo, double hi) {
+    if (isfinite(v) && v >= lo && v <= hi) return 0;
+    return cli_usage("--%s %g is out of range: %g to %g", name, v, lo, hi);
 }

@@ -1,4 +1,9 @@
-/* A small table-driven option parser shared by the biflow commands. */
+/* A small table-driven option parser shared by the biflow commands, and the CLI's one
+ * convention for errors:
+ *   usage errors (an unknown option, a bad value, a missing or conflicting option) print
+ *     "biflow COMMAND: message (see --help)" on stderr and exit 2;
+ *   runtime errors (a file that cannot be read, a model pair that does not match, a failed
+ *     run) print "biflow: message" on stderr and exit 1. */
 #ifndef BF_CLI_H
 #define BF_CLI_H
 
@@ -7,7 +12,12 @@
 
 #include <stdint.h>
 
-typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG, OPT_U64 } opt_kind;
+/* OPT_FLAG: a boolean that is off unless given (--name, no value), ptr: int.
+ * OPT_ONOFF: a boolean with a default of its own, given as --name on|off, ptr: int.
+ * OPT_CHOICE: one of a fixed set of words, ptr: a cli_choice (CLI_CHOICE builds it).
+ * OPT_ALIAS: a deprecated spelling of another option (ptr: that option's name); hidden from
+ *   --help, it works as the option it names and prints a one-line note on stderr. */
+typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG, OPT_U64, OPT_ONOFF, OPT_CHOICE, OPT_ALIAS } opt_kind;
 
 typedef struct {
     const char *name;      /* without the leading "--" */
@@ -15,6 +25,16 @@ typedef struct {
     void *ptr;
     const char *help;
 } cli_opt;
+
+typedef struct {
+    const char **value;    /* the word chosen (its default before parsing) */
+    const char *words;     /* the accepted words, "|"-separated: "exact|jacobi|biflow" */
+} cli_choice;
+
+#define CLI_CHOICE(name, var, words, help) \
+    {name, OPT_CHOICE, &(cli_choice){&(var), words}, help}
+#define CLI_ALIAS(old, name) {old, OPT_ALIAS, (void *)(name), NULL}
+#define CLI_END {NULL, 0, NULL, NULL}
 
 /* The optimiser's options, for the trainers whose option structs name them alike. */
 #define CLI_OPTIM_OPTS(o)                                                                  \
@@ -29,28 +49,53 @@ typedef struct {
     {"clip", OPT_FLOAT, &(o).grad_clip, "gradient-norm clipping (0 = off)"},              \
     {"ema", OPT_FLOAT, &(o).ema_decay, "EMA decay of the weights"}
 
+/* The run-folder options of the resumable trainers (F and G); eval_n: the final evaluation's
+ * image count, what_eval: what --eval-every measures. */
+#define CLI_RUN_OPTS(o, eval_n, what_eval, what_final)                                       \
+    {"ckpt-every", OPT_INT, &(o).ckpt_every, "checkpoint every N steps (and at the end)"},     \
+    {"log-every", OPT_INT, &(o).log_every, "progress line and log record every N steps"},     \
+    {"eval-every", OPT_INT, &(o).eval_every, what_eval " every N steps (0 = off)"},          \
+    {"eval-n", OPT_INT, &(eval_n), "test images for the final " what_final " (0 = skip)"},     \
+    CLI_ALIAS("final-eval", "eval-n"),                                                      \
+    {"resume", OPT_FLAG, &(o).resume, "continue the run in --out from its last checkpoint, "   \
+     "with its recorded options (--steps may extend it)"},                                   \
+    {"overwrite", OPT_FLAG, &(o).overwrite, "where --out holds a run: delete it and start a new one"}, \
+    {"threads", OPT_INT, &(o).threads, "threads (0 = all cores)"},                           \
+    CLI_PRECISION_OPT,                                                                      \
+    {"quiet", OPT_FLAG, &(o).quiet, "no progress lines"}
+
 /* --precision, on every command that computes with F or G: cli_parse applies it
  * (bf_set_precision) and refuses a value other than fp32 and bf16. */
 extern const char *cli_precision;
 #define CLI_PRECISION_OPT                                                                  \
-    {"precision", OPT_STR, &cli_precision,                                                 \
+    CLI_CHOICE("precision", cli_precision, "fp32|bf16",                                    \
      "matrix products of F and G: fp32 or bf16 (bfloat16 operands, fp32 sums; CPUs with "  \
      "AVX512-BF16, else fp32 with a note). Default fp32 (or $BF_PRECISION): bf16 becomes "  \
-     "the default only once its quality is measured"}
+     "the default only once its quality is measured")
 
-/* Parses argv[first..argc) against opts (terminated by a NULL name). Prints --help text built
- * from the table (usage line and summary first) and returns 1 for --help; -1 on a bad option
- * (message on stderr); 0 otherwise. Positional arguments are stored in pos[] (up to max_pos). */
+/* Parses argv[first..argc) against opts (terminated by CLI_END); argv[1..first) name the
+ * command (for messages). Prints --help text built from the table (usage line and summary
+ * first) and returns 1 for --help; -1 on a usage error (message printed); 0 otherwise.
+ * Positional arguments are stored in pos[] (up to max_pos). */
 int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
               const char *summary, const char **pos, int max_pos, int *n_pos);
 
-/* 1 when the option (name without "--") was on the command line of the last cli_parse. */
+/* 1 when the option (name without "--", an alias counting as the option it names) was on the
+ * command line of the last cli_parse. */
 int cli_given(const char *name);
+/* The names of the options given to the last cli_parse; returns their number. */
+int cli_given_list(const char *const **names);
 
-/* Prints "biflow: <last error>" on stderr; returns the exit status 1. */
+/* A runtime error: prints "biflow: <last error>" on stderr; returns the exit status 1. */
 int cli_fail(void);
-/* The same for an error in the command line (an option out of range, conflicting options):
- * "biflow COMMAND: <last error>"; returns the exit status 2. */
+/* A usage error: prints "biflow COMMAND: <message> (see --help)" on stderr (COMMAND from the
+ * last cli_parse); returns the exit status 2. */
+int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same with the last library error as the message (an option a library check refused). */
 int cli_usage_fail(const char *command);
+/* Range checks of numeric options: 0 when lo <= v <= hi (and v finite), else a usage error
+ * naming the option and the range (returns 2). */
+int cli_check_int(const char *name, long v, long lo, long hi);
+int cli_check_float(const char *name, double v, double lo, double hi);
 
 #endif

@@ -5,10 +5,10 @@
 #include "cli.h"
 #include "cmd_demo.h"
 #include "tool_util.h"
-#include "../src/core.h"
 
 #include <errno.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,7 +16,7 @@
 typedef struct {
     const char *flow, *reverse, *features, *out;
     float cfg_exact, cfg_biflow;   /* each sampler at its best guidance (docs/RESULTS.md) */
-    int n_eval, threads;
+    int eval_n, threads;
 } demo_args;
 
 static int path_in(char *buf, size_t n, const char *dir, const char *name) {
@@ -101,13 +101,13 @@ static int demo_edits(const demo_args *a, bf_editor *e) {
     return rc ? -1 : 0;
 }
 
-/* FD and class accuracy of n_eval samples of each sampler, G's fidelity on test images. */
+/* FD and class accuracy of eval_n samples of each sampler, G's fidelity on test images. */
 static int demo_eval(const demo_args *a, bf_flow *f, bf_reverse *r) {
     bf_features *fn = bf_features_load(a->features);
     bf_dataset test = {0};
     if (!fn || bf_dataset_load(&test, "fashion-mnist", "test")) return -1;
     const bf_flow_config *c = bf_flow_get_config(f);
-    int n = a->n_eval, F = bf_features_dim(fn), K = c->num_classes;
+    int n = a->eval_n, F = bf_features_dim(fn), K = c->num_classes;
     size_t img = (size_t)c->in_channels * c->img_size * c->img_size;
     float *x = bf_malloc(sizeof(float) * img * (test.n > n ? test.n : n));
     float *z = bf_malloc(sizeof(float) * img * n), *feats = bf_malloc(sizeof(float) * F * test.n);
@@ -158,7 +158,7 @@ static int demo_eval(const demo_args *a, bf_flow *f, bf_reverse *r) {
 
 static int demo_train(void) {
     printf("Reproducing the shipped models (commands and seeds of models/README.md); each trainer\n"
-           "prints its progress with images/s and ETA. About 2.5 hours on 2 cores.\n");
+           "prints its progress with images/s and ETA. About 4 hours on 2 cores.\n");
     const char *cmds[] = {
         "./biflow train-features --out runs/demo/features",
         "./biflow train-features --arch perceptual --width1 32 --width2 64 --feat-dim 256 --seed 1 "
@@ -166,13 +166,15 @@ static int demo_train(void) {
         "./biflow train-flow --config fmnist-small --noise gauss --sigma 0.05 --steps 11000 --warmup 200 "
         "--eval-every 1000 --out runs/demo/flow",
         "./biflow train-reverse --flow runs/demo/flow --features runs/demo/perceptual --steps 6000 "
-        "--warmup 200 --eval-every 1000 --out runs/demo/reverse",
+        "--warmup 200 --eval-every 1000 --out runs/demo/reverse1",
+        "./biflow train-reverse --flow runs/demo/flow --features runs/demo/perceptual --init runs/demo/reverse1 "
+        "--class-weight 2 --steps 7000 --warmup 200 --lr 5e-4 --eval-every 1000 --out runs/demo/reverse",
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         printf("\n[%zu/%zu] %s\n", i + 1, sizeof cmds / sizeof cmds[0], cmds[i]);
         fflush(stdout);
         if (system(cmds[i]) != 0) {
-            fprintf(stderr, "biflow demo --train: step %zu failed (rerun it with --resume to continue)\n", i + 1);
+            fprintf(stderr, "biflow: demo --train: step %zu failed (rerun it with --resume to continue)\n", i + 1);
             return 1;
         }
     }
@@ -192,11 +194,12 @@ int cmd_demo(int argc, char **argv) {
         {"out", OPT_STR, &a.out, "folder for the images"},
         {"cfg-exact", OPT_FLOAT, &a.cfg_exact, "guidance w of the exact sampler (its best FD at N = 10000: 1.5)"},
         {"cfg-biflow", OPT_FLOAT, &a.cfg_biflow, "guidance w of G (its best FD at N = 10000: 2)"},
-        {"n-eval", OPT_INT, &a.n_eval, "samples per sampler for the Frechet distance"},
+        {"eval-n", OPT_INT, &a.eval_n, "samples per sampler for the Frechet distance"},
+        CLI_ALIAS("n-eval", "eval-n"),
         {"train", OPT_FLAG, &train, "reproduce the shipped models from scratch instead (hours)"},
         {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
         CLI_PRECISION_OPT,
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow demo [options]",
@@ -205,13 +208,16 @@ int cmd_demo(int argc, char **argv) {
                            "shipped in models/ (about a minute on 2 cores).", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (train) return demo_train();
-    if (a.n_eval < 2) { fprintf(stderr, "biflow demo: --n-eval must be >= 2\n"); return 2; }
+    if ((rc = cli_check_int("eval-n", a.eval_n, 2, CLI_MAX_SAMPLES))) return rc;
     if (a.threads > 0) omp_set_num_threads(a.threads);
     double t0 = bf_time(), t_exact, t_biflow;
     bf_flow *f = bf_flow_load(a.flow, 1);
     bf_reverse *r = f ? bf_reverse_load(a.reverse, 1) : NULL;
     if (!r || bf_reverse_check_flow(r, f, a.flow)) return cli_fail();
-    if (mkdir(a.out, 0755) && errno != EEXIST) { fprintf(stderr, "biflow demo: cannot create %s\n", a.out); return 1; }
+    if (mkdir(a.out, 0755) && errno != EEXIST) {
+        bf_set_error("cannot create the folder %s: %s", a.out, strerror(errno));
+        return cli_fail();
+    }
     printf("biflow demo: F %s (%zu parameters), G %s (%zu parameters)\n", a.flow,
            bf_flow_num_params(f), a.reverse, bf_reverse_num_params(r));
     bf_editor e;

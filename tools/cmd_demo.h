@@ -1,4 +1,4 @@
-/* biflow demo, registered in tools/biflow.c. */
+/* biflow demo, registered in tools/main.c. */
 #ifndef BF_CMD_DEMO_H
 #define BF_CMD_DEMO_H
 

@@ -5,10 +5,11 @@
 #include "cli.h"
 #include "cmd_edit.h"
 #include "tool_util.h"
-#include "../src/core.h"
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LIST_MAX 8   /* per-image error lines printed before the summary */
@@ -31,7 +32,7 @@ typedef struct {
     {"n", OPT_INT, &(a).n, "the first N images (0 = all)"},                                      \
     {"class", OPT_STR, &(a).classes, "labels: auto (the data's; else the class under which F finds each image likeliest), none, K or K,K,.."}, \
     {"cfg", OPT_FLOAT, &(a).cfg, "guidance weight w of G"},                                      \
-    {"denoise", OPT_STR, &(a).denoise, "learned (G's denoising stage), none (its noisy-data estimate) or auto"}, \
+    CLI_CHOICE("denoise", (a).denoise, "auto|learned|none", "learned (G's denoising stage), none (its noisy-data estimate) or auto (learned when G has the stage)"), \
     {"out", OPT_STR, &(a).out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},      \
     {"show", OPT_INT, &(a).show, "images (grid rows) in the PNG"},                               \
     {"scale", OPT_INT, &(a).scale, "grid scale-up factor"},                                      \
@@ -46,6 +47,7 @@ typedef struct {
     bf_image_set in;
     int img, patch, T, K;
     size_t px;                 /* floats per image */
+    char flow_path[4096];      /* where F was loaded from */
 } edit_env;
 
 static void edit_close(edit_env *v) {
@@ -89,15 +91,11 @@ static int load_pair(edit_env *v, const char *b) {
 }
 
 static int check_common(const edit_args *a, const char *cmd) {
-    if (!a->reverse) { fprintf(stderr, "biflow %s: --reverse is required (see --help)\n", cmd); return 2; }
-    if (a->n < 0 || a->show < 0 || a->scale < 1 || a->scale > 32 || !(a->cfg >= 0)) {
-        fprintf(stderr, "biflow %s: --n and --show must be >= 0, --scale in 1..32, --cfg >= 0\n", cmd);
-        return 2;
-    }
-    if (strcmp(a->denoise, "auto") && strcmp(a->denoise, "learned") && strcmp(a->denoise, "none")) {
-        fprintf(stderr, "biflow %s: --denoise must be learned, none or auto\n", cmd);
-        return 2;
-    }
+    int rc;
+    if (!a->reverse) return cli_usage("--reverse is required");
+    if ((rc = cli_check_int("n", a->n, 0, 1000000000)) || (rc = cli_check_int("show", a->show, 0, 1000000)) ||
+        (rc = cli_check_int("scale", a->scale, 1, 32)) || (rc = cli_check_float("cfg", a->cfg, 0, 1e6)))
+        return rc;
     return 0;
 }
 
@@ -110,7 +108,7 @@ static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const cha
     int rc = check_common(a, cmd);
     if (rc) return rc;
     if (a->threads > 0) omp_set_num_threads(a->threads);
-    if (!(v->r = bf_reverse_load(a->reverse, !a->raw)) || !(v->f = paired_flow(v->r, a->flow)) ||
+    if (!(v->r = bf_reverse_load(a->reverse, !a->raw)) || !(v->f = paired_flow(v->r, a->flow, a->reverse)) ||
         bf_image_set_load(&v->in, spec, limit)) {
         edit_close(v);
         return cli_fail();
@@ -125,7 +123,12 @@ static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const cha
         edit_close(v);
         return cli_fail();
     }
-    bf_editor_init(&v->e, v->r, v->f, a->flow ? a->flow : bf_reverse_flow_path(v->r));
+    snprintf(v->flow_path, sizeof v->flow_path, "%s", a->flow ? a->flow : "");
+    if (!a->flow && bf_reverse_find_flow(v->r, a->reverse, v->flow_path, sizeof v->flow_path)) {
+        edit_close(v);
+        return cli_fail();
+    }
+    bf_editor_init(&v->e, v->r, v->f, v->flow_path);
     v->e.cfg = a->cfg;
     if (strcmp(a->denoise, "auto")) v->e.denoise = !strcmp(a->denoise, "learned");
     if (bf_editor_check(&v->e, v->in.c, v->in.h, v->in.w) || set_labels(v, a->classes)) {
@@ -176,7 +179,7 @@ int cmd_inpaint(int argc, char **argv) {
     cli_opt opts[] = {
         EDIT_COMMON_OPTS(a),
         {"mask", OPT_STR, &mask_spec, "the KNOWN region: left-half, right-half, top-half, bottom-half, center, border, random-patches[:FRACTION[:SEED]], or a PNG of the image size (white = known)"},
-        {"encode", OPT_STR, &encode, "masked: F sees the unknown region grey (no information leaks from it); full: F sees the whole input"},
+        CLI_CHOICE("encode", encode, "masked|full", "masked: F sees the unknown region grey (no information leaks from it); full: F sees the whole input"),
         {"seed", OPT_U64, &seed, "seed of the fresh noise in the unknown tokens"},
         {NULL, 0, NULL, NULL},
     };
@@ -187,11 +190,7 @@ int cmd_inpaint(int argc, char **argv) {
                            "the known and in the unknown region; the PNG has a row per image: input |\n"
                            "masked input (unknown region grey) | result.", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!mask_spec) { fprintf(stderr, "biflow inpaint: --mask is required (see --help)\n"); return 2; }
-    if (strcmp(encode, "masked") && strcmp(encode, "full")) {
-        fprintf(stderr, "biflow inpaint: --encode must be masked or full\n");
-        return 2;
-    }
+    if (!mask_spec) return cli_usage("--mask is required");
     edit_env v;
     if ((rc = edit_open(&v, &a, "inpaint", a.images ? a.images : a.data, a.n, NULL))) return rc;
     uint8_t *mask = bf_malloc((size_t)v.T);
@@ -266,21 +265,20 @@ int cmd_edit(int argc, char **argv) {
                            "class y'. The PNG has a row per image: the input, then one column per target.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!to) { fprintf(stderr, "biflow edit: --to is required (see --help)\n"); return 2; }
+    if (!to) return cli_usage("--to is required");
     edit_env v;
     if ((rc = edit_open(&v, &a, "edit", a.images ? a.images : a.data, a.n, NULL))) return rc;
     if (v.K == 0) {
-        fprintf(stderr, "biflow edit: the models are unconditional: there is no class to edit to\n");
+        bf_set_error("the models are unconditional: there is no class to edit to");
         edit_close(&v);
-        return 2;
+        return cli_fail();
     }
     int k = count_targets(to, v.K), ncols, n = v.in.n, rows = rows_shown(&a, n);
     int *targets = bf_malloc(sizeof(int) * k), *labels = bf_malloc(sizeof(int) * n * k);
     float *out = bf_malloc(sizeof(float) * n * k * v.px), *grid = NULL;
     double t0 = bf_time();
     if (parse_classes(targets, k, to, v.K, &ncols)) {
-        fprintf(stderr, "biflow edit: --to: '%s' is not 'all' or a list of classes in [0, %d)\n", to, v.K);
-        rc = 2;
+        rc = cli_usage("--to: '%s' is not 'all' or a list of classes in [0, %d)", to, v.K);
         goto done;
     }
     if (bf_edit_class(&v.e, out, &v.in, targets, k)) {
@@ -402,9 +400,7 @@ int cmd_interpolate(int argc, char **argv) {
     int ia = 0, ib = 1;
     if (np == 1 || steps < 2 || steps > 1024 ||
         (np == 0 && (sscanf(index, "%d,%d", &ia, &ib) != 2 || ia < 0 || ib < 0))) {
-        fprintf(stderr, "biflow interpolate: give two image files or --index I,J (I, J >= 0), and "
-                        "--steps in 2..1024\n");
-        return 2;
+        return cli_usage("give two image files or --index I,J (I, J >= 0), and --steps in 2..1024");
     }
     edit_env v;
     const char *spec = np == 2 ? pos[0] : a.images ? a.images : a.data;

@@ -1,4 +1,4 @@
-/* Editing commands of a model pair (F, G), registered in tools/biflow.c. */
+/* Editing commands of a model pair (F, G), registered in tools/main.c. */
 #ifndef BF_CMD_EDIT_H
 #define BF_CMD_EDIT_H
 

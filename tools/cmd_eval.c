@@ -4,10 +4,12 @@
 #include "biflow.h"
 #include "cli.h"
 #include "cmd_eval.h"
-#include "../src/core.h"
+#include "tool_util.h"
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -24,47 +26,41 @@ typedef struct {
 } eval_result;
 
 /* ------------------------------------------------------------------ generation */
-/* n samples x (n, C, H, W) with labels y cycling over the classes, timed. */
-static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, float *x, int *y, int n,
-                    int K, eval_result *res) {
-    size_t N = 0;
-    if (r) {
-        const bf_reverse_config *c = bf_reverse_get_config(r);
-        N = (size_t)c->in_channels * c->img_size * c->img_size;
-    } else {
-        N = (size_t)bf_flow_tokens(bf_flow_get_config(f)) * bf_flow_token_dim(bf_flow_get_config(f));
-    }
+/* The sampling options of --denoise and --sigma (tools/tool_util.h): 0 or a usage error (2). */
+static int eval_denoise(const eval_args *a, bf_flow *f, bf_reverse *r, bf_reverse_sample_opts *ro,
+                        bf_sample_opts *so) {
+    bf_reverse_sample_opts_default(ro);
+    bf_sample_opts_default(so);
+    if (r) return reverse_denoise(a->denoise, a->sigma, r, f, ro);
+    return flow_denoise(a->denoise, a->sigma, f, &so->denoise, &so->sigma);
+}
+
+/* n samples x (n, C, H, W) with labels y cycling over the classes, timed; ro, so: the
+ * sampling options of eval_denoise. 0 or -1 (the error set). */
+static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, bf_reverse_sample_opts *ro,
+                    bf_sample_opts *so, float *x, int *y, int n, eval_result *res) {
+    const bf_flow_config *fc = bf_flow_get_config(f);
+    size_t N = (size_t)bf_flow_tokens(fc) * bf_flow_token_dim(fc);
     float *z = bf_malloc(sizeof(float) * n * N);
     bf_rng rng;
     bf_rng_seed(&rng, a->seed);
     for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
-    for (int i = 0; i < n; i++) y[i] = K ? i % K : -1;
+    for (int i = 0; i < n; i++) y[i] = fc->num_classes ? i % fc->num_classes : -1;
     bf_sample_stats st;
     int rc;
     if (r) {
-        bf_reverse_sample_opts o;
-        bf_reverse_sample_opts_default(&o);
-        o.cfg = a->cfg;
-        o.cfg_two_pass = a->cfg_two_pass;
-        int score = !strcmp(a->denoise, "score"), learned = !strcmp(a->denoise, "learned") ||
-            (!strcmp(a->denoise, "auto") && bf_reverse_get_config(r)->denoise_layers);
-        o.output = learned ? BF_REVERSE_OUT_CLEAN : BF_REVERSE_OUT_NOISY;
-        if (score) { o.score_flow = f; o.sigma = a->sigma >= 0 ? a->sigma : bf_reverse_sigma(r); }
+        ro->cfg = a->cfg;
+        ro->cfg_two_pass = a->cfg_two_pass;
         const bf_reverse_config *c = bf_reverse_get_config(r);
-        res->nfe = (a->cfg != 0 && (a->cfg_two_pass || !c->guidance_embed) ? 2 : 1) + (score ? 2 : 0);
-        rc = bf_reverse_sample(r, x, z, y, n, &o, &st);
+        res->nfe = (a->cfg != 0 && (a->cfg_two_pass || !c->guidance_embed) ? 2 : 1) + (ro->score_flow ? 2 : 0);
+        rc = bf_reverse_sample(r, x, z, y, n, ro, &st);
     } else {
-        bf_sample_opts o;
-        bf_sample_opts_default(&o);
-        o.sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
-        o.cfg = a->cfg;
-        o.cfg_anneal = a->cfg_anneal;
-        o.batch = a->batch;
-        o.denoise = !strcmp(a->denoise, "score") || (!strcmp(a->denoise, "auto") && a->sigma != 0);
-        o.sigma = a->sigma >= 0 ? a->sigma : 0.05f;
-        int T = bf_flow_tokens(bf_flow_get_config(f));
-        res->nfe = bf_flow_get_config(f)->num_blocks * T * (a->cfg != 0 ? 2 : 1) + (o.denoise ? 2 : 0);
-        rc = bf_flow_sample(f, x, z, y, n, &o, &st);
+        so->sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
+        so->cfg = a->cfg;
+        so->cfg_anneal = a->cfg_anneal;
+        so->batch = a->batch;
+        res->nfe = fc->num_blocks * bf_flow_tokens(fc) * (a->cfg != 0 ? 2 : 1) + (so->denoise ? 2 : 0);
+        rc = bf_flow_sample(f, x, z, y, n, so, &st);
         if (!rc && st.nonfinite) printf("warning: %ld sampled values are NaN or Inf\n", st.nonfinite);
     }
     free(z);
@@ -124,17 +120,16 @@ static void print_result(const eval_args *a, const eval_result *r, int have_f, i
         printf("G(F(x)) vs x:      mse %.6f, PSNR %.2f dB (%d test images)\n", r->mse, r->psnr, a->fid_n);
 }
 
-static void append_row(const eval_args *a, const eval_result *r) {
+static int append_row(const eval_args *a, const eval_result *r) {
+    FILE *fp;
     if (a->md) {
-        FILE *fp = fopen(a->md, "a");
-        if (!fp) { fprintf(stderr, "biflow eval: cannot append to %s\n", a->md); return; }
+        if (!(fp = fopen(a->md, "a"))) { bf_set_error("cannot append to %s", a->md); return -1; }
         fprintf(fp, "| %s | %.2f | %.1f%% | %d | %.3f | %d |\n", a->row ? a->row : "-", r->fd,
                 100 * r->acc, r->nfe, r->ms_per_image, r->n);
         fclose(fp);
     }
     if (a->json) {
-        FILE *fp = fopen(a->json, "a");
-        if (!fp) { fprintf(stderr, "biflow eval: cannot append to %s\n", a->json); return; }
+        if (!(fp = fopen(a->json, "a"))) { bf_set_error("cannot append to %s", a->json); return -1; }
         fprintf(fp, "{\"row\":\"%s\",\"fd\":%.4f,\"accuracy\":%.4f,\"nfe\":%d,\"ms_per_image\":%.4f,"
                 "\"images_per_s\":%.2f,\"n\":%d,\"cfg\":%g,\"cfg_anneal\":%d,\"seed\":%llu,"
                 "\"precision\":\"%s\"}\n",
@@ -143,6 +138,7 @@ static void append_row(const eval_args *a, const eval_result *r) {
                 bf_precision_name(bf_precision_effective()));
         fclose(fp);
     }
+    return 0;
 }
 
 /* The samples as scored (uint8, clamped and quantised) and their labels, for re-scoring. */
@@ -199,58 +195,87 @@ static int load_images(const eval_args *a, float **x, int **y, int *n, const bf_
     return 0;
 }
 
+/* What one evaluation holds. */
+typedef struct {
+    bf_reverse *r;
+    bf_flow *f;
+    bf_reverse_sample_opts ro;
+    bf_sample_opts so;
+    bf_features *fn;
+    bf_dataset test;
+    bf_feature_stats ref;
+    float *x;
+    int *y;
+} eval_env;
+
+static void eval_close(eval_env *v) {
+    free(v->x); free(v->y);
+    bf_feature_stats_free(&v->ref);
+    bf_dataset_free(&v->test);
+    bf_features_free(v->fn);
+    bf_reverse_free(v->r);
+    bf_flow_free(v->f);
+}
+
+/* G and F (checked as a pair) and their sampling options, unless images are scored: 0, or the
+ * exit status (1 or 2, message printed). */
+static int eval_models(const eval_args *a, eval_env *v) {
+    if (a->images) return 0;
+    if (a->reverse && !(v->r = bf_reverse_load(a->reverse, !a->raw))) return cli_fail();
+    const char *fpath = a->flow ? a->flow : v->r ? bf_reverse_flow_path(v->r) : NULL;
+    if (!(v->f = bf_flow_load(fpath, !a->raw)) || (v->r && bf_reverse_check_flow(v->r, v->f, fpath)))
+        return cli_fail();
+    return eval_denoise(a, v->f, v->r, &v->ro, &v->so);
+}
+
+/* The FD floor, bits/dim of F and fidelity of G, as asked for. */
+static int eval_extras(const eval_args *a, eval_env *v, eval_result *res) {
+    if (a->floor_n > 0) {
+        bf_dataset train = {0};
+        bf_feature_stats tr = {0};
+        int rc = bf_dataset_load(&train, a->data, "train") || split_stats(&tr, v->fn, &train, a->floor_n) ||
+                 bf_frechet_distance_stats(&res->floor_fd, &tr, &v->ref);
+        bf_feature_stats_free(&tr);
+        bf_dataset_free(&train);
+        if (rc) return -1;
+    }
+    if (v->f && a->bpd_n > 0 && bf_eval_bpd(v->f, &v->test, 256, a->bpd_n, 1234, &res->bpd, 0)) return -1;
+    if (v->r && a->fid_n > 0 &&
+        bf_reverse_eval_recon(v->r, v->f, &v->test, a->fid_n, 0.0f, 1234, &res->mse, &res->psnr))
+        return -1;
+    return 0;
+}
+
+/* The models first (a usage error before the long part), then the reference statistics, the
+ * samples or images, and their scores. */
 static int run_eval(eval_args *a) {
     eval_result res = {0};
     res.floor_fd = -1;
-    bf_features *fn = bf_features_load(a->features);
-    bf_dataset test = {0}, train = {0};
-    if (!fn || bf_dataset_load(&test, a->data, "test")) return cli_fail();
-    bf_feature_stats ref = {0};
-    if (split_stats(&ref, fn, &test, 0)) return cli_fail();
-    bf_reverse *r = NULL;
-    bf_flow *f = NULL;
-    if (a->reverse && !(r = bf_reverse_load(a->reverse, !a->raw))) return cli_fail();
-    const char *fpath = a->flow ? a->flow : r ? bf_reverse_flow_path(r) : NULL;
-    if (fpath && !a->images) {
-        if (!(f = bf_flow_load(fpath, !a->raw))) return cli_fail();
-        if (r && bf_reverse_check_flow(r, f, fpath)) return cli_fail();
-    }
-    float *x = NULL;
-    int *y = NULL;
+    eval_env v = {0};
+    int rc = eval_models(a, &v);
+    if (rc) { eval_close(&v); return rc; }
+    rc = -1;
+    if (!(v.fn = bf_features_load(a->features)) || bf_dataset_load(&v.test, a->data, "test") ||
+        split_stats(&v.ref, v.fn, &v.test, 0))
+        goto done;
     if (a->images) {
-        if (load_images(a, &x, &y, &res.n, bf_features_get_config(fn))) return cli_fail();
+        if (load_images(a, &v.x, &v.y, &res.n, bf_features_get_config(v.fn))) goto done;
     } else {
-        if (!f) { fprintf(stderr, "biflow eval: give --reverse, --flow or --images (see --help)\n"); return 2; }
-        const bf_flow_config *fc = bf_flow_get_config(f);
+        const bf_flow_config *fc = bf_flow_get_config(v.f);
         res.n = a->n;
-        x = bf_malloc(sizeof(float) * a->n * fc->in_channels * fc->img_size * fc->img_size);
-        y = bf_malloc(sizeof(int) * a->n);
-        if (generate(a, f, r, x, y, a->n, fc->num_classes, &res)) return cli_fail();
+        v.x = bf_malloc(sizeof(float) * a->n * fc->in_channels * fc->img_size * fc->img_size);
+        v.y = bf_malloc(sizeof(int) * a->n);
+        if (generate(a, v.f, v.r, &v.ro, &v.so, v.x, v.y, a->n, &res)) goto done;
     }
-    if (quality(fn, &ref, x, y, res.n, &res)) return cli_fail();
-    if (a->save && !a->images && save_samples(a->save, x, y, res.n, bf_features_get_config(fn)))
-        return cli_fail();
-    if (a->floor_n > 0) {
-        bf_feature_stats tr = {0};
-        if (bf_dataset_load(&train, a->data, "train") || split_stats(&tr, fn, &train, a->floor_n) ||
-            bf_frechet_distance_stats(&res.floor_fd, &tr, &ref))
-            return cli_fail();
-        bf_feature_stats_free(&tr);
-    }
-    if (f && a->bpd_n > 0 && bf_eval_bpd(f, &test, 256, a->bpd_n, 1234, &res.bpd, 0)) return cli_fail();
-    if (r && f && a->fid_n > 0 &&
-        bf_reverse_eval_recon(r, f, &test, a->fid_n, 0.0f, 1234, &res.mse, &res.psnr))
-        return cli_fail();
-    print_result(a, &res, f != NULL, r != NULL);
-    append_row(a, &res);
-    free(x); free(y);
-    bf_feature_stats_free(&ref);
-    bf_dataset_free(&test);
-    bf_dataset_free(&train);
-    bf_features_free(fn);
-    bf_reverse_free(r);
-    bf_flow_free(f);
-    return 0;
+    if (quality(v.fn, &v.ref, v.x, v.y, res.n, &res) ||
+        (a->save && !a->images && save_samples(a->save, v.x, v.y, res.n, bf_features_get_config(v.fn))) ||
+        eval_extras(a, &v, &res))
+        goto done;
+    print_result(a, &res, v.f != NULL, v.r != NULL);
+    rc = append_row(a, &res);
+done:
+    eval_close(&v);
+    return rc ? cli_fail() : 0;
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -269,7 +294,7 @@ int cmd_eval(int argc, char **argv) {
         {"flow", OPT_STR, &a.flow, "forward model (default: G's); alone: evaluate its --sampler"},
         {"images", OPT_STR, &a.images, "evaluate a .npy of images (uint8 or float32 in [-1, 1]) instead"},
         {"labels", OPT_STR, &a.labels, "with --images: a .npy of their int64 labels (for the accuracy)"},
-        {"sampler", OPT_STR, &a.sampler, "with --flow only: exact or jacobi"},
+        CLI_CHOICE("sampler", a.sampler, "exact|jacobi", "with --flow only: F's sampler"),
         {"features", OPT_STR, &a.features, "feature network"},
         {"data", OPT_STR, &a.data, "dataset spec (its test split is the reference)"},
         {"n", OPT_INT, &a.n, "samples to generate (always printed)"},
@@ -277,12 +302,13 @@ int cmd_eval(int argc, char **argv) {
         {"cfg-two-pass", OPT_FLAG, &a.cfg_two_pass, "G: inference-time guidance (2 NFE)"},
         {"cfg-anneal", OPT_FLAG, &a.cfg_anneal, "F's samplers: guidance rises linearly over the tokens"},
         {"save", OPT_STR, &a.save, "also write the scored samples: PREFIX_images.npy (uint8, as scored) and PREFIX_labels.npy"},
-        {"denoise", OPT_STR, &a.denoise, "G: learned, score or none; F: score or none; auto: the model's own"},
-        {"sigma", OPT_FLOAT, &a.sigma, "noise level of score denoising (<0: the model's)"},
+        CLI_CHOICE("denoise", a.denoise, "auto|score|learned|none", DENOISE_HELP),
+        {"sigma", OPT_FLOAT, &a.sigma, "noise level of score denoising (<0: the model's recorded training sigma)"},
         {"batch", OPT_INT, &a.batch, "exact sampler: images per pass"},
-        {"bpd", OPT_INT, &a.bpd_n, "also bits/dim of F on N test images (0 = skip)"},
-        {"fidelity", OPT_INT, &a.fid_n, "G(F(x)) vs x on N test images (0 = skip)"},
-        {"floor", OPT_INT, &a.floor_n, "FD of N training images against the test split (0 = skip)"},
+        {"bpd-n", OPT_INT, &a.bpd_n, "also bits/dim of F on N test images (0 = skip)"},
+        {"fidelity-n", OPT_INT, &a.fid_n, "G(F(x)) vs x on N test images (0 = skip)"},
+        {"floor-n", OPT_INT, &a.floor_n, "FD of N training images against the test split (0 = skip)"},
+        CLI_ALIAS("bpd", "bpd-n"), CLI_ALIAS("fidelity", "fidelity-n"), CLI_ALIAS("floor", "floor-n"),
         {"seed", OPT_U64, &a.seed, "noise seed"},
         {"raw", OPT_FLAG, &a.raw, "raw weights of run folders instead of the EMA"},
         {"row", OPT_STR, &a.row, "name of this configuration in --md / --json"},
@@ -290,7 +316,7 @@ int cmd_eval(int argc, char **argv) {
         {"json", OPT_STR, &a.json, "append a JSON line with the figures"},
         {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
         CLI_PRECISION_OPT,
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow eval (--reverse G | --flow F | --images X.npy) [options]",
@@ -299,14 +325,13 @@ int cmd_eval(int argc, char **argv) {
                            "samples, speed; optionally bits/dim of F, fidelity of G, the FD floor.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (a.n < 2 || a.n > CLI_MAX_SAMPLES || !(a.cfg >= 0)) {
-        fprintf(stderr, "biflow eval: --n must be in 2..%d and --cfg >= 0\n", CLI_MAX_SAMPLES);
-        return 2;
-    }
-    if (!a.reverse && !a.flow && !a.images) {
-        fprintf(stderr, "biflow eval: give --reverse, --flow or --images (see --help)\n");
-        return 2;
-    }
+    if ((rc = cli_check_int("n", a.n, 2, CLI_MAX_SAMPLES)) || (rc = cli_check_float("cfg", a.cfg, 0, 1e6)) ||
+        (rc = cli_check_int("batch", a.batch, 1, 1 << 20)) || (rc = cli_check_int("bpd-n", a.bpd_n, 0, 1000000000)) ||
+        (rc = cli_check_int("fidelity-n", a.fid_n, 0, 1000000000)) ||
+        (rc = cli_check_int("floor-n", a.floor_n, 0, 1000000000)))
+        return rc;
+    if (!a.reverse && !a.flow && !a.images) return cli_usage("give --reverse, --flow or --images");
+    if (a.reverse && cli_given("sampler")) return cli_usage("--sampler is F's: with --reverse the sampler is G");
     if (a.threads > 0) omp_set_num_threads(a.threads);
     return run_eval(&a);
 }

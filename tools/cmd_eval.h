@@ -1,4 +1,4 @@
-/* biflow eval, registered in tools/biflow.c. */
+/* biflow eval, registered in tools/main.c. */
 #ifndef BF_CMD_EVAL_H
 #define BF_CMD_EVAL_H
 

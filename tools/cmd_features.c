@@ -3,19 +3,13 @@
 #include "biflow.h"
 #include "cli.h"
 #include "commands.h"
-#include "../src/core.h"
-#include "../src/train_util.h"
 
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define POS_MAX 4
 #define DEFAULT_FEATURES "models/features-fmnist.safetensors"
-
-static int fail(void) {
-    fprintf(stderr, "biflow: %s\n", bf_last_error());
-    return 1;
-}
 
 /* ------------------------------------------------------------------ train-features */
 int cmd_train_features(int argc, char **argv) {
@@ -23,8 +17,8 @@ int cmd_train_features(int argc, char **argv) {
     bf_features_train_opts_default(&o);
     const char *arch = "fd";
     cli_opt opts[] = {
-        {"arch", OPT_STR, &arch, "fd (the evaluation network of the Frechet distance) or perceptual "
-                                 "(the VGG-like network of G's perceptual loss)"},
+        CLI_CHOICE("arch", arch, "fd|perceptual", "fd (the evaluation network of the Frechet distance) or "
+                   "perceptual (the VGG-like network of G's perceptual loss)"),
         {"data", OPT_STR, &o.data, "dataset: fashion-mnist, idx:DIR, cifar10:DIR, folder:DIR"},
         {"out", OPT_STR, &o.out_dir, "run folder (features.safetensors, log.jsonl)"},
         {"epochs", OPT_INT, &o.epochs, "passes over the training split"},
@@ -36,30 +30,29 @@ int cmd_train_features(int argc, char **argv) {
         {"wd", OPT_FLOAT, &o.weight_decay, "AdamW weight decay (weights only)"},
         {"clip", OPT_FLOAT, &o.grad_clip, "gradient-norm clipping (0 = off)"},
         {"shift", OPT_INT, &o.shift, "random shifts by up to N pixels, background padding (0 = off)"},
-        {"flip", OPT_INT, &o.flip, "random horizontal flips (1) or not (0)"},
+        {"flip", OPT_ONOFF, &o.flip, "random horizontal flips"},
         {"width1", OPT_INT, &o.model.width1, "channels of the first convolution stage"},
         {"width2", OPT_INT, &o.model.width2, "channels of the second convolution stage"},
         {"feat-dim", OPT_INT, &o.model.feat_dim, "feature dimension F (penultimate layer)"},
         {"seed", OPT_U64, &o.seed, "random seed (weights, data order, augmentation)"},
         {"log-every", OPT_INT, &o.log_every, "progress line and log record every N steps"},
-        {"eval-limit", OPT_INT, &o.eval_limit, "test images for the final accuracy (0 = all, <0 = skip)"},
+        {"eval-n", OPT_INT, &o.eval_limit, "test images for the final accuracy (0 = all, <0 = skip)"},
+        CLI_ALIAS("eval-limit", "eval-n"),
         {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
         {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
         {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
-    const char *pos[POS_MAX];
+    const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow train-features [options]",
                            "Trains the feature network (a small convolutional classifier whose "
                            "penultimate\nactivations are the features of the Frechet distance) "
                            "and prints its test accuracy.", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!strcmp(arch, "fd")) o.model.arch = BF_FEAT_ARCH_FD;
-    else if (!strcmp(arch, "perceptual")) o.model.arch = BF_FEAT_ARCH_PERCEPTUAL;
-    else { fprintf(stderr, "biflow train-features: --arch must be fd or perceptual, not '%s'\n", arch); return 2; }
-    if (bf_train_features_check_opts(&o)) return cli_usage_fail("train-features");
+    o.model.arch = !strcmp(arch, "perceptual") ? BF_FEAT_ARCH_PERCEPTUAL : BF_FEAT_ARCH_FD;
+    if (bf_train_features_check_opts(&o)) return cli_usage_fail(NULL);
     double acc, t0 = bf_time();
-    if (bf_train_features(&o, &acc)) return fail();
+    if (bf_train_features(&o, &acc)) return cli_fail();
     printf("trained in %.1f s; wrote %s/features.safetensors\n", bf_time() - t0, o.out_dir);
     if (acc >= 0) printf("test accuracy: %.4f\n", acc);
     return 0;
@@ -238,23 +231,18 @@ int cmd_eval_features(int argc, char **argv) {
         {"n", OPT_INT, &a.n, "use the first N samples (0 = all given; the floor: as many as samples)"},
         {"floor", OPT_FLAG, &a.floor, "also print the FD of the test split against N training images"},
         {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
-    const char *pos[POS_MAX];
+    const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts,
                            "biflow eval-features --images X.npy [--labels L.npy] [--floor] [options]",
                            "Frechet distance (FD) of images against the test split, in the "
                            "features of the\nfeature network; N is printed with every FD.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!a.images && !a.floor) {
-        fprintf(stderr, "biflow eval-features: give --images and/or --floor (see --help)\n");
-        return 2;
-    }
-    if (a.labels && !a.images) {
-        fprintf(stderr, "biflow eval-features: --labels needs --images\n");
-        return 2;
-    }
+    if (!a.images && !a.floor) return cli_usage("give --images and/or --floor");
+    if (a.labels && !a.images) return cli_usage("--labels needs --images");
+    if ((rc = cli_check_int("n", a.n, 0, 1000000000))) return rc;
     if (threads > 0) omp_set_num_threads(threads);
-    return run_eval(&a) ? fail() : 0;
+    return run_eval(&a) ? cli_fail() : 0;
 }

@@ -19,7 +19,7 @@ int cmd_plot(int argc, char **argv) {
         {"width", OPT_INT, &o.panel_w, "width of a panel in pixels"},
         {"height", OPT_INT, &o.panel_h, "height of a panel in pixels"},
         {"cols", OPT_INT, &o.cols, "panels per row"},
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
     const char *logs[MAX_LOGS];
     int n_logs, rc = cli_parse(argc, argv, 2, opts, "biflow plot LOG.jsonl|RUN_DIR [LOG2 ...] [options]",
@@ -28,15 +28,9 @@ int cmd_plot(int argc, char **argv) {
                                "distinct colours, each with its last, smallest and largest value.",
                                logs, MAX_LOGS, &n_logs);
     if (rc) return rc > 0 ? 0 : 2;
-    if (n_logs == 0) {
-        fprintf(stderr, "biflow plot: give at least one log (see --help)\n");
-        return 2;
-    }
+    if (n_logs == 0) return cli_usage("give at least one log");
     bf_plot_stats st;
-    if (bf_plot_logs(out, logs, n_logs, &o, &st)) {
-        fprintf(stderr, "biflow plot: %s\n", bf_last_error());
-        return 1;
-    }
+    if (bf_plot_logs(out, logs, n_logs, &o, &st)) return cli_fail();
     printf("wrote %s: %d panel%s from %d log%s (%ld records", out, st.panels, st.panels > 1 ? "s" : "",
            n_logs, n_logs > 1 ? "s" : "", st.records);
     if (st.malformed) printf(", %ld malformed line%s skipped", st.malformed, st.malformed > 1 ? "s" : "");

@@ -1,72 +1,15 @@
-/* biflow commands of the reverse model G: train-reverse, eval-reverse. */
+/* biflow commands of the reverse model G: train-reverse, eval-reverse, export-reverse. */
 #include "biflow.h"
 #include "cli.h"
 #include "cmd_reverse.h"
-#include "../src/core.h"
-#include "../src/flow.h"
-#include "../src/reverse.h"
-#include "../src/train_util.h"
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static int parse_choice(const char *opt, const char *v, const char *const *names, int n, int *out) {
-    for (int i = 0; i < n; i++)
-        if (!strcmp(v, names[i])) { *out = i; return 0; }
-    fprintf(stderr, "biflow: --%s must be one of", opt);
-    for (int i = 0; i < n; i++) fprintf(stderr, " %s", names[i]);
-    fprintf(stderr, ", not '%s'\n", v);
-    return -1;
-}
-
-static int parse_onoff(const char *opt, const char *v, int *out) {
-    static const char *const names[] = {"off", "on"};
-    return parse_choice(opt, v, names, 2, out);
-}
-
 /* ------------------------------------------------------------------ train-reverse */
-/* --resume: the options that define the run (the loss, guidance, noise, seed, batch, G's shape
- * and F) are its checkpoint's. One given on the command line that differs is refused; one not
- * given (and --steps, --flow) takes the recorded value. 0, or -1 with a message (a usage
- * error); a missing or unreadable checkpoint is left to the trainer to report, unless F's path
- * had to come from it (then -2, a runtime error). */
-static int adopt_reverse_run(bf_reverse_train_opts *o, int learned_given) {
-    char path[4096];
-    bf_run_opt r[BF_RUN_OPTS_MAX + 8];
-    int n = bf_train_reverse_run_opts(o, r), denoise_layers = -1;
-    for (int i = 0; i < n; i++) r[i].given = cli_given(r[i].option + 2);
-    bf_reverse_config *c = &o->model;
-    const bf_run_opt shape[] = {
-        {"channels", "--width", BF_RUN_INT, &c->channels, NULL, cli_given("width")},
-        {"head_dim", "--head-dim", BF_RUN_INT, &c->head_dim, NULL, cli_given("head-dim")},
-        {"layers_per_stage", "--layers-per-stage", BF_RUN_INT, &c->layers_per_stage, NULL, cli_given("layers-per-stage")},
-        {"w_freq", "--w-freq", BF_RUN_INT, &c->w_freq, NULL, cli_given("w-freq")},
-        {"denoise_layers", cli_given("denoise-layers") ? "--denoise-layers" : "--denoise none: layers",
-         BF_RUN_INT, &c->denoise_layers, NULL, cli_given("denoise-layers") || (cli_given("denoise") && !learned_given)},
-        {"denoise_layers", "--denoise", BF_RUN_INT, &denoise_layers, NULL, 0},   /* read back */
-        {"flow_path", "--flow", BF_RUN_STR, &o->flow, NULL, 0},
-        {"steps", "--steps", BF_RUN_INT, &o->steps, NULL, 0},
-    };
-    for (int i = 0; i < (int)(sizeof shape / sizeof shape[0]); i++)
-        if (i < 6 || !cli_given(shape[i].option + 2)) r[n++] = shape[i];
-    long step;
-    if (bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors")) return -1;
-    int rc = bf_run_opts_reconcile(r, n, path, &step);
-    if (rc == -2 && !o->flow) {
-        char why[1024];
-        snprintf(why, sizeof why, "%s", bf_last_error());
-        bf_set_error("cannot resume the run in %s: %s", o->out_dir, why);
-    }
-    if (rc) return rc == -2 ? (o->flow ? 0 : -2) : -1;
-    if (learned_given && denoise_layers == 0) {
-        bf_set_error("--denoise learned conflicts with the run being resumed, whose G has no "
-                     "denoising stage (%s records denoise_layers = 0)", path);
-        return -1;
-    }
-    return bf_check_steps_extend(o->steps, step, o->out_dir);
-}
-
 /* G(F(x)) against x on the first n test images, with the EMA weights of the run. */
 static int final_recon(const bf_reverse_train_opts *o, int n) {
     bf_reverse *r = bf_reverse_load(o->out_dir, 1);
@@ -84,20 +27,52 @@ static int final_recon(const bf_reverse_train_opts *o, int n) {
     return 0;
 }
 
+/* Words of the choices, by the index the options struct holds. */
+static int word_index(const char *v, const char *const *words) {
+    for (int i = 0; words[i]; i++)
+        if (!strcmp(v, words[i])) return i;
+    return 0;   /* cli_parse accepted only these words */
+}
+
+/* The choices into o, --resume's record, the trainer's checks: 0 or a usage error (2), or a
+ * runtime error (1) when a resumed run's record cannot be read. */
+static int train_reverse_check(bf_reverse_train_opts *o, const char *inverse, const char *denoise,
+                               const char *norm) {
+    static const char *const inv_names[] = {"align", "naive", "distill", NULL};
+    static const char *const norm_names[] = {"off", "sample", "token", NULL};
+    o->inverse = (bf_inverse_kind)word_index(inverse, inv_names);
+    o->norm_control = word_index(norm, norm_names);
+    if (!strcmp(denoise, "none")) o->model.denoise_layers = 0;
+    if (!o->flow && !o->resume) return cli_usage("--flow is required");
+    const char *const *given;
+    int n_given = cli_given_list(&given);
+    int arc = o->resume ? bf_train_reverse_resume_opts(o, given, n_given) : 0;
+    if (arc == -2) return cli_fail();
+    if (arc || bf_train_reverse_check_opts(o)) return cli_usage_fail(NULL);
+    return 0;
+}
+
+/* Trains, then measures G(F(x)) on eval_n test images (not when interrupted). */
+static int train_reverse_run(const bf_reverse_train_opts *o, int eval_n) {
+    int trc = bf_train_reverse(o);
+    if (trc < 0) return cli_fail();
+    return trc > 0 || eval_n == 0 ? 0 : final_recon(o, eval_n);
+}
+
 int cmd_train_reverse(int argc, char **argv) {
     bf_reverse_train_opts o;
     bf_reverse_train_opts_default(&o);
     o.perceptual = 1.0f;   /* G's default recipe: the perceptual term on the perceptual network */
-    const char *inverse = "align", *denoise = "learned", *norm = "sample", *cfg_train = "on";
-    int final_eval = 10000;
+    const char *inverse = "align", *denoise = "learned", *norm = "sample";
+    int eval_n = 10000;
     cli_opt opts[] = {
         {"flow", OPT_STR, &o.flow, "the trained forward model F (file or run folder; EMA weights)"},
         {"data", OPT_STR, &o.data, "dataset spec (as F's)"},
         {"out", OPT_STR, &o.out_dir, "run folder (checkpoints, log.jsonl)"},
-        {"inverse", OPT_STR, &inverse, "align (hidden alignment), naive (reconstruction only) or distill (hidden distillation)"},
-        {"denoise", OPT_STR, &denoise, "learned (a denoising stage) or none (G ends at the noisy estimate)"},
-        {"norm-control", OPT_STR, &norm, "token: target state and head output divided by the target token's RMS; sample: distance divided by the target's mean square per image (cancels under adaptive weighting); off"},
-        {"cfg-train", OPT_STR, &cfg_train, "on: w is an input (1-NFE guidance); off: plain conditional model"},
+        CLI_CHOICE("inverse", inverse, "align|naive|distill", "align (hidden alignment), naive (reconstruction only) or distill (hidden distillation)"),
+        CLI_CHOICE("denoise", denoise, "learned|none", "learned (a denoising stage) or none (G ends at the noisy estimate)"),
+        CLI_CHOICE("norm-control", norm, "off|sample|token", "token: target state and head output divided by the target token's RMS; sample: distance divided by the target's mean square per image (cancels under adaptive weighting); off"),
+        {"cfg-train", OPT_ONOFF, &o.cfg_train, "on: w is an input (1-NFE guidance); off: plain conditional model"},
         {"w-max", OPT_FLOAT, &o.w_max, "largest training guidance scale (1 + w log-uniform on [1, 1 + w-max])"},
         {"adaptive-p", OPT_FLOAT, &o.adapt_p, "adaptive weighting D / sg((D + eps)^p); 0 = off"},
         {"adaptive-eps", OPT_FLOAT, &o.adapt_eps, "eps of the adaptive weighting"},
@@ -111,20 +86,12 @@ int cmd_train_reverse(int argc, char **argv) {
         {"layers-per-stage", OPT_INT, &o.model.layers_per_stage, "layers per alignment stage (0 = half of F's per block)"},
         {"denoise-layers", OPT_INT, &o.model.denoise_layers, "layers of the denoising stage (-1 = 2)"},
         {"w-freq", OPT_INT, &o.model.w_freq, "sinusoidal features of w (0 = 64)"},
-        {"sigma", OPT_FLOAT, &o.sigma, "noise added to x before F (<0: F's training sigma)"},
+        {"sigma", OPT_FLOAT, &o.sigma, "noise added to x before F (<0: F's recorded training sigma)"},
         {"label-drop", OPT_FLOAT, &o.label_drop, "probability of the null class"},
         CLI_OPTIM_OPTS(o),
         {"seed", OPT_U64, &o.seed, "random seed (weights, data order, noise, w)"},
-        {"ckpt-every", OPT_INT, &o.ckpt_every, "checkpoint every N steps (and at the end)"},
-        {"log-every", OPT_INT, &o.log_every, "progress line and log record every N steps"},
-        {"eval-every", OPT_INT, &o.eval_every, "G(F(x)) error on 1000 test images every N steps (0 = off)"},
-        {"final-eval", OPT_INT, &final_eval, "test images for the final G(F(x)) error (0 = skip)"},
-        {"resume", OPT_FLAG, &o.resume, "continue the run in --out from its last checkpoint, with its recorded options (--steps may extend it)"},
-        {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
-        {"threads", OPT_INT, &o.threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
-        {"quiet", OPT_FLAG, &o.quiet, "no progress lines"},
-        {NULL, 0, NULL, NULL},
+        CLI_RUN_OPTS(o, eval_n, "G(F(x)) error on 1000 test images", "G(F(x)) error"),
+        CLI_END,
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow train-reverse --flow MODEL [options]",
@@ -132,36 +99,13 @@ int cmd_train_reverse(int argc, char **argv) {
                            "hidden alignment, learned denoising, norm control, training-time guidance.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!o.flow && !o.resume) {
-        fprintf(stderr, "biflow train-reverse: --flow is required (see --help)\n");
-        return 2;
-    }
-    static const char *const inv_names[] = {"align", "naive", "distill"};
-    static const char *const den_names[] = {"none", "learned"};
-    static const char *const norm_names[] = {"off", "sample", "token"};
-    int inv, den;
-    if (parse_choice("inverse", inverse, inv_names, 3, &inv) ||
-        parse_choice("denoise", denoise, den_names, 2, &den) ||
-        parse_choice("norm-control", norm, norm_names, 3, &o.norm_control) ||
-        parse_onoff("cfg-train", cfg_train, &o.cfg_train))
-        return 2;
-    o.inverse = (bf_inverse_kind)inv;
-    if (!den) o.model.denoise_layers = 0;
     const char *flow0 = o.flow, *features0 = o.features;   /* a resume may adopt copies */
-    int arc = o.resume ? adopt_reverse_run(&o, den && cli_given("denoise")) : 0, ret;
-    if (arc == -2) {
-        ret = cli_fail();
-    } else if (arc || bf_train_reverse_check_opts(&o)) {
-        ret = cli_usage_fail("train-reverse");
-    } else {
-        int trc = bf_train_reverse(&o);
-        ret = trc < 0 ? cli_fail()
-            : trc > 0 || final_eval <= 0 ? 0   /* interrupted: no final evaluation */
-            : final_recon(&o, final_eval);
-    }
+    if (!(rc = cli_check_int("eval-n", eval_n, 0, 1000000000)) &&
+        !(rc = train_reverse_check(&o, inverse, denoise, norm)))
+        rc = train_reverse_run(&o, eval_n);
     if (o.flow != flow0) free((char *)o.flow);
     if (o.features != features0) free((char *)o.features);
-    return ret;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ eval-reverse */
@@ -218,7 +162,7 @@ done:
 
 int cmd_eval_reverse(int argc, char **argv) {
     const char *reverse = NULL, *flow = NULL, *data = "fashion-mnist";
-    int n = 10000, n_prior = 1000, raw = 0, threads = 0;
+    int n = 10000, prior_n = 1000, raw = 0, threads = 0;
     float cfg = 0.0f;
     uint64_t seed = 0;
     cli_opt opts[] = {
@@ -227,12 +171,13 @@ int cmd_eval_reverse(int argc, char **argv) {
         {"raw", OPT_FLAG, &raw, "raw weights of a run folder instead of the EMA"},
         {"data", OPT_STR, &data, "dataset spec (test split)"},
         {"n", OPT_INT, &n, "test images for G(F(x)) vs x (0 = all)"},
-        {"n-prior", OPT_INT, &n_prior, "prior draws for G(z) vs F^-1(z) (0 = skip)"},
+        {"prior-n", OPT_INT, &prior_n, "prior draws for G(z) vs F^-1(z) (0 = skip)"},
+        CLI_ALIAS("n-prior", "prior-n"),
         {"cfg", OPT_FLOAT, &cfg, "guidance w of the G(z) vs F^-1(z) comparison"},
         {"seed", OPT_U64, &seed, "noise seed"},
         {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
         CLI_PRECISION_OPT,
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow eval-reverse --reverse G [options]",
@@ -240,7 +185,9 @@ int cmd_eval_reverse(int argc, char **argv) {
                            "test images, and G(z) against the exact inverse F^-1(z) on the same z.\n"
                            "PSNR = 10 log10(4 / mse) for pixels in [-1, 1].", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!reverse) { fprintf(stderr, "biflow eval-reverse: --reverse is required (see --help)\n"); return 2; }
+    if (!reverse) return cli_usage("--reverse is required");
+    if ((rc = cli_check_int("n", n, 0, 1000000000)) || (rc = cli_check_int("prior-n", prior_n, 0, CLI_MAX_SAMPLES)))
+        return rc;
     if (threads > 0) omp_set_num_threads(threads);
     bf_reverse *r = bf_reverse_load(reverse, !raw);
     if (!r) return cli_fail();
@@ -260,7 +207,7 @@ int cmd_eval_reverse(int argc, char **argv) {
         snprintf(what, sizeof what, "x + N(0, %g^2) (G's training input), F(x~)", (double)bf_reverse_sigma(r));
         print_fidelity(what, mse);
     }
-    if (n_prior > 0 && compare_with_exact(r, f, n_prior, cfg, seed + 1)) return cli_fail();
+    if (prior_n > 0 && compare_with_exact(r, f, prior_n, cfg, seed + 1)) return cli_fail();
     bf_dataset_free(&ds);
     bf_flow_free(f);
     bf_reverse_free(r);
@@ -276,7 +223,7 @@ int cmd_export_reverse(int argc, char **argv) {
         {"flow", OPT_STR, &flow, "the forward model's new location (must have the recorded SHA-256)"},
         {"out", OPT_STR, &out, "output .safetensors file"},
         {"raw", OPT_FLAG, &raw, "raw weights of a run folder instead of the EMA"},
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow export-reverse --reverse G --flow F --out FILE",
@@ -284,25 +231,12 @@ int cmd_export_reverse(int argc, char **argv) {
                            "location (e.g. after copying both into models/); the forward model must be\n"
                            "the very file G was trained against (same SHA-256).", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!reverse || !flow || !out) {
-        fprintf(stderr, "biflow export-reverse: --reverse, --flow and --out are required\n");
-        return 2;
-    }
-    char dir[4096];   /* the folder written to is locked, as a trainer's run folder */
-    const char *slash = strrchr(out, '/');
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - out) + (slash == out) : 1, slash ? out : ".");
-    bf_dir_lock lock;
-    if (bf_dir_lock_take(&lock, dir)) return cli_fail();
-    bf_reverse *r = bf_reverse_load(reverse, !raw);
-    bf_flow *f = r ? bf_flow_load(flow, 1) : NULL;
-    rc = !f || bf_reverse_check_flow(r, f, flow) ||
-         bf_reverse_set_flow(r, flow, bf_reverse_sigma(r)) ||
-         bf_reverse_save(r, bf_reverse_params(r), out, NULL);
-    bf_dir_unlock(&lock);
-    if (rc) return cli_fail();
+    if (!reverse || !flow || !out)
+        return cli_usage("--%s is required", !reverse ? "reverse" : !flow ? "flow" : "out");
+    bf_reverse *r;
+    if (bf_reverse_export(reverse, !raw, flow, out) || !(r = bf_reverse_load(out, 1))) return cli_fail();
     printf("wrote %s (forward model %s, SHA-256 %.16s...)\n", out, bf_reverse_flow_path(r),
            bf_reverse_flow_sha256(r));
-    bf_flow_free(f);
     bf_reverse_free(r);
     return 0;
 }

@@ -1,4 +1,4 @@
-/* Commands of the reverse model, registered in tools/biflow.c. */
+/* Commands of the reverse model, registered in tools/main.c. */
 #ifndef BF_CMD_REVERSE_H
 #define BF_CMD_REVERSE_H
 

@@ -15,15 +15,16 @@
 #include "commands.h"
 #include "serve.h"
 #include "tool_util.h"
-#include "../src/core.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <math.h>
 #include <netdb.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 /* ------------------------------------------------------------------ rate limit */
@@ -209,12 +210,17 @@ static int check_headers(server *sv, struct MHD_Connection *c, const route *r, c
     return out->status ? -1 : 0;
 }
 
+static char *copy_str(const char *s) {
+    size_t n = strlen(s) + 1;
+    return memcpy(bf_malloc(n), s, n);
+}
+
 static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
                                    const char *value) {
     serve_req *q = cls;
     if (q->n >= SERVE_MAX_ARGS) { q->too_many = 1; return MHD_NO; }
-    q->key[q->n] = bf_strdup(key);
-    q->value[q->n++] = bf_strdup(value ? value : "");
+    q->key[q->n] = copy_str(key);
+    q->value[q->n++] = copy_str(value ? value : "");
     return MHD_YES;
 }
 
@@ -240,7 +246,7 @@ static void run_handler(server *sv, conn_state *cs) {
 static void *compute_main(void *arg) {
     server *sv = arg;
     job_queue *jq = &sv->jobs;
-    if (jq->threads > 0) omp_set_num_threads(jq->threads);   /* this thread's own setting */
+    bf_set_threads(jq->threads);   /* this thread's own setting (0: every core) */
     for (;;) {
         pthread_mutex_lock(&jq->lock);
         while (!jq->head && !jq->stopping) pthread_cond_wait(&jq->wake, &jq->lock);
@@ -344,17 +350,16 @@ typedef struct {
     float rate, burst;
 } serve_args;
 
+/* 0, or a usage error (message printed, exit status 2) naming the option and its range. */
 static int check_args(const serve_args *a) {
-    if (a->port < 0 || a->port > 65535 || a->max_batch < 1 || a->max_batch > 1024 ||
-        a->max_steps < 2 || a->max_steps > 64 || a->max_body < 1024 || a->max_body > (64 << 20) ||
-        a->max_conn < 1 || a->max_conn > 4096 || a->http_threads < 1 || a->http_threads > 64 ||
-        a->timeout < 1 || a->timeout > 3600 || !(a->rate >= 0) || !(a->burst >= 1) ||
-        !isfinite(a->rate) || !isfinite(a->burst)) {
-        bf_set_error("--port in 0..65535, --max-batch in 1..1024, --max-steps in 2..64, --max-body "
-                     "in 1024..%d, --max-connections in 1..4096, --http-threads in 1..64, "
-                     "--timeout in 1..3600, --rate >= 0, --burst >= 1", 64 << 20);
-        return -1;
-    }
+    if (cli_check_int("port", a->port, 0, 65535) || cli_check_int("max-batch", a->max_batch, 1, 1024) ||
+        cli_check_int("max-steps", a->max_steps, 2, 64) ||
+        cli_check_int("max-body", a->max_body, 1024, 64 << 20) ||
+        cli_check_int("max-connections", a->max_conn, 1, 4096) ||
+        cli_check_int("http-threads", a->http_threads, 1, 64) ||
+        cli_check_int("timeout", a->timeout, 1, 3600) || cli_check_float("rate", a->rate, 0, 1e6) ||
+        cli_check_float("burst", a->burst, 1, 1e6))
+        return 2;
     return 0;
 }
 
@@ -378,9 +383,12 @@ static void load_test_images(serve_ctx *s, const char *data) {
 }
 
 static int load_models(serve_ctx *s, const serve_args *a) {
-    if (!(s->r = bf_reverse_load(a->reverse, 1)) || !(s->f = paired_flow(s->r, a->flow))) return -1;
+    if (!(s->r = bf_reverse_load(a->reverse, 1)) || !(s->f = paired_flow(s->r, a->flow, a->reverse)))
+        return -1;
     const bf_reverse_config *c = bf_reverse_get_config(s->r);
-    s->flow_path = a->flow ? a->flow : bf_reverse_flow_path(s->r);
+    /* the file the editing calls check F against: given, or the one G records (or beside G) */
+    if (a->flow) snprintf(s->flow_path, sizeof s->flow_path, "%s", a->flow);
+    else if (bf_reverse_find_flow(s->r, a->reverse, s->flow_path, sizeof s->flow_path)) return -1;
     s->reverse_name = base_name(a->reverse);
     s->flow_name = base_name(s->flow_path);
     s->img = c->img_size;
@@ -568,7 +576,7 @@ int cmd_serve(int argc, char **argv) {
         {"threads", OPT_INT, &a.threads, "threads of each computation (0 = all cores)"},
         {"log", OPT_FLAG, &a.log, "a line per request on stderr"},
         CLI_PRECISION_OPT,
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow serve [--reverse G] [--flow F] [--port 8080] [--host 127.0.0.1] [options]",
@@ -584,6 +592,6 @@ int cmd_serve(int argc, char **argv) {
                            "a bad request gets a 4xx status and {\"error\": message}. SIGINT/SIGTERM stop it.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
-    if (check_args(&a)) return cli_usage_fail("serve");
+    if (check_args(&a)) return 2;
     return run_server(&a);
 }

@@ -1,8 +1,19 @@
-/* Commands defined outside tools/biflow.c, one file per group; each takes main's argc, argv
- * (argv[1] is the command's name) and returns the process exit status. */
+/* The biflow commands, one file per group, dispatched by tools/main.c. Each takes main's
+ * argc, argv (argv[1] is the command's name) and returns the process exit status: 0, 1 for a
+ * runtime error, 2 for a usage error (tools/cli.h). */
 #ifndef BF_COMMANDS_H
 #define BF_COMMANDS_H
 
+/* tools/cmd_train.c: the forward model F */
+int cmd_train_flow(int argc, char **argv);
+int cmd_eval_bpd(int argc, char **argv);
+/* tools/cmd_sample.c */
+int cmd_sample(int argc, char **argv);
+/* tools/cmd_bench.c: bench train, bench sample */
+int cmd_bench(int argc, char **argv);
+/* tools/cmd_info.c: inspecting models */
+int cmd_info(int argc, char **argv);
+int cmd_encode(int argc, char **argv);
 /* tools/cmd_features.c */
 int cmd_train_features(int argc, char **argv);
 int cmd_eval_features(int argc, char **argv);

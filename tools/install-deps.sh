@@ -3,8 +3,10 @@
 # libpng-dev and libjpeg-dev (libjpeg62-turbo-dev) decode images; libstb-dev is used only for
 # stb_image_write. clang and libclang-rt-14-dev (libFuzzer and the sanitizer runtimes) build
 # the fuzz harnesses that `make test` runs briefly (skipped, and counted, without them).
-# libmicrohttpd-dev serves HTTP (biflow serve); chromium and python3 run its end-to-end test in a
-# headless browser (tests/serve_e2e.py, skipped and counted without Chromium).
+# python3-numpy is the Python binding's only dependency (python/; its tests are skipped without
+# it); pkgconf provides pkg-config, with which the install check builds a program.
+# libmicrohttpd-dev serves HTTP (biflow serve); chromium runs its end-to-end test in a headless
+# browser (tests/serve_e2e.py, with python3's standard library; skipped and counted without it).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -13,4 +15,4 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     build-essential libopenblas-openmp-dev libopenblas-dev liblapack-dev libcjson-dev \
     libstb-dev libpng-dev libjpeg-dev zlib1g-dev libssl-dev dataset-fashion-mnist \
-    clang libclang-rt-14-dev libmicrohttpd-dev chromium python3
+    clang libclang-rt-14-dev python3 python3-numpy pkgconf libmicrohttpd-dev chromium

@@ -24,7 +24,7 @@ typedef struct {
 typedef struct {
     bf_reverse *r;
     bf_flow *f;
-    const char *flow_path;     /* where F was loaded from (the editor checks it against G) */
+    char flow_path[4096];      /* F's file (the editing calls check it against G's record) */
     const char *reverse_name, *flow_name;   /* file names for /api/info (no directories) */
     bf_dataset test;           /* test split with labels; n = 0 when it could not be loaded */
     char test_error[512];      /* why not */

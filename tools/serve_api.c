@@ -3,12 +3,11 @@
  * X-Biflow-Seconds and X-Biflow-Ms-Per-Image headers) or JSON. The images a request edits are
  * test images named by index or a PNG in the request body: never a path. */
 #include "serve.h"
-#include "serve_page.h"   /* generated from tools/serve_page.html: SERVE_PAGE */
-#include "../src/core.h"
-#include "../src/flow.h"
-#include "../src/image_read.h"
+#include "serve_page.h"   /* SERVE_PAGE: generated from tools/serve_page.html by the Makefile */
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ shared pieces */
@@ -29,9 +28,7 @@ static void images_reply(const serve_ctx *s, serve_reply *out, const float *x, i
 /* n noise tensors (n, T, D) of the prior from seed, scaled by the temperature. */
 static float *noise(const serve_ctx *s, uint64_t seed, int n, float temperature) {
     float *z = bf_malloc(sizeof(float) * n * s->N);
-    bf_rng rng;
-    bf_rng_seed(&rng, seed);
-    for (size_t i = 0; i < n * s->N; i++) z[i] = temperature * bf_rng_normal(&rng);
+    bf_fill_normal(z, n * s->N, seed, temperature);   /* the noise of `biflow sample --seed` */
     return z;
 }
 
@@ -57,8 +54,8 @@ static int decode_exact(serve_ctx *s, float *x, const float *z, const int *y, in
     bf_sample_opts o;
     bf_sample_opts_default(&o);
     o.cfg = w;
-    o.denoise = s->f->trained_gauss && s->f->trained_sigma > 0.0f;
-    o.sigma = s->f->trained_sigma;
+    o.sigma = bf_flow_trained_sigma(s->f);
+    o.denoise = o.sigma > 0.0f;
     bf_sample_stats st = {0};
     pthread_mutex_lock(&s->lock);
     int rc = bf_flow_sample(s->f, x, z, y, n, &o, &st);
@@ -95,15 +92,13 @@ static int upload_floats(const serve_ctx *s, const serve_req *q, serve_reply *ou
                     s->img, s->img);
         return -1;
     }
-    int iw, ih, ic;
-    uint8_t *px = bf_image_decode(q->body, q->body_size, s->C, &iw, &ih, &ic);
-    if (!px) {
+    int ih, iw;
+    uint8_t *px;
+    if (bf_decode_image(&px, s->C, &ih, &iw, q->body, q->body_size)) {
         reply_error(out, 400, "the uploaded PNG cannot be decoded: %s", bf_last_error());
         return -1;
     }
-    for (int c = 0; c < s->C; c++)   /* interleaved (H, W, C) -> planes (C, H, W) */
-        for (int k = 0; k < s->img * s->img; k++)
-            x[(size_t)c * s->img * s->img + k] = px[(size_t)k * s->C + c] / 127.5f - 1.0f;
+    for (size_t k = 0; k < s->px; k++) x[k] = px[k] / 127.5f - 1.0f;   /* planes (C, H, W) */
     free(px);
     return 0;
 }
@@ -138,8 +133,7 @@ static int input_image(serve_ctx *s, const serve_req *q, serve_reply *out, bf_im
 }
 
 static void editor(serve_ctx *s, bf_editor *e, float w) {
-    bf_editor_init(e, s->r, s->f, s->flow_path);
-    e->pair_checked = 1;   /* checked by SHA-256 when the server started */
+    bf_editor_init(e, s->r, s->f, s->flow_path);   /* each call checks F's SHA-256 again */
     e->cfg = w;
 }
 
@@ -167,7 +161,7 @@ static cJSON *flow_json(const serve_ctx *s) {
     cJSON_AddNumberToObject(j, "head_dim", c->head_dim);
     cJSON_AddNumberToObject(j, "classes", c->num_classes);
     cJSON_AddNumberToObject(j, "bound", c->bound);
-    cJSON_AddNumberToObject(j, "sigma", s->f->trained_gauss ? s->f->trained_sigma : 0.0);
+    cJSON_AddNumberToObject(j, "sigma", bf_flow_trained_sigma(s->f));
     return j;
 }
 

@@ -2,7 +2,6 @@
  * request sends is trusted: every number is parsed whole, checked finite and in range, and a
  * parameter an endpoint does not take is refused rather than ignored. */
 #include "serve.h"
-#include "../src/core.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -1,7 +1,9 @@
 /* Helpers shared by the biflow commands (see tool_util.h). */
 #include "tool_util.h"
-#include "../src/core.h"
+#include "cli.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int parse_classes(int *y, int n, const char *spec, int num_classes, int *ncols) {
@@ -64,21 +66,44 @@ int write_outputs(const char *prefix, const float *x, const int *y, int n, int c
     return write_arrays(prefix, x, y, n, c, h, w);
 }
 
-bf_flow *paired_flow(const bf_reverse *r, const char *flow) {
-    const char *path = flow ? flow : bf_reverse_flow_path(r);
-    if (!path[0]) {
-        bf_set_error("the reverse model records no forward model: give --flow");
-        return NULL;
-    }
-    bf_flow *f = bf_flow_load(path, 1);
-    if (!f && !flow) {   /* the recorded path may be relative to where G was trained */
-        char why[1024];
-        snprintf(why, sizeof why, "%s", bf_last_error());
-        bf_set_error("%s (the forward model the reverse model records; give --flow)", why);
-    }
-    if (f && bf_reverse_check_flow(r, f, path)) {
-        bf_flow_free(f);
-        return NULL;
-    }
-    return f;
+bf_flow *paired_flow(const bf_reverse *r, const char *flow, const char *reverse_path) {
+    return bf_reverse_load_flow(r, flow, reverse_path);
+}
+
+int resolve_shape(bf_flow_config *c, const shape_opts *s) {
+    if (bf_flow_config_named(c, s->config)) return -1;
+    if (s->width > 0) c->channels = s->width;
+    if (s->blocks > 0) c->num_blocks = s->blocks;
+    if (s->layers > 0) c->layers_per_block = s->layers;
+    if (s->patch > 0) c->patch_size = s->patch;
+    if (s->head_dim > 0) c->head_dim = s->head_dim;
+    if (s->bound >= 0) c->bound = s->bound;
+    return bf_flow_config_check(c);
+}
+
+int flow_denoise(const char *denoise, float sigma, const bf_flow *f, int *on, float *level) {
+    float recorded = bf_flow_trained_sigma(f);
+    *level = sigma >= 0 ? sigma : recorded;
+    if (!strcmp(denoise, "learned"))
+        return cli_usage("--denoise learned is G's denoising stage: give --reverse (F's samplers take "
+                         "auto, score or none)");
+    *on = !strcmp(denoise, "score") || (!strcmp(denoise, "auto") && recorded > 0);
+    if (*on && !(*level > 0))
+        return cli_usage("--denoise score needs --sigma > 0: the forward model records no training noise");
+    return 0;
+}
+
+int reverse_denoise(const char *denoise, float sigma, const bf_reverse *r, bf_flow *f,
+                    bf_reverse_sample_opts *o) {
+    int stage = bf_reverse_get_config(r)->denoise_layers > 0;
+    o->output = !strcmp(denoise, "learned") || (!strcmp(denoise, "auto") && stage)
+              ? BF_REVERSE_OUT_CLEAN : BF_REVERSE_OUT_NOISY;
+    if (o->output == BF_REVERSE_OUT_CLEAN && !stage)
+        return cli_usage("--denoise learned: the reverse model has no denoising stage (auto, score or none)");
+    if (strcmp(denoise, "score")) return 0;
+    o->score_flow = f;
+    o->sigma = sigma >= 0 ? sigma : bf_reverse_sigma(r);
+    if (!(o->sigma > 0))
+        return cli_usage("--denoise score needs --sigma > 0: the reverse model records no training noise");
+    return 0;
 }

@@ -17,9 +17,30 @@ int write_arrays(const char *prefix, const float *x, const int *y, int n, int c,
 int write_outputs(const char *prefix, const float *x, const int *y, int n, int c, int h, int w,
                   int ncols, int scale);
 
-/* The forward model paired with a reverse model: flow (checked against the SHA-256 G
- * recorded) or, when NULL, the one G recorded. NULL with the error set on a mismatch. */
-bf_flow *paired_flow(const bf_reverse *r, const char *flow);
+/* The forward model paired with a reverse model loaded from reverse_path: flow (checked
+ * against the SHA-256 G recorded) or, when NULL, the one G records (also looked for beside
+ * G). NULL with the error set on a mismatch (bf_reverse_load_flow). */
+bf_flow *paired_flow(const bf_reverse *r, const char *flow, const char *reverse_path);
+
+/* Model-shape options of the commands that build a new F (train-flow, bench). */
+typedef struct { const char *config; int width, blocks, layers, patch, head_dim; float bound; } shape_opts;
+#define SHAPE_OPTS_DEFAULT {"fmnist-small", 0, 0, 0, 0, 0, -1.0f}
+/* The named configuration with the options given (> 0; bound >= 0) in its place; checked. */
+int resolve_shape(bf_flow_config *c, const shape_opts *s);
+
+/* --denoise and --sigma for F's samplers: denoise "auto" (score denoising exactly when F
+ * records the Gaussian noise it was trained with: bf_flow_trained_sigma > 0), "score" or
+ * "none"; sigma < 0: F's recorded sigma. Sets *on and *level; 0, or a usage error (exit
+ * status 2, message printed) for "learned" (G's) or score denoising without a sigma. */
+int flow_denoise(const char *denoise, float sigma, const bf_flow *f, int *on, float *level);
+/* The same for G: "auto" (its learned denoising stage when it has one, else none), "learned",
+ * "none" or "score" (score denoising with F, the flow given, at --sigma or G's recorded
+ * sigma). Sets o->output, o->score_flow and o->sigma. 0, or a usage error (2, printed). */
+int reverse_denoise(const char *denoise, float sigma, const bf_reverse *r, bf_flow *f,
+                    bf_reverse_sample_opts *o);
+#define DENOISE_HELP "auto: the model's own (F: score denoising at its recorded training " \
+    "sigma when it was trained with Gaussian noise, else none; G: its learned denoising stage " \
+    "when it has one, else none); score: x + sigma^2 grad log p(x) with F; learned: G's stage; none"
 
 /* Value of the unknown region in displayed masked inputs: light grey, apart from the black
  * background of the images and the mid-grey gaps of the grids. */

@@ -1,0 +1,92 @@
+/* Internal core: asserts, allocation, timing, atomic files. Not part of the public API. */
+#ifndef BF_CORE_H
+#define BF_CORE_H
+
+#include "biflow.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Always on, also in release builds: a broken invariant must stop the program. */
+#define BF_ASSERT(cond)                                                              \
+    do {                                                                             \
+        if (!(cond)) bf_assert_fail(__FILE__, __LINE__, #cond);                      \
+    } while (0)
+
+_Noreturn void bf_assert_fail(const char *file, int line, const char *expr);
+
+/* bf_malloc, bf_calloc, bf_realloc, bf_time: public (biflow.h) */
+char *bf_strdup(const char *s);
+/* Checked allocation for sizes a user or a file chooses: NULL with a message (naming what,
+ * and the size) instead of aborting. n * size overflowing is refused as well. */
+void *bf_try_malloc(size_t n, const char *what);
+void *bf_try_calloc(size_t n, size_t size, const char *what);
+/* Product of k sizes, saturating at SIZE_MAX (so an overflowing size can be refused). */
+size_t bf_size_prod(const size_t *f, int k);
+#define BF_SIZE_PROD(...) \
+    bf_size_prod((const size_t[]){__VA_ARGS__}, (int)(sizeof((size_t[]){__VA_ARGS__}) / sizeof(size_t)))
+/* a + b, saturating at SIZE_MAX */
+size_t bf_size_add(size_t a, size_t b);
+/* Prints the current error message and aborts: for the callers that cannot fail. */
+_Noreturn void bf_die(void);
+
+/* Limits every model configuration is checked against before anything is allocated. */
+#define BF_MAX_PARAMS ((size_t)1 << 31)    /* parameters (floats) of one model: 8 GiB */
+#define BF_MAX_TOKENS 4096                 /* tokens per image */
+#define BF_MAX_TOKEN_DIM 65536             /* values per token (C P^2) */
+#define BF_MAX_BATCH (1 << 20)             /* images per training step */
+
+/* Reads a whole file (refuses files over max_size); 0 ok, -1 error with message. */
+int bf_read_file(const char *path, uint8_t **data, size_t *size, size_t max_size);
+/* Atomic write: PATH.tmp.PID, fsync, rename, then fsync of the folder so that the rename
+ * itself survives a power loss. */
+int bf_write_file_atomic(const char *path, const void *data, size_t size);
+/* fsync of the folder holding path (a file name without a folder: "."). */
+int bf_fsync_parent_dir(const char *path);
+
+/* An exclusive lock on a folder: flock(LOCK_EX | LOCK_NB) on DIR/.lock, which holds the
+ * owner's PID. Refused (-1) with a message naming the holder's PID while another process (or
+ * another open of the file) holds it. Released by bf_dir_unlock or when the process ends. */
+typedef struct { int fd; } bf_dir_lock;
+int bf_dir_lock_take(bf_dir_lock *l, const char *dir);
+void bf_dir_unlock(bf_dir_lock *l);
+/* Removes NAME.tmp.PID files in dir whose process PID no longer exists (what a killed writer
+ * left behind); returns how many were removed. */
+int bf_remove_stale_tmp(const char *dir);
+
+/* Logging to stderr, with a level set by BF_LOG or bf_log_level. */
+extern int bf_log_level;                   /* 0 quiet, 1 info (default), 2 debug */
+void bf_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ------------------------------------------------------------------ tensor tables */
+/* One named tensor of a model's flat parameter block (F, G and the feature networks share
+ * this table type: checkpoints, weight-decay masks and optimiser state follow it). */
+typedef struct {
+    char name[112];
+    int ndim;
+    int64_t shape[4];
+    size_t offset, numel;
+    int no_decay;             /* biases, norms, embeddings: no weight decay */
+} bf_param_info;
+
+/* ------------------------------------------------------------------ batch shards (core.c) */
+/* Shard s of `used` covers rows [bf_shard_begin(n, used, s), bf_shard_begin(n, used, s + 1)). */
+static inline int bf_shard_begin(int n, int used, int s) { return (int)((long)n * s / used); }
+/* grads (P) <- the batch's gradient from the shards' (grads itself is shard 0's, shard_grads[s]
+ * the others'): shard_means = 1 when each holds the mean over its rows (weighted by its share),
+ * 0 when each holds its part of the batch mean (summed). */
+void bf_shard_grads_reduce(float *grads, float *const *shard_grads, int used, int n, size_t P,
+                           int shard_means);
+
+/* ------------------------------------------------------------------ datasets (dataset.c) */
+/* Training batch: images (B, C, H, W) of examples idx (B), noised (uniform dequantisation
+ * or Gaussian sigma), labels y (B) with probability drop of -1 (unconditional). */
+void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
+                   bf_noise noise, float sigma, float drop, bf_rng *rng);
+/* 0 when ds holds C x size x size images with at most num_classes classes (num_classes 0:
+ * an unconditional model takes any), else -1 with a message naming both shapes. */
+int bf_dataset_check_shape(const bf_dataset *ds, int C, int size, int num_classes);
+/* The pixel mapping of every reader: p in [0, 255] to [-1, 1]. */
+static inline float bf_pixel_to_unit(uint8_t p) { return (float)p / 127.5f - 1.0f; }
+
+#endif

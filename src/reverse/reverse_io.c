@@ -1,0 +1,176 @@
+/* Reverse-model checkpoints: safetensors with G's configuration and the forward model it was
+ * trained against (path and SHA-256) in the metadata, so a mismatched pair is refused. */
+#include "reverse.h"
+#include "ckpt.h"
+#include "core.h"
+
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int bf_reverse_set_flow(bf_reverse *r, const char *flow_path, float sigma) {
+    char path[1024];
+    if (bf_resolve_model_path(path, sizeof path, flow_path, "flow_ema.safetensors",
+                              "flow.safetensors", 1) ||
+        bf_sha256_file(r->flow_sha256, path))
+        return -1;
+    snprintf(r->flow_path, sizeof r->flow_path, "%s", path);
+    r->sigma = sigma;
+    return 0;
+}
+
+int bf_reverse_check_flow(const bf_reverse *r, const bf_flow *f, const char *flow_path) {
+    const bf_flow_config *fc = &f->cfg;
+    const bf_reverse_config *rc = &r->cfg;
+    if (fc->img_size != rc->img_size || fc->in_channels != rc->in_channels ||
+        fc->patch_size != rc->patch_size || fc->num_blocks != rc->num_stages ||
+        fc->num_classes != rc->num_classes) {
+        bf_set_error("the forward model %s (%dx%dx%d, patch %d, %d blocks, %d classes) does not "
+                     "have the shape the reverse model was trained for (%dx%dx%d, patch %d, %d "
+                     "stages, %d classes)", flow_path, fc->img_size, fc->img_size, fc->in_channels,
+                     fc->patch_size, fc->num_blocks, fc->num_classes, rc->img_size, rc->img_size,
+                     rc->in_channels, rc->patch_size, rc->num_stages, rc->num_classes);
+        return -1;
+    }
+    char path[1024], hex[65];
+    if (bf_resolve_model_path(path, sizeof path, flow_path, "flow_ema.safetensors",
+                              "flow.safetensors", 1) ||
+        bf_sha256_file(hex, path))
+        return -1;
+    if (r->flow_sha256[0] && strcmp(hex, r->flow_sha256)) {
+        bf_set_error("the reverse model was trained against %s (SHA-256 %.12s...), but %s has "
+                     "SHA-256 %.12s...: not the same forward model", r->flow_path,
+                     r->flow_sha256, path, hex);
+        return -1;
+    }
+    return 0;
+}
+
+/* out = the folder of reverse_path (reverse_path itself when it is a folder) + the last
+ * component of recorded. -1 when it does not fit. */
+static int beside(char *out, size_t n, const char *reverse_path, const char *recorded) {
+    struct stat sb;
+    const char *base = strrchr(recorded, '/'), *slash = strrchr(reverse_path, '/');
+    base = base ? base + 1 : recorded;
+    int len;
+    if (stat(reverse_path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        len = snprintf(out, n, "%s/%s", reverse_path, base);
+    else
+        len = snprintf(out, n, "%.*s%s", slash ? (int)(slash - reverse_path + 1) : 0, reverse_path, base);
+    return len < 0 || (size_t)len >= n ? -1 : 0;
+}
+
+int bf_reverse_find_flow(const bf_reverse *r, const char *reverse_path, char *out, size_t n) {
+    const char *path = r->flow_path;
+    char alt[4096];
+    if (!path[0]) {
+        bf_set_error("the reverse model records no forward model: give the forward model's path");
+        return -1;
+    }
+    if (access(path, F_OK) != 0 && reverse_path &&
+        beside(alt, sizeof alt, reverse_path, path) == 0 && access(alt, F_OK) == 0)
+        path = alt;
+    if (snprintf(out, n, "%s", path) >= (int)n) {
+        bf_set_error("path too long: %s", path);
+        return -1;
+    }
+    return 0;
+}
+
+bf_flow *bf_reverse_load_flow(const bf_reverse *r, const char *flow_path,
+                              const char *reverse_path) {
+    char found[4096];
+    if (!flow_path && bf_reverse_find_flow(r, reverse_path, found, sizeof found)) return NULL;
+    const char *path = flow_path ? flow_path : found;
+    bf_flow *f = bf_flow_load(path, 1);
+    if (!f && !flow_path) {   /* the recorded path may be relative to where G was trained */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("%s (the forward model the reverse model records%s; give its path)", why,
+                     reverse_path ? ", also looked for beside the reverse model" : "");
+    }
+    if (f && bf_reverse_check_flow(r, f, path)) {
+        bf_flow_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+#define FIELD(k) {#k, offsetof(bf_reverse_config, k), BF_META_INT, 1, 0}
+static const bf_meta_field FIELDS[] = {
+    FIELD(img_size), FIELD(in_channels), FIELD(patch_size), FIELD(num_classes),
+    FIELD(num_stages), FIELD(channels), FIELD(head_dim), FIELD(layers_per_stage),
+    FIELD(denoise_layers), FIELD(guidance_embed), FIELD(w_freq), FIELD(distill),
+};
+#undef FIELD
+#define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
+
+int bf_reverse_save(const bf_reverse *r, const float *params, const char *path,
+                    const char *extra_meta_json) {
+    bf_st_writer *w = bf_st_writer_new();
+    bf_st_writer_meta(w, "format", "biflow-reverse");
+    bf_meta_write_fields(w, FIELDS, N_FIELDS, &r->cfg);
+    bf_st_writer_meta(w, "flow_path", r->flow_path);
+    bf_st_writer_meta(w, "flow_sha256", r->flow_sha256);
+    bf_meta_float(w, "flow_sigma", r->sigma);
+    bf_meta_add_json(w, extra_meta_json);
+    for (int i = 0; i < r->n_info; i++) {
+        const bf_param_info *p = &r->info[i];
+        bf_st_writer_add(w, p->name, BF_DT_F32, p->ndim, p->shape, params + p->offset);
+    }
+    int rc = bf_st_writer_save(w, path);
+    bf_st_writer_free(w);
+    return rc;
+}
+
+static int config_from_meta(bf_reverse_config *c, const bf_safetensors *st, const char *path) {
+    const char *fmt = bf_st_meta(st, "format");
+    if (!fmt || strcmp(fmt, "biflow-reverse")) {
+        bf_set_error("%s: not a reverse-model file (metadata format '%s', expected "
+                     "'biflow-reverse')", path, fmt ? fmt : "(none)");
+        return -1;
+    }
+    if (bf_meta_read_fields(st, path, FIELDS, N_FIELDS, c)) return -1;
+    if (bf_reverse_config_check(c)) return bf_error_in_file(path);
+    return bf_check_param_total(st, path, bf_reverse_param_count(c), NULL);
+}
+
+bf_reverse *bf_reverse_load(const char *path_in, int use_ema) {
+    char path[4096];
+    if (bf_resolve_model_path(path, sizeof path, path_in, "reverse_ema.safetensors",
+                              "reverse.safetensors", use_ema))
+        return NULL;
+    bf_safetensors st;
+    if (bf_st_load(&st, path)) return NULL;
+    bf_reverse_config c;
+    bf_reverse *r = NULL;
+    if (config_from_meta(&c, &st, path) == 0 && (r = bf_reverse_new(&c))) {
+        const char *fp = bf_st_meta(&st, "flow_path"), *sha = bf_st_meta(&st, "flow_sha256");
+        snprintf(r->flow_path, sizeof r->flow_path, "%s", fp ? fp : "");
+        snprintf(r->flow_sha256, sizeof r->flow_sha256, "%s", sha ? sha : "");
+        if (bf_copy_tensors(r->params, r->info, r->n_info, &st, path, NULL) ||
+            bf_meta_get_float(&st, path, "flow_sigma", &r->sigma, 0, 0.0f)) {
+            bf_reverse_free(r);
+            r = NULL;
+        }
+    }
+    bf_st_free(&st);
+    return r;
+}
+
+int bf_reverse_export(const char *reverse, int use_ema, const char *flow, const char *out) {
+    char dir[4096];   /* the folder written to is locked, as a trainer's run folder */
+    const char *slash = strrchr(out, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - out) + (slash == out) : 1, slash ? out : ".");
+    bf_dir_lock lock;
+    if (bf_dir_lock_take(&lock, dir)) return -1;
+    bf_reverse *r = bf_reverse_load(reverse, use_ema);
+    bf_flow *f = r ? bf_flow_load(flow, 1) : NULL;
+    int rc = !f || bf_reverse_check_flow(r, f, flow) ||
+             bf_reverse_set_flow(r, flow, bf_reverse_sigma(r)) ||
+             bf_reverse_save(r, bf_reverse_params(r), out, NULL);
+    bf_dir_unlock(&lock);
+    bf_flow_free(f);
+    bf_reverse_free(r);
+    return rc ? -1 : 0;
+}

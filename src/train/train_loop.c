@@ -1,0 +1,103 @@
+/* The training skeleton every trainer plugs into (F, G, the feature network): the optimiser
+ * update on flat buffers, the per-step random stream and the loop
+ * (step -> log -> evaluate -> checkpoint, stopped by a signal with a checkpoint). */
+#include "core.h"
+#include "optim.h"
+#include "train_util.h"
+
+#include <omp.h>
+#include <string.h>
+
+void bf_step_rng(bf_rng *rng, uint64_t seed, long step, uint64_t stream) {
+    /* two primes keep (seed, step) pairs from aliasing for any realistic run length; the
+     * stream tells the trainers' uses apart (kept: recorded runs reproduce) */
+    bf_rng_seed(rng, seed * 7919ull + (uint64_t)step * 104729ull + stream);
+}
+
+int bf_optim_update(const bf_optim_bufs *b, const bf_optim_opts *o, long step, double check_loss,
+                    bf_divergence *div, double *gnorm) {
+    *gnorm = bf_grad_norm(b->grads, b->n);
+    if (div && bf_divergence_check(div, step + 1, check_loss, *gnorm)) return -1;
+    bf_clip_grad(b->grads, b->n, *gnorm, o->grad_clip);
+    bf_adamw_hparams h = {bf_lr_schedule(step, o->warmup, o->steps, o->lr, o->min_lr),
+                          o->beta1, o->beta2, o->eps, o->weight_decay};
+    bf_adamw_step(b->params, b->m, b->v, b->grads, b->decay, b->n, &h, step + 1);
+    if (b->ema) {   /* the EMA warms up so that early checkpoints are not the initial weights */
+        float d = fminf(o->ema_decay, (1.0f + (float)step) / (10.0f + (float)step));
+        bf_ema_update(b->ema, b->params, b->n, d);
+    }
+    return 0;
+}
+
+static int checkpoint(const bf_train_loop *L) {
+    if (L->save_fn(L->ctx)) return -1;
+    if (L->div) L->div->saved_step = *L->step;
+    return 0;
+}
+
+/* Averages of the metrics over the steps since the last line, then the line itself. */
+static void log_line(const bf_train_loop *L, double *acc, long *count, double *t_last,
+                     double t_start, long start_step) {
+    double now = bf_time(), ips = *count * (double)L->batch / (now - *t_last);
+    double rate = (*L->step - start_step) / (now - t_start);
+    for (int k = 0; k < BF_LOOP_METRICS; k++) acc[k] /= (double)*count;
+    L->log_fn(L->ctx, acc, ips, (L->steps - *L->step) / rate);
+    memset(acc, 0, sizeof(double) * BF_LOOP_METRICS);
+    *count = 0;
+    *t_last = now;
+}
+
+static int loop(const bf_train_loop *L) {
+    double acc[BF_LOOP_METRICS] = {0}, t_last = bf_time(), t_start = t_last;
+    long count = 0, start_step = *L->step;
+    while (*L->step < L->steps && !(L->stop_on_signal && bf_stop_requested())) {
+        double m[BF_LOOP_METRICS] = {0};
+        if (L->step_fn(L->ctx, m)) return -1;
+        for (int k = 0; k < BF_LOOP_METRICS; k++) acc[k] += m[k];
+        count++;
+        long step = *L->step;
+        int last = step == L->steps;
+        if ((L->log_every && step % L->log_every == 0) || last)
+            log_line(L, acc, &count, &t_last, t_start, start_step);
+        if (L->eval_fn && L->eval_every && (step % L->eval_every == 0 || last)) L->eval_fn(L->ctx);
+        if (((L->ckpt_every && step % L->ckpt_every == 0) || last) && checkpoint(L)) return -1;
+    }
+    if (L->stop_on_signal && bf_stop_requested()) {
+        if (!L->quiet) fprintf(stderr, "interrupted: saving step %ld\n", *L->step);
+        return checkpoint(L) ? -1 : 1;   /* 1: stopped early, state saved */
+    }
+    return 0;
+}
+
+int bf_train_loop_run(const bf_train_loop *L) {
+    if (L->stop_on_signal) bf_stop_signals_install();
+    int rc = loop(L);
+    if (L->stop_on_signal) bf_stop_signals_restore();
+    return rc;
+}
+
+int bf_train_data_load(bf_train_data *d, const char *spec, int C, int size, int num_classes,
+                       int want_test) {
+    memset(d, 0, sizeof *d);
+    if (bf_dataset_load(&d->train, spec, "train") ||
+        bf_dataset_check_shape(&d->train, C, size, num_classes))
+        return -1;
+    if (want_test && bf_dataset_load(&d->test_split, spec, "test") == 0) d->test = &d->test_split;
+    return 0;
+}
+
+void bf_train_data_free(bf_train_data *d) {
+    bf_dataset_free(&d->train);
+    bf_dataset_free(&d->test_split);
+    d->test = NULL;
+}
+
+int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
+                    int (*run)(const void *opts), const void *opts) {
+    if (threads > 0) omp_set_num_threads(threads);
+    bf_dir_lock lock;
+    if (bf_run_dir_open(&lock, dir, resume, overwrite)) return -1;
+    int rc = run(opts);
+    bf_dir_unlock(&lock);
+    return rc;
+}

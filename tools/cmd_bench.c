@@ -1,0 +1,284 @@
+/* biflow bench train and bench sample: throughput of training steps and of each sampler, with
+ * achieved GFLOP/s (training: beside the machine's sgemm rate measured in the same run). */
+#include "biflow.h"
+#include "cli.h"
+#include "commands.h"
+#include "tool_util.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ bench train */
+typedef struct { double peak, big, own, own16; int bf16; } gemm_rates;
+
+/* The sgemm rates the training step is compared with, at the model's (rows, 4W, W) shape. */
+static void measure_gemm(gemm_rates *g, int rows, int W) {
+    g->peak = bf_bench_gemm(BF_BENCH_GEMM_BLAS, rows, 4 * W, W, 1.0);
+    g->big = bf_bench_gemm(BF_BENCH_GEMM_BLAS, 1024, 1024, 1024, 1.0);
+    g->own = bf_gemm_native() ? bf_bench_gemm(BF_BENCH_GEMM_F32, rows, 4 * W, W, 1.0) : g->peak;
+    g->bf16 = bf_precision_effective() == BF_PRECISION_BF16;
+    g->own16 = g->bf16 ? bf_bench_gemm(BF_BENCH_GEMM_BF16, rows, 4 * W, W, 1.0) : 0.0;
+}
+
+static void print_train(const char *config, const bf_flow *f, int batch, int steps,
+                        const bf_bench_train_result *r, const gemm_rates *g) {
+    const bf_flow_config *c = bf_flow_get_config(f);
+    int W = c->channels, rows = batch * bf_flow_tokens(c);
+    double dt = r->seconds, ips = steps * (double)batch / dt, flop = bf_flow_train_flops(c, batch);
+    double gf = flop * steps / dt / 1e9, ips1 = steps * (double)batch / r->unsharded_seconds;
+    printf("bench train: config %s, %zu parameters, batch %d, %d threads, %s matrix products\n",
+           config, bf_flow_num_params(f), batch, omp_get_max_threads(), g->bf16 ? "bf16" : "fp32");
+    printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
+           ips, 1e3 * dt / steps, gf, flop / 1e9);
+    printf("  unsharded:  %.1f images/s with every kernel parallel over the batch instead of %d "
+           "batch shards (%.2fx)\n", ips1, r->shards, r->unsharded_seconds / dt);
+    printf("  baseline:   sgemm %dx%dx%d %.1f GFLOP/s, 1024^3 %.1f GFLOP/s (OpenBLAS, this run)\n",
+           rows, 4 * W, W, g->peak, g->big);
+    printf("  own kernel: bf_gemm %dx%dx%d %.1f GFLOP/s (%s), %.2fx OpenBLAS\n", rows, 4 * W, W,
+           g->own, bf_gemm_native() ? "AVX-512" : "OpenBLAS fallback", g->own / g->peak);
+    if (g->bf16)
+        printf("  bf16:       bf_gemm_bf16 %dx%dx%d %.1f GFLOP/s (AVX512-BF16, fp32 accumulation), "
+               "%.2fx the fp32 kernel\n", rows, 4 * W, W, g->own16, g->own16 / g->own);
+    printf("  ratio:      the training step achieves %.0f%% of the model-shaped OpenBLAS sgemm rate\n",
+           100.0 * gf / g->peak);
+    printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
+           "\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f,\"bf_gemm_gflops\":%.2f,"
+           "\"unsharded_images_per_s\":%.2f,\"precision\":\"%s\",\"bf16_gemm_gflops\":%.2f}\n",
+           config, batch, ips, gf, g->peak, g->big, g->own, ips1, g->bf16 ? "bf16" : "fp32", g->own16);
+}
+
+static int bench_train(int argc, char **argv) {
+    shape_opts sh = SHAPE_OPTS_DEFAULT;
+    int batch = 64, steps = 20, warm = 3, threads = 0;
+    cli_opt opts[] = {
+        {"config", OPT_STR, &sh.config, "named model configuration"},
+        {"batch", OPT_INT, &batch, "images per step"},
+        {"steps", OPT_INT, &steps, "timed steps"},
+        {"warmup", OPT_INT, &warm, "untimed steps first"},
+        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
+        CLI_END,
+    };
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 3, opts, "biflow bench train [options]",
+                           "Training-step throughput of F (forward + backward + AdamW, as training takes\n"
+                           "them) on random data, with the machine's sgemm rate measured in the same run.",
+                           pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if ((rc = cli_check_int("batch", batch, 1, 65536)) || (rc = cli_check_int("steps", steps, 1, 1000000)) ||
+        (rc = cli_check_int("warmup", warm, 0, 1000000)))
+        return rc;
+    if (threads > 0) omp_set_num_threads(threads);
+    bf_flow_config c;
+    if (resolve_shape(&c, &sh)) return cli_usage_fail(NULL);
+    bf_flow *f = bf_flow_new(&c);
+    bf_bench_train_result r;
+    if (!f) return cli_fail();
+    bf_flow_init(f, 1);
+    if (bf_bench_train_steps(f, batch, steps, warm, &r)) {
+        bf_flow_free(f);
+        return cli_fail();
+    }
+    gemm_rates g;
+    measure_gemm(&g, batch * bf_flow_tokens(&c), c.channels);
+    print_train(sh.config, f, batch, steps, &r, &g);
+    bf_flow_free(f);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ bench sample */
+typedef struct {
+    const char *name;
+    bf_sampler s;
+    int batch, guided, denoise;
+    double *ips;               /* where its images/s goes (a named field), or NULL */
+} sample_case;
+
+/* The images/s the speed-up lines compare, by name. */
+typedef struct { double exact_cfg_64, exact_cfg_denoise_1, exact_cfg_denoise_64; } sample_rates;
+
+static void print_rate(const char *name, int batch, long images, double t, double flops, const char *tail) {
+    printf("  %-26s batch %3d: %8.1f images/s %9.3f ms/image %7.1f GFLOP/s%s\n", name, batch,
+           images / t, 1e3 * t / images, flops / t / 1e9, tail);
+}
+
+static double bench_sample_case(bf_flow *f, const sample_case *k, float cfg, int n, double min_s) {
+    const bf_flow_config *c = bf_flow_get_config(f);
+    size_t N = (size_t)bf_flow_tokens(c) * bf_flow_token_dim(c), img = (size_t)c->in_channels * c->img_size * c->img_size;
+    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * img);
+    int *y = bf_malloc(sizeof(int) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, 5);
+    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = c->num_classes ? i % c->num_classes : -1;
+    bf_sample_opts o;
+    bf_sample_opts_default(&o);
+    o.sampler = k->s;
+    o.batch = k->batch;
+    o.cfg = k->guided ? cfg : 0.0f;
+    o.denoise = k->denoise;
+    o.sigma = bf_flow_trained_sigma(f) > 0 ? bf_flow_trained_sigma(f) : 0.05f;   /* random F: 0.05 */
+    bf_sample_stats st;
+    long images = 0, iters = 0;
+    double t = 0.0;
+    do {   /* whole calls until the time is long enough to trust (at least one) */
+        bf_flow_sample(f, x, z, y, n, &o, &st);
+        t += st.seconds;
+        images += n;
+        iters += st.jacobi_iters;
+    } while (t < min_s);
+    double per = bf_flow_forward_flops(c, 1) * (k->guided ? 2 : 1);
+    double passes = k->s == BF_SAMPLER_JACOBI ? (double)iters / c->num_blocks / ((double)images / k->batch) : 1.0;
+    double flops = images * (per * passes + (k->denoise ? 3 * bf_flow_forward_flops(c, 1) : 0));
+    char tail[64] = "";
+    if (k->s == BF_SAMPLER_JACOBI) snprintf(tail, sizeof tail, "  (%.1f iterations per block)", passes);
+    print_rate(k->name, k->batch, images, t, flops, tail);
+    printf("{\"bench\":\"sample\",\"case\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
+           "\"ms_per_image\":%.4f,\"gflops\":%.2f}\n", k->name, k->batch, images / t, 1e3 * t / images,
+           flops / t / 1e9);
+    free(z); free(x); free(y);
+    return images / t;
+}
+
+/* One-pass sampling with G: 1 NFE (w as input) or 2 NFE (inference-time guidance). */
+static double bench_biflow_case(bf_reverse *r, const char *name, int batch, float cfg, int two_pass,
+                                int n, double min_s) {
+    const bf_reverse_config *c = bf_reverse_get_config(r);
+    size_t N = (size_t)c->img_size * c->img_size * c->in_channels;
+    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * N);
+    int *y = bf_malloc(sizeof(int) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, 5);
+    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = c->num_classes ? i % c->num_classes : -1;
+    bf_reverse_sample_opts o;
+    bf_reverse_sample_opts_default(&o);
+    o.cfg = cfg;
+    o.cfg_two_pass = two_pass;
+    if (!c->denoise_layers) o.output = BF_REVERSE_OUT_NOISY;
+    long images = 0;
+    double t = 0.0;
+    bf_sample_stats st;
+    do {
+        for (int s = 0; s < n; s += batch) {   /* calls of `batch` images, as a user makes them */
+            bf_reverse_sample(r, x + s * N, z + s * N, y + s, n - s < batch ? n - s : batch, &o, &st);
+            t += st.seconds;
+            images += n - s < batch ? n - s : batch;
+        }
+    } while (t < min_s);
+    int nfe = cfg != 0 && (two_pass || !c->guidance_embed) ? 2 : 1;
+    char tail[32];
+    snprintf(tail, sizeof tail, "  (%d NFE)", nfe);
+    print_rate(name, batch, images, t, images * nfe * bf_reverse_forward_flops(c, 1), tail);
+    printf("{\"bench\":\"sample\",\"case\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
+           "\"ms_per_image\":%.4f,\"gflops\":%.2f,\"nfe\":%d}\n", name, batch, images / t,
+           1e3 * t / images, images * nfe * bf_reverse_forward_flops(c, 1) / t / 1e9, nfe);
+    free(z); free(x); free(y);
+    return images / t;
+}
+
+/* F from --flow, or a random F of the named configuration (non-zero heads, bounded). */
+static bf_flow *bench_flow(const char *flow, const shape_opts *sh) {
+    if (flow) return bf_flow_load(flow, 1);
+    bf_flow_config c;
+    if (resolve_shape(&c, sh)) return NULL;
+    if (c.bound == 0.0f) c.bound = 2.0f;   /* random blocks need a bound to stay finite */
+    bf_flow *f = bf_flow_new(&c);
+    if (!f) return NULL;
+    bf_flow_init(f, 1);
+    bf_flow_randomize_heads(f, 2, 0.02f);
+    return f;
+}
+
+static void bench_flow_cases(bf_flow *f, float cfg, int jacobi, int exact, double seconds,
+                             sample_rates *rates) {
+    sample_case cases[] = {
+        {"exact", BF_SAMPLER_EXACT, 1, 0, 0, NULL}, {"exact", BF_SAMPLER_EXACT, 64, 0, 0, NULL},
+        {"exact+cfg", BF_SAMPLER_EXACT, 1, 1, 0, NULL},
+        {"exact+cfg", BF_SAMPLER_EXACT, 64, 1, 0, &rates->exact_cfg_64},
+        {"exact+cfg+score-denoise", BF_SAMPLER_EXACT, 1, 1, 1, &rates->exact_cfg_denoise_1},
+        {"exact+cfg+score-denoise", BF_SAMPLER_EXACT, 64, 1, 1, &rates->exact_cfg_denoise_64},
+        {"jacobi", BF_SAMPLER_JACOBI, 1, 0, 0, NULL}, {"jacobi", BF_SAMPLER_JACOBI, 64, 0, 0, NULL},
+        {"jacobi+cfg", BF_SAMPLER_JACOBI, 64, 1, 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if ((cases[i].s == BF_SAMPLER_JACOBI && !jacobi) || (cases[i].s == BF_SAMPLER_EXACT && !exact))
+            continue;
+        double ips = bench_sample_case(f, &cases[i], cfg, cases[i].batch == 1 ? 8 : 128, seconds);
+        if (cases[i].ips) *cases[i].ips = ips;
+    }
+}
+
+static void bench_reverse_cases(bf_reverse *r, const bf_flow *f, const char *reverse, float cfg,
+                                double seconds, const sample_rates *rates) {
+    printf("reverse model G: %s, %zu parameters (F: %zu)\n", reverse, bf_reverse_num_params(r),
+           bf_flow_num_params(f));
+    double b1 = bench_biflow_case(r, "biflow+cfg", 1, cfg, 0, 8, seconds);
+    double b64 = bench_biflow_case(r, "biflow+cfg", 64, cfg, 0, 128, seconds);
+    bench_biflow_case(r, "biflow", 64, 0.0f, 0, 128, seconds);
+    bench_biflow_case(r, "biflow+cfg two-pass", 64, cfg, 1, 128, seconds);
+    if (rates->exact_cfg_64 > 0)   /* measured (not with --exact off) */
+        printf("speed-up of one-pass G (guided) over exact+cfg+score-denoise: %.1fx at batch 64, "
+               "%.1fx at batch 1; over exact+cfg: %.1fx at batch 64\n", b64 / rates->exact_cfg_denoise_64,
+               b1 / rates->exact_cfg_denoise_1, b64 / rates->exact_cfg_64);
+}
+
+static int bench_sample(int argc, char **argv) {
+    shape_opts sh = SHAPE_OPTS_DEFAULT;
+    const char *flow = NULL, *reverse = NULL;
+    int threads = 0, jacobi = 1, exact = 1;
+    float seconds = 2.0f, cfg = 2.0f;
+    cli_opt opts[] = {
+        {"config", OPT_STR, &sh.config, "named configuration (random weights) when no --flow"},
+        {"flow", OPT_STR, &flow, "a trained model (Jacobi's iteration count depends on the weights)"},
+        {"reverse", OPT_STR, &reverse, "a reverse model G: adds the one-pass sampler (F defaults to G's)"},
+        {"cfg", OPT_FLOAT, &cfg, "guidance weight of the guided cases"},
+        {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per case"},
+        {"jacobi", OPT_ONOFF, &jacobi, "include the Jacobi sampler"},
+        {"exact", OPT_ONOFF, &exact, "include the exact sampler (off, with --reverse: G alone)"},
+        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
+        CLI_END,
+    };
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 3, opts, "biflow bench sample [options]",
+                           "Sampling speed of each sampler at batch 1 and 64, with and without guidance.",
+                           pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if ((rc = cli_check_float("seconds", seconds, 0, 3600))) return rc;
+    if (threads > 0) omp_set_num_threads(threads);
+    bf_reverse *r = NULL;
+    if (reverse && !(r = bf_reverse_load(reverse, 1))) return cli_fail();
+    if (r && !flow) flow = bf_reverse_flow_path(r);
+    bf_flow *f = bench_flow(flow, &sh);
+    if (!f || (r && bf_reverse_check_flow(r, f, flow))) rc = cli_fail();
+    if (!rc) {
+        printf("bench sample: %s, %zu parameters, %d threads, %s matrix products\n",
+               flow ? flow : sh.config, bf_flow_num_params(f), omp_get_max_threads(),
+               bf_precision_name(bf_precision_effective()));
+        sample_rates rates = {0};
+        bench_flow_cases(f, cfg, jacobi, exact, seconds, &rates);
+        if (r) bench_reverse_cases(r, f, reverse, cfg, seconds, &rates);
+    }
+    bf_reverse_free(r);
+    bf_flow_free(f);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[2], "train")) return bench_train(argc, argv);
+    if (argc >= 3 && !strcmp(argv[2], "sample")) return bench_sample(argc, argv);
+    int help = argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"));
+    if (!help) {
+        fprintf(stderr, "biflow bench: give train or sample%s%s%s (see --help)\n",
+                argc >= 3 ? ", not '" : "", argc >= 3 ? argv[2] : "", argc >= 3 ? "'" : "");
+        return 2;
+    }
+    printf("usage: biflow bench train|sample [options]\n\n"
+           "Benchmarks; each reports achieved GFLOP/s (train: beside a baseline measured in the same run).\n"
+           "  train    training-step throughput of the forward model\n"
+           "  sample   images/s and ms/image of each sampler at batch 1 and 64\n");
+    return 0;
+}

@@ -1,0 +1,148 @@
+/* biflow sample: images from the exact or Jacobi inverse of F, or from one pass of G. */
+#include "biflow.h"
+#include "cli.h"
+#include "commands.h"
+#include "tool_util.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* What cmd_sample needs from either kind of model. */
+typedef struct {
+    const char *flow, *reverse, *sampler, *classes, *out, *denoise;
+    int n, raw, scale, threads, cfg_two_pass;
+    uint64_t seed;
+    float temperature, sigma;
+    bf_sample_opts so;
+} sample_args;
+
+static int report_sample(const sample_args *a, const float *x, const int *y, int c, int img,
+                         int ncols, const bf_sample_stats *st, const char *what) {
+    if (write_outputs(a->out, x, y, a->n, c, img, img, ncols, a->scale)) return cli_fail();
+    printf("%d images with the %s sampler%s%s in %.2f s: %.1f images/s, %.2f ms/image\n", a->n,
+           a->sampler, a->so.cfg != 0 ? ", guided" : "", what, st->seconds, a->n / st->seconds,
+           1e3 * st->seconds / a->n);
+    if (st->nonfinite) printf("warning: %ld output values are NaN or Inf\n", st->nonfinite);
+    printf("wrote %s.png, %s.npy, %s_labels.npy\n", a->out, a->out, a->out);
+    return 0;
+}
+
+/* z (n, T, D) of the prior scaled by the temperature, and the labels of --class. */
+static int sample_inputs(const sample_args *a, float **z, int **y, int *ncols, size_t N, int K) {
+    *y = bf_malloc(sizeof(int) * a->n);
+    *z = bf_malloc(sizeof(float) * a->n * N);
+    if (parse_classes(*y, a->n, a->classes, K, ncols)) return -1;
+    bf_fill_normal(*z, a->n * N, a->seed, a->temperature);
+    return 0;
+}
+
+static int sample_exact(sample_args *a) {
+    bf_sample_opts *so = &a->so;
+    bf_flow *f = bf_flow_load(a->flow, !a->raw);
+    if (!f) return cli_fail();
+    int rc = flow_denoise(a->denoise, a->sigma, f, &so->denoise, &so->sigma);
+    if (rc) { bf_flow_free(f); return rc; }
+    const bf_flow_config *c = bf_flow_get_config(f);
+    int T = bf_flow_tokens(c), ncols, *y = NULL;
+    size_t N = (size_t)T * bf_flow_token_dim(c), img = (size_t)c->in_channels * c->img_size * c->img_size;
+    float *z = NULL, *x = bf_malloc(sizeof(float) * a->n * img);
+    bf_sample_stats st;
+    if (sample_inputs(a, &z, &y, &ncols, N, c->num_classes) || bf_flow_sample(f, x, z, y, a->n, so, &st))
+        rc = cli_fail();
+    else
+        rc = report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st, so->denoise ? ", score-denoised" : "");
+    if (rc == 0 && so->sampler == BF_SAMPLER_JACOBI)
+        printf("Jacobi iterations: %ld in all, %.1f per block and batch (%d tokens per block)\n",
+               st.jacobi_iters, (double)st.jacobi_iters / (c->num_blocks * ((a->n + so->batch - 1) / so->batch)), T);
+    free(y); free(z); free(x);
+    bf_flow_free(f);
+    return rc;
+}
+
+static int sample_biflow(sample_args *a) {
+    bf_reverse *r = bf_reverse_load(a->reverse, !a->raw);
+    if (!r) return cli_fail();
+    const bf_reverse_config *c = bf_reverse_get_config(r);
+    bf_reverse_sample_opts ro;
+    bf_reverse_sample_opts_default(&ro);
+    ro.cfg = a->so.cfg;
+    ro.cfg_two_pass = a->cfg_two_pass;
+    int score = !strcmp(a->denoise, "score"), rc = 0, ncols, *y = NULL;
+    bf_flow *f = NULL;
+    if ((a->flow || score) && !(f = paired_flow(r, a->flow, a->reverse))) rc = cli_fail();
+    if (!rc) rc = reverse_denoise(a->denoise, a->sigma, r, f, &ro);
+    int T = (c->img_size / c->patch_size) * (c->img_size / c->patch_size);
+    size_t N = (size_t)T * c->in_channels * c->patch_size * c->patch_size;
+    float *z = NULL, *x = bf_malloc(sizeof(float) * a->n * N);
+    bf_sample_stats st;
+    if (!rc && (sample_inputs(a, &z, &y, &ncols, N, c->num_classes) || bf_reverse_sample(r, x, z, y, a->n, &ro, &st)))
+        rc = cli_fail();
+    if (!rc) {
+        int two = ro.cfg != 0 && (!c->guidance_embed || ro.cfg_two_pass);
+        char what[96];
+        snprintf(what, sizeof what, " (%d NFE)%s", two ? 2 : 1, score ? ", score-denoised"
+                 : ro.output == BF_REVERSE_OUT_CLEAN ? ", learned denoising" : ", no denoising");
+        rc = report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st, what);
+    }
+    free(y); free(z); free(x);
+    bf_flow_free(f);
+    bf_reverse_free(r);
+    return rc;
+}
+
+/* Ranges and the options each sampler needs: 0 or a usage error (2). */
+static int sample_check(sample_args *a) {
+    int rc;
+    if ((rc = cli_check_int("n", a->n, 1, CLI_MAX_SAMPLES)) || (rc = cli_check_int("batch", a->so.batch, 1, 1 << 20)) ||
+        (rc = cli_check_int("scale", a->scale, 1, 32)) ||
+        (rc = cli_check_float("temperature", a->temperature, 0, 1e6)))
+        return rc;
+    if (a->reverse && !cli_given("sampler")) a->sampler = "biflow";   /* G given: its sampler */
+    if (!strcmp(a->sampler, "biflow")) {
+        if (!a->reverse) return cli_usage("--sampler biflow needs --reverse");
+        return 0;
+    }
+    a->so.sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
+    if (a->reverse) return cli_usage("--reverse is G's: --sampler %s inverts F (--sampler biflow samples with G)", a->sampler);
+    if (!a->flow) return cli_usage("--flow is required (or --reverse G)");
+    return 0;
+}
+
+int cmd_sample(int argc, char **argv) {
+    sample_args a = {NULL, NULL, "exact", "all", "samples", "auto", 100, 0, 2, 0, 0, 0, 1.0f, -1.0f, {0}};
+    bf_sample_opts_default(&a.so);
+    cli_opt opts[] = {
+        {"flow", OPT_STR, &a.flow, "forward model: .safetensors file or run folder"},
+        {"reverse", OPT_STR, &a.reverse, "reverse model G: file or run folder (the sampler is then biflow)"},
+        {"raw", OPT_FLAG, &a.raw, "raw weights of a run folder instead of the EMA"},
+        CLI_CHOICE("sampler", a.sampler, "exact|jacobi|biflow", "exact (cached causal decoding of F), jacobi (parallel iteration) or biflow (one pass of G)"),
+        {"n", OPT_INT, &a.n, "number of images"},
+        {"batch", OPT_INT, &a.so.batch, "images per pass"},
+        {"class", OPT_STR, &a.classes, "'all' (classes in turn, a grid row each), 'none', or labels 'K[,K...]'"},
+        {"seed", OPT_U64, &a.seed, "noise seed (the same seed gives the same noise to every sampler)"},
+        {"temperature", OPT_FLOAT, &a.temperature, "scale of the prior noise"},
+        {"cfg", OPT_FLOAT, &a.so.cfg, "classifier-free guidance weight w (0 = off)"},
+        {"cfg-anneal", OPT_FLAG, &a.so.cfg_anneal, "exact/jacobi: guidance rises linearly over the tokens"},
+        {"cfg-two-pass", OPT_FLAG, &a.cfg_two_pass, "biflow: inference-time guidance (2 NFE) even when G takes w as input"},
+        CLI_CHOICE("denoise", a.denoise, "auto|score|learned|none", DENOISE_HELP),
+        {"sigma", OPT_FLOAT, &a.sigma, "noise level of score denoising (<0: the model's recorded training sigma)"},
+        {"jacobi-tol", OPT_FLOAT, &a.so.jacobi_tol, "Jacobi: stop when the largest change is below this"},
+        {"jacobi-max-iter", OPT_INT, &a.so.jacobi_max_iter, "Jacobi: iteration cap per block (0 = tokens)"},
+        {"out", OPT_STR, &a.out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},
+        {"scale", OPT_INT, &a.scale, "grid scale-up factor"},
+        {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
+        CLI_PRECISION_OPT,
+        CLI_END,
+    };
+    const char *pos[1];
+    int np, rc = cli_parse(argc, argv, 2, opts, "biflow sample --flow MODEL | --reverse G [options]",
+                           "Samples images: by inverting the forward model F (exact, jacobi) or in one\n"
+                           "pass of the learned reverse model G (biflow).", pos, 0, &np);
+    if (rc) return rc > 0 ? 0 : 2;
+    if ((rc = sample_check(&a))) return rc;
+    if (a.threads > 0) omp_set_num_threads(a.threads);
+    return !strcmp(a.sampler, "biflow") ? sample_biflow(&a) : sample_exact(&a);
+}
