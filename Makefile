@@ -3,6 +3,19 @@
 # `make fuzz` builds the libFuzzer harnesses (build/fuzz/), `make SAN=1` the library, CLI and
 # tests with AddressSanitizer and UBSan into build-san/ (`make SAN=1 test` runs them there).
 CC      ?= gcc
+# MPI (data-parallel training under mpirun, src/dist.c): with mpicc on the PATH the library,
+# CLI and tests are built with it and -DBF_MPI; MPI=0 builds without (the CLI then always runs
+# as one process). SAN=1 defaults to MPI=0: the sanitizers would report MPI's own allocations.
+# `make clean` after changing it (the objects do not record how they were built).
+ifeq ($(SAN),1)
+MPI     ?= 0
+else
+MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+endif
+ifeq ($(MPI),1)
+CC      := mpicc
+MPIFLAGS := -DBF_MPI
+endif
 # SAN=1: the same library, CLI and tests with AddressSanitizer (leaks included) and UBSan, every
 # report fatal, in build-san/ (the CLI as build-san/biflow): the normal build is untouched.
 ifeq ($(SAN),1)
@@ -18,7 +31,7 @@ endif
 BLASDIR := $(firstword $(wildcard /usr/lib/$(shell gcc -print-multiarch 2>/dev/null)/openblas-openmp) )
 ARCH    ?= -march=native
 OPT     ?= -O3
-CFLAGS  += -std=c11 $(OPT) $(ARCH) -fopenmp -fno-math-errno -fPIC -g $(SANFLAGS) \
+CFLAGS  += -std=c11 $(OPT) $(ARCH) -fopenmp -fno-math-errno -fPIC -g $(SANFLAGS) $(MPIFLAGS) \
            -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Iinclude -Isrc
 comma   := ,
 BLASLIB := $(if $(BLASDIR),-L$(BLASDIR) -Wl$(comma)-rpath$(comma)$(BLASDIR)) -lopenblas

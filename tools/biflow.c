@@ -9,6 +9,7 @@
 #include "tool_util.h"
 #include "commands.h"
 #include "../src/core.h"
+#include "../src/dist.h"
 #include "../src/flow.h"
 #include "../src/gemm.h"
 #include "../src/train_util.h"
@@ -745,7 +746,7 @@ static void usage(void) {
     printf("\n'biflow COMMAND --help' describes each command's options.\n");
 }
 
-int main(int argc, char **argv) {
+static int run_command(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage();
         return argc < 2 ? 2 : 0;
@@ -756,4 +757,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "biflow: unknown command '%s'\n", argv[1]);
     usage();
     return 2;
+}
+
+/* Under mpirun (or srun) every process runs the command; the trainers, eval and bench train
+ * split their work over them (src/dist.h). */
+int main(int argc, char **argv) {
+    if (bf_dist_init(&argc, &argv)) {
+        fprintf(stderr, "biflow: %s\n", bf_last_error());
+        return 1;
+    }
+    int rc = run_command(argc, argv);
+    bf_dist_finalize();
+    return rc;
 }

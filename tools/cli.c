@@ -1,6 +1,7 @@
 /* Option parsing for the CLI: --name value or --name=value, --flag, and --help. */
 #include "cli.h"
 #include "biflow.h"
+#include "../src/dist.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -119,12 +120,16 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
     return 0;
 }
 
+/* Under mpirun: a failure all processes learnt of from another (bf_dist_check) is reported by
+ * that one alone, a usage error (the same everywhere) by rank 0. */
 int cli_fail(void) {
-    fprintf(stderr, "biflow: %s\n", bf_last_error());
+    if (bf_dist_error_elsewhere()) return 1;
+    if (bf_dist_size() > 1) fprintf(stderr, "biflow (rank %d of %d): %s\n", bf_dist_rank(), bf_dist_size(), bf_last_error());
+    else fprintf(stderr, "biflow: %s\n", bf_last_error());
     return 1;
 }
 
 int cli_usage_fail(const char *command) {
-    fprintf(stderr, "biflow %s: %s\n", command, bf_last_error());
+    if (bf_dist_rank() == 0) fprintf(stderr, "biflow %s: %s\n", command, bf_last_error());
     return 2;
 }

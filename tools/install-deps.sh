@@ -3,6 +3,8 @@
 # libpng-dev and libjpeg-dev (libjpeg62-turbo-dev) decode images; libstb-dev is used only for
 # stb_image_write. clang and libclang-rt-14-dev (libFuzzer and the sanitizer runtimes) build
 # the fuzz harnesses that `make test` runs briefly (skipped, and counted, without them).
+# libopenmpi-dev and openmpi-bin: data-parallel training under mpirun (`make` builds with MPI
+# when mpicc is present; the MPI tests are skipped, and counted, without mpirun).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -11,4 +13,4 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     build-essential libopenblas-openmp-dev libopenblas-dev liblapack-dev libcjson-dev \
     libstb-dev libpng-dev libjpeg-dev zlib1g-dev libssl-dev dataset-fashion-mnist \
-    clang libclang-rt-14-dev
+    clang libclang-rt-14-dev libopenmpi-dev openmpi-bin
