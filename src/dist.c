@@ -10,7 +10,7 @@
 #endif
 
 static int g_rank = 0, g_size = 1;
-static double g_reduce_seconds = 0.0;
+static double g_reduce_seconds = 0.0, g_wait_seconds = 0.0;
 static int g_elsewhere = 0;          /* the current message is another rank's (bf_dist_check) */
 static char g_elsewhere_msg[1024];
 
@@ -25,6 +25,7 @@ int bf_dist_built_with_mpi(void) {
 int bf_dist_rank(void) { return g_rank; }
 int bf_dist_size(void) { return g_size; }
 double bf_dist_reduce_seconds(void) { return g_reduce_seconds; }
+double bf_dist_wait_seconds(void) { return g_wait_seconds; }
 
 int bf_dist_error_elsewhere(void) {
     return g_elsewhere && !strcmp(bf_last_error(), g_elsewhere_msg);
@@ -157,6 +158,9 @@ _Noreturn void bf_dist_abort(int code) {
 static void chain_reduce(float *grads, float *const *g, const bf_shard_plan *p, size_t P,
                          int shard_means) {
     int r = p->rank, last = p->nranks - 1;
+    double t0 = bf_time();   /* the ranks meet first: the time of the reduction proper is apart */
+    MPI_Barrier(MPI_COMM_WORLD);
+    g_wait_seconds += bf_time() - t0;
     size_t npieces = (P + CHAIN_PIECE - 1) / CHAIN_PIECE;
     float *in = r > 0 ? bf_malloc(sizeof(float) * CHAIN_PIECE) : NULL;
     MPI_Request *req = r < last ? bf_malloc(sizeof(MPI_Request) * (npieces ? npieces : 1)) : NULL;
@@ -205,7 +209,7 @@ int bf_shard_plan_make(bf_shard_plan *p, int n, int threads) {
 
 void bf_shard_grads_reduce(float *grads, float *const *shard_grads, const bf_shard_plan *p,
                            size_t P, int shard_means) {
-    double t0 = bf_time();
+    double t0 = bf_time(), w0 = g_wait_seconds;
     int L = p->s1 - p->s0;
     float **g = bf_malloc(sizeof(float *) * (size_t)(L > 0 ? L : 1));
     g[0] = grads;
@@ -213,7 +217,7 @@ void bf_shard_grads_reduce(float *grads, float *const *shard_grads, const bf_sha
     if (p->nranks > 1) chain_reduce(grads, g, p, P, shard_means);
     else bf_shard_grads_accumulate(grads, NULL, g, p, 0, P, shard_means);
     free(g);
-    g_reduce_seconds += bf_time() - t0;
+    g_reduce_seconds += bf_time() - t0 - (g_wait_seconds - w0);
 }
 
 void bf_shard_values_gather(double *v, int k, const bf_shard_plan *p) {

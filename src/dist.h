@@ -59,7 +59,10 @@ void bf_shard_grads_reduce(float *grads, float *const *shard_grads, const bf_sha
 /* Collective when p->nranks > 1: v (S, k): this process's shards' rows filled; afterwards
  * every shard's, everywhere (per-shard losses and counts, to be summed in shard order). */
 void bf_shard_values_gather(double *v, int k, const bf_shard_plan *p);
-/* Seconds spent in bf_shard_grads_reduce since the start (for bench train). */
+/* Seconds spent in bf_shard_grads_reduce since the start (for bench train): summing and
+ * passing on the gradients, and apart from that, waiting for the slowest process to reach
+ * the reduction (the processes meet there first). */
 double bf_dist_reduce_seconds(void);
+double bf_dist_wait_seconds(void);
 
 #endif

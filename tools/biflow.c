@@ -202,6 +202,103 @@ static double sgemm_gflops(int M, int N, int K, double seconds, int native) {
     return 2.0 * M * N * K * it / t / 1e9;
 }
 
+/* `steps` timed steps after `warm` untimed ones of the sharded training step planned by p (over
+ * the job's processes under mpirun), with the optimiser's memory traffic; *reduce_s: the time
+ * of those steps in the gradient reduction, *wait_s waiting for the other processes to reach
+ * it. Returns their seconds. */
+static double bench_timed_steps(bf_flow *f, const bf_shard_plan *p, bf_flow_acts *acts, float **sg,
+                                float *grads, float *m, float *v, const float *x, const int *y,
+                                int warm, int steps, double *reduce_s, double *wait_s) {
+    double t0 = 0.0, r0 = 0.0, w0 = 0.0;
+    for (int s = 0; s < warm + steps; s++) {
+        if (s == warm) { t0 = bf_time(); r0 = bf_dist_reduce_seconds(); w0 = bf_dist_wait_seconds(); }
+        bf_flow_step_shards(f, f->params, acts, sg, p, grads, x, y);
+        for (size_t i = 0; i < f->num_params; i++) {   /* the optimiser's memory traffic */
+            m[i] = 0.9f * m[i] + 0.1f * grads[i];
+            v[i] = 0.95f * v[i] + 0.05f * grads[i] * grads[i];
+            f->params[i] -= 1e-6f * m[i] / (sqrtf(v[i]) + 1e-8f);
+        }
+    }
+    *reduce_s = bf_dist_reduce_seconds() - r0;
+    *wait_s = bf_dist_wait_seconds() - w0;
+    return bf_time() - t0;
+}
+
+/* bench train under mpirun (several processes): the step over the processes and the time in
+ * its gradient reduction (the sgemm baselines are left to a one-process run); rank 0 prints. */
+static void bench_train_ranks(bf_flow *f, const char *config, const bf_shard_plan *p, bf_flow_acts *acts,
+                              float **sg, float *grads, float *m, float *v, const float *x,
+                              const int *y, int warm, int steps) {
+    double red, wait, dt = bench_timed_steps(f, p, acts, sg, grads, m, v, x, y, warm, steps, &red, &wait);
+    if (!bf_dist_is_root()) return;
+    int batch = p->n, bf16 = bf_precision_effective() == BF_PRECISION_BF16;
+    double ips = steps * (double)batch / dt, gf = bf_flow_train_flops(&f->cfg, batch) * steps / dt / 1e9;
+    double mb = 4.0 * (double)f->num_params / 1e6;
+    printf("bench train: config %s, %zu parameters, batch %d, %d processes x %d thread%s (%d shards), "
+           "%s matrix products\n", config, f->num_params, batch, p->nranks, omp_get_max_threads(),
+           omp_get_max_threads() == 1 ? "" : "s", p->S, bf16 ? "bf16" : "fp32");
+    printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
+           ips, 1e3 * dt / steps, gf, bf_flow_train_flops(&f->cfg, batch) / 1e9);
+    printf("  reduction:  %.2f ms/step (%.1f%% of the step): %.2f MB of gradients summed in shard "
+           "order along the %d ranks, then broadcast\n", 1e3 * red / steps, 100.0 * red / dt, mb, p->nranks);
+    printf("  waiting:    %.2f ms/step (%.1f%% of the step) for the slowest rank to reach the reduction\n",
+           1e3 * wait / steps, 100.0 * wait / dt);
+    printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,\"gflops\":%.2f,"
+           "\"processes\":%d,\"threads\":%d,\"reduce_ms_per_step\":%.3f,\"wait_ms_per_step\":%.3f,"
+           "\"reduce_mb\":%.3f,\"precision\":\"%s\"}\n", config, batch, ips, gf, p->nranks,
+           omp_get_max_threads(), 1e3 * red / steps, 1e3 * wait / steps, mb, bf16 ? "bf16" : "fp32");
+}
+
+/* bench train in one process: the sharded step, the step with every kernel parallel over the
+ * batch, and the machine's sgemm rates. */
+static void bench_train_one(bf_flow *f, const char *config, const bf_shard_plan *p, bf_flow_acts *acts,
+                            float **sg, float *grads, float *m, float *v, const float *x,
+                            const int *y, int warm, int steps) {
+    const bf_flow_config c = f->cfg;
+    size_t n = f->num_params;
+    int batch = p->n, shards = p->S;
+    /* the baseline: the same step with every kernel parallel over the whole batch */
+    double t_ops = 0.0, t0 = 0.0;
+    for (int s = 0; s < warm + steps; s++) {
+        if (s == warm) t0 = bf_time();
+        bf_flow_forward(f, f->params, &acts[0], x, y, batch);
+        memset(grads, 0, sizeof(float) * n);
+        bf_flow_backward(f, f->params, &acts[0], grads, NULL);
+    }
+    t_ops = bf_time() - t0;
+    double red, wait, dt = bench_timed_steps(f, p, acts, sg, grads, m, v, x, y, warm, steps, &red, &wait);
+    double ips = steps * (double)batch / dt;
+    double gf = bf_flow_train_flops(&c, batch) * steps / dt / 1e9;
+    int W = c.channels, rows = batch * f->T;
+    double peak = sgemm_gflops(rows, 4 * W, W, 1.0, 0), big = sgemm_gflops(1024, 1024, 1024, 1.0, 0);
+    double own = bf_gemm_native() ? sgemm_gflops(rows, 4 * W, W, 1.0, 1) : peak;
+    int bf16 = bf_precision_effective() == BF_PRECISION_BF16;
+    double own16 = bf16 ? sgemm_gflops(rows, 4 * W, W, 1.0, 2) : 0.0;
+    printf("bench train: config %s, %zu parameters, batch %d, %d threads, %s matrix products\n",
+           config, n, batch, omp_get_max_threads(), bf16 ? "bf16" : "fp32");
+    printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
+           ips, 1e3 * dt / steps, gf, bf_flow_train_flops(&c, batch) / 1e9);
+    printf("  reduction:  %.2f ms/step (%.1f%% of the step): the %d shards' gradients (%.2f MB each) "
+           "summed in shard order\n", 1e3 * red / steps, 100.0 * red / dt, shards, 4.0 * (double)n / 1e6);
+    printf("  unsharded:  %.1f images/s with every kernel parallel over the batch instead of %d "
+           "batch shards (%.2fx)\n", steps * (double)batch / t_ops, shards, t_ops / dt);
+    printf("  baseline:   sgemm %dx%dx%d %.1f GFLOP/s, 1024^3 %.1f GFLOP/s (OpenBLAS, this run)\n",
+           rows, 4 * W, W, peak, big);
+    printf("  own kernel: bf_gemm %dx%dx%d %.1f GFLOP/s (%s), %.2fx OpenBLAS\n", rows, 4 * W, W,
+           own, bf_gemm_native() ? "AVX-512" : "OpenBLAS fallback", own / peak);
+    if (bf16)
+        printf("  bf16:       bf_gemm_bf16 %dx%dx%d %.1f GFLOP/s (AVX512-BF16, fp32 accumulation), "
+               "%.2fx the fp32 kernel\n", rows, 4 * W, W, own16, own16 / own);
+    printf("  ratio:      the training step achieves %.0f%% of the model-shaped OpenBLAS sgemm rate\n",
+           100.0 * gf / peak);
+    printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
+           "\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f,\"bf_gemm_gflops\":%.2f,"
+           "\"unsharded_images_per_s\":%.2f,\"precision\":\"%s\",\"bf16_gemm_gflops\":%.2f,"
+           "\"processes\":1,\"threads\":%d,\"reduce_ms_per_step\":%.3f}\n",
+           config, batch, ips, gf, peak, big, own, steps * (double)batch / t_ops,
+           bf16 ? "bf16" : "fp32", own16, omp_get_max_threads(), 1e3 * red / steps);
+}
+
 static int bench_train(int argc, char **argv) {
     shape_opts sh = {"fmnist-small", 0, 0, 0, 0, 0, -1.0f};
     int batch = 64, steps = 20, warm = 3, threads = 0;
@@ -217,7 +314,9 @@ static int bench_train(int argc, char **argv) {
     const char *pos[POS_MAX];
     int np, rc = cli_parse(argc, argv, 3, opts, "biflow bench train [options]",
                            "Training-step throughput of F (forward + backward + AdamW) on random "
-                           "data, with the machine's sgemm rate measured in the same run.",
+                           "data, with the machine's sgemm rate measured in the same run.\n"
+                           "Under mpirun: the step over the processes (the global batch split "
+                           "over them) and the time in its gradient reduction.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (threads > 0) omp_set_num_threads(threads);
@@ -234,58 +333,17 @@ static int bench_train(int argc, char **argv) {
     bf_rng_seed(&rng, 3);
     for (size_t i = 0; i < batch * N; i++) x[i] = bf_rng_uniform(&rng) * 2 - 1;
     for (int i = 0; i < batch; i++) y[i] = i % 10 - (i % 7 == 0);
-    int shards = omp_get_max_threads() < batch ? omp_get_max_threads() : batch;
+    bf_shard_plan plan;   /* over the job's processes under mpirun */
+    if (bf_dist_check(bf_shard_plan_make(&plan, batch, omp_get_max_threads()))) return fail();
+    int shards = plan.s1 - plan.s0;
     bf_flow_acts *acts = bf_calloc((size_t)shards, sizeof *acts);
     float **sg = bf_calloc((size_t)shards, sizeof *sg);
     for (int k = 0; k < shards; k++) {
-        bf_flow_acts_init(&acts[k], f, k == 0 ? batch : (batch + shards - 1) / shards);
+        bf_flow_acts_init(&acts[k], f, k == 0 ? batch : (batch + plan.S - 1) / plan.S);
         if (k) sg[k] = bf_malloc(sizeof(float) * n);
     }
-    /* the baseline: the same step with every kernel parallel over the whole batch */
-    double t_ops = 0.0, t0 = 0.0;
-    for (int s = 0; s < warm + steps; s++) {
-        if (s == warm) t0 = bf_time();
-        bf_flow_forward(f, f->params, &acts[0], x, y, batch);
-        memset(grads, 0, sizeof(float) * n);
-        bf_flow_backward(f, f->params, &acts[0], grads, NULL);
-    }
-    t_ops = bf_time() - t0;
-    for (int s = 0; s < warm + steps; s++) {
-        if (s == warm) t0 = bf_time();
-        bf_flow_step_sharded(f, f->params, acts, sg, shards, grads, x, y, batch);
-        for (size_t i = 0; i < n; i++) {   /* the optimiser's memory traffic, as in training */
-            m[i] = 0.9f * m[i] + 0.1f * grads[i];
-            v[i] = 0.95f * v[i] + 0.05f * grads[i] * grads[i];
-            f->params[i] -= 1e-6f * m[i] / (sqrtf(v[i]) + 1e-8f);
-        }
-    }
-    double dt = bf_time() - t0, ips = steps * (double)batch / dt;
-    double gf = bf_flow_train_flops(&c, batch) * steps / dt / 1e9;
-    int W = c.channels, rows = batch * f->T;
-    double peak = sgemm_gflops(rows, 4 * W, W, 1.0, 0), big = sgemm_gflops(1024, 1024, 1024, 1.0, 0);
-    double own = bf_gemm_native() ? sgemm_gflops(rows, 4 * W, W, 1.0, 1) : peak;
-    int bf16 = bf_precision_effective() == BF_PRECISION_BF16;
-    double own16 = bf16 ? sgemm_gflops(rows, 4 * W, W, 1.0, 2) : 0.0;
-    printf("bench train: config %s, %zu parameters, batch %d, %d threads, %s matrix products\n",
-           sh.config, n, batch, omp_get_max_threads(), bf16 ? "bf16" : "fp32");
-    printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
-           ips, 1e3 * dt / steps, gf, bf_flow_train_flops(&c, batch) / 1e9);
-    printf("  unsharded:  %.1f images/s with every kernel parallel over the batch instead of %d "
-           "batch shards (%.2fx)\n", steps * (double)batch / t_ops, shards, t_ops / dt);
-    printf("  baseline:   sgemm %dx%dx%d %.1f GFLOP/s, 1024^3 %.1f GFLOP/s (OpenBLAS, this run)\n",
-           rows, 4 * W, W, peak, big);
-    printf("  own kernel: bf_gemm %dx%dx%d %.1f GFLOP/s (%s), %.2fx OpenBLAS\n", rows, 4 * W, W,
-           own, bf_gemm_native() ? "AVX-512" : "OpenBLAS fallback", own / peak);
-    if (bf16)
-        printf("  bf16:       bf_gemm_bf16 %dx%dx%d %.1f GFLOP/s (AVX512-BF16, fp32 accumulation), "
-               "%.2fx the fp32 kernel\n", rows, 4 * W, W, own16, own16 / own);
-    printf("  ratio:      the training step achieves %.0f%% of the model-shaped OpenBLAS sgemm rate\n",
-           100.0 * gf / peak);
-    printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
-           "\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f,\"bf_gemm_gflops\":%.2f,"
-           "\"unsharded_images_per_s\":%.2f,\"precision\":\"%s\",\"bf16_gemm_gflops\":%.2f}\n",
-           sh.config, batch, ips, gf, peak, big, own, steps * (double)batch / t_ops,
-           bf16 ? "bf16" : "fp32", own16);
+    if (plan.nranks > 1) bench_train_ranks(f, sh.config, &plan, acts, sg, grads, m, v, x, y, warm, steps);
+    else bench_train_one(f, sh.config, &plan, acts, sg, grads, m, v, x, y, warm, steps);
     for (int k = 0; k < shards; k++) {
         bf_flow_acts_free(&acts[k]);
         free(sg[k]);
