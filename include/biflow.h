@@ -221,7 +221,10 @@ void bf_train_opts_default(bf_train_opts *o);
 int bf_train_flow(const bf_train_opts *o);
 
 /* Test-split bits/dim with uniform dequantisation (x = (p + u)/128 - 1), as the public code:
- * bpd = (NLL + ln 128) / ln 2, NLL in nats per dimension. limit = 0: whole split. */
+ * bpd = (NLL + ln 128) / ln 2, NLL in nats per dimension. limit = 0: whole split.
+ * In a job of several MPI processes (biflow built with MPI, started by mpirun) every process
+ * must call it: the images are split over them, and the result, the same on all, is what one
+ * process with as many threads as the job computes. */
 int bf_eval_bpd(bf_flow *f, const bf_dataset *ds, int batch, int limit, uint64_t seed,
                 double *bpd, int verbose);
 

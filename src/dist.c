@@ -138,12 +138,14 @@ static void p2p_bytes(void *buf, size_t n, int peer, int send) {
     }
 }
 
-void bf_dist_gather_rows_root(void *buf, int count, size_t row_bytes) {
+void bf_dist_gather_root(void *buf, int count, int unit, size_t row_bytes) {
     if (g_size == 1) return;
     for (int r = 1; r < g_size; r++) {
         if (g_rank != 0 && g_rank != r) continue;
-        size_t b0 = (size_t)bf_shard_begin(count, g_size, r), b1 = (size_t)bf_shard_begin(count, g_size, r + 1);
-        p2p_bytes((char *)buf + b0 * row_bytes, (b1 - b0) * row_bytes, g_rank == 0 ? r : 0, g_rank != 0);
+        int r0, r1;
+        bf_dist_span(count, unit, r, &r0, &r1);
+        p2p_bytes((char *)buf + (size_t)r0 * row_bytes, (size_t)(r1 - r0) * row_bytes,
+                  g_rank == 0 ? r : 0, g_rank != 0);
     }
 }
 
@@ -184,13 +186,20 @@ int bf_dist_check(int rc) { return rc ? -1 : 0; }
 int bf_dist_check_same(uint64_t v, const char *what) { return 0; }
 void bf_dist_bcast(void *buf, size_t n, int root) {}
 void bf_dist_gather_rows(double *v, int count, int k) {}
-void bf_dist_gather_rows_root(void *buf, int count, size_t row_bytes) {}
+void bf_dist_gather_root(void *buf, int count, int unit, size_t row_bytes) {}
 _Noreturn void bf_dist_abort(int code) { exit(code); }
 static void chain_reduce(float *grads, float *const *g, const bf_shard_plan *p, size_t P,
                          int shard_means) {
     BF_ASSERT(!"a plan over several processes without MPI");
 }
 #endif
+
+void bf_dist_span(int count, int unit, int r, int *r0, int *r1) {
+    int units = (count + unit - 1) / unit;
+    long a = (long)bf_shard_begin(units, g_size, r) * unit, b = (long)bf_shard_begin(units, g_size, r + 1) * unit;
+    *r0 = (int)(a < count ? a : count);
+    *r1 = (int)(b < count ? b : count);
+}
 
 /* ------------------------------------------------------------------ shards over processes */
 int bf_shard_plan_make(bf_shard_plan *p, int n, int threads) {

@@ -35,9 +35,12 @@ void bf_dist_bcast(void *buf, size_t n, int root);
 /* Collective: v (count, k) doubles, rows [begin(r), begin(r + 1)) filled by rank r, where
  * begin(r) = bf_shard_begin(count, size, r) (core.h): afterwards every row, everywhere. */
 void bf_dist_gather_rows(double *v, int count, int k);
-/* Collective: buf (count, row_bytes) with rows [begin(r), begin(r + 1)) of rank r as above,
- * gathered on rank 0 (the other ranks' buffers are left alone). */
-void bf_dist_gather_rows_root(void *buf, int count, size_t row_bytes);
+/* Rows [*r0, *r1) of rank r when count rows are split over the job's processes in whole
+ * units of `unit` rows (the last may be short): units [bf_shard_begin(units, size, r), ...). */
+void bf_dist_span(int count, int unit, int r, int *r0, int *r1);
+/* Collective: buf (count, row_bytes), each rank's rows (bf_dist_span) gathered on rank 0 (the
+ * other ranks' buffers are left alone). */
+void bf_dist_gather_root(void *buf, int count, int unit, size_t row_bytes);
 
 /* Ends the whole job: MPI_Abort (a last resort: prefer bf_dist_check), or exit(code). */
 _Noreturn void bf_dist_abort(int code);

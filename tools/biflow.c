@@ -129,14 +129,15 @@ static int cmd_train_flow(int argc, char **argv) {
     int trc = bf_train_flow(&o);
     if (trc < 0) return fail();
     if (trc > 0 || final_eval <= 0) return 0;   /* interrupted: no final evaluation */
-    bf_flow *f = bf_flow_load(o.out_dir, 1);
+    bf_flow *f = bf_flow_load(o.out_dir, 1);   /* under mpirun: split over the processes */
     bf_dataset ds = {0};
     double bpd;
-    if (!f || bf_dataset_load(&ds, o.data, "test") ||
-        bf_eval_bpd(f, &ds, 256, final_eval, 1234, &bpd, !o.quiet))
+    if (bf_dist_check(!f || bf_dataset_load(&ds, o.data, "test")) ||
+        bf_eval_bpd(f, &ds, 256, final_eval, 1234, &bpd, !o.quiet && bf_dist_is_root()))
         return fail();
-    printf("test bits/dim (EMA weights, %d images, uniform dequantisation): %.4f\n",
-           final_eval < ds.n ? final_eval : ds.n, bpd);
+    if (bf_dist_is_root())
+        printf("test bits/dim (EMA weights, %d images, uniform dequantisation): %.4f\n",
+               final_eval < ds.n ? final_eval : ds.n, bpd);
     bf_dataset_free(&ds);
     bf_flow_free(f);
     return 0;
@@ -167,13 +168,15 @@ static int cmd_eval_bpd(int argc, char **argv) {
     if (np == 1 && !flow) flow = pos[0];
     if (!flow) { fprintf(stderr, "biflow eval-bpd: --flow is required (see --help)\n"); return 2; }
     if (threads > 0) omp_set_num_threads(threads);
-    bf_flow *f = bf_flow_load(flow, !raw);
+    bf_flow *f = bf_flow_load(flow, !raw);   /* under mpirun: split over the processes */
     bf_dataset ds = {0};
     double bpd, t0 = bf_time();
-    if (!f || bf_dataset_load(&ds, data, split) || bf_eval_bpd(f, &ds, batch, limit, seed, &bpd, 1))
+    if (bf_dist_check(!f || bf_dataset_load(&ds, data, split)) ||
+        bf_eval_bpd(f, &ds, batch, limit, seed, &bpd, bf_dist_is_root()))
         return fail();
     int n = limit > 0 && limit < ds.n ? limit : ds.n;
-    printf("%s split, %d images, %s weights: %.4f bits/dim (%.1f s)\n", split, n,
+    if (bf_dist_is_root())
+        printf("%s split, %d images, %s weights: %.4f bits/dim (%.1f s)\n", split, n,
            raw ? "raw" : "EMA", bpd, bf_time() - t0);
     bf_dataset_free(&ds);
     bf_flow_free(f);
@@ -538,6 +541,37 @@ static int report_sample(const sample_args *a, const float *x, const int *y, int
     return 0;
 }
 
+/* x (n, img) from z (n, N) and y (n, or NULL) by F's sampler (f) or G's. Under mpirun the
+ * images are split over the processes in whole units of `unit` images (the sampler's batches,
+ * so that each image is made as one process makes it), gathered on rank 0 with the figures of
+ * st summed (collective). */
+static int sample_split(bf_flow *f, bf_reverse *r, const bf_sample_opts *so, const bf_reverse_sample_opts *ro,
+                        float *x, const float *z, const int *y, int n, size_t N, size_t img, int unit,
+                        bf_sample_stats *st) {
+    int i0, i1, size = bf_dist_size();
+    bf_dist_span(n, unit, bf_dist_rank(), &i0, &i1);
+    memset(st, 0, sizeof *st);
+    double t0 = bf_time();
+    const int *ys = y ? y + i0 : NULL;
+    int rc = i1 == i0 ? 0 : f ? bf_flow_sample(f, x + i0 * img, z + i0 * N, ys, i1 - i0, so, st)
+                              : bf_reverse_sample(r, x + i0 * img, z + i0 * N, ys, i1 - i0, ro, st);
+    if (bf_dist_check(rc)) return -1;
+    if (size == 1) return 0;
+    bf_dist_gather_root(x, n, unit, sizeof(float) * img);
+    double *v = bf_calloc((size_t)size * 2, sizeof(double));   /* per rank: iterations, non-finite */
+    v[2 * bf_dist_rank()] = (double)st->jacobi_iters;
+    v[2 * bf_dist_rank() + 1] = (double)st->nonfinite;
+    bf_dist_gather_rows(v, size, 2);
+    st->jacobi_iters = st->nonfinite = 0;
+    for (int k = 0; k < size; k++) {
+        st->jacobi_iters += (long)v[2 * k];
+        st->nonfinite += (long)v[2 * k + 1];
+    }
+    free(v);
+    st->seconds = bf_time() - t0;
+    return 0;
+}
+
 /* z (n, T, D) of the prior scaled by the temperature, and the labels of --class. */
 static int sample_inputs(const sample_args *a, float **z, int **y, int *ncols, size_t N, int K) {
     *y = bf_malloc(sizeof(int) * a->n);
@@ -568,10 +602,11 @@ static int sample_exact(sample_args *a) {
     float *z, *x = bf_malloc(sizeof(float) * a->n * img);
     if (sample_inputs(a, &z, &y, &ncols, N, c->num_classes)) return fail();
     bf_sample_stats st;
-    if (bf_flow_sample(f, x, z, y, a->n, so, &st)) return fail();
-    int rc = report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st,
+    if (sample_split(f, NULL, so, NULL, x, z, y, a->n, N, img, so->batch, &st)) return fail();
+    if (!bf_dist_is_root()) a->out = NULL;   /* under mpirun: rank 0 writes and reports */
+    int rc = !a->out ? 0 : report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st,
                            so->denoise ? ", score-denoised" : "");
-    if (rc == 0 && so->sampler == BF_SAMPLER_JACOBI)
+    if (rc == 0 && a->out && so->sampler == BF_SAMPLER_JACOBI)
         printf("Jacobi iterations: %ld in all, %.1f per block and batch (%d tokens per block)\n",
                st.jacobi_iters, (double)st.jacobi_iters / (c->num_blocks * ((a->n + so->batch - 1) / so->batch)), f->T);
     free(y); free(z); free(x);
@@ -604,13 +639,14 @@ static int sample_biflow(sample_args *a) {
     int *y, ncols;
     float *z, *x = bf_malloc(sizeof(float) * a->n * N);
     if (sample_inputs(a, &z, &y, &ncols, N, c->num_classes)) return fail();
-    bf_sample_stats st;
-    if (bf_reverse_sample(r, x, z, y, a->n, &ro, &st)) return fail();
+    bf_sample_stats st;   /* a unit of 64: G's chunks (32) and score-denoising batches (64) */
+    if (sample_split(NULL, r, NULL, &ro, x, z, y, a->n, N, N, 64, &st)) return fail();
+    if (!bf_dist_is_root()) a->out = NULL;   /* under mpirun: rank 0 writes and reports */
     int two = ro.cfg != 0 && (!c->guidance_embed || ro.cfg_two_pass);
     char what[96];
     snprintf(what, sizeof what, " (%d NFE)%s", two ? 2 : 1,
              score ? ", score-denoised" : ro.output == BF_REVERSE_OUT_CLEAN ? ", learned denoising" : ", no denoising");
-    int rc = report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st, what);
+    int rc = !a->out ? 0 : report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st, what);
     free(y); free(z); free(x);
     bf_flow_free(f);
     bf_reverse_free(r);

@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "cmd_eval.h"
 #include "../src/core.h"
+#include "../src/dist.h"
 
 #include <math.h>
 #include <omp.h>
@@ -24,23 +25,11 @@ typedef struct {
 } eval_result;
 
 /* ------------------------------------------------------------------ generation */
-/* n samples x (n, C, H, W) with labels y cycling over the classes, timed. */
-static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, float *x, int *y, int n,
-                    int K, eval_result *res) {
-    size_t N = 0;
-    if (r) {
-        const bf_reverse_config *c = bf_reverse_get_config(r);
-        N = (size_t)c->in_channels * c->img_size * c->img_size;
-    } else {
-        N = (size_t)bf_flow_tokens(bf_flow_get_config(f)) * bf_flow_token_dim(bf_flow_get_config(f));
-    }
-    float *z = bf_malloc(sizeof(float) * n * N);
-    bf_rng rng;
-    bf_rng_seed(&rng, a->seed);
-    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
-    for (int i = 0; i < n; i++) y[i] = K ? i % K : -1;
+/* n samples x (n, C, H, W) of prior noise z (n, N) and labels y (n) with the chosen sampler;
+ * res->nfe set. 0, or -1 with a message. */
+static int sample_rows(const eval_args *a, bf_flow *f, bf_reverse *r, float *x, const float *z,
+                       const int *y, int n, eval_result *res) {
     bf_sample_stats st;
-    int rc;
     if (r) {
         bf_reverse_sample_opts o;
         bf_reverse_sample_opts_default(&o);
@@ -52,25 +41,54 @@ static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, float *x, int
         if (score) { o.score_flow = f; o.sigma = a->sigma >= 0 ? a->sigma : bf_reverse_sigma(r); }
         const bf_reverse_config *c = bf_reverse_get_config(r);
         res->nfe = (a->cfg != 0 && (a->cfg_two_pass || !c->guidance_embed) ? 2 : 1) + (score ? 2 : 0);
-        rc = bf_reverse_sample(r, x, z, y, n, &o, &st);
-    } else {
-        bf_sample_opts o;
-        bf_sample_opts_default(&o);
-        o.sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
-        o.cfg = a->cfg;
-        o.cfg_anneal = a->cfg_anneal;
-        o.batch = a->batch;
-        o.denoise = !strcmp(a->denoise, "score") || (!strcmp(a->denoise, "auto") && a->sigma != 0);
-        o.sigma = a->sigma >= 0 ? a->sigma : 0.05f;
-        int T = bf_flow_tokens(bf_flow_get_config(f));
-        res->nfe = bf_flow_get_config(f)->num_blocks * T * (a->cfg != 0 ? 2 : 1) + (o.denoise ? 2 : 0);
-        rc = bf_flow_sample(f, x, z, y, n, &o, &st);
-        if (!rc && st.nonfinite) printf("warning: %ld sampled values are NaN or Inf\n", st.nonfinite);
+        return n ? bf_reverse_sample(r, x, z, y, n, &o, &st) : 0;
     }
+    bf_sample_opts o;
+    bf_sample_opts_default(&o);
+    o.sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
+    o.cfg = a->cfg;
+    o.cfg_anneal = a->cfg_anneal;
+    o.batch = a->batch;
+    o.denoise = !strcmp(a->denoise, "score") || (!strcmp(a->denoise, "auto") && a->sigma != 0);
+    o.sigma = a->sigma >= 0 ? a->sigma : 0.05f;
+    int T = bf_flow_tokens(bf_flow_get_config(f));
+    res->nfe = bf_flow_get_config(f)->num_blocks * T * (a->cfg != 0 ? 2 : 1) + (o.denoise ? 2 : 0);
+    return n ? bf_flow_sample(f, x, z, y, n, &o, &st) : 0;
+}
+
+/* n samples x (n, C, H, W) with labels y cycling over the classes, timed. Under mpirun the
+ * images are split over the processes in whole sampler batches (G: 64 = its chunks and its
+ * score-denoising batches; F: --batch), so that each image is made as one process makes it,
+ * and gathered on rank 0 (collective). */
+static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, float *x, int *y, int n,
+                    int K, eval_result *res) {
+    size_t N = 0, img;
+    if (r) {
+        const bf_reverse_config *c = bf_reverse_get_config(r);
+        N = img = (size_t)c->in_channels * c->img_size * c->img_size;
+    } else {
+        const bf_flow_config *c = bf_flow_get_config(f);
+        N = (size_t)bf_flow_tokens(c) * bf_flow_token_dim(c);
+        img = (size_t)c->in_channels * c->img_size * c->img_size;
+    }
+    float *z = bf_malloc(sizeof(float) * n * N);
+    bf_rng rng;
+    bf_rng_seed(&rng, a->seed);
+    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = K ? i % K : -1;
+    int unit = r ? 64 : a->batch, i0, i1;
+    bf_dist_span(n, unit, bf_dist_rank(), &i0, &i1);
+    double t0 = bf_time();
+    int rc = sample_rows(a, f, r, x + i0 * img, z + i0 * N, y + i0, i1 - i0, res);
     free(z);
-    if (rc) return -1;
-    res->images_per_s = n / st.seconds;
-    res->ms_per_image = 1e3 * st.seconds / n;
+    if (bf_dist_check(rc)) return -1;
+    bf_dist_gather_root(x, n, unit, sizeof(float) * img);
+    double seconds = bf_time() - t0;
+    long nonfinite = 0;
+    for (size_t i = 0; !r && i < (size_t)n * img; i++) nonfinite += !isfinite(x[i]);
+    if (nonfinite && bf_dist_is_root()) printf("warning: %ld sampled values are NaN or Inf\n", nonfinite);
+    res->images_per_s = n / seconds;
+    res->ms_per_image = 1e3 * seconds / n;
     return 0;
 }
 
@@ -199,58 +217,81 @@ static int load_images(const eval_args *a, float **x, int **y, int *n, const bf_
     return 0;
 }
 
+typedef struct { bf_features *fn; bf_dataset test; bf_reverse *r; bf_flow *f; } eval_models;
+
+/* The feature network, the test split and the models (every process its own). */
+static int load_models(const eval_args *a, eval_models *m) {
+    if (!(m->fn = bf_features_load(a->features)) || bf_dataset_load(&m->test, a->data, "test")) return -1;
+    if (a->reverse && !(m->r = bf_reverse_load(a->reverse, !a->raw))) return -1;
+    const char *fpath = a->flow ? a->flow : m->r ? bf_reverse_flow_path(m->r) : NULL;
+    if (fpath && !a->images) {
+        if (!(m->f = bf_flow_load(fpath, !a->raw))) return -1;
+        if (m->r && bf_reverse_check_flow(m->r, m->f, fpath)) return -1;
+    }
+    return 0;
+}
+
+static void free_models(eval_models *m) {
+    bf_dataset_free(&m->test);
+    bf_features_free(m->fn);
+    bf_reverse_free(m->r);
+    bf_flow_free(m->f);
+}
+
+/* The measures of the samples x (res->n) but bits/dim: FD, accuracy, the FD floor, G's
+ * fidelity; and the samples saved. */
+static int measure(const eval_args *a, eval_models *m, const float *x, const int *y, eval_result *res) {
+    bf_feature_stats ref = {0}, tr = {0};
+    bf_dataset train = {0};
+    int rc = split_stats(&ref, m->fn, &m->test, 0) || quality(m->fn, &ref, x, y, res->n, res) ||
+             (a->save && !a->images && save_samples(a->save, x, y, res->n, bf_features_get_config(m->fn)));
+    if (!rc && a->floor_n > 0)
+        rc = bf_dataset_load(&train, a->data, "train") || split_stats(&tr, m->fn, &train, a->floor_n) ||
+             bf_frechet_distance_stats(&res->floor_fd, &tr, &ref);
+    if (!rc && m->r && m->f && a->fid_n > 0)
+        rc = bf_reverse_eval_recon(m->r, m->f, &m->test, a->fid_n, 0.0f, 1234, &res->mse, &res->psnr);
+    bf_feature_stats_free(&ref);
+    bf_feature_stats_free(&tr);
+    bf_dataset_free(&train);
+    return rc ? -1 : 0;
+}
+
+/* Under mpirun the sampling and bits/dim are split over the processes; rank 0 measures the
+ * gathered samples and reports. */
 static int run_eval(eval_args *a) {
     eval_result res = {0};
     res.floor_fd = -1;
-    bf_features *fn = bf_features_load(a->features);
-    bf_dataset test = {0}, train = {0};
-    if (!fn || bf_dataset_load(&test, a->data, "test")) return cli_fail();
-    bf_feature_stats ref = {0};
-    if (split_stats(&ref, fn, &test, 0)) return cli_fail();
-    bf_reverse *r = NULL;
-    bf_flow *f = NULL;
-    if (a->reverse && !(r = bf_reverse_load(a->reverse, !a->raw))) return cli_fail();
-    const char *fpath = a->flow ? a->flow : r ? bf_reverse_flow_path(r) : NULL;
-    if (fpath && !a->images) {
-        if (!(f = bf_flow_load(fpath, !a->raw))) return cli_fail();
-        if (r && bf_reverse_check_flow(r, f, fpath)) return cli_fail();
-    }
+    eval_models m = {0};
     float *x = NULL;
-    int *y = NULL;
-    if (a->images) {
-        if (load_images(a, &x, &y, &res.n, bf_features_get_config(fn))) return cli_fail();
+    int *y = NULL, rc = 1, root = bf_dist_is_root();
+    if (bf_dist_check(load_models(a, &m))) goto done;
+    if (a->images) {   /* nothing to split: rank 0 alone */
+        if (!root) { rc = 0; goto done; }
+        if (load_images(a, &x, &y, &res.n, bf_features_get_config(m.fn))) goto done;
     } else {
-        if (!f) { fprintf(stderr, "biflow eval: give --reverse, --flow or --images (see --help)\n"); return 2; }
-        const bf_flow_config *fc = bf_flow_get_config(f);
+        if (!m.f) {
+            if (root) fprintf(stderr, "biflow eval: give --reverse, --flow or --images (see --help)\n");
+            rc = 2;
+            goto done;
+        }
+        const bf_flow_config *fc = bf_flow_get_config(m.f);
         res.n = a->n;
         x = bf_malloc(sizeof(float) * a->n * fc->in_channels * fc->img_size * fc->img_size);
         y = bf_malloc(sizeof(int) * a->n);
-        if (generate(a, f, r, x, y, a->n, fc->num_classes, &res)) return cli_fail();
+        if (generate(a, m.f, m.r, x, y, a->n, fc->num_classes, &res)) goto done;
     }
-    if (quality(fn, &ref, x, y, res.n, &res)) return cli_fail();
-    if (a->save && !a->images && save_samples(a->save, x, y, res.n, bf_features_get_config(fn)))
-        return cli_fail();
-    if (a->floor_n > 0) {
-        bf_feature_stats tr = {0};
-        if (bf_dataset_load(&train, a->data, "train") || split_stats(&tr, fn, &train, a->floor_n) ||
-            bf_frechet_distance_stats(&res.floor_fd, &tr, &ref))
-            return cli_fail();
-        bf_feature_stats_free(&tr);
-    }
-    if (f && a->bpd_n > 0 && bf_eval_bpd(f, &test, 256, a->bpd_n, 1234, &res.bpd, 0)) return cli_fail();
-    if (r && f && a->fid_n > 0 &&
-        bf_reverse_eval_recon(r, f, &test, a->fid_n, 0.0f, 1234, &res.mse, &res.psnr))
-        return cli_fail();
-    print_result(a, &res, f != NULL, r != NULL);
+    if (m.f && a->bpd_n > 0 && bf_eval_bpd(m.f, &m.test, 256, a->bpd_n, 1234, &res.bpd, 0)) goto done;
+    rc = 0;
+    if (!root) goto done;
+    if (measure(a, &m, x, y, &res)) { rc = 1; goto done; }
+    print_result(a, &res, m.f != NULL, m.r != NULL);
     append_row(a, &res);
-    free(x); free(y);
-    bf_feature_stats_free(&ref);
-    bf_dataset_free(&test);
-    bf_dataset_free(&train);
-    bf_features_free(fn);
-    bf_reverse_free(r);
-    bf_flow_free(f);
-    return 0;
+done:
+    if (rc == 1) cli_fail();
+    free(x);
+    free(y);
+    free_models(&m);
+    return rc;
 }
 
 int cmd_eval(int argc, char **argv) {
