@@ -206,24 +206,27 @@ static double sgemm_gflops(int M, int N, int K, double seconds, int native) {
 }
 
 /* `steps` timed steps after `warm` untimed ones of the sharded training step planned by p (over
- * the job's processes under mpirun), with the optimiser's memory traffic; *reduce_s: the time
- * of those steps in the gradient reduction, *wait_s waiting for the other processes to reach
- * it. Returns their seconds. */
+ * the job's processes under mpirun), with the optimiser's memory traffic; red[0]: the time of
+ * those steps in the gradient reduction, red[1] the shortest of a step, red[2] the time waiting
+ * for the other processes to reach it. Returns their seconds. */
 static double bench_timed_steps(bf_flow *f, const bf_shard_plan *p, bf_flow_acts *acts, float **sg,
                                 float *grads, float *m, float *v, const float *x, const int *y,
-                                int warm, int steps, double *reduce_s, double *wait_s) {
+                                int warm, int steps, double red[3]) {
     double t0 = 0.0, r0 = 0.0, w0 = 0.0;
+    red[1] = INFINITY;
     for (int s = 0; s < warm + steps; s++) {
         if (s == warm) { t0 = bf_time(); r0 = bf_dist_reduce_seconds(); w0 = bf_dist_wait_seconds(); }
+        double rs = bf_dist_reduce_seconds();
         bf_flow_step_shards(f, f->params, acts, sg, p, grads, x, y);
+        if (s >= warm) red[1] = fmin(red[1], bf_dist_reduce_seconds() - rs);
         for (size_t i = 0; i < f->num_params; i++) {   /* the optimiser's memory traffic */
             m[i] = 0.9f * m[i] + 0.1f * grads[i];
             v[i] = 0.95f * v[i] + 0.05f * grads[i] * grads[i];
             f->params[i] -= 1e-6f * m[i] / (sqrtf(v[i]) + 1e-8f);
         }
     }
-    *reduce_s = bf_dist_reduce_seconds() - r0;
-    *wait_s = bf_dist_wait_seconds() - w0;
+    red[0] = bf_dist_reduce_seconds() - r0;
+    red[2] = bf_dist_wait_seconds() - w0;
     return bf_time() - t0;
 }
 
@@ -232,7 +235,7 @@ static double bench_timed_steps(bf_flow *f, const bf_shard_plan *p, bf_flow_acts
 static void bench_train_ranks(bf_flow *f, const char *config, const bf_shard_plan *p, bf_flow_acts *acts,
                               float **sg, float *grads, float *m, float *v, const float *x,
                               const int *y, int warm, int steps) {
-    double red, wait, dt = bench_timed_steps(f, p, acts, sg, grads, m, v, x, y, warm, steps, &red, &wait);
+    double red[3], dt = bench_timed_steps(f, p, acts, sg, grads, m, v, x, y, warm, steps, red);
     if (!bf_dist_is_root()) return;
     int batch = p->n, bf16 = bf_precision_effective() == BF_PRECISION_BF16;
     double ips = steps * (double)batch / dt, gf = bf_flow_train_flops(&f->cfg, batch) * steps / dt / 1e9;
@@ -242,14 +245,16 @@ static void bench_train_ranks(bf_flow *f, const char *config, const bf_shard_pla
            omp_get_max_threads() == 1 ? "" : "s", p->S, bf16 ? "bf16" : "fp32");
     printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
            ips, 1e3 * dt / steps, gf, bf_flow_train_flops(&f->cfg, batch) / 1e9);
-    printf("  reduction:  %.2f ms/step (%.1f%% of the step): %.2f MB of gradients summed in shard "
-           "order along the %d ranks, then broadcast\n", 1e3 * red / steps, 100.0 * red / dt, mb, p->nranks);
+    printf("  reduction:  %.2f ms/step (%.1f%% of the step; fastest step %.2f ms): %.2f MB of "
+           "gradients summed in shard order along the %d ranks, then broadcast\n", 1e3 * red[0] / steps,
+           100.0 * red[0] / dt, 1e3 * red[1], mb, p->nranks);
     printf("  waiting:    %.2f ms/step (%.1f%% of the step) for the slowest rank to reach the reduction\n",
-           1e3 * wait / steps, 100.0 * wait / dt);
+           1e3 * red[2] / steps, 100.0 * red[2] / dt);
     printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,\"gflops\":%.2f,"
-           "\"processes\":%d,\"threads\":%d,\"reduce_ms_per_step\":%.3f,\"wait_ms_per_step\":%.3f,"
-           "\"reduce_mb\":%.3f,\"precision\":\"%s\"}\n", config, batch, ips, gf, p->nranks,
-           omp_get_max_threads(), 1e3 * red / steps, 1e3 * wait / steps, mb, bf16 ? "bf16" : "fp32");
+           "\"processes\":%d,\"threads\":%d,\"reduce_ms_per_step\":%.3f,\"reduce_ms_fastest\":%.3f,"
+           "\"wait_ms_per_step\":%.3f,\"reduce_mb\":%.3f,\"precision\":\"%s\"}\n", config, batch, ips,
+           gf, p->nranks, omp_get_max_threads(), 1e3 * red[0] / steps, 1e3 * red[1], 1e3 * red[2] / steps,
+           mb, bf16 ? "bf16" : "fp32");
 }
 
 /* bench train in one process: the sharded step, the step with every kernel parallel over the
@@ -269,7 +274,7 @@ static void bench_train_one(bf_flow *f, const char *config, const bf_shard_plan 
         bf_flow_backward(f, f->params, &acts[0], grads, NULL);
     }
     t_ops = bf_time() - t0;
-    double red, wait, dt = bench_timed_steps(f, p, acts, sg, grads, m, v, x, y, warm, steps, &red, &wait);
+    double red[3], dt = bench_timed_steps(f, p, acts, sg, grads, m, v, x, y, warm, steps, red);
     double ips = steps * (double)batch / dt;
     double gf = bf_flow_train_flops(&c, batch) * steps / dt / 1e9;
     int W = c.channels, rows = batch * f->T;
@@ -281,8 +286,9 @@ static void bench_train_one(bf_flow *f, const char *config, const bf_shard_plan 
            config, n, batch, omp_get_max_threads(), bf16 ? "bf16" : "fp32");
     printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
            ips, 1e3 * dt / steps, gf, bf_flow_train_flops(&c, batch) / 1e9);
-    printf("  reduction:  %.2f ms/step (%.1f%% of the step): the %d shards' gradients (%.2f MB each) "
-           "summed in shard order\n", 1e3 * red / steps, 100.0 * red / dt, shards, 4.0 * (double)n / 1e6);
+    printf("  reduction:  %.2f ms/step (%.1f%% of the step; fastest step %.2f ms): the %d shards' "
+           "gradients (%.2f MB each) summed in shard order\n", 1e3 * red[0] / steps, 100.0 * red[0] / dt,
+           1e3 * red[1], shards, 4.0 * (double)n / 1e6);
     printf("  unsharded:  %.1f images/s with every kernel parallel over the batch instead of %d "
            "batch shards (%.2fx)\n", steps * (double)batch / t_ops, shards, t_ops / dt);
     printf("  baseline:   sgemm %dx%dx%d %.1f GFLOP/s, 1024^3 %.1f GFLOP/s (OpenBLAS, this run)\n",
@@ -297,9 +303,9 @@ static void bench_train_one(bf_flow *f, const char *config, const bf_shard_plan 
     printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
            "\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f,\"bf_gemm_gflops\":%.2f,"
            "\"unsharded_images_per_s\":%.2f,\"precision\":\"%s\",\"bf16_gemm_gflops\":%.2f,"
-           "\"processes\":1,\"threads\":%d,\"reduce_ms_per_step\":%.3f}\n",
+           "\"processes\":1,\"threads\":%d,\"reduce_ms_per_step\":%.3f,\"reduce_ms_fastest\":%.3f}\n",
            config, batch, ips, gf, peak, big, own, steps * (double)batch / t_ops,
-           bf16 ? "bf16" : "fp32", own16, omp_get_max_threads(), 1e3 * red / steps);
+           bf16 ? "bf16" : "fp32", own16, omp_get_max_threads(), 1e3 * red[0] / steps, 1e3 * red[1]);
 }
 
 static int bench_train(int argc, char **argv) {
