@@ -31,6 +31,18 @@ int bf_dist_error_elsewhere(void) {
     return g_elsewhere && !strcmp(bf_last_error(), g_elsewhere_msg);
 }
 
+/* The number of processes a launcher started (mpirun, a PMI/PMIx launcher such as MPICH's or
+ * srun, MVAPICH2), as its environment says; 0 when none did. */
+static int launched_size(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
+                                       "MV2_COMM_WORLD_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v) return atoi(v) > 0 ? atoi(v) : 1;
+    }
+    return getenv("PMIX_RANK") ? 1 : 0;
+}
+
 #ifdef BF_MPI
 static int g_active = 0;
 
@@ -41,17 +53,8 @@ static void set_elsewhere(int first, const char *msg) {
     g_elsewhere = 1;
 }
 
-/* Started by a launcher: OpenMPI's mpirun, a PMI/PMIx launcher (MPICH's, srun), MVAPICH2. */
-static int launched(void) {
-    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
-                                       "MV2_COMM_WORLD_SIZE"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-        if (getenv(vars[i])) return 1;
-    return 0;
-}
-
 int bf_dist_init(int *argc, char ***argv) {
-    if (g_active || !launched()) return 0;
+    if (g_active || !launched_size()) return 0;
     int provided = 0;
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         bf_set_error("MPI_Init_thread failed");
@@ -102,8 +105,8 @@ int bf_dist_check_same(uint64_t v, const char *what) {
     MPI_Allreduce(&v, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
     if (lo == hi) return 0;
     char msg[512];
-    snprintf(msg, sizeof msg, "%s differ between the %d processes of the job (every node must "
-             "see the same files)", what, g_size);
+    snprintf(msg, sizeof msg, "%s differ between the %d processes of the job (each must be given "
+             "the same options and see the same files)", what, g_size);
     if (g_rank == 0) bf_set_error("%s", msg);
     else set_elsewhere(0, msg);
     return -1;
@@ -179,7 +182,14 @@ static void chain_reduce(float *grads, float *const *g, const bf_shard_plan *p, 
 }
 
 #else   /* ------------------------------------------------------------------ without MPI */
-int bf_dist_init(int *argc, char ***argv) { return 0; }
+int bf_dist_init(int *argc, char ***argv) {
+    int n = launched_size();
+    if (n <= 1) return 0;
+    bf_set_error("this biflow was built without MPI (no mpicc, or make MPI=0): the %d processes "
+                 "mpirun started would each run the whole command; rebuild with mpicc "
+                 "(tools/install-deps.sh installs it)", n);
+    return -1;
+}
 void bf_dist_finalize(void) {}
 int bf_dist_first(int flag) { return flag ? 0 : -1; }
 int bf_dist_check(int rc) { return rc ? -1 : 0; }

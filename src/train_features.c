@@ -229,7 +229,7 @@ static int final_eval(trainer *t, double *acc) {
     return bf_dist_check(bf_dist_is_root() ? save(t, *acc) : 0);
 }
 
-/* The network, data and buffers (each process its own); rank 0 opens the log. */
+/* The network, data and buffers (each process its own). */
 static int setup(trainer *t, bf_dataset *ds) {
     const bf_features_train_opts *o = t->o;
     if (bf_dataset_load(ds, o->data, "train")) return -1;
@@ -242,8 +242,13 @@ static int setup(trainer *t, bf_dataset *ds) {
     t->steps_per_epoch = (ds->n + o->batch - 1) / o->batch;
     t->steps = o->steps > 0 ? o->steps : o->epochs * t->steps_per_epoch;
     snprintf(t->path, sizeof t->path, "%s/features.safetensors", o->out_dir);
+    return 0;
+}
+
+/* Rank 0's log, opened once every process is ready. */
+static int open_log(trainer *t) {
     char lp[4200];
-    snprintf(lp, sizeof lp, "%s/log.jsonl", o->out_dir);
+    snprintf(lp, sizeof lp, "%s/log.jsonl", t->o->out_dir);
     if (bf_dist_is_root() && !(t->log = fopen(lp, "w"))) {
         bf_set_error("cannot open %s: %s", lp, strerror(errno));
         return -1;
@@ -260,7 +265,7 @@ static int train_in_run_dir(const bf_features_train_opts *o, double *test_accura
     if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
     if (bf_dist_check(setup(&t, &ds))) goto done;
     bf_train_state ts = {t.fn->params, NULL, t.m, t.v, t.fn->num_params, 0};
-    if (bf_train_check_same(&ts, &ds)) goto done;
+    if (bf_train_check_same(&ts, &ds) || bf_dist_check(open_log(&t))) goto done;
     char layout[96];
     bf_train_layout(layout, sizeof layout, &t.plan);
     if (!o->quiet)

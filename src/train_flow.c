@@ -272,7 +272,7 @@ static void free_trainer(trainer *t) {
     bf_data_order_free(&t->order);
 }
 
-/* Weights, data and buffers of the run (each process its own); rank 0 opens the log. */
+/* Weights, data and buffers of the run (each process its own). */
 static int setup(trainer *t, run_state *s, bf_train_data *data) {
     const bf_train_opts *o = t->o;
     if (o->resume ? load_state(s, o) || check_resume(o, s->step) : new_state(s, o)) return -1;
@@ -284,8 +284,7 @@ static int setup(trainer *t, run_state *s, bf_train_data *data) {
         return -1;
     t->ds = &data->train;
     t->test = data->test;
-    if (alloc_trainer(t, t->ds)) return -1;
-    return bf_dist_is_root() && !(t->log = bf_open_log(o->out_dir, s->step)) ? -1 : 0;
+    return alloc_trainer(t, t->ds);
 }
 
 /* The run, in its run folder (locked by the caller); with several processes (dist.h) each
@@ -300,6 +299,9 @@ static int train_in_run_dir(const void *opts) {
     if (bf_dist_check(setup(&t, &s, &data))) goto done;
     bf_train_state ts = {s.f->params, s.ema, s.m, s.v, s.f->num_params, s.step};
     if (bf_train_check_same(&ts, t.ds)) goto done;
+    /* rank 0 logs: opened once every process is ready (a failed start leaves no log behind) */
+    int lrc = bf_dist_is_root() && !(t.log = bf_open_log(o->out_dir, s.step)) ? -1 : 0;
+    if (bf_dist_check(lrc)) goto done;
     char layout[96];
     bf_train_layout(layout, sizeof layout, &t.plan);
     if (!o->quiet)

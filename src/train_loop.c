@@ -85,8 +85,8 @@ static int loop(const bf_train_loop *L, int *stopper) {
     }
     if (*stopper >= 0) {
         if (!L->quiet && bf_dist_size() > 1)
-            fprintf(stderr, "interrupted (a signal to rank %d of %d): saving step %ld\n", *stopper,
-                    bf_dist_size(), *L->step);
+            fprintf(stderr, "interrupted by a signal (to rank %d of %d first): saving step %ld\n",
+                    *stopper, bf_dist_size(), *L->step);
         else if (!L->quiet)
             fprintf(stderr, "interrupted: saving step %ld\n", *L->step);
         return checkpoint(L) ? -1 : 1;   /* 1: stopped early, state saved */

@@ -552,7 +552,7 @@ static void print_banner(const run_state *s, const bf_reverse_train_opts *o, con
             o->steps, layout, bf_precision_name(bf_precision_effective()));
 }
 
-/* F, G, the perceptual network, data and buffers (each process its own); rank 0 opens the log. */
+/* F, G, the perceptual network, data and buffers (each process its own). */
 static int setup(trainer *t, run_state *s, bf_train_data *data) {
     const bf_reverse_train_opts *o = t->o;
     if (!(s->f = bf_flow_load(o->flow, 1))) return -1;
@@ -567,8 +567,7 @@ static int setup(trainer *t, run_state *s, bf_train_data *data) {
         return -1;
     t->ds = &data->train;
     t->test = data->test;
-    if (alloc_trainer(t, t->ds)) return -1;
-    return bf_dist_is_root() && !(t->log = bf_open_log(o->out_dir, s->step)) ? -1 : 0;
+    return alloc_trainer(t, t->ds);
 }
 
 /* The run, in its run folder (locked by the caller); with several processes (dist.h) each
@@ -583,6 +582,9 @@ static int train_in_run_dir(const void *opts) {
     if (bf_dist_check(setup(&t, &s, &data))) goto done;
     bf_train_state ts = {s.r->params, s.ema, s.m, s.v, s.r->num_params, s.step};
     if (bf_train_check_same(&ts, t.ds)) goto done;
+    /* rank 0 logs: opened once every process is ready (a failed start leaves no log behind) */
+    int lrc = bf_dist_is_root() && !(t.log = bf_open_log(o->out_dir, s.step)) ? -1 : 0;
+    if (bf_dist_check(lrc)) goto done;
     if (!o->quiet) print_banner(&s, o, &t.plan);
     rc = train_loop(&t);
 done:

@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "../src/core.h"
 #include "../src/train_util.h"
+#include "../src/dist.h"
 
 #include <omp.h>
 #include <string.h>
@@ -12,10 +13,7 @@
 #define POS_MAX 4
 #define DEFAULT_FEATURES "models/features-fmnist.safetensors"
 
-static int fail(void) {
-    fprintf(stderr, "biflow: %s\n", bf_last_error());
-    return 1;
-}
+static int fail(void) { return cli_fail(); }
 
 /* ------------------------------------------------------------------ train-features */
 int cmd_train_features(int argc, char **argv) {
@@ -60,6 +58,7 @@ int cmd_train_features(int argc, char **argv) {
     if (bf_train_features_check_opts(&o)) return cli_usage_fail("train-features");
     double acc, t0 = bf_time();
     if (bf_train_features(&o, &acc)) return fail();
+    if (!bf_dist_is_root()) return 0;   /* under mpirun: rank 0 reports */
     printf("trained in %.1f s; wrote %s/features.safetensors\n", bf_time() - t0, o.out_dir);
     if (acc >= 0) printf("test accuracy: %.4f\n", acc);
     return 0;
