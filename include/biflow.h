@@ -217,7 +217,11 @@ typedef struct {
 
 void bf_train_opts_default(bf_train_opts *o);
 /* Trains F by maximum likelihood; returns 0 when the requested steps are done, 1 when
- * stopped by SIGINT or SIGTERM (the state is saved; --resume continues), -1 on error. */
+ * stopped by SIGINT or SIGTERM (the state is saved; --resume continues), -1 on error.
+ * The three trainers (F, G, the feature network) are data-parallel in a job of several MPI
+ * processes (biflow built with MPI, started by mpirun): every process calls them with the
+ * same options; the batch is split over the processes, rank 0 writes, and the weights are
+ * those of one process with as many threads as the job (README, "Beyond one machine"). */
 int bf_train_flow(const bf_train_opts *o);
 
 /* Test-split bits/dim with uniform dequantisation (x = (p + u)/128 - 1), as the public code:
