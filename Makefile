@@ -64,7 +64,14 @@ $(B)/obj/%.o: src/%.c $(SRCHDR) include/biflow.h | $(B)/obj
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 $(B)/tools/%.o: tools/%.c $(SRCHDR) $(wildcard tools/*.h) include/biflow.h | $(B)/tools
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) -I$(B)/gen -c $< -o $@
+# The page of `biflow serve` is written as tools/serve_page.html and compiled in as a C string.
+$(B)/tools/serve_api.o: $(B)/gen/serve_page.h
+$(B)/gen/serve_page.h: tools/serve_page.html | $(B)/gen
+	{ echo '/* generated from tools/serve_page.html by the Makefile: do not edit */'; \
+	  echo 'static const char SERVE_PAGE[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; } > $@.tmp && mv $@.tmp $@
 $(B)/tests/%.o: tests/%.c $(wildcard tests/*.h) $(SRCHDR) include/biflow.h | $(B)/tests
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -74,13 +81,15 @@ $(B)/$(SONAME): $(OBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 $(B)/libbiflow.so: $(B)/$(SONAME)
 	ln -sf $(SONAME) $@
+# the CLI alone serves HTTP (biflow serve): libmicrohttpd
+CLI_LIBS := -lmicrohttpd -lpthread
 $(CLI): $(TOOLOBJ) $(B)/libbiflow.a
-	$(CC) $(CFLAGS) -o $@ $(TOOLOBJ) $(B)/libbiflow.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(TOOLOBJ) $(B)/libbiflow.a $(LDLIBS) $(CLI_LIBS)
 # --wrap=fsync: the tests see which files and folders the library flushes (test_reliability.c)
 $(B)/test_biflow: $(TESTOBJ) $(B)/libbiflow.a
 	$(CC) $(CFLAGS) -Wl,--wrap=fsync -o $@ $(TESTOBJ) $(B)/libbiflow.a $(LDLIBS)
 
-$(B)/obj $(B)/tools $(B)/tests:
+$(B)/obj $(B)/tools $(B)/tests $(B)/gen:
 	mkdir -p $@
 
 # ---------------------------------------------------------------- fuzzing (tests/fuzz/)
@@ -179,7 +188,7 @@ $(B)/inst/datadir.txt: FORCE | $(B)/inst
 $(B)/inst/cli.o: tools/cli.c $(wildcard tools/*.h) include/biflow.h $(B)/inst/datadir.txt
 	$(CC) $(CFLAGS) -DBF_DATADIR='"$(DATADIR)"' -c $< -o $@
 $(B)/inst/biflow: $(filter-out $(B)/tools/cli.o,$(TOOLOBJ)) $(B)/inst/cli.o $(B)/libbiflow.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CLI_LIBS)
 
 PC_SED := -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
           -e 's|@DATADIR@|$(DATADIR)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LDLIBS) $(MPILIBS)|'

@@ -154,6 +154,10 @@ int bf_write_png(const char *path, const uint8_t *pixels, int h, int w, int c);
  * scaled up by an integer factor (nearest neighbour), 2-pixel gaps */
 int bf_write_image_grid(const char *path, const float *images, int n, int c, int h, int w,
                         int ncols, int scale);
+/* The same PNG and grid in memory: *out (malloc'ed, *size bytes) holds the encoded file. */
+int bf_png_encode(uint8_t **out, size_t *size, const uint8_t *pixels, int h, int w, int c);
+int bf_image_grid_png(uint8_t **out, size_t *size, const float *images, int n, int c, int h,
+                      int w, int ncols, int scale);
 /* NumPy .npy (version 1.0, C order); written atomically */
 int bf_write_npy(const char *path, bf_dtype dt, int ndim, const int64_t *shape, const void *data);
 /* Reads a .npy of dtype u1, i4, i8, f4 or f8 (little-endian, C order). *data is malloc'ed in
@@ -490,6 +494,11 @@ int bf_plot_logs(const char *out_png, const char *const *logs, int n_logs, const
 /* Decodes a PNG or JPEG file to (c, h, w) uint8, c = 1 or 3 (alpha dropped); *pixels is
  * malloc'ed. */
 int bf_read_image(uint8_t **pixels, int *c, int *h, int *w, const char *path);
+/* The same from memory (len bytes of a PNG or JPEG file), converted to `channels` (1 or 3:
+ * grey <-> RGB by luminance, alpha dropped): *pixels (channels, h, w) uint8, malloc'ed. Damaged,
+ * truncated or oversized data (more than 16384 pixels a side) are refused with a message. */
+int bf_decode_image(uint8_t **pixels, int channels, int *h, int *w, const uint8_t *buf,
+                    size_t len);
 
 /* Token mask (T) from spec, which names the KNOWN region: left-half, right-half, top-half,
  * bottom-half (floor(g/2) of the g token columns or rows, so an odd grid's middle column or

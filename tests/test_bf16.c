@@ -482,7 +482,7 @@ TEST(bf16_leaves_fp32_exact_inverse_intact) {
 TEST(cli_precision_option_on_every_computing_command) {
     static const char *cmds[] = {"train-flow", "train-reverse", "sample", "eval", "eval-bpd",
                                  "eval-reverse", "bench train", "bench sample", "inpaint", "edit",
-                                 "reconstruct", "interpolate", "encode", "demo"};
+                                 "reconstruct", "interpolate", "encode", "demo", "serve"};
     char out[16384];
     for (int i = 0; i < NUM(cmds); i++) {
         int rc = bf_test_sh(out, sizeof out, "./biflow %s --help", cmds[i]);

@@ -365,6 +365,8 @@ TEST(dataset_fashion_mnist) {
         CHECK(bf_dataset_load(&d, "fashion-mnist", splits[s]) == 0);
         CHECK(d.n == expect_n[s] && d.c == 1 && d.h == 28 && d.w == 28 && d.num_classes == 10);
         CHECK(d.class_names && !strcmp(d.class_names[0], "T-shirt/top") && !strcmp(d.class_names[9], "Ankle boot"));
+        /* the dataset's own label order: 7 is the sneaker, 8 the bag (they were swapped) */
+        CHECK(d.class_names && !strcmp(d.class_names[7], "Sneaker") && !strcmp(d.class_names[8], "Bag"));
         if (s == 0) CHECK(d.labels && d.labels[0] == 9);
         int count[10] = {0}, maxpix = 0;
         for (int i = 0; d.labels && i < d.n; i++) count[d.labels[i]]++;

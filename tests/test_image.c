@@ -108,6 +108,44 @@ TEST(image_grid_layout) {
     CHECK_ERR(bf_write_image_grid(p, grey, 1, 1, 2, 2, 1, 40000), "not a valid grid");
 }
 
+/* In memory: the bytes bf_write_png and bf_write_image_grid store, and they decode back. */
+TEST(image_png_in_memory) {
+    float img[2][1][3][3];
+    for (int i = 0; i < 18; i++) (&img[0][0][0][0])[i] = -1.0f + (float)i / 9.0f;
+    uint8_t *png = NULL, *file = NULL;
+    size_t n = 0, fn = 0;
+    CHECK(bf_image_grid_png(&png, &n, &img[0][0][0][0], 2, 1, 3, 3, 2, 1) == 0);
+    const char *p = img_path("mem.png");
+    CHECK(bf_write_image_grid(p, &img[0][0][0][0], 2, 1, 3, 3, 2, 1) == 0);
+    CHECK(bf_read_file(p, &file, &fn, 1 << 20) == 0);
+    CHECK(png && n > 8 && n == fn && !memcmp(png, file, n));
+    int w, h, c;
+    uint8_t *px = png ? bf_image_decode(png, n, BF_IMAGE_AS_STORED, &w, &h, &c) : NULL;
+    CHECK(px && w == 12 && h == 7 && c == 1);       /* 2 x (3 + 2) + 2 by 3 + 4 */
+    CHECK(px && px[2 * 12 + 2] == 0 && px[2 * 12 + 7] == 128);
+    free(px); free(png); free(file);
+    uint8_t *enc = NULL, pix[6] = {0, 50, 100, 150, 200, 250};
+    CHECK(bf_png_encode(&enc, &n, pix, 2, 3, 1) == 0);
+    px = enc ? bf_image_decode(enc, n, BF_IMAGE_AS_STORED, &w, &h, &c) : NULL;
+    CHECK(px && w == 3 && h == 2 && c == 1 && !memcmp(px, pix, 6));
+    free(px); free(enc);
+    /* the public decoder from memory: planes, converted to the channels asked for */
+    CHECK(bf_png_encode(&enc, &n, pix, 2, 3, 1) == 0);
+    uint8_t *planes = NULL;
+    CHECK(enc && bf_decode_image(&planes, 3, &h, &w, enc, n) == 0);
+    CHECK(planes && h == 2 && w == 3);
+    for (int k = 0; planes && k < 3; k++) CHECK(!memcmp(planes + 6 * k, pix, 6));
+    free(planes);
+    CHECK_ERR(bf_decode_image(&planes, 1, &h, &w, enc, n / 2), "");   /* truncated */
+    CHECK(planes == NULL);
+    CHECK_ERR(bf_decode_image(&planes, 2, &h, &w, enc, n), "1 or 3 channels");
+    CHECK_ERR(bf_decode_image(&planes, 1, &h, &w, (const uint8_t *)"GIF89a..", 8), "");
+    free(enc);
+    CHECK_ERR(bf_png_encode(&enc, &n, pix, 0, 3, 1), "bad image");
+    CHECK(enc == NULL && n == 0);
+    CHECK_ERR(bf_image_grid_png(&enc, &n, &img[0][0][0][0], 1, 2, 3, 3, 1, 1), "c must be 1 or 3");
+}
+
 /* ------------------------------------------------------------------ .npy */
 TEST(image_npy_roundtrip) {
     static const bf_dtype dts[5] = {BF_DT_F32, BF_DT_F64, BF_DT_I64, BF_DT_I32, BF_DT_U8};

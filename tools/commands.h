@@ -18,4 +18,7 @@ int cmd_encode(int argc, char **argv);
 int cmd_train_features(int argc, char **argv);
 int cmd_eval_features(int argc, char **argv);
 
+/* tools/cmd_serve.c */
+int cmd_serve(int argc, char **argv);
+
 #endif

@@ -29,6 +29,7 @@ static const command COMMANDS[] = {
     {"interpolate", cmd_interpolate, "decode the great-circle path between two images' encodings"},
     {"encode", cmd_encode, "encode images with F to noise (x, y, z, logdet as safetensors)"},
     {"info", cmd_info, "show a model file's configuration"},
+    {"serve", cmd_serve, "a page to play with a model pair, and its JSON/PNG API (HTTP, 127.0.0.1)"},
     {"plot", cmd_plot, "draw training curves from log.jsonl files to a PNG"},
     {"train-features", cmd_train_features, "train the feature network (classifier for the FD)"},
     {"eval-features", cmd_eval_features, "Frechet distance of images against the test split"},

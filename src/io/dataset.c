@@ -22,7 +22,7 @@
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
 static const char *const fmnist_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                             "Sandal", "Shirt", "Bag", "Sneaker", "Ankle boot"};
+                                             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
 static const char *const cifar_names[10] = {"airplane", "automobile", "bird", "cat", "deer",
                                             "dog", "frog", "horse", "ship", "truck"};
 

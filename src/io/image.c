@@ -33,20 +33,36 @@ static void membuf_put(void *ctx, void *data, int size) {
     b->n += (size_t)size;
 }
 
-int bf_write_png(const char *path, const uint8_t *pixels, int h, int w, int c) {
+int bf_png_encode(uint8_t **out, size_t *size, const uint8_t *pixels, int h, int w, int c) {
+    *out = NULL;
+    *size = 0;
     if (h < 1 || w < 1 || h > MAX_SIDE || w > MAX_SIDE || c < 1 || c > 4 || !pixels ||
         (int64_t)h * w * c > INT_MAX) {
-        bf_set_error("cannot write PNG '%s': bad image %dx%d with %d channels", path, w, h, c);
+        bf_set_error("cannot encode PNG: bad image %dx%d with %d channels", w, h, c);
         return -1;
     }
     membuf b = {0};
     if (!stbi_write_png_to_func(membuf_put, &b, w, h, c, pixels, w * c)) {
-        bf_set_error("cannot encode PNG '%s'", path);
+        bf_set_error("cannot encode PNG of %dx%d with %d channels", w, h, c);
         free(b.p);
         return -1;
     }
-    int rc = bf_write_file_atomic(path, b.p, b.n);
-    free(b.p);
+    *out = b.p;
+    *size = b.n;
+    return 0;
+}
+
+int bf_write_png(const char *path, const uint8_t *pixels, int h, int w, int c) {
+    uint8_t *png;
+    size_t n;
+    if (bf_png_encode(&png, &n, pixels, h, w, c)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("cannot write PNG '%s': %s", path, why);
+        return -1;
+    }
+    int rc = bf_write_file_atomic(path, png, n);
+    free(png);
     return rc;
 }
 
@@ -81,8 +97,10 @@ static void grid_draw(uint8_t *grid, int gw, const float *img, int c, int h, int
 
 /* Layout as torchvision's make_grid: a GRID_GAP border around and between the images; cells of
  * an incomplete last row stay background. ncols <= 0 picks ceil(sqrt(n)). */
-int bf_write_image_grid(const char *path, const float *images, int n, int c, int h, int w,
-                        int ncols, int scale) {
+int bf_image_grid_png(uint8_t **out, size_t *size, const float *images, int n, int c, int h,
+                      int w, int ncols, int scale) {
+    *out = NULL;
+    *size = 0;
     if (ncols <= 0) ncols = (int)ceil(sqrt((double)(n > 0 ? n : 1)));
     if (ncols > n) ncols = n;
     int64_t rows = n > 0 ? (n + ncols - 1) / ncols : 0;
@@ -91,9 +109,8 @@ int bf_write_image_grid(const char *path, const float *images, int n, int c, int
     if (n < 1 || (c != 1 && c != 3) || h < 1 || w < 1 || scale < 1 || !images ||
         (int64_t)h * scale > MAX_SIDE || (int64_t)w * scale > MAX_SIDE || gw > MAX_SIDE ||
         gh > MAX_SIDE || gw * gh * c > INT_MAX) {
-        bf_set_error("cannot write image grid '%s': %d images of %dx%dx%d at scale %d in %d "
-                     "columns is not a valid grid (c must be 1 or 3, at most %d pixels a side)",
-                     path, n, c, h, w, scale, ncols, MAX_SIDE);
+        bf_set_error("%d images of %dx%dx%d at scale %d in %d columns is not a valid grid (c must "
+                     "be 1 or 3, at most %d pixels a side)", n, c, h, w, scale, ncols, MAX_SIDE);
         return -1;
     }
     uint8_t *grid = bf_malloc((size_t)(gw * gh * c));
@@ -103,8 +120,23 @@ int bf_write_image_grid(const char *path, const float *images, int n, int c, int
         int x0 = GRID_GAP + (i % ncols) * (w * scale + GRID_GAP);
         grid_draw(grid, (int)gw, images + (size_t)i * c * h * w, c, h, w, scale, y0, x0);
     }
-    int rc = bf_write_png(path, grid, (int)gh, (int)gw, c);
+    int rc = bf_png_encode(out, size, grid, (int)gh, (int)gw, c);
     free(grid);
+    return rc;
+}
+
+int bf_write_image_grid(const char *path, const float *images, int n, int c, int h, int w,
+                        int ncols, int scale) {
+    uint8_t *png;
+    size_t size;
+    if (bf_image_grid_png(&png, &size, images, n, c, h, w, ncols, scale)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("cannot write image grid '%s': %s", path, why);
+        return -1;
+    }
+    int rc = bf_write_file_atomic(path, png, size);
+    free(png);
     return rc;
 }
 

@@ -281,15 +281,35 @@ uint8_t *bf_image_read_file(const char *path, int want_channels, int *w, int *h,
     return px;
 }
 
+/* Interleaved (h, w, c) pixels to planes (c, h, w) in *pixels; img is freed. */
+static int to_planes(uint8_t **pixels, uint8_t *img, int c, int h, int w) {
+    size_t hw = (size_t)h * w;
+    *pixels = bf_try_malloc(hw * c, "an image");
+    if (*pixels)
+        for (int k = 0; k < c; k++)   /* HWC -> CHW, the layout of every image array here */
+            for (size_t i = 0; i < hw; i++) (*pixels)[k * hw + i] = img[i * c + k];
+    free(img);
+    return *pixels ? 0 : -1;
+}
+
 int bf_read_image(uint8_t **pixels, int *c, int *h, int *w, const char *path) {
     *pixels = NULL;
     uint8_t *img = bf_image_read_file(path, BF_IMAGE_NO_ALPHA, w, h, c);
-    if (!img) return -1;
-    size_t hw = (size_t)*h * *w;
-    *pixels = bf_try_malloc(hw * *c, "an image");
-    if (*pixels)
-        for (int k = 0; k < *c; k++)   /* HWC -> CHW, the layout of every image array here */
-            for (size_t i = 0; i < hw; i++) (*pixels)[k * hw + i] = img[i * *c + k];
-    free(img);
-    return *pixels ? 0 : -1;
+    return img ? to_planes(pixels, img, *c, *h, *w) : -1;
+}
+
+int bf_decode_image(uint8_t **pixels, int channels, int *h, int *w, const uint8_t *buf,
+                    size_t len) {
+    *pixels = NULL;
+    if (channels != 1 && channels != 3) {
+        bf_set_error("images are decoded to 1 or 3 channels, not %d", channels);
+        return -1;
+    }
+    if (!buf) {
+        bf_set_error("no image data");
+        return -1;
+    }
+    int c;
+    uint8_t *img = bf_image_decode(buf, len, channels, w, h, &c);
+    return img ? to_planes(pixels, img, c, *h, *w) : -1;
 }
