@@ -6,6 +6,21 @@
 # `make fuzz` builds the libFuzzer harnesses (build/fuzz/), `make SAN=1` the library, CLI and
 # tests with AddressSanitizer and UBSan into build-san/ (`make SAN=1 test` runs them there).
 CC      ?= gcc
+# MPI (data-parallel training under mpirun, src/core/dist.c): with mpicc on the PATH the library,
+# CLI and tests are built with it and -DBF_MPI; MPI=0 builds without (the CLI then always runs
+# as one process). SAN=1 defaults to MPI=0: the sanitizers would report MPI's own allocations.
+# `make clean` after changing it (the objects do not record how they were built).
+ifeq ($(SAN),1)
+MPI     ?= 0
+else
+MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+endif
+ifeq ($(MPI),1)
+CC      := mpicc
+MPIFLAGS := -DBF_MPI
+# for biflow.pc's Libs.private (a static link by pkg-config): OpenMPI's, else MPICH's spelling
+MPILIBS := $(shell mpicc -showme:link 2>/dev/null || mpicc -link_info 2>/dev/null | cut -d' ' -f2-)
+endif
 # SAN=1: the same library, CLI and tests with AddressSanitizer (leaks included) and UBSan, every
 # report fatal, in build-san/ (the CLI as build-san/biflow): the normal build is untouched.
 ifeq ($(SAN),1)
@@ -21,7 +36,7 @@ endif
 BLASDIR := $(firstword $(wildcard /usr/lib/$(shell gcc -print-multiarch 2>/dev/null)/openblas-openmp) )
 ARCH    ?= -march=native
 OPT     ?= -O3
-CFLAGS  += -std=c11 $(OPT) $(ARCH) -fopenmp -fno-math-errno -fPIC -g $(SANFLAGS) \
+CFLAGS  += -std=c11 $(OPT) $(ARCH) -fopenmp -fno-math-errno -fPIC -g $(SANFLAGS) $(MPIFLAGS) \
            -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Iinclude $(SRCINC)
 comma   := ,
 BLASLIB := $(if $(BLASDIR),-L$(BLASDIR) -Wl$(comma)-rpath$(comma)$(BLASDIR)) -lopenblas
@@ -176,7 +191,7 @@ $(B)/inst/biflow: $(filter-out $(B)/tools/cli.o,$(TOOLOBJ)) $(B)/inst/cli.o $(B)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CLI_LIBS)
 
 PC_SED := -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-          -e 's|@DATADIR@|$(DATADIR)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LDLIBS)|'
+          -e 's|@DATADIR@|$(DATADIR)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LDLIBS) $(MPILIBS)|'
 PYDEST  = $(DESTDIR)$(PYTHONDIR)/biflow
 
 install: $(B)/libbiflow.a $(B)/$(SONAME) $(B)/inst/biflow

@@ -296,11 +296,18 @@ int bf_train_flow_check_opts(const bf_train_opts *o);
 int bf_train_flow_resume_opts(bf_train_opts *o, const char *config, const char *const *given,
                               int n_given);
 /* Trains F by maximum likelihood; returns 0 when the requested steps are done, 1 when
- * stopped by SIGINT or SIGTERM (the state is saved; --resume continues), -1 on error. */
+ * stopped by SIGINT or SIGTERM (the state is saved; --resume continues), -1 on error.
+ * The three trainers (F, G, the feature network) are data-parallel in a job of several MPI
+ * processes (biflow built with MPI, started by mpirun): every process calls them with the
+ * same options; the batch is split over the processes, rank 0 writes, and the weights are
+ * those of one process with as many threads as the job (README, "Beyond one machine"). */
 int bf_train_flow(const bf_train_opts *o);
 
 /* Test-split bits/dim with uniform dequantisation (x = (p + u)/128 - 1), as the public code:
- * bpd = (NLL + ln 128) / ln 2, NLL in nats per dimension. limit = 0: whole split. */
+ * bpd = (NLL + ln 128) / ln 2, NLL in nats per dimension. limit = 0: whole split.
+ * In a job of several MPI processes (biflow built with MPI, started by mpirun) every process
+ * must call it: the images are split over them, and the result, the same on all, is what one
+ * process with as many threads as the job computes. */
 int bf_eval_bpd(bf_flow *f, const bf_dataset *ds, int batch, int limit, uint64_t seed,
                 double *bpd, int verbose);
 
@@ -643,6 +650,35 @@ int bf_frechet_distance_stats(double *fd, const bf_feature_stats *a, const bf_fe
 int bf_frechet_distance(double *fd, const float *feats_a, int na, const float *feats_b, int nb,
                         int F);
 
+/* ------------------------------------------------------------------ processes (MPI) */
+/* Data-parallel processes (src/core/dist.c): with biflow built with MPI and started by mpirun
+ * (or srun) the job is several processes; otherwise, and before bf_dist_init, it is this one
+ * process (rank 0 of 1). Functions marked collective must be called by every process of the
+ * job, in the same order, from the main thread. */
+/* 1 when the library was built with MPI (-DBF_MPI). */
+int bf_dist_built_with_mpi(void);
+/* Starts MPI when this process was started by a launcher and the build has MPI; otherwise
+ * nothing. 0, or -1 with a message. */
+int bf_dist_init(int *argc, char ***argv);
+void bf_dist_finalize(void);
+int bf_dist_rank(void);
+int bf_dist_size(void);
+static inline int bf_dist_is_root(void) { return bf_dist_rank() == 0; }
+/* Collective: rc of every process (0: fine). 0 when all are 0; else -1 everywhere, with the
+ * message of the lowest failing rank R: its own on R, "rank R of N: MESSAGE" elsewhere, where
+ * bf_dist_error_elsewhere() then says 1 (R reports it; the others stay quiet). */
+int bf_dist_check(int rc);
+int bf_dist_error_elsewhere(void);
+/* Collective: v (count, k) doubles, rows [begin(r), begin(r + 1)) filled by rank r, where
+ * begin(r) = count * r / size: afterwards every row, everywhere. */
+void bf_dist_gather_rows(double *v, int count, int k);
+/* Rows [*r0, *r1) of rank r when count rows are split over the job's processes in whole
+ * units of `unit` rows (the last may be short). */
+void bf_dist_span(int count, int unit, int r, int *r0, int *r1);
+/* Collective: buf (count, row_bytes), each rank's rows (bf_dist_span) gathered on rank 0 (the
+ * other ranks' buffers are left alone). */
+void bf_dist_gather_root(void *buf, int count, int unit, size_t row_bytes);
+
 /* ------------------------------------------------------------------ benchmarks */
 /* The matrix-product kernels a benchmark can time: OpenBLAS's sgemm, biflow's own fp32 kernel
  * (OpenBLAS where bf_gemm_native is 0) and its bf16 kernel (fp32 where the CPU lacks
@@ -655,16 +691,24 @@ int bf_gemm_native(void);
 double bf_bench_gemm(bf_bench_gemm_kernel kernel, int M, int N, int K, double seconds);
 
 typedef struct {
-    int shards;                /* batch shards of the training step (threads, at most batch) */
+    int shards;                /* batch shards of the training step (threads, at most batch; under
+                                * mpirun all the processes' shards) */
     double seconds;            /* the timed steps as bf_train_flow takes them */
-    double unsharded_seconds;  /* the same steps with every kernel parallel over the batch */
+    double unsharded_seconds;  /* the same steps with every kernel parallel over the batch (in a
+                                * job of several processes not measured: 0) */
 } bf_bench_train_result;
 /* Times training steps of F on random data (fixed seed) as bf_train_flow takes them: forward
- * and backward with the batch split over the threads, gradient norm and clipping, AdamW (the
+ * and backward with the batch split over the threads (and over the job's processes under
+ * mpirun: collective, every process calls it with the same arguments), gradient norm and clipping, AdamW (the
  * library's, with bf_train_opts_default's settings) and EMA; then the same steps with one
  * forward and backward over the whole batch, for comparison. warmup untimed steps first,
  * each time. Changes f's weights. */
 int bf_bench_train_steps(bf_flow *f, int batch, int steps, int warmup, bf_bench_train_result *r);
+/* The same, with the time in the gradient reduction of the timed (sharded) steps: red[0] their
+ * seconds summing and passing on the shards' gradients, red[1] the shortest of one step,
+ * red[2] the seconds waiting for the slowest process to reach the reduction (0 in one process). */
+int bf_bench_train_steps_reduce(bf_flow *f, int batch, int steps, int warmup, bf_bench_train_result *r,
+                                double red[3]);
 
 #ifdef __cplusplus
 }

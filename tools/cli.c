@@ -220,8 +220,12 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
     return 0;
 }
 
+/* Under mpirun: a failure all processes learnt of from another (bf_dist_check) is reported by
+ * that one alone, a usage error (the same everywhere) by rank 0. */
 int cli_fail(void) {
-    fprintf(stderr, "biflow: %s\n", bf_last_error());
+    if (bf_dist_error_elsewhere()) return 1;
+    if (bf_dist_size() > 1) fprintf(stderr, "biflow (rank %d of %d): %s\n", bf_dist_rank(), bf_dist_size(), bf_last_error());
+    else fprintf(stderr, "biflow: %s\n", bf_last_error());
     return 1;
 }
 
@@ -231,12 +235,13 @@ int cli_usage(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "biflow %s: %s (see --help)\n", command[0] ? command : "", msg);
+    /* under mpirun a usage error is the same everywhere: rank 0 reports it */
+    if (bf_dist_rank() == 0) fprintf(stderr, "biflow %s: %s (see --help)\n", command[0] ? command : "", msg);
     return 2;
 }
 
 int cli_usage_fail(const char *cmd) {
-    fprintf(stderr, "biflow %s: %s (see --help)\n", cmd ? cmd : command, bf_last_error());
+    if (bf_dist_rank() == 0) fprintf(stderr, "biflow %s: %s (see --help)\n", cmd ? cmd : command, bf_last_error());
     return 2;
 }
 

@@ -23,7 +23,7 @@ static void measure_gemm(gemm_rates *g, int rows, int W) {
 }
 
 static void print_train(const char *config, const bf_flow *f, int batch, int steps,
-                        const bf_bench_train_result *r, const gemm_rates *g) {
+                        const bf_bench_train_result *r, const double red[3], const gemm_rates *g) {
     const bf_flow_config *c = bf_flow_get_config(f);
     int W = c->channels, rows = batch * bf_flow_tokens(c);
     double dt = r->seconds, ips = steps * (double)batch / dt, flop = bf_flow_train_flops(c, batch);
@@ -32,6 +32,10 @@ static void print_train(const char *config, const bf_flow *f, int batch, int ste
            config, bf_flow_num_params(f), batch, omp_get_max_threads(), g->bf16 ? "bf16" : "fp32");
     printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
            ips, 1e3 * dt / steps, gf, flop / 1e9);
+    printf("  reduction:  %.2f ms/step (%.1f%% of the step; fastest step %.2f ms): the %d shards' "
+           "gradients (%.2f MB each) summed in shard order\n", 1e3 * red[0] / steps,
+           100.0 * red[0] / dt, 1e3 * red[1], r->shards,
+           4.0 * (double)bf_flow_num_params(f) / 1e6);
     printf("  unsharded:  %.1f images/s with every kernel parallel over the batch instead of %d "
            "batch shards (%.2fx)\n", ips1, r->shards, r->unsharded_seconds / dt);
     printf("  baseline:   sgemm %dx%dx%d %.1f GFLOP/s, 1024^3 %.1f GFLOP/s (OpenBLAS, this run)\n",
@@ -45,8 +49,36 @@ static void print_train(const char *config, const bf_flow *f, int batch, int ste
            100.0 * gf / g->peak);
     printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
            "\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f,\"bf_gemm_gflops\":%.2f,"
-           "\"unsharded_images_per_s\":%.2f,\"precision\":\"%s\",\"bf16_gemm_gflops\":%.2f}\n",
-           config, batch, ips, gf, g->peak, g->big, g->own, ips1, g->bf16 ? "bf16" : "fp32", g->own16);
+           "\"unsharded_images_per_s\":%.2f,\"precision\":\"%s\",\"bf16_gemm_gflops\":%.2f,"
+           "\"processes\":1,\"threads\":%d,\"reduce_ms_per_step\":%.3f,\"reduce_ms_fastest\":%.3f}\n",
+           config, batch, ips, gf, g->peak, g->big, g->own, ips1, g->bf16 ? "bf16" : "fp32", g->own16,
+           omp_get_max_threads(), 1e3 * red[0] / steps, 1e3 * red[1]);
+}
+
+/* bench train under mpirun (several processes): the step over the processes and the time in
+ * its gradient reduction (the sgemm baselines are left to a one-process run); rank 0 prints. */
+static void print_train_ranks(const char *config, const bf_flow *f, int batch, int steps,
+                              const bf_bench_train_result *r, const double red[3]) {
+    const bf_flow_config *c = bf_flow_get_config(f);
+    int bf16 = bf_precision_effective() == BF_PRECISION_BF16, threads = omp_get_max_threads();
+    double dt = r->seconds, ips = steps * (double)batch / dt, flop = bf_flow_train_flops(c, batch);
+    double gf = flop * steps / dt / 1e9, mb = 4.0 * (double)bf_flow_num_params(f) / 1e6;
+    printf("bench train: config %s, %zu parameters, batch %d, %d processes x %d thread%s (%d shards), "
+           "%s matrix products\n", config, bf_flow_num_params(f), batch, bf_dist_size(), threads,
+           threads == 1 ? "" : "s", r->shards, bf16 ? "bf16" : "fp32");
+    printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step)\n",
+           ips, 1e3 * dt / steps, gf, flop / 1e9);
+    printf("  reduction:  %.2f ms/step (%.1f%% of the step; fastest step %.2f ms): %.2f MB of "
+           "gradients summed in shard order along the %d ranks, then broadcast\n",
+           1e3 * red[0] / steps, 100.0 * red[0] / dt, 1e3 * red[1], mb,
+           bf_dist_size());
+    printf("  waiting:    %.2f ms/step (%.1f%% of the step) for the slowest rank to reach the reduction\n",
+           1e3 * red[2] / steps, 100.0 * red[2] / dt);
+    printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,\"gflops\":%.2f,"
+           "\"processes\":%d,\"threads\":%d,\"reduce_ms_per_step\":%.3f,\"reduce_ms_fastest\":%.3f,"
+           "\"wait_ms_per_step\":%.3f,\"reduce_mb\":%.3f,\"precision\":\"%s\"}\n", config, batch, ips,
+           gf, bf_dist_size(), threads, 1e3 * red[0] / steps, 1e3 * red[1],
+           1e3 * red[2] / steps, mb, bf16 ? "bf16" : "fp32");
 }
 
 static int bench_train(int argc, char **argv) {
@@ -64,7 +96,9 @@ static int bench_train(int argc, char **argv) {
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 3, opts, "biflow bench train [options]",
                            "Training-step throughput of F (forward + backward + AdamW, as training takes\n"
-                           "them) on random data, with the machine's sgemm rate measured in the same run.",
+                           "them) on random data, with the machine's sgemm rate measured in the same run.\n"
+                           "Under mpirun: the step over the processes (the global batch split over them)\n"
+                           "and the time in its gradient reduction.",
                            pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if ((rc = cli_check_int("batch", batch, 1, 65536)) || (rc = cli_check_int("steps", steps, 1, 1000000)) ||
@@ -77,13 +111,18 @@ static int bench_train(int argc, char **argv) {
     bf_bench_train_result r;
     if (!f) return cli_fail();
     bf_flow_init(f, 1);
-    if (bf_bench_train_steps(f, batch, steps, warm, &r)) {
+    double red[3];   /* the gradient reduction: over the processes under mpirun */
+    if (bf_bench_train_steps_reduce(f, batch, steps, warm, &r, red)) {
         bf_flow_free(f);
         return cli_fail();
     }
-    gemm_rates g;
-    measure_gemm(&g, batch * bf_flow_tokens(&c), c.channels);
-    print_train(sh.config, f, batch, steps, &r, &g);
+    if (bf_dist_size() > 1) {   /* under mpirun: rank 0 reports */
+        if (bf_dist_is_root()) print_train_ranks(sh.config, f, batch, steps, &r, red);
+    } else {
+        gemm_rates g;
+        measure_gemm(&g, batch * bf_flow_tokens(&c), c.channels);
+        print_train(sh.config, f, batch, steps, &r, red, &g);
+    }
     bf_flow_free(f);
     return 0;
 }

@@ -35,38 +35,56 @@ static int eval_denoise(const eval_args *a, bf_flow *f, bf_reverse *r, bf_revers
     return flow_denoise(a->denoise, a->sigma, f, &so->denoise, &so->sigma);
 }
 
-/* n samples x (n, C, H, W) with labels y cycling over the classes, timed; ro, so: the
- * sampling options of eval_denoise. 0 or -1 (the error set). */
-static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, bf_reverse_sample_opts *ro,
-                    bf_sample_opts *so, float *x, int *y, int n, eval_result *res) {
+/* n samples x (n, C, H, W) of prior noise z (n, N) and labels y (n) with the sampling options
+ * ro, so of eval_denoise; res->nfe set. 0, or -1 (the error set). */
+static int sample_rows(const eval_args *a, bf_flow *f, bf_reverse *r, bf_reverse_sample_opts *ro,
+                       bf_sample_opts *so, float *x, const float *z, const int *y, int n,
+                       eval_result *res) {
     const bf_flow_config *fc = bf_flow_get_config(f);
-    size_t N = (size_t)bf_flow_tokens(fc) * bf_flow_token_dim(fc);
-    float *z = bf_malloc(sizeof(float) * n * N);
-    bf_rng rng;
-    bf_rng_seed(&rng, a->seed);
-    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
-    for (int i = 0; i < n; i++) y[i] = fc->num_classes ? i % fc->num_classes : -1;
     bf_sample_stats st;
-    int rc;
     if (r) {
         ro->cfg = a->cfg;
         ro->cfg_two_pass = a->cfg_two_pass;
         const bf_reverse_config *c = bf_reverse_get_config(r);
         res->nfe = (a->cfg != 0 && (a->cfg_two_pass || !c->guidance_embed) ? 2 : 1) + (ro->score_flow ? 2 : 0);
-        rc = bf_reverse_sample(r, x, z, y, n, ro, &st);
-    } else {
-        so->sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
-        so->cfg = a->cfg;
-        so->cfg_anneal = a->cfg_anneal;
-        so->batch = a->batch;
-        res->nfe = fc->num_blocks * bf_flow_tokens(fc) * (a->cfg != 0 ? 2 : 1) + (so->denoise ? 2 : 0);
-        rc = bf_flow_sample(f, x, z, y, n, so, &st);
-        if (!rc && st.nonfinite) printf("warning: %ld sampled values are NaN or Inf\n", st.nonfinite);
+        return n ? bf_reverse_sample(r, x, z, y, n, ro, &st) : 0;
     }
+    so->sampler = !strcmp(a->sampler, "jacobi") ? BF_SAMPLER_JACOBI : BF_SAMPLER_EXACT;
+    so->cfg = a->cfg;
+    so->cfg_anneal = a->cfg_anneal;
+    so->batch = a->batch;
+    res->nfe = fc->num_blocks * bf_flow_tokens(fc) * (a->cfg != 0 ? 2 : 1) + (so->denoise ? 2 : 0);
+    return n ? bf_flow_sample(f, x, z, y, n, so, &st) : 0;
+}
+
+/* n samples x (n, C, H, W) with labels y cycling over the classes, timed; ro, so: the
+ * sampling options of eval_denoise. Under mpirun the images are split over the processes in
+ * whole sampler batches (G: 64 = its chunks and its score-denoising batches; F: --batch), so
+ * that each image is made as one process makes it, and gathered on rank 0 (collective).
+ * 0 or -1 (the error set). */
+static int generate(const eval_args *a, bf_flow *f, bf_reverse *r, bf_reverse_sample_opts *ro,
+                    bf_sample_opts *so, float *x, int *y, int n, eval_result *res) {
+    const bf_flow_config *fc = bf_flow_get_config(f);
+    size_t N = (size_t)bf_flow_tokens(fc) * bf_flow_token_dim(fc);
+    size_t img = (size_t)fc->in_channels * fc->img_size * fc->img_size;
+    float *z = bf_malloc(sizeof(float) * n * N);
+    bf_rng rng;
+    bf_rng_seed(&rng, a->seed);
+    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
+    for (int i = 0; i < n; i++) y[i] = fc->num_classes ? i % fc->num_classes : -1;
+    int unit = r ? 64 : a->batch, i0, i1;
+    bf_dist_span(n, unit, bf_dist_rank(), &i0, &i1);
+    double t0 = bf_time();
+    int rc = sample_rows(a, f, r, ro, so, x + i0 * img, z + i0 * N, y + i0, i1 - i0, res);
     free(z);
-    if (rc) return -1;
-    res->images_per_s = n / st.seconds;
-    res->ms_per_image = 1e3 * st.seconds / n;
+    if (bf_dist_check(rc)) return -1;
+    bf_dist_gather_root(x, n, unit, sizeof(float) * img);
+    double seconds = bf_time() - t0;
+    long nonfinite = 0;
+    for (size_t i = 0; !r && i < (size_t)n * img; i++) nonfinite += !isfinite(x[i]);
+    if (nonfinite && bf_dist_is_root()) printf("warning: %ld sampled values are NaN or Inf\n", nonfinite);
+    res->images_per_s = n / seconds;
+    res->ms_per_image = 1e3 * seconds / n;
     return 0;
 }
 
@@ -217,18 +235,18 @@ static void eval_close(eval_env *v) {
     bf_flow_free(v->f);
 }
 
-/* G and F (checked as a pair) and their sampling options, unless images are scored: 0, or the
- * exit status (1 or 2, message printed). */
+/* G and F (checked as a pair) and their sampling options, unless images are scored: 0, -1
+ * (the error set) or a usage error (2, message printed). */
 static int eval_models(const eval_args *a, eval_env *v) {
     if (a->images) return 0;
-    if (a->reverse && !(v->r = bf_reverse_load(a->reverse, !a->raw))) return cli_fail();
+    if (a->reverse && !(v->r = bf_reverse_load(a->reverse, !a->raw))) return -1;
     const char *fpath = a->flow ? a->flow : v->r ? bf_reverse_flow_path(v->r) : NULL;
     if (!(v->f = bf_flow_load(fpath, !a->raw)) || (v->r && bf_reverse_check_flow(v->r, v->f, fpath)))
-        return cli_fail();
+        return -1;
     return eval_denoise(a, v->f, v->r, &v->ro, &v->so);
 }
 
-/* The FD floor, bits/dim of F and fidelity of G, as asked for. */
+/* The FD floor and fidelity of G, as asked for (bits/dim, collective, is in run_eval). */
 static int eval_extras(const eval_args *a, eval_env *v, eval_result *res) {
     if (a->floor_n > 0) {
         bf_dataset train = {0};
@@ -239,7 +257,6 @@ static int eval_extras(const eval_args *a, eval_env *v, eval_result *res) {
         bf_dataset_free(&train);
         if (rc) return -1;
     }
-    if (v->f && a->bpd_n > 0 && bf_eval_bpd(v->f, &v->test, 256, a->bpd_n, 1234, &res->bpd, 0)) return -1;
     if (v->r && a->fid_n > 0 &&
         bf_reverse_eval_recon(v->r, v->f, &v->test, a->fid_n, 0.0f, 1234, &res->mse, &res->psnr))
         return -1;
@@ -247,18 +264,21 @@ static int eval_extras(const eval_args *a, eval_env *v, eval_result *res) {
 }
 
 /* The models first (a usage error before the long part), then the reference statistics, the
- * samples or images, and their scores. */
+ * samples or images, and their scores. Under mpirun every process loads the models and the
+ * test split, the sampling and bits/dim are split over the processes, and rank 0 measures the
+ * gathered samples and reports (scored --images: rank 0 alone). */
 static int run_eval(eval_args *a) {
     eval_result res = {0};
     res.floor_fd = -1;
     eval_env v = {0};
-    int rc = eval_models(a, &v);
+    int rc = eval_models(a, &v), root = bf_dist_is_root();
+    if (bf_dist_check(rc == -1 ? -1 : 0)) goto done;
     if (rc) { eval_close(&v); return rc; }
     rc = -1;
-    if (!(v.fn = bf_features_load(a->features)) || bf_dataset_load(&v.test, a->data, "test") ||
-        split_stats(&v.ref, v.fn, &v.test, 0))
+    if (bf_dist_check(!(v.fn = bf_features_load(a->features)) || bf_dataset_load(&v.test, a->data, "test")))
         goto done;
-    if (a->images) {
+    if (a->images) {   /* nothing to split: rank 0 alone */
+        if (!root) { rc = 0; goto done; }
         if (load_images(a, &v.x, &v.y, &res.n, bf_features_get_config(v.fn))) goto done;
     } else {
         const bf_flow_config *fc = bf_flow_get_config(v.f);
@@ -266,8 +286,10 @@ static int run_eval(eval_args *a) {
         v.x = bf_malloc(sizeof(float) * a->n * fc->in_channels * fc->img_size * fc->img_size);
         v.y = bf_malloc(sizeof(int) * a->n);
         if (generate(a, v.f, v.r, &v.ro, &v.so, v.x, v.y, a->n, &res)) goto done;
+        if (a->bpd_n > 0 && bf_eval_bpd(v.f, &v.test, 256, a->bpd_n, 1234, &res.bpd, 0)) goto done;
     }
-    if (quality(v.fn, &v.ref, v.x, v.y, res.n, &res) ||
+    if (!root) { rc = 0; goto done; }
+    if (split_stats(&v.ref, v.fn, &v.test, 0) || quality(v.fn, &v.ref, v.x, v.y, res.n, &res) ||
         (a->save && !a->images && save_samples(a->save, v.x, v.y, res.n, bf_features_get_config(v.fn))) ||
         eval_extras(a, &v, &res))
         goto done;

@@ -53,6 +53,7 @@ int cmd_train_features(int argc, char **argv) {
     if (bf_train_features_check_opts(&o)) return cli_usage_fail(NULL);
     double acc, t0 = bf_time();
     if (bf_train_features(&o, &acc)) return cli_fail();
+    if (!bf_dist_is_root()) return 0;   /* under mpirun: rank 0 reports */
     printf("trained in %.1f s; wrote %s/features.safetensors\n", bf_time() - t0, o.out_dir);
     if (acc >= 0) printf("test accuracy: %.4f\n", acc);
     return 0;

@@ -12,6 +12,7 @@
 /* ------------------------------------------------------------------ train-reverse */
 /* G(F(x)) against x on the first n test images, with the EMA weights of the run. */
 static int final_recon(const bf_reverse_train_opts *o, int n) {
+    if (!bf_dist_is_root()) return 0;   /* under mpirun: rank 0 measures and reports */
     bf_reverse *r = bf_reverse_load(o->out_dir, 1);
     bf_flow *f = bf_flow_load(o->flow, 1);
     bf_dataset ds = {0};

@@ -30,6 +30,37 @@ static int report_sample(const sample_args *a, const float *x, const int *y, int
     return 0;
 }
 
+/* x (n, img) from z (n, N) and y (n, or NULL) by F's sampler (f) or G's. Under mpirun the
+ * images are split over the processes in whole units of `unit` images (the sampler's batches,
+ * so that each image is made as one process makes it), gathered on rank 0 with the figures of
+ * st summed (collective). 0, or -1 (the error set). */
+static int sample_split(bf_flow *f, bf_reverse *r, const bf_sample_opts *so, const bf_reverse_sample_opts *ro,
+                        float *x, const float *z, const int *y, int n, size_t N, size_t img, int unit,
+                        bf_sample_stats *st) {
+    int i0, i1, size = bf_dist_size();
+    bf_dist_span(n, unit, bf_dist_rank(), &i0, &i1);
+    memset(st, 0, sizeof *st);
+    double t0 = bf_time();
+    const int *ys = y ? y + i0 : NULL;
+    int rc = i1 == i0 ? 0 : f ? bf_flow_sample(f, x + i0 * img, z + i0 * N, ys, i1 - i0, so, st)
+                              : bf_reverse_sample(r, x + i0 * img, z + i0 * N, ys, i1 - i0, ro, st);
+    if (bf_dist_check(rc)) return -1;
+    if (size == 1) return 0;
+    bf_dist_gather_root(x, n, unit, sizeof(float) * img);
+    double *v = bf_calloc((size_t)size * 2, sizeof(double));   /* per rank: iterations, non-finite */
+    v[2 * bf_dist_rank()] = (double)st->jacobi_iters;
+    v[2 * bf_dist_rank() + 1] = (double)st->nonfinite;
+    bf_dist_gather_rows(v, size, 2);
+    st->jacobi_iters = st->nonfinite = 0;
+    for (int k = 0; k < size; k++) {
+        st->jacobi_iters += (long)v[2 * k];
+        st->nonfinite += (long)v[2 * k + 1];
+    }
+    free(v);
+    st->seconds = bf_time() - t0;
+    return 0;
+}
+
 /* z (n, T, D) of the prior scaled by the temperature, and the labels of --class. */
 static int sample_inputs(const sample_args *a, float **z, int **y, int *ncols, size_t N, int K) {
     *y = bf_malloc(sizeof(int) * a->n);
@@ -50,11 +81,12 @@ static int sample_exact(sample_args *a) {
     size_t N = (size_t)T * bf_flow_token_dim(c), img = (size_t)c->in_channels * c->img_size * c->img_size;
     float *z = NULL, *x = bf_malloc(sizeof(float) * a->n * img);
     bf_sample_stats st;
-    if (sample_inputs(a, &z, &y, &ncols, N, c->num_classes) || bf_flow_sample(f, x, z, y, a->n, so, &st))
+    if (sample_inputs(a, &z, &y, &ncols, N, c->num_classes) ||
+        sample_split(f, NULL, so, NULL, x, z, y, a->n, N, img, so->batch, &st))
         rc = cli_fail();
-    else
+    else if (bf_dist_is_root())   /* under mpirun: rank 0 writes and reports */
         rc = report_sample(a, x, y, c->in_channels, c->img_size, ncols, &st, so->denoise ? ", score-denoised" : "");
-    if (rc == 0 && so->sampler == BF_SAMPLER_JACOBI)
+    if (rc == 0 && bf_dist_is_root() && so->sampler == BF_SAMPLER_JACOBI)
         printf("Jacobi iterations: %ld in all, %.1f per block and batch (%d tokens per block)\n",
                st.jacobi_iters, (double)st.jacobi_iters / (c->num_blocks * ((a->n + so->batch - 1) / so->batch)), T);
     free(y); free(z); free(x);
@@ -77,10 +109,11 @@ static int sample_biflow(sample_args *a) {
     int T = (c->img_size / c->patch_size) * (c->img_size / c->patch_size);
     size_t N = (size_t)T * c->in_channels * c->patch_size * c->patch_size;
     float *z = NULL, *x = bf_malloc(sizeof(float) * a->n * N);
-    bf_sample_stats st;
-    if (!rc && (sample_inputs(a, &z, &y, &ncols, N, c->num_classes) || bf_reverse_sample(r, x, z, y, a->n, &ro, &st)))
+    bf_sample_stats st;   /* a unit of 64: G's chunks (32) and score-denoising batches (64) */
+    if (!rc && (sample_inputs(a, &z, &y, &ncols, N, c->num_classes) ||
+                sample_split(NULL, r, NULL, &ro, x, z, y, a->n, N, N, 64, &st)))
         rc = cli_fail();
-    if (!rc) {
+    if (!rc && bf_dist_is_root()) {   /* under mpirun: rank 0 writes and reports */
         int two = ro.cfg != 0 && (!c->guidance_embed || ro.cfg_two_pass);
         char what[96];
         snprintf(what, sizeof what, " (%d NFE)%s", two ? 2 : 1, score ? ", score-denoised"

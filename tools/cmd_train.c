@@ -9,14 +9,17 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------ train-flow */
-/* The test bits/dim of the run's EMA weights on its first n test images. */
+/* The test bits/dim of the run's EMA weights on its first n test images (under mpirun:
+ * split over the processes, rank 0 reports). */
 static int final_bpd(const bf_train_opts *o, int n) {
     bf_flow *f = bf_flow_load(o->out_dir, 1);
     bf_dataset ds = {0};
     double bpd;
-    if (!f || bf_dataset_load(&ds, o->data, "test") || bf_eval_bpd(f, &ds, 256, n, 1234, &bpd, !o->quiet))
+    if (bf_dist_check(!f || bf_dataset_load(&ds, o->data, "test")) ||
+        bf_eval_bpd(f, &ds, 256, n, 1234, &bpd, !o->quiet && bf_dist_is_root()))
         return cli_fail();
-    printf("test bits/dim (EMA weights, %d images, uniform dequantisation): %.4f\n",
+    if (bf_dist_is_root())
+        printf("test bits/dim (EMA weights, %d images, uniform dequantisation): %.4f\n",
            n < ds.n ? n : ds.n, bpd);
     bf_dataset_free(&ds);
     bf_flow_free(f);
@@ -101,12 +104,14 @@ int cmd_eval_bpd(int argc, char **argv) {
     if ((rc = cli_check_int("n", n, 0, 1000000000)) || (rc = cli_check_int("batch", batch, 1, 65536)))
         return rc;
     if (threads > 0) omp_set_num_threads(threads);
-    bf_flow *f = bf_flow_load(flow, !raw);
+    bf_flow *f = bf_flow_load(flow, !raw);   /* under mpirun: split over the processes */
     bf_dataset ds = {0};
     double bpd, t0 = bf_time();
-    if (!f || bf_dataset_load(&ds, data, split) || bf_eval_bpd(f, &ds, batch, n, seed, &bpd, 1))
+    if (bf_dist_check(!f || bf_dataset_load(&ds, data, split)) ||
+        bf_eval_bpd(f, &ds, batch, n, seed, &bpd, bf_dist_is_root()))
         return cli_fail();
-    printf("%s split, %d images, %s weights: %.4f bits/dim (%.1f s)\n", split,
+    if (bf_dist_is_root())
+        printf("%s split, %d images, %s weights: %.4f bits/dim (%.1f s)\n", split,
            n > 0 && n < ds.n ? n : ds.n, raw ? "raw" : "EMA", bpd, bf_time() - t0);
     bf_dataset_free(&ds);
     bf_flow_free(f);

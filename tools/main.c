@@ -44,7 +44,7 @@ static void usage(FILE *fp) {
             "1 a runtime error (\"biflow: ...\"), 2 a usage error (\"biflow COMMAND: ... (see --help)\").\n");
 }
 
-int main(int argc, char **argv) {
+static int run_command(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -58,4 +58,16 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc, argv);
     fprintf(stderr, "biflow: unknown command '%s' (see biflow --help)\n", argv[1]);
     return 2;
+}
+
+/* Under mpirun (or srun) every process runs the command; the trainers, eval, eval-bpd, sample
+ * and bench train split their work over them (biflow.h, "processes"). */
+int main(int argc, char **argv) {
+    if (bf_dist_init(&argc, &argv)) {
+        fprintf(stderr, "biflow: %s\n", bf_last_error());
+        return 1;
+    }
+    int rc = run_command(argc, argv);
+    bf_dist_finalize();
+    return rc;
 }

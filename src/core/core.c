@@ -288,19 +288,29 @@ int bf_remove_stale_tmp(const char *dir) {
 }
 
 /* ------------------------------------------------------------------ batch shards */
-void bf_shard_grads_reduce(float *grads, float *const *shard_grads, int used, int n, size_t P,
-                           int shard_means) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < P; i++) {
-        float acc = 0.0f;
-        for (int s = 0; s < used; s++) {
-            float g = s == 0 ? grads[i] : shard_grads[s][i];
-            /* a shard's mean gradient weighs its share of the batch; a shard's part of the
-             * batch mean is summed as it is */
-            acc += shard_means ? g * ((float)(bf_shard_begin(n, used, s + 1) - bf_shard_begin(n, used, s)) / (float)n) : g;
-        }
-        grads[i] = acc;
+bf_shard_plan bf_shard_plan_local(int n, int threads) {
+    int S = threads < n ? threads : n;
+    if (S < 1) S = 1;
+    return (bf_shard_plan){n, S, 0, S, 0, 1};
+}
+
+/* One sequence of float operations for every split of the shards over processes, so that the
+ * sum is the same bits whichever process adds which shard (dist.c passes the partial on). */
+void bf_shard_grads_accumulate(float *out, const float *in, float *const *g, const bf_shard_plan *p,
+                               size_t i0, size_t i1, int shard_means) {
+    int L = p->s1 - p->s0;
+    float *w = bf_malloc(sizeof(float) * (size_t)L);
+    for (int k = 0; k < L; k++) {   /* a shard's share of the batch */
+        int s = p->s0 + k;
+        w[k] = (float)(bf_shard_begin(p->n, p->S, s + 1) - bf_shard_begin(p->n, p->S, s)) / (float)p->n;
     }
+#pragma omp parallel for schedule(static)
+    for (size_t i = i0; i < i1; i++) {
+        float acc = in ? in[i - i0] : 0.0f;
+        for (int k = 0; k < L; k++) acc += shard_means ? g[k][i] * w[k] : g[k][i];
+        out[i] = acc;
+    }
+    free(w);
 }
 
 /* ------------------------------------------------------------------ file digests */

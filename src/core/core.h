@@ -72,17 +72,34 @@ typedef struct {
 /* ------------------------------------------------------------------ batch shards (core.c) */
 /* Shard s of `used` covers rows [bf_shard_begin(n, used, s), bf_shard_begin(n, used, s + 1)). */
 static inline int bf_shard_begin(int n, int used, int s) { return (int)((long)n * s / used); }
-/* grads (P) <- the batch's gradient from the shards' (grads itself is shard 0's, shard_grads[s]
- * the others'): shard_means = 1 when each holds the mean over its rows (weighted by its share),
- * 0 when each holds its part of the batch mean (summed). */
-void bf_shard_grads_reduce(float *grads, float *const *shard_grads, int used, int n, size_t P,
-                           int shard_means);
+/* A step's batch of n rows in S shards (S <= n): the unit of the gradient's arithmetic, which
+ * depends on n and S alone, never on how the shards are spread over processes and threads.
+ * This process computes shards [s0, s1); rank r of the nranks processes holds shards
+ * [bf_shard_begin(S, nranks, r), bf_shard_begin(S, nranks, r + 1)) (bf_shard_plan_make,
+ * dist.h). */
+typedef struct { int n, S, s0, s1, rank, nranks; } bf_shard_plan;
+/* One process holding all min(threads, n) shards (threads >= 1). */
+bf_shard_plan bf_shard_plan_local(int n, int threads);
+/* The rows of this process's shards: [bf_shard_row0, bf_shard_row1). */
+static inline int bf_shard_row0(const bf_shard_plan *p) { return bf_shard_begin(p->n, p->S, p->s0); }
+static inline int bf_shard_row1(const bf_shard_plan *p) { return bf_shard_begin(p->n, p->S, p->s1); }
+/* out[i] for i in [i0, i1) <- (in[i - i0], or 0 when in is NULL) + the gradients g[k][i] of
+ * this process's shards k = 0 .. s1 - s0 - 1, added one shard after the other in shard order:
+ * each weighted by its share of the batch when shard_means (each holds the mean over its rows),
+ * as they are otherwise (each holds its part of the batch mean). out may be g[0]. */
+void bf_shard_grads_accumulate(float *out, const float *in, float *const *g, const bf_shard_plan *p,
+                               size_t i0, size_t i1, int shard_means);
 
 /* ------------------------------------------------------------------ datasets (dataset.c) */
 /* Training batch: images (B, C, H, W) of examples idx (B), noised (uniform dequantisation
  * or Gaussian sigma), labels y (B) with probability drop of -1 (unconditional). */
 void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
                    bf_noise noise, float sigma, float drop, bf_rng *rng);
+/* The same batch's rows [r0, r1) only (the random stream advances as for the whole batch, so
+ * a row gets the same noise and label whichever process makes it); other rows are untouched
+ * and their images not read. */
+void bf_make_batch_rows(float *img, int *y, const bf_dataset *ds, const int *idx, int B, int r0,
+                        int r1, bf_noise noise, float sigma, float drop, bf_rng *rng);
 /* 0 when ds holds C x size x size images with at most num_classes classes (num_classes 0:
  * an unconditional model takes any), else -1 with a message naming both shapes. */
 int bf_dataset_check_shape(const bf_dataset *ds, int C, int size, int num_classes);

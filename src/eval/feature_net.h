@@ -89,5 +89,11 @@ void bf_features_backward_acts(const bf_features *fn, const float *params, bf_fe
 double bf_features_step_sharded(const bf_features *fn, const float *params, bf_feat_acts *acts,
                                 float **shard_grads, int nshards, float *grads, const float *x,
                                 const int *y, int n, int *correct);
+/* The same step for the shards [p->s0, p->s1) of a batch planned by p (core.h); x and y hold
+ * the batch's rows (only this process's are read). Collective when the plan spans several
+ * processes (dist.h). */
+double bf_features_step_shards(const bf_features *fn, const float *params, bf_feat_acts *acts,
+                               float **shard_grads, const bf_shard_plan *p, float *grads,
+                               const float *x, const int *y, int *correct);
 
 #endif

@@ -3,6 +3,7 @@
  * Checkpoints are in features_io.c, training in train_features.c. */
 #include "feature_net.h"
 #include "core.h"
+#include "dist.h"
 #include "kernels.h"
 
 #include <math.h>
@@ -341,27 +342,41 @@ void bf_features_backward_acts(const bf_features *fn, const float *params, bf_fe
 }
 
 /* ------------------------------------------------------------------ sharded step */
-/* Each thread runs forward and backward on its slice with its own activations and gradient
+/* Each thread runs forward and backward on its shard with its own activations and gradient
  * buffer; the kernels inside run serially (one parallel region per step, as the flow's). */
+double bf_features_step_shards(const bf_features *fn, const float *params, bf_feat_acts *acts,
+                               float **shard_grads, const bf_shard_plan *p, float *grads,
+                               const float *x, const int *y, int *correct) {
+    size_t img = (size_t)fn->cfg.in_channels * fn->cfg.height * fn->cfg.width, P = fn->num_params;
+    int L = p->s1 - p->s0, n = p->n;
+    double *sv = bf_calloc((size_t)p->S * 2, sizeof(double));   /* per shard: loss sum, hits */
+#pragma omp parallel for num_threads(L) schedule(static, 1)
+    for (int k = 0; k < L; k++) {
+        int s = p->s0 + k, b0 = bf_shard_begin(n, p->S, s), b1 = bf_shard_begin(n, p->S, s + 1), h;
+        float *g = k == 0 ? grads : shard_grads[k];
+        memset(g, 0, sizeof(float) * P);
+        bf_features_forward(fn, params, &acts[k], x + b0 * img, b1 - b0);
+        sv[2 * s] = bf_features_xent(fn, &acts[k], y + b0, &h);
+        bf_features_backward(fn, params, &acts[k], y + b0, 1.0f / (float)n, g, NULL);
+        sv[2 * s + 1] = h;
+    }
+    bf_shard_values_gather(sv, 2, p);
+    double loss_sum = 0.0, hits = 0.0;
+    for (int s = 0; s < p->S; s++) {
+        loss_sum += sv[2 * s];
+        hits += sv[2 * s + 1];
+    }
+    free(sv);
+    bf_shard_grads_reduce(grads, shard_grads, p, P, 0);   /* parts of the batch mean */
+    if (correct) *correct = (int)hits;
+    return loss_sum / n;
+}
+
 double bf_features_step_sharded(const bf_features *fn, const float *params, bf_feat_acts *acts,
                                 float **shard_grads, int nshards, float *grads, const float *x,
                                 const int *y, int n, int *correct) {
-    size_t img = (size_t)fn->cfg.in_channels * fn->cfg.height * fn->cfg.width, P = fn->num_params;
-    double loss_sum = 0.0;
-    int hits = 0, used = nshards < n ? nshards : n;
-#pragma omp parallel for num_threads(used) schedule(static, 1) reduction(+ : loss_sum, hits)
-    for (int s = 0; s < used; s++) {
-        int b0 = bf_shard_begin(n, used, s), b1 = bf_shard_begin(n, used, s + 1), h;
-        float *g = s == 0 ? grads : shard_grads[s];
-        memset(g, 0, sizeof(float) * P);
-        bf_features_forward(fn, params, &acts[s], x + b0 * img, b1 - b0);
-        loss_sum += bf_features_xent(fn, &acts[s], y + b0, &h);
-        bf_features_backward(fn, params, &acts[s], y + b0, 1.0f / (float)n, g, NULL);
-        hits += h;
-    }
-    bf_shard_grads_reduce(grads, shard_grads, used, n, P, 0);   /* parts of the batch mean */
-    if (correct) *correct = hits;
-    return loss_sum / n;
+    bf_shard_plan p = bf_shard_plan_local(n, nshards);
+    return bf_features_step_shards(fn, params, acts, shard_grads, &p, grads, x, y, correct);
 }
 
 /* ------------------------------------------------------------------ extraction */

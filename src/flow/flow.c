@@ -3,6 +3,7 @@
  * transformer_flow.Model so checkpoints move between the two. Decoding is in flow_decode.c. */
 #include "flow.h"
 #include "core.h"
+#include "dist.h"
 #include "kernels.h"
 
 #include <math.h>
@@ -506,26 +507,39 @@ int bf_flow_nll(bf_flow *f, float *nll, const float *x, const int *y, int n) {
 }
 
 /* ------------------------------------------------------------------ sharded step */
-/* Each thread runs forward and backward on its own slice of the batch with its own
+/* Each thread runs forward and backward on its own shard of the batch with its own
  * activations and gradient buffer; the kernels inside then run serially, so a step has
- * one parallel region instead of hundreds (each a barrier, costly on a loaded machine). */
+ * one parallel region instead of hundreds (each a barrier, costly on a loaded machine). The
+ * shards' losses and gradients are summed in shard order, over the job's processes when the
+ * plan spreads the shards over several (dist.h). */
+float bf_flow_step_shards(const bf_flow *f, const float *params, bf_flow_acts *acts,
+                          float **shard_grads, const bf_shard_plan *p, float *grads,
+                          const float *x, const int *y) {
+    size_t N = (size_t)f->T * f->D, P = f->num_params;
+    int L = p->s1 - p->s0, n = p->n;
+    double *sv = bf_calloc((size_t)p->S, sizeof(double));   /* each shard's loss x rows */
+#pragma omp parallel for num_threads(L) schedule(static, 1)
+    for (int k = 0; k < L; k++) {
+        int s = p->s0 + k, b0 = bf_shard_begin(n, p->S, s), m = bf_shard_begin(n, p->S, s + 1) - b0;
+        float *g = k == 0 ? grads : shard_grads[k];
+        memset(g, 0, sizeof(float) * P);
+        float loss = bf_flow_forward(f, params, &acts[k], x + b0 * N, y ? y + b0 : NULL, m);
+        bf_flow_backward(f, params, &acts[k], g, NULL);
+        sv[s] = (double)loss * m;
+    }
+    bf_shard_values_gather(sv, 1, p);
+    double loss_sum = 0.0;
+    for (int s = 0; s < p->S; s++) loss_sum += sv[s];
+    free(sv);
+    bf_shard_grads_reduce(grads, shard_grads, p, P, 1);   /* means of the shards */
+    return (float)(loss_sum / n);
+}
+
 float bf_flow_step_sharded(const bf_flow *f, const float *params, bf_flow_acts *acts,
                            float **shard_grads, int nshards, float *grads, const float *x,
                            const int *y, int n) {
-    size_t N = (size_t)f->T * f->D, P = f->num_params;
-    double loss_sum = 0.0;
-    int used = nshards < n ? nshards : n;
-#pragma omp parallel for num_threads(used) schedule(static, 1) reduction(+ : loss_sum)
-    for (int s = 0; s < used; s++) {
-        int b0 = bf_shard_begin(n, used, s), b1 = bf_shard_begin(n, used, s + 1), m = b1 - b0;
-        float *g = s == 0 ? grads : shard_grads[s];
-        memset(g, 0, sizeof(float) * P);
-        float loss = bf_flow_forward(f, params, &acts[s], x + b0 * N, y ? y + b0 : NULL, m);
-        bf_flow_backward(f, params, &acts[s], g, NULL);
-        loss_sum += (double)loss * m;
-    }
-    bf_shard_grads_reduce(grads, shard_grads, used, n, P, 1);   /* means of the shards */
-    return (float)(loss_sum / n);
+    bf_shard_plan p = bf_shard_plan_local(n, nshards);
+    return bf_flow_step_shards(f, params, acts, shard_grads, &p, grads, x, y);
 }
 
 /* ------------------------------------------------------------------ FLOP counts */

@@ -103,6 +103,12 @@ const float *bf_flow_block_head(const bf_flow *f, const float *params, bf_flow_a
 float bf_flow_step_sharded(const bf_flow *f, const float *params, bf_flow_acts *acts,
                            float **shard_grads, int nshards, float *grads, const float *x,
                            const int *y, int n);
+/* The same step for the shards [p->s0, p->s1) of a batch planned by p (core.h): acts and
+ * shard_grads hold one per local shard; x (n, T, D) and y (n) hold the batch's rows (only this
+ * process's rows are read). Collective when the plan spans several processes (dist.h). */
+float bf_flow_step_shards(const bf_flow *f, const float *params, bf_flow_acts *acts,
+                          float **shard_grads, const bf_shard_plan *p, float *grads,
+                          const float *x, const int *y);
 
 /* alpha, mu of one channel from the head outputs of the previous token: bound c (0 = off),
  * then guidance a = a_c + g (a_c - a_u) when the unconditional row ou is given. */

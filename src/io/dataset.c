@@ -560,18 +560,30 @@ int bf_dataset_load_folder(bf_dataset *ds, const char *dir, const char *split) {
 }
 
 /* ------------------------------------------------------------------ batches and checks */
-void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
-                   bf_noise noise, float sigma, float drop, bf_rng *rng) {
+void bf_make_batch_rows(float *img, int *y, const bf_dataset *ds, const int *idx, int B, int r0,
+                        int r1, bf_noise noise, float sigma, float drop, bf_rng *rng) {
     size_t px = (size_t)ds->c * ds->h * ds->w;
     for (int b = 0; b < B; b++) {
+        int mine = b >= r0 && b < r1;
         const uint8_t *p = ds->pixels + (size_t)idx[b] * px;
         float *x = img + (size_t)b * px;
-        for (size_t k = 0; k < px; k++) {
-            if (noise == BF_NOISE_UNIFORM) x[k] = ((float)p[k] + bf_rng_uniform(rng)) / 128.0f - 1.0f;
-            else x[k] = bf_pixel_to_unit(p[k]) + sigma * bf_rng_normal(rng);
+        for (size_t k = 0; k < px; k++) {   /* other rows: the same draws, nothing read */
+            if (noise == BF_NOISE_UNIFORM) {
+                float u = bf_rng_uniform(rng);
+                if (mine) x[k] = ((float)p[k] + u) / 128.0f - 1.0f;
+            } else {
+                float e = bf_rng_normal(rng);
+                if (mine) x[k] = bf_pixel_to_unit(p[k]) + sigma * e;
+            }
         }
-        y[b] = ds->num_classes > 0 && bf_rng_uniform(rng) >= drop ? ds->labels[idx[b]] : -1;
+        int keep = ds->num_classes > 0 && bf_rng_uniform(rng) >= drop;
+        if (mine) y[b] = keep ? ds->labels[idx[b]] : -1;
     }
+}
+
+void bf_make_batch(float *img, int *y, const bf_dataset *ds, const int *idx, int B,
+                   bf_noise noise, float sigma, float drop, bf_rng *rng) {
+    bf_make_batch_rows(img, y, ds, idx, B, 0, B, noise, sigma, drop, rng);
 }
 
 int bf_dataset_check_shape(const bf_dataset *ds, int C, int size, int num_classes) {

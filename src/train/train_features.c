@@ -3,6 +3,7 @@
  * progress line, log.jsonl, an atomic checkpoint at the end of every epoch, and the test
  * accuracy at the end. */
 #include "core.h"
+#include "dist.h"
 #include "feature_net.h"
 #include "optim.h"
 #include "train_util.h"
@@ -40,7 +41,8 @@ typedef struct {
     unsigned char *decay;
     bf_feat_acts *acts;          /* one activation set per shard */
     float **shard_grads;         /* [1..nshards) scratch gradients */
-    int nshards;
+    int nshards;                 /* this process's shards of the plan */
+    bf_shard_plan plan;
     float *img;
     int *y, *idx;
     bf_data_order order;
@@ -74,11 +76,13 @@ static void make_batch(trainer *t) {
     bf_rng rng;
     bf_rng_seed(&rng, o->seed * 7919ull + (uint64_t)t->step * 104729ull + 3);
     bf_data_order_batch(&t->order, t->idx, t->step, o->batch);
+    int r0 = bf_shard_row0(&t->plan), r1 = bf_shard_row1(&t->plan);   /* this process's rows */
     for (int b = 0; b < o->batch; b++) {
         int i = t->idx[b];
         int dx = S ? (int)bf_rng_below(&rng, 2 * S + 1) - S : 0;
         int dy = S ? (int)bf_rng_below(&rng, 2 * S + 1) - S : 0;
         int flip = o->flip && (bf_rng_u64(&rng) >> 63);
+        if (b < r0 || b >= r1) continue;   /* other rows: the same draws, nothing read */
         augment(t->img + b * px, ds->pixels + (size_t)i * px, ds->c, ds->h, ds->w, dx, dy, flip);
         t->y[b] = ds->labels[i];
     }
@@ -138,8 +142,8 @@ static int step_fn(void *ctx, double *metrics) {
     bf_features *fn = t->fn;
     int correct;
     make_batch(t);
-    double loss = bf_features_step_sharded(fn, fn->params, t->acts, t->shard_grads, t->nshards,
-                                           t->grads, t->img, t->y, o->batch, &correct);
+    double loss = bf_features_step_shards(fn, fn->params, t->acts, t->shard_grads, &t->plan,
+                                          t->grads, t->img, t->y, &correct);
     bf_optim_bufs b = {fn->params, t->grads, t->m, t->v, NULL, t->decay, fn->num_params};
     bf_optim_opts oo = BF_OPTIM_OPTS(o, t->steps);
     if (bf_optim_update(&b, &oo, t->step, loss, &t->div, &metrics[1])) return -1;
@@ -180,7 +184,7 @@ static int trainer_alloc(trainer *t, const bf_dataset *ds) {
     size_t P = t->fn->num_params, px = (size_t)ds->c * ds->h * ds->w;
     const char *what = "the optimiser's state (gradients, moments)";
     bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FEATURES);
-    t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
+    t->nshards = t->plan.s1 - t->plan.s0;
     t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
     t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
     t->y = bf_malloc(sizeof(int) * o->batch);   /* batch <= BF_MAX_BATCH */
@@ -191,7 +195,7 @@ static int trainer_alloc(trainer *t, const bf_dataset *ds) {
         !(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, (size_t)o->batch), "a batch of images")))
         return -1;
     for (int k = 0; k < t->nshards; k++) {
-        if (bf_feat_acts_try_init(&t->acts[k], t->fn, (o->batch + t->nshards - 1) / t->nshards)) return -1;
+        if (bf_feat_acts_try_init(&t->acts[k], t->fn, (o->batch + t->plan.S - 1) / t->plan.S)) return -1;
         if (k && !(t->shard_grads[k] = bf_try_calloc(P, sizeof(float), "a shard's gradients"))) return -1;
     }
     return 0;
@@ -210,44 +214,64 @@ static void trainer_free(trainer *t) {
     bf_features_free(t->fn);
 }
 
-/* The test accuracy, logged and written into the checkpoint's metadata. */
+/* The test accuracy, logged and written into the checkpoint's metadata (by rank 0). */
 static int final_eval(trainer *t, double *acc) {
     const bf_features_train_opts *o = t->o;
     bf_dataset test = {0};
-    if (bf_dataset_load(&test, o->data, "test") || bf_features_accuracy(t->fn, &test, o->eval_limit, acc)) {
-        bf_dataset_free(&test);
-        return -1;
-    }
+    int rc = bf_dataset_load(&test, o->data, "test") || bf_features_accuracy(t->fn, &test, o->eval_limit, acc);
     int n = o->eval_limit > 0 && o->eval_limit < test.n ? o->eval_limit : test.n;
-    fprintf(t->log, "{\"step\":%ld,\"test_accuracy\":%.4f,\"test_images\":%d}\n", t->step, *acc, n);
-    fflush(t->log);
     bf_dataset_free(&test);
-    return save(t, *acc);
+    if (bf_dist_check(rc)) return -1;
+    if (t->log) {
+        fprintf(t->log, "{\"step\":%ld,\"test_accuracy\":%.4f,\"test_images\":%d}\n", t->step, *acc, n);
+        fflush(t->log);
+    }
+    return bf_dist_check(bf_dist_is_root() ? save(t, *acc) : 0);
 }
 
-/* The run, in its run folder (locked by the caller). */
+/* The network, data and buffers (each process its own). */
+static int setup(trainer *t, bf_dataset *ds) {
+    const bf_features_train_opts *o = t->o;
+    if (bf_dataset_load(ds, o->data, "train")) return -1;
+    bf_features_config c = o->model;
+    c.in_channels = ds->c; c.height = ds->h; c.width = ds->w; c.num_classes = ds->num_classes;
+    if (!(t->fn = bf_features_new(&c))) return -1;
+    bf_features_init(t->fn, o->seed);
+    bf_divergence_init(&t->div, 0, "a lower --lr or more --warmup");
+    if (trainer_alloc(t, ds)) return -1;
+    t->steps_per_epoch = (ds->n + o->batch - 1) / o->batch;
+    t->steps = o->steps > 0 ? o->steps : o->epochs * t->steps_per_epoch;
+    snprintf(t->path, sizeof t->path, "%s/features.safetensors", o->out_dir);
+    return 0;
+}
+
+/* Rank 0's log, opened once every process is ready. */
+static int open_log(trainer *t) {
+    char lp[4200];
+    snprintf(lp, sizeof lp, "%s/log.jsonl", t->o->out_dir);
+    if (bf_dist_is_root() && !(t->log = fopen(lp, "w"))) {
+        bf_set_error("cannot open %s: %s", lp, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The run, in its run folder (locked by the caller); with several processes (dist.h) each
+ * computes its shards of every batch, and all agree before anything is written. */
 static int train_in_run_dir(const bf_features_train_opts *o, double *test_accuracy) {
     bf_dataset ds = {0};
-    if (bf_dataset_load(&ds, o->data, "train")) return -1;
-    bf_features_config c = o->model;
-    c.in_channels = ds.c; c.height = ds.h; c.width = ds.w; c.num_classes = ds.num_classes;
     trainer t = {.o = o, .ds = &ds, .t_start = bf_time()};
     int rc = -1;
-    t.fn = bf_features_new(&c);
-    if (!t.fn) goto done;
-    bf_features_init(t.fn, o->seed);
-    bf_divergence_init(&t.div, 0, "a lower --lr or more --warmup");
-    if (trainer_alloc(&t, &ds)) goto done;
-    t.steps_per_epoch = (ds.n + o->batch - 1) / o->batch;
-    t.steps = o->steps > 0 ? o->steps : o->epochs * t.steps_per_epoch;
-    snprintf(t.path, sizeof t.path, "%s/features.safetensors", o->out_dir);
-    char lp[4200];
-    snprintf(lp, sizeof lp, "%s/log.jsonl", o->out_dir);
-    if (!(t.log = fopen(lp, "w"))) { bf_set_error("cannot open %s: %s", lp, strerror(errno)); goto done; }
+    if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
+    if (bf_dist_check(setup(&t, &ds))) goto done;
+    bf_train_state ts = {t.fn->params, NULL, t.m, t.v, t.fn->num_params, 0};
+    if (bf_train_check_same(&ts, &ds) || bf_dist_check(open_log(&t))) goto done;
+    char layout[96];
+    bf_train_layout(layout, sizeof layout, &t.plan);
     if (!o->quiet)
         fprintf(stderr, "training the feature network (%zu parameters) on %d images (%s), batch %d, "
-                "%ld steps (%.2f epochs), %d threads\n", t.fn->num_params, ds.n, o->data, o->batch,
-                t.steps, (double)t.steps / t.steps_per_epoch, omp_get_max_threads());
+                "%ld steps (%.2f epochs), %s\n", t.fn->num_params, ds.n, o->data, o->batch,
+                t.steps, (double)t.steps / t.steps_per_epoch, layout);
     if (train_loop(&t)) goto done;
     double acc = -1.0;
     if (o->eval_limit >= 0 && final_eval(&t, &acc)) goto done;
@@ -268,6 +292,8 @@ static int run_locked(const void *p) {
 int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
     if (test_accuracy) *test_accuracy = -1.0;
     if (bf_train_features_check_opts(o)) return -1;
-    run_args a = {o, test_accuracy};
+    bf_features_train_opts own = *o;
+    own.quiet |= !bf_dist_is_root();   /* rank 0 prints */
+    run_args a = {&own, test_accuracy};
     return bf_train_locked(o->out_dir, 0, o->overwrite, o->threads, run_locked, &a);
 }

@@ -1,6 +1,7 @@
 /* Maximum-likelihood training of the forward model F: batches with noise and label drop,
  * AdamW with warmup + cosine, clipping, EMA, JSON-lines log, atomic checkpoints, resume. */
 #include "core.h"
+#include "dist.h"
 #include "flow.h"
 #include "optim.h"
 #include "train_util.h"
@@ -120,7 +121,8 @@ typedef struct {
     run_state *s;
     bf_flow_acts *acts;          /* one activation set per shard */
     float **shard_grads;         /* [1..nshards) scratch gradients */
-    int nshards;
+    int nshards;                 /* this process's shards of the plan */
+    bf_shard_plan plan;
     float *img, *tok;
     int *y, *idx;
     bf_data_order order;
@@ -139,10 +141,13 @@ static int step_fn(void *ctx, double *metrics) {
     bf_data_order_batch(&t->order, t->idx, s->step, B);
     bf_rng rng;
     bf_step_rng(&rng, o->seed, s->step, 1);
-    bf_make_batch(t->img, t->y, t->ds, t->idx, B, o->noise, o->sigma, o->label_drop, &rng);
-    bf_patchify(t->tok, t->img, B, c->in_channels, c->img_size, c->img_size, c->patch_size);
-    double loss = bf_flow_step_sharded(f, f->params, t->acts, t->shard_grads, t->nshards,
-                                       s->grads, t->tok, t->y, B);
+    int r0 = bf_shard_row0(&t->plan), r1 = bf_shard_row1(&t->plan);   /* this process's rows */
+    size_t px = (size_t)c->in_channels * c->img_size * c->img_size;
+    bf_make_batch_rows(t->img, t->y, t->ds, t->idx, B, r0, r1, o->noise, o->sigma, o->label_drop, &rng);
+    bf_patchify(t->tok + r0 * px, t->img + r0 * px, r1 - r0, c->in_channels, c->img_size,
+                c->img_size, c->patch_size);
+    double loss = bf_flow_step_shards(f, f->params, t->acts, t->shard_grads, &t->plan, s->grads,
+                                      t->tok, t->y);
     bf_optim_bufs b = {f->params, s->grads, s->m, s->v, s->ema, s->decay, f->num_params};
     bf_optim_opts oo = BF_OPTIM_OPTS(o, o->steps);
     oo.ema_decay = o->ema_decay;
@@ -179,7 +184,7 @@ static void eval_fn(void *ctx) {
     s->f->params = s->ema;
     int rc = bf_eval_bpd(s->f, t->test, 256, 2000, 1234, &bpd, 0);
     s->f->params = keep;
-    if (rc) return;
+    if (rc || !t->log) return;   /* rank 0 logs */
     fprintf(t->log, "{\"step\":%ld,\"eval_bpd_ema\":%.5f,\"eval_images\":2000}\n", s->step, bpd);
     fflush(t->log);
     if (!t->o->quiet) fprintf(stderr, "step %6ld | test bits/dim (EMA, 2000 images) %.4f\n", s->step, bpd);
@@ -239,7 +244,7 @@ static int alloc_trainer(trainer *t, const bf_dataset *ds) {
     const bf_flow *f = t->s->f;
     size_t px = (size_t)ds->c * ds->h * ds->w, B = (size_t)o->batch;
     bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
-    t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
+    t->nshards = t->plan.s1 - t->plan.s0;
     t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
     t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
     if (!(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, B), "a batch of images")) ||
@@ -248,7 +253,7 @@ static int alloc_trainer(trainer *t, const bf_dataset *ds) {
         !(t->idx = bf_try_malloc(sizeof(int) * B, "a batch of indices")))
         return -1;
     for (int k = 0; k < t->nshards; k++) {
-        if (bf_flow_acts_try_init(&t->acts[k], f, (o->batch + t->nshards - 1) / t->nshards)) return -1;
+        if (bf_flow_acts_try_init(&t->acts[k], f, (o->batch + t->plan.S - 1) / t->plan.S)) return -1;
         if (k && !(t->shard_grads[k] = bf_try_calloc(f->num_params, sizeof(float), "a shard's gradients")))
             return -1;
     }
@@ -267,27 +272,42 @@ static void free_trainer(trainer *t) {
     bf_data_order_free(&t->order);
 }
 
-/* The run, in its run folder (locked by the caller). */
+/* Weights, data and buffers of the run (each process its own). */
+static int setup(trainer *t, run_state *s, bf_train_data *data) {
+    const bf_train_opts *o = t->o;
+    if (o->resume ? load_state(s, o) || check_resume(o, s->step) : new_state(s, o)) return -1;
+    if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s->step);
+    if (!(s->decay = bf_decay_mask(s->f->info, s->f->n_info, s->f->num_params))) return -1;
+    bf_divergence_init(&t->div, s->step, "a lower --lr, a --bound, or more --warmup");
+    const bf_flow_config *c = &s->f->cfg;
+    if (bf_train_data_load(data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
+        return -1;
+    t->ds = &data->train;
+    t->test = data->test;
+    return alloc_trainer(t, t->ds);
+}
+
+/* The run, in its run folder (locked by the caller); with several processes (dist.h) each
+ * computes its shards of every batch, and all agree before anything is written. */
 static int train_in_run_dir(const void *opts) {
     const bf_train_opts *o = opts;
     run_state s = {0};
     trainer t = {.o = o, .s = &s};
     bf_train_data data = {0};
     int rc = -1;
-    if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
-    if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
-    if (!(s.decay = bf_decay_mask(s.f->info, s.f->n_info, s.f->num_params))) goto done;
-    bf_divergence_init(&t.div, s.step, "a lower --lr, a --bound, or more --warmup");
-    const bf_flow_config *c = &s.f->cfg;
-    if (bf_train_data_load(&data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
-        goto done;
-    t.ds = &data.train;
-    t.test = data.test;
-    if (alloc_trainer(&t, t.ds) || !(t.log = bf_open_log(o->out_dir, s.step))) goto done;
+    if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
+    if (bf_dist_check(setup(&t, &s, &data))) goto done;
+    bf_train_state ts = {s.f->params, s.ema, s.m, s.v, s.f->num_params, s.step};
+    if (bf_train_check_same(&ts, t.ds)) goto done;
+    /* rank 0 logs: opened once every process is ready (a failed start leaves no log behind) */
+    int lrc = bf_dist_is_root() && !(t.log = bf_open_log(o->out_dir, s.step)) ? -1 : 0;
+    if (bf_dist_check(lrc)) goto done;
+    char layout[96];
+    bf_train_layout(layout, sizeof layout, &t.plan);
     if (!o->quiet)
-        fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %d threads, "
+        fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %s, "
                 "%s matrix products\n", s.f->num_params, t.ds->n, o->data, o->batch, o->steps,
-                omp_get_max_threads(), bf_precision_name(bf_precision_effective()));
+                layout, bf_precision_name(bf_precision_effective()));
     rc = train_loop(&t);
 done:
     free_trainer(&t);
@@ -298,5 +318,7 @@ done:
 
 int bf_train_flow(const bf_train_opts *o) {
     if (bf_train_flow_check_opts(o)) return -1;
-    return bf_train_locked(o->out_dir, o->resume, o->overwrite, o->threads, train_in_run_dir, o);
+    bf_train_opts own = *o;
+    own.quiet |= !bf_dist_is_root();   /* rank 0 prints */
+    return bf_train_locked(o->out_dir, o->resume, o->overwrite, o->threads, train_in_run_dir, &own);
 }

@@ -2,10 +2,13 @@
  * update on flat buffers, the per-step random stream and the loop
  * (step -> log -> evaluate -> checkpoint, stopped by a signal with a checkpoint). */
 #include "core.h"
+#include "dist.h"
 #include "optim.h"
 #include "train_util.h"
 
 #include <omp.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 void bf_step_rng(bf_rng *rng, uint64_t seed, long step, uint64_t stream) {
@@ -29,30 +32,48 @@ int bf_optim_update(const bf_optim_bufs *b, const bf_optim_opts *o, long step, d
     return 0;
 }
 
+/* The checkpoint, written by rank 0 alone; every process learns whether it was written. */
 static int checkpoint(const bf_train_loop *L) {
-    if (L->save_fn(L->ctx)) return -1;
+    if (bf_dist_check(bf_dist_is_root() ? L->save_fn(L->ctx) : 0)) return -1;
     if (L->div) L->div->saved_step = *L->step;
     return 0;
 }
 
-/* Averages of the metrics over the steps since the last line, then the line itself. */
+/* Averages of the metrics over the steps since the last line, then the line itself (rank 0's:
+ * the figures are the same on every process). */
 static void log_line(const bf_train_loop *L, double *acc, long *count, double *t_last,
                      double t_start, long start_step) {
     double now = bf_time(), ips = *count * (double)L->batch / (now - *t_last);
     double rate = (*L->step - start_step) / (now - t_start);
     for (int k = 0; k < BF_LOOP_METRICS; k++) acc[k] /= (double)*count;
-    L->log_fn(L->ctx, acc, ips, (L->steps - *L->step) / rate);
+    if (bf_dist_is_root()) L->log_fn(L->ctx, acc, ips, (L->steps - *L->step) / rate);
     memset(acc, 0, sizeof(double) * BF_LOOP_METRICS);
     *count = 0;
     *t_last = now;
 }
 
-static int loop(const bf_train_loop *L) {
+/* BF_TEST_FAULT=STEP (tests): this process fails before update STEP (1-based) with a message;
+ * BF_TEST_FAULT=term@STEP: it receives SIGTERM there instead. */
+static int test_fault(long step) {
+    const char *e = getenv("BF_TEST_FAULT");
+    if (!e) return 0;
+    int term = !strncmp(e, "term@", 5);
+    if (atol(term ? e + 5 : e) != step + 1) return 0;
+    if (term) return raise(SIGTERM), 0;
+    bf_set_error("a test fault (BF_TEST_FAULT) before step %ld", step + 1);
+    return -1;
+}
+
+/* Before each step the processes agree on whether one of them failed or was asked to stop;
+ * after it, on whether the step failed anywhere. Nothing is written until they agree. */
+static int loop(const bf_train_loop *L, int *stopper) {
     double acc[BF_LOOP_METRICS] = {0}, t_last = bf_time(), t_start = t_last;
     long count = 0, start_step = *L->step;
-    while (*L->step < L->steps && !(L->stop_on_signal && bf_stop_requested())) {
+    while (*L->step < L->steps) {
+        if (bf_dist_check(test_fault(*L->step))) return -1;
+        if ((*stopper = bf_dist_first(L->stop_on_signal && bf_stop_requested())) >= 0) break;
         double m[BF_LOOP_METRICS] = {0};
-        if (L->step_fn(L->ctx, m)) return -1;
+        if (bf_dist_check(L->step_fn(L->ctx, m))) return -1;
         for (int k = 0; k < BF_LOOP_METRICS; k++) acc[k] += m[k];
         count++;
         long step = *L->step;
@@ -62,8 +83,12 @@ static int loop(const bf_train_loop *L) {
         if (L->eval_fn && L->eval_every && (step % L->eval_every == 0 || last)) L->eval_fn(L->ctx);
         if (((L->ckpt_every && step % L->ckpt_every == 0) || last) && checkpoint(L)) return -1;
     }
-    if (L->stop_on_signal && bf_stop_requested()) {
-        if (!L->quiet) fprintf(stderr, "interrupted: saving step %ld\n", *L->step);
+    if (*stopper >= 0) {
+        if (!L->quiet && bf_dist_size() > 1)
+            fprintf(stderr, "interrupted by a signal (to rank %d of %d first): saving step %ld\n",
+                    *stopper, bf_dist_size(), *L->step);
+        else if (!L->quiet)
+            fprintf(stderr, "interrupted: saving step %ld\n", *L->step);
         return checkpoint(L) ? -1 : 1;   /* 1: stopped early, state saved */
     }
     return 0;
@@ -71,7 +96,7 @@ static int loop(const bf_train_loop *L) {
 
 int bf_train_loop_run(const bf_train_loop *L) {
     if (L->stop_on_signal) bf_stop_signals_install();
-    int rc = loop(L);
+    int stopper = -1, rc = loop(L, &stopper);
     if (L->stop_on_signal) bf_stop_signals_restore();
     return rc;
 }
@@ -95,9 +120,13 @@ void bf_train_data_free(bf_train_data *d) {
 int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
                     int (*run)(const void *opts), const void *opts) {
     if (threads > 0) omp_set_num_threads(threads);
-    bf_dir_lock lock;
-    if (bf_run_dir_open(&lock, dir, resume, overwrite)) return -1;
-    int rc = run(opts);
-    bf_dir_unlock(&lock);
+    bf_dir_lock lock;   /* rank 0 writes the folder: it alone opens and locks it */
+    int root = bf_dist_is_root(), rc = root ? bf_run_dir_open(&lock, dir, resume, overwrite) : 0;
+    if (bf_dist_check(rc)) {
+        if (root && rc == 0) bf_dir_unlock(&lock);
+        return -1;
+    }
+    rc = run(opts);
+    if (root) bf_dir_unlock(&lock);
     return rc;
 }

@@ -3,6 +3,7 @@
  * hidden-alignment loss; AdamW with warmup + cosine, clipping, EMA, JSON-lines log, atomic
  * checkpoints and resume, as for F. */
 #include "core.h"
+#include "dist.h"
 #include "flow.h"
 #include "kernels_cond.h"
 #include "optim.h"
@@ -217,7 +218,8 @@ typedef struct {
     const bf_reverse_train_opts *o;
     const bf_dataset *ds, *test;
     run_state *s;
-    int nshards;
+    int nshards;                 /* this process's shards of the plan */
+    bf_shard_plan plan;
     bf_flow_acts *fa;            /* per shard: F's pass and trajectory */
     bf_reverse_acts *ga, *ua;    /* per shard: G conditional (trained), unconditional */
     float **shard_grads;
@@ -237,16 +239,21 @@ static void make_batch(trainer *t, bf_rng *rng) {
     const bf_reverse_train_opts *o = t->o;
     const bf_dataset *ds = t->ds;
     size_t px = (size_t)ds->c * ds->h * ds->w;
+    int r0 = bf_shard_row0(&t->plan), r1 = bf_shard_row1(&t->plan);   /* this process's rows */
     for (int b = 0; b < o->batch; b++) {
+        int mine = b >= r0 && b < r1;   /* other rows: the same draws, nothing read */
         const uint8_t *p = ds->pixels + (size_t)t->idx[b] * px;
         for (size_t k = 0; k < px; k++) {
+            float e = bf_rng_normal(rng);
+            if (!mine) continue;
             float x = bf_pixel_to_unit(p[k]);
             t->clean[b * px + k] = x;
-            t->noisy[b * px + k] = x + t->s->sigma * bf_rng_normal(rng);
+            t->noisy[b * px + k] = x + t->s->sigma * e;
         }
         int labelled = ds->num_classes > 0 && bf_rng_uniform(rng) >= o->label_drop;
-        t->y[b] = labelled ? ds->labels[t->idx[b]] : -1;
         float u = bf_rng_uniform(rng);
+        if (!mine) continue;
+        t->y[b] = labelled ? ds->labels[t->idx[b]] : -1;
         t->w[b] = o->cfg_train && labelled ? powf(1.0f + o->w_max, u) - 1.0f : 0.0f;
     }
 }
@@ -299,26 +306,39 @@ static double shard_step(trainer *t, int sh, int b0, int m, float *g) {
     return loss;
 }
 
-/* One parallel region per step: each thread runs F and G on its slice of the batch. */
+/* One parallel region per step: each thread runs F and G on its shard of the batch; the
+ * shards' figures and gradients are summed in shard order (over the processes of the job when
+ * the plan spreads them over several). */
+#define SHARD_FIGURES 5   /* loss x rows, then the alignment, reconstruction, perceptual and class terms */
 static double sharded_step(trainer *t, bf_reverse_loss_parts *parts) {
     run_state *s = t->s;
-    int n = t->o->batch, used = t->nshards;
-    size_t P = s->r->num_params;
+    const bf_shard_plan *p = &t->plan;
+    int n = p->n, L = p->s1 - p->s0;
+    double *sv = bf_calloc((size_t)p->S * SHARD_FIGURES, sizeof(double));
+#pragma omp parallel for num_threads(L) schedule(static, 1)
+    for (int k = 0; k < L; k++) {
+        int sh = p->s0 + k, b0 = bf_shard_begin(n, p->S, sh), m = bf_shard_begin(n, p->S, sh + 1) - b0;
+        double *v = sv + (size_t)SHARD_FIGURES * sh;
+        v[0] = shard_step(t, k, b0, m, k == 0 ? s->grads : t->shard_grads[k]) * m;
+        v[1] = t->parts[k].align;
+        v[2] = t->parts[k].rec;
+        v[3] = t->parts[k].perc;
+        v[4] = t->parts[k].cls;
+    }
+    bf_shard_values_gather(sv, SHARD_FIGURES, p);
     double loss_sum = 0.0;
-#pragma omp parallel for num_threads(used) schedule(static, 1) reduction(+ : loss_sum)
-    for (int sh = 0; sh < used; sh++) {
-        int b0 = bf_shard_begin(n, used, sh), m = bf_shard_begin(n, used, sh + 1) - b0;
-        loss_sum += shard_step(t, sh, b0, m, sh == 0 ? s->grads : t->shard_grads[sh]) * m;
-    }
     memset(parts, 0, sizeof *parts);
-    for (int sh = 0; sh < used; sh++) {
-        float k = (float)(bf_shard_begin(n, used, sh + 1) - bf_shard_begin(n, used, sh)) / n;
-        parts->align += k * t->parts[sh].align;
-        parts->rec += k * t->parts[sh].rec;
-        parts->perc += k * t->parts[sh].perc;
-        parts->cls += k * t->parts[sh].cls;
+    for (int sh = 0; sh < p->S; sh++) {
+        const double *v = sv + (size_t)SHARD_FIGURES * sh;
+        float k = (float)(bf_shard_begin(n, p->S, sh + 1) - bf_shard_begin(n, p->S, sh)) / n;
+        loss_sum += v[0];
+        parts->align += k * v[1];
+        parts->rec += k * v[2];
+        parts->perc += k * v[3];
+        parts->cls += k * v[4];
     }
-    bf_shard_grads_reduce(s->grads, t->shard_grads, used, n, P, 1);
+    free(sv);
+    bf_shard_grads_reduce(s->grads, t->shard_grads, p, s->r->num_params, 1);
     return loss_sum / n;
 }
 
@@ -333,8 +353,12 @@ static int step_fn(void *ctx, double *metrics) {
     bf_rng rng;
     bf_step_rng(&rng, o->seed, s->step, 3);
     make_batch(t, &rng);
-    bf_patchify(t->tok_clean, t->clean, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
-    bf_patchify(t->tok_noisy, t->noisy, o->batch, c->in_channels, c->img_size, c->img_size, c->patch_size);
+    int r0 = bf_shard_row0(&t->plan), r1 = bf_shard_row1(&t->plan);
+    size_t px = (size_t)c->in_channels * c->img_size * c->img_size;
+    bf_patchify(t->tok_clean + r0 * px, t->clean + r0 * px, r1 - r0, c->in_channels, c->img_size,
+                c->img_size, c->patch_size);
+    bf_patchify(t->tok_noisy + r0 * px, t->noisy + r0 * px, r1 - r0, c->in_channels, c->img_size,
+                c->img_size, c->patch_size);
     bf_reverse_loss_parts p;
     double loss = sharded_step(t, &p);
     /* adaptive weighting bounds the loss (D / (D + eps) < 1 per term): the raw distances are
@@ -378,7 +402,7 @@ static void eval_fn(void *ctx) {
     s->r->params = s->ema;
     int rc = bf_reverse_eval_recon(s->r, s->f, t->test, 1000, 0.0f, 1234, &mse, &psnr);
     s->r->params = keep;
-    if (rc) return;
+    if (rc || !t->log) return;   /* rank 0 logs */
     fprintf(t->log, "{\"step\":%ld,\"eval_mse\":%.6g,\"eval_psnr\":%.4f,\"eval_images\":1000}\n",
             s->step, mse, psnr);
     fflush(t->log);
@@ -454,8 +478,8 @@ static int alloc_shard(trainer *t, int k, int Bn) {
 
 static int alloc_trainer(trainer *t, const bf_dataset *ds) {
     const bf_reverse_train_opts *o = t->o;
-    t->nshards = omp_get_max_threads() < o->batch ? omp_get_max_threads() : o->batch;
-    int Bn = (o->batch + t->nshards - 1) / t->nshards;
+    t->nshards = t->plan.s1 - t->plan.s0;
+    int Bn = (o->batch + t->plan.S - 1) / t->plan.S;
     size_t k = (size_t)t->nshards;
     t->fa = bf_calloc(k, sizeof *t->fa);
     t->ga = bf_calloc(k, sizeof *t->ga);
@@ -516,37 +540,52 @@ static int load_perceptual(run_state *s, const bf_reverse_train_opts *o) {
     return 0;
 }
 
-static void print_banner(const run_state *s, const bf_reverse_train_opts *o) {
+static void print_banner(const run_state *s, const bf_reverse_train_opts *o, const bf_shard_plan *p) {
     const char *norm = o->norm_control == BF_NORM_TOKEN ? "token" : o->norm_control ? "sample" : "off";
+    char layout[96];
+    bf_train_layout(layout, sizeof layout, p);
     fprintf(stderr, "training G (%zu parameters; F has %zu) against %s: inverse %s, %s denoising, "
-            "norm control %s, guidance %s, sigma %g; batch %d, %d steps, %d threads, %s matrix "
+            "norm control %s, guidance %s, sigma %g; batch %d, %d steps, %s, %s matrix "
             "products\n", s->r->num_params, s->f->num_params, s->r->flow_path,
             inverse_name(o->inverse), s->r->cfg.denoise_layers ? "learned" : "no", norm,
             o->cfg_train ? "trained (1 NFE)" : "at inference (2 NFE)", (double)s->sigma, o->batch,
-            o->steps, omp_get_max_threads(), bf_precision_name(bf_precision_effective()));
+            o->steps, layout, bf_precision_name(bf_precision_effective()));
 }
 
-/* The run, in its run folder (locked by the caller). */
+/* F, G, the perceptual network, data and buffers (each process its own). */
+static int setup(trainer *t, run_state *s, bf_train_data *data) {
+    const bf_reverse_train_opts *o = t->o;
+    if (!(s->f = bf_flow_load(o->flow, 1))) return -1;
+    if (o->resume ? load_state(s, o) || check_resume(o, s->step) : new_state(s, o)) return -1;
+    if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s->step);
+    if (!(s->decay = bf_decay_mask(s->r->info, s->r->n_info, s->r->num_params))) return -1;
+    bf_divergence_init(&t->div, s->step, "a lower --lr or more --warmup");
+    t->div.quantity = "the unweighted loss (alignment, reconstruction, perceptual and class terms)";
+    if (o->perceptual > 0 && load_perceptual(s, o)) return -1;
+    const bf_reverse_config *c = &s->r->cfg;
+    if (bf_train_data_load(data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
+        return -1;
+    t->ds = &data->train;
+    t->test = data->test;
+    return alloc_trainer(t, t->ds);
+}
+
+/* The run, in its run folder (locked by the caller); with several processes (dist.h) each
+ * computes its shards of every batch, and all agree before anything is written. */
 static int train_in_run_dir(const void *opts) {
     const bf_reverse_train_opts *o = opts;
     run_state s = {0};
     trainer t = {.o = o, .s = &s};
     bf_train_data data = {0};
     int rc = -1;
-    if (!(s.f = bf_flow_load(o->flow, 1))) goto done;
-    if (o->resume ? load_state(&s, o) || check_resume(o, s.step) : new_state(&s, o)) goto done;
-    if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s.step);
-    if (!(s.decay = bf_decay_mask(s.r->info, s.r->n_info, s.r->num_params))) goto done;
-    bf_divergence_init(&t.div, s.step, "a lower --lr or more --warmup");
-    t.div.quantity = "the unweighted loss (alignment, reconstruction, perceptual and class terms)";
-    if (o->perceptual > 0 && load_perceptual(&s, o)) goto done;
-    const bf_reverse_config *c = &s.r->cfg;
-    if (bf_train_data_load(&data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
-        goto done;
-    t.ds = &data.train;
-    t.test = data.test;
-    if (alloc_trainer(&t, t.ds) || !(t.log = bf_open_log(o->out_dir, s.step))) goto done;
-    if (!o->quiet) print_banner(&s, o);
+    if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
+    if (bf_dist_check(setup(&t, &s, &data))) goto done;
+    bf_train_state ts = {s.r->params, s.ema, s.m, s.v, s.r->num_params, s.step};
+    if (bf_train_check_same(&ts, t.ds)) goto done;
+    /* rank 0 logs: opened once every process is ready (a failed start leaves no log behind) */
+    int lrc = bf_dist_is_root() && !(t.log = bf_open_log(o->out_dir, s.step)) ? -1 : 0;
+    if (bf_dist_check(lrc)) goto done;
+    if (!o->quiet) print_banner(&s, o, &t.plan);
     rc = train_loop(&t);
 done:
     free_trainer(&t);
@@ -557,5 +596,7 @@ done:
 
 int bf_train_reverse(const bf_reverse_train_opts *o) {
     if (bf_train_reverse_check_opts(o)) return -1;
-    return bf_train_locked(o->out_dir, o->resume, o->overwrite, o->threads, train_in_run_dir, o);
+    bf_reverse_train_opts own = *o;
+    own.quiet |= !bf_dist_is_root();   /* rank 0 prints */
+    return bf_train_locked(o->out_dir, o->resume, o->overwrite, o->threads, train_in_run_dir, &own);
 }

@@ -3,11 +3,13 @@
 #include "ckpt.h"
 #include "plot.h"
 #include "core.h"
+#include "dist.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -391,4 +393,30 @@ int bf_check_resume(bf_run_opt *opts, int n, const char *dir, const char *file, 
     if (bf_path_join(path, sizeof path, dir, file) || bf_run_opts_reconcile(opts, n, path, NULL) != 0)
         return -1;
     return bf_check_steps_extend(steps, step, dir);
+}
+
+/* ------------------------------------------------------------------ data-parallel runs */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+int bf_train_check_same(const bf_train_state *s, const bf_dataset *ds) {
+    if (bf_dist_size() == 1) return 0;
+    uint64_t h = 14695981039346656037ull;
+    const float *buf[4] = {s->params, s->ema, s->m, s->v};
+    for (int i = 0; i < 4; i++)
+        if (buf[i]) h = fnv1a(h, buf[i], sizeof(float) * s->n);
+    h = fnv1a(h, &s->step, sizeof s->step);
+    if (bf_dist_check_same(h, "the weights and optimiser state (--out, --flow, --init)")) return -1;
+    uint64_t d = fnv1a(14695981039346656037ull, ds->pixels, (size_t)ds->n * ds->c * ds->h * ds->w);
+    if (ds->labels) d = fnv1a(d, ds->labels, sizeof *ds->labels * (size_t)ds->n);
+    return bf_dist_check_same(d, "the training images (--data)");
+}
+
+void bf_train_layout(char *buf, size_t n, const bf_shard_plan *p) {
+    if (p->nranks == 1) snprintf(buf, n, "%d threads", omp_get_max_threads());
+    else snprintf(buf, n, "%d processes x %d thread%s (%d shards)", p->nranks, omp_get_max_threads(),
+                  omp_get_max_threads() == 1 ? "" : "s", p->S);
 }

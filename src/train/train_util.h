@@ -140,7 +140,14 @@ int bf_optim_update(const bf_optim_bufs *b, const bf_optim_opts *o, long step, d
  * and the ETA; eval_fn (may be NULL) every eval_every steps and at the end; save_fn (a
  * checkpoint) every ckpt_every steps and at the end. With stop_on_signal, SIGINT/SIGTERM
  * (bf_stop_signals_install) end it after the current step with a checkpoint: returns 1.
- * 0 when the steps are done, -1 on an error. */
+ * 0 when the steps are done, -1 on an error.
+ * Several processes (dist.h) run the loop together: step_fn and eval_fn run on every process,
+ * log_fn and save_fn on rank 0 only. Before each step they agree whether one failed or was
+ * signalled (a signal to any process stops them all, with a checkpoint), after it whether the
+ * step failed anywhere, after a checkpoint whether it was written: an error on any process
+ * ends the loop on all with -1 and its message (bf_dist_check), before anything more is
+ * written. For the tests, BF_TEST_FAULT=K makes a process fail before update K, and
+ * BF_TEST_FAULT=term@K sends it SIGTERM there. */
 #define BF_LOOP_METRICS 8
 typedef struct {
     void *ctx;
@@ -165,6 +172,13 @@ void bf_train_data_free(bf_train_data *d);
  * that many threads; returns run's value, or -1 when the folder cannot be had. */
 int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
                     int (*run)(const void *opts), const void *opts);
+
+/* Data-parallel runs (dist.h): with several processes, 0 when every process holds the same
+ * training state s and data ds, else -1 with a message (every node must see the same run
+ * folder and data); nothing to check with one. Collective. */
+int bf_train_check_same(const bf_train_state *s, const bf_dataset *ds);
+/* "4 threads", or "2 processes x 2 threads (4 shards)" for the banner. */
+void bf_train_layout(char *buf, size_t n, const bf_shard_plan *p);
 
 /* Asks the training loop to stop after the current step (SIGINT, SIGTERM). */
 void bf_stop_signals_install(void);
