@@ -298,10 +298,7 @@ static int train_in_run_dir(const void *opts) {
     if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
     if (bf_dist_check(setup(&t, &s, &data))) goto done;
     bf_train_state ts = {s.f->params, s.ema, s.m, s.v, s.f->num_params, s.step};
-    if (bf_train_check_same(&ts, t.ds)) goto done;
-    /* rank 0 logs: opened once every process is ready (a failed start leaves no log behind) */
-    int lrc = bf_dist_is_root() && !(t.log = bf_open_log(o->out_dir, s.step)) ? -1 : 0;
-    if (bf_dist_check(lrc)) goto done;
+    if (bf_train_ready(&ts, t.ds, o->out_dir, &t.log)) goto done;
     char layout[96];
     bf_train_layout(layout, sizeof layout, &t.plan);
     if (!o->quiet)

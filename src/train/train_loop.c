@@ -130,3 +130,9 @@ int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
     if (root) bf_dir_unlock(&lock);
     return rc;
 }
+
+int bf_train_ready(const bf_train_state *s, const bf_dataset *ds, const char *dir, FILE **log) {
+    if (bf_train_check_same(s, ds)) return -1;
+    int rc = bf_dist_is_root() && !(*log = bf_open_log(dir, s->step)) ? -1 : 0;
+    return bf_dist_check(rc);
+}

@@ -145,14 +145,8 @@ static int init_from(run_state *s, const bf_reverse_train_opts *o) {
     return 0;
 }
 
-static int new_state(run_state *s, const bf_reverse_train_opts *o) {
-    if (o->init) {
-        if (init_from(s, o)) return -1;
-        s->sigma = o->sigma >= 0 ? o->sigma : s->f->trained_sigma;
-        if (bf_reverse_set_flow(s->r, o->flow, s->sigma)) return -1;
-        s->step = 0;
-        return alloc_moments(s);
-    }
+/* A G of the configured shape with fresh weights (seeded). */
+static int fresh_model(run_state *s, const bf_reverse_train_opts *o) {
     bf_reverse_config c;
     bf_reverse_config_for_flow(&c, &s->f->cfg);
     if (o->model.channels > 0) c.channels = o->model.channels;
@@ -164,6 +158,12 @@ static int new_state(run_state *s, const bf_reverse_train_opts *o) {
     c.distill = o->inverse == BF_INVERSE_DISTILL;
     if (!(s->r = bf_reverse_new(&c))) return -1;
     bf_reverse_init(s->r, o->seed);
+    return 0;
+}
+
+/* A new run: fresh weights, or a trained G's with --init; step 0, fresh optimiser state. */
+static int new_state(run_state *s, const bf_reverse_train_opts *o) {
+    if (o->init ? init_from(s, o) : fresh_model(s, o)) return -1;
     s->sigma = o->sigma >= 0 ? o->sigma : s->f->trained_sigma;
     if (bf_reverse_set_flow(s->r, o->flow, s->sigma)) return -1;
     s->step = 0;
@@ -581,10 +581,7 @@ static int train_in_run_dir(const void *opts) {
     if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
     if (bf_dist_check(setup(&t, &s, &data))) goto done;
     bf_train_state ts = {s.r->params, s.ema, s.m, s.v, s.r->num_params, s.step};
-    if (bf_train_check_same(&ts, t.ds)) goto done;
-    /* rank 0 logs: opened once every process is ready (a failed start leaves no log behind) */
-    int lrc = bf_dist_is_root() && !(t.log = bf_open_log(o->out_dir, s.step)) ? -1 : 0;
-    if (bf_dist_check(lrc)) goto done;
+    if (bf_train_ready(&ts, t.ds, o->out_dir, &t.log)) goto done;
     if (!o->quiet) print_banner(&s, o, &t.plan);
     rc = train_loop(&t);
 done:

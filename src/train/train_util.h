@@ -177,6 +177,10 @@ int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
  * training state s and data ds, else -1 with a message (every node must see the same run
  * folder and data); nothing to check with one. Collective. */
 int bf_train_check_same(const bf_train_state *s, const bf_dataset *ds);
+/* A resumable run's start once every process has set it up: the same state and data on every
+ * process (bf_train_check_same), then rank 0 opens DIR/log.jsonl (bf_open_log at the state's
+ * step) into *log, so that a failed start leaves no log behind. Collective; 0 or -1. */
+int bf_train_ready(const bf_train_state *s, const bf_dataset *ds, const char *dir, FILE **log);
 /* "4 threads", or "2 processes x 2 threads (4 shards)" for the banner. */
 void bf_train_layout(char *buf, size_t n, const bf_shard_plan *p);
 
