@@ -67,18 +67,21 @@ static int demo_edits(const demo_args *a, bf_editor *e) {
     bf_image_set in = {0};
     if (bf_image_set_load(&in, "fashion-mnist", 10)) return -1;
     const bf_reverse_config *c = bf_reverse_get_config(e->reverse);
-    int T = (c->img_size / c->patch_size) * (c->img_size / c->patch_size), n = in.n, K = c->num_classes;
+    int n = in.n, K = c->num_classes;
     size_t img = (size_t)in.c * in.h * in.w;
-    uint8_t *mask = bf_malloc((size_t)T);
+    uint8_t *pix = bf_malloc((size_t)in.h * in.w);
     float *grid = bf_malloc(sizeof(float) * img * n * (K + 1 > 3 ? K + 1 : 3));
     float *out = bf_malloc(sizeof(float) * img * n * (K > 1 ? K : 1));
     char path[4096];
-    int rc = bf_mask_parse(mask, "left-half", c->img_size, c->patch_size) ||
-             bf_inpaint(e, out, &in, mask, 0, 1);
+    bf_inpaint_opts io;
+    bf_inpaint_opts_default(&io);
+    io.seed = 1;
+    int rc = bf_mask_parse_pixels(pix, "left-half", c->img_size, c->patch_size) ||
+             bf_inpaint(e, out, NULL, &in, pix, &io);
     for (int i = 0; !rc && i < n; i++) {   /* rows: input | masked input | result */
         memcpy(grid + (3 * i) * img, in.x + i * img, sizeof(float) * img);
         memcpy(grid + (3 * i + 1) * img, in.x + i * img, sizeof(float) * img);
-        bf_mask_fill(grid + (3 * i + 1) * img, mask, BF_MASK_SHOW, 1, in.c, c->img_size, c->patch_size);
+        bf_pixmask_fill(grid + (3 * i + 1) * img, pix, BF_MASK_SHOW, 1, in.c, c->img_size);
         memcpy(grid + (3 * i + 2) * img, out + i * img, sizeof(float) * img);
     }
     rc = rc || path_in(path, sizeof path, a->out, "inpaint.png") ||
@@ -86,7 +89,7 @@ static int demo_edits(const demo_args *a, bf_editor *e) {
     if (!rc && K > 1) {   /* rows: input, then the image edited to each class */
         int *targets = bf_malloc(sizeof(int) * K);
         for (int k = 0; k < K; k++) targets[k] = k;
-        rc = bf_edit_class(e, out, &in, targets, K);
+        rc = bf_edit_class(e, out, &in, targets, K, 1.0f);
         for (int i = 0; !rc && i < n; i++) {
             memcpy(grid + (size_t)i * (K + 1) * img, in.x + i * img, sizeof(float) * img);
             memcpy(grid + ((size_t)i * (K + 1) + 1) * img, out + (size_t)i * K * img,
@@ -96,7 +99,7 @@ static int demo_edits(const demo_args *a, bf_editor *e) {
              bf_write_image_grid(path, grid, n * (K + 1), in.c, in.h, in.w, K + 1, 2);
         free(targets);
     }
-    free(mask); free(grid); free(out);
+    free(pix); free(grid); free(out);
     bf_image_set_free(&in);
     return rc ? -1 : 0;
 }

@@ -21,8 +21,17 @@ int write_outputs(const char *prefix, const float *x, const int *y, int n, int c
  * recorded) or, when NULL, the one G recorded. NULL with the error set on a mismatch. */
 bf_flow *paired_flow(const bf_reverse *r, const char *flow);
 
+/* Frechet distance *fd of the features of x (n, C, H, W) against those of the test split of
+ * data, by the feature network at path features, and the fraction *acc of x it classifies as
+ * y (n) (entries < 0 skipped; NAN when none is labelled; y may be NULL). */
+int feature_quality(const char *features, const char *data, const float *x, const int *y, int n,
+                    double *fd, double *acc);
+
 /* Value of the unknown region in displayed masked inputs: light grey, apart from the black
  * background of the images and the mid-grey gaps of the grids. */
 #define BF_MASK_SHOW 0.6f
+
+/* Default strength of class editing (biflow edit, the demo): see docs/RESULTS-edit.md. */
+#define BF_EDIT_STRENGTH 1.0f
 
 #endif
