@@ -446,6 +446,8 @@ void bf_image_set_free(bf_image_set *s);
  * (num_classes encodings per image); -1 for an unconditional F. */
 int bf_flow_classify(bf_flow *f, int *y, const float *x, int n);
 
+typedef struct bf_features bf_features;   /* the feature network (below) */
+
 /* A model pair and how to decode. */
 typedef struct {
     bf_reverse *reverse;       /* G */
@@ -484,12 +486,24 @@ void bf_inpaint_opts_default(bf_inpaint_opts *o);
  * the pixel mask, 1 = known. */
 int bf_inpaint(const bf_editor *e, float *out, float *raw, const bf_image_set *in,
                const uint8_t *pix, const bf_inpaint_opts *o);
-/* Class editing: out (n, k, C, H, W) = decode(z_t | t) for each of the k targets t, with
- * z_t = F(x | t) + strength (F(x | y) - F(x | t)): strength 1 is the full edit F(x | y)
- * decoded as class t (METHOD Section 9), 0 decodes x's own encoding under t (nothing changes
- * with the exact inverse); in between, how much of the source is kept. strength in [0, 1]. */
+/* Class editing: out (n, k, C, H, W), image i's edit to targets[j] at (i, j). A pass decodes
+ * z = F(x | t) + s (F(x | y) - F(x | t)) as class t: s = 1 is METHOD Section 9's edit
+ * (F(x | y) decoded as t); s = 0 decodes x's own encoding under t (nothing changes with the
+ * exact inverse). A strength above 1 makes more passes, each editing the previous pass's
+ * result again (re-encoded under the source label y), the last with the fractional part as its
+ * s: strength 2.5 is two full passes and a half one. With a verifier, each edit takes the first
+ * strength of the ladder min_strength, min_strength + 0.25, ..., strength whose image the
+ * verifier classifies as the target (the gentlest edit that reads as the target class), the
+ * last one otherwise. The verifier must not be the evaluation network (refused by its
+ * architecture), so that the evaluation stays an independent yardstick. */
+typedef struct {
+    float strength;            /* in [0, 16]; 1 by default */
+    float min_strength;        /* the ladder's first rung, in [0, strength] (verifier only) */
+    bf_features *verify;       /* NULL: the strength itself */
+} bf_edit_opts;
+void bf_edit_opts_default(bf_edit_opts *o);
 int bf_edit_class(const bf_editor *e, float *out, const bf_image_set *in, const int *targets,
-                  int k, float strength);
+                  int k, const bf_edit_opts *o);
 /* Reconstruction: out (n, C, H, W) = G(F(x | y) | y). */
 int bf_reconstruct(const bf_editor *e, float *out, const bf_image_set *in);
 /* Interpolation: out (steps, C, H, W) = G(slerp(F(x_a | y), F(x_b | y), t) | y) for
@@ -517,7 +531,6 @@ typedef struct {
     int arch;                         /* BF_FEAT_ARCH_*; 0 in files that do not name one */
 } bf_features_config;
 
-typedef struct bf_features bf_features;
 
 /* 1x28x28 images, widths 32 and 64, 128 features, 10 classes */
 void bf_features_config_default(bf_features_config *c);

@@ -1,5 +1,6 @@
-/* Editing with the learned inverse (METHOD Section 9): images in, the model pair, class
- * editing, reconstruction and interpolation (masks: mask.c; inpainting: inpaint.c). Everything is "encode with F,
+/* Editing with the learned inverse (METHOD Section 9): images in, the model pair,
+ * reconstruction and interpolation (masks: mask.c; inpainting: inpaint.c; class editing:
+ * edit_class.c). Everything is "encode with F,
  * change z, decode with G in one pass"; the pair is checked before any work. */
 #include "edit.h"
 #include "reverse.h"
@@ -218,43 +219,6 @@ int bf_edit_decode(const bf_editor *e, float *out, const float *z, const int *y,
 }
 
 size_t bf_edit_tokens(const bf_editor *e) { return (size_t)e->flow->T * e->flow->D; }
-
-/* z (n, T, D) <- zt + s (zs - zt): the strength s of the edit, in noise space. */
-static void mix_strength(float *z, const float *zs, const float *zt, float s, size_t m) {
-    for (size_t i = 0; i < m; i++) z[i] = zt[i] + s * (zs[i] - zt[i]);
-}
-
-/* The n edits of the images in to class t, into x (n, C, H, W); zs = F(x | y). */
-static int edit_to(const bf_editor *e, float *x, const bf_image_set *in, const float *zs, int t,
-                   float strength, float *zt, int *yt) {
-    size_t m = (size_t)in->n * bf_edit_tokens(e);
-    for (int i = 0; i < in->n; i++) yt[i] = t;
-    if (strength == 1.0f) return bf_edit_decode(e, x, zs, yt, in->n);   /* F(x | t) not needed */
-    if (bf_flow_encode(e->flow, zt, NULL, in->x, yt, in->n)) return -1;
-    mix_strength(zt, zs, zt, strength, m);
-    return bf_edit_decode(e, x, zt, yt, in->n);
-}
-
-int bf_edit_class(const bf_editor *e, float *out, const bf_image_set *in, const int *targets,
-                  int k, float strength) {
-    if (bf_edit_check_set(e, in) || bf_edit_check_labels(targets, k, e->reverse->cfg.num_classes, "target")) return -1;
-    if (k < 1) { bf_set_error("class editing needs at least one target class"); return -1; }
-    if (!(strength >= 0.0f && strength <= 1.0f)) {
-        bf_set_error("class editing: the strength must be in [0, 1], not %g", (double)strength);
-        return -1;
-    }
-    size_t px = (size_t)in->c * in->h * in->w, N = bf_edit_tokens(e);
-    float *zs = bf_malloc(sizeof(float) * in->n * N), *zt = bf_malloc(sizeof(float) * in->n * N);
-    float *x = bf_malloc(sizeof(float) * in->n * px);
-    int *yt = bf_malloc(sizeof(int) * in->n), rc = bf_flow_encode(e->flow, zs, NULL, in->x, in->y, in->n);
-    for (int j = 0; j < k && rc == 0; j++) {
-        rc = edit_to(e, x, in, zs, targets[j], strength, zt, yt);
-        for (int i = 0; rc == 0 && i < in->n; i++)   /* image i's row holds its k edits */
-            memcpy(out + ((size_t)i * k + j) * px, x + i * px, sizeof(float) * px);
-    }
-    free(zs); free(zt); free(x); free(yt);
-    return rc;
-}
 
 int bf_reconstruct(const bf_editor *e, float *out, const bf_image_set *in) {
     if (bf_edit_check_set(e, in)) return -1;

@@ -6,6 +6,7 @@
 #include "tiny_models.h"
 #include "../src/flow.h"
 #include "../src/reverse.h"
+#include "../src/feature_net.h"
 
 #include <string.h>
 
@@ -336,14 +337,16 @@ TEST(edit_class_and_interpolate_layout) {
     bf_editor_init(&e, p.r, p.f, p.fpath);
     float rec[3 * 64], ed[3 * 2 * 64], path[5 * 64];
     int targets[2] = {7, 4};
+    bf_edit_opts eo;
+    bf_edit_opts_default(&eo);
     CHECK(bf_reconstruct(&e, rec, &p.in) == 0);
-    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2, 1.0f) == 0);
+    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2, &eo) == 0);
     for (int i = 0; i < 3; i++) {
         CHECK(max_diff(ed + (i * 2 + 1) * 64, rec + i * 64, 64) < 1e-5);
         CHECK(max_diff(ed + (i * 2) * 64, rec + i * 64, 64) > 1e-3);   /* class 7 differs */
     }
     targets[0] = 12;
-    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2, 1.0f) != 0);
+    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2, &eo) != 0);
     double angle = 0.0;
     CHECK(bf_interpolate(&e, path, &p.in, 2, 0, 4, 5, &angle) == 0);
     CHECK(max_diff(path, rec + 2 * 64, 64) < 1e-5);
@@ -569,6 +572,14 @@ TEST(edit_inpaint_options_refused) {
 }
 
 /* ------------------------------------------------------------------ class editing strength */
+static int edit_at(const bf_editor *e, float *out, const bf_image_set *in, const int *targets,
+                   int k, float strength) {
+    bf_edit_opts o;
+    bf_edit_opts_default(&o);
+    o.strength = strength;
+    return bf_edit_class(e, out, in, targets, k, &o);
+}
+
 /* Strength 0 decodes F(x | t) as t: with the exact inverse that is the input itself; strength 1
  * is the full edit; in between, something of both. */
 TEST(edit_class_strength) {
@@ -580,15 +591,82 @@ TEST(edit_class_strength) {
     float s0[3 * 2 * 64], s1[3 * 2 * 64], sh[3 * 2 * 64];
     e.exact = 1;
     e.denoise = 0;
-    CHECK(bf_edit_class(&e, s0, &p.in, targets, 2, 0.0f) == 0);
+    CHECK(edit_at(&e, s0, &p.in, targets, 2, 0.0f) == 0);
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 2; j++) CHECK(max_diff(s0 + (i * 2 + j) * 64, p.in.x + i * 64, 64) < 1e-3);
     e.exact = 0;
-    CHECK(bf_edit_class(&e, s0, &p.in, targets, 2, 0.0f) == 0);
-    CHECK(bf_edit_class(&e, s1, &p.in, targets, 2, 1.0f) == 0);
-    CHECK(bf_edit_class(&e, sh, &p.in, targets, 2, 0.5f) == 0);
+    CHECK(edit_at(&e, s0, &p.in, targets, 2, 0.0f) == 0);
+    CHECK(edit_at(&e, s1, &p.in, targets, 2, 1.0f) == 0);
+    CHECK(edit_at(&e, sh, &p.in, targets, 2, 0.5f) == 0);
     CHECK(max_diff(sh, s0, 3 * 2 * 64) > 1e-3 && max_diff(sh, s1, 3 * 2 * 64) > 1e-3);
-    CHECK_ERR(bf_edit_class(&e, sh, &p.in, targets, 2, 1.5f), "strength");
-    CHECK_ERR(bf_edit_class(&e, sh, &p.in, targets, 2, NAN), "strength");
+    CHECK_ERR(edit_at(&e, sh, &p.in, targets, 2, 17.0f), "strength");
+    CHECK_ERR(edit_at(&e, sh, &p.in, targets, 2, NAN), "strength");
+    pair_free(&p);
+}
+
+/* Strength 2 edits the full edit again (re-encoded under the source label); 1.5 finishes with a
+ * half pass from the same first pass. */
+TEST(edit_class_passes) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    int t = 5;
+    float one[3 * 64], two[3 * 64], again[3 * 64], half[3 * 64], mid[3 * 64];
+    CHECK(edit_at(&e, one, &p.in, &t, 1, 1.0f) == 0);
+    CHECK(edit_at(&e, two, &p.in, &t, 1, 2.0f) == 0);
+    bf_image_set first = {3, 1, 8, 8, one, p.in.y};
+    CHECK(edit_at(&e, again, &first, &t, 1, 1.0f) == 0);
+    CHECK(max_diff(two, again, 3 * 64) < 1e-5);
+    CHECK(max_diff(two, one, 3 * 64) > 1e-3);
+    CHECK(edit_at(&e, mid, &p.in, &t, 1, 1.5f) == 0);
+    CHECK(edit_at(&e, half, &first, &t, 1, 0.5f) == 0);
+    CHECK(max_diff(mid, half, 3 * 64) < 1e-5);
+    pair_free(&p);
+}
+
+static bf_features *tiny_classifier(int arch, uint64_t seed) {
+    bf_features_config c = {1, 8, 8, 4, 6, 8, 10, arch};
+    bf_features *fn = bf_features_new(&c);
+    bf_features_init(fn, seed);
+    return fn;
+}
+
+/* With a verifier each edit is the first rung of the ladder that it reads as the target (the
+ * rung's own edit, bit for bit), or the top rung; the evaluation architecture is refused. */
+TEST(edit_class_verified_ladder) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    int targets[3] = {1, 3, 8};
+    enum { R = 7 };   /* rungs 0.5, 0.75, ..., 2 */
+    float got[3 * 3 * 64], rungs[R][3 * 3 * 64];
+    for (int j = 0; j < R; j++) CHECK(edit_at(&e, rungs[j], &p.in, targets, 3, 0.5f + 0.25f * j) == 0);
+    bf_edit_opts o;
+    bf_edit_opts_default(&o);
+    o.strength = 2.0f;
+    o.min_strength = 0.5f;
+    int accepted = 0, fallback = 0;
+    for (uint64_t seed = 1; seed <= 6; seed++) {   /* random classifiers: various rungs taken */
+        o.verify = tiny_classifier(BF_FEAT_ARCH_PERCEPTUAL, seed);
+        CHECK(bf_edit_class(&e, got, &p.in, targets, 3, &o) == 0);
+        for (int q = 0; q < 9; q++) {
+            int pred[R], first = R - 1;
+            for (int j = 0; j < R; j++) CHECK(bf_features_extract(o.verify, NULL, &pred[j], rungs[j] + q * 64, 1) == 0);
+            for (int j = R - 2; j >= 0; j--)
+                if (pred[j] == targets[q % 3]) first = j;
+            CHECK(max_diff(got + q * 64, rungs[first] + q * 64, 64) < 1e-5);
+            accepted += first < R - 1;
+            fallback += first == R - 1;
+        }
+        bf_features_free(o.verify);
+    }
+    CHECK(accepted > 0 && fallback > 0);
+    o.verify = tiny_classifier(BF_FEAT_ARCH_FD, 1);
+    CHECK_ERR(bf_edit_class(&e, got, &p.in, targets, 3, &o), "evaluation");
+    o.min_strength = 3.0f;
+    CHECK_ERR(bf_edit_class(&e, got, &p.in, targets, 3, &o), "least strength");
+    bf_features_free(o.verify);
     pair_free(&p);
 }

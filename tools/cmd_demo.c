@@ -89,7 +89,9 @@ static int demo_edits(const demo_args *a, bf_editor *e) {
     if (!rc && K > 1) {   /* rows: input, then the image edited to each class */
         int *targets = bf_malloc(sizeof(int) * K);
         for (int k = 0; k < K; k++) targets[k] = k;
-        rc = bf_edit_class(e, out, &in, targets, K, 1.0f);
+        bf_edit_opts eo;
+        bf_edit_opts_default(&eo);
+        rc = bf_edit_class(e, out, &in, targets, K, &eo);
         for (int i = 0; !rc && i < n; i++) {
             memcpy(grid + (size_t)i * (K + 1) * img, in.x + i * img, sizeof(float) * img);
             memcpy(grid + ((size_t)i * (K + 1) + 1) * img, out + (size_t)i * K * img,

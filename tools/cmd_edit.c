@@ -198,6 +198,11 @@ static int write_inpaint(const edit_env *v, const edit_args *a, const float *out
     return rc;
 }
 
+/* Images as saved: clamped to [-1, 1]. */
+static void clamp_images(float *x, size_t m) {
+    for (size_t i = 0; i < m; i++) x[i] = x[i] < -1.0f ? -1.0f : x[i] > 1.0f ? 1.0f : x[i];
+}
+
 /* The completion by the chosen decoder, or by grey fill (the reference without a model). */
 static int inpaint_by(edit_env *v, float *out, float *raw, const uint8_t *pix,
                       const bf_inpaint_opts *o, int grey) {
@@ -235,6 +240,8 @@ static int inpaint_run(edit_env *v, const edit_args *a, const char *mask_spec,
     int rc = bf_mask_parse_pixels(pix, mask_spec, v->img, v->patch) ||
              inpaint_by(v, out, raw, pix, o, grey);
     double sec = bf_time() - t0, cpu = cpu_seconds() - c0;
+    clamp_images(out, v->in.n * v->px);   /* measured as saved */
+    clamp_images(raw, v->in.n * v->px);
     if (rc == 0) {
         describe_inpaint(v, a, mask_spec, pix, o, grey);
         report_inpaint(v, out, raw, pix, sec, cpu);
@@ -351,7 +358,7 @@ static int write_edits(const edit_env *v, const edit_args *a, const float *out,
     return rc;
 }
 
-static int edit_run(edit_env *v, const edit_args *a, const char *to, float strength,
+static int edit_run(edit_env *v, const edit_args *a, const char *to, const bf_edit_opts *o,
                     const char *features) {
     int k = count_targets(to, v->K), ncols, n = v->in.n, rc = 0;
     int *targets = bf_malloc(sizeof(int) * k);
@@ -360,9 +367,11 @@ static int edit_run(edit_env *v, const edit_args *a, const char *to, float stren
     if (parse_classes(targets, k, to, v->K, &ncols)) {
         fprintf(stderr, "biflow edit: --to: '%s' is not 'all' or a list of classes in [0, %d)\n", to, v->K);
         rc = 2;
-    } else if (bf_edit_class(&v->e, out, &v->in, targets, k, strength) == 0) {
-        printf("edited %d images to %d classes in %.2f s (strength %g; %s with %s, guidance %g); "
-               "columns: input, then classes", n, k, bf_time() - t0, (double)strength,
+    } else if (bf_edit_class(&v->e, out, &v->in, targets, k, o) == 0) {
+        double sec = bf_time() - t0;
+        if (o->verify) printf("edited %d images to %d classes in %.2f s (%.2f ms/edit; strength %g..%g, the first the verifier reads as the target", n, k, sec, 1e3 * sec / (n * k), (double)o->min_strength, (double)o->strength);
+        else printf("edited %d images to %d classes in %.2f s (%.2f ms/edit; strength %g", n, k, sec, 1e3 * sec / (n * k), (double)o->strength);
+        printf("; %s with %s, guidance %g); columns: input, then classes",
                v->e.exact ? "exact inverse of F" : "G", decoding(v), (double)a->cfg);
         for (int j = 0; j < k; j++) printf(" %d", targets[j]);
         printf("\n");
@@ -376,15 +385,29 @@ static int edit_run(edit_env *v, const edit_args *a, const char *to, float stren
     return rc;
 }
 
+/* The verifier of --verify ("none": NULL, *rc 0); NULL with *rc set when it cannot be loaded. */
+static bf_features *load_verifier(const char *path, int *rc) {
+    *rc = 0;
+    if (!strcmp(path, "none")) return NULL;
+    bf_features *fn = bf_features_load(path);
+    if (!fn) *rc = cli_fail();
+    return fn;
+}
+
 int cmd_edit(int argc, char **argv) {
     edit_args a = EDIT_ARGS_DEFAULT("edit");
-    const char *to = NULL, *features = NULL, *from = "all";
-    float strength = BF_EDIT_STRENGTH;
+    const char *to = NULL, *features = NULL, *from = "all", *verify = BF_EDIT_VERIFY;
+    bf_edit_opts o;
+    bf_edit_opts_default(&o);
+    o.strength = BF_EDIT_STRENGTH;
+    o.min_strength = BF_EDIT_MIN_STRENGTH;
     int exact = 0;
     cli_opt opts[] = {
         EDIT_COMMON_OPTS(a),
         {"to", OPT_STR, &to, "target classes: K[,K...] or all"},
-        {"strength", OPT_FLOAT, &strength, "0..1: 1 decodes F(x | y) as the target class (the full edit); lower keeps more of the input (noise-space mix with F(x | target))"},
+        {"strength", OPT_FLOAT, &o.strength, "0..16: 1 decodes F(x | y) as the target (one pass); below, a noise-space mix with F(x | target) that keeps more of the input; above, more passes (2.5: two passes and a half). With --verify: the ladder's top"},
+        {"min-strength", OPT_FLOAT, &o.min_strength, "with --verify: the ladder's first rung (then steps of 0.25)"},
+        {"verify", OPT_STR, &verify, "a classifier (not the evaluation network): each edit takes the first strength of the ladder it reads as the target; none: --strength itself"},
         {"from", OPT_STR, &from, "edit only the images whose label is in K[,K...] (default all)"},
         {"exact", OPT_FLAG, &exact, "decode with the exact inverse of F instead of G (the slow baseline)"},
         {"features", OPT_STR, &features, "feature network: also print how often it recognises the target class and how much of the source the edits keep"},
@@ -393,26 +416,26 @@ int cmd_edit(int argc, char **argv) {
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow edit --reverse G --to K[,K...] [options]",
                            "Class editing (METHOD Section 9): x' = G(z | y') for each target class y', with\n"
-                           "z = F(x | y') + s (F(x | y) - F(x | y')) for the strength s (s = 1: z = F(x | y)).\n"
-                           "The PNG has a row per image: the input, then one column per target.",
-                           pos, 0, &np);
+                           "z = F(x | y') + s (F(x | y) - F(x | y')) (s = 1: z = F(x | y)); strengths above 1\n"
+                           "edit the result again. With --verify, each edit is the gentlest of a ladder of\n"
+                           "strengths that the verifier reads as the target class. The PNG has a row per\n"
+                           "image: the input, then one column per target.", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (!to) { fprintf(stderr, "biflow edit: --to is required (see --help)\n"); return 2; }
-    if (!(strength >= 0.0f && strength <= 1.0f)) {
-        fprintf(stderr, "biflow edit: --strength must be in [0, 1]\n");
-        return 2;
-    }
     edit_env v;
     if ((rc = edit_open(&v, &a, "edit", a.images ? a.images : a.data, a.n, NULL))) return rc;
     v.e.exact = exact;
-    if (v.K == 0) {
+    o.verify = load_verifier(verify, &rc);
+    if (rc) {
+    } else if (v.K == 0) {
         fprintf(stderr, "biflow edit: the models are unconditional: there is no class to edit to\n");
         rc = 2;
     } else if (keep_classes(&v, from)) {
         rc = cli_fail();
     } else {
-        rc = edit_run(&v, &a, to, strength, features);
+        rc = edit_run(&v, &a, to, &o, features);
     }
+    bf_features_free(o.verify);
     edit_close(&v);
     return rc;
 }

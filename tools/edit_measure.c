@@ -50,7 +50,8 @@ static int pairs_build(edit_pairs *p, const bf_image_set *in, const bf_dataset *
         for (int j = 0; j < k; j++) {
             int r = in->y[i] >= 0 && targets[j] != in->y[i] ? pick_ref(&ci, ds->num_classes, targets[j], p->m) : -1;
             if (r < 0) continue;
-            memcpy(p->edit + p->m * px, out + ((size_t)i * k + j) * px, sizeof(float) * px);
+            const float *o = out + ((size_t)i * k + j) * px;   /* as saved: clamped to [-1, 1] */
+            for (size_t q = 0; q < px; q++) p->edit[p->m * px + q] = o[q] < -1.0f ? -1.0f : o[q] > 1.0f ? 1.0f : o[q];
             memcpy(p->src + p->m * px, in->x + i * px, sizeof(float) * px);
             for (size_t q = 0; q < px; q++) p->ref[p->m * px + q] = ds->pixels[r * px + q] / 127.5f - 1.0f;
             p->target[p->m] = targets[j];
@@ -61,19 +62,34 @@ static int pairs_build(edit_pairs *p, const bf_image_set *in, const bf_dataset *
     return p->m;
 }
 
-/* Mean over the m pairs of |fa - fb| (features, F each) and of the pixel mse of a vs b. */
-static void distances(double *feat, double *mse, const float *fa, const float *fb, const float *a,
+/* Intersection over union of the foregrounds (pixels brighter than -0.75, a quarter of the
+ * range above black) of two images of px pixels: how much of the silhouette is shared. */
+static double silhouette_iou(const float *a, const float *b, size_t px) {
+    size_t both = 0, any = 0;
+    for (size_t q = 0; q < px; q++) {
+        int fa = a[q] > -0.75f, fb = b[q] > -0.75f;
+        both += fa && fb;
+        any += fa || fb;
+    }
+    return any ? (double)both / (double)any : 1.0;
+}
+
+/* Means over the m pairs of |fa - fb| (features, F each), of the pixel mse of a vs b, and of
+ * their silhouettes' IoU. */
+static void distances(double out[3], const float *fa, const float *fb, const float *a,
                       const float *b, int m, int F, size_t px) {
-    double sf = 0.0, sm = 0.0;
+    double sf = 0.0, sm = 0.0, si = 0.0;
     for (size_t i = 0; i < (size_t)m; i++) {
         double d2 = 0.0, e2 = 0.0;
         for (int f = 0; f < F; f++) d2 += pow(fa[i * F + f] - fb[i * F + f], 2);
         for (size_t q = 0; q < px; q++) e2 += pow(a[i * px + q] - b[i * px + q], 2);
         sf += sqrt(d2);
         sm += e2 / (double)px;
+        si += silhouette_iou(a + i * px, b + i * px, px);
     }
-    *feat = sf / m;
-    *mse = sm / m;
+    out[0] = sf / m;
+    out[1] = sm / m;
+    out[2] = si / m;
 }
 
 static int measure_pairs(bf_features *fn, const edit_pairs *p, size_t px) {
@@ -86,14 +102,15 @@ static int measure_pairs(bf_features *fn, const edit_pairs *p, size_t px) {
         hit_t += pred[i] == p->target[i];
         hit_s += pred[i] == p->source[i];
     }
-    double de, me, dr, mr;
+    double e[3], r[3];
     if (!rc) {
-        distances(&de, &me, fe, fs, p->edit, p->src, m, F, px);
-        distances(&dr, &mr, fr, fs, p->ref, p->src, m, F, px);
+        distances(e, fe, fs, p->edit, p->src, m, F, px);
+        distances(r, fr, fs, p->ref, p->src, m, F, px);
         printf("  %d edits to another class: target class recognised in %.1f%% (still the source's "
                "class: %.1f%%)\n", m, 100.0 * hit_t / m, 100.0 * hit_s / m);
-        printf("  kept of the source: feature distance %.3f (an unrelated test image of the target "
-               "class: %.3f, ratio %.2f), pixel mse %.4f (unrelated: %.4f)\n", de, dr, de / dr, me, mr);
+        printf("  kept of the source (edit vs an unrelated test image of the target class): feature "
+               "distance %.2f vs %.2f (ratio %.2f), pixel mse %.4f vs %.4f, silhouette IoU %.3f vs "
+               "%.3f\n", e[0], r[0], e[0] / r[0], e[1], r[1], e[2], r[2]);
     }
     free(pred); free(fe); free(fs); free(fr);
     return rc ? -1 : 0;

@@ -31,7 +31,9 @@ int feature_quality(const char *features, const char *data, const float *x, cons
  * background of the images and the mid-grey gaps of the grids. */
 #define BF_MASK_SHOW 0.6f
 
-/* Default strength of class editing (biflow edit, the demo): see docs/RESULTS-edit.md. */
+/* Defaults of class editing (biflow edit, the demo): see docs/RESULTS-edit.md. */
 #define BF_EDIT_STRENGTH 1.0f
+#define BF_EDIT_MIN_STRENGTH 0.75f
+#define BF_EDIT_VERIFY "none"
 
 #endif
