@@ -480,7 +480,8 @@ typedef struct {
     int encode_full;           /* round 0 encodes the whole input (leaks the unknown region) */
     uint64_t seed;             /* of the noise */
 } bf_inpaint_opts;
-/* iters 0, renoise 1, soft 0, masked encoding, seed 0: the one-pass scheme plus the paste */
+/* iters 3, candidates 4, renoise 1, soft 0, masked encoding, seed 0 (the measured choice,
+ * docs/RESULTS-edit.md); iters 0 and candidates 1 is the one-pass scheme plus the paste */
 void bf_inpaint_opts_default(bf_inpaint_opts *o);
 /* out (n, C, H, W); raw (n, C, H, W) or NULL: the last decode before the paste; pix (H, W)
  * the pixel mask, 1 = known. */

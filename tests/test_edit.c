@@ -255,6 +255,8 @@ static int inpaint_tok_raw(const bf_editor *e, float *out, float *raw, const bf_
     bf_mask_pixels(pix, m, 8, 2);
     bf_inpaint_opts o;
     bf_inpaint_opts_default(&o);
+    o.iters = 0;
+    o.candidates = 1;
     o.encode_full = full;
     o.seed = seed;
     return bf_inpaint(e, out, raw, in, pix, &o);
@@ -466,7 +468,7 @@ TEST(edit_inpaint_known_region_exact) {
     ragged_mask(pix);
     float out[3 * 64];
     bf_inpaint_opts o;
-    bf_inpaint_opts_default(&o);
+    bf_inpaint_opts_default(&o);   /* and below: the one-pass scheme, rounds, candidates */
     const int iters[3] = {0, 2, 1}, cands[3] = {1, 3, 2};
     for (int exact = 0; exact < 2; exact++)
         for (int c = 0; c < 3; c++) {
@@ -498,6 +500,8 @@ TEST(edit_inpaint_rounds) {
     float a[3 * 64], b[3 * 64], c[3 * 64];
     bf_inpaint_opts o;
     bf_inpaint_opts_default(&o);
+    o.iters = 0;
+    o.candidates = 1;
     o.seed = 9;
     CHECK(bf_inpaint(&e, a, NULL, &p.in, pix, &o) == 0);
     o.iters = 2;
@@ -531,6 +535,8 @@ TEST(edit_inpaint_candidates_pick_the_best_agreement) {
     float out[3 * 64], raw1[3 * 64], raw4[3 * 64];
     bf_inpaint_opts o;
     bf_inpaint_opts_default(&o);
+    o.iters = 0;
+    o.candidates = 1;
     o.seed = 4;
     CHECK(bf_inpaint(&e, out, raw1, &p.in, pix, &o) == 0);
     o.candidates = 4;

@@ -363,15 +363,17 @@ static int edit_run(edit_env *v, const edit_args *a, const char *to, const bf_ed
     int k = count_targets(to, v->K), ncols, n = v->in.n, rc = 0;
     int *targets = bf_malloc(sizeof(int) * k);
     float *out = bf_malloc(sizeof(float) * n * k * v->px);
-    double t0 = bf_time();
+    double t0 = bf_time(), c0 = cpu_seconds();
     if (parse_classes(targets, k, to, v->K, &ncols)) {
         fprintf(stderr, "biflow edit: --to: '%s' is not 'all' or a list of classes in [0, %d)\n", to, v->K);
         rc = 2;
     } else if (bf_edit_class(&v->e, out, &v->in, targets, k, o) == 0) {
-        double sec = bf_time() - t0;
-        if (o->verify) printf("edited %d images to %d classes in %.2f s (%.2f ms/edit; strength %g..%g, the first the verifier reads as the target", n, k, sec, 1e3 * sec / (n * k), (double)o->min_strength, (double)o->strength);
-        else printf("edited %d images to %d classes in %.2f s (%.2f ms/edit; strength %g", n, k, sec, 1e3 * sec / (n * k), (double)o->strength);
-        printf("; %s with %s, guidance %g); columns: input, then classes",
+        double sec = bf_time() - t0, cpu = cpu_seconds() - c0;
+        printf("edited %d images to %d classes in %.2f s: %.2f ms/edit wall, %.2f ms/edit CPU (all "
+               "threads); ", n, k, sec, 1e3 * sec / (n * k), 1e3 * cpu / (n * k));
+        if (o->verify) printf("strength %g..%g, the first the verifier reads as the target", (double)o->min_strength, (double)o->strength);
+        else printf("strength %g", (double)o->strength);
+        printf("; %s with %s, guidance %g; columns: input, then classes",
                v->e.exact ? "exact inverse of F" : "G", decoding(v), (double)a->cfg);
         for (int j = 0; j < k; j++) printf(" %d", targets[j]);
         printf("\n");
@@ -390,7 +392,12 @@ static bf_features *load_verifier(const char *path, int *rc) {
     *rc = 0;
     if (!strcmp(path, "none")) return NULL;
     bf_features *fn = bf_features_load(path);
-    if (!fn) *rc = cli_fail();
+    if (!fn) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("--verify: %s (give the perceptual network's file, or --verify none)", why);
+        *rc = cli_fail();
+    }
     return fn;
 }
 
@@ -399,13 +406,13 @@ int cmd_edit(int argc, char **argv) {
     const char *to = NULL, *features = NULL, *from = "all", *verify = BF_EDIT_VERIFY;
     bf_edit_opts o;
     bf_edit_opts_default(&o);
-    o.strength = BF_EDIT_STRENGTH;
+    o.strength = -1.0f;   /* unset: BF_EDIT_STRENGTH with a verifier, BF_EDIT_STRENGTH_ALONE without */
     o.min_strength = BF_EDIT_MIN_STRENGTH;
     int exact = 0;
     cli_opt opts[] = {
         EDIT_COMMON_OPTS(a),
         {"to", OPT_STR, &to, "target classes: K[,K...] or all"},
-        {"strength", OPT_FLOAT, &o.strength, "0..16: 1 decodes F(x | y) as the target (one pass); below, a noise-space mix with F(x | target) that keeps more of the input; above, more passes (2.5: two passes and a half). With --verify: the ladder's top"},
+        {"strength", OPT_FLOAT, &o.strength, "0..16: 1 decodes F(x | y) as the target (one pass); below, a noise-space mix with F(x | target) that keeps more of the input; above, more passes (2.5: two passes and a half). With --verify: the ladder's top (default 4; without a verifier 2)"},
         {"min-strength", OPT_FLOAT, &o.min_strength, "with --verify: the ladder's first rung (then steps of 0.25)"},
         {"verify", OPT_STR, &verify, "a classifier (not the evaluation network): each edit takes the first strength of the ladder it reads as the target; none: --strength itself"},
         {"from", OPT_STR, &from, "edit only the images whose label is in K[,K...] (default all)"},
@@ -426,6 +433,7 @@ int cmd_edit(int argc, char **argv) {
     if ((rc = edit_open(&v, &a, "edit", a.images ? a.images : a.data, a.n, NULL))) return rc;
     v.e.exact = exact;
     o.verify = load_verifier(verify, &rc);
+    if (o.strength < 0.0f) o.strength = o.verify ? BF_EDIT_STRENGTH : BF_EDIT_STRENGTH_ALONE;
     if (rc) {
     } else if (v.K == 0) {
         fprintf(stderr, "biflow edit: the models are unconditional: there is no class to edit to\n");

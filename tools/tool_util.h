@@ -32,8 +32,9 @@ int feature_quality(const char *features, const char *data, const float *x, cons
 #define BF_MASK_SHOW 0.6f
 
 /* Defaults of class editing (biflow edit, the demo): see docs/RESULTS-edit.md. */
-#define BF_EDIT_STRENGTH 1.0f
-#define BF_EDIT_MIN_STRENGTH 0.75f
-#define BF_EDIT_VERIFY "none"
+#define BF_EDIT_STRENGTH 4.0f          /* the ladder's top, with the verifier */
+#define BF_EDIT_STRENGTH_ALONE 2.0f    /* without one */
+#define BF_EDIT_MIN_STRENGTH 1.0f
+#define BF_EDIT_VERIFY "models/perceptual-fmnist.safetensors"
 
 #endif
