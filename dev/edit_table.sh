@@ -10,10 +10,12 @@
 # Environment: G (reverse model, default models/reverse-fmnist.safetensors), N (images per
 # inpainting row, 500), NEDIT (source images of the all-classes editing rows, 100: 900 edits),
 # NREL (images searched for the related-class rows, 1000), MASKS, THREADS (2), NICE (10), LOG.
-# About 1.5 hours on 2 busy cores. Timings are CPU time over all threads per image, so they
-# count work, not the machine's other load.
+# About 30 minutes on 2 idle cores. Timings are the process's CPU time (all threads) per image,
+# so they count work rather than the machine's other load; OMP_WAIT_POLICY=passive keeps idle
+# OpenMP threads from spinning, which would count as CPU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=passive
 G=${G:-models/reverse-fmnist.safetensors}
 N=${N:-500}; NEDIT=${NEDIT:-100}; NREL=${NREL:-1000}; THREADS=${THREADS:-2}; NICE=${NICE:-10}
 MASKS=${MASKS:-"left-half right-half top-half bottom-half center border"}

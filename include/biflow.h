@@ -484,7 +484,7 @@ typedef struct {
  * docs/RESULTS-edit.md); iters 0 and candidates 1 is the one-pass scheme plus the paste */
 void bf_inpaint_opts_default(bf_inpaint_opts *o);
 /* out (n, C, H, W); raw (n, C, H, W) or NULL: the last decode before the paste; pix (H, W)
- * the pixel mask, 1 = known. */
+ * the pixel mask, 1 = known; o NULL: the defaults. */
 int bf_inpaint(const bf_editor *e, float *out, float *raw, const bf_image_set *in,
                const uint8_t *pix, const bf_inpaint_opts *o);
 /* Class editing: out (n, k, C, H, W), image i's edit to targets[j] at (i, j). A pass decodes
@@ -503,6 +503,7 @@ typedef struct {
     bf_features *verify;       /* NULL: the strength itself */
 } bf_edit_opts;
 void bf_edit_opts_default(bf_edit_opts *o);
+/* o NULL: the defaults (strength 1, no verifier). */
 int bf_edit_class(const bf_editor *e, float *out, const bf_image_set *in, const int *targets,
                   int k, const bf_edit_opts *o);
 /* Reconstruction: out (n, C, H, W) = G(F(x | y) | y). */

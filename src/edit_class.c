@@ -113,6 +113,12 @@ static int edit_to(edit_ws *w, float *out, int t) {
 
 int bf_edit_class(const bf_editor *e, float *out, const bf_image_set *in, const int *targets,
                   int k, const bf_edit_opts *o) {
+    bf_edit_opts defaults;
+    if (!o) {   /* NULL: the defaults */
+        bf_edit_opts_default(&defaults);
+        o = &defaults;
+    }
+    if (!out || !targets) { bf_set_error("class editing needs an output buffer and the targets"); return -1; }
     if (bf_edit_check_set(e, in) || bf_edit_check_labels(targets, k, e->reverse->cfg.num_classes, "target") ||
         check_opts(o))
         return -1;

@@ -72,6 +72,12 @@ static int inpaint_round(const bf_editor *e, inpaint_ws *ws, float *dec, const b
 
 int bf_inpaint(const bf_editor *e, float *out, float *raw, const bf_image_set *in,
                const uint8_t *pix, const bf_inpaint_opts *o) {
+    bf_inpaint_opts defaults;
+    if (!o) {   /* NULL: the defaults */
+        bf_inpaint_opts_default(&defaults);
+        o = &defaults;
+    }
+    if (!out || !pix) { bf_set_error("inpainting needs an output buffer and a pixel mask"); return -1; }
     if (bf_edit_check_set(e, in) || check_opts(o)) return -1;
     const bf_reverse_config *c = &e->reverse->cfg;
     int n = in->n, img = c->img_size;

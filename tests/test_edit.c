@@ -574,6 +574,12 @@ TEST(edit_inpaint_options_refused) {
     bf_inpaint_opts_default(&o);
     o.candidates = 5000;
     CHECK_ERR(bf_inpaint(&e, out, NULL, &p.in, pix, &o), "candidates");
+    CHECK_ERR(bf_inpaint(&e, out, NULL, &p.in, NULL, NULL), "mask");
+    float raw[3 * 64], dflt[3 * 64];   /* NULL options: the defaults */
+    bf_inpaint_opts_default(&o);
+    CHECK(bf_inpaint(&e, out, raw, &p.in, pix, NULL) == 0);
+    CHECK(bf_inpaint(&e, dflt, NULL, &p.in, pix, &o) == 0);
+    CHECK(memcmp(out, dflt, sizeof out) == 0);
     pair_free(&p);
 }
 
@@ -605,6 +611,8 @@ TEST(edit_class_strength) {
     CHECK(edit_at(&e, s1, &p.in, targets, 2, 1.0f) == 0);
     CHECK(edit_at(&e, sh, &p.in, targets, 2, 0.5f) == 0);
     CHECK(max_diff(sh, s0, 3 * 2 * 64) > 1e-3 && max_diff(sh, s1, 3 * 2 * 64) > 1e-3);
+    CHECK(bf_edit_class(&e, sh, &p.in, targets, 2, NULL) == 0);   /* NULL: the defaults */
+    CHECK(memcmp(sh, s1, sizeof sh) == 0);
     CHECK_ERR(edit_at(&e, sh, &p.in, targets, 2, 17.0f), "strength");
     CHECK_ERR(edit_at(&e, sh, &p.in, targets, 2, NAN), "strength");
     pair_free(&p);
