@@ -550,6 +550,31 @@ TEST(edit_inpaint_candidates_pick_the_best_agreement) {
         better += k4 < k1;
     }
     CHECK(better > 0);
+    /* the decode kept is the best of the four draws, drawn as round 0 draws them */
+    float xg[3 * 64], zx[3 * 64], z[3 * 64], m[16], dec[4][3 * 64];
+    memcpy(xg, p.in.x, sizeof xg);
+    bf_pixmask_fill(xg, pix, 0.0f, 3, 1, 8);
+    CHECK(bf_flow_encode(p.f, zx, NULL, xg, p.in.y, 3) == 0);
+    bf_mask_token_weights(m, pix, 8, 2, 0.0f);
+    bf_rng rng;
+    bf_rng_seed(&rng, 4);
+    bf_reverse_sample_opts ro;
+    bf_reverse_sample_opts_default(&ro);
+    for (int c = 0; c < 4; c++) {
+        for (int i = 0; i < 3 * 64; i++) z[i] = bf_rng_normal(&rng);
+        bf_inpaint_mix_soft(z, zx, z, m, 1.0f, 3, 16, 4);
+        CHECK(bf_reverse_sample(p.r, dec[c], z, p.in.y, 3, &ro, NULL) == 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        int best = 0;
+        double kb = 0.0, u;
+        for (int c = 0; c < 4; c++) {
+            double k;
+            bf_pixmask_mse(&k, &u, dec[c] + i * 64, p.in.x + i * 64, pix, 1, 1, 8);
+            if (c == 0 || k < kb) { kb = k; best = c; }
+        }
+        CHECK(max_diff(raw4 + i * 64, dec[best] + i * 64, 64) < 1e-6);
+    }
     pair_free(&p);
 }
 
