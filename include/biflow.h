@@ -29,7 +29,7 @@ extern "C" {
 
 #define BF_VERSION "0.1.0"
 /* The ABI version: the soname is libbiflow.so.BF_ABI_VERSION. */
-#define BF_ABI_VERSION 1
+#define BF_ABI_VERSION 2
 #define BF_OK 0
 #define BF_ERR (-1)
 
@@ -520,6 +520,31 @@ void bf_inpaint_mix(float *z, const float *zx, const float *eps, const uint8_t *
  * over those of unknown ones (NAN for an empty region). */
 void bf_mask_mse(double *known, double *unknown, const float *a, const float *b,
                  const uint8_t *mask, int n, int c, int img_size, int patch_size);
+/* Pixel masks (H, W), 1 = known: the same names as bf_mask_parse on the pixel grid
+ * (left-half: the floor(H/2) left pixel columns; center: a central square of about half the
+ * side; random-patches: whole tokens), or a .png/.jpg file of the image size, white (channel
+ * mean >= 128) = known, pixel for pixel. A token is known in bf_mask_parse when most of its
+ * pixels are. */
+int bf_mask_parse_pixels(uint8_t *pix, const char *spec, int img_size, int patch_size);
+/* Token weights m (T) in [0, 1] of a pixel mask pix (H, W): the fraction of each token's
+ * pixels that are known; soft in [0, 1] blends each weight with the mean over its 3 x 3
+ * token neighbourhood by that much (a soft boundary; 0: none). */
+void bf_mask_token_weights(float *m, const uint8_t *pix, int img_size, int patch_size,
+                           float soft);
+/* x (n, C, H, W): unknown pixels of pix (H, W) set to fill. */
+void bf_pixmask_fill(float *x, const uint8_t *pix, float fill, int n, int c, int img_size);
+/* x (n, C, H, W): known pixels of pix (H, W) copied from src (n, C, H, W), bit for bit. */
+void bf_pixmask_paste(float *x, const float *src, const uint8_t *pix, int n, int c,
+                      int img_size);
+/* Mean squared error of a against b, both (n, C, H, W), over the known and over the unknown
+ * pixels of pix (H, W) (NAN for an empty region). */
+void bf_pixmask_mse(double *known, double *unknown, const float *a, const float *b,
+                    const uint8_t *pix, int n, int c, int img_size);
+/* z (n, T, D) = sqrt(1 - q^2) zx + q eps per token, q = (1 - m_t) r, with token weights m (T):
+ * known tokens (m = 1) are zx bit for bit, unknown ones (m = 0) the fresh noise eps at r = 1,
+ * a partial renoising of zx at r < 1; the variance of unit-variance inputs is kept. */
+void bf_inpaint_mix_soft(float *z, const float *zx, const float *eps, const float *m, float r,
+                         int n, int T, int D);
 /* Spherical interpolation (slerp) on the great circle through a and b (m values each):
  * out = a at t = 0, b at t = 1; a straight line when they are (anti)parallel or zero. */
 void bf_slerp(float *out, const float *a, const float *b, size_t m, double t);
@@ -535,28 +560,66 @@ void bf_image_set_free(bf_image_set *s);
  * (num_classes encodings per image); -1 for an unconditional F. */
 int bf_flow_classify(bf_flow *f, int *y, const float *x, int n);
 
+typedef struct bf_features bf_features;   /* the feature network (below) */
+
 /* A model pair and how to decode. */
 typedef struct {
     bf_reverse *reverse;       /* G */
     bf_flow *flow;             /* F */
     const char *flow_path;     /* where F was loaded from, checked against the F G records */
-    float cfg;                 /* guidance w of G */
-    int denoise;               /* 1: G's learned denoising stage; 0: its noisy-data estimate */
+    float cfg;                 /* guidance w of G (of F with exact) */
+    int denoise;               /* 1: G's learned denoising stage (exact: score-based
+                                  denoising); 0: its noisy-data estimate (exact: none) */
+    int exact;                 /* 1: decode with the exact inverse of F instead of G (the
+                                  baseline, 4 x (T - 1) sequential steps) */
 } bf_editor;
-/* cfg 0, learned denoising when G has the stage. */
+/* cfg 0, G, learned denoising when G has the stage. */
 void bf_editor_init(bf_editor *e, bf_reverse *r, bf_flow *f, const char *flow_path);
 /* Refuses a mismatched model pair (bf_reverse_check_flow's message) and images (c, h, w)
  * of another size than the models' (the message names both sizes). */
 int bf_editor_check(const bf_editor *e, int c, int h, int w);
 
-/* Inpainting: out (n, C, H, W) = G(M * F(x | y) + (1 - M) * eps | y) with eps ~ N(0, I)
- * drawn from seed. x is encoded with its unknown pixels grey unless encode_full (then the
- * known tokens' encodings also carry information about the unknown region). */
-int bf_inpaint(const bf_editor *e, float *out, const bf_image_set *in, const uint8_t *mask,
-               int encode_full, uint64_t seed);
-/* Class editing: out (n, k, C, H, W) = G(F(x | y) | targets[j]) for each of the k targets. */
+/* Inpainting (METHOD Section 9, made iterative). Round 0: x0 = the input with its unknown
+ * pixels grey (the whole input with encode_full), z = M F(x0 | y) + (1 - M) eps with soft token
+ * weights M of the pixel mask (bf_inpaint_mix_soft, r = 1), x' = decode(z | y). Rounds 1..iters:
+ * x_k = x' with the known pixels pasted back from the input, z = F(x_k | y) with the unknown
+ * tokens renoised by r = renoise, x' = decode(z | y). The result is the last x' with the known
+ * pixels pasted back: they are the input's, bit for bit. */
+typedef struct {
+    int iters;                 /* K: rounds of paste, re-encode and decode after the first */
+    float renoise;             /* r of rounds 1..K in [0, 1]: fresh noise in the unknown tokens */
+    float soft;                /* soft boundary of the token weights (bf_mask_token_weights) */
+    int candidates;            /* noise draws decoded per round; each image keeps the one whose
+                                  decode agrees best with its known pixels (<= 1: one draw) */
+    int encode_full;           /* round 0 encodes the whole input (leaks the unknown region) */
+    uint64_t seed;             /* of the noise */
+} bf_inpaint_opts;
+/* iters 3, candidates 4, renoise 1, soft 0, masked encoding, seed 0 (the measured choice,
+ * docs/RESULTS-edit.md); iters 0 and candidates 1 is the one-pass scheme plus the paste */
+void bf_inpaint_opts_default(bf_inpaint_opts *o);
+/* out (n, C, H, W); raw (n, C, H, W) or NULL: the last decode before the paste; pix (H, W)
+ * the pixel mask, 1 = known; o NULL: the defaults. */
+int bf_inpaint(const bf_editor *e, float *out, float *raw, const bf_image_set *in,
+               const uint8_t *pix, const bf_inpaint_opts *o);
+/* Class editing: out (n, k, C, H, W), image i's edit to targets[j] at (i, j). A pass decodes
+ * z = F(x | t) + s (F(x | y) - F(x | t)) as class t: s = 1 is METHOD Section 9's edit
+ * (F(x | y) decoded as t); s = 0 decodes x's own encoding under t (nothing changes with the
+ * exact inverse). A strength above 1 makes more passes, each editing the previous pass's
+ * result again (re-encoded under the source label y), the last with the fractional part as its
+ * s: strength 2.5 is two full passes and a half one. With a verifier, each edit takes the first
+ * strength of the ladder min_strength, min_strength + 0.25, ..., strength whose image the
+ * verifier classifies as the target (the gentlest edit that reads as the target class), the
+ * last one otherwise. The verifier must not be the evaluation network (refused by its
+ * architecture), so that the evaluation stays an independent yardstick. */
+typedef struct {
+    float strength;            /* in [0, 16]; 1 by default */
+    float min_strength;        /* the ladder's first rung, in [0, strength] (verifier only) */
+    bf_features *verify;       /* NULL: the strength itself */
+} bf_edit_opts;
+void bf_edit_opts_default(bf_edit_opts *o);
+/* o NULL: the defaults (strength 1, no verifier). */
 int bf_edit_class(const bf_editor *e, float *out, const bf_image_set *in, const int *targets,
-                  int k);
+                  int k, const bf_edit_opts *o);
 /* Reconstruction: out (n, C, H, W) = G(F(x | y) | y). */
 int bf_reconstruct(const bf_editor *e, float *out, const bf_image_set *in);
 /* Interpolation: out (steps, C, H, W) = G(slerp(F(x_a | y), F(x_b | y), t) | y) for
@@ -584,7 +647,6 @@ typedef struct {
     int arch;                         /* BF_FEAT_ARCH_*; 0 in files that do not name one */
 } bf_features_config;
 
-typedef struct bf_features bf_features;
 
 /* 1x28x28 images, widths 32 and 64, 128 features, 10 classes */
 void bf_features_config_default(bf_features_config *c);

@@ -6,6 +6,7 @@
 #include "tiny_models.h"
 #include "flow.h"
 #include "reverse.h"
+#include "feature_net.h"
 
 #include <string.h>
 
@@ -246,6 +247,27 @@ static double max_diff(const float *a, const float *b, size_t n) {
     return d;
 }
 
+/* One-pass inpainting with a token mask m (4 x 4 tokens of 8 x 8 images, patch 2) made a pixel
+ * mask; raw (NULL): the decode before the paste. */
+static int inpaint_tok_raw(const bf_editor *e, float *out, float *raw, const bf_image_set *in,
+                           const uint8_t *m, int full, uint64_t seed) {
+    uint8_t pix[64];
+    bf_mask_pixels(pix, m, 8, 2);
+    bf_inpaint_opts o;
+    bf_inpaint_opts_default(&o);
+    o.iters = 0;
+    o.candidates = 1;
+    o.encode_full = full;
+    o.seed = seed;
+    return bf_inpaint(e, out, raw, in, pix, &o);
+}
+
+static int inpaint_tok(const bf_editor *e, float *out, const bf_image_set *in, const uint8_t *m,
+                       int full, uint64_t seed) {
+    float raw[3 * 64];
+    return inpaint_tok_raw(e, out, in->n <= 3 ? raw : NULL, in, m, full, seed);
+}
+
 TEST(edit_inpaint_refuses_a_mismatched_pair_and_size) {
     pair_fixture p;
     pair_init(&p);
@@ -254,23 +276,23 @@ TEST(edit_inpaint_refuses_a_mismatched_pair_and_size) {
     float out[3 * 64];
     bf_editor e;
     bf_editor_init(&e, p.r, p.f2, p.fpath2);   /* G was trained against the other flow */
-    CHECK(bf_inpaint(&e, out, &p.in, m, 0, 1) != 0);
+    CHECK(inpaint_tok(&e, out, &p.in, m, 0, 1) != 0);
     CHECK(strstr(bf_last_error(), "not the same forward model") != NULL);
     CHECK(bf_reconstruct(&e, out, &p.in) != 0);
     bf_editor_init(&e, p.r, p.f, p.fpath);     /* the right pair works */
-    CHECK(bf_inpaint(&e, out, &p.in, m, 0, 1) == 0);
+    CHECK(inpaint_tok(&e, out, &p.in, m, 0, 1) == 0);
     for (int i = 0; i < 3 * 64; i++) CHECK(isfinite(out[i]));
     bf_image_set big = {1, 1, 16, 16, bf_calloc(256, sizeof(float)), bf_calloc(1, sizeof(int))};
-    CHECK(bf_inpaint(&e, out, &big, m, 0, 1) != 0);
+    CHECK(inpaint_tok(&e, out, &big, m, 0, 1) != 0);
     CHECK(strstr(bf_last_error(), "16x16x1") && strstr(bf_last_error(), "8x8x1"));
     bf_image_set_free(&big);
     p.in.y[1] = 10;   /* no such class: refused, not read outside the class table */
-    CHECK(bf_inpaint(&e, out, &p.in, m, 0, 1) != 0);
+    CHECK(inpaint_tok(&e, out, &p.in, m, 0, 1) != 0);
     CHECK(strstr(bf_last_error(), "label") != NULL);
     pair_free(&p);
 }
 
-/* An all-known mask with F seeing the whole input is a reconstruction; an all-unknown mask
+/* An all-known mask with F seeing the whole input decodes a reconstruction; an all-unknown mask
  * decodes the seed's noise whatever the input; in between, the known tokens matter. */
 TEST(edit_inpaint_mask_extremes) {
     pair_fixture p;
@@ -281,27 +303,28 @@ TEST(edit_inpaint_mask_extremes) {
     memset(all, 1, 16);
     memset(none, 0, 16);
     CHECK(bf_mask_parse(half, "top-half", 8, 2) == 0);
-    float rec[3 * 64], a[3 * 64], b[3 * 64];
+    float rec[3 * 64], a[3 * 64], b[3 * 64], raw[3 * 64];
     CHECK(bf_reconstruct(&e, rec, &p.in) == 0);
-    CHECK(bf_inpaint(&e, a, &p.in, all, 1, 5) == 0);
-    CHECK(memcmp(a, rec, sizeof a) == 0);
-    CHECK(bf_inpaint(&e, a, &p.in, none, 0, 5) == 0);
+    CHECK(inpaint_tok_raw(&e, a, raw, &p.in, all, 1, 5) == 0);
+    CHECK(memcmp(raw, rec, sizeof raw) == 0);    /* the decode: a reconstruction */
+    CHECK(memcmp(a, p.in.x, sizeof a) == 0);     /* the output: every pixel pasted back */
+    CHECK(inpaint_tok(&e, a, &p.in, none, 0, 5) == 0);
     for (int i = 0; i < 3 * 64; i++) p.in.x[i] = -p.in.x[i];
-    CHECK(bf_inpaint(&e, b, &p.in, none, 0, 5) == 0);
+    CHECK(inpaint_tok(&e, b, &p.in, none, 0, 5) == 0);
     CHECK(memcmp(a, b, sizeof a) == 0);
-    CHECK(bf_inpaint(&e, b, &p.in, half, 0, 5) == 0);
+    CHECK(inpaint_tok(&e, b, &p.in, half, 0, 5) == 0);
     CHECK(max_diff(a, b, 3 * 64) > 1e-3);
     /* encoded masked, the result does not depend on the unknown pixels; encoded whole, it does */
     float c[3 * 64], d[3 * 64];
-    CHECK(bf_inpaint(&e, a, &p.in, half, 1, 5) == 0);
+    CHECK(inpaint_tok(&e, a, &p.in, half, 1, 5) == 0);
     for (int i = 0; i < 3; i++)
         for (int k = 32; k < 64; k++) p.in.x[i * 64 + k] *= 0.5f;   /* rows 4..7: unknown */
-    CHECK(bf_inpaint(&e, c, &p.in, half, 0, 5) == 0);
-    CHECK(bf_inpaint(&e, d, &p.in, half, 1, 5) == 0);
+    CHECK(inpaint_tok(&e, c, &p.in, half, 0, 5) == 0);
+    CHECK(inpaint_tok(&e, d, &p.in, half, 1, 5) == 0);
     CHECK(memcmp(b, c, sizeof b) == 0);
     CHECK(max_diff(a, d, 3 * 64) > 1e-4);
-    CHECK(bf_inpaint(&e, a, &p.in, none, 0, 6) == 0);   /* another seed, other noise */
-    CHECK(bf_inpaint(&e, b, &p.in, none, 0, 5) == 0);
+    CHECK(inpaint_tok(&e, a, &p.in, none, 0, 6) == 0);   /* another seed, other noise */
+    CHECK(inpaint_tok(&e, b, &p.in, none, 0, 5) == 0);
     CHECK(max_diff(a, b, 3 * 64) > 1e-3);
     pair_free(&p);
 }
@@ -316,14 +339,16 @@ TEST(edit_class_and_interpolate_layout) {
     bf_editor_init(&e, p.r, p.f, p.fpath);
     float rec[3 * 64], ed[3 * 2 * 64], path[5 * 64];
     int targets[2] = {7, 4};
+    bf_edit_opts eo;
+    bf_edit_opts_default(&eo);
     CHECK(bf_reconstruct(&e, rec, &p.in) == 0);
-    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2) == 0);
+    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2, &eo) == 0);
     for (int i = 0; i < 3; i++) {
         CHECK(max_diff(ed + (i * 2 + 1) * 64, rec + i * 64, 64) < 1e-5);
         CHECK(max_diff(ed + (i * 2) * 64, rec + i * 64, 64) > 1e-3);   /* class 7 differs */
     }
     targets[0] = 12;
-    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2) != 0);
+    CHECK(bf_edit_class(&e, ed, &p.in, targets, 2, &eo) != 0);
     double angle = 0.0;
     CHECK(bf_interpolate(&e, path, &p.in, 2, 0, 4, 5, &angle) == 0);
     CHECK(max_diff(path, rec + 2 * 64, 64) < 1e-5);
@@ -331,5 +356,356 @@ TEST(edit_class_and_interpolate_layout) {
     CHECK(max_diff(path + 2 * 64, rec, 64) > 1e-3);
     CHECK(angle > 0.1 && angle < M_PI);
     CHECK(bf_interpolate(&e, path, &p.in, 0, 3, 4, 5, NULL) != 0);   /* no image 3 */
+    pair_free(&p);
+}
+
+/* ------------------------------------------------------------------ pixel masks */
+TEST(edit_pixel_masks_named_and_their_tokens) {
+    uint8_t pix[28 * 28], tok[49], maj[49];
+    CHECK(bf_mask_parse_pixels(pix, "left-half", 28, 4) == 0);
+    for (int i = 0; i < 28; i++)
+        for (int j = 0; j < 28; j++) CHECK(pix[i * 28 + j] == (j < 14));
+    CHECK(bf_mask_parse_pixels(pix, "right-half", 28, 4) == 0);
+    for (int j = 0; j < 28; j++) CHECK(pix[5 * 28 + j] == (j >= 14));
+    const char *names[] = {"left-half", "right-half", "top-half", "bottom-half", "center", "border"};
+    for (int s = 0; s < 6; s++) {   /* a token is known in the token mask when most pixels are */
+        CHECK(bf_mask_parse_pixels(pix, names[s], 28, 4) == 0);
+        CHECK(bf_mask_parse(tok, names[s], 28, 4) == 0);
+        for (int t = 0; t < 49; t++) {
+            int known = 0;
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) known += pix[((t / 7) * 4 + i) * 28 + (t % 7) * 4 + j];
+            maj[t] = 2 * known > 16;
+        }
+        CHECK(memcmp(maj, tok, 49) == 0);
+    }
+    CHECK(bf_mask_parse_pixels(pix, "center", 28, 4) == 0);   /* 14 x 14 at 7..20 */
+    CHECK(pix[7 * 28 + 7] == 1 && pix[20 * 28 + 20] == 1 && pix[6 * 28 + 7] == 0 && pix[20 * 28 + 21] == 0);
+    CHECK(bf_mask_parse_pixels(pix, "random-patches:0.3:7", 28, 4) == 0);
+    CHECK(bf_mask_parse(tok, "random-patches:0.3:7", 28, 4) == 0);
+    uint8_t want[28 * 28];
+    bf_mask_pixels(want, tok, 28, 4);
+    CHECK(memcmp(pix, want, sizeof pix) == 0);
+    CHECK(bf_mask_parse_pixels(pix, "lefthalf", 28, 4) != 0);
+    CHECK(strstr(bf_last_error(), "unknown mask") != NULL);
+}
+
+TEST(edit_pixel_mask_from_png_is_pixel_exact) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/pixmask.png", bf_test_tmpdir());
+    uint8_t px[8 * 8], pix[64];
+    for (int i = 0; i < 64; i++) px[i] = (uint8_t)((i * 37) % 256);
+    CHECK(bf_write_png(path, px, 8, 8, 1) == 0);
+    CHECK(bf_mask_parse_pixels(pix, path, 8, 2) == 0);
+    for (int i = 0; i < 64; i++) CHECK(pix[i] == (px[i] >= 128));
+    CHECK(bf_mask_parse_pixels(pix, path, 16, 2) != 0);
+    CHECK(strstr(bf_last_error(), "8x8") && strstr(bf_last_error(), "16x16"));
+}
+
+TEST(edit_token_weights_and_soft_boundary) {
+    uint8_t pix[28 * 28];
+    float m[49], s[49];
+    CHECK(bf_mask_parse_pixels(pix, "left-half", 28, 4) == 0);
+    bf_mask_token_weights(m, pix, 28, 4, 0.0f);
+    for (int t = 0; t < 49; t++) CHECK(m[t] == (t % 7 < 3 ? 1.0f : t % 7 == 3 ? 0.5f : 0.0f));
+    bf_mask_token_weights(s, pix, 28, 4, 1.0f);   /* the 3 x 3 mean over the token grid */
+    CHECK_NEAR(s[3 * 7 + 2], (3 * 1.0 + 3 * 1.0 + 3 * 0.5) / 9, 1e-6);
+    CHECK_NEAR(s[3 * 7 + 4], (3 * 0.5) / 9, 1e-6);
+    CHECK_NEAR(s[0], (2 * 1.0 + 2 * 1.0) / 4, 1e-6);   /* a corner: 4 neighbours with itself */
+    CHECK(s[3 * 7 + 6] == 0.0f);
+    bf_mask_token_weights(s, pix, 28, 4, 0.5f);
+    CHECK_NEAR(s[3 * 7 + 2], 0.5 * 1.0 + 0.5 * (7.5 / 9), 1e-6);
+}
+
+TEST(edit_pixmask_fill_paste_and_mse) {
+    uint8_t pix[16] = {1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1};
+    float x[32], src[32];
+    for (int i = 0; i < 32; i++) { x[i] = 0.25f; src[i] = -0.5f + i / 64.0f; }
+    bf_pixmask_paste(x, src, pix, 2, 1, 4);
+    for (int i = 0; i < 32; i++) CHECK(x[i] == (pix[i % 16] ? src[i] : 0.25f));
+    bf_pixmask_fill(x, pix, 0.0f, 2, 1, 4);
+    for (int i = 0; i < 32; i++) CHECK(x[i] == (pix[i % 16] ? src[i] : 0.0f));
+    double k, u;
+    bf_pixmask_mse(&k, &u, x, src, pix, 2, 1, 4);
+    CHECK(k == 0.0);
+    double s = 0.0;
+    for (int i = 0; i < 32; i++) s += pix[i % 16] ? 0.0 : (double)src[i] * src[i];
+    CHECK_NEAR(u, s / 20, 1e-9);   /* 10 unknown pixels in each of 2 images */
+}
+
+TEST(edit_inpaint_mix_soft_weights) {
+    enum { n = 2, T = 4, D = 3 };
+    float m[T] = {1.0f, 0.0f, 0.5f, 0.0f}, zx[n * T * D], eps[n * T * D], z[n * T * D];
+    for (int i = 0; i < n * T * D; i++) { zx[i] = 0.1f * i - 1.0f; eps[i] = 0.7f - 0.05f * i; }
+    bf_inpaint_mix_soft(z, zx, eps, m, 1.0f, n, T, D);
+    for (int i = 0; i < n * T * D; i++) {
+        int t = (i / D) % T;
+        if (t == 0) CHECK(z[i] == zx[i]);
+        if (t == 1 || t == 3) CHECK(z[i] == eps[i]);
+        if (t == 2) CHECK_NEAR(z[i], sqrt(0.75) * zx[i] + 0.5 * eps[i], 1e-6);
+    }
+    bf_inpaint_mix_soft(z, zx, eps, m, 0.0f, n, T, D);   /* no renoising: the encoding */
+    CHECK(memcmp(z, zx, sizeof z) == 0);
+    bf_inpaint_mix_soft(z, zx, eps, m, 0.6f, n, T, D);
+    CHECK_NEAR(z[D + 1], 0.8 * zx[D + 1] + 0.6 * eps[D + 1], 1e-6);
+}
+
+/* ------------------------------------------------------------------ iterative inpainting */
+/* A pixel mask of an 8 x 8 image that cuts tokens (patch 2): the left 3 columns and one pixel. */
+static void ragged_mask(uint8_t *pix) {
+    for (int i = 0; i < 64; i++) pix[i] = i % 8 < 3;
+    pix[6 * 8 + 6] = 1;
+}
+
+/* Whatever the decoder, rounds and candidates, the output's known pixels are the input's, bit
+ * for bit, and the unknown ones are generated. */
+TEST(edit_inpaint_known_region_exact) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    uint8_t pix[64];
+    ragged_mask(pix);
+    float out[3 * 64];
+    bf_inpaint_opts o;
+    bf_inpaint_opts_default(&o);   /* and below: the one-pass scheme, rounds, candidates */
+    const int iters[3] = {0, 2, 1}, cands[3] = {1, 3, 2};
+    for (int exact = 0; exact < 2; exact++)
+        for (int c = 0; c < 3; c++) {
+            e.exact = exact;
+            o.iters = iters[c];
+            o.candidates = cands[c];
+            o.soft = c == 2 ? 0.5f : 0.0f;
+            CHECK(bf_inpaint(&e, out, NULL, &p.in, pix, &o) == 0);
+            double changed = 0.0;
+            for (int i = 0; i < 3 * 64; i++) {
+                if (pix[i % 64]) CHECK(memcmp(&out[i], &p.in.x[i], sizeof(float)) == 0);
+                else changed = fmax(changed, fabs((double)out[i] - p.in.x[i]));
+                CHECK(isfinite(out[i]));
+            }
+            CHECK(changed > 1e-3);
+        }
+    pair_free(&p);
+}
+
+/* The rounds change the result and are reproducible; with the exact inverse and no renoising a
+ * round gives back what it was given (F^-1(F(x)) = x), so the rounds are a fixed point. */
+TEST(edit_inpaint_rounds) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    uint8_t pix[64];
+    ragged_mask(pix);
+    float a[3 * 64], b[3 * 64], c[3 * 64];
+    bf_inpaint_opts o;
+    bf_inpaint_opts_default(&o);
+    o.iters = 0;
+    o.candidates = 1;
+    o.seed = 9;
+    CHECK(bf_inpaint(&e, a, NULL, &p.in, pix, &o) == 0);
+    o.iters = 2;
+    CHECK(bf_inpaint(&e, b, NULL, &p.in, pix, &o) == 0);
+    CHECK(bf_inpaint(&e, c, NULL, &p.in, pix, &o) == 0);
+    CHECK(max_diff(a, b, 3 * 64) > 1e-3);
+    CHECK(memcmp(b, c, sizeof b) == 0);
+    e.exact = 1;
+    e.denoise = 0;
+    o.renoise = 0.0f;
+    o.iters = 0;
+    CHECK(bf_inpaint(&e, a, NULL, &p.in, pix, &o) == 0);
+    o.iters = 3;
+    CHECK(bf_inpaint(&e, b, NULL, &p.in, pix, &o) == 0);
+    CHECK(max_diff(a, b, 3 * 64) < 1e-3);
+    o.renoise = 1.0f;   /* fresh noise in the unknown tokens: a new completion */
+    CHECK(bf_inpaint(&e, c, NULL, &p.in, pix, &o) == 0);
+    CHECK(max_diff(a, c, 3 * 64) > 1e-3);
+    pair_free(&p);
+}
+
+/* Per image, the decode kept from several candidates agrees with the known pixels at least as
+ * well as the first candidate alone (the same noise draw, so the same decode). */
+TEST(edit_inpaint_candidates_pick_the_best_agreement) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    uint8_t pix[64];
+    ragged_mask(pix);
+    float out[3 * 64], raw1[3 * 64], raw4[3 * 64];
+    bf_inpaint_opts o;
+    bf_inpaint_opts_default(&o);
+    o.iters = 0;
+    o.candidates = 1;
+    o.seed = 4;
+    CHECK(bf_inpaint(&e, out, raw1, &p.in, pix, &o) == 0);
+    o.candidates = 4;
+    CHECK(bf_inpaint(&e, out, raw4, &p.in, pix, &o) == 0);
+    int better = 0;
+    for (int i = 0; i < 3; i++) {
+        double k1, u1, k4, u4;
+        bf_pixmask_mse(&k1, &u1, raw1 + i * 64, p.in.x + i * 64, pix, 1, 1, 8);
+        bf_pixmask_mse(&k4, &u4, raw4 + i * 64, p.in.x + i * 64, pix, 1, 1, 8);
+        CHECK(k4 <= k1);
+        better += k4 < k1;
+    }
+    CHECK(better > 0);
+    /* the decode kept is the best of the four draws, drawn as round 0 draws them */
+    float xg[3 * 64], zx[3 * 64], z[3 * 64], m[16], dec[4][3 * 64];
+    memcpy(xg, p.in.x, sizeof xg);
+    bf_pixmask_fill(xg, pix, 0.0f, 3, 1, 8);
+    CHECK(bf_flow_encode(p.f, zx, NULL, xg, p.in.y, 3) == 0);
+    bf_mask_token_weights(m, pix, 8, 2, 0.0f);
+    bf_rng rng;
+    bf_rng_seed(&rng, 4);
+    bf_reverse_sample_opts ro;
+    bf_reverse_sample_opts_default(&ro);
+    for (int c = 0; c < 4; c++) {
+        for (int i = 0; i < 3 * 64; i++) z[i] = bf_rng_normal(&rng);
+        bf_inpaint_mix_soft(z, zx, z, m, 1.0f, 3, 16, 4);
+        CHECK(bf_reverse_sample(p.r, dec[c], z, p.in.y, 3, &ro, NULL) == 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        int best = 0;
+        double kb = 0.0, u;
+        for (int c = 0; c < 4; c++) {
+            double k;
+            bf_pixmask_mse(&k, &u, dec[c] + i * 64, p.in.x + i * 64, pix, 1, 1, 8);
+            if (c == 0 || k < kb) { kb = k; best = c; }
+        }
+        CHECK(max_diff(raw4 + i * 64, dec[best] + i * 64, 64) < 1e-6);
+    }
+    pair_free(&p);
+}
+
+TEST(edit_inpaint_options_refused) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    uint8_t pix[64];
+    ragged_mask(pix);
+    float out[3 * 64];
+    bf_inpaint_opts o;
+    bf_inpaint_opts_default(&o);
+    o.iters = -1;
+    CHECK_ERR(bf_inpaint(&e, out, NULL, &p.in, pix, &o), "iterations");
+    bf_inpaint_opts_default(&o);
+    o.renoise = 1.5f;
+    CHECK_ERR(bf_inpaint(&e, out, NULL, &p.in, pix, &o), "renoise");
+    bf_inpaint_opts_default(&o);
+    o.soft = NAN;
+    CHECK_ERR(bf_inpaint(&e, out, NULL, &p.in, pix, &o), "soft");
+    bf_inpaint_opts_default(&o);
+    o.candidates = 5000;
+    CHECK_ERR(bf_inpaint(&e, out, NULL, &p.in, pix, &o), "candidates");
+    CHECK_ERR(bf_inpaint(&e, out, NULL, &p.in, NULL, NULL), "mask");
+    float raw[3 * 64], dflt[3 * 64];   /* NULL options: the defaults */
+    bf_inpaint_opts_default(&o);
+    CHECK(bf_inpaint(&e, out, raw, &p.in, pix, NULL) == 0);
+    CHECK(bf_inpaint(&e, dflt, NULL, &p.in, pix, &o) == 0);
+    CHECK(memcmp(out, dflt, sizeof out) == 0);
+    pair_free(&p);
+}
+
+/* ------------------------------------------------------------------ class editing strength */
+static int edit_at(const bf_editor *e, float *out, const bf_image_set *in, const int *targets,
+                   int k, float strength) {
+    bf_edit_opts o;
+    bf_edit_opts_default(&o);
+    o.strength = strength;
+    return bf_edit_class(e, out, in, targets, k, &o);
+}
+
+/* Strength 0 decodes F(x | t) as t: with the exact inverse that is the input itself; strength 1
+ * is the full edit; in between, something of both. */
+TEST(edit_class_strength) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    int targets[2] = {1, 7};
+    float s0[3 * 2 * 64], s1[3 * 2 * 64], sh[3 * 2 * 64];
+    e.exact = 1;
+    e.denoise = 0;
+    CHECK(edit_at(&e, s0, &p.in, targets, 2, 0.0f) == 0);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++) CHECK(max_diff(s0 + (i * 2 + j) * 64, p.in.x + i * 64, 64) < 1e-3);
+    e.exact = 0;
+    CHECK(edit_at(&e, s0, &p.in, targets, 2, 0.0f) == 0);
+    CHECK(edit_at(&e, s1, &p.in, targets, 2, 1.0f) == 0);
+    CHECK(edit_at(&e, sh, &p.in, targets, 2, 0.5f) == 0);
+    CHECK(max_diff(sh, s0, 3 * 2 * 64) > 1e-3 && max_diff(sh, s1, 3 * 2 * 64) > 1e-3);
+    CHECK(bf_edit_class(&e, sh, &p.in, targets, 2, NULL) == 0);   /* NULL: the defaults */
+    CHECK(memcmp(sh, s1, sizeof sh) == 0);
+    CHECK_ERR(edit_at(&e, sh, &p.in, targets, 2, 17.0f), "strength");
+    CHECK_ERR(edit_at(&e, sh, &p.in, targets, 2, NAN), "strength");
+    pair_free(&p);
+}
+
+/* Strength 2 edits the full edit again (re-encoded under the source label); 1.5 finishes with a
+ * half pass from the same first pass. */
+TEST(edit_class_passes) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    int t = 5;
+    float one[3 * 64], two[3 * 64], again[3 * 64], half[3 * 64], mid[3 * 64];
+    CHECK(edit_at(&e, one, &p.in, &t, 1, 1.0f) == 0);
+    CHECK(edit_at(&e, two, &p.in, &t, 1, 2.0f) == 0);
+    bf_image_set first = {3, 1, 8, 8, one, p.in.y};
+    CHECK(edit_at(&e, again, &first, &t, 1, 1.0f) == 0);
+    CHECK(max_diff(two, again, 3 * 64) < 1e-5);
+    CHECK(max_diff(two, one, 3 * 64) > 1e-3);
+    CHECK(edit_at(&e, mid, &p.in, &t, 1, 1.5f) == 0);
+    CHECK(edit_at(&e, half, &first, &t, 1, 0.5f) == 0);
+    CHECK(max_diff(mid, half, 3 * 64) < 1e-5);
+    pair_free(&p);
+}
+
+static bf_features *tiny_classifier(int arch, uint64_t seed) {
+    bf_features_config c = {1, 8, 8, 4, 6, 8, 10, arch};
+    bf_features *fn = bf_features_new(&c);
+    bf_features_init(fn, seed);
+    return fn;
+}
+
+/* With a verifier each edit is the first rung of the ladder that it reads as the target (the
+ * rung's own edit, bit for bit), or the top rung; the evaluation architecture is refused. */
+TEST(edit_class_verified_ladder) {
+    pair_fixture p;
+    pair_init(&p);
+    bf_editor e;
+    bf_editor_init(&e, p.r, p.f, p.fpath);
+    int targets[3] = {1, 3, 8};
+    enum { R = 7 };   /* rungs 0.5, 0.75, ..., 2 */
+    float got[3 * 3 * 64], rungs[R][3 * 3 * 64];
+    for (int j = 0; j < R; j++) CHECK(edit_at(&e, rungs[j], &p.in, targets, 3, 0.5f + 0.25f * j) == 0);
+    bf_edit_opts o;
+    bf_edit_opts_default(&o);
+    o.strength = 2.0f;
+    o.min_strength = 0.5f;
+    int accepted = 0, fallback = 0;
+    for (uint64_t seed = 1; seed <= 6; seed++) {   /* random classifiers: various rungs taken */
+        o.verify = tiny_classifier(BF_FEAT_ARCH_PERCEPTUAL, seed);
+        CHECK(bf_edit_class(&e, got, &p.in, targets, 3, &o) == 0);
+        for (int q = 0; q < 9; q++) {
+            int pred[R], first = R - 1;
+            for (int j = 0; j < R; j++) CHECK(bf_features_extract(o.verify, NULL, &pred[j], rungs[j] + q * 64, 1) == 0);
+            for (int j = R - 2; j >= 0; j--)
+                if (pred[j] == targets[q % 3]) first = j;
+            CHECK(max_diff(got + q * 64, rungs[first] + q * 64, 64) < 1e-5);
+            accepted += first < R - 1;
+            fallback += first == R - 1;
+        }
+        bf_features_free(o.verify);
+    }
+    CHECK(accepted > 0 && fallback > 0);
+    o.verify = tiny_classifier(BF_FEAT_ARCH_FD, 1);
+    CHECK_ERR(bf_edit_class(&e, got, &p.in, targets, 3, &o), "evaluation");
+    o.min_strength = 3.0f;
+    CHECK_ERR(bf_edit_class(&e, got, &p.in, targets, 3, &o), "least strength");
+    bf_features_free(o.verify);
     pair_free(&p);
 }

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 
 typedef struct {
-    const char *flow, *reverse, *features, *out;
+    const char *flow, *reverse, *features, *perceptual, *out;
     float cfg_exact, cfg_biflow;   /* each sampler at its best guidance (docs/RESULTS.md) */
     int eval_n, threads;
 } demo_args;
@@ -62,41 +62,73 @@ static int demo_samples(const demo_args *a, bf_flow *f, bf_reverse *r, double *t
     return rc ? -1 : 0;
 }
 
-/* Inpainting (left half known) and class editing (to every class) of test images. */
+/* Inpainting of test images with the left half known; rows: input | masked input | one pass
+ * of G | the default scheme (rounds and candidates). */
+static int demo_inpaint(const demo_args *a, bf_editor *e, const bf_image_set *in) {
+    const bf_reverse_config *c = bf_reverse_get_config(e->reverse);
+    int n = in->n;
+    size_t img = (size_t)in->c * in->h * in->w;
+    uint8_t *pix = bf_malloc((size_t)in->h * in->w);
+    float *grid = bf_malloc(sizeof(float) * img * n * 4), *out = bf_malloc(sizeof(float) * img * n);
+    float *one = bf_malloc(sizeof(float) * img * n);
+    char path[4096];
+    bf_inpaint_opts io, o1;
+    bf_inpaint_opts_default(&io);
+    o1 = io;
+    o1.iters = 0;
+    o1.candidates = 1;
+    int rc = bf_mask_parse_pixels(pix, "left-half", c->img_size, c->patch_size) ||
+             bf_inpaint(e, one, NULL, in, pix, &o1) || bf_inpaint(e, out, NULL, in, pix, &io);
+    for (int i = 0; !rc && i < n; i++) {
+        memcpy(grid + (4 * i) * img, in->x + i * img, sizeof(float) * img);
+        memcpy(grid + (4 * i + 1) * img, in->x + i * img, sizeof(float) * img);
+        bf_pixmask_fill(grid + (4 * i + 1) * img, pix, BF_MASK_SHOW, 1, in->c, c->img_size);
+        memcpy(grid + (4 * i + 2) * img, one + i * img, sizeof(float) * img);
+        memcpy(grid + (4 * i + 3) * img, out + i * img, sizeof(float) * img);
+    }
+    rc = rc || path_in(path, sizeof path, a->out, "inpaint.png") ||
+         bf_write_image_grid(path, grid, 4 * n, in->c, in->h, in->w, 4, 2);
+    if (!rc)
+        printf("inpainting (left half known): one pass of G, and %d rounds with %d candidates; the "
+               "known pixels are the input's\n", io.iters, io.candidates);
+    free(pix); free(grid); free(out); free(one);
+    return rc ? -1 : 0;
+}
+
+/* Class editing of test images to every class, each edit the gentlest strength of the ladder
+ * that the perceptual network (not the evaluation network) reads as the target. */
+static int demo_edit(const demo_args *a, bf_editor *e, const bf_image_set *in) {
+    int n = in->n, K = bf_reverse_get_config(e->reverse)->num_classes;
+    if (K < 2) return 0;
+    size_t img = (size_t)in->c * in->h * in->w;
+    float *grid = bf_malloc(sizeof(float) * img * n * (K + 1)), *out = bf_malloc(sizeof(float) * img * n * K);
+    int *targets = bf_malloc(sizeof(int) * K), rc = 0;
+    for (int k = 0; k < K; k++) targets[k] = k;
+    char path[4096];
+    bf_edit_opts eo;
+    bf_edit_opts_default(&eo);
+    eo.strength = BF_EDIT_STRENGTH;
+    eo.min_strength = BF_EDIT_MIN_STRENGTH;
+    if (!(eo.verify = bf_features_load(a->perceptual))) rc = -1;
+    rc = rc || bf_edit_class(e, out, in, targets, K, &eo);
+    for (int i = 0; !rc && i < n; i++) {   /* rows: input, then the image edited to each class */
+        memcpy(grid + (size_t)i * (K + 1) * img, in->x + i * img, sizeof(float) * img);
+        memcpy(grid + ((size_t)i * (K + 1) + 1) * img, out + (size_t)i * K * img, sizeof(float) * img * K);
+    }
+    rc = rc || path_in(path, sizeof path, a->out, "edit.png") ||
+         bf_write_image_grid(path, grid, n * (K + 1), in->c, in->h, in->w, K + 1, 2);
+    if (!rc)
+        printf("class editing: strengths %g..%g, each edit the first the perceptual network reads as "
+               "the target\n", (double)eo.min_strength, (double)eo.strength);
+    bf_features_free(eo.verify);
+    free(grid); free(out); free(targets);
+    return rc ? -1 : 0;
+}
+
 static int demo_edits(const demo_args *a, bf_editor *e) {
     bf_image_set in = {0};
     if (bf_image_set_load(&in, "fashion-mnist", 10)) return -1;
-    const bf_reverse_config *c = bf_reverse_get_config(e->reverse);
-    int T = (c->img_size / c->patch_size) * (c->img_size / c->patch_size), n = in.n, K = c->num_classes;
-    size_t img = (size_t)in.c * in.h * in.w;
-    uint8_t *mask = bf_malloc((size_t)T);
-    float *grid = bf_malloc(sizeof(float) * img * n * (K + 1 > 3 ? K + 1 : 3));
-    float *out = bf_malloc(sizeof(float) * img * n * (K > 1 ? K : 1));
-    char path[4096];
-    int rc = bf_mask_parse(mask, "left-half", c->img_size, c->patch_size) ||
-             bf_inpaint(e, out, &in, mask, 0, 1);
-    for (int i = 0; !rc && i < n; i++) {   /* rows: input | masked input | result */
-        memcpy(grid + (3 * i) * img, in.x + i * img, sizeof(float) * img);
-        memcpy(grid + (3 * i + 1) * img, in.x + i * img, sizeof(float) * img);
-        bf_mask_fill(grid + (3 * i + 1) * img, mask, BF_MASK_SHOW, 1, in.c, c->img_size, c->patch_size);
-        memcpy(grid + (3 * i + 2) * img, out + i * img, sizeof(float) * img);
-    }
-    rc = rc || path_in(path, sizeof path, a->out, "inpaint.png") ||
-         bf_write_image_grid(path, grid, 3 * n, in.c, in.h, in.w, 3, 2);
-    if (!rc && K > 1) {   /* rows: input, then the image edited to each class */
-        int *targets = bf_malloc(sizeof(int) * K);
-        for (int k = 0; k < K; k++) targets[k] = k;
-        rc = bf_edit_class(e, out, &in, targets, K);
-        for (int i = 0; !rc && i < n; i++) {
-            memcpy(grid + (size_t)i * (K + 1) * img, in.x + i * img, sizeof(float) * img);
-            memcpy(grid + ((size_t)i * (K + 1) + 1) * img, out + (size_t)i * K * img,
-                   sizeof(float) * img * K);
-        }
-        rc = rc || path_in(path, sizeof path, a->out, "edit.png") ||
-             bf_write_image_grid(path, grid, n * (K + 1), in.c, in.h, in.w, K + 1, 2);
-        free(targets);
-    }
-    free(mask); free(grid); free(out);
+    int rc = demo_inpaint(a, e, &in) || demo_edit(a, e, &in);
     bf_image_set_free(&in);
     return rc ? -1 : 0;
 }
@@ -185,12 +217,14 @@ static int demo_train(void) {
 
 int cmd_demo(int argc, char **argv) {
     demo_args a = {"models/flow-fmnist.safetensors", "models/reverse-fmnist.safetensors",
-                   "models/features-fmnist.safetensors", "demo", 1.5f, 2.0f, 1000, 0};
+                   "models/features-fmnist.safetensors", "models/perceptual-fmnist.safetensors",
+                   "demo", 1.5f, 2.0f, 1000, 0};
     int train = 0;
     cli_opt opts[] = {
         {"flow", OPT_STR, &a.flow, "forward model"},
         {"reverse", OPT_STR, &a.reverse, "reverse model"},
         {"features", OPT_STR, &a.features, "feature network of the evaluation"},
+        {"perceptual", OPT_STR, &a.perceptual, "the perceptual network: verifies the class edits (never the evaluation network)"},
         {"out", OPT_STR, &a.out, "folder for the images"},
         {"cfg-exact", OPT_FLOAT, &a.cfg_exact, "guidance w of the exact sampler (its best FD at N = 10000: 1.5)"},
         {"cfg-biflow", OPT_FLOAT, &a.cfg_biflow, "guidance w of G (its best FD at N = 10000: 2)"},
@@ -224,7 +258,7 @@ int cmd_demo(int argc, char **argv) {
     bf_editor_init(&e, r, f, a.flow);
     e.cfg = 0.0f;
     if (demo_samples(&a, f, r, &t_exact, &t_biflow) || demo_edits(&a, &e)) return cli_fail();
-    printf("wrote %s/samples_exact.png and %s/samples_biflow.png (the same noise), %s/inpaint.png, %s/edit.png\n",
+    printf("wrote %s/samples_exact.png and %s/samples_biflow.png (the same noise), %s/inpaint.png (input | masked | one pass | rounds), %s/edit.png\n",
            a.out, a.out, a.out, a.out);
     printf("speed, 100 guided samples: exact inverse + score denoising %.2f s, BiFlow %.3f s: %.1fx faster\n",
            t_exact, t_biflow, t_exact / t_biflow);

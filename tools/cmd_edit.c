@@ -4,6 +4,7 @@
 #include "biflow.h"
 #include "cli.h"
 #include "cmd_edit.h"
+#include "edit_measure.h"
 #include "tool_util.h"
 
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LIST_MAX 8   /* per-image error lines printed before the summary */
 
@@ -139,6 +141,7 @@ static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const cha
 }
 
 static const char *decoding(const edit_env *v) {
+    if (v->e.exact) return v->e.denoise ? "score-based denoising" : "no denoising";
     return v->e.denoise ? "learned denoising" : "no denoising";
 }
 
@@ -157,72 +160,142 @@ static int write_grid(const char *prefix, const float *grid, int rows, int ncols
 static int rows_shown(const edit_args *a, int n) { return a->show < n ? a->show : n; }
 
 /* ------------------------------------------------------------------ inpaint */
-static void report_inpaint(const edit_env *v, const float *out, const uint8_t *mask, double sec) {
+static double cpu_seconds(void) { return (double)clock() / CLOCKS_PER_SEC; }
+
+/* Errors of out (and of the decoder's own output raw, before the paste) against the input. */
+static void report_inpaint(const edit_env *v, const float *out, const float *raw,
+                           const uint8_t *pix, double sec, double cpu) {
     const bf_image_set *in = &v->in;
-    double k, u, k0, u0;
-    bf_mask_mse(&k, &u, out, in->x, mask, in->n, in->c, v->img, v->patch);
+    double k, u, kr, ur, k0, u0;
+    bf_pixmask_mse(&k, &u, out, in->x, pix, in->n, in->c, v->img);
+    bf_pixmask_mse(&kr, &ur, raw, in->x, pix, in->n, in->c, v->img);
     float *grey = bf_malloc(sizeof(float) * in->n * v->px);
     memcpy(grey, in->x, sizeof(float) * in->n * v->px);
-    bf_mask_fill(grey, mask, 0.0f, in->n, in->c, v->img, v->patch);
-    bf_mask_mse(&k0, &u0, grey, in->x, mask, in->n, in->c, v->img, v->patch);
+    bf_pixmask_fill(grey, pix, 0.0f, in->n, in->c, v->img);
+    bf_pixmask_mse(&k0, &u0, grey, in->x, pix, in->n, in->c, v->img);
     free(grey);
-    printf("  mse in the known region   %.5f (PSNR %.2f dB)\n", k, 10.0 * log10(4.0 / k));
+    printf("  mse in the known region   %.5f (the input's pixels pasted back; the decoder's own "
+           "output there: %.5f, PSNR %.2f dB)\n", k, kr, 10.0 * log10(4.0 / kr));
     printf("  mse in the unknown region %.5f (PSNR %.2f dB; grey fill: %.5f)\n", u,
            10.0 * log10(4.0 / u), u0);
-    printf("  %.2f s for %d images: %.2f ms/image (encode, mix, decode)\n", sec, in->n, 1e3 * sec / in->n);
+    printf("  %.2f s for %d images: %.2f ms/image wall, %.2f ms/image CPU (all threads)\n", sec,
+           in->n, 1e3 * sec / in->n, 1e3 * cpu / in->n);
+}
+
+/* The PNG (input | masked input | result per row) and the arrays. */
+static int write_inpaint(const edit_env *v, const edit_args *a, const float *out,
+                         const uint8_t *pix) {
+    int rows = rows_shown(a, v->in.n), rc = 0;
+    float *grid = bf_malloc(sizeof(float) * 3 * (rows ? rows : 1) * v->px);
+    for (int i = 0; i < rows; i++) {
+        put(grid, i, 0, 3, v->in.x + i * v->px, v->px);
+        put(grid, i, 1, 3, v->in.x + i * v->px, v->px);   /* shows what the decoder was not given */
+        bf_pixmask_fill(grid + (3 * i + 1) * v->px, pix, BF_MASK_SHOW, 1, v->in.c, v->img);
+        put(grid, i, 2, 3, out + i * v->px, v->px);
+    }
+    if (rows && write_grid(a->out, grid, rows, 3, v, a->scale)) rc = -1;
+    else if (write_arrays(a->out, out, v->in.y, v->in.n, v->in.c, v->img, v->img)) rc = -1;
+    else printf("wrote %s.png (input | masked input | result, %d rows), %s.npy, %s_labels.npy\n",
+                a->out, rows, a->out, a->out);
+    free(grid);
+    return rc;
+}
+
+/* Images as saved: clamped to [-1, 1]. */
+static void clamp_images(float *x, size_t m) {
+    for (size_t i = 0; i < m; i++) x[i] = x[i] < -1.0f ? -1.0f : x[i] > 1.0f ? 1.0f : x[i];
+}
+
+/* The completion by the chosen decoder, or by grey fill (the reference without a model). */
+static int inpaint_by(edit_env *v, float *out, float *raw, const uint8_t *pix,
+                      const bf_inpaint_opts *o, int grey) {
+    if (!grey) return bf_inpaint(&v->e, out, raw, &v->in, pix, o);
+    memcpy(out, v->in.x, sizeof(float) * v->in.n * v->px);
+    bf_pixmask_fill(out, pix, 0.0f, v->in.n, v->in.c, v->img);
+    memcpy(raw, out, sizeof(float) * v->in.n * v->px);
+    return 0;
+}
+
+static void describe_inpaint(const edit_env *v, const edit_args *a, const char *mask_spec,
+                             const uint8_t *pix, const bf_inpaint_opts *o, int grey) {
+    int known = 0;
+    for (int i = 0; i < v->img * v->img; i++) known += pix[i];
+    printf("inpainted %d images: mask %s (%d of %d pixels known), ", v->in.n, mask_spec, known,
+           v->img * v->img);
+    if (grey) {
+        printf("grey fill (no model)\n");
+        return;
+    }
+    printf("%s, %d round%s after the first (renoise %g, soft %g, %d candidate%s); %s with %s, "
+           "guidance %g\n", o->encode_full ? "encoded from the whole input" :
+           "encoded with the unknown region grey", o->iters, o->iters == 1 ? "" : "s",
+           (double)o->renoise, (double)o->soft, o->candidates > 1 ? o->candidates : 1,
+           o->candidates > 1 ? "s" : "",
+           v->e.exact ? "exact inverse of F" : "G", decoding(v), (double)a->cfg);
+}
+
+static int inpaint_run(edit_env *v, const edit_args *a, const char *mask_spec,
+                       const bf_inpaint_opts *o, int grey, const char *features) {
+    uint8_t *pix = bf_malloc((size_t)v->img * v->img);
+    float *out = bf_malloc(sizeof(float) * v->in.n * v->px);
+    float *raw = bf_malloc(sizeof(float) * v->in.n * v->px);
+    double t0 = bf_time(), c0 = cpu_seconds(), fd, acc;
+    int rc = bf_mask_parse_pixels(pix, mask_spec, v->img, v->patch) ||
+             inpaint_by(v, out, raw, pix, o, grey);
+    double sec = bf_time() - t0, cpu = cpu_seconds() - c0;
+    clamp_images(out, v->in.n * v->px);   /* measured as saved */
+    clamp_images(raw, v->in.n * v->px);
+    if (rc == 0) {
+        describe_inpaint(v, a, mask_spec, pix, o, grey);
+        report_inpaint(v, out, raw, pix, sec, cpu);
+    }
+    if (rc == 0 && features) {
+        rc = feature_quality(features, a->data, out, v->in.y, v->in.n, &fd, &acc);
+        if (rc == 0)
+            printf("  completions: FD %.2f against the test split, class accuracy %.1f%% (label: "
+                   "the source's; %d images)\n", fd, 100.0 * acc, v->in.n);
+    }
+    if (rc == 0) rc = write_inpaint(v, a, out, pix);
+    free(pix); free(out); free(raw);
+    return rc ? cli_fail() : 0;
 }
 
 int cmd_inpaint(int argc, char **argv) {
     edit_args a = EDIT_ARGS_DEFAULT("inpaint");
-    const char *mask_spec = NULL, *encode = "masked";
-    uint64_t seed = 0;
+    const char *mask_spec = NULL, *encode = "masked", *decoder = "g", *features = NULL;
+    bf_inpaint_opts o;
+    bf_inpaint_opts_default(&o);
     cli_opt opts[] = {
         EDIT_COMMON_OPTS(a),
-        {"mask", OPT_STR, &mask_spec, "the KNOWN region: left-half, right-half, top-half, bottom-half, center, border, random-patches[:FRACTION[:SEED]], or a PNG of the image size (white = known)"},
+        {"mask", OPT_STR, &mask_spec, "the KNOWN region: left-half, right-half, top-half, bottom-half, center, border, random-patches[:FRACTION[:SEED]], or a PNG of the image size (white = known, pixel for pixel)"},
+        {"iters", OPT_INT, &o.iters, "K: rounds of paste the known pixels, re-encode, renoise the unknown tokens, decode (0 = one pass)"},
+        {"renoise", OPT_FLOAT, &o.renoise, "fresh noise in the unknown tokens in those rounds, 0..1"},
+        {"candidates", OPT_INT, &o.candidates, "noise draws decoded per round; each image keeps the decode closest to its known pixels"},
+        {"soft", OPT_FLOAT, &o.soft, "soft boundary: token weights blurred over the token grid by this much, 0..1"},
+        CLI_CHOICE("decoder", decoder, "g|exact|grey", "g (one pass of G), exact (the exact inverse of F: the slow baseline; --denoise: score) or grey (grey fill, no model: the reference)"),
         CLI_CHOICE("encode", encode, "masked|full", "masked: F sees the unknown region grey (no information leaks from it); full: F sees the whole input"),
-        {"seed", OPT_U64, &seed, "seed of the fresh noise in the unknown tokens"},
+        {"seed", OPT_U64, &o.seed, "seed of the fresh noise"},
+        {"features", OPT_STR, &features, "feature network: also print the completions' FD against the test split and class accuracy"},
         {NULL, 0, NULL, NULL},
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow inpaint --reverse G --mask NAME|PNG [options]",
                            "Inpainting without training (METHOD Section 9): z' = M F(x) + (1 - M) eps,\n"
-                           "x' = G(z') in one pass. Prints the mean squared error against the input in\n"
-                           "the known and in the unknown region; the PNG has a row per image: input |\n"
-                           "masked input (unknown region grey) | result.", pos, 0, &np);
+                           "x' = G(z'), then --iters rounds of: paste the known pixels back, re-encode\n"
+                           "with F, renoise the unknown tokens, decode. The output's known pixels are the\n"
+                           "input's. Prints the mean squared error against the input in the known and\n"
+                           "the unknown region and the time per image; the PNG has a row per image:\n"
+                           "input | masked input (unknown region grey) | result.", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (!mask_spec) return cli_usage("--mask is required");
+    if (cli_check_int("iters", o.iters, 0, 1000) || cli_check_int("candidates", o.candidates, 0, 1000) ||
+        cli_check_float("renoise", o.renoise, 0, 1) || cli_check_float("soft", o.soft, 0, 1))
+        return 2;
+    o.encode_full = !strcmp(encode, "full");
     edit_env v;
     if ((rc = edit_open(&v, &a, "inpaint", a.images ? a.images : a.data, a.n, NULL))) return rc;
-    uint8_t *mask = bf_malloc((size_t)v.T);
-    float *out = bf_malloc(sizeof(float) * v.in.n * v.px);
-    double t0 = bf_time();
-    if (bf_mask_parse(mask, mask_spec, v.img, v.patch) ||
-        bf_inpaint(&v.e, out, &v.in, mask, !strcmp(encode, "full"), seed)) {
-        rc = cli_fail();
-        goto done;
-    }
-    int known = 0, rows = rows_shown(&a, v.in.n);
-    for (int t = 0; t < v.T; t++) known += mask[t];
-    printf("inpainted %d images: mask %s (%d of %d tokens known), encoded %s; G with %s, guidance %g\n",
-           v.in.n, mask_spec, known, v.T, !strcmp(encode, "full") ? "from the whole input" :
-           "with the unknown region grey", decoding(&v), (double)a.cfg);
-    report_inpaint(&v, out, mask, bf_time() - t0);
-    float *grid = bf_malloc(sizeof(float) * 3 * rows * v.px);
-    for (int i = 0; i < rows; i++) {
-        put(grid, i, 0, 3, v.in.x + i * v.px, v.px);
-        put(grid, i, 1, 3, v.in.x + i * v.px, v.px);
-        put(grid, i, 2, 3, out + i * v.px, v.px);
-    }
-    for (int i = 0; i < rows; i++)   /* the middle column shows what G was not given */
-        bf_mask_fill(grid + (3 * i + 1) * v.px, mask, BF_MASK_SHOW, 1, v.in.c, v.img, v.patch);
-    if (rows && write_grid(a.out, grid, rows, 3, &v, a.scale)) rc = cli_fail();
-    else if (write_arrays(a.out, out, v.in.y, v.in.n, v.in.c, v.img, v.img)) rc = cli_fail();
-    else printf("wrote %s.png (input | masked input | result, %d rows), %s.npy, %s_labels.npy\n",
-                a.out, rows, a.out, a.out);
-    free(grid);
-done:
-    free(mask);
-    free(out);
+    v.e.exact = !strcmp(decoder, "exact");
+    rc = inpaint_run(&v, &a, mask_spec, &o, !strcmp(decoder, "grey"), features);
     edit_close(&v);
     return rc;
 }
@@ -236,75 +309,134 @@ static int count_targets(const char *spec, int K) {
     return k;
 }
 
-/* How often the feature network classifies an edited image (n of x) as its target label. */
-static int report_recognition(const char *features, const float *x, const int *labels, int n) {
-    bf_features *fn = bf_features_load(features);
-    if (!fn) return -1;
-    int *pred = bf_malloc(sizeof(int) * n), hits = 0;
-    int rc = bf_features_extract(fn, NULL, pred, x, n);
-    for (int i = 0; !rc && i < n; i++) hits += pred[i] == labels[i];
-    if (!rc) printf("the feature network recognises the target class in %d of %d edits (%.1f%%)\n",
-                    hits, n, 100.0 * hits / n);
-    free(pred);
-    bf_features_free(fn);
+/* Keeps the images whose label is in the list spec ("all": every image). */
+static int keep_classes(edit_env *v, const char *spec) {
+    if (!strcmp(spec, "all")) return 0;
+    int k = count_targets(spec, v->K), ncols, *from = bf_malloc(sizeof(int) * k), m = 0;
+    if (parse_classes(from, k, spec, v->K, &ncols)) {
+        free(from);
+        return -1;
+    }
+    for (int i = 0; i < v->in.n; i++) {
+        int keep = 0;
+        for (int j = 0; j < k; j++) keep |= v->in.y[i] == from[j];
+        if (!keep) continue;
+        memmove(v->in.x + m * v->px, v->in.x + i * v->px, sizeof(float) * v->px);
+        v->in.y[m++] = v->in.y[i];
+    }
+    free(from);
+    if (m == 0) {
+        bf_set_error("--from %s: none of the images has one of these labels", spec);
+        return -1;
+    }
+    v->in.n = m;
+    return 0;
+}
+
+/* The PNG (input, then a column per target) and the arrays. */
+static int write_edits(const edit_env *v, const edit_args *a, const float *out,
+                       const int *targets, int k) {
+    int n = v->in.n, rows = rows_shown(a, n), rc = 0;
+    float *grid = bf_malloc(sizeof(float) * (rows ? rows : 1) * (k + 1) * v->px);
+    int *labels = bf_malloc(sizeof(int) * n * k);
+    for (int i = 0; i < rows; i++) {
+        put(grid, i, 0, k + 1, v->in.x + i * v->px, v->px);
+        for (int j = 0; j < k; j++) put(grid, i, j + 1, k + 1, out + ((size_t)i * k + j) * v->px, v->px);
+    }
+    for (int i = 0; i < n * k; i++) labels[i] = targets[i % k];
+    if (rows && write_grid(a->out, grid, rows, k + 1, v, a->scale)) rc = -1;
+    else if (write_arrays(a->out, out, labels, n * k, v->in.c, v->img, v->img)) rc = -1;
+    else printf("wrote %s.png (%d rows), %s.npy (%d images: image-major, a target each), %s_labels.npy\n",
+                a->out, rows, a->out, n * k, a->out);
+    free(grid); free(labels);
     return rc;
+}
+
+static int edit_run(edit_env *v, const edit_args *a, const char *to, const bf_edit_opts *o,
+                    const char *features) {
+    int k = count_targets(to, v->K), ncols, n = v->in.n, rc = 0;
+    int *targets = bf_malloc(sizeof(int) * k);
+    float *out = bf_malloc(sizeof(float) * n * k * v->px);
+    double t0 = bf_time(), c0 = cpu_seconds();
+    if (parse_classes(targets, k, to, v->K, &ncols)) {
+        rc = cli_usage("--to: '%s' is not 'all' or a list of classes in [0, %d)", to, v->K);
+    } else if (bf_edit_class(&v->e, out, &v->in, targets, k, o) == 0) {
+        double sec = bf_time() - t0, cpu = cpu_seconds() - c0;
+        printf("edited %d images to %d classes in %.2f s: %.2f ms/edit wall, %.2f ms/edit CPU (all "
+               "threads); ", n, k, sec, 1e3 * sec / (n * k), 1e3 * cpu / (n * k));
+        if (o->verify) printf("strength %g..%g, the first the verifier reads as the target", (double)o->min_strength, (double)o->strength);
+        else printf("strength %g", (double)o->strength);
+        printf("; %s with %s, guidance %g; columns: input, then classes",
+               v->e.exact ? "exact inverse of F" : "G", decoding(v), (double)a->cfg);
+        for (int j = 0; j < k; j++) printf(" %d", targets[j]);
+        printf("\n");
+        if ((features && edit_measure(features, a->data, &v->in, out, targets, k)) ||
+            write_edits(v, a, out, targets, k))
+            rc = cli_fail();
+    } else {
+        rc = cli_fail();
+    }
+    free(targets); free(out);
+    return rc;
+}
+
+/* The verifier of --verify ("none": NULL, *rc 0); NULL with *rc set when it cannot be loaded. */
+static bf_features *load_verifier(const char *path, int *rc) {
+    *rc = 0;
+    if (!strcmp(path, "none")) return NULL;
+    bf_features *fn = bf_features_load(path);
+    if (!fn) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("--verify: %s (give the perceptual network's file, or --verify none)", why);
+        *rc = cli_fail();
+    }
+    return fn;
 }
 
 int cmd_edit(int argc, char **argv) {
     edit_args a = EDIT_ARGS_DEFAULT("edit");
-    const char *to = NULL, *features = NULL;
+    const char *to = NULL, *features = NULL, *from = "all", *verify = BF_EDIT_VERIFY;
+    bf_edit_opts o;
+    bf_edit_opts_default(&o);
+    o.strength = -1.0f;   /* unset: BF_EDIT_STRENGTH with a verifier, BF_EDIT_STRENGTH_ALONE without */
+    o.min_strength = BF_EDIT_MIN_STRENGTH;
+    int exact = 0;
     cli_opt opts[] = {
         EDIT_COMMON_OPTS(a),
         {"to", OPT_STR, &to, "target classes: K[,K...] or all"},
-        {"features", OPT_STR, &features, "feature network: also print how often it recognises the target class"},
+        {"strength", OPT_FLOAT, &o.strength, "0..16: 1 decodes F(x | y) as the target (one pass); below, a noise-space mix with F(x | target) that keeps more of the input; above, more passes (2.5: two passes and a half). With --verify: the ladder's top (default 4; without a verifier 2)"},
+        {"min-strength", OPT_FLOAT, &o.min_strength, "with --verify: the ladder's first rung (then steps of 0.25)"},
+        {"verify", OPT_STR, &verify, "a classifier (not the evaluation network): each edit takes the first strength of the ladder it reads as the target; none: --strength itself"},
+        {"from", OPT_STR, &from, "edit only the images whose label is in K[,K...] (default all)"},
+        {"exact", OPT_FLAG, &exact, "decode with the exact inverse of F instead of G (the slow baseline)"},
+        {"features", OPT_STR, &features, "feature network: also print how often it recognises the target class and how much of the source the edits keep"},
         {NULL, 0, NULL, NULL},
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow edit --reverse G --to K[,K...] [options]",
-                           "Class editing (METHOD Section 9): z = F(x | y), x' = G(z | y') for each target\n"
-                           "class y'. The PNG has a row per image: the input, then one column per target.",
-                           pos, 0, &np);
+                           "Class editing (METHOD Section 9): x' = G(z | y') for each target class y', with\n"
+                           "z = F(x | y') + s (F(x | y) - F(x | y')) (s = 1: z = F(x | y)); strengths above 1\n"
+                           "edit the result again. With --verify, each edit is the gentlest of a ladder of\n"
+                           "strengths that the verifier reads as the target class. The PNG has a row per\n"
+                           "image: the input, then one column per target.", pos, 0, &np);
     if (rc) return rc > 0 ? 0 : 2;
     if (!to) return cli_usage("--to is required");
     edit_env v;
     if ((rc = edit_open(&v, &a, "edit", a.images ? a.images : a.data, a.n, NULL))) return rc;
-    if (v.K == 0) {
+    v.e.exact = exact;
+    o.verify = load_verifier(verify, &rc);
+    if (o.strength < 0.0f) o.strength = o.verify ? BF_EDIT_STRENGTH : BF_EDIT_STRENGTH_ALONE;
+    if (rc) {
+    } else if (v.K == 0) {
         bf_set_error("the models are unconditional: there is no class to edit to");
-        edit_close(&v);
-        return cli_fail();
-    }
-    int k = count_targets(to, v.K), ncols, n = v.in.n, rows = rows_shown(&a, n);
-    int *targets = bf_malloc(sizeof(int) * k), *labels = bf_malloc(sizeof(int) * n * k);
-    float *out = bf_malloc(sizeof(float) * n * k * v.px), *grid = NULL;
-    double t0 = bf_time();
-    if (parse_classes(targets, k, to, v.K, &ncols)) {
-        rc = cli_usage("--to: '%s' is not 'all' or a list of classes in [0, %d)", to, v.K);
-        goto done;
-    }
-    if (bf_edit_class(&v.e, out, &v.in, targets, k)) {
         rc = cli_fail();
-        goto done;
-    }
-    printf("edited %d images to %d classes in %.2f s (G with %s, guidance %g); columns: input, then classes",
-           n, k, bf_time() - t0, decoding(&v), (double)a.cfg);
-    for (int j = 0; j < k; j++) printf(" %d", targets[j]);
-    printf("\n");
-    grid = bf_malloc(sizeof(float) * rows * (k + 1) * v.px);
-    for (int i = 0; i < rows; i++) {
-        put(grid, i, 0, k + 1, v.in.x + i * v.px, v.px);
-        for (int j = 0; j < k; j++) put(grid, i, j + 1, k + 1, out + ((size_t)i * k + j) * v.px, v.px);
-    }
-    for (int i = 0; i < n * k; i++) labels[i] = targets[i % k];
-    if (features && report_recognition(features, out, labels, n * k)) {
+    } else if (keep_classes(&v, from)) {
         rc = cli_fail();
-        goto done;
+    } else {
+        rc = edit_run(&v, &a, to, &o, features);
     }
-    if (rows && write_grid(a.out, grid, rows, k + 1, &v, a.scale)) rc = cli_fail();
-    else if (write_arrays(a.out, out, labels, n * k, v.in.c, v.img, v.img)) rc = cli_fail();
-    else printf("wrote %s.png (%d rows), %s.npy (%d images: image-major, a target each), %s_labels.npy\n",
-                a.out, rows, a.out, n * k, a.out);
-done:
-    free(targets); free(labels); free(out); free(grid);
+    bf_features_free(o.verify);
     edit_close(&v);
     return rc;
 }

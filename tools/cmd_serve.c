@@ -586,8 +586,8 @@ int cmd_serve(int argc, char **argv) {
                            "  GET  /api/sample?sampler=biflow|exact&class=K|all&w=&seed=&temperature=&n=\n"
                            "  GET  /api/interpolate?from=seeds|images&a=&b=&class=&w=&steps=\n"
                            "  GET  /api/testimage?index=I\n"
-                           "  POST /api/inpaint?index=I&mask=0101..|left-half|..&seed=&w=   (body: a PNG, optional)\n"
-                           "  POST /api/edit?index=I&to=K|all&w=                           (body: a PNG, optional)\n"
+                           "  POST /api/inpaint?index=I&mask=0101..|left-half|..&seed=&w=&iters= (body: a PNG, optional)\n"
+                           "  POST /api/edit?index=I&to=K|all&w=&strength=              (body: a PNG, optional)\n"
                            "Images come back as PNG, with X-Biflow-Seconds and X-Biflow-Ms-Per-Image;\n"
                            "a bad request gets a 4xx status and {\"error\": message}. SIGINT/SIGTERM stop it.",
                            pos, 0, &np);

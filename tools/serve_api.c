@@ -342,43 +342,52 @@ static int parse_mask(const serve_ctx *s, const serve_req *q, serve_reply *out, 
     return -1;
 }
 
+/* The library's inpainting (its default rounds and candidates, docs/RESULTS-edit.md) on the
+ * pixels of the token mask the page paints. */
 void api_inpaint(serve_ctx *s, const serve_req *q, serve_reply *out) {
-    static const char *const allowed[] = {"index", "class", "mask", "seed", "w", "encode", NULL};
+    static const char *const allowed[] = {"index", "class", "mask", "seed", "w", "encode", "iters", NULL};
     static const char *const encodings[] = {"masked", "full", NULL};
+    bf_inpaint_opts o;
+    bf_inpaint_opts_default(&o);
     int enc;
     float w;
-    uint64_t seed;
     bf_image_set in;
-    uint8_t *mask = bf_malloc((size_t)s->T);
+    uint8_t *mask = bf_malloc((size_t)s->T), *pix = bf_malloc((size_t)s->img * s->img);
     if (args_only(q, out, allowed) || arg_choice(q, out, "encode", encodings, &enc) ||
-        arg_float(q, out, "w", 0.0f, 0.0f, 10.0f, &w) || arg_u64(q, out, "seed", 0, &seed) ||
+        arg_float(q, out, "w", 0.0f, 0.0f, 10.0f, &w) || arg_u64(q, out, "seed", 0, &o.seed) ||
+        arg_int(q, out, "iters", o.iters, 0, 20, &o.iters) ||
         parse_mask(s, q, out, mask) || input_image(s, q, out, &in)) {
-        free(mask);
+        free(mask); free(pix);
         return;
     }
+    o.encode_full = enc;
+    bf_mask_pixels(pix, mask, s->img, s->patch);
     float *x = bf_malloc(sizeof(float) * s->px);
     bf_editor e;
     editor(s, &e, w);
     pthread_mutex_lock(&s->lock);
     double t0 = bf_time();
-    int rc = bf_inpaint(&e, x, &in, mask, enc, seed);
+    int rc = bf_inpaint(&e, x, NULL, &in, pix, &o);
     double sec = bf_time() - t0;
     pthread_mutex_unlock(&s->lock);
     if (rc) reply_error(out, 500, "inpainting failed: %s", bf_last_error());
     else images_reply(s, out, x, 1, 1, sec);
     if (!rc) reply_header(out, "X-Biflow-Label", "%d", in.y[0]);
-    free(x); free(mask);
+    free(x); free(mask); free(pix);
     bf_image_set_free(&in);
 }
 
 void api_edit(serve_ctx *s, const serve_req *q, serve_reply *out) {
-    static const char *const allowed[] = {"index", "class", "to", "w", NULL};
+    static const char *const allowed[] = {"index", "class", "to", "w", "strength", NULL};
     int to;
     float w;
+    bf_edit_opts o;
+    bf_edit_opts_default(&o);
     bf_image_set in;
     if (!s->K) { reply_error(out, 400, "class editing needs a class-conditional model pair"); return; }
     if (args_only(q, out, allowed) || arg_class(q, out, "to", s->K, 1, -2, &to) ||
-        arg_float(q, out, "w", 0.0f, 0.0f, 10.0f, &w) || input_image(s, q, out, &in))
+        arg_float(q, out, "w", 0.0f, 0.0f, 10.0f, &w) ||
+        arg_float(q, out, "strength", 2.0f, 0.0f, 16.0f, &o.strength) || input_image(s, q, out, &in))
         return;
     int k = to == -2 ? s->K : 1, *targets = bf_malloc(sizeof(int) * k);
     for (int j = 0; j < k; j++) targets[j] = to == -2 ? j : to;
@@ -387,7 +396,7 @@ void api_edit(serve_ctx *s, const serve_req *q, serve_reply *out) {
     editor(s, &e, w);
     pthread_mutex_lock(&s->lock);
     double t0 = bf_time();
-    int rc = bf_edit_class(&e, x, &in, targets, k);
+    int rc = bf_edit_class(&e, x, &in, targets, k, &o);
     double sec = bf_time() - t0;
     pthread_mutex_unlock(&s->lock);
     if (rc) reply_error(out, 500, "class editing failed: %s", bf_last_error());

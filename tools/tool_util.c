@@ -2,6 +2,7 @@
 #include "tool_util.h"
 #include "cli.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,4 +107,31 @@ int reverse_denoise(const char *denoise, float sigma, const bf_reverse *r, bf_fl
     if (!(o->sigma > 0))
         return cli_usage("--denoise score needs --sigma > 0: the reverse model records no training noise");
     return 0;
+}
+
+int feature_quality(const char *features, const char *data, const float *x, const int *y, int n,
+                    double *fd, double *acc) {
+    bf_features *fn = bf_features_load(features);
+    bf_dataset ds = {0};
+    if (!fn || bf_dataset_load(&ds, data, "test")) {
+        bf_features_free(fn);
+        return -1;
+    }
+    int F = bf_features_dim(fn), *pred = bf_malloc(sizeof(int) * n), hits = 0, labelled = 0;
+    size_t m = (size_t)ds.n * ds.c * ds.h * ds.w;
+    float *ref = bf_malloc(sizeof(float) * m), *feats = bf_malloc(sizeof(float) * (size_t)ds.n * F);
+    for (size_t i = 0; i < m; i++) ref[i] = ds.pixels[i] / 127.5f - 1.0f;
+    bf_feature_stats a = {0}, b = {0};
+    int rc = bf_features_extract(fn, feats, NULL, ref, ds.n) ||
+             bf_feature_stats_compute(&b, feats, ds.n, F) ||
+             bf_features_extract(fn, feats, pred, x, n) ||
+             bf_feature_stats_compute(&a, feats, n, F) || bf_frechet_distance_stats(fd, &a, &b);
+    for (int i = 0; y && i < n; i++)
+        if (y[i] >= 0) { labelled++; hits += pred[i] == y[i]; }
+    *acc = labelled ? (double)hits / labelled : NAN;
+    bf_feature_stats_free(&a); bf_feature_stats_free(&b);
+    free(pred); free(ref); free(feats);
+    bf_dataset_free(&ds);
+    bf_features_free(fn);
+    return rc ? -1 : 0;
 }

@@ -42,8 +42,20 @@ int reverse_denoise(const char *denoise, float sigma, const bf_reverse *r, bf_fl
     "sigma when it was trained with Gaussian noise, else none; G: its learned denoising stage " \
     "when it has one, else none); score: x + sigma^2 grad log p(x) with F; learned: G's stage; none"
 
+/* Frechet distance *fd of the features of x (n, C, H, W) against those of the test split of
+ * data, by the feature network at path features, and the fraction *acc of x it classifies as
+ * y (n) (entries < 0 skipped; NAN when none is labelled; y may be NULL). */
+int feature_quality(const char *features, const char *data, const float *x, const int *y, int n,
+                    double *fd, double *acc);
+
 /* Value of the unknown region in displayed masked inputs: light grey, apart from the black
  * background of the images and the mid-grey gaps of the grids. */
 #define BF_MASK_SHOW 0.6f
+
+/* Defaults of class editing (biflow edit, the demo): see docs/RESULTS-edit.md. */
+#define BF_EDIT_STRENGTH 4.0f          /* the ladder's top, with the verifier */
+#define BF_EDIT_STRENGTH_ALONE 2.0f    /* without one */
+#define BF_EDIT_MIN_STRENGTH 1.0f
+#define BF_EDIT_VERIFY "models/perceptual-fmnist.safetensors"
 
 #endif

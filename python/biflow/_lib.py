@@ -11,7 +11,7 @@ run while the library samples, encodes or evaluates.
 import ctypes
 import os
 
-ABI_VERSION = 1   # BF_ABI_VERSION this binding was written for
+ABI_VERSION = 2   # BF_ABI_VERSION this binding was written for
 SONAME = "libbiflow.so.%d" % ABI_VERSION
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,7 +72,16 @@ class ReverseSampleOpts(ctypes.Structure):
 
 class Editor(ctypes.Structure):
     _fields_ = [("reverse", c_void_p), ("flow", c_void_p), ("flow_path", c_char_p),
-                ("cfg", c_float), ("denoise", c_int)]
+                ("cfg", c_float), ("denoise", c_int), ("exact", c_int)]
+
+
+class InpaintOpts(ctypes.Structure):
+    _fields_ = [("iters", c_int), ("renoise", c_float), ("soft", c_float), ("candidates", c_int),
+                ("encode_full", c_int), ("seed", c_uint64)]
+
+
+class EditOpts(ctypes.Structure):
+    _fields_ = [("strength", c_float), ("min_strength", c_float), ("verify", c_void_p)]
 
 
 class ImageSet(ctypes.Structure):
@@ -93,7 +102,8 @@ class FeatureStats(ctypes.Structure):
 _STRUCTS = {"flow_config": FlowConfig, "reverse_config": ReverseConfig,
             "features_config": FeaturesConfig, "sample_opts": SampleOpts,
             "sample_stats": SampleStats, "reverse_sample_opts": ReverseSampleOpts,
-            "editor": Editor, "image_set": ImageSet, "dataset": Dataset,
+            "editor": Editor, "inpaint_opts": InpaintOpts, "edit_opts": EditOpts,
+            "image_set": ImageSet, "dataset": Dataset,
             "feature_stats": FeatureStats}
 
 # name: (restype, argtypes)
@@ -135,10 +145,14 @@ _PROTOTYPES = {
     "bf_mask_parse": (c_int, [P_uint8, c_char_p, c_int, c_int]),
     "bf_editor_init": (None, [ctypes.POINTER(Editor), c_void_p, c_void_p, c_char_p]),
     "bf_editor_check": (c_int, [ctypes.POINTER(Editor), c_int, c_int, c_int]),
-    "bf_inpaint": (c_int, [ctypes.POINTER(Editor), P_float, ctypes.POINTER(ImageSet), P_uint8,
-                           c_int, c_uint64]),
+    "bf_mask_parse_pixels": (c_int, [P_uint8, c_char_p, c_int, c_int]),
+    "bf_mask_pixels": (None, [P_uint8, P_uint8, c_int, c_int]),
+    "bf_inpaint_opts_default": (None, [ctypes.POINTER(InpaintOpts)]),
+    "bf_inpaint": (c_int, [ctypes.POINTER(Editor), P_float, P_float, ctypes.POINTER(ImageSet),
+                           P_uint8, ctypes.POINTER(InpaintOpts)]),
+    "bf_edit_opts_default": (None, [ctypes.POINTER(EditOpts)]),
     "bf_edit_class": (c_int, [ctypes.POINTER(Editor), P_float, ctypes.POINTER(ImageSet), P_int,
-                              c_int]),
+                              c_int, ctypes.POINTER(EditOpts)]),
     "bf_reconstruct": (c_int, [ctypes.POINTER(Editor), P_float, ctypes.POINTER(ImageSet)]),
     "bf_interpolate": (c_int, [ctypes.POINTER(Editor), P_float, ctypes.POINTER(ImageSet), c_int,
                                c_int, c_int, c_int, P_double]),

@@ -346,40 +346,59 @@ class Reverse(_Model):
             check(call(fn, *args))
         return out
 
-    def _token_mask(self, mask):
+    def _pixel_mask(self, mask):
+        """The known region as a pixel mask (H, W) of 0/1 bytes."""
         t, img, p = self.token_shape[0], self.image_shape[1], self.config["patch_size"]
-        m = np.empty(t, dtype=np.uint8)
-        if isinstance(mask, str):
-            check(lib.bf_mask_parse(A.u8ptr(m), mask.encode(), img, p))
-            return m
+        pix = np.empty((img, img), dtype=np.uint8)
+        if isinstance(mask, (str, os.PathLike)):
+            check(lib.bf_mask_parse_pixels(A.u8ptr(pix), fspath(mask), img, p))
+            return pix
         arr = np.asarray(mask)
         if arr.shape == (t,):
-            m[:] = arr != 0
+            tokens = np.ascontiguousarray(arr != 0, dtype=np.uint8)
+            lib.bf_mask_pixels(A.u8ptr(pix), A.u8ptr(tokens), img, p)
         elif arr.shape == (img, img):
-            known = (arr != 0).reshape(img // p, p, img // p, p).sum(axis=(1, 3))
-            m[:] = (2 * known > p * p).reshape(-1)
+            pix[:] = arr != 0
         else:
             raise ValueError("mask must be a name (left-half, center, random-patches:0.5, ...), "
                              "a PNG path, or an array of shape (%d,) (tokens) or (%d, %d) "
                              "(pixels), non-zero = known; not %s" % (t, img, img, arr.shape))
-        return m
+        return pix
 
-    def inpaint(self, x, mask, y=None, cfg=0.0, denoise="auto", encode_full=False, seed=0):
-        """x' = G(M F(x | y) + (1 - M) eps | y), eps ~ N(0, I) from seed (`biflow inpaint`).
-        mask names the KNOWN region: as --mask (left-half, right-half, top-half, bottom-half,
-        center, border, random-patches[:FRACTION[:SEED]], a PNG path), or an array: (T) per
-        token or (H, W) per pixel (a token is known when most of its pixels are), non-zero =
-        known. F sees the unknown region grey unless encode_full. Images (n, C, H, W)."""
+    def inpaint(self, x, mask, y=None, cfg=0.0, denoise="auto", encode_full=False, seed=0,
+                iters=None, candidates=None, renoise=None, soft=None, exact=False):
+        """Inpainting as `biflow inpaint`: x' = G(M F(x | y) + (1 - M) eps | y), then `iters`
+        rounds (default 3) of pasting the known pixels back, re-encoding and decoding the
+        best of `candidates` noise draws (default 4); the known pixels of the result are the
+        input's. mask names the KNOWN region: as --mask (left-half, right-half, top-half,
+        bottom-half, center, border, random-patches[:FRACTION[:SEED]], a PNG path), or an
+        array: (T) per token or (H, W) per pixel, non-zero = known. F sees the unknown region
+        grey unless encode_full; exact decodes with F's exact inverse. Images (n, C, H, W)."""
         x, y = self._edit_inputs(x, y)
-        m = self._token_mask(mask)
+        pix = self._pixel_mask(mask)
+        o = _lib.InpaintOpts()
+        lib.bf_inpaint_opts_default(ctypes.byref(o))
+        for name, v in (("iters", iters), ("candidates", candidates)):
+            if v is not None:
+                setattr(o, name, int(v))
+        for name, v in (("renoise", renoise), ("soft", soft)):
+            if v is not None:
+                setattr(o, name, float(v))
+        o.encode_full, o.seed = int(bool(encode_full)), int(seed)
         e, s = self._editor(cfg, denoise), A.image_set(x, y)
+        e.exact = int(bool(exact))
         out = np.empty_like(x)
-        return self._edit_call(lib.bf_inpaint, out, ctypes.byref(e), A.fptr(out),
-                               ctypes.byref(s), A.u8ptr(m), int(bool(encode_full)), int(seed))
+        return self._edit_call(lib.bf_inpaint, out, ctypes.byref(e), A.fptr(out), None,
+                               ctypes.byref(s), A.u8ptr(pix), ctypes.byref(o))
 
-    def edit(self, x, to, y=None, cfg=0.0, denoise="auto"):
-        """Class editing: G(F(x | y) | t) for each target t of `to` (an int, a list, or
-        'all'); images (n, k, C, H, W) float32, image i's k edits in row i."""
+    def edit(self, x, to, y=None, cfg=0.0, denoise="auto", strength=1.0, verify=None,
+             min_strength=1.0, exact=False):
+        """Class editing: x' = G(z | t) for each target t of `to` (an int, a list, or 'all'),
+        z = F(x | t) + strength (F(x | y) - F(x | t)) (`biflow edit --strength`: 1 decodes
+        F(x | y) as t, lower keeps more, above 1 edits again). verify: a Features network
+        (not the evaluation one): each edit takes the gentlest strength of min_strength,
+        min_strength + 0.25, ..., strength it reads as the target. Images (n, k, C, H, W)
+        float32, image i's k edits in row i."""
         x, y = self._edit_inputs(x, y)
         if isinstance(to, str) and to == "all":
             to = list(range(self.num_classes))
@@ -387,10 +406,15 @@ class Reverse(_Model):
         if t.ndim != 1 or t.dtype.kind not in "iu":
             raise TypeError("to must be an int, a list of ints or 'all', not %r" % (to,))
         t = np.ascontiguousarray(t, dtype=np.intc)
+        o = _lib.EditOpts()
+        lib.bf_edit_opts_default(ctypes.byref(o))
+        o.strength, o.min_strength = float(strength), float(min_strength)
+        o.verify = verify._h if verify is not None else None
         e, s = self._editor(cfg, denoise), A.image_set(x, y)
+        e.exact = int(bool(exact))
         out = np.empty((len(x), len(t)) + self.image_shape, dtype=np.float32)
         return self._edit_call(lib.bf_edit_class, out, ctypes.byref(e), A.fptr(out),
-                               ctypes.byref(s), A.iptr(t), len(t))
+                               ctypes.byref(s), A.iptr(t), len(t), ctypes.byref(o))
 
     def reconstruct(self, x, y=None, cfg=0.0, denoise="auto"):
         """G(F(x | y) | y): images (n, C, H, W) float32."""

@@ -18,6 +18,8 @@ size_t bf_sizeof(const char *type_name) {
         {"reverse_config", sizeof(bf_reverse_config)},
         {"reverse_sample_opts", sizeof(bf_reverse_sample_opts)},
         {"editor", sizeof(bf_editor)},
+        {"inpaint_opts", sizeof(bf_inpaint_opts)},
+        {"edit_opts", sizeof(bf_edit_opts)},
         {"image_set", sizeof(bf_image_set)},
         {"dataset", sizeof(bf_dataset)},
         {"features_config", sizeof(bf_features_config)},

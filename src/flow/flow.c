@@ -7,6 +7,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ configuration */
@@ -475,25 +476,26 @@ static int forward_chunks(bf_flow *f, float *z, float *logdet, float *nll, const
     if (bf_labels_check(y, n, c->num_classes)) return -1;
     if (n == 0) return 0;
     int chunk = n < 32 ? n : 32, N = f->T * f->D, nchunks = (n + chunk - 1) / chunk;
+    int nt = omp_get_max_threads() < nchunks ? omp_get_max_threads() : nchunks;
     size_t img = (size_t)c->in_channels * c->img_size * c->img_size;
-#pragma omp parallel if (nchunks > 1)
+    /* activations kept in f between calls: fresh ones cost more in page faults than the pass */
+    bf_flow_acts *cache = bf_flow_cached_acts(f, nt, chunk);
+#pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        bf_flow_acts a;
-        bf_flow_acts_init(&a, f, chunk);
+        bf_flow_acts *a = &cache[omp_get_thread_num()];
         float *tok = bf_malloc(sizeof(float) * (size_t)chunk * N);
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < nchunks; k++) {
             int s = k * chunk, m = n - s < chunk ? n - s : chunk;
             bf_patchify(tok, x + s * img, m, c->in_channels, c->img_size, c->img_size, c->patch_size);
-            bf_flow_forward(f, f->params, &a, tok, y ? y + s : NULL, m);
+            bf_flow_forward(f, f->params, a, tok, y ? y + s : NULL, m);
             if (z)
-                memcpy(z + (size_t)s * N, a.xs + (size_t)c->num_blocks * a.Bn * N,
+                memcpy(z + (size_t)s * N, a->xs + (size_t)c->num_blocks * a->Bn * N,
                        sizeof(float) * (size_t)m * N);
-            for (int i = 0; logdet && i < m; i++) logdet[s + i] = -a.alpha_sum[i] / (float)N;
-            for (int i = 0; nll && i < m; i++) nll[s + i] = a.nll[i];
+            for (int i = 0; logdet && i < m; i++) logdet[s + i] = -a->alpha_sum[i] / (float)N;
+            for (int i = 0; nll && i < m; i++) nll[s + i] = a->nll[i];
         }
         free(tok);
-        bf_flow_acts_free(&a);
     }
     return 0;
 }
