@@ -15,7 +15,7 @@
 typedef struct {
     const char *reverse, *flow, *images, *labels, *features, *data, *sampler, *denoise;
     const char *row, *md, *json, *save;
-    int n, bpd_n, fid_n, floor_n, raw, threads, cfg_two_pass, cfg_anneal, batch;
+    int n, bpd_n, fid_n, floor_n, raw, cfg_two_pass, cfg_anneal, batch;
     float cfg, sigma;
     uint64_t seed;
 } eval_args;
@@ -336,17 +336,14 @@ int cmd_eval(int argc, char **argv) {
         {"row", OPT_STR, &a.row, "name of this configuration in --md / --json"},
         {"md", OPT_STR, &a.md, "append a Markdown table row: name | FD | accuracy | NFE | ms/image | N"},
         {"json", OPT_STR, &a.json, "append a JSON line with the figures"},
-        {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
+        CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow eval (--reverse G | --flow F | --images X.npy) [options]",
-                           "Sample quality: Frechet distance between feature-network features of N\n"
-                           "samples and of the test split, class accuracy of class-conditional\n"
-                           "samples, speed; optionally bits/dim of F, fidelity of G, the FD floor.",
-                           pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow eval (--reverse G | --flow F | --images X.npy) [options]",
+                         "Sample quality: Frechet distance between feature-network features of N\n"
+                         "samples and of the test split, class accuracy of class-conditional\n"
+                         "samples, speed; optionally bits/dim of F, fidelity of G, the FD floor.");
+    if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("n", a.n, 2, CLI_MAX_SAMPLES)) || (rc = cli_check_float("cfg", a.cfg, 0, 1e6)) ||
         (rc = cli_check_int("batch", a.batch, 1, 1 << 20)) || (rc = cli_check_int("bpd-n", a.bpd_n, 0, 1000000000)) ||
         (rc = cli_check_int("fidelity-n", a.fid_n, 0, 1000000000)) ||
@@ -354,6 +351,5 @@ int cmd_eval(int argc, char **argv) {
         return rc;
     if (!a.reverse && !a.flow && !a.images) return cli_usage("give --reverse, --flow or --images");
     if (a.reverse && cli_given("sampler")) return cli_usage("--sampler is F's: with --reverse the sampler is G");
-    if (a.threads > 0) omp_set_num_threads(a.threads);
     return run_eval(&a);
 }

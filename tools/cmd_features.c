@@ -43,12 +43,11 @@ int cmd_train_features(int argc, char **argv) {
         {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow train-features [options]",
-                           "Trains the feature network (a small convolutional classifier whose "
-                           "penultimate\nactivations are the features of the Frechet distance) "
-                           "and prints its test accuracy.", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow train-features [options]",
+                         "Trains the feature network (a small convolutional classifier whose "
+                         "penultimate\nactivations are the features of the Frechet distance) "
+                         "and prints its test accuracy.");
+    if (rc != CLI_GO) return rc;
     o.model.arch = !strcmp(arch, "perceptual") ? BF_FEAT_ARCH_PERCEPTUAL : BF_FEAT_ARCH_FD;
     if (bf_train_features_check_opts(&o)) return cli_usage_fail(NULL);
     double acc, t0 = bf_time();
@@ -223,7 +222,6 @@ done:
 
 int cmd_eval_features(int argc, char **argv) {
     eval_args a = {NULL, NULL, DEFAULT_FEATURES, "fashion-mnist", 0, 0};
-    int threads = 0;
     cli_opt opts[] = {
         {"images", OPT_STR, &a.images, ".npy of images: float32 (n,C,H,W) in [-1,1] or uint8 (n,H,W) / (n,C,H,W)"},
         {"labels", OPT_STR, &a.labels, ".npy of int64 labels (n): also print the class accuracy"},
@@ -231,19 +229,16 @@ int cmd_eval_features(int argc, char **argv) {
         {"data", OPT_STR, &a.data, "dataset whose test split is the reference"},
         {"n", OPT_INT, &a.n, "use the first N samples (0 = all given; the floor: as many as samples)"},
         {"floor", OPT_FLAG, &a.floor, "also print the FD of the test split against N training images"},
-        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        CLI_THREADS_OPT,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts,
-                           "biflow eval-features --images X.npy [--labels L.npy] [--floor] [options]",
-                           "Frechet distance (FD) of images against the test split, in the "
-                           "features of the\nfeature network; N is printed with every FD.",
-                           pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts,
+                         "biflow eval-features --images X.npy [--labels L.npy] [--floor] [options]",
+                         "Frechet distance (FD) of images against the test split, in the "
+                         "features of the\nfeature network; N is printed with every FD.");
+    if (rc != CLI_GO) return rc;
     if (!a.images && !a.floor) return cli_usage("give --images and/or --floor");
     if (a.labels && !a.images) return cli_usage("--labels needs --images");
     if ((rc = cli_check_int("n", a.n, 0, 1000000000))) return rc;
-    if (threads > 0) omp_set_num_threads(threads);
     return run_eval(&a) ? cli_fail() : 0;
 }
