@@ -7,7 +7,6 @@
 #include "tool_util.h"
 
 #include <errno.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,6 @@
 #include "cmd_reverse.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,6 @@
 #include "commands.h"
 #include "tool_util.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 

@@ -8,15 +8,9 @@
 
 #include <errno.h>
 #include <math.h>
-#include <strings.h>
 
 #define MASK_CHOICES "left-half, right-half, top-half, bottom-half, center, border, " \
                      "random-patches[:FRACTION[:SEED]] or a .png/.jpg file of the image size"
-
-int bf_edit_ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n > k && !strcasecmp(s + n - k, suffix);
-}
 
 /* ------------------------------------------------------------------ masks */
 static int token_grid(int img_size, int patch_size) {
@@ -131,7 +125,7 @@ int bf_mask_parse(uint8_t *mask, const char *spec, int img_size, int patch_size)
     const char *rp = "random-patches";
     if (!strncmp(spec, rp, strlen(rp)) && (!spec[strlen(rp)] || spec[strlen(rp)] == ':'))
         return random_mask(mask, spec + strlen(rp), g * g);
-    if (bf_edit_ends_with(spec, ".png") || bf_edit_ends_with(spec, ".jpg") || bf_edit_ends_with(spec, ".jpeg"))
+    if (bf_is_image_file(spec))
         return image_mask(mask, spec, img_size, patch_size);
     bf_set_error("unknown mask '%s': give " MASK_CHOICES, spec);
     return -1;
@@ -200,8 +194,7 @@ int bf_mask_parse_pixels(uint8_t *pix, const char *spec, int img_size, int patch
                     pix[i * img_size + j] = (uint8_t)shape_known((mask_shape)s, i, j, img_size);
             return 0;
         }
-    if (bf_edit_ends_with(spec, ".png") || bf_edit_ends_with(spec, ".jpg") ||
-        bf_edit_ends_with(spec, ".jpeg"))
+    if (bf_is_image_file(spec))
         return image_pixel_mask(pix, spec, img_size);
     uint8_t *tok = bf_malloc((size_t)g * g);   /* random-patches: whole tokens */
     int rc = bf_mask_parse(tok, spec, img_size, patch_size);
