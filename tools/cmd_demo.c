@@ -3,7 +3,7 @@
  * speed-up and evaluation figures. `biflow demo --train` reproduces the shipped models. */
 #include "biflow.h"
 #include "cli.h"
-#include "cmd_demo.h"
+#include "commands.h"
 #include "tool_util.h"
 
 #include <errno.h>

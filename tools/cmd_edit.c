@@ -3,7 +3,7 @@
  * and the images (refusing another size), then calls one library entry point of src/edit.c. */
 #include "biflow.h"
 #include "cli.h"
-#include "cmd_edit.h"
+#include "commands.h"
 #include "edit_measure.h"
 #include "tool_util.h"
 

@@ -3,7 +3,7 @@
  * Section 8). One command, so that every row of a results table is measured the same way. */
 #include "biflow.h"
 #include "cli.h"
-#include "cmd_eval.h"
+#include "commands.h"
 #include "tool_util.h"
 
 #include <math.h>

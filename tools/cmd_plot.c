@@ -1,5 +1,5 @@
 /* biflow plot: renders the curves of one or more training logs to a PNG (bf_plot_logs). */
-#include "cmd_plot.h"
+#include "commands.h"
 
 #include "biflow.h"
 #include "cli.h"

@@ -1,7 +1,7 @@
 /* biflow commands of the reverse model G: train-reverse, eval-reverse, export-reverse. */
 #include "biflow.h"
 #include "cli.h"
-#include "cmd_reverse.h"
+#include "commands.h"
 
 #include <math.h>
 #include <stdio.h>
