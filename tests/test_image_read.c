@@ -6,8 +6,8 @@
  * mask images. */
 #include "test.h"
 #include "image_read.h"
+#include "jpeg_writer.h"
 
-#include <jpeglib.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -34,38 +34,11 @@ static uint8_t *png_bytes(const uint8_t *px, int h, int w, int c, size_t *len) {
     return buf;
 }
 
-/* A JPEG made by libjpeg's compressor: 1 (grey), 3 (RGB) or 4 (CMYK, with the Adobe marker
- * libjpeg writes for it) channels, interleaved; progressive or baseline. */
+/* A JPEG made by libjpeg's compressor without chroma subsampling (close pixels); progressive or
+ * baseline. */
 static uint8_t *jpeg_bytes(const uint8_t *px, int h, int w, int c, int quality, int progressive,
                            size_t *len) {
-    struct jpeg_compress_struct ci;
-    struct jpeg_error_mgr err;
-    unsigned char *out = NULL;
-    unsigned long n = 0;
-    ci.err = jpeg_std_error(&err);
-    jpeg_create_compress(&ci);
-    jpeg_mem_dest(&ci, &out, &n);
-    ci.image_width = (JDIMENSION)w;
-    ci.image_height = (JDIMENSION)h;
-    ci.input_components = c;
-    ci.in_color_space = c == 1 ? JCS_GRAYSCALE : c == 3 ? JCS_RGB : JCS_CMYK;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, quality, TRUE);
-    for (int k = 0; k < ci.num_components; k++)   /* no chroma subsampling: close pixels */
-        ci.comp_info[k].h_samp_factor = ci.comp_info[k].v_samp_factor = 1;
-    if (progressive) jpeg_simple_progression(&ci);
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * c);
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    jpeg_destroy_compress(&ci);
-    uint8_t *copy = bf_malloc(n);   /* libjpeg's buffer, into one freed with free() */
-    memcpy(copy, out, n);
-    free(out);
-    *len = n;
-    return copy;
+    return bf_test_jpeg(px, h, w, c, quality, BF_JPEG_444 | (progressive ? BF_JPEG_PROGRESSIVE : 0), len);
 }
 
 /* Offset of the first marker 0xFF m in a JPEG, or 0. */

@@ -34,3 +34,33 @@ bf_flow *bf_test_tiny_flow(uint64_t seed, int img, int patch) {
     }
     return f;
 }
+
+void bf_test_tiny_train_opts(bf_train_opts *o, const char *dir, int steps) {
+    bf_train_opts_default(o);
+    bf_flow_config_named(&o->model, "fmnist-tiny");
+    o->model.num_blocks = 1;
+    o->model.channels = 32;
+    o->out_dir = dir;
+    o->batch = 4;
+    o->steps = steps;
+    o->warmup = 2;
+    o->ckpt_every = 2;
+    o->log_every = 1;
+    o->quiet = 1;
+    o->seed = 7;
+    o->threads = 1;
+}
+
+long bf_test_saved_step(const char *dir) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    bf_safetensors st;
+    if (bf_st_load(&st, path)) return -1;
+    const bf_tensor_view *t = bf_st_get(&st, "step");
+    const char *meta = bf_st_meta(&st, "step");
+    int64_t step = -1;
+    if (t) memcpy(&step, t->data, 8);
+    if (!meta || strtol(meta, NULL, 10) != step) step = -1;
+    bf_st_free(&st);
+    return (long)step;
+}
