@@ -139,15 +139,27 @@ static void print_rate(const char *name, int batch, long images, double t, doubl
            images / t, 1e3 * t / images, flops / t / 1e9, tail);
 }
 
+/* The prior noise of every case: n standard normal draws, seed 5. */
+static float *bench_noise(size_t n) {
+    float *z = bf_malloc(sizeof(float) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, 5);
+    for (size_t i = 0; i < n; i++) z[i] = bf_rng_normal(&rng);
+    return z;
+}
+
+/* n labels cycling over the classes (-1, unconditional, without classes). */
+static int *bench_labels(int n, int num_classes) {
+    int *y = bf_malloc(sizeof(int) * n);
+    for (int i = 0; i < n; i++) y[i] = num_classes ? i % num_classes : -1;
+    return y;
+}
+
 static double bench_sample_case(bf_flow *f, const sample_case *k, float cfg, int n, double min_s) {
     const bf_flow_config *c = bf_flow_get_config(f);
     size_t N = (size_t)bf_flow_tokens(c) * bf_flow_token_dim(c), img = (size_t)c->in_channels * c->img_size * c->img_size;
-    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * img);
-    int *y = bf_malloc(sizeof(int) * n);
-    bf_rng rng;
-    bf_rng_seed(&rng, 5);
-    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
-    for (int i = 0; i < n; i++) y[i] = c->num_classes ? i % c->num_classes : -1;
+    float *z = bench_noise(n * N), *x = bf_malloc(sizeof(float) * n * img);
+    int *y = bench_labels(n, c->num_classes);
     bf_sample_opts o;
     bf_sample_opts_default(&o);
     o.sampler = k->s;
@@ -182,12 +194,8 @@ static double bench_biflow_case(bf_reverse *r, const char *name, int batch, floa
                                 int n, double min_s) {
     const bf_reverse_config *c = bf_reverse_get_config(r);
     size_t N = (size_t)c->img_size * c->img_size * c->in_channels;
-    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * N);
-    int *y = bf_malloc(sizeof(int) * n);
-    bf_rng rng;
-    bf_rng_seed(&rng, 5);
-    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
-    for (int i = 0; i < n; i++) y[i] = c->num_classes ? i % c->num_classes : -1;
+    float *z = bench_noise(n * N), *x = bf_malloc(sizeof(float) * n * N);
+    int *y = bench_labels(n, c->num_classes);
     bf_reverse_sample_opts o;
     bf_reverse_sample_opts_default(&o);
     o.cfg = cfg;
