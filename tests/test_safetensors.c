@@ -133,15 +133,22 @@ TEST(st_roundtrip_dtypes_shapes_meta) {
     bf_st_free(&st);                                   /* twice is harmless */
 }
 
+/* The sample file written to path and read back: its n bytes, and its header's length field. */
+static uint8_t *sample_bytes(const char *path, size_t *n, uint64_t *hlen) {
+    write_sample(path);
+    uint8_t *b = read_bytes(path, n);
+    *hlen = 0;
+    for (int i = 7; i >= 0; i--) *hlen = (*hlen << 8) | b[i];
+    return b;
+}
+
 /* Layout as the Python library writes it: header padded with spaces to 8 bytes, metadata first,
  * offsets packed in insertion order. */
 TEST(st_writer_layout) {
     const char *path = bf_test_tmp("layout.safetensors");
-    write_sample(path);
     size_t n;
-    uint8_t *b = read_bytes(path, &n);
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | b[i];
+    uint64_t hlen;
+    uint8_t *b = sample_bytes(path, &n, &hlen);
     CHECK(hlen % 8 == 0 && 8 + hlen <= n);
     CHECK(memcmp(b + 8, "{\"__metadata__\":{\"format\":\"test\"", 32) == 0);
     size_t end = 8 + hlen;
@@ -218,11 +225,9 @@ TEST(st_expect_messages) {
 
 TEST(st_reject_truncated) {
     const char *src = bf_test_tmp("whole.safetensors");
-    write_sample(src);
     size_t n;
-    uint8_t *b = read_bytes(src, &n);
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | b[i];
+    uint64_t hlen;
+    uint8_t *b = sample_bytes(src, &n, &hlen);
     size_t cuts[] = {0, 1, 7, 8, 9, 8 + hlen / 2, 8 + hlen - 1, 8 + hlen, 8 + hlen + 1, n - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         const char *path = bf_test_tmp("cut.safetensors");
