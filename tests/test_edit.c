@@ -493,8 +493,9 @@ TEST(edit_inpaint_known_region_exact) {
 }
 
 /* The rounds change the result and are reproducible; with the exact inverse and no renoising a
- * round gives back what it was given (F^-1(F(x)) = x), so the rounds are a fixed point. */
-TEST(edit_inpaint_rounds) {
+ * round gives back what it was given (F^-1(F(x)) = x), so the rounds are a fixed point. In
+ * fp32: with bf16 products the inverse is exact only to about 0.2%. */
+TEST_FP32(edit_inpaint_rounds) {
     pair_fixture p;
     pair_init(&p);
     float a[3 * 64], b[3 * 64], c[3 * 64];
@@ -602,8 +603,8 @@ static int edit_at(const bf_editor *e, float *out, const bf_image_set *in, const
 }
 
 /* Strength 0 decodes F(x | t) as t: with the exact inverse that is the input itself; strength 1
- * is the full edit; in between, something of both. */
-TEST(edit_class_strength) {
+ * is the full edit; in between, something of both. In fp32, as the exact inverse needs. */
+TEST_FP32(edit_class_strength) {
     pair_fixture p;
     pair_init(&p);
     int targets[2] = {1, 7};
