@@ -131,8 +131,8 @@ FUZZ_PROBE = mkdir -p build/fuzz && \
 # Regenerates the seed corpora (tests/fixtures/fuzz/) from tests/fuzz/make_seeds.c.
 fuzz-seeds: build/make_seeds
 	./build/make_seeds tests/fixtures/fuzz
-build/make_seeds: tests/fuzz/make_seeds.c build/libbiflow.a
-	$(CC) $(CFLAGS) -o $@ $< build/libbiflow.a $(LDLIBS)
+build/make_seeds: tests/fuzz/make_seeds.c tests/jpeg_writer.c build/libbiflow.a
+	$(CC) $(CFLAGS) -o $@ $< tests/jpeg_writer.c build/libbiflow.a $(LDLIBS)
 
 # ---------------------------------------------------------------- tests
 # The fuzz harnesses run from the suite (tests/test_fuzz.c); without clang and libFuzzer

@@ -549,12 +549,18 @@ void bf_inpaint_mix_soft(float *z, const float *zx, const float *eps, const floa
  * out = a at t = 0, b at t = 1; a straight line when they are (anti)parallel or zero. */
 void bf_slerp(float *out, const float *a, const float *b, size_t m, double t);
 
-/* Images to edit: x (n, c, h, w) in [-1, 1], y (n) labels, -1 where none is known. */
+/* Images in (to edit, to score): x (n, c, h, w) in [-1, 1], y (n) labels, -1 where none is
+ * known. */
 typedef struct { int n, c, h, w; float *x; int *y; } bf_image_set;
-/* spec: a .npy (uint8 (n,H,W) or (n,C,H,W), or float32/float64 of those shapes in [-1, 1]), a
- * .png/.jpg file (one image), or a dataset spec (bf_dataset_load; its test split, with
- * labels). limit > 0 keeps the first limit images. */
+/* spec: a .npy (bf_image_set_load_npy), a .png/.jpg file (one image), or a dataset spec
+ * (bf_dataset_load; its test split, with labels). limit > 0 keeps the first limit images. */
 int bf_image_set_load(bf_image_set *s, const char *spec, int limit);
+/* The one .npy image reader: uint8 pixels, or float32/float64 in [-1, 1] (a little slack for
+ * rounding, clamped; other values are refused), of shape (n, H, W) (one channel) or
+ * (n, C, H, W); channels-last (n, H, W, C) is not read. Labels -1. */
+int bf_image_set_load_npy(bf_image_set *s, const char *path, int limit);
+/* s->y from a .npy of int64 or int32 labels (m) with m >= s->n: the first s->n of them. */
+int bf_image_set_load_labels(bf_image_set *s, const char *path);
 void bf_image_set_free(bf_image_set *s);
 /* y (n): the label under which F gives each image x (n, C, H, W) the highest likelihood
  * (num_classes encodings per image); -1 for an unconditional F. */

@@ -310,3 +310,14 @@ double bf_gc_max_abs_diff(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
     return m;
 }
+
+double bf_gc_pointwise_loss(void *ctx) {
+    bf_gc_pointwise *x = ctx;
+    x->forward(x->out, x->inp, x->n);
+    return bf_gc_dot(x->out, x->R, x->n);
+}
+
+void bf_gc_pointwise_backward(void *ctx) {
+    bf_gc_pointwise *x = ctx;
+    x->backward(x->dinp, x->from_out ? x->out : x->inp, x->R, x->n);
+}

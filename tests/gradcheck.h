@@ -77,6 +77,19 @@ int bf_gradcheck_direction(const char *label, const bf_gc_problem *p, bf_gc_tens
 int bf_gc_close(const char *what, const float *got, const double *want, size_t n, double atol,
                 double rtol);
 
+/* An elementwise activation under a gradient check, L = <forward(inp), R>: the ctx of
+ * bf_gc_pointwise_loss and bf_gc_pointwise_backward. backward accumulates dinp from dout and
+ * the activation's input (GELU, SiLU), or its output with from_out (ReLU). */
+typedef struct {
+    size_t n;
+    float *inp, *out, *R, *dinp;
+    void (*forward)(float *out, const float *inp, size_t n);
+    void (*backward)(float *dinp, const float *in_or_out, const float *dout, size_t n);
+    int from_out;
+} bf_gc_pointwise;
+double bf_gc_pointwise_loss(void *ctx);
+void bf_gc_pointwise_backward(void *ctx);
+
 /* Helpers for building problems. */
 double bf_gc_dot(const float *a, const float *b, size_t n);        /* sum a*b in double */
 float *bf_gc_randn(uint64_t seed, size_t n, float mean, float std); /* malloc'ed */

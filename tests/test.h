@@ -81,6 +81,12 @@ int bf_test_have_fashion_mnist(void);
 const char *bf_test_shared(const char *rel);
 /* A fresh scratch directory for this test run (removed at exit). */
 const char *bf_test_tmpdir(void);
+/* name in that directory (one of 8 rotating buffers: valid for the next 7 calls). */
+const char *bf_test_tmp(const char *name);
+/* Writes n bytes to path, a new file (an old one is removed first: truncating a file with data
+ * makes ext4 flush it on close (auto_da_alloc), which costs a millisecond per write in the
+ * fuzz loops). */
+void bf_test_write_file(const char *path, const void *data, size_t n);
 /* Runs a shell command (printf-style), its stdout and stderr together captured into out (n
  * bytes, may be NULL); returns the exit status, or 128 + the signal that ended it. A command
  * starting with "./biflow " runs the CLI named by BF_CLI instead, when that is set. A

@@ -106,17 +106,6 @@ static int outputs_exist(const char *prefix) {
     return exists(prefix, ".png") && exists(prefix, ".npy") && exists(prefix, "_labels.npy");
 }
 
-static long recorded_step(const char *dir) {
-    char path[600];
-    fmt(path, sizeof path, "%s/train_state.safetensors", dir);
-    bf_safetensors st;
-    if (bf_st_load(&st, path)) return -1;
-    const char *s = bf_st_meta(&st, "step");
-    long step = s ? strtol(s, NULL, 10) : -1;
-    bf_st_free(&st);
-    return step;
-}
-
 /* Runs a command line; reports it with its output when rc is not the one expected. */
 static int run_expect(char *out, int expect, const char *cmd) {
     int rc = bf_test_sh(out, OUT_MAX, "%s", cmd);
@@ -134,7 +123,7 @@ TEST(cli_train_flow_then_resume_extends_the_run) {
     fmt(cmd, sizeof cmd, "./biflow train-flow %s --data '%s' --steps 2 --final-eval 0 --out '%s'",
              tiny, fx->data, dir);
     CHECK(run_expect(out, 0, cmd) == 0);
-    CHECK(recorded_step(dir) == 2);
+    CHECK(bf_test_saved_step(dir) == 2);
     CHECK(strstr(out, "--final-eval is deprecated, use --eval-n") != NULL);   /* the old spelling works */
     fmt(cmd, sizeof cmd, "./biflow train-flow --resume --seed 5 --data '%s' --steps 3 --out '%s'",
              fx->data, dir);
@@ -142,7 +131,7 @@ TEST(cli_train_flow_then_resume_extends_the_run) {
     fmt(cmd, sizeof cmd, "./biflow train-flow --resume --data '%s' --steps 3 --eval-n 4 --threads 1 "
              "--quiet --out '%s'", fx->data, dir);
     CHECK(run_expect(out, 0, cmd) == 0);
-    CHECK(recorded_step(dir) == 3);
+    CHECK(bf_test_saved_step(dir) == 3);
     CHECK(strstr(out, "test bits/dim (EMA weights, 4 images") != NULL);
     bf_flow *f = bf_flow_load(dir, 1);   /* the resumed run keeps its shape: width 32, 1 block */
     CHECK(f && bf_flow_get_config(f)->channels == 32 && bf_flow_get_config(f)->num_blocks == 1);

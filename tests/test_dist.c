@@ -4,6 +4,7 @@
  * count. The mpirun tests are skipped (and counted) without OpenMPI's mpirun or an MPI build. */
 #include "test.h"
 #include "dist.h"
+#include "tiny_models.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -128,18 +129,6 @@ static int same_log(const char *a, const char *b) {
     return rc;
 }
 
-static long saved_step(const char *dir, const char *file) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    bf_safetensors st;
-    if (bf_st_load(&st, path)) return -1;
-    const bf_tensor_view *t = bf_st_get(&st, "step");
-    int64_t step = -1;
-    if (t) memcpy(&step, t->data, 8);
-    bf_st_free(&st);
-    return (long)step;
-}
-
 #define TINY_F "--config fmnist-tiny --blocks 1 --width 32 --batch 4 --eval-n 0 --quiet " \
                "--log-every 1 --ckpt-every 3"
 
@@ -169,7 +158,7 @@ TEST(mpi_train_flow_2_ranks_x_1_thread_equals_1_process_x_2_threads) {
                         "--threads 1 --out '%s'", g_mpirun, g_cli, fail, g_cli, fail);
     CHECK(rc != 0 && strstr(out, "biflow (rank 1 of 2): a test fault (BF_TEST_FAULT) before step 5"));
     CHECK(!strstr(out, "rank 0 of 2") && !strstr(out, "biflow: "));
-    CHECK(saved_step(fail, "train_state.safetensors") == 3);
+    CHECK(bf_test_saved_step(fail) == 3);
     /* resumed by one process of two threads (the same 2 shards): the uninterrupted run */
     CHECK(run(0, "%s train-flow --resume --steps 6 --threads 2 --quiet --eval-n 0 --log-every 1 "
               "--out '%s'%s%s", g_cli, fail, "", "") == 0);

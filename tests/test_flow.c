@@ -2,6 +2,7 @@
  * exact invertibility, the log-determinant against a brute-force Jacobian, causality, and
  * finite-difference checks of the whole model's gradient. */
 #include "test.h"
+#include "tiny_models.h"
 #include "flow.h"
 #include "gradcheck.h"
 #include "kernels.h"
@@ -124,17 +125,7 @@ TEST_FP32(flow_reference_fixture_reverse_guided) { check_reverse("reverse_cfg2",
 
 /* A small model whose blocks are far from the identity: random output projections. */
 static bf_flow *random_flow(bf_flow_config c, uint64_t seed, float out_std) {
-    bf_flow *f = bf_flow_new(&c);
-    bf_flow_init(f, seed);
-    bf_rng rng;
-    bf_rng_seed(&rng, seed + 1);
-    for (int b = 0; b < c.num_blocks; b++) {
-        float *w = f->params + f->blocks[b].out_w;
-        for (int i = 0; i < 2 * f->D * f->W; i++) w[i] = out_std * bf_rng_normal(&rng);
-        float *bb = f->params + f->blocks[b].out_b;
-        for (int i = 0; i < 2 * f->D; i++) bb[i] = 0.1f * bf_rng_normal(&rng);
-    }
-    return f;
+    return bf_test_random_flow(c, seed, out_std, 0.1f);
 }
 
 TEST_FP32(flow_inverse_reproduces_real_images) {

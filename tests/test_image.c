@@ -6,19 +6,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static const char *img_path(const char *name) {
-    static char buf[4][1024];
-    static int k;
-    char *out = buf[k++ & 3];
-    snprintf(out, 1024, "%s/%s", bf_test_tmpdir(), name);
-    return out;
-}
-
-static void put_raw(const char *path, const void *data, size_t n) {
-    FILE *fp = fopen(path, "wb");
-    BF_ASSERT(fp && fwrite(data, 1, n, fp) == n && fclose(fp) == 0);
-}
-
 /* Loads a PNG back with the library's decoder (libpng), keeping its channel count. */
 static uint8_t *load_png(const char *path, int *h, int *w, int *c) {
     uint8_t *buf;
@@ -51,7 +38,7 @@ TEST(image_png_roundtrip) {
         int h = 5 + c, w = 9 - c;
         uint8_t px[512];
         for (int i = 0; i < h * w * c; i++) px[i] = (uint8_t)bf_rng_u64(&r);
-        const char *p = img_path("rt.png");
+        const char *p = bf_test_tmp("rt.png");
         CHECK(bf_write_png(p, px, h, w, c) == 0);
         int lh, lw, lc;
         uint8_t *back = load_png(p, &lh, &lw, &lc);
@@ -60,8 +47,8 @@ TEST(image_png_roundtrip) {
         free(back);
     }
     uint8_t px[4] = {0};
-    CHECK_ERR(bf_write_png(img_path("x.png"), px, 0, 2, 1), "bad image");
-    CHECK_ERR(bf_write_png(img_path("x.png"), px, 2, 2, 5), "bad image");
+    CHECK_ERR(bf_write_png(bf_test_tmp("x.png"), px, 0, 2, 1), "bad image");
+    CHECK_ERR(bf_write_png(bf_test_tmp("x.png"), px, 2, 2, 5), "bad image");
     CHECK_ERR(bf_write_png("/no/such/dir/x.png", px, 1, 1, 1), "/no/such/dir/x.png");
 }
 
@@ -73,7 +60,7 @@ TEST(image_grid_layout) {
             for (int p = 0; p < 4; p++) img[i][k][p / 2][p % 2] = -1.0f + 0.25f * (float)(i + k + p);
     img[1][2][0][1] = NAN;    /* image 1, pixel (0, 1): red */
     img[2][0][1][1] = 9.0f;   /* clipped to 255 */
-    const char *p = img_path("grid.png");
+    const char *p = bf_test_tmp("grid.png");
     CHECK(bf_write_image_grid(p, &img[0][0][0][0], 3, 3, 2, 2, 2, 2) == 0);
     int h, w, c;
     uint8_t *g = load_png(p, &h, &w, &c);
@@ -115,7 +102,7 @@ TEST(image_png_in_memory) {
     uint8_t *png = NULL, *file = NULL;
     size_t n = 0, fn = 0;
     CHECK(bf_image_grid_png(&png, &n, &img[0][0][0][0], 2, 1, 3, 3, 2, 1) == 0);
-    const char *p = img_path("mem.png");
+    const char *p = bf_test_tmp("mem.png");
     CHECK(bf_write_image_grid(p, &img[0][0][0][0], 2, 1, 3, 3, 2, 1) == 0);
     CHECK(bf_read_file(p, &file, &fn, 1 << 20) == 0);
     CHECK(png && n > 8 && n == fn && !memcmp(png, file, n));
@@ -150,7 +137,7 @@ TEST(image_png_in_memory) {
 TEST(image_npy_roundtrip) {
     static const bf_dtype dts[5] = {BF_DT_F32, BF_DT_F64, BF_DT_I64, BF_DT_I32, BF_DT_U8};
     static const size_t sizes[5] = {4, 8, 8, 4, 1};
-    const char *p = img_path("a.npy");
+    const char *p = bf_test_tmp("a.npy");
     uint8_t src[24 * 8];
     for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)(i * 37 + 11);
     const int64_t shapes[4][3] = {{2, 3, 4}, {24, 0, 0}, {0, 3, 0}, {0, 0, 0}};
@@ -199,7 +186,7 @@ static void npy_raw(const char *path, int version, const char *dict, size_t data
     memset(buf + pre + dl, ' ', hl - dl - 1);
     buf[pre + hl - 1] = '\n';
     for (size_t i = 0; i < data_bytes; i++) buf[pre + hl + i] = (uint8_t)i;
-    put_raw(path, buf, pre + hl + data_bytes);
+    bf_test_write_file(path, buf, pre + hl + data_bytes);
 }
 
 static int read_npy_ok(const char *p, bf_dtype want_dt, int want_nd, int64_t want0) {
@@ -214,7 +201,7 @@ static int read_npy_ok(const char *p, bf_dtype want_dt, int want_nd, int64_t wan
 }
 
 TEST(image_npy_reader_accepts_and_rejects) {
-    const char *p = img_path("r.npy");
+    const char *p = bf_test_tmp("r.npy");
     bf_dtype dt;
     int nd;
     int64_t sh[8];
@@ -255,9 +242,9 @@ TEST(image_npy_reader_accepts_and_rejects) {
     CHECK_ERR(READ, "needs 12 data bytes but the file holds 11");
     npy_raw(p, 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", 13);
     CHECK_ERR(READ, "needs 12 data bytes but the file holds 13");
-    put_raw(p, "\x93NUMPY\x01\x00\xff\x00{'descr'", 18);
+    bf_test_write_file(p, "\x93NUMPY\x01\x00\xff\x00{'descr'", 18);
     CHECK_ERR(READ, "file ends inside the header");
-    put_raw(p, "\x93NUMPZ\x01\x00", 8);
+    bf_test_write_file(p, "\x93NUMPZ\x01\x00", 8);
     CHECK_ERR(READ, "bad magic");
     CHECK_ERR(bf_read_npy("/no/such.npy", &dt, &nd, sh, &data), "cannot open '/no/such.npy'");
     CHECK(data == NULL);
@@ -269,18 +256,18 @@ TEST(image_npy_reader_accepts_and_rejects) {
 static int scratch_fd(char *path, size_t cap) {
     int fd = memfd_create("npy_fuzz", 0);
     if (fd >= 0) snprintf(path, cap, "/proc/self/fd/%d", fd);
-    else snprintf(path, cap, "%s", img_path("m.npy"));
+    else snprintf(path, cap, "%s", bf_test_tmp("m.npy"));
     return fd;
 }
 
 static void scratch_write(int fd, const char *path, const void *data, size_t n) {
-    if (fd < 0) { put_raw(path, data, n); return; }
+    if (fd < 0) { bf_test_write_file(path, data, n); return; }
     BF_ASSERT(ftruncate(fd, 0) == 0 && pwrite(fd, data, n, 0) == (ssize_t)n);
 }
 
 /* Mutates a few bytes of valid .npy files (mostly in the header) and reads them back. */
 TEST(image_fuzz_npy_mutations) {
-    const char *base = img_path("base.npy");
+    const char *base = bf_test_tmp("base.npy");
     char p[1100];
     int fd = scratch_fd(p, sizeof p);
     uint8_t src[96], *orig[2];

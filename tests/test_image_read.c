@@ -6,23 +6,10 @@
  * mask images. */
 #include "test.h"
 #include "image_read.h"
+#include "jpeg_writer.h"
 
-#include <jpeglib.h>
 #include <sys/stat.h>
 #include <zlib.h>
-
-static const char *tmp_path(const char *name) {
-    static char buf[8][1024];
-    static int k;
-    char *out = buf[k++ & 7];
-    snprintf(out, 1024, "%s/%s", bf_test_tmpdir(), name);
-    return out;
-}
-
-static void put_raw(const char *path, const void *data, size_t n) {
-    FILE *fp = fopen(path, "wb");
-    BF_ASSERT(fp && fwrite(data, 1, n, fp) == n && fclose(fp) == 0);
-}
 
 /* Decoding must fail (NULL) with a message holding needle. */
 #define CHECK_DECODE_FAILS(buf, len, needle)                                              \
@@ -40,45 +27,18 @@ static void put_raw(const char *path, const void *data, size_t n) {
 
 /* A PNG file as the project writes it, in memory. */
 static uint8_t *png_bytes(const uint8_t *px, int h, int w, int c, size_t *len) {
-    const char *p = tmp_path("enc.png");
+    const char *p = bf_test_tmp("enc.png");
     BF_ASSERT(bf_write_png(p, px, h, w, c) == 0);
     uint8_t *buf;
     BF_ASSERT(bf_read_file(p, &buf, len, 1 << 20) == 0);
     return buf;
 }
 
-/* A JPEG made by libjpeg's compressor: 1 (grey), 3 (RGB) or 4 (CMYK, with the Adobe marker
- * libjpeg writes for it) channels, interleaved; progressive or baseline. */
+/* A JPEG made by libjpeg's compressor without chroma subsampling (close pixels); progressive or
+ * baseline. */
 static uint8_t *jpeg_bytes(const uint8_t *px, int h, int w, int c, int quality, int progressive,
                            size_t *len) {
-    struct jpeg_compress_struct ci;
-    struct jpeg_error_mgr err;
-    unsigned char *out = NULL;
-    unsigned long n = 0;
-    ci.err = jpeg_std_error(&err);
-    jpeg_create_compress(&ci);
-    jpeg_mem_dest(&ci, &out, &n);
-    ci.image_width = (JDIMENSION)w;
-    ci.image_height = (JDIMENSION)h;
-    ci.input_components = c;
-    ci.in_color_space = c == 1 ? JCS_GRAYSCALE : c == 3 ? JCS_RGB : JCS_CMYK;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, quality, TRUE);
-    for (int k = 0; k < ci.num_components; k++)   /* no chroma subsampling: close pixels */
-        ci.comp_info[k].h_samp_factor = ci.comp_info[k].v_samp_factor = 1;
-    if (progressive) jpeg_simple_progression(&ci);
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * c);
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    jpeg_destroy_compress(&ci);
-    uint8_t *copy = bf_malloc(n);   /* libjpeg's buffer, into one freed with free() */
-    memcpy(copy, out, n);
-    free(out);
-    *len = n;
-    return copy;
+    return bf_test_jpeg(px, h, w, c, quality, BF_JPEG_444 | (progressive ? BF_JPEG_PROGRESSIVE : 0), len);
 }
 
 /* Offset of the first marker 0xFF m in a JPEG, or 0. */
@@ -148,8 +108,8 @@ TEST(image_read_truncated_png_is_refused) {
     bad[len - 20] ^= 0x10;
     CHECK_DECODE_FAILS(bad, len, "PNG:");
     free(bad);
-    const char *p = tmp_path("cut.png");   /* through the file reader: the path is named */
-    put_raw(p, png, len - 13);
+    const char *p = bf_test_tmp("cut.png");   /* through the file reader: the path is named */
+    bf_test_write_file(p, png, len - 13);
     uint8_t *pix;
     int c, h, w;
     CHECK_ERR(bf_read_image(&pix, &c, &h, &w, p), "cut.png");
@@ -243,13 +203,13 @@ TEST(crafted_jpeg_huffman_overflow_is_refused_by_every_reader) {
     static uint8_t j[4200];
     size_t len = crafted_jpeg(j);
     CHECK_DECODE_FAILS(j, len, "Bogus Huffman table");
-    const char *dir = tmp_path("crafted");   /* folder: dataset */
+    const char *dir = bf_test_tmp("crafted");   /* folder: dataset */
     char sub[1100], file[1200];
     mkdir(dir, 0755);
     snprintf(sub, sizeof sub, "%s/cls", dir);
     mkdir(sub, 0755);
     snprintf(file, sizeof file, "%s/x.jpg", sub);
-    put_raw(file, j, len);
+    bf_test_write_file(file, j, len);
     bf_dataset d;
     char spec[1200];
     snprintf(spec, sizeof spec, "folder:%s", dir);
@@ -259,8 +219,8 @@ TEST(crafted_jpeg_huffman_overflow_is_refused_by_every_reader) {
     CHECK_ERR(bf_image_set_load(&s, file, 0), "Bogus Huffman table");
     uint8_t mask[16];   /* --mask X.jpg, and the same bytes named .png */
     CHECK_ERR(bf_mask_parse(mask, file, 8, 2), "x.jpg");
-    const char *png = tmp_path("crafted.png");
-    put_raw(png, j, len);
+    const char *png = bf_test_tmp("crafted.png");
+    bf_test_write_file(png, j, len);
     CHECK_ERR(bf_mask_parse(mask, png, 8, 2), "Bogus Huffman table");
 }
 

@@ -374,17 +374,6 @@ static const float gelu_special[] = {0.0f, 1e-3f, -1e-3f, 0.5f, -0.5f, 1.0f, -1.
                                      3.0f, -3.0f, 4.5f, -4.5f, 6.0f, -6.0f, 10.0f, -10.0f, 30.0f,
                                      -30.0f, 1e-20f, -1e-20f};
 
-typedef struct { size_t n; float *inp, *out, *R, *dinp; } gelu_ctx;
-static double gelu_loss(void *p) {
-    gelu_ctx *x = p;
-    bf_gelu_forward(x->out, x->inp, x->n);
-    return bf_gc_dot(x->out, x->R, x->n);
-}
-static void gelu_bwd(void *p) {
-    gelu_ctx *x = p;
-    bf_gelu_backward(x->dinp, x->inp, x->R, x->n);
-}
-
 TEST(gelu_forward_matches_erf_in_double) {
     size_t ns = (size_t)NUM(gelu_special), n = 2100 + ns;   /* chunks, vectors and tails */
     float *inp = bf_gc_randn_shifted(1000, n, 2.5f), *out = bf_gc_zeros(n), *dinp = bf_gc_zeros(n), *ones = bf_gc_zeros(n);
@@ -419,11 +408,11 @@ TEST(gelu_backward_gradcheck) {
     static const size_t sizes[] = {101, LARGE_WORK + 5};   /* vectors and a scalar tail */
     for (int k = 0; k < NUM(sizes); k++) {
         size_t n = sizes[k];
-        gelu_ctx x = {n, bf_gc_randn_shifted(1100 + 10 * k, n, 2.0f), bf_gc_zeros(n), bf_gc_randn_shifted(1101 + 10 * k, n, 1.0f),
-                      bf_gc_zeros(n)};
+        bf_gc_pointwise x = {n, bf_gc_randn_shifted(1100 + 10 * k, n, 2.0f), bf_gc_zeros(n), bf_gc_randn_shifted(1101 + 10 * k, n, 1.0f),
+                             bf_gc_zeros(n), bf_gelu_forward, bf_gelu_backward, 0};
         memcpy(x.inp, gelu_special, 13 * sizeof(float));   /* the moderate special values */
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-        bf_gc_problem p = {.loss = gelu_loss, .backward = gelu_bwd, .ctx = &x,
+        bf_gc_problem p = {.loss = bf_gc_pointwise_loss, .backward = bf_gc_pointwise_backward, .ctx = &x,
                            .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 1000)};
         char label[64];
         snprintf(label, sizeof label, "gelu n=%zu", n);

@@ -238,17 +238,6 @@ static const float silu_special[] = {0.0f, 1e-3f, -1e-3f, 0.5f, -0.5f, 1.0f, -1.
                                      87.0f, -87.0f, 89.0f, -89.0f, 100.0f, -100.0f, 1e-20f,
                                      -1e-20f};
 
-typedef struct { size_t n; float *inp, *out, *R, *dinp; } silu_ctx;
-static double silu_loss(void *p) {
-    silu_ctx *x = p;
-    bf_silu_forward(x->out, x->inp, x->n);
-    return bf_gc_dot(x->out, x->R, x->n);
-}
-static void silu_bwd(void *p) {
-    silu_ctx *x = p;
-    bf_silu_backward(x->dinp, x->inp, x->R, x->n);
-}
-
 TEST(cond_silu_forward_matches_double) {
     size_t ns = (size_t)NUM(silu_special), n = 2100 + ns;   /* vectors and a tail */
     float *inp = bf_gc_randn_shifted(3500, n, 4.0f), *out = bf_gc_nans(n), *dinp = bf_gc_zeros(n), *ones = bf_gc_zeros(n);
@@ -285,11 +274,11 @@ TEST(cond_silu_backward_gradcheck) {
     static const size_t sizes[] = {101, LARGE_WORK + 5};
     for (int k = 0; k < NUM(sizes); k++) {
         size_t n = sizes[k];
-        silu_ctx x = {n, bf_gc_randn_shifted(3600 + 10 * k, n, 3.0f), bf_gc_zeros(n), bf_gc_randn_shifted(3601 + 10 * k, n, 1.0f),
-                      bf_gc_zeros(n)};
+        bf_gc_pointwise x = {n, bf_gc_randn_shifted(3600 + 10 * k, n, 3.0f), bf_gc_zeros(n), bf_gc_randn_shifted(3601 + 10 * k, n, 1.0f),
+                             bf_gc_zeros(n), bf_silu_forward, bf_silu_backward, 0};
         memcpy(x.inp, silu_special, 17 * sizeof(float));   /* the moderate special values */
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-        bf_gc_problem p = {.loss = silu_loss, .backward = silu_bwd, .ctx = &x,
+        bf_gc_problem p = {.loss = bf_gc_pointwise_loss, .backward = bf_gc_pointwise_backward, .ctx = &x,
                            .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 1000)};
         char label[64];
         snprintf(label, sizeof label, "silu n=%zu", n);

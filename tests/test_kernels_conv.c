@@ -136,29 +136,23 @@ TEST(conv2d_backward_gradcheck) {
 }
 
 /* ================================================================== ReLU */
-typedef struct { size_t n; float *inp, *out, *R, *dinp; } relu_ctx;
-
-static double relu_loss(void *p) {
-    relu_ctx *x = p;
-    bf_relu_forward(x->out, x->inp, x->n);
-    return bf_gc_dot(x->out, x->R, x->n);
-}
-static void relu_bwd(void *p) {
-    relu_ctx *x = p;
-    bf_relu_backward(x->dinp, x->R, x->out, x->n);
+/* bf_relu_backward in bf_gc_pointwise's order: the output before the gradient. */
+static void relu_backward(float *dinp, const float *out, const float *dout, size_t n) {
+    bf_relu_backward(dinp, dout, out, n);
 }
 
 TEST(relu_forward_backward) {
     size_t n = 300;
-    relu_ctx x = {n, bf_gc_randn_shifted(9300, n, 1.0f), bf_gc_nans(n), bf_gc_randn_shifted(9301, n, 1.0f), bf_gc_zeros(n)};
+    bf_gc_pointwise x = {n, bf_gc_randn_shifted(9300, n, 1.0f), bf_gc_nans(n), bf_gc_randn_shifted(9301, n, 1.0f), bf_gc_zeros(n),
+                         bf_relu_forward, relu_backward, 1};
     for (size_t i = 0; i < n; i++)   /* away from the kink, where finite differences lie */
         x.inp[i] += x.inp[i] < 0 ? -0.05f : 0.05f;
-    (void)relu_loss(&x);
+    (void)bf_gc_pointwise_loss(&x);
     int bad = 0;
     for (size_t i = 0; i < n; i++) bad += x.out[i] != (x.inp[i] > 0 ? x.inp[i] : 0.0f);
     CHECK(bad == 0);
     bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-    bf_gc_problem p = {.loss = relu_loss, .backward = relu_bwd, .ctx = &x, .seed = bf_gc_seed_shift()};
+    bf_gc_problem p = {.loss = bf_gc_pointwise_loss, .backward = bf_gc_pointwise_backward, .ctx = &x, .seed = bf_gc_seed_shift()};
     CHECK(bf_gradcheck("relu", &p, t, 1) == 0);
     float v[3] = {NAN, -1.0f, 2.0f}, o[3];
     bf_relu_forward(o, v, 3);

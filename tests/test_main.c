@@ -71,6 +71,22 @@ const char *bf_test_tmpdir(void) {
     return tmpdir;
 }
 
+const char *bf_test_tmp(const char *name) {
+    static char buf[8][1024];
+    static int k;
+    char *out = buf[k++ & 7];
+    snprintf(out, 1024, "%s/%s", bf_test_tmpdir(), name);
+    return out;
+}
+
+void bf_test_write_file(const char *path, const void *data, size_t n) {
+    remove(path);
+    FILE *fp = fopen(path, "wb");
+    BF_ASSERT(fp != NULL);
+    BF_ASSERT(n == 0 || fwrite(data, 1, n, fp) == n);
+    BF_ASSERT(fclose(fp) == 0);
+}
+
 /* A sanitizer report in the output of a command a test ran (a sanitized CLI: make SAN=1 test)
  * fails the test, whatever exit status the test expects. UBSan writes its reports there even
  * when told to log elsewhere (GCC 12, with ASan). */

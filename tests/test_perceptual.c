@@ -35,26 +35,36 @@ static bf_features *tiny_features(uint64_t seed) {
     return fn;
 }
 
+/* The context of n 8x8x1 images: activations of both sides, random prediction and target
+ * (seeds seed, seed + 1), a zero gradient, and the gradient check's tensor of the prediction. */
+static bf_gc_tensor perc_alloc(perc_ctx *m, bf_features *fn, int n, uint64_t seed) {
+    m->n = n;
+    bf_feat_acts_init(&m->ap, fn, n);
+    bf_feat_acts_init(&m->at, fn, n);
+    m->pred = bf_gc_randn(seed, (size_t)n * 64, 0.0f, 0.6f);
+    m->target = bf_gc_randn(seed + 1, (size_t)n * 64, 0.0f, 0.6f);
+    m->dpred = bf_gc_zeros((size_t)n * 64);
+    return (bf_gc_tensor){"pred", m->pred, m->dpred, (size_t)n * 64};
+}
+
+static void perc_free(perc_ctx *m) {
+    bf_feat_acts_free(&m->ap);
+    bf_feat_acts_free(&m->at);
+    free(m->pred); free(m->target); free(m->dpred);
+}
+
 /* With the adaptive weight off the loss is a plain function of the prediction: its gradient
  * through normalisation and the frozen network must match finite differences. A small step
  * keeps the differences from crossing ReLU and max-pool kinks. */
 TEST(perceptual_gradient_finite_difference) {
     perc_ctx m = {0};
     bf_features *fn = tiny_features(3);
-    m.n = 2;
     bf_perceptual_init(&m.p, fn, 0.7f, 0.0f, 0.01f);
     CHECK(m.p.n_layers == 5);   /* four convolutions and the feature layer */
-    bf_feat_acts_init(&m.ap, fn, m.n);
-    bf_feat_acts_init(&m.at, fn, m.n);
-    m.pred = bf_gc_randn(4, 128, 0.0f, 0.6f);
-    m.target = bf_gc_randn(5, 128, 0.0f, 0.6f);
-    m.dpred = bf_gc_zeros(128);
-    bf_gc_tensor t[] = {{"pred", m.pred, m.dpred, 128}};
+    bf_gc_tensor t[] = {perc_alloc(&m, fn, 2, 4)};
     bf_gc_problem p = {perc_loss, perc_backward, &m, 3e-2, 1e-3, 2e-4, 24, 7, 0, 0};
     CHECK(bf_gradcheck("perceptual", &p, t, 1) == 0);
-    bf_feat_acts_free(&m.ap);
-    bf_feat_acts_free(&m.at);
-    free(m.pred); free(m.target); free(m.dpred);
+    perc_free(&m);
     bf_features_free(fn);
 }
 
@@ -64,17 +74,11 @@ TEST(perceptual_gradient_finite_difference) {
 TEST(perceptual_class_term_gradient_and_value) {
     perc_ctx m = {0};
     bf_features *fn = tiny_features(5);
-    m.n = 3;
     bf_perceptual_init(&m.p, fn, 0.5f, 0.0f, 0.01f);
     m.p.class_weight = 0.8f;
     static const int y[3] = {2, -1, 0};
     m.y = y;
-    bf_feat_acts_init(&m.ap, fn, m.n);
-    bf_feat_acts_init(&m.at, fn, m.n);
-    m.pred = bf_gc_randn(6, 192, 0.0f, 0.6f);
-    m.target = bf_gc_randn(7, 192, 0.0f, 0.6f);
-    m.dpred = bf_gc_zeros(192);
-    bf_gc_tensor t[] = {{"pred", m.pred, m.dpred, 192}};
+    bf_gc_tensor t[] = {perc_alloc(&m, fn, 3, 6)};
     bf_gc_problem p = {perc_loss, perc_backward, &m, 3e-2, 1e-3, 2e-4, 24, 9, 0, 0};
     CHECK(bf_gradcheck("perceptual+class", &p, t, 1) == 0);
     /* value: with and without the term, the difference is weight * mean CE over all 3 rows */
@@ -95,9 +99,7 @@ TEST(perceptual_class_term_gradient_and_value) {
     CHECK_NEAR(with - without, 0.8 * want, 1e-6 * (1 + want));
     CHECK(want > 1e-3);
     free(d);
-    bf_feat_acts_free(&m.ap);
-    bf_feat_acts_free(&m.at);
-    free(m.pred); free(m.target); free(m.dpred);
+    perc_free(&m);
     bf_features_free(fn);
 }
 

@@ -7,14 +7,6 @@
 #include "image_read.h"
 #include <unistd.h>
 
-static const char *tmp_path(const char *name) {
-    static char buf[8][1024];
-    static int k;
-    char *out = buf[k++ & 7];
-    snprintf(out, 1024, "%s/%s", bf_test_tmpdir(), name);
-    return out;
-}
-
 static void put_text(const char *path, const char *text) {
     FILE *fp = fopen(path, "w");
     BF_ASSERT(fp && fputs(text, fp) >= 0 && fclose(fp) == 0);
@@ -127,7 +119,7 @@ TEST(plot_extreme_values_are_drawn_and_labelled) {
     bf_plot_format_tick(b, sizeof b, INFINITY, 1.0); CHECK(!strcmp(b, "inf"));
     bf_plot_format_tick(b, sizeof b, 1e300, INFINITY); CHECK(!strcmp(b, "1e+300"));
     bf_plot_format_tick(b, sizeof b, 4e-323, 2e-323); CHECK(!strcmp(b, "4e-323"));
-    const char *path = tmp_path("extreme.jsonl"), *png = tmp_path("extreme.png");
+    const char *path = bf_test_tmp("extreme.jsonl"), *png = bf_test_tmp("extreme.png");
     put_text(path, "{\"step\":-1e308,\"loss\":-0e08}\n{\"step\":0,\"loss\":5e308}\n"
                    "{\"step\":0,\"loss\":5e-323}\n{\"step\":1e308,\"loss\":1e308,\"nll\":-1e308}\n");
     bf_plot_opts o;
@@ -137,7 +129,7 @@ TEST(plot_extreme_values_are_drawn_and_labelled) {
 }
 
 TEST(plot_log_parsing) {
-    const char *path = tmp_path("parse.jsonl");
+    const char *path = bf_test_tmp("parse.jsonl");
     put_text(path,
              "{\"step\":10,\"loss\":2.0,\"lr\":0.001}\n"
              "{\"step\":20,\"loss\":1.5}\n"
@@ -169,7 +161,7 @@ TEST(plot_log_parsing) {
 }
 
 TEST(plot_decreasing_and_rising_curves) {
-    const char *log = tmp_path("curve.jsonl"), *png = tmp_path("curve.png");
+    const char *log = bf_test_tmp("curve.jsonl"), *png = bf_test_tmp("curve.png");
     put_curve_log(log, 200, 3.0, 1.0);
     bf_plot_opts o;
     bf_plot_opts_default(&o);
@@ -194,7 +186,7 @@ TEST(plot_decreasing_and_rising_curves) {
 }
 
 TEST(plot_overlays_logs_in_two_colours) {
-    const char *a = tmp_path("a.jsonl"), *b = tmp_path("b.jsonl"), *png = tmp_path("ab.png");
+    const char *a = bf_test_tmp("a.jsonl"), *b = bf_test_tmp("b.jsonl"), *png = bf_test_tmp("ab.png");
     put_curve_log(a, 100, 5.0, 1.0);
     put_curve_log(b, 100, 2.0, 4.0);   /* the legend finds the empty top-right corner */
     bf_plot_opts o;
@@ -216,7 +208,7 @@ TEST(plot_overlays_logs_in_two_colours) {
 }
 
 TEST(plot_log_axis_skips_non_positive) {
-    const char *log = tmp_path("logy.jsonl"), *png = tmp_path("logy.png");
+    const char *log = bf_test_tmp("logy.jsonl"), *png = bf_test_tmp("logy.png");
     put_text(log, "{\"step\":1,\"loss\":100}\n{\"step\":2,\"loss\":0}\n{\"step\":3,\"loss\":-1}\n"
                   "{\"step\":4,\"loss\":0.01}\n{\"step\":5,\"loss\":1e-4}\n");
     bf_plot_opts o;
@@ -234,8 +226,8 @@ TEST(plot_log_axis_skips_non_positive) {
 }
 
 TEST(plot_refusals) {
-    const char *good = tmp_path("good.jsonl"), *empty = tmp_path("empty.jsonl");
-    const char *junk = tmp_path("junk.jsonl"), *png = tmp_path("refused.png");
+    const char *good = bf_test_tmp("good.jsonl"), *empty = bf_test_tmp("empty.jsonl");
+    const char *junk = bf_test_tmp("junk.jsonl"), *png = bf_test_tmp("refused.png");
     put_curve_log(good, 20, 1.0, 0.5);
     put_text(empty, "");
     put_text(junk, "not json\n{\"loss\":1}\n{\"step\":3,\"loss\":nan}\n");
@@ -251,7 +243,7 @@ TEST(plot_refusals) {
     CHECK_ERR(bf_plot_logs(png, e, 1, &o, NULL), "empty.jsonl' holds no usable records");
     CHECK_ERR(bf_plot_logs(png, j, 1, &o, NULL), "junk.jsonl' holds no usable records");
     CHECK_ERR(bf_plot_logs(png, ge, 2, &o, NULL), "empty.jsonl");
-    const char *missing[] = {tmp_path("missing.jsonl")};
+    const char *missing[] = {bf_test_tmp("missing.jsonl")};
     CHECK_ERR(bf_plot_logs(png, missing, 1, &o, NULL), "cannot open log");
     CHECK_ERR(bf_plot_logs(png, g, 0, &o, NULL), "logs");
     o.panel_w = 10;

@@ -178,32 +178,10 @@ TEST(stale_temporary_files_of_dead_writers_are_removed) {
 }
 
 /* ------------------------------------------------------------------ run folders */
-static void tiny_flow_opts(bf_train_opts *o, const char *dir, int steps) {
-    bf_train_opts_default(o);
-    bf_flow_config_named(&o->model, "fmnist-tiny");
-    o->model.num_blocks = 1;
-    o->model.channels = 32;
-    o->out_dir = dir;
-    o->batch = 4;
-    o->steps = steps;
-    o->warmup = 2;
-    o->ckpt_every = 2;
-    o->log_every = 1;
-    o->quiet = 1;
-    o->seed = 7;
-    o->threads = 1;
-}
-
-static long saved_step(const char *dir) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
-    bf_safetensors st;
-    if (bf_st_load(&st, path)) return -1;
-    const bf_tensor_view *t = bf_st_get(&st, "step");
-    int64_t step = -1;
-    if (t) memcpy(&step, t->data, 8);
-    bf_st_free(&st);
-    return (long)step;
+/* The options of a tiny run of F into TMP/name, whose path goes to dir (512 bytes). */
+static void tiny_run_in_tmp(bf_train_opts *o, char *dir, const char *name, int steps) {
+    path_in_tmp(dir, 512, name);
+    bf_test_tiny_train_opts(o, dir, steps);
 }
 
 static int count_lines(const char *dir, const char *name) {
@@ -220,14 +198,13 @@ static int count_lines(const char *dir, const char *name) {
 TEST(new_run_refuses_a_folder_holding_a_run) {
     REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512];
-    path_in_tmp(dir, sizeof dir, "held-run");
     bf_train_opts o;
-    tiny_flow_opts(&o, dir, 4);
+    tiny_run_in_tmp(&o, dir, "held-run", 4);
     CHECK(bf_train_flow(&o) == 0);
-    tiny_flow_opts(&o, dir, 2);
+    bf_test_tiny_train_opts(&o, dir, 2);
     CHECK_ERR(bf_train_flow(&o), "already holds a run");
     CHECK(strstr(bf_last_error(), "--resume") && strstr(bf_last_error(), "--overwrite"));
-    CHECK(saved_step(dir) == 4 && count_lines(dir, "log.jsonl") == 4);   /* untouched */
+    CHECK(bf_test_saved_step(dir) == 4 && count_lines(dir, "log.jsonl") == 4);   /* untouched */
     bf_reverse_train_opts ro;
     bf_reverse_train_opts_default(&ro);
     ro.flow = dir;
@@ -237,10 +214,10 @@ TEST(new_run_refuses_a_folder_holding_a_run) {
     bf_features_train_opts_default(&fo);
     fo.out_dir = dir;
     CHECK_ERR(bf_train_features(&fo, NULL), "already holds a run");
-    CHECK(saved_step(dir) == 4);
+    CHECK(bf_test_saved_step(dir) == 4);
     o.overwrite = 1;   /* explicit: a new two-step run replaces the old one, log included */
     CHECK(bf_train_flow(&o) == 0);
-    CHECK(saved_step(dir) == 2 && count_lines(dir, "log.jsonl") == 2);
+    CHECK(bf_test_saved_step(dir) == 2 && count_lines(dir, "log.jsonl") == 2);
     o.resume = 1;
     CHECK_ERR(bf_train_flow(&o), "give one");
 }
@@ -255,9 +232,9 @@ TEST(cli_train_flow_twice_into_one_folder_is_refused) {
     CHECK(bf_test_sh(out, sizeof out, "./biflow train-flow %s --steps 3 --out '%s'", tiny, dir) == 0);
     int rc = bf_test_sh(out, sizeof out, "./biflow train-flow %s --steps 2 --out '%s'", tiny, dir);
     CHECK(rc == 1 && strstr(out, "already holds a run"));
-    CHECK(saved_step(dir) == 3);
+    CHECK(bf_test_saved_step(dir) == 3);
     CHECK(bf_test_sh(out, sizeof out, "./biflow train-flow %s --steps 2 --overwrite --out '%s'", tiny, dir) == 0);
-    CHECK(saved_step(dir) == 2);
+    CHECK(bf_test_saved_step(dir) == 2);
 }
 
 /* Opens DIR/.lock as a second writer would and holds it, with this process's PID in it. */
@@ -275,13 +252,12 @@ static int hold_lock(const char *dir) {
 TEST(writers_refuse_a_locked_run_folder) {
     REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], pid[32], out[4096];
-    path_in_tmp(dir, sizeof dir, "locked-run");
     bf_train_opts o;
-    tiny_flow_opts(&o, dir, 2);
+    tiny_run_in_tmp(&o, dir, "locked-run", 2);
     CHECK(bf_train_flow(&o) == 0);
     int fd = hold_lock(dir);
     snprintf(pid, sizeof pid, "PID %ld", (long)getpid());
-    tiny_flow_opts(&o, dir, 4);
+    bf_test_tiny_train_opts(&o, dir, 4);
     o.resume = 1;
     CHECK_ERR(bf_train_flow(&o), pid);
     bf_reverse_train_opts ro;
@@ -297,20 +273,19 @@ TEST(writers_refuse_a_locked_run_folder) {
     int rc = bf_test_sh(out, sizeof out, "./biflow export-reverse --reverse x --flow x --out '%s/g.safetensors'", dir);
     CHECK(rc == 1 && strstr(out, pid));
     close(fd);   /* released: the run continues */
-    CHECK(bf_train_flow(&o) == 0 && saved_step(dir) == 4);
+    CHECK(bf_train_flow(&o) == 0 && bf_test_saved_step(dir) == 4);
 }
 
 TEST(run_folder_mistakes_are_refused_with_the_reason) {
     char dir[512], file[512];
-    path_in_tmp(dir, sizeof dir, "never-made");
     bf_train_opts o;
-    tiny_flow_opts(&o, dir, 2);
+    tiny_run_in_tmp(&o, dir, "never-made", 2);
     o.resume = 1;
     CHECK_ERR(bf_train_flow(&o), "does not exist");
     CHECK(access(dir, F_OK) != 0);   /* --resume did not create it */
     path_in_tmp(file, sizeof file, "a-file");
     touch(bf_test_tmpdir(), "a-file");
-    tiny_flow_opts(&o, file, 2);
+    bf_test_tiny_train_opts(&o, file, 2);
     CHECK_ERR(bf_train_flow(&o), "is a file, not a run folder");
 }
 
@@ -318,13 +293,12 @@ TEST(run_folder_mistakes_are_refused_with_the_reason) {
 TEST(trainer_removes_temporary_files_of_killed_writers) {
     REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], dead[64];
-    path_in_tmp(dir, sizeof dir, "stale-run");
     bf_train_opts o;
-    tiny_flow_opts(&o, dir, 2);
+    tiny_run_in_tmp(&o, dir, "stale-run", 2);
     CHECK(bf_train_flow(&o) == 0);
     snprintf(dead, sizeof dead, "train_state.safetensors.tmp.%d", (int)dead_pid());
     touch(dir, dead);
-    tiny_flow_opts(&o, dir, 3);
+    bf_test_tiny_train_opts(&o, dir, 3);
     o.resume = 1;
     CHECK(bf_train_flow(&o) == 0);
     CHECK(!exists(dir, dead));
@@ -447,7 +421,7 @@ TEST(cli_options_out_of_range_are_usage_errors) {
     int rc = bf_test_sh(out, sizeof out, "./biflow eval --flow models/flow-fmnist.safetensors --n 2000000000");
     CHECK(rc == 2 && strstr(out, "--n"));
     bf_train_opts o;
-    tiny_flow_opts(&o, dir, 2);
+    bf_test_tiny_train_opts(&o, dir, 2);
     o.beta2 = 2.0f;
     CHECK_ERR(bf_train_flow(&o), "--beta2 2 is out of range");
 }
@@ -470,9 +444,9 @@ TEST(resume_refuses_options_that_differ_from_the_run) {
     path_in_tmp(dir, sizeof dir, "resume-opts");
     snprintf(state, sizeof state, "%s/train_state.safetensors", dir);
     bf_train_opts o;
-    tiny_flow_opts(&o, dir, 2);
+    bf_test_tiny_train_opts(&o, dir, 2);
     CHECK(bf_train_flow(&o) == 0);
-    tiny_flow_opts(&o, dir, 4);
+    bf_test_tiny_train_opts(&o, dir, 4);
     o.resume = 1;
     o.seed = 99;
     CHECK_ERR(bf_train_flow(&o), "--seed 99 conflicts");
@@ -486,9 +460,9 @@ TEST(resume_refuses_options_that_differ_from_the_run) {
     o.batch = 4;
     o.steps = 1;
     CHECK_ERR(bf_train_flow(&o), "can only be extended");
-    CHECK(saved_step(dir) == 2 && meta_is(state, "seed", "7") && meta_is(state, "noise", "uniform"));
+    CHECK(bf_test_saved_step(dir) == 2 && meta_is(state, "seed", "7") && meta_is(state, "noise", "uniform"));
     o.steps = 3;
-    CHECK(bf_train_flow(&o) == 0 && saved_step(dir) == 3);
+    CHECK(bf_train_flow(&o) == 0 && bf_test_saved_step(dir) == 3);
 }
 
 /* Through the command line: options not given come from the checkpoint, a given one that
@@ -511,7 +485,7 @@ TEST(cli_resume_takes_the_runs_options) {
     /* batch 4 and seed 7 from the checkpoint (the defaults are 64 and 0) */
     rc = bf_test_sh(out, sizeof out, "./biflow train-flow --resume --steps 3 --final-eval 0 --quiet "
                     "--threads 1 --out '%s'", dir);
-    CHECK(rc == 0 && saved_step(dir) == 3);
+    CHECK(rc == 0 && bf_test_saved_step(dir) == 3);
     CHECK(meta_is(state, "seed", "7") && meta_is(state, "noise", "uniform") && meta_is(state, "batch", "4"));
     /* train-reverse: the loss options and F come from the checkpoint */
     path_in_tmp(g, sizeof g, "cli-resume-g");
@@ -558,13 +532,12 @@ TEST(divergence_detector_flags_jumps_and_dead_gradients_only) {
 TEST(train_flow_stops_when_the_loss_diverges) {
     REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512];
-    path_in_tmp(dir, sizeof dir, "diverge");
     bf_train_opts o;
-    tiny_flow_opts(&o, dir, 30);
+    tiny_run_in_tmp(&o, dir, "diverge", 30);
     o.lr = 1e3f;
     o.ckpt_every = 1;
     CHECK_ERR(bf_train_flow(&o), "training diverged");
-    long kept = saved_step(dir);
+    long kept = bf_test_saved_step(dir);
     CHECK(kept >= 1 && strstr(bf_last_error(), "is kept"));
     char step[32];
     snprintf(step, sizeof step, "step %ld:", kept + 1);   /* stopped at the step after it */

@@ -7,24 +7,8 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int k;
-    char *out = buf[k++ & 3];
-    snprintf(out, 512, "%s/%s", bf_test_tmpdir(), name);
-    return out;
-}
-
 /* Removes the file first: truncating a file with data makes ext4 flush it on close
  * (auto_da_alloc), which costs a millisecond per write in the fuzz loop. */
-static void write_bytes(const char *path, const void *data, size_t n) {
-    remove(path);
-    FILE *fp = fopen(path, "wb");
-    BF_ASSERT(fp != NULL);
-    BF_ASSERT(n == 0 || fwrite(data, 1, n, fp) == n);
-    BF_ASSERT(fclose(fp) == 0);
-}
-
 static uint8_t *read_bytes(const char *path, size_t *n) {
     uint8_t *data;
     BF_ASSERT(bf_read_file(path, &data, n, (size_t)1 << 30) == 0);
@@ -40,7 +24,7 @@ static void write_raw(const char *path, const char *json, const void *data, size
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(hlen >> (8 * i));
     memcpy(buf + 8, json, jlen);
     if (data_len) memcpy(buf + 8 + jlen, data, data_len);
-    write_bytes(path, buf, total);
+    bf_test_write_file(path, buf, total);
     free(buf);
 }
 
@@ -68,7 +52,7 @@ static void check_rejects(const char *path, const char *word) {
 static void reject_json(const char *name, const char *json, size_t data_len, const char *word) {
     static uint8_t zeros[4096];
     BF_ASSERT(data_len <= sizeof zeros);
-    const char *path = tmp_path(name);
+    const char *path = bf_test_tmp(name);
     write_raw(path, json, zeros, data_len, 0);
     check_rejects(path, word);
 }
@@ -97,7 +81,7 @@ static void write_sample(const char *path) {
 /* ------------------------------------------------------------------ round trip */
 
 TEST(st_roundtrip_dtypes_shapes_meta) {
-    const char *path = tmp_path("sample.safetensors");
+    const char *path = bf_test_tmp("sample.safetensors");
     write_sample(path);
     bf_safetensors st;
     CHECK(bf_st_load(&st, path) == 0);
@@ -149,15 +133,22 @@ TEST(st_roundtrip_dtypes_shapes_meta) {
     bf_st_free(&st);                                   /* twice is harmless */
 }
 
+/* The sample file written to path and read back: its n bytes, and its header's length field. */
+static uint8_t *sample_bytes(const char *path, size_t *n, uint64_t *hlen) {
+    write_sample(path);
+    uint8_t *b = read_bytes(path, n);
+    *hlen = 0;
+    for (int i = 7; i >= 0; i--) *hlen = (*hlen << 8) | b[i];
+    return b;
+}
+
 /* Layout as the Python library writes it: header padded with spaces to 8 bytes, metadata first,
  * offsets packed in insertion order. */
 TEST(st_writer_layout) {
-    const char *path = tmp_path("layout.safetensors");
-    write_sample(path);
+    const char *path = bf_test_tmp("layout.safetensors");
     size_t n;
-    uint8_t *b = read_bytes(path, &n);
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | b[i];
+    uint64_t hlen;
+    uint8_t *b = sample_bytes(path, &n, &hlen);
     CHECK(hlen % 8 == 0 && 8 + hlen <= n);
     CHECK(memcmp(b + 8, "{\"__metadata__\":{\"format\":\"test\"", 32) == 0);
     size_t end = 8 + hlen;
@@ -185,7 +176,7 @@ TEST(st_writer_rejects_bad_arguments) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bf_st_writer *w = bf_st_writer_new();
         bf_st_writer_add(w, cases[i].name, BF_DT_F32, cases[i].ndim, cases[i].shape, &x);
-        const char *path = tmp_path("bad-writer.safetensors");
+        const char *path = bf_test_tmp("bad-writer.safetensors");
         CHECK(bf_st_writer_save(w, path) == -1);
         CHECK(strstr(bf_last_error(), cases[i].word) != NULL);
         bf_st_writer_free(w);
@@ -193,10 +184,10 @@ TEST(st_writer_rejects_bad_arguments) {
     bf_st_writer *w = bf_st_writer_new();
     bf_st_writer_add(w, "x", BF_DT_F32, 1, shape, &x);
     bf_st_writer_add(w, "x", BF_DT_F32, 1, shape, &x);
-    CHECK(bf_st_writer_save(w, tmp_path("dup-writer.safetensors")) == -1);
+    CHECK(bf_st_writer_save(w, bf_test_tmp("dup-writer.safetensors")) == -1);
     CHECK(strstr(bf_last_error(), "duplicate") != NULL);
     bf_st_writer_free(w);
-    FILE *fp = fopen(tmp_path("dup-writer.safetensors"), "rb");
+    FILE *fp = fopen(bf_test_tmp("dup-writer.safetensors"), "rb");
     CHECK(fp == NULL);                                 /* nothing written on error */
     if (fp) fclose(fp);
 }
@@ -204,7 +195,7 @@ TEST(st_writer_rejects_bad_arguments) {
 /* ------------------------------------------------------------------ expect messages */
 
 TEST(st_expect_messages) {
-    const char *path = tmp_path("expect.safetensors");
+    const char *path = bf_test_tmp("expect.safetensors");
     write_sample(path);
     bf_safetensors st;
     BF_ASSERT(bf_st_load(&st, path) == 0);
@@ -233,23 +224,21 @@ TEST(st_expect_messages) {
 /* ------------------------------------------------------------------ rejection */
 
 TEST(st_reject_truncated) {
-    const char *src = tmp_path("whole.safetensors");
-    write_sample(src);
+    const char *src = bf_test_tmp("whole.safetensors");
     size_t n;
-    uint8_t *b = read_bytes(src, &n);
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | b[i];
+    uint64_t hlen;
+    uint8_t *b = sample_bytes(src, &n, &hlen);
     size_t cuts[] = {0, 1, 7, 8, 9, 8 + hlen / 2, 8 + hlen - 1, 8 + hlen, 8 + hlen + 1, n - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-        const char *path = tmp_path("cut.safetensors");
-        write_bytes(path, b, cuts[i]);
+        const char *path = bf_test_tmp("cut.safetensors");
+        bf_test_write_file(path, b, cuts[i]);
         check_rejects(path, "truncated");
     }
     free(b);
 }
 
 TEST(st_reject_bad_header_length) {
-    const char *path = tmp_path("hlen.safetensors");
+    const char *path = bf_test_tmp("hlen.safetensors");
     write_raw(path, "{}", NULL, 0, 1000);                  /* claims more than the file has */
     check_rejects(path, "larger than");
     write_raw(path, "{}", NULL, 0, 200000000);             /* over the 100 MB limit */
@@ -346,7 +335,7 @@ TEST(st_reject_bad_names_and_meta) {
 
 /* Edge cases that are valid: empty header object, null metadata, a 255-byte name, gaps. */
 TEST(st_accepts_edge_cases) {
-    const char *path = tmp_path("edge.safetensors");
+    const char *path = bf_test_tmp("edge.safetensors");
     bf_safetensors st;
     write_raw(path, "{}", NULL, 0, 0);
     CHECK(bf_st_load(&st, path) == 0 && st.n == 0 && st.n_meta == 0);
@@ -391,7 +380,7 @@ TEST(st_fixture_model) {
         const bf_tensor_view *t = &st.tensors[i];
         bf_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
     }
-    const char *copy = tmp_path("model-copy.safetensors");
+    const char *copy = bf_test_tmp("model-copy.safetensors");
     CHECK(bf_st_writer_save(w, copy) == 0);
     bf_st_writer_free(w);
     size_t n;
@@ -455,7 +444,7 @@ static int check_loaded(const char *path) {
 }
 
 TEST(st_fuzz_mutations) {
-    const char *src = tmp_path("fuzz-src.safetensors"), *path = tmp_path("fuzz.safetensors");
+    const char *src = bf_test_tmp("fuzz-src.safetensors"), *path = bf_test_tmp("fuzz.safetensors");
     write_sample(src);
     size_t n0;
     uint8_t *orig = read_bytes(src, &n0);
@@ -469,7 +458,7 @@ TEST(st_fuzz_mutations) {
         size_t n = n0;
         int edits = 1 + (int)bf_rng_below(&r, 4);
         for (int e = 0; e < edits; e++) n = mutate(&r, buf, n, cap);
-        write_bytes(path, buf, n);
+        bf_test_write_file(path, buf, n);
         ok += check_loaded(path);
     }
     CHECK(ok > 0 && ok < iters);   /* the mutations exercised both outcomes */

@@ -7,20 +7,6 @@
 
 #include <unistd.h>
 
-static void tiny_opts(bf_train_opts *o, const char *dir, int steps) {
-    bf_train_opts_default(o);
-    bf_flow_config_named(&o->model, "fmnist-tiny");
-    o->model.num_blocks = 2;
-    o->out_dir = dir;
-    o->batch = 8;
-    o->steps = steps;
-    o->warmup = 2;
-    o->ckpt_every = 3;
-    o->log_every = 1;
-    o->quiet = 1;
-    o->seed = 5;
-}
-
 static float *load_params(const char *dir) {
     bf_flow *f = bf_flow_load(dir, 0);
     if (!f) return NULL;
@@ -36,11 +22,11 @@ TEST(train_resume_matches_uninterrupted_run) {
     snprintf(a, sizeof a, "%s/run-a", bf_test_tmpdir());
     snprintf(b, sizeof b, "%s/run-b", bf_test_tmpdir());
     bf_train_opts o;
-    tiny_opts(&o, a, 6);
+    bf_test_tiny_train_opts(&o, a, 6);
     CHECK(bf_train_flow(&o) == 0);
-    tiny_opts(&o, b, 3);                  /* "killed" after step 3 ... */
+    bf_test_tiny_train_opts(&o, b, 3);    /* "killed" after step 3 ... */
     CHECK(bf_train_flow(&o) == 0);
-    tiny_opts(&o, b, 6);                  /* ... and resumed to step 6 */
+    bf_test_tiny_train_opts(&o, b, 6);    /* ... and resumed to step 6 */
     o.resume = 1;
     CHECK(bf_train_flow(&o) == 0);
     float *pa = load_params(a), *pb = load_params(b);
@@ -63,21 +49,27 @@ TEST(train_resume_matches_uninterrupted_run) {
     bf_flow_free(f);
 }
 
+/* A finished tiny run of 3 steps into TMP/name (dir: 512 bytes); its resume file's path in state
+ * (600 bytes); *o is left as the options of resuming it to step 6. */
+static void three_steps_then_resume_opts(bf_train_opts *o, char *dir, char *state, const char *name) {
+    snprintf(dir, 512, "%s/%s", bf_test_tmpdir(), name);
+    bf_test_tiny_train_opts(o, dir, 3);
+    CHECK(bf_train_flow(o) == 0);
+    snprintf(state, 600, "%s/train_state.safetensors", dir);
+    bf_test_tiny_train_opts(o, dir, 6);
+    o->resume = 1;
+}
+
 TEST(train_refuses_damaged_resume_state) {
     REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], path[600];
-    snprintf(dir, sizeof dir, "%s/run-c", bf_test_tmpdir());
     bf_train_opts o;
-    tiny_opts(&o, dir, 3);
-    CHECK(bf_train_flow(&o) == 0);
-    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    three_steps_then_resume_opts(&o, dir, path, "run-c");
     CHECK(truncate(path, 1000) == 0);
-    tiny_opts(&o, dir, 6);
-    o.resume = 1;
     CHECK(bf_train_flow(&o) != 0);
     CHECK(strstr(bf_last_error(), "train_state") != NULL);
     /* options out of range are refused before anything is written */
-    tiny_opts(&o, dir, 6);
+    bf_test_tiny_train_opts(&o, dir, 6);
     o.lr = -1.0f;
     CHECK(bf_train_flow(&o) != 0);
 }
@@ -145,12 +137,9 @@ TEST(bench_train_steps_take_training_steps) {
 TEST(train_stops_on_nonfinite_loss_without_writing) {
     REQUIRE_FASHION_MNIST();   /* trains on it */
     char dir[512], path[600];
-    snprintf(dir, sizeof dir, "%s/run-nan", bf_test_tmpdir());
     bf_train_opts o;
-    tiny_opts(&o, dir, 3);
-    CHECK(bf_train_flow(&o) == 0);
+    three_steps_then_resume_opts(&o, dir, path, "run-nan");
     /* poison the resume state: one weight becomes NaN */
-    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
     bf_safetensors st;
     CHECK(bf_st_load(&st, path) == 0);
     bf_st_writer *w = bf_st_writer_new();
@@ -168,8 +157,6 @@ TEST(train_stops_on_nonfinite_loss_without_writing) {
     bf_st_writer_free(w);
     bf_st_free(&st);
     float *before = load_params(dir);
-    tiny_opts(&o, dir, 6);
-    o.resume = 1;
     CHECK(bf_train_flow(&o) != 0);
     CHECK(strstr(bf_last_error(), "step 4") && strstr(bf_last_error(), "not applied"));
     float *after = load_params(dir);   /* still the finite step-3 weights */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 const char *cli_precision;
+int cli_threads;
 
 static char command[64] = "";    /* "sample", "bench train": the command of the last parse */
 static const char *given[128];   /* the options of the last parse's command line */
@@ -168,6 +169,7 @@ static int parse_opt(int argc, char **argv, int *i, const cli_opt *opts) {
     /* --threads is every command's; 0 means all cores, and a negative count means nothing */
     if (!strcmp(o->name, "threads") && o->kind == OPT_INT && cli_check_int("threads", *(int *)o->ptr, 0, 4096))
         return -1;
+    if (o->ptr == &cli_threads && cli_threads > 0) bf_set_threads(cli_threads);
     if (!strcmp(o->name, "precision") && o->kind == OPT_CHOICE) {
         bf_precision p;
         if (bf_precision_parse(&p, cli_precision)) return bad_value(o, cli_precision);
@@ -201,23 +203,30 @@ static void resolve_models(const cli_opt *opts) {
 
 int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
               const char *summary, const char **pos, int max_pos, int *n_pos) {
-    *n_pos = 0;
+    int n = 0;
     n_given = 0;
+    cli_threads = 0;
     command[0] = 0;
     for (int i = 1; i < first && i < argc; i++)
         snprintf(command + strlen(command), sizeof command - strlen(command), "%s%s", i > 1 ? " " : "", argv[i]);
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(opts, usage, summary); return 1; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(opts, usage, summary); return 0; }
         if (strncmp(a, "--", 2)) {
-            if (*n_pos >= max_pos) { cli_usage("unexpected argument '%s'", a); return -1; }
-            pos[(*n_pos)++] = a;
+            if (n >= max_pos) return cli_usage("unexpected argument '%s'", a);
+            pos[n++] = a;
             continue;
         }
-        if (parse_opt(argc, argv, &i, opts)) return -1;
+        if (parse_opt(argc, argv, &i, opts)) return 2;
     }
+    if (n_pos) *n_pos = n;
     resolve_models(opts);
-    return 0;
+    return CLI_GO;
+}
+
+int cli_options(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
+                const char *summary) {
+    return cli_parse(argc, argv, first, opts, usage, summary, NULL, 0, NULL);
 }
 
 /* Under mpirun: a failure all processes learnt of from another (bf_dist_check) is reported by

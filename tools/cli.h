@@ -36,6 +36,9 @@ typedef struct {
 #define CLI_ALIAS(old, name) {old, OPT_ALIAS, (void *)(name), NULL}
 #define CLI_END {NULL, 0, NULL, NULL}
 
+/* --raw, on every command that reads a model from a run folder. */
+#define CLI_RAW_OPT(var) {"raw", OPT_FLAG, &(var), "raw weights of a run folder instead of the EMA"}
+
 /* The optimiser's options, for the trainers whose option structs name them alike. */
 #define CLI_OPTIM_OPTS(o)                                                                  \
     {"steps", OPT_INT, &(o).steps, "training steps"},                                     \
@@ -73,12 +76,27 @@ extern const char *cli_precision;
      "AVX512-BF16, else fp32 with a note). Default fp32 (or $BF_PRECISION): bf16 becomes "  \
      "the default only once its quality is measured")
 
+/* --threads, on the commands that compute (0 = all cores): cli_parse applies it
+ * (bf_set_threads) and refuses a negative count. The trainers and serve, which apply their own
+ * count, name their own variable instead. */
+extern int cli_threads;
+#define CLI_THREADS_OPT {"threads", OPT_INT, &cli_threads, "threads (0 = all cores)"}
+/* --threads and --precision: the options of every command that computes with F or G. */
+#define CLI_COMPUTE_OPTS CLI_THREADS_OPT, CLI_PRECISION_OPT
+
+/* What cli_parse returns when the command goes on (anything else is its exit status). */
+#define CLI_GO (-1)
+
 /* Parses argv[first..argc) against opts (terminated by CLI_END); argv[1..first) name the
- * command (for messages). Prints --help text built from the table (usage line and summary
- * first) and returns 1 for --help; -1 on a usage error (message printed); 0 otherwise.
- * Positional arguments are stored in pos[] (up to max_pos). */
+ * command (for messages). Returns CLI_GO when the command goes on; else the exit status the
+ * command returns: 0 after printing --help text built from the table (usage line and summary
+ * first), 2 after a usage error (message printed). Positional arguments are stored in pos[]
+ * (up to max_pos); a command that takes none passes NULL, 0, NULL. */
 int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
               const char *summary, const char **pos, int max_pos, int *n_pos);
+/* cli_parse for a command that takes no positional arguments. */
+int cli_options(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
+                const char *summary);
 
 /* 1 when the option (name without "--", an alias counting as the option it names) was on the
  * command line of the last cli_parse. */

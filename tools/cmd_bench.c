@@ -83,28 +83,24 @@ static void print_train_ranks(const char *config, const bf_flow *f, int batch, i
 
 static int bench_train(int argc, char **argv) {
     shape_opts sh = SHAPE_OPTS_DEFAULT;
-    int batch = 64, steps = 20, warm = 3, threads = 0;
+    int batch = 64, steps = 20, warm = 3;
     cli_opt opts[] = {
         {"config", OPT_STR, &sh.config, "named model configuration"},
         {"batch", OPT_INT, &batch, "images per step"},
         {"steps", OPT_INT, &steps, "timed steps"},
         {"warmup", OPT_INT, &warm, "untimed steps first"},
-        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
+        CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 3, opts, "biflow bench train [options]",
-                           "Training-step throughput of F (forward + backward + AdamW, as training takes\n"
-                           "them) on random data, with the machine's sgemm rate measured in the same run.\n"
-                           "Under mpirun: the step over the processes (the global batch split over them)\n"
-                           "and the time in its gradient reduction.",
-                           pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 3, opts, "biflow bench train [options]",
+                         "Training-step throughput of F (forward + backward + AdamW, as training takes\n"
+                         "them) on random data, with the machine's sgemm rate measured in the same run.\n"
+                         "Under mpirun: the step over the processes (the global batch split over them)\n"
+                         "and the time in its gradient reduction.");
+    if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("batch", batch, 1, 65536)) || (rc = cli_check_int("steps", steps, 1, 1000000)) ||
         (rc = cli_check_int("warmup", warm, 0, 1000000)))
         return rc;
-    if (threads > 0) omp_set_num_threads(threads);
     bf_flow_config c;
     if (resolve_shape(&c, &sh)) return cli_usage_fail(NULL);
     bf_flow *f = bf_flow_new(&c);
@@ -143,15 +139,27 @@ static void print_rate(const char *name, int batch, long images, double t, doubl
            images / t, 1e3 * t / images, flops / t / 1e9, tail);
 }
 
+/* The prior noise of every case: n standard normal draws, seed 5. */
+static float *bench_noise(size_t n) {
+    float *z = bf_malloc(sizeof(float) * n);
+    bf_rng rng;
+    bf_rng_seed(&rng, 5);
+    for (size_t i = 0; i < n; i++) z[i] = bf_rng_normal(&rng);
+    return z;
+}
+
+/* n labels cycling over the classes (-1, unconditional, without classes). */
+static int *bench_labels(int n, int num_classes) {
+    int *y = bf_malloc(sizeof(int) * n);
+    for (int i = 0; i < n; i++) y[i] = num_classes ? i % num_classes : -1;
+    return y;
+}
+
 static double bench_sample_case(bf_flow *f, const sample_case *k, float cfg, int n, double min_s) {
     const bf_flow_config *c = bf_flow_get_config(f);
     size_t N = (size_t)bf_flow_tokens(c) * bf_flow_token_dim(c), img = (size_t)c->in_channels * c->img_size * c->img_size;
-    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * img);
-    int *y = bf_malloc(sizeof(int) * n);
-    bf_rng rng;
-    bf_rng_seed(&rng, 5);
-    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
-    for (int i = 0; i < n; i++) y[i] = c->num_classes ? i % c->num_classes : -1;
+    float *z = bench_noise(n * N), *x = bf_malloc(sizeof(float) * n * img);
+    int *y = bench_labels(n, c->num_classes);
     bf_sample_opts o;
     bf_sample_opts_default(&o);
     o.sampler = k->s;
@@ -186,12 +194,8 @@ static double bench_biflow_case(bf_reverse *r, const char *name, int batch, floa
                                 int n, double min_s) {
     const bf_reverse_config *c = bf_reverse_get_config(r);
     size_t N = (size_t)c->img_size * c->img_size * c->in_channels;
-    float *z = bf_malloc(sizeof(float) * n * N), *x = bf_malloc(sizeof(float) * n * N);
-    int *y = bf_malloc(sizeof(int) * n);
-    bf_rng rng;
-    bf_rng_seed(&rng, 5);
-    for (size_t i = 0; i < n * N; i++) z[i] = bf_rng_normal(&rng);
-    for (int i = 0; i < n; i++) y[i] = c->num_classes ? i % c->num_classes : -1;
+    float *z = bench_noise(n * N), *x = bf_malloc(sizeof(float) * n * N);
+    int *y = bench_labels(n, c->num_classes);
     bf_reverse_sample_opts o;
     bf_reverse_sample_opts_default(&o);
     o.cfg = cfg;
@@ -267,7 +271,7 @@ static void bench_reverse_cases(bf_reverse *r, const bf_flow *f, const char *rev
 static int bench_sample(int argc, char **argv) {
     shape_opts sh = SHAPE_OPTS_DEFAULT;
     const char *flow = NULL, *reverse = NULL;
-    int threads = 0, jacobi = 1, exact = 1;
+    int jacobi = 1, exact = 1;
     float seconds = 2.0f, cfg = 2.0f;
     cli_opt opts[] = {
         {"config", OPT_STR, &sh.config, "named configuration (random weights) when no --flow"},
@@ -277,17 +281,13 @@ static int bench_sample(int argc, char **argv) {
         {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per case"},
         {"jacobi", OPT_ONOFF, &jacobi, "include the Jacobi sampler"},
         {"exact", OPT_ONOFF, &exact, "include the exact sampler (off, with --reverse: G alone)"},
-        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
+        CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 3, opts, "biflow bench sample [options]",
-                           "Sampling speed of each sampler at batch 1 and 64, with and without guidance.",
-                           pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 3, opts, "biflow bench sample [options]",
+                         "Sampling speed of each sampler at batch 1 and 64, with and without guidance.");
+    if (rc != CLI_GO) return rc;
     if ((rc = cli_check_float("seconds", seconds, 0, 3600))) return rc;
-    if (threads > 0) omp_set_num_threads(threads);
     bf_reverse *r = NULL;
     if (reverse && !(r = bf_reverse_load(reverse, 1))) return cli_fail();
     if (r && !flow) flow = bf_reverse_flow_path(r);

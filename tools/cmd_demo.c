@@ -3,11 +3,10 @@
  * speed-up and evaluation figures. `biflow demo --train` reproduces the shipped models. */
 #include "biflow.h"
 #include "cli.h"
-#include "cmd_demo.h"
+#include "commands.h"
 #include "tool_util.h"
 
 #include <errno.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +15,7 @@
 typedef struct {
     const char *flow, *reverse, *features, *perceptual, *out;
     float cfg_exact, cfg_biflow;   /* each sampler at its best guidance (docs/RESULTS.md) */
-    int eval_n, threads;
+    int eval_n;
 } demo_args;
 
 static int path_in(char *buf, size_t n, const char *dir, const char *name) {
@@ -218,7 +217,7 @@ static int demo_train(void) {
 int cmd_demo(int argc, char **argv) {
     demo_args a = {"models/flow-fmnist.safetensors", "models/reverse-fmnist.safetensors",
                    "models/features-fmnist.safetensors", "models/perceptual-fmnist.safetensors",
-                   "demo", 1.5f, 2.0f, 1000, 0};
+                   "demo", 1.5f, 2.0f, 1000};
     int train = 0;
     cli_opt opts[] = {
         {"flow", OPT_STR, &a.flow, "forward model"},
@@ -231,19 +230,16 @@ int cmd_demo(int argc, char **argv) {
         {"eval-n", OPT_INT, &a.eval_n, "samples per sampler for the Frechet distance"},
         CLI_ALIAS("n-eval", "eval-n"),
         {"train", OPT_FLAG, &train, "reproduce the shipped models from scratch instead (hours)"},
-        {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
+        CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow demo [options]",
-                           "Samples with both samplers from the same noise, inpaints and edits test\n"
-                           "images, and prints the speed-up and evaluation figures, with the models\n"
-                           "shipped in models/ (about a minute on 2 cores).", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow demo [options]",
+                         "Samples with both samplers from the same noise, inpaints and edits test\n"
+                         "images, and prints the speed-up and evaluation figures, with the models\n"
+                         "shipped in models/ (about a minute on 2 cores).");
+    if (rc != CLI_GO) return rc;
     if (train) return demo_train();
     if ((rc = cli_check_int("eval-n", a.eval_n, 2, CLI_MAX_SAMPLES))) return rc;
-    if (a.threads > 0) omp_set_num_threads(a.threads);
     double t0 = bf_time(), t_exact, t_biflow;
     bf_flow *f = bf_flow_load(a.flow, 1);
     bf_reverse *r = f ? bf_reverse_load(a.reverse, 1) : NULL;

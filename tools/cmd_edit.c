@@ -3,12 +3,11 @@
  * and the images (refusing another size), then calls one library entry point of src/edit.c. */
 #include "biflow.h"
 #include "cli.h"
-#include "cmd_edit.h"
+#include "commands.h"
 #include "edit_measure.h"
 #include "tool_util.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +18,11 @@
 /* Options every editing command shares. */
 typedef struct {
     const char *reverse, *flow, *images, *data, *classes, *out, *denoise;
-    int n, raw, show, scale, threads;
+    int n, raw, show, scale;
     float cfg;
 } edit_args;
 
-#define EDIT_ARGS_DEFAULT(out) {NULL, NULL, NULL, "fashion-mnist", "auto", out, "auto", 8, 0, 16, 2, 0, 0.0f}
+#define EDIT_ARGS_DEFAULT(out) {NULL, NULL, NULL, "fashion-mnist", "auto", out, "auto", 8, 0, 16, 2, 0.0f}
 
 #define EDIT_COMMON_OPTS(a)                                                                      \
     {"reverse", OPT_STR, &(a).reverse, "reverse model G: file or run folder"},                   \
@@ -38,8 +37,7 @@ typedef struct {
     {"out", OPT_STR, &(a).out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},      \
     {"show", OPT_INT, &(a).show, "images (grid rows) in the PNG"},                               \
     {"scale", OPT_INT, &(a).scale, "grid scale-up factor"},                                      \
-    {"threads", OPT_INT, &(a).threads, "threads (0 = all cores)"},                               \
-    CLI_PRECISION_OPT
+    CLI_COMPUTE_OPTS
 
 /* The loaded pair and images of one command. */
 typedef struct {
@@ -109,7 +107,6 @@ static int edit_open(edit_env *v, const edit_args *a, const char *cmd, const cha
     memset(v, 0, sizeof *v);
     int rc = check_common(a, cmd);
     if (rc) return rc;
-    if (a->threads > 0) omp_set_num_threads(a->threads);
     if (!(v->r = bf_reverse_load(a->reverse, !a->raw)) || !(v->f = paired_flow(v->r, a->flow, a->reverse)) ||
         bf_image_set_load(&v->in, spec, limit)) {
         edit_close(v);
@@ -276,17 +273,16 @@ int cmd_inpaint(int argc, char **argv) {
         CLI_CHOICE("encode", encode, "masked|full", "masked: F sees the unknown region grey (no information leaks from it); full: F sees the whole input"),
         {"seed", OPT_U64, &o.seed, "seed of the fresh noise"},
         {"features", OPT_STR, &features, "feature network: also print the completions' FD against the test split and class accuracy"},
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow inpaint --reverse G --mask NAME|PNG [options]",
-                           "Inpainting without training (METHOD Section 9): z' = M F(x) + (1 - M) eps,\n"
-                           "x' = G(z'), then --iters rounds of: paste the known pixels back, re-encode\n"
-                           "with F, renoise the unknown tokens, decode. The output's known pixels are the\n"
-                           "input's. Prints the mean squared error against the input in the known and\n"
-                           "the unknown region and the time per image; the PNG has a row per image:\n"
-                           "input | masked input (unknown region grey) | result.", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow inpaint --reverse G --mask NAME|PNG [options]",
+                         "Inpainting without training (METHOD Section 9): z' = M F(x) + (1 - M) eps,\n"
+                         "x' = G(z'), then --iters rounds of: paste the known pixels back, re-encode\n"
+                         "with F, renoise the unknown tokens, decode. The output's known pixels are the\n"
+                         "input's. Prints the mean squared error against the input in the known and\n"
+                         "the unknown region and the time per image; the PNG has a row per image:\n"
+                         "input | masked input (unknown region grey) | result.");
+    if (rc != CLI_GO) return rc;
     if (!mask_spec) return cli_usage("--mask is required");
     if (cli_check_int("iters", o.iters, 0, 1000) || cli_check_int("candidates", o.candidates, 0, 1000) ||
         cli_check_float("renoise", o.renoise, 0, 1) || cli_check_float("soft", o.soft, 0, 1))
@@ -411,16 +407,15 @@ int cmd_edit(int argc, char **argv) {
         {"from", OPT_STR, &from, "edit only the images whose label is in K[,K...] (default all)"},
         {"exact", OPT_FLAG, &exact, "decode with the exact inverse of F instead of G (the slow baseline)"},
         {"features", OPT_STR, &features, "feature network: also print how often it recognises the target class and how much of the source the edits keep"},
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow edit --reverse G --to K[,K...] [options]",
-                           "Class editing (METHOD Section 9): x' = G(z | y') for each target class y', with\n"
-                           "z = F(x | y') + s (F(x | y) - F(x | y')) (s = 1: z = F(x | y)); strengths above 1\n"
-                           "edit the result again. With --verify, each edit is the gentlest of a ladder of\n"
-                           "strengths that the verifier reads as the target class. The PNG has a row per\n"
-                           "image: the input, then one column per target.", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow edit --reverse G --to K[,K...] [options]",
+                         "Class editing (METHOD Section 9): x' = G(z | y') for each target class y', with\n"
+                         "z = F(x | y') + s (F(x | y) - F(x | y')) (s = 1: z = F(x | y)); strengths above 1\n"
+                         "edit the result again. With --verify, each edit is the gentlest of a ladder of\n"
+                         "strengths that the verifier reads as the target class. The PNG has a row per\n"
+                         "image: the input, then one column per target.");
+    if (rc != CLI_GO) return rc;
     if (!to) return cli_usage("--to is required");
     edit_env v;
     if ((rc = edit_open(&v, &a, "edit", a.images ? a.images : a.data, a.n, NULL))) return rc;
@@ -468,13 +463,12 @@ static void report_reconstruction(const edit_env *v, const float *out) {
 
 int cmd_reconstruct(int argc, char **argv) {
     edit_args a = EDIT_ARGS_DEFAULT("reconstruct");
-    cli_opt opts[] = {EDIT_COMMON_OPTS(a), {NULL, 0, NULL, NULL}};
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow reconstruct --reverse G [options]",
-                           "Reconstruction x -> F -> G -> x' (METHOD Section 9), with the error of each\n"
-                           "image: mse and PSNR = 10 log10(4 / mse) for pixels in [-1, 1]. The PNG has a\n"
-                           "row per image: input | reconstruction.", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    cli_opt opts[] = {EDIT_COMMON_OPTS(a), CLI_END};
+    int rc = cli_options(argc, argv, 2, opts, "biflow reconstruct --reverse G [options]",
+                         "Reconstruction x -> F -> G -> x' (METHOD Section 9), with the error of each\n"
+                         "image: mse and PSNR = 10 log10(4 / mse) for pixels in [-1, 1]. The PNG has a\n"
+                         "row per image: input | reconstruction.");
+    if (rc != CLI_GO) return rc;
     edit_env v;
     if ((rc = edit_open(&v, &a, "reconstruct", a.images ? a.images : a.data, a.n, NULL))) return rc;
     int n = v.in.n, rows = rows_shown(&a, n);
@@ -520,7 +514,7 @@ int cmd_interpolate(int argc, char **argv) {
         EDIT_COMMON_OPTS(a),
         {"index", OPT_STR, &index, "I,J: the two images of --images/--data to join"},
         {"steps", OPT_INT, &steps, "points on the path, both ends included"},
-        {NULL, 0, NULL, NULL},
+        CLI_END,
     };
     const char *pos[2];
     int np, rc = cli_parse(argc, argv, 2, opts,
@@ -528,7 +522,7 @@ int cmd_interpolate(int argc, char **argv) {
                            "Interpolation in noise space (METHOD Section 9): encodes two images with F and\n"
                            "decodes points of the great-circle path (slerp) between the encodings with G;\n"
                            "the PNG is one row from the first image's end to the second's.", pos, 2, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    if (rc != CLI_GO) return rc;
     int ia = 0, ib = 1;
     if (np == 1 || steps < 2 || steps > 1024 ||
         (np == 0 && (sscanf(index, "%d,%d", &ia, &ib) != 2 || ia < 0 || ib < 0))) {

@@ -3,11 +3,10 @@
  * Section 8). One command, so that every row of a results table is measured the same way. */
 #include "biflow.h"
 #include "cli.h"
-#include "cmd_eval.h"
+#include "commands.h"
 #include "tool_util.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +14,7 @@
 typedef struct {
     const char *reverse, *flow, *images, *labels, *features, *data, *sampler, *denoise;
     const char *row, *md, *json, *save;
-    int n, bpd_n, fid_n, floor_n, raw, threads, cfg_two_pass, cfg_anneal, batch;
+    int n, bpd_n, fid_n, floor_n, raw, cfg_two_pass, cfg_anneal, batch;
     float cfg, sigma;
     uint64_t seed;
 } eval_args;
@@ -178,41 +177,6 @@ static int save_samples(const char *prefix, const float *x, const int *y, int n,
 }
 
 /* ------------------------------------------------------------------ the command */
-static int load_images(const eval_args *a, float **x, int **y, int *n, const bf_features_config *fc) {
-    bf_dtype dt;
-    int nd;
-    int64_t sh[8];
-    void *data;
-    if (bf_read_npy(a->images, &dt, &nd, sh, &data)) return -1;
-    int64_t cnt = sh[0], px = 1;
-    for (int i = 1; i < nd; i++) px *= sh[i];
-    if (px != (int64_t)fc->in_channels * fc->height * fc->width || (dt != BF_DT_U8 && dt != BF_DT_F32)) {
-        bf_set_error("%s: expected uint8 or float32 images of %dx%dx%d, got %d dimensions of %lld values",
-                     a->images, fc->in_channels, fc->height, fc->width, nd, (long long)px);
-        free(data);
-        return -1;
-    }
-    *n = (int)cnt;
-    *x = bf_malloc(sizeof(float) * cnt * px);
-    for (int64_t i = 0; i < cnt * px; i++)
-        (*x)[i] = dt == BF_DT_U8 ? ((uint8_t *)data)[i] / 127.5f - 1.0f : ((float *)data)[i];
-    free(data);
-    *y = NULL;
-    if (!a->labels) return 0;
-    int64_t ls[8];
-    int lnd;
-    if (bf_read_npy(a->labels, &dt, &lnd, ls, &data)) return -1;
-    if (lnd != 1 || ls[0] != cnt || (dt != BF_DT_I64 && dt != BF_DT_I32)) {
-        bf_set_error("%s: expected %lld int64 labels", a->labels, (long long)cnt);
-        free(data);
-        return -1;
-    }
-    *y = bf_malloc(sizeof(int) * cnt);
-    for (int64_t i = 0; i < cnt; i++) (*y)[i] = dt == BF_DT_I64 ? (int)((int64_t *)data)[i] : ((int32_t *)data)[i];
-    free(data);
-    return 0;
-}
-
 /* What one evaluation holds. */
 typedef struct {
     bf_reverse *r;
@@ -279,7 +243,11 @@ static int run_eval(eval_args *a) {
         goto done;
     if (a->images) {   /* nothing to split: rank 0 alone */
         if (!root) { rc = 0; goto done; }
-        if (load_images(a, &v.x, &v.y, &res.n, bf_features_get_config(v.fn))) goto done;
+        bf_image_set in;
+        if (images_for_features(&in, a->images, a->labels, 0, bf_features_get_config(v.fn))) goto done;
+        v.x = in.x;   /* eval_close frees them */
+        v.y = in.y;
+        res.n = in.n;
     } else {
         const bf_flow_config *fc = bf_flow_get_config(v.f);
         res.n = a->n;
@@ -314,7 +282,7 @@ int cmd_eval(int argc, char **argv) {
     cli_opt opts[] = {
         {"reverse", OPT_STR, &a.reverse, "evaluate the one-pass sampler of this reverse model G"},
         {"flow", OPT_STR, &a.flow, "forward model (default: G's); alone: evaluate its --sampler"},
-        {"images", OPT_STR, &a.images, "evaluate a .npy of images (uint8 or float32 in [-1, 1]) instead"},
+        {"images", OPT_STR, &a.images, "evaluate a .npy of images instead: uint8 pixels or floats in [-1, 1], (n,H,W) or (n,C,H,W)"},
         {"labels", OPT_STR, &a.labels, "with --images: a .npy of their int64 labels (for the accuracy)"},
         CLI_CHOICE("sampler", a.sampler, "exact|jacobi", "with --flow only: F's sampler"),
         {"features", OPT_STR, &a.features, "feature network"},
@@ -336,17 +304,14 @@ int cmd_eval(int argc, char **argv) {
         {"row", OPT_STR, &a.row, "name of this configuration in --md / --json"},
         {"md", OPT_STR, &a.md, "append a Markdown table row: name | FD | accuracy | NFE | ms/image | N"},
         {"json", OPT_STR, &a.json, "append a JSON line with the figures"},
-        {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
+        CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow eval (--reverse G | --flow F | --images X.npy) [options]",
-                           "Sample quality: Frechet distance between feature-network features of N\n"
-                           "samples and of the test split, class accuracy of class-conditional\n"
-                           "samples, speed; optionally bits/dim of F, fidelity of G, the FD floor.",
-                           pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow eval (--reverse G | --flow F | --images X.npy) [options]",
+                         "Sample quality: Frechet distance between feature-network features of N\n"
+                         "samples and of the test split, class accuracy of class-conditional\n"
+                         "samples, speed; optionally bits/dim of F, fidelity of G, the FD floor.");
+    if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("n", a.n, 2, CLI_MAX_SAMPLES)) || (rc = cli_check_float("cfg", a.cfg, 0, 1e6)) ||
         (rc = cli_check_int("batch", a.batch, 1, 1 << 20)) || (rc = cli_check_int("bpd-n", a.bpd_n, 0, 1000000000)) ||
         (rc = cli_check_int("fidelity-n", a.fid_n, 0, 1000000000)) ||
@@ -354,6 +319,5 @@ int cmd_eval(int argc, char **argv) {
         return rc;
     if (!a.reverse && !a.flow && !a.images) return cli_usage("give --reverse, --flow or --images");
     if (a.reverse && cli_given("sampler")) return cli_usage("--sampler is F's: with --reverse the sampler is G");
-    if (a.threads > 0) omp_set_num_threads(a.threads);
     return run_eval(&a);
 }

@@ -3,8 +3,8 @@
 #include "biflow.h"
 #include "cli.h"
 #include "commands.h"
+#include "tool_util.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +43,11 @@ int cmd_train_features(int argc, char **argv) {
         {"overwrite", OPT_FLAG, &o.overwrite, "where --out holds a run: delete it and start a new one"},
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow train-features [options]",
-                           "Trains the feature network (a small convolutional classifier whose "
-                           "penultimate\nactivations are the features of the Frechet distance) "
-                           "and prints its test accuracy.", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow train-features [options]",
+                         "Trains the feature network (a small convolutional classifier whose "
+                         "penultimate\nactivations are the features of the Frechet distance) "
+                         "and prints its test accuracy.");
+    if (rc != CLI_GO) return rc;
     o.model.arch = !strcmp(arch, "perceptual") ? BF_FEAT_ARCH_PERCEPTUAL : BF_FEAT_ARCH_FD;
     if (bf_train_features_check_opts(&o)) return cli_usage_fail(NULL);
     double acc, t0 = bf_time();
@@ -60,60 +59,6 @@ int cmd_train_features(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------------ eval-features */
-/* Images from a .npy: float (n, C, H, W) in [-1, 1], or uint8 pixels (n, H, W) or
- * (n, C, H, W); checked against the network's input. Returns malloc'ed floats. */
-static float *read_images(const char *path, const bf_features_config *c, int *n) {
-    bf_dtype dt;
-    int nd;
-    int64_t sh[8];
-    void *data;
-    if (bf_read_npy(path, &dt, &nd, sh, &data)) return NULL;
-    if (dt != BF_DT_F32 && dt != BF_DT_F64 && dt != BF_DT_U8) {
-        bf_set_error("%s: the array's dtype is %s; images must be float32 or float64 in [-1, 1], "
-                     "or uint8 pixels", path, dt == BF_DT_I64 ? "int64" : "int32");
-        free(data);
-        return NULL;
-    }
-    int64_t ch = nd == 4 ? sh[1] : 1, h = nd >= 2 ? sh[nd - 2] : 0, w = nd >= 1 ? sh[nd - 1] : 0;
-    if ((nd != 3 && nd != 4) || ch != c->in_channels || h != c->height || w != c->width ||
-        sh[0] < 1 || sh[0] > 100000000) {
-        char got[96] = "";
-        for (int i = 0; i < nd && i < 8; i++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)sh[i]);
-        bf_set_error("%s: expected images of shape (n, %d, %d, %d)%s, got (%s)", path,
-                     c->in_channels, c->height, c->width, c->in_channels == 1 ? " or (n, H, W)" : "", got);
-        free(data);
-        return NULL;
-    }
-    size_t m = (size_t)sh[0] * ch * h * w;
-    float *x = bf_malloc(sizeof(float) * m);
-    for (size_t i = 0; i < m; i++)
-        x[i] = dt == BF_DT_F32 ? ((float *)data)[i]
-             : dt == BF_DT_F64 ? (float)((double *)data)[i]
-                               : ((uint8_t *)data)[i] / 127.5f - 1.0f;
-    free(data);
-    *n = (int)sh[0];
-    return x;
-}
-
-/* Labels (int64 or int32, one per image, at least n of them). */
-static int *read_labels(const char *path, int n) {
-    bf_dtype dt;
-    int nd;
-    int64_t sh[8];
-    void *data;
-    if (bf_read_npy(path, &dt, &nd, sh, &data)) return NULL;
-    if (nd != 1 || sh[0] < n || (dt != BF_DT_I64 && dt != BF_DT_I32)) {
-        bf_set_error("%s: expected int64 labels of shape (n) with n >= %d", path, n);
-        free(data);
-        return NULL;
-    }
-    int *y = bf_malloc(sizeof(int) * (size_t)n);
-    for (int i = 0; i < n; i++) y[i] = dt == BF_DT_I64 ? (int)((int64_t *)data)[i] : ((int32_t *)data)[i];
-    free(data);
-    return y;
-}
-
 /* Features (n, F) of the first n images of a dataset split; the class accuracy on them in
  * *acc when acc is not NULL. */
 static float *split_features(bf_features *fn, const bf_dataset *ds, int n, double *acc) {
@@ -135,31 +80,28 @@ typedef struct {
     int n, floor;
 } eval_args;
 
-/* FD of the samples x (n images, read and checked before the reference was computed) against
- * the test statistics, and the class accuracy with labels. */
-static int eval_samples(bf_features *fn, const eval_args *a, const bf_feature_stats *ref, float *x,
-                        int n, int *n_used) {
-    int F = bf_features_dim(fn);
-    if (a->n > 0 && a->n < n) n = a->n;
+/* FD of the images in (read and checked before the reference was computed) against the test
+ * statistics, and the class accuracy when they have labels. */
+static int eval_samples(bf_features *fn, const eval_args *a, const bf_feature_stats *ref,
+                        const bf_image_set *in) {
+    int F = bf_features_dim(fn), n = in->n;
     float *f = bf_malloc(sizeof(float) * (size_t)n * F);
-    int *pred = bf_malloc(sizeof(int) * (size_t)n), *y = NULL, rc = -1;
+    int *pred = bf_malloc(sizeof(int) * (size_t)n), rc = -1;
     bf_feature_stats s = {0};
     double fd;
-    if (a->labels && !(y = read_labels(a->labels, n))) goto done;
-    bf_features_extract(fn, f, pred, x, n);
+    bf_features_extract(fn, f, pred, in->x, n);
     if (bf_feature_stats_compute(&s, f, n, F) || bf_frechet_distance_stats(&fd, &s, ref)) goto done;
     printf("samples: %s, N = %d\nFD: %.4f\n", a->images, n, fd);
-    if (y) {
+    if (a->labels) {
         int hits = 0;
-        for (int i = 0; i < n; i++) hits += pred[i] == y[i];
+        for (int i = 0; i < n; i++) hits += pred[i] == in->y[i];
         printf("class accuracy of the feature network on the samples (labels %s): %.4f\n",
                a->labels, (double)hits / n);
     }
-    *n_used = n;
     rc = 0;
 done:
     bf_feature_stats_free(&s);
-    free(f); free(pred); free(y);
+    free(f); free(pred);
     return rc;
 }
 
@@ -188,10 +130,11 @@ static int run_eval(const eval_args *a) {
     if (!fn) return -1;
     bf_dataset test = {0};
     bf_feature_stats ref = {0};
-    int rc = -1, n_samples = 0, n_images = 0;
+    bf_image_set in = {0};   /* the images first: a wrong file is refused before the long part */
+    int rc = -1;
     double t0 = bf_time(), acc;
-    float *x = NULL;   /* the images first: a wrong file is refused before the long part */
-    if (a->images && !(x = read_images(a->images, bf_features_get_config(fn), &n_images))) goto done;
+    if (a->images && images_for_features(&in, a->images, a->labels, a->n, bf_features_get_config(fn)))
+        goto done;
     if (bf_dataset_load(&test, a->data, "test")) goto done;
     const bf_features_config *c = bf_features_get_config(fn);
     if (test.c != c->in_channels || test.h != c->height || test.w != c->width) {
@@ -206,15 +149,15 @@ static int run_eval(const eval_args *a) {
     printf("feature network: %s (%d features; test accuracy %.4f)\nreference: %s test split, "
            "%d images\n", a->features, bf_features_dim(fn), acc, a->data, test.n);
     rc = -1;
-    if (a->images && eval_samples(fn, a, &ref, x, n_images, &n_samples)) goto done;
+    if (a->images && eval_samples(fn, a, &ref, &in)) goto done;
     if (a->floor) {
-        int n = a->n > 0 ? a->n : n_samples > 0 ? n_samples : test.n;
+        int n = a->n > 0 ? a->n : in.n > 0 ? in.n : test.n;
         if (eval_floor(fn, a, &ref, n)) goto done;
     }
     printf("(%.1f s)\n", bf_time() - t0);
     rc = 0;
 done:
-    free(x);
+    bf_image_set_free(&in);
     bf_feature_stats_free(&ref);
     bf_dataset_free(&test);
     bf_features_free(fn);
@@ -223,27 +166,23 @@ done:
 
 int cmd_eval_features(int argc, char **argv) {
     eval_args a = {NULL, NULL, DEFAULT_FEATURES, "fashion-mnist", 0, 0};
-    int threads = 0;
     cli_opt opts[] = {
-        {"images", OPT_STR, &a.images, ".npy of images: float32 (n,C,H,W) in [-1,1] or uint8 (n,H,W) / (n,C,H,W)"},
+        {"images", OPT_STR, &a.images, ".npy of images: uint8 pixels or floats in [-1, 1], (n,H,W) or (n,C,H,W)"},
         {"labels", OPT_STR, &a.labels, ".npy of int64 labels (n): also print the class accuracy"},
         {"features", OPT_STR, &a.features, "feature network (.safetensors or train-features run folder)"},
         {"data", OPT_STR, &a.data, "dataset whose test split is the reference"},
         {"n", OPT_INT, &a.n, "use the first N samples (0 = all given; the floor: as many as samples)"},
         {"floor", OPT_FLAG, &a.floor, "also print the FD of the test split against N training images"},
-        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
+        CLI_THREADS_OPT,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts,
-                           "biflow eval-features --images X.npy [--labels L.npy] [--floor] [options]",
-                           "Frechet distance (FD) of images against the test split, in the "
-                           "features of the\nfeature network; N is printed with every FD.",
-                           pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts,
+                         "biflow eval-features --images X.npy [--labels L.npy] [--floor] [options]",
+                         "Frechet distance (FD) of images against the test split, in the "
+                         "features of the\nfeature network; N is printed with every FD.");
+    if (rc != CLI_GO) return rc;
     if (!a.images && !a.floor) return cli_usage("give --images and/or --floor");
     if (a.labels && !a.images) return cli_usage("--labels needs --images");
     if ((rc = cli_check_int("n", a.n, 0, 1000000000))) return rc;
-    if (threads > 0) omp_set_num_threads(threads);
     return run_eval(&a) ? cli_fail() : 0;
 }

@@ -54,7 +54,7 @@ int cmd_encode(int argc, char **argv) {
     int n = 16, raw = 0, uncond = 0;
     cli_opt opts[] = {
         {"flow", OPT_STR, &flow, "forward model: .safetensors file or run folder"},
-        {"raw", OPT_FLAG, &raw, "raw weights of a run folder instead of the EMA"},
+        CLI_RAW_OPT(raw),
         {"data", OPT_STR, &data, "dataset spec"},
         CLI_CHOICE("split", split, "test|train", "the dataset split"),
         {"n", OPT_INT, &n, "the first N images of the split (0 = all)"},
@@ -63,12 +63,11 @@ int cmd_encode(int argc, char **argv) {
         CLI_PRECISION_OPT,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow encode --flow MODEL [options]",
-                           "Encodes images with F: writes x (n,C,H,W), y (n), z (n,T,D) and the\n"
-                           "log-determinant per dimension (n), e.g. to compare with PyTorch\n"
-                           "(dev/check_roundtrip.py).", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow encode --flow MODEL [options]",
+                         "Encodes images with F: writes x (n,C,H,W), y (n), z (n,T,D) and the\n"
+                         "log-determinant per dimension (n), e.g. to compare with PyTorch\n"
+                         "(dev/check_roundtrip.py).");
+    if (rc != CLI_GO) return rc;
     if (!flow) return cli_usage("--flow is required");
     if ((rc = cli_check_int("n", n, 0, 1000000000))) return rc;
     bf_flow *f = bf_flow_load(flow, !raw);
@@ -118,7 +117,7 @@ int cmd_info(int argc, char **argv) {
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow info MODEL.safetensors|RUN_DIR",
                            "Prints a model's configuration and size (forward or reverse model).",
                            pos, 1, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    if (rc != CLI_GO) return rc;
     if (np != 1) return cli_usage("give one model file or run folder");
     char path[4096];
     bf_safetensors st;

@@ -1,5 +1,5 @@
 /* biflow plot: renders the curves of one or more training logs to a PNG (bf_plot_logs). */
-#include "cmd_plot.h"
+#include "commands.h"
 
 #include "biflow.h"
 #include "cli.h"
@@ -27,7 +27,7 @@ int cmd_plot(int argc, char **argv) {
                                "its log.jsonl): a panel per series against step, the logs overlaid in\n"
                                "distinct colours, each with its last, smallest and largest value.",
                                logs, MAX_LOGS, &n_logs);
-    if (rc) return rc > 0 ? 0 : 2;
+    if (rc != CLI_GO) return rc;
     if (n_logs == 0) return cli_usage("give at least one log");
     bf_plot_stats st;
     if (bf_plot_logs(out, logs, n_logs, &o, &st)) return cli_fail();

@@ -1,10 +1,9 @@
 /* biflow commands of the reverse model G: train-reverse, eval-reverse, export-reverse. */
 #include "biflow.h"
 #include "cli.h"
-#include "cmd_reverse.h"
+#include "commands.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,12 +93,10 @@ int cmd_train_reverse(int argc, char **argv) {
         CLI_RUN_OPTS(o, eval_n, "G(F(x)) error on 1000 test images", "G(F(x)) error"),
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow train-reverse --flow MODEL [options]",
-                           "Trains the reverse model G (one-pass inverse of F) with F frozen:\n"
-                           "hidden alignment, learned denoising, norm control, training-time guidance.",
-                           pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow train-reverse --flow MODEL [options]",
+                         "Trains the reverse model G (one-pass inverse of F) with F frozen:\n"
+                         "hidden alignment, learned denoising, norm control, training-time guidance.");
+    if (rc != CLI_GO) return rc;
     const char *flow0 = o.flow, *features0 = o.features;   /* a resume may adopt copies */
     if (!(rc = cli_check_int("eval-n", eval_n, 0, 1000000000)) &&
         !(rc = train_reverse_check(&o, inverse, denoise, norm)))
@@ -163,33 +160,30 @@ done:
 
 int cmd_eval_reverse(int argc, char **argv) {
     const char *reverse = NULL, *flow = NULL, *data = "fashion-mnist";
-    int n = 10000, prior_n = 1000, raw = 0, threads = 0;
+    int n = 10000, prior_n = 1000, raw = 0;
     float cfg = 0.0f;
     uint64_t seed = 0;
     cli_opt opts[] = {
         {"reverse", OPT_STR, &reverse, "reverse model G: file or run folder"},
         {"flow", OPT_STR, &flow, "forward model (default: the one G records; checked by SHA-256)"},
-        {"raw", OPT_FLAG, &raw, "raw weights of a run folder instead of the EMA"},
+        CLI_RAW_OPT(raw),
         {"data", OPT_STR, &data, "dataset spec (test split)"},
         {"n", OPT_INT, &n, "test images for G(F(x)) vs x (0 = all)"},
         {"prior-n", OPT_INT, &prior_n, "prior draws for G(z) vs F^-1(z) (0 = skip)"},
         CLI_ALIAS("n-prior", "prior-n"),
         {"cfg", OPT_FLOAT, &cfg, "guidance w of the G(z) vs F^-1(z) comparison"},
         {"seed", OPT_U64, &seed, "noise seed"},
-        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
+        CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow eval-reverse --reverse G [options]",
-                           "Fidelity of the learned inverse (METHOD Section 8): G(F(x)) against x on\n"
-                           "test images, and G(z) against the exact inverse F^-1(z) on the same z.\n"
-                           "PSNR = 10 log10(4 / mse) for pixels in [-1, 1].", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow eval-reverse --reverse G [options]",
+                         "Fidelity of the learned inverse (METHOD Section 8): G(F(x)) against x on\n"
+                         "test images, and G(z) against the exact inverse F^-1(z) on the same z.\n"
+                         "PSNR = 10 log10(4 / mse) for pixels in [-1, 1].");
+    if (rc != CLI_GO) return rc;
     if (!reverse) return cli_usage("--reverse is required");
     if ((rc = cli_check_int("n", n, 0, 1000000000)) || (rc = cli_check_int("prior-n", prior_n, 0, CLI_MAX_SAMPLES)))
         return rc;
-    if (threads > 0) omp_set_num_threads(threads);
     bf_reverse *r = bf_reverse_load(reverse, !raw);
     if (!r) return cli_fail();
     const char *fpath = flow ? flow : bf_reverse_flow_path(r);
@@ -223,15 +217,14 @@ int cmd_export_reverse(int argc, char **argv) {
         {"reverse", OPT_STR, &reverse, "reverse model: file or run folder"},
         {"flow", OPT_STR, &flow, "the forward model's new location (must have the recorded SHA-256)"},
         {"out", OPT_STR, &out, "output .safetensors file"},
-        {"raw", OPT_FLAG, &raw, "raw weights of a run folder instead of the EMA"},
+        CLI_RAW_OPT(raw),
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow export-reverse --reverse G --flow F --out FILE",
-                           "Writes a reverse model as one file that points at its forward model's new\n"
-                           "location (e.g. after copying both into models/); the forward model must be\n"
-                           "the very file G was trained against (same SHA-256).", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow export-reverse --reverse G --flow F --out FILE",
+                         "Writes a reverse model as one file that points at its forward model's new\n"
+                         "location (e.g. after copying both into models/); the forward model must be\n"
+                         "the very file G was trained against (same SHA-256).");
+    if (rc != CLI_GO) return rc;
     if (!reverse || !flow || !out)
         return cli_usage("--%s is required", !reverse ? "reverse" : !flow ? "flow" : "out");
     bf_reverse *r;

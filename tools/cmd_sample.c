@@ -5,7 +5,6 @@
 #include "tool_util.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +12,7 @@
 /* What cmd_sample needs from either kind of model. */
 typedef struct {
     const char *flow, *reverse, *sampler, *classes, *out, *denoise;
-    int n, raw, scale, threads, cfg_two_pass;
+    int n, raw, scale, cfg_two_pass;
     uint64_t seed;
     float temperature, sigma;
     bf_sample_opts so;
@@ -145,12 +144,12 @@ static int sample_check(sample_args *a) {
 }
 
 int cmd_sample(int argc, char **argv) {
-    sample_args a = {NULL, NULL, "exact", "all", "samples", "auto", 100, 0, 2, 0, 0, 0, 1.0f, -1.0f, {0}};
+    sample_args a = {NULL, NULL, "exact", "all", "samples", "auto", 100, 0, 2, 0, 0, 1.0f, -1.0f, {0}};
     bf_sample_opts_default(&a.so);
     cli_opt opts[] = {
         {"flow", OPT_STR, &a.flow, "forward model: .safetensors file or run folder"},
         {"reverse", OPT_STR, &a.reverse, "reverse model G: file or run folder (the sampler is then biflow)"},
-        {"raw", OPT_FLAG, &a.raw, "raw weights of a run folder instead of the EMA"},
+        CLI_RAW_OPT(a.raw),
         CLI_CHOICE("sampler", a.sampler, "exact|jacobi|biflow", "exact (cached causal decoding of F), jacobi (parallel iteration) or biflow (one pass of G)"),
         {"n", OPT_INT, &a.n, "number of images"},
         {"batch", OPT_INT, &a.so.batch, "images per pass"},
@@ -166,16 +165,13 @@ int cmd_sample(int argc, char **argv) {
         {"jacobi-max-iter", OPT_INT, &a.so.jacobi_max_iter, "Jacobi: iteration cap per block (0 = tokens)"},
         {"out", OPT_STR, &a.out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},
         {"scale", OPT_INT, &a.scale, "grid scale-up factor"},
-        {"threads", OPT_INT, &a.threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
+        CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow sample --flow MODEL | --reverse G [options]",
-                           "Samples images: by inverting the forward model F (exact, jacobi) or in one\n"
-                           "pass of the learned reverse model G (biflow).", pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow sample --flow MODEL | --reverse G [options]",
+                         "Samples images: by inverting the forward model F (exact, jacobi) or in one\n"
+                         "pass of the learned reverse model G (biflow).");
+    if (rc != CLI_GO) return rc;
     if ((rc = sample_check(&a))) return rc;
-    if (a.threads > 0) omp_set_num_threads(a.threads);
     return !strcmp(a.sampler, "biflow") ? sample_biflow(&a) : sample_exact(&a);
 }

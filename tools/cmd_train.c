@@ -4,7 +4,6 @@
 #include "commands.h"
 #include "tool_util.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -62,12 +61,10 @@ int cmd_train_flow(int argc, char **argv) {
         CLI_RUN_OPTS(o, eval_n, "test bits/dim on 2000 images", "bits/dim"),
         CLI_END,
     };
-    const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow train-flow [options]",
-                           "Trains the forward model F (a TARFlow) by maximum likelihood.\n"
-                           "Named configurations: fmnist-tiny, fmnist-small, fmnist-base, cifar-small.",
-                           pos, 0, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    int rc = cli_options(argc, argv, 2, opts, "biflow train-flow [options]",
+                         "Trains the forward model F (a TARFlow) by maximum likelihood.\n"
+                         "Named configurations: fmnist-tiny, fmnist-small, fmnist-base, cifar-small.");
+    if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("eval-n", eval_n, 0, 1000000000)) || (rc = train_flow_check(&o, &sh, noise)))
         return rc;
     int trc = bf_train_flow(&o);
@@ -79,31 +76,29 @@ int cmd_train_flow(int argc, char **argv) {
 /* ------------------------------------------------------------------ eval-bpd */
 int cmd_eval_bpd(int argc, char **argv) {
     const char *flow = NULL, *data = "fashion-mnist", *split = "test";
-    int raw = 0, n = 0, batch = 256, threads = 0;
+    int raw = 0, n = 0, batch = 256;
     uint64_t seed = 1234;
     cli_opt opts[] = {
         {"flow", OPT_STR, &flow, "forward model: a .safetensors file or a run folder"},
-        {"raw", OPT_FLAG, &raw, "use the raw weights of a run folder instead of the EMA"},
+        CLI_RAW_OPT(raw),
         {"data", OPT_STR, &data, "dataset spec"},
         CLI_CHOICE("split", split, "test|train", "the dataset split"),
         {"n", OPT_INT, &n, "evaluate the first N images only (0 = all)"},
         CLI_ALIAS("limit", "n"),
         {"batch", OPT_INT, &batch, "images per pass"},
         {"seed", OPT_U64, &seed, "dequantisation noise seed"},
-        {"threads", OPT_INT, &threads, "threads (0 = all cores)"},
-        CLI_PRECISION_OPT,
+        CLI_COMPUTE_OPTS,
         CLI_END,
     };
     const char *pos[1];
     int np, rc = cli_parse(argc, argv, 2, opts, "biflow eval-bpd --flow MODEL [options]",
                            "Bits per dimension of F with uniform dequantisation: "
                            "(NLL + ln 128) / ln 2.", pos, 1, &np);
-    if (rc) return rc > 0 ? 0 : 2;
+    if (rc != CLI_GO) return rc;
     if (np == 1 && !flow) flow = pos[0];
     if (!flow) return cli_usage("--flow is required");
     if ((rc = cli_check_int("n", n, 0, 1000000000)) || (rc = cli_check_int("batch", batch, 1, 65536)))
         return rc;
-    if (threads > 0) omp_set_num_threads(threads);
     bf_flow *f = bf_flow_load(flow, !raw);   /* under mpirun: split over the processes */
     bf_dataset ds = {0};
     double bpd, t0 = bf_time();

@@ -1,11 +1,6 @@
 /* biflow: the command-line tool's dispatcher: the command table, the listing of --help and
  * --version. Each command lives in a tools/cmd_*.c file with its own option table. */
 #include "biflow.h"
-#include "cmd_demo.h"
-#include "cmd_edit.h"
-#include "cmd_eval.h"
-#include "cmd_plot.h"
-#include "cmd_reverse.h"
 #include "commands.h"
 
 #include <stdio.h>

@@ -77,34 +77,40 @@ const char *arg_get(const serve_req *q, const char *name) {
     return NULL;
 }
 
-int arg_int(const serve_req *q, serve_reply *out, const char *name, int def, int lo, int hi,
-            int *v) {
+/* The parameter as a number in [lo, hi] (integer: read by strtol, so digits only), def when
+ * absent; -1 after a 400 reply when it is not one. */
+static int arg_number(const serve_req *q, serve_reply *out, const char *name, double def,
+                      double lo, double hi, int integer, double *v) {
     const char *s = arg_get(q, name);
     if (!s) { *v = def; return 0; }
     char *end;
     errno = 0;
-    long x = strtol(s, &end, 10);
-    if (errno || end == s || *end || x < lo || x > hi) {
-        reply_error(out, 400, "parameter '%s' must be an integer in %d..%d, not '%.64s'", name,
-                    lo, hi, s);
+    double x = integer ? (double)strtol(s, &end, 10) : strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(x) || x < lo || x > hi) {
+        if (integer)
+            reply_error(out, 400, "parameter '%s' must be an integer in %.0f..%.0f, not '%.64s'",
+                        name, lo, hi, s);
+        else
+            reply_error(out, 400, "parameter '%s' must be a number in [%g, %g], not '%.64s'", name,
+                        lo, hi, s);
         return -1;
     }
+    *v = x;
+    return 0;
+}
+
+int arg_int(const serve_req *q, serve_reply *out, const char *name, int def, int lo, int hi,
+            int *v) {
+    double x;
+    if (arg_number(q, out, name, def, lo, hi, 1, &x)) return -1;
     *v = (int)x;
     return 0;
 }
 
 int arg_float(const serve_req *q, serve_reply *out, const char *name, float def, float lo,
               float hi, float *v) {
-    const char *s = arg_get(q, name);
-    if (!s) { *v = def; return 0; }
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(x) || x < lo || x > hi) {
-        reply_error(out, 400, "parameter '%s' must be a number in [%g, %g], not '%.64s'", name,
-                    (double)lo, (double)hi, s);
-        return -1;
-    }
+    double x;
+    if (arg_number(q, out, name, def, lo, hi, 0, &x)) return -1;
     *v = (float)x;
     return 0;
 }

@@ -109,6 +109,18 @@ int reverse_denoise(const char *denoise, float sigma, const bf_reverse *r, bf_fl
     return 0;
 }
 
+int images_for_features(bf_image_set *s, const char *images, const char *labels, int limit,
+                        const bf_features_config *fc) {
+    if (bf_image_set_load_npy(s, images, limit) || (labels && bf_image_set_load_labels(s, labels)))
+        goto fail;
+    if (s->c == fc->in_channels && s->h == fc->height && s->w == fc->width) return 0;
+    bf_set_error("%s: the images are %dx%dx%d but the feature network expects %dx%dx%d", images,
+                 s->c, s->h, s->w, fc->in_channels, fc->height, fc->width);
+fail:
+    bf_image_set_free(s);
+    return -1;
+}
+
 int feature_quality(const char *features, const char *data, const float *x, const int *y, int n,
                     double *fd, double *acc) {
     bf_features *fn = bf_features_load(features);

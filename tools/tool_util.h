@@ -48,6 +48,12 @@ int reverse_denoise(const char *denoise, float sigma, const bf_reverse *r, bf_fl
 int feature_quality(const char *features, const char *data, const float *x, const int *y, int n,
                     double *fd, double *acc);
 
+/* The images a feature network scores: --images X.npy (bf_image_set_load_npy, its first limit
+ * images when limit > 0) with their labels from --labels L.npy (NULL: none, -1), of the
+ * network's image size; 0, or -1 with the error set. */
+int images_for_features(bf_image_set *s, const char *images, const char *labels, int limit,
+                        const bf_features_config *fc);
+
 /* Value of the unknown region in displayed masked inputs: light grey, apart from the black
  * background of the images and the mid-grey gaps of the grids. */
 #define BF_MASK_SHOW 0.6f

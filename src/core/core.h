@@ -103,6 +103,12 @@ void bf_make_batch_rows(float *img, int *y, const bf_dataset *ds, const int *idx
 /* 0 when ds holds C x size x size images with at most num_classes classes (num_classes 0:
  * an unconditional model takes any), else -1 with a message naming both shapes. */
 int bf_dataset_check_shape(const bf_dataset *ds, int C, int size, int num_classes);
+
+/* ------------------------------------------------------------------ image sets (image_set.c) */
+/* s ends with suffix, ignoring case (and is longer than it). */
+int bf_ends_with(const char *s, const char *suffix);
+/* path names a .png, .jpg or .jpeg file (by its ending). */
+int bf_is_image_file(const char *path);
 /* The pixel mapping of every reader: p in [0, 255] to [-1, 1]. */
 static inline float bf_pixel_to_unit(uint8_t p) { return (float)p / 127.5f - 1.0f; }
 

@@ -313,14 +313,19 @@ fail:
     return -1;
 }
 
+/* n metadata keys and values, and their arrays. */
+static void free_meta(char **keys, char **values, int n) {
+    for (int i = 0; i < n; i++) {
+        free(keys[i]);
+        free(values[i]);
+    }
+    free(keys);
+    free(values);
+}
+
 void bf_st_free(bf_safetensors *st) {
     if (!st) return;
-    for (int i = 0; i < st->n_meta; i++) {
-        free(st->meta_keys[i]);
-        free(st->meta_values[i]);
-    }
-    free(st->meta_keys);
-    free(st->meta_values);
+    free_meta(st->meta_keys, st->meta_values, st->n_meta);
     free(st->tensors);
     free(st->file);
     free(st->path);
@@ -541,12 +546,7 @@ void bf_st_writer_free(bf_st_writer *w) {
         free(w->t[i].name);
         free(w->t[i].data);
     }
-    for (int i = 0; i < w->n_meta; i++) {
-        free(w->keys[i]);
-        free(w->values[i]);
-    }
+    free_meta(w->keys, w->values, w->n_meta);
     free(w->t);
-    free(w->keys);
-    free(w->values);
     free(w);
 }

@@ -6,11 +6,7 @@
 #include "reverse.h"
 #include "core.h"
 
-#include <errno.h>
 #include <math.h>
-#include <strings.h>
-
-#define MAX_PIXELS ((int64_t)1 << 31)   /* floats in one image set */
 
 /* ------------------------------------------------------------------ slerp */
 static double angle_between(const float *a, const float *b, size_t m, double *na, double *nb) {
@@ -35,105 +31,6 @@ void bf_slerp(float *out, const float *a, const float *b, size_t m, double t) {
         wb = sin(t * om) / so;
     }
     for (size_t i = 0; i < m; i++) out[i] = (float)(wa * a[i] + wb * b[i]);
-}
-
-/* ------------------------------------------------------------------ images in */
-static void shape_str(char *buf, size_t cap, int nd, const int64_t *sh) {
-    size_t k = (size_t)snprintf(buf, cap, "(");
-    for (int i = 0; i < nd && k < cap; i++)
-        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)sh[i]);
-    if (k < cap) snprintf(buf + k, cap - k, ")");
-}
-
-/* Values of a float array must be images in [-1, 1]; a little slack for rounding. */
-static int float_pixels(float *x, const void *data, bf_dtype dt, size_t m, const char *path) {
-    for (size_t i = 0; i < m; i++) {
-        double v = dt == BF_DT_F32 ? ((const float *)data)[i] : ((const double *)data)[i];
-        if (!(v >= -1.001 && v <= 1.001)) {
-            bf_set_error("'%s': value %g at flat index %zu is not a pixel in [-1, 1] (float "
-                         "images must be scaled to [-1, 1]; or give uint8)", path, v, i);
-            return -1;
-        }
-        x[i] = (float)(v < -1.0 ? -1.0 : v > 1.0 ? 1.0 : v);
-    }
-    return 0;
-}
-
-static int set_alloc(bf_image_set *s, int n, int c, int h, int w, const char *what) {
-    if (n < 1 || c < 1 || h < 1 || w < 1 || (int64_t)n * c * h * w > MAX_PIXELS) {
-        bf_set_error("%s holds no images or too many (%d of %dx%dx%d)", what, n, w, h, c);
-        return -1;
-    }
-    *s = (bf_image_set){n, c, h, w, bf_malloc(sizeof(float) * n * c * h * w), bf_malloc(sizeof(int) * n)};
-    for (int i = 0; i < n; i++) s->y[i] = -1;
-    return 0;
-}
-
-static int load_npy_set(bf_image_set *s, const char *path, int limit) {
-    bf_dtype dt;
-    int nd, rc = -1;
-    int64_t sh[8];
-    void *data;
-    if (bf_read_npy(path, &dt, &nd, sh, &data)) return -1;
-    char shp[160];
-    shape_str(shp, sizeof shp, nd, sh);
-    int ok = nd == 3 || nd == 4;
-    int64_t n = sh[0], c = nd == 4 ? sh[1] : 1, h = ok ? sh[nd - 2] : 0, w = ok ? sh[nd - 1] : 0;
-    if (!ok) {
-        bf_set_error("'%s' has shape %s: images must be (n, H, W) or (n, C, H, W)", path, shp);
-    } else if (dt != BF_DT_U8 && dt != BF_DT_F32 && dt != BF_DT_F64) {
-        bf_set_error("'%s' holds integers wider than a byte: give uint8 pixels or floats in [-1, 1]", path);
-    } else if (h > 65536 || w > 65536 || c > 4096) {
-        bf_set_error("'%s' has shape %s: not images", path, shp);
-    } else {
-        if (limit > 0 && n > limit) n = limit;
-        if (set_alloc(s, n > INT32_MAX ? -1 : (int)n, (int)c, (int)h, (int)w, path) == 0) {
-            size_t m = (size_t)n * c * h * w;
-            if (dt == BF_DT_U8)
-                for (size_t i = 0; i < m; i++) s->x[i] = ((const uint8_t *)data)[i] / 127.5f - 1.0f;
-            rc = dt == BF_DT_U8 ? 0 : float_pixels(s->x, data, dt, m, path);
-            if (rc) bf_image_set_free(s);
-        }
-    }
-    free(data);
-    return rc;
-}
-
-static int load_file_set(bf_image_set *s, const char *path) {
-    uint8_t *px;
-    int c, h, w;
-    if (bf_read_image(&px, &c, &h, &w, path)) return -1;
-    int rc = set_alloc(s, 1, c, h, w, path);
-    for (size_t i = 0; rc == 0 && i < (size_t)c * h * w; i++) s->x[i] = px[i] / 127.5f - 1.0f;
-    free(px);
-    return rc;
-}
-
-static int load_data_set(bf_image_set *s, const char *spec, int limit) {
-    bf_dataset ds;
-    if (bf_dataset_load(&ds, spec, "test")) return -1;
-    int n = limit > 0 && limit < ds.n ? limit : ds.n;
-    int rc = set_alloc(s, n, ds.c, ds.h, ds.w, spec);
-    size_t m = (size_t)n * ds.c * ds.h * ds.w;
-    for (size_t i = 0; rc == 0 && i < m; i++) s->x[i] = ds.pixels[i] / 127.5f - 1.0f;
-    for (int i = 0; rc == 0 && i < n; i++) s->y[i] = ds.labels[i];
-    bf_dataset_free(&ds);
-    return rc;
-}
-
-int bf_image_set_load(bf_image_set *s, const char *spec, int limit) {
-    memset(s, 0, sizeof *s);
-    if (!spec || !*spec) { bf_set_error("no images given"); return -1; }
-    if (bf_edit_ends_with(spec, ".npy")) return load_npy_set(s, spec, limit);
-    if (bf_edit_ends_with(spec, ".png") || bf_edit_ends_with(spec, ".jpg") || bf_edit_ends_with(spec, ".jpeg"))
-        return load_file_set(s, spec);
-    return load_data_set(s, spec, limit);
-}
-
-void bf_image_set_free(bf_image_set *s) {
-    free(s->x);
-    free(s->y);
-    memset(s, 0, sizeof *s);
 }
 
 int bf_flow_classify(bf_flow *f, int *y, const float *x, int n) {

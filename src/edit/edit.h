@@ -4,8 +4,6 @@
 
 #include "biflow.h"
 
-/* s ends with suffix, ignoring case (and is longer than it). */
-int bf_edit_ends_with(const char *s, const char *suffix);
 /* Labels y (n) must be -1 or in [0, K); what names them in the message. */
 int bf_edit_check_labels(const int *y, int n, int K, const char *what);
 /* The pair (bf_editor_check), the images' size and labels. */

@@ -8,15 +8,9 @@
 
 #include <errno.h>
 #include <math.h>
-#include <strings.h>
 
 #define MASK_CHOICES "left-half, right-half, top-half, bottom-half, center, border, " \
                      "random-patches[:FRACTION[:SEED]] or a .png/.jpg file of the image size"
-
-int bf_edit_ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n > k && !strcasecmp(s + n - k, suffix);
-}
 
 /* ------------------------------------------------------------------ masks */
 static int token_grid(int img_size, int patch_size) {
@@ -93,9 +87,10 @@ static int random_mask(uint8_t *m, const char *args, int T) {
     return 0;
 }
 
-static int image_mask(uint8_t *m, const char *path, int img, int p) {
+/* pix (H, W) of a PNG/JPEG file: white (channel mean >= 128) = known. */
+static int image_pixel_mask(uint8_t *pix, const char *path, int img) {
     uint8_t *px;
-    int c, h, w, g = img / p;
+    int c, h, w;
     if (bf_read_image(&px, &c, &h, &w, path)) return -1;
     if (h != img || w != img) {
         bf_set_error("mask '%s' is %dx%d but the images are %dx%d", path, w, h, img, img);
@@ -103,35 +98,56 @@ static int image_mask(uint8_t *m, const char *path, int img, int p) {
         return -1;
     }
     size_t hw = (size_t)h * w;
-    for (int tr = 0; tr < g; tr++)
-        for (int tc = 0; tc < g; tc++) {
-            int white = 0;
-            for (int i = tr * p; i < (tr + 1) * p; i++)
-                for (int j = tc * p; j < (tc + 1) * p; j++) {
-                    int sum = 0;
-                    for (int k = 0; k < c; k++) sum += px[k * hw + (size_t)i * w + j];
-                    white += sum >= 128 * c;
-                }
-            m[tr * g + tc] = 2 * white > p * p;   /* most of its pixels */
-        }
+    for (size_t i = 0; i < hw; i++) {
+        int sum = 0;
+        for (int k = 0; k < c; k++) sum += px[k * hw + i];
+        pix[i] = sum >= 128 * c;
+    }
     free(px);
     return 0;
+}
+
+/* m (T) of a PNG/JPEG file: a token is known when most of its pixels are. */
+static int image_mask(uint8_t *m, const char *path, int img, int p) {
+    int g = img / p;
+    uint8_t *pix = bf_malloc((size_t)img * img);
+    float *known = bf_malloc(sizeof(float) * g * g);
+    int rc = image_pixel_mask(pix, path, img);
+    if (rc == 0) {
+        bf_mask_token_weights(known, pix, img, p, 0.0f);
+        for (int t = 0; t < g * g; t++) m[t] = known[t] > 0.5f;
+    }
+    free(pix);
+    free(known);
+    return rc;
+}
+
+/* The named shape spec (a mask_shape), or -1. */
+static int shape_of(const char *spec) {
+    for (int s = 0; s < (int)(sizeof SHAPE_NAMES / sizeof SHAPE_NAMES[0]); s++)
+        if (!strcmp(spec, SHAPE_NAMES[s])) return s;
+    return -1;
+}
+
+/* grid (n, n) <- where the shape s is known, on an n x n grid (tokens or pixels). */
+static void shape_fill(uint8_t *grid, int s, int n) {
+    for (int r = 0; r < n; r++)
+        for (int c = 0; c < n; c++) grid[r * n + c] = (uint8_t)shape_known((mask_shape)s, r, c, n);
 }
 
 int bf_mask_parse(uint8_t *mask, const char *spec, int img_size, int patch_size) {
     int g = token_grid(img_size, patch_size);
     if (g < 0) return -1;
     if (!spec) spec = "";
-    for (int s = 0; s < (int)(sizeof SHAPE_NAMES / sizeof SHAPE_NAMES[0]); s++)
-        if (!strcmp(spec, SHAPE_NAMES[s])) {
-            for (int r = 0; r < g; r++)
-                for (int c = 0; c < g; c++) mask[r * g + c] = (uint8_t)shape_known((mask_shape)s, r, c, g);
-            return 0;
-        }
+    int shape = shape_of(spec);
+    if (shape >= 0) {
+        shape_fill(mask, shape, g);
+        return 0;
+    }
     const char *rp = "random-patches";
     if (!strncmp(spec, rp, strlen(rp)) && (!spec[strlen(rp)] || spec[strlen(rp)] == ':'))
         return random_mask(mask, spec + strlen(rp), g * g);
-    if (bf_edit_ends_with(spec, ".png") || bf_edit_ends_with(spec, ".jpg") || bf_edit_ends_with(spec, ".jpeg"))
+    if (bf_is_image_file(spec))
         return image_mask(mask, spec, img_size, patch_size);
     bf_set_error("unknown mask '%s': give " MASK_CHOICES, spec);
     return -1;
@@ -169,39 +185,16 @@ void bf_mask_mse(double *known, double *unknown, const float *a, const float *b,
 
 
 /* ------------------------------------------------------------------ pixel masks */
-/* pix (H, W) of a PNG/JPEG file: white (channel mean >= 128) = known. */
-static int image_pixel_mask(uint8_t *pix, const char *path, int img) {
-    uint8_t *px;
-    int c, h, w;
-    if (bf_read_image(&px, &c, &h, &w, path)) return -1;
-    if (h != img || w != img) {
-        bf_set_error("mask '%s' is %dx%d but the images are %dx%d", path, w, h, img, img);
-        free(px);
-        return -1;
-    }
-    size_t hw = (size_t)h * w;
-    for (size_t i = 0; i < hw; i++) {
-        int sum = 0;
-        for (int k = 0; k < c; k++) sum += px[k * hw + i];
-        pix[i] = sum >= 128 * c;
-    }
-    free(px);
-    return 0;
-}
-
 int bf_mask_parse_pixels(uint8_t *pix, const char *spec, int img_size, int patch_size) {
     int g = token_grid(img_size, patch_size);
     if (g < 0) return -1;
     if (!spec) spec = "";
-    for (int s = 0; s < (int)(sizeof SHAPE_NAMES / sizeof SHAPE_NAMES[0]); s++)
-        if (!strcmp(spec, SHAPE_NAMES[s])) {   /* the same shapes, on the pixel grid */
-            for (int i = 0; i < img_size; i++)
-                for (int j = 0; j < img_size; j++)
-                    pix[i * img_size + j] = (uint8_t)shape_known((mask_shape)s, i, j, img_size);
-            return 0;
-        }
-    if (bf_edit_ends_with(spec, ".png") || bf_edit_ends_with(spec, ".jpg") ||
-        bf_edit_ends_with(spec, ".jpeg"))
+    int shape = shape_of(spec);
+    if (shape >= 0) {   /* the same shapes, on the pixel grid */
+        shape_fill(pix, shape, img_size);
+        return 0;
+    }
+    if (bf_is_image_file(spec))
         return image_pixel_mask(pix, spec, img_size);
     uint8_t *tok = bf_malloc((size_t)g * g);   /* random-patches: whole tokens */
     int rc = bf_mask_parse(tok, spec, img_size, patch_size);

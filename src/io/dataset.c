@@ -363,13 +363,20 @@ static int cifar_append(bf_dataset *ds, const char *path) {
     return 0;
 }
 
-int bf_dataset_load_cifar10(bf_dataset *ds, const char *dir, const char *split) {
+/* The start of a loader that reads a folder: ds cleared; 0 when split is test or train and dir
+ * is a folder, else -1 with a message naming it as `what`. */
+static int start_dir_load(bf_dataset *ds, const char *dir, const char *split, const char *what) {
     memset(ds, 0, sizeof *ds);
     if (check_split(split)) return -1;
     if (!dir || !is_dir(dir)) {
-        bf_set_error("CIFAR-10 directory '%s' does not exist", dir ? dir : "(null)");
+        bf_set_error("%s '%s' does not exist", what, dir ? dir : "(null)");
         return -1;
     }
+    return 0;
+}
+
+int bf_dataset_load_cifar10(bf_dataset *ds, const char *dir, const char *split) {
+    if (start_dir_load(ds, dir, split, "CIFAR-10 directory")) return -1;
     char *sub = join(dir, "cifar-10-batches-bin");   /* the folder inside the official tarball */
     const char *root = is_dir(sub) ? sub : dir;
     bf_dataset d = {.c = 3, .h = 32, .w = 32};
@@ -524,12 +531,7 @@ static int folder_layout(const char *dir, const char *split, char **split_dir, c
 }
 
 int bf_dataset_load_folder(bf_dataset *ds, const char *dir, const char *split) {
-    memset(ds, 0, sizeof *ds);
-    if (check_split(split)) return -1;
-    if (!dir || !is_dir(dir)) {
-        bf_set_error("image folder '%s' does not exist", dir ? dir : "(null)");
-        return -1;
-    }
+    if (start_dir_load(ds, dir, split, "image folder")) return -1;
     char *split_dir, *class_dir;
     if (folder_layout(dir, split, &split_dir, &class_dir)) return -1;
     str_list classes = {0}, files = {0};

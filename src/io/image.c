@@ -52,18 +52,25 @@ int bf_png_encode(uint8_t **out, size_t *size, const uint8_t *pixels, int h, int
     return 0;
 }
 
+/* Writes the n bytes of an encoded image to path (atomically) and frees them; encode_rc != 0:
+ * the encoder failed, and its message becomes "cannot write WHAT 'path': why". */
+static int write_encoded(const char *path, const char *what, int encode_rc, uint8_t *bytes, size_t n) {
+    if (encode_rc) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", bf_last_error());
+        bf_set_error("cannot write %s '%s': %s", what, path, why);
+        return -1;
+    }
+    int rc = bf_write_file_atomic(path, bytes, n);
+    free(bytes);
+    return rc;
+}
+
 int bf_write_png(const char *path, const uint8_t *pixels, int h, int w, int c) {
     uint8_t *png;
     size_t n;
-    if (bf_png_encode(&png, &n, pixels, h, w, c)) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", bf_last_error());
-        bf_set_error("cannot write PNG '%s': %s", path, why);
-        return -1;
-    }
-    int rc = bf_write_file_atomic(path, png, n);
-    free(png);
-    return rc;
+    int rc = bf_png_encode(&png, &n, pixels, h, w, c);
+    return write_encoded(path, "PNG", rc, png, n);
 }
 
 /* ------------------------------------------------------------------ float pixels */
@@ -129,15 +136,8 @@ int bf_write_image_grid(const char *path, const float *images, int n, int c, int
                         int ncols, int scale) {
     uint8_t *png;
     size_t size;
-    if (bf_image_grid_png(&png, &size, images, n, c, h, w, ncols, scale)) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", bf_last_error());
-        bf_set_error("cannot write image grid '%s': %s", path, why);
-        return -1;
-    }
-    int rc = bf_write_file_atomic(path, png, size);
-    free(png);
-    return rc;
+    int rc = bf_image_grid_png(&png, &size, images, n, c, h, w, ncols, scale);
+    return write_encoded(path, "image grid", rc, png, size);
 }
 
 /* ------------------------------------------------------------------ .npy */

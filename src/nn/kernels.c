@@ -367,43 +367,55 @@ static inline float gelu_grad_scalar(float x) {
 /* Work split in blocks of 1024 so vector loops see whole chunks. */
 #define GELU_CHUNK 1024
 
-void bf_gelu_forward(float *out, const float *inp, size_t n) {
+/* One chunk [i, end) of GELU's forward (out <- gelu(inp); dout unused) or backward
+ * (out += dout * gelu'(inp)). */
+typedef void gelu_chunk_fn(float *out, const float *inp, const float *dout, size_t i, size_t end);
+
+static void gelu_forward_chunk(float *out, const float *inp, const float *dout, size_t i, size_t end) {
+#if defined(__AVX512F__)
+    for (; i + 16 <= end; i += 16) {
+        __m512 x = _mm512_loadu_ps(inp + i);
+        __m512 e = erf16(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)));
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x),
+                                                _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+    }
+#endif
+    for (; i < end; i++) out[i] = gelu_scalar(inp[i]);
+}
+
+static void gelu_backward_chunk(float *dinp, const float *inp, const float *dout, size_t i, size_t end) {
+#if defined(__AVX512F__)
+    for (; i + 16 <= end; i += 16) {
+        __m512 x = _mm512_loadu_ps(inp + i);
+        __m512 half = _mm512_set1_ps(0.5f);
+        __m512 cdf = _mm512_mul_ps(half, _mm512_add_ps(_mm512_set1_ps(1.0f),
+                                   erf16(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)))));
+        __m512 pdf = _mm512_mul_ps(_mm512_set1_ps(0.39894228040143268f),
+                                   exp16(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-0.5f), x), x)));
+        __m512 g = _mm512_fmadd_ps(x, pdf, cdf);
+        _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(_mm512_loadu_ps(dout + i), g,
+                                                   _mm512_loadu_ps(dinp + i)));
+    }
+#endif
+    for (; i < end; i++) dinp[i] += dout[i] * gelu_grad_scalar(inp[i]);
+}
+
+/* chunk over [0, n) in GELU_CHUNK blocks, the blocks in parallel. */
+static void gelu_chunks(gelu_chunk_fn *chunk, float *out, const float *inp, const float *dout, size_t n) {
     size_t nchunk = (n + GELU_CHUNK - 1) / GELU_CHUNK;
 #pragma omp parallel for schedule(static) if (n >= BF_PAR_MIN)
     for (size_t ch = 0; ch < nchunk; ch++) {
-        size_t i = ch * GELU_CHUNK, end = i + GELU_CHUNK < n ? i + GELU_CHUNK : n;
-#if defined(__AVX512F__)
-        for (; i + 16 <= end; i += 16) {
-            __m512 x = _mm512_loadu_ps(inp + i);
-            __m512 e = erf16(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)));
-            _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x),
-                                                    _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
-        }
-#endif
-        for (; i < end; i++) out[i] = gelu_scalar(inp[i]);
+        size_t i = ch * GELU_CHUNK;
+        chunk(out, inp, dout, i, i + GELU_CHUNK < n ? i + GELU_CHUNK : n);
     }
 }
 
+void bf_gelu_forward(float *out, const float *inp, size_t n) {
+    gelu_chunks(gelu_forward_chunk, out, inp, NULL, n);
+}
+
 void bf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-    size_t nchunk = (n + GELU_CHUNK - 1) / GELU_CHUNK;
-#pragma omp parallel for schedule(static) if (n >= BF_PAR_MIN)
-    for (size_t ch = 0; ch < nchunk; ch++) {
-        size_t i = ch * GELU_CHUNK, end = i + GELU_CHUNK < n ? i + GELU_CHUNK : n;
-#if defined(__AVX512F__)
-        for (; i + 16 <= end; i += 16) {
-            __m512 x = _mm512_loadu_ps(inp + i);
-            __m512 half = _mm512_set1_ps(0.5f);
-            __m512 cdf = _mm512_mul_ps(half, _mm512_add_ps(_mm512_set1_ps(1.0f),
-                                       erf16(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)))));
-            __m512 pdf = _mm512_mul_ps(_mm512_set1_ps(0.39894228040143268f),
-                                       exp16(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-0.5f), x), x)));
-            __m512 g = _mm512_fmadd_ps(x, pdf, cdf);
-            _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(_mm512_loadu_ps(dout + i), g,
-                                                       _mm512_loadu_ps(dinp + i)));
-        }
-#endif
-        for (; i < end; i++) dinp[i] += dout[i] * gelu_grad_scalar(inp[i]);
-    }
+    gelu_chunks(gelu_backward_chunk, dinp, inp, dout, n);
 }
 
 void bf_residual_forward(float *out, const float *a, const float *b, size_t n) {

@@ -180,36 +180,50 @@ static size_t guidance_check(const float *w, size_t N, int B) {
     return N / (size_t)B;
 }
 
-void bf_guidance_combine_forward(float *out, const float *c, const float *u, const float *w,
-                                 size_t N, int B) {
+/* One chunk [i0, i1) of image b's guidance combine: forward, out <- (c + w u) / (1 + w)
+ * (a = out, c, u); backward, dc += dout / (1 + w), du += dout w / (1 + w) (a = dc, da = du,
+ * c = dout). */
+typedef void combine_chunk_fn(float *a, float *da, const float *c, const float *u, float w,
+                              size_t i0, size_t i1);
+
+static void combine_forward_chunk(float *out, float *unused, const float *c, const float *u,
+                                  float w, size_t i0, size_t i1) {
+    if (w == 0.0f) {   /* exactly c, whatever u holds */
+        if (out != c) memcpy(out + i0, c + i0, sizeof(float) * (i1 - i0));
+        return;
+    }
+    float d = 1.0f + w;
+    for (size_t i = i0; i < i1; i++) out[i] = (c[i] + w * u[i]) / d;
+}
+
+static void combine_backward_chunk(float *dc, float *du, const float *dout, const float *unused,
+                                   float w, size_t i0, size_t i1) {
+    float ac = 1.0f / (1.0f + w), au = w * ac;
+    for (size_t i = i0; i < i1; i++) dc[i] += dout[i] * ac;
+    if (du && w != 0.0f)   /* w = 0: u was never read */
+        for (size_t i = i0; i < i1; i++) du[i] += dout[i] * au;
+}
+
+/* chunk over each image's N / B values in COND_CHUNK blocks, the blocks in parallel. */
+static void combine_chunks(combine_chunk_fn *chunk, float *a, float *da, const float *c,
+                           const float *u, const float *w, size_t N, int B) {
     size_t n_per = guidance_check(w, N, B), nch = (n_per + COND_CHUNK - 1) / COND_CHUNK;
 #pragma omp parallel for collapse(2) schedule(static) if (N >= BF_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (size_t k = 0; k < nch; k++) {
             size_t end = (size_t)(b + 1) * n_per, i0 = (size_t)b * n_per + k * COND_CHUNK;
-            size_t i1 = i0 + COND_CHUNK < end ? i0 + COND_CHUNK : end;
-            float wb = w[b], d = 1.0f + wb;
-            if (wb == 0.0f) {   /* exactly c, whatever u holds */
-                if (out != c) memcpy(out + i0, c + i0, sizeof(float) * (i1 - i0));
-                continue;
-            }
-            for (size_t i = i0; i < i1; i++) out[i] = (c[i] + wb * u[i]) / d;
+            chunk(a, da, c, u, w[b], i0, i0 + COND_CHUNK < end ? i0 + COND_CHUNK : end);
         }
+}
+
+void bf_guidance_combine_forward(float *out, const float *c, const float *u, const float *w,
+                                 size_t N, int B) {
+    combine_chunks(combine_forward_chunk, out, NULL, c, u, w, N, B);
 }
 
 void bf_guidance_combine_backward(float *dc, float *du, const float *dout, const float *w,
                                   size_t N, int B) {
-    size_t n_per = guidance_check(w, N, B), nch = (n_per + COND_CHUNK - 1) / COND_CHUNK;
-#pragma omp parallel for collapse(2) schedule(static) if (N >= BF_PAR_MIN)
-    for (int b = 0; b < B; b++)
-        for (size_t k = 0; k < nch; k++) {
-            size_t end = (size_t)(b + 1) * n_per, i0 = (size_t)b * n_per + k * COND_CHUNK;
-            size_t i1 = i0 + COND_CHUNK < end ? i0 + COND_CHUNK : end;
-            float ac = 1.0f / (1.0f + w[b]), au = w[b] * ac;
-            for (size_t i = i0; i < i1; i++) dc[i] += dout[i] * ac;
-            if (du && w[b] != 0.0f)   /* w = 0: u was never read */
-                for (size_t i = i0; i < i1; i++) du[i] += dout[i] * au;
-        }
+    combine_chunks(combine_backward_chunk, dc, du, dout, NULL, w, N, B);
 }
 
 /* ------------------------------------------------------------------ distances */

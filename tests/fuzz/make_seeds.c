@@ -2,16 +2,16 @@
  * fills DIR/<harness>/ with small valid inputs of each kind, written by the library itself
  * (PNGs, checkpoints, .npy, safetensors) or by libpng and libjpeg for the variants the
  * library does not write (palettes, 16 bits, interlacing, progressive, CMYK, arithmetic and
- * restart-marker JPEGs). The output is deterministic; the committed copies live in
+ * restart-marker JPEGs, tests/jpeg_writer.c). The output is deterministic; the committed copies live in
  * tests/fixtures/fuzz/. */
 #include "core.h"
 #include "feature_net.h"
 #include "flow.h"
 #include "reverse.h"
 #include "train_util.h"
+#include "../jpeg_writer.h"
 
 #include <errno.h>
-#include <jpeglib.h>
 #include <png.h>
 #include <sys/stat.h>
 #include <zlib.h>
@@ -90,39 +90,13 @@ static void png_seed(const char *harness, const char *name, int w, int h, int ct
 }
 
 /* ------------------------------------------------------------------ JPEG (libjpeg) */
-enum { J_PROGRESSIVE = 1, J_ARITH = 2, J_RESTART = 4, J_444 = 8 };
-
 static void jpeg_seed(const char *harness, const char *name, int w, int h, int c, int flags) {
     uint8_t *px = bf_malloc((size_t)w * h * c);
     pattern(px, h, w, c);
-    struct jpeg_compress_struct ci;
-    struct jpeg_error_mgr err;
-    unsigned char *out = NULL;
-    unsigned long n = 0;
-    ci.err = jpeg_std_error(&err);
-    jpeg_create_compress(&ci);
-    jpeg_mem_dest(&ci, &out, &n);
-    ci.image_width = (JDIMENSION)w;
-    ci.image_height = (JDIMENSION)h;
-    ci.input_components = c;
-    ci.in_color_space = c == 1 ? JCS_GRAYSCALE : c == 3 ? JCS_RGB : JCS_CMYK;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, 75, TRUE);
-    if (flags & J_444)
-        for (int k = 0; k < ci.num_components; k++)
-            ci.comp_info[k].h_samp_factor = ci.comp_info[k].v_samp_factor = 1;
-    if (flags & J_PROGRESSIVE) jpeg_simple_progression(&ci);
-    if (flags & J_ARITH) ci.arith_code = TRUE;
-    if (flags & J_RESTART) ci.restart_interval = 1;
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = px + (size_t)ci.next_scanline * w * c;
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    jpeg_destroy_compress(&ci);
-    put(harness, name, out, n);
-    free(out);
+    size_t n;
+    uint8_t *jpg = bf_test_jpeg(px, h, w, c, 75, flags, &n);
+    put(harness, name, jpg, n);
+    free(jpg);
     free(px);
 }
 
@@ -153,9 +127,9 @@ static void image_seeds(void) {
     png_seed("image", "grey_alpha_16bit.png", 5, 5, PNG_COLOR_TYPE_GRAY_ALPHA, 16, 0, rows, 20, 0);
     jpeg_seed("image", "grey.jpg", 8, 8, 1, 0);
     jpeg_seed("image", "rgb_420.jpg", 16, 16, 3, 0);
-    jpeg_seed("image", "rgb_444_restart.jpg", 9, 7, 3, J_444 | J_RESTART);
-    jpeg_seed("image", "rgb_progressive.jpg", 16, 8, 3, J_PROGRESSIVE);
-    jpeg_seed("image", "grey_arithmetic.jpg", 8, 8, 1, J_ARITH);
+    jpeg_seed("image", "rgb_444_restart.jpg", 9, 7, 3, BF_JPEG_444 | BF_JPEG_RESTART);
+    jpeg_seed("image", "rgb_progressive.jpg", 16, 8, 3, BF_JPEG_PROGRESSIVE);
+    jpeg_seed("image", "grey_arithmetic.jpg", 8, 8, 1, BF_JPEG_ARITH);
     jpeg_seed("image", "cmyk.jpg", 8, 8, 4, 0);
 
     uint8_t m[8 * 8 * 3];   /* masks: 8x8, white = known */
@@ -174,7 +148,7 @@ static void image_seeds(void) {
     put("mask", "checker_rgb.png", b, n);
     free(b);
     remove(mt);
-    jpeg_seed("mask", "mask.jpg", 8, 8, 1, J_444);
+    jpeg_seed("mask", "mask.jpg", 8, 8, 1, BF_JPEG_444);
 }
 
 /* ------------------------------------------------------------------ datasets */
