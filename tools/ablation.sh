@@ -356,7 +356,7 @@ cell() {   # cell KEY: "FD | accuracy | NFE | ms/image | PSNR" of a cached evalu
     printf '%.2f | %.1f%% | %s | %.3f | %s' "$(jget "$f" fd)" "$(awk -v a="$(jget "$f" accuracy)" 'BEGIN {print 100 * a}')" \
         "$(jget "$f" nfe)" "$(jget "$f" ms_per_image)" "${p:+$p dB}"
 }
-fd_of() { [ -n "$1" ] && [ -f "$EVALS/$1.json" ] && jget "$EVALS/$1.json" fd; }
+fd_of() { if [ -n "$1" ] && [ -f "$EVALS/$1.json" ]; then jget "$EVALS/$1.json" fd; fi; }
 key_of() {   # key_of FOLDER SUFFIX: the cached key, or best-w key with SUFFIX "best" / "best2"
     local dir=$1 suf=$2
     [ -f "$dir/ablation_done" ] || { echo ""; return; }
@@ -388,7 +388,10 @@ row() {   # row LABEL CHANGES W KEY1 KEY2 CURVE PAPER
             extra=$(awk -v a="$fd1" -v b="$fd2" 'BEGIN {d = a - b; if (d < 0) d = -d; printf " | %.2f | %.2f", b, d}')
         else extra=" | | "; fi
     fi
-    echo "| $1 | $2 | $3 | $(cell "$4")$extra | $6 | $7 |"
+    local label=$1 st
+    st=$(sed -n 's/^[a-z0-9-]*-\([0-9]*\)st\..*/\1/p' <<< "$4")
+    if [ -n "$st" ] && [ "${4#exact}" = "$4" ] && [ "$st" != "$STEPS" ]; then label="$label ($st steps)"; fi
+    echo "| $label | $2 | $3 | $(cell "$4")$extra | $6 | $7 |"
 }
 S2=${SEED2:+-s$SEED2}
 FLOOR=$(sed -n 's/^FD floor: *\([0-9.]*\).*/\1/p' "$EVALS/floor.log" 2>/dev/null || true)
@@ -406,7 +409,7 @@ ELAPSED=$(( $(date +%s) - START ))
          "lowest FD over w in {$WS}. Curves: \`$DOCS/*.png\`; training times: \`$OUT/*/ablation_done\`."
     echo
     if [ -n "$SEED2" ]; then
-        echo "| row | changes (vs the recipe) | w | FD | class accuracy | NFE | ms/image | G(F(x)) | FD seed $SEED2 | spread | curve | paper (FID) |"
+        echo "| row | changes (vs the recipe) | w | FD | class accuracy | NFE | ms/image | G(F(x)) | FD seed $SEED2 (its best w) | spread | curve | paper (FID) |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     else
         echo "| row | changes (vs the recipe) | w | FD | class accuracy | NFE | ms/image | G(F(x)) | curve | paper (FID) |"
@@ -440,7 +443,7 @@ ELAPSED=$(( $(date +%s) - START ))
     echo "FD over the w grid ($WS):"
     for p in exact "$(g_key "$A")" "$(g_key "$OUT/cfgoff").2nfe" ${SEED2:+"$(g_key "$A2")" "$(g_key "$OUT/cfgoff$S2").2nfe"}; do
         line=""
-        for w in $WS; do line="$line $(fd_of "$p.w$w" || echo -)"; done
+        for w in $WS; do fd=$(fd_of "$p.w$w"); line="$line ${fd:--}"; done
         echo "- $p:$line"
     done
 } > "$OUT/table.md"
