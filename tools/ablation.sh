@@ -32,7 +32,8 @@ usage: tools/ablation.sh [options]
 
   --steps N          training steps of every G (default 3200; batch 64)
   --batch N          images per step (default 64)
-  --flow-steps N     training steps of each F of the norm-control pair (default: --steps)
+  --flow-steps N     training steps of each F of the norm-control pair (default: --steps;
+                     raised later, the F's are extended and normon/normoff must be retrained)
   --seed N           training seed of every variant (default 0)
   --second-seed N    also train the contested variants with seed N (folders NAME-sN): the
                      table then has both FDs and their spread (default: none)
@@ -61,7 +62,7 @@ EOF
 STEPS=3200; BATCH=64; FLOW_STEPS=; SEED=0; SEED2=; ONLY=; EVAL_N=10000; EVAL_SEED=1
 FID_N=2000; WS="0 0.5 1 1.5 2 2.5 3"; GRID_ALL=0; FLOW=models/flow-fmnist.safetensors
 FEATURES=models/perceptual-fmnist.safetensors; FLOW_BOUND=4; CKPT_EVERY=200; EVAL_EVERY=500
-G_OPTS=; OUT=runs/ablation18; DOCS=docs/ablation; BIN=./biflow; DRY=0
+G_OPTS=; OUT=runs/ablation18; DOCS=docs/ablation; BIN=./biflow; DRY=0; MARK_EXTRA=
 need() { [ $# -ge 2 ] || { echo "tools/ablation.sh: $1 needs a value (see --help)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -190,10 +191,9 @@ START=$(date +%s)
 # train_run FOLDER STEPS STATE CKPT TRAINER-COMMAND...: a run folder trained to STEPS, resumably
 # (STATE: the trainer's resume file; CKPT: the checkpoint whose metadata records the step)
 train_run() {
-    local dir=$1 steps=$2 state=$3 ckpt=$4; shift 4
+    local dir=$1 steps=$2 state=$3 ckpt=$4 had=; shift 4
     local name=${dir##*/}
     if [ -f "$dir/ablation_done" ]; then
-        local had
         had=$(sed -n 's/^steps=//p' "$dir/ablation_done")
         if [ "${had:-0}" -ge "$steps" ]; then echo "== $name: finished ($had steps), skipped"; return 0; fi
         echo "== $name: finished at $had steps; extending to $steps (--resume)"
@@ -201,7 +201,8 @@ train_run() {
     fi
     local mode=()
     if [ -f "$dir/$state" ]; then
-        mode=(--resume); echo "== $name: interrupted at step $(ckpt_step "$dir/$ckpt"); resuming"
+        mode=(--resume)
+        [ -n "${had:-}" ] || echo "== $name: interrupted at step $(ckpt_step "$dir/$ckpt"); resuming"
     elif [ -d "$dir" ]; then
         mode=(--overwrite); echo "== $name: killed before its first checkpoint; restarting"
     else
@@ -222,7 +223,8 @@ train_run() {
     fi
     local secs=$(( $(date +%s) - t0 ))
     [ "${mode[0]:-}" = --resume ] && secs="$secs (this part)"
-    atomic_write "$dir/ablation_done" "steps=$got
+    atomic_write "$dir/ablation_done" "steps=$got${MARK_EXTRA:+
+$MARK_EXTRA}
 seconds=$secs
 load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 finished=$(date -u +%FT%TZ)"
@@ -239,15 +241,26 @@ train_flow() {   # train_flow flowclip|flownoclip
 train_g() {   # train_g VARIANT SEED FOLDER
     local v=$1 seed=$2 dir=$3 flow
     flow=$(variant_flow "$v")
-    case $v in
-        normon) train_flow flowclip || return 1 ;;
-        normoff) train_flow flownoclip || return 1 ;;
+    MARK_EXTRA=
+    case $v in normon|normoff)   # its own F first; a G of an F since extended is stale
+        train_flow "${flow##*/}" || return 1
+        [ "$DRY" = 1 ] && MARK_EXTRA="flow_step=$FLOW_STEPS" || MARK_EXTRA="flow_step=$(ckpt_step "$flow/flow_ema.safetensors")"
+        local had
+        had=$(sed -n 's/^flow_step=//p' "$dir/ablation_done" 2>/dev/null)
+        if [ -n "$had" ] && [ "flow_step=$had" != "$MARK_EXTRA" ]; then
+            echo "== ${dir##*/}: trained against its F at step $had, which is now at ${MARK_EXTRA#*=}:" \
+                 "delete $dir to train it again" >&2
+            FAILED+=("${dir##*/}"); return 1
+        fi ;;
     esac
     # shellcheck disable=SC2046,SC2086
     train_run "$dir" "$STEPS" reverse_state.safetensors reverse_ema.safetensors \
         "$BIN" train-reverse --flow "$flow" --features "$FEATURES" --seed "$seed" \
         --batch "$BATCH" --warmup 200 --ckpt-every "$CKPT_EVERY" --eval-every "$EVAL_EVERY" \
         --eval-n 0 --log-every 50 $(variant_opts "$v") $G_OPTS
+    local rc=$?
+    MARK_EXTRA=
+    return $rc
 }
 
 # ------------------------------------------------------------------ evaluations
@@ -274,8 +287,10 @@ best_w() {
     for w in $WS; do evaluate "$key.w$w" --cfg "$w" --fidelity-n 0 "$@" || true; done
 }
 g_done() { [ "$DRY" = 1 ] || [ -f "$1/ablation_done" ]; }
-g_key() {   # the evaluation key of a trained G: its folder and its step count
-    echo "${1##*/}-$(sed -n 's/^steps=//p' "$1/ablation_done" 2>/dev/null || echo "$STEPS")st"
+g_key() {   # the evaluation key of a finished run: folder, steps, and a checksum of its marker
+    local m="$1/ablation_done"   # (a run trained again gets new evaluations)
+    if [ -f "$m" ]; then echo "${1##*/}-$(sed -n 's/^steps=//p' "$m")st-$(cksum < "$m" | cut -d' ' -f1)"
+    else echo "${1##*/}-${STEPS}st"; fi
 }
 
 eval_g() {   # eval_g VARIANT FOLDER: the rows a G variant feeds
@@ -389,7 +404,7 @@ row() {   # row LABEL CHANGES W KEY1 KEY2 CURVE PAPER
         else extra=" | | "; fi
     fi
     local label=$1 st
-    st=$(sed -n 's/^[a-z0-9-]*-\([0-9]*\)st\..*/\1/p' <<< "$4")
+    st=$(sed -n 's/^[a-z0-9-]*-\([0-9]*\)st-[0-9]*\..*/\1/p' <<< "$4")
     if [ -n "$st" ] && [ "${4#exact}" = "$4" ] && [ "$st" != "$STEPS" ]; then label="$label ($st steps)"; fi
     echo "| $label | $2 | $3 | $(cell "$4")$extra | $6 | $7 |"
 }
