@@ -246,7 +246,7 @@ train_g() {   # train_g VARIANT SEED FOLDER
         train_flow "${flow##*/}" || return 1
         [ "$DRY" = 1 ] && MARK_EXTRA="flow_step=$FLOW_STEPS" || MARK_EXTRA="flow_step=$(ckpt_step "$flow/flow_ema.safetensors")"
         local had
-        had=$(sed -n 's/^flow_step=//p' "$dir/ablation_done" 2>/dev/null)
+        had=$(sed -n 's/^flow_step=//p' "$dir/ablation_done" 2>/dev/null || true)
         if [ -n "$had" ] && [ "flow_step=$had" != "$MARK_EXTRA" ]; then
             echo "== ${dir##*/}: trained against its F at step $had, which is now at ${MARK_EXTRA#*=}:" \
                  "delete $dir to train it again" >&2
