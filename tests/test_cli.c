@@ -359,6 +359,54 @@ TEST(cli_readme_and_help_agree) {
     CHECK(listed >= 18);
 }
 
+/* tools/ablation.sh --dry-run: every variant of the table is listed with what it changes, and
+ * every option of every command it would run is one that command's --help lists (the script
+ * cannot drift from the CLI unnoticed); nothing is written; bad options are usage errors. */
+TEST(cli_ablation_script_dry_run_matches_the_cli) {
+    static char out[OUT_MAX], helps[4][OUT_MAX], subs[4][32];
+    if (access("tools/ablation.sh", X_OK) != 0) SKIP("tools/ablation.sh not found in the working directory");
+    char dir[600], cmd[2048];
+    fmt(dir, sizeof dir, "%s/ablation_dry", bf_test_tmpdir());
+    fmt(cmd, sizeof cmd, "tools/ablation.sh --dry-run --steps 7 --second-seed 1 --out '%s' --docs '%s/docs' 2>&1", dir, dir);
+    CHECK(run_expect(out, 0, cmd) == 0);
+    CHECK(access(dir, F_OK) != 0);   /* a dry run writes nothing */
+    static const char *const want[] = {
+        "--inverse naive", "--inverse distill", "--denoise none", "--perceptual 0", "--cfg-train off",
+        "--norm-control off", "train-flow", "--bound 0 ", "--bound 4 ", "--cfg-two-pass", "--denoise score",
+        "--sampler exact", "/distill-s1 --steps 7", "/normoff-s1 --steps 7", "/mse --steps 7",
+    };
+    for (int i = 0; i < NUM(want); i++) {
+        if (!strstr(out, want[i])) fprintf(stderr, "    dry run lacks '%s'\n", want[i]);
+        CHECK(strstr(out, want[i]) != NULL);
+    }
+    CHECK(strstr(out, "/mse-s1") == NULL);   /* the second seed is for the contested rows only */
+    int checked = 0;
+    for (const char *p = out; (p = strstr(p, "\n+ ./biflow ")); p++) {
+        char sub[32], line[2048];
+        if (sscanf(p, "\n+ ./biflow %31[a-z-]", sub) != 1 || sscanf(p + 1, "%2047[^\n]", line) != 1) continue;
+        int h = 0;   /* each command's --help once */
+        while (h < 4 && subs[h][0] && strcmp(subs[h], sub)) h++;
+        BF_ASSERT(h < 4);
+        if (!subs[h][0]) {
+            CHECK(bf_test_sh(helps[h], OUT_MAX, "./biflow %s --help", sub) == 0);
+            snprintf(subs[h], sizeof subs[h], "%s", sub);
+        }
+        const char *chelp = helps[h];
+        for (char *q = line; (q = strstr(q, " --")); q += 3) {
+            char name[48];
+            if (sscanf(q + 3, "%47[a-z0-9-]", name) != 1) continue;
+            if (!help_lists(chelp, name)) fprintf(stderr, "    biflow %s has no --%s: %s\n", sub, name, line);
+            CHECK(help_lists(chelp, name));
+            checked++;
+        }
+    }
+    CHECK(checked > 100);
+    fmt(cmd, sizeof cmd, "tools/ablation.sh --dry-run --only align,bogus 2>&1");
+    CHECK(run_expect(out, 2, cmd) == 2 && strstr(out, "unknown variant 'bogus'"));
+    fmt(cmd, sizeof cmd, "tools/ablation.sh --dry-run --steps many 2>&1");
+    CHECK(run_expect(out, 2, cmd) == 2 && strstr(out, "'many' is not a count"));
+}
+
 /* tools/ reads the models through include/biflow.h only: no internal header of src/. */
 TEST(cli_tools_include_only_the_public_header) {
     DIR *d = opendir("tools");

@@ -134,10 +134,54 @@ TEST_FP32(reverse_gradient_distill_and_naive_variants) {
     m.lo.norm_control = 0;
     CHECK(check_model("G distill", &m) == 0);
     rev_ctx_free(&m);
+    /* with guidance and the unconditional branch: every stage's re-embedding positions too */
+    rev_ctx_init(&m, bf_test_tiny_reverse_config(1, 1, 1), 15, 1);
+    m.lo.inverse = BF_INVERSE_DISTILL;
+    CHECK(check_model("G distill+guidance", &m) == 0);
+    rev_ctx_free(&m);
     rev_ctx_init(&m, bf_test_tiny_reverse_config(0, 0, 1), 13, 1);   /* no denoising stage, naive */
     m.lo.inverse = BF_INVERSE_NAIVE;
     CHECK(check_model("G naive, no denoising", &m) == 0);
     rev_ctx_free(&m);
+}
+
+/* Hidden distillation restarts the stream of every stage s > 0 from the previous head's output
+ * in token space. Without positions of its own that stage is permutation-equivariant in the
+ * tokens: an input that is the same at every token (invariant under every permutation) would
+ * give an output that is the same at every token, and the stage could not invert F's
+ * position-dependent blocks. Stage s - 1's head is made constant over the tokens (its matrix
+ * zeroed, its bias random); stage s's head output must still differ between tokens. */
+TEST(reverse_distill_stages_see_positions) {
+    bf_reverse_config c = bf_test_tiny_reverse_config(1, 1, 1);
+    int S = c.num_stages + 1, n = 2, y[2] = {1, -1};
+    float w[2] = {1.0f, 0.0f};
+    for (int s = 1; s < S; s++) {
+        bf_reverse *r = bf_test_random_reverse(c, 60 + s);
+        int T = r->T, D = r->D, N = T * D;
+        const bf_rstage_offsets *prev = &r->stages[s - 1];
+        memset(r->params + prev->head_w, 0, sizeof(float) * D * r->W);
+        float *z = bf_gc_randn(70 + s, (size_t)n * N, 0.0f, 1.0f);
+        bf_reverse_acts a;
+        bf_reverse_acts_init(&a, r, n, 0);
+        bf_reverse_forward(r, r->params, &a, z, y, w, n);
+        const float *in = bf_reverse_head(&a, r, s - 1), *out = bf_reverse_head(&a, r, s);
+        double in_spread = 0.0, out_spread = 0.0, scale = 0.0;
+        for (int i = 0; i < n; i++)
+            for (int t = 1; t < T; t++)
+                for (int d = 0; d < D; d++) {
+                    size_t k = ((size_t)i * T + t) * D + d, k0 = (size_t)i * T * D + d;
+                    in_spread = fmax(in_spread, fabs(in[k] - in[k0]));
+                    out_spread = fmax(out_spread, fabs(out[k] - out[k0]));
+                    scale = fmax(scale, fabs(out[k0]));
+                }
+        fprintf(stderr, "    stage %d: input spread over tokens %.2g, output spread %.3g (scale %.3g)\n",
+                s, in_spread, out_spread, scale);
+        CHECK(in_spread == 0.0);
+        CHECK(scale > 0.1 && out_spread > 0.05 * scale);
+        bf_reverse_acts_free(&a);
+        free(z);
+        bf_reverse_free(r);
+    }
 }
 
 /* The adaptive weight D / sg((D + eps)^p) scales each example's gradient by (D + eps)^-p:
@@ -279,6 +323,39 @@ TEST(reverse_checkpoint_round_trip_and_flow_pointer) {
     CHECK(bf_reverse_load(rpath, 1) == NULL);
     free(data);
     bf_flow_free(f); bf_flow_free(f2); bf_flow_free(f3);
+    bf_reverse_free(r);
+}
+
+/* A hidden-distillation checkpoint from before its stages had positions holds no
+ * stages.N.reembed.pos_embed: it is refused with a message saying why, not loaded as
+ * something else; one saved now round-trips. */
+TEST(reverse_distill_checkpoint_without_positions_refused) {
+    char path[512], old[512];
+    snprintf(path, sizeof path, "%s/distill_new.safetensors", bf_test_tmpdir());
+    snprintf(old, sizeof old, "%s/distill_old.safetensors", bf_test_tmpdir());
+    bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(1, 1, 1), 81);
+    CHECK(bf_reverse_save(r, r->params, path, NULL) == 0);
+    bf_reverse *q = bf_reverse_load(path, 1);
+    CHECK(q && q->num_params == r->num_params &&
+          !memcmp(q->params, r->params, sizeof(float) * r->num_params));
+    bf_reverse_free(q);
+    bf_safetensors st;   /* the same file without the positions: the old layout */
+    CHECK(bf_st_load(&st, path) == 0);
+    bf_st_writer *wr = bf_st_writer_new();
+    for (int i = 0; i < st.n_meta; i++) bf_st_writer_meta(wr, st.meta_keys[i], st.meta_values[i]);
+    int dropped = 0;
+    for (int i = 0; i < st.n; i++) {
+        const bf_tensor_view *t = &st.tensors[i];
+        if (strstr(t->name, "reembed.pos_embed")) { dropped++; continue; }
+        bf_st_writer_add(wr, t->name, t->dtype, t->ndim, t->shape, t->data);
+    }
+    CHECK(dropped == r->S - 1);
+    CHECK(bf_st_writer_save(wr, old) == 0);
+    bf_st_writer_free(wr);
+    bf_st_free(&st);
+    CHECK(bf_reverse_load(old, 1) == NULL);
+    CHECK(strstr(bf_last_error(), "distill_old") && strstr(bf_last_error(), "positional embeddings") &&
+          strstr(bf_last_error(), "train it again"));
     bf_reverse_free(r);
 }
 

@@ -72,7 +72,7 @@ double bf_reverse_param_count(const bf_reverse_config *c) {
     double NL = (double)c->num_stages * c->layers_per_stage + c->denoise_layers;
     double p = W * D + W + T * W + ((double)c->num_classes + 1) * W;
     if (c->guidance_embed) p += W * c->w_freq + W + W * W + W;
-    if (c->distill) p += (S - 1) * (W * D + W);
+    if (c->distill) p += (S - 1) * (W * D + W + T * W);
     return p + NL * (18.0 * W * W + 15.0 * W) + S * (2.0 * W + D * W + D);
 }
 
@@ -134,6 +134,7 @@ static void build_layout(bf_reverse *r) {
         if (c->distill && s > 0) {
             so->re_w = add(r, &off, 2, W, D, 0, "stages.%d.reembed.weight", s);
             so->re_b = add(r, &off, 1, W, 0, 1, "stages.%d.reembed.bias", s);
+            so->re_pos = add(r, &off, 2, T, W, 1, "stages.%d.reembed.pos_embed", s);
         }
         for (int k = 0; k < so->num_layers; k++, l++) layout_layer(r, &off, &r->layers[l], s, k);
         so->head_ln_w = add(r, &off, 1, W, 0, 1, "stages.%d.head.norm.weight", s);
@@ -157,7 +158,7 @@ bf_reverse *bf_reverse_new(const bf_reverse_config *cfg) {
     r->NL = cfg->num_stages * cfg->layers_per_stage + cfg->denoise_layers;
     r->layers = bf_calloc((size_t)r->NL, sizeof *r->layers);
     r->stages = bf_calloc((size_t)r->S, sizeof *r->stages);
-    r->info = bf_calloc(8 + (size_t)r->S * 6 + (size_t)r->NL * 10, sizeof *r->info);
+    r->info = bf_calloc(8 + (size_t)r->S * 7 + (size_t)r->NL * 10, sizeof *r->info);
     build_layout(r);
     BF_ASSERT((double)r->num_params == bf_reverse_param_count(cfg));
     r->params = bf_try_calloc(r->num_params, sizeof(float), "the reverse model's parameters");
@@ -324,7 +325,7 @@ static void layer_forward(const bf_reverse *r, const float *P, bf_reverse_acts *
 }
 
 /* The stream entering stage s: the embedding, the previous stage's last layer output, or in
- * hidden distillation the re-embedding of the previous head. */
+ * hidden distillation the re-embedding of the previous head (with the stage's positions). */
 static float *stage_input(const bf_reverse *r, const bf_reverse_acts *a, int s) {
     size_t tw = (size_t)a->Bn * r->T * r->W;
     if (s == 0) return a->h0;
@@ -352,9 +353,12 @@ void bf_reverse_forward(const bf_reverse *r, const float *P, bf_reverse_acts *a,
     bf_embed_forward(a->h0, a->h0, P + r->pos, NULL, NULL, n, T, W, 0, 0);
     for (int s = 0; s < r->S; s++) {
         const bf_rstage_offsets *so = &r->stages[s];
-        if (r->cfg.distill && s > 0)
+        if (r->cfg.distill && s > 0) {   /* re-embedded with positions, as the first stage */
             bf_linear_forward(SL(a->reemb, s, tw), SL(a->p, s - 1, td), P + so->re_w,
                               P + so->re_b, N, D, W);
+            bf_embed_forward(SL(a->reemb, s, tw), SL(a->reemb, s, tw), P + so->re_pos, NULL,
+                             NULL, n, T, W, 0, 0);
+        }
         for (int k = 0; k < so->num_layers; k++) {
             int l = so->first_layer + k;
             layer_forward(r, P, a, l, k == 0 ? stage_input(r, a, s) : SL(a->out, LYR(a, l - 1), tw), n);
@@ -454,6 +458,7 @@ void bf_reverse_backward(const bf_reverse *r, const float *P, bf_reverse_acts *a
             layer_backward(r, P, G, a, l, k == 0 ? stage_input(r, a, s) : SL(a->out, l - 1, tw));
         }
         if (s > 0 && r->cfg.distill) {   /* the stream restarts from the previous head */
+            bf_embed_backward(NULL, G + so->re_pos, NULL, a->da, NULL, n, T, W, 0, 0);
             bf_linear_backward(SL(a->dpw, s - 1, td), G + so->re_w, G + so->re_b, a->da,
                                SL(a->p, s - 1, td), P + so->re_w, N, D, W);
             zero(a->da, (size_t)N * W);

@@ -13,11 +13,14 @@ typedef struct {
 } bf_rlayer_offsets;
 
 /* Each stage ends in a head LayerNorm + Linear(W -> D); in hidden distillation every stage
- * after the first starts by re-embedding the previous head's output, Linear(D -> W). */
+ * after the first starts by re-embedding the previous head's output, Linear(D -> W) plus a
+ * learned positional embedding of its own (T, W), as the first stage's embedding has: without
+ * it the stage would be permutation-equivariant in the tokens and could not invert F's
+ * position-dependent blocks. */
 typedef struct {
     int first_layer, num_layers;
     size_t head_ln_w, head_ln_b, head_w, head_b;
-    size_t re_w, re_b;        /* distill only, stages > 0 */
+    size_t re_w, re_b, re_pos;   /* distill only, stages > 0 */
 } bf_rstage_offsets;
 
 struct bf_reverse {
@@ -49,7 +52,7 @@ typedef struct bf_reverse_acts_s {
     float *mod;               /* (NL, 6, Bn, W) */
     /* stream */
     float *h0;                /* (Bn, T, W) embedding output */
-    float *reemb;             /* (S, Bn, T, W) distill: re-embedded inputs of stages > 0 */
+    float *reemb;             /* (S, Bn, T, W) distill: re-embedded inputs of stages > 0 (+ positions) */
     float *out;               /* (NL, Bn, T, W) layer outputs */
     float *ln1, *m1, *qkv, *atty, *ao, *mid, *ln2, *m2, *fch, *fcg, *mo;   /* per layer */
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;   /* (NL, Bn, T) */

@@ -132,6 +132,14 @@ static int config_from_meta(bf_reverse_config *c, const bf_safetensors *st, cons
     }
     if (bf_meta_read_fields(st, path, FIELDS, N_FIELDS, c)) return -1;
     if (bf_reverse_config_check(c)) return bf_error_in_file(path);
+    if (c->distill && c->num_stages + (c->denoise_layers > 0) > 1 &&
+        !bf_st_get(st, "stages.1.reembed.pos_embed")) {
+        bf_set_error("%s: a hidden-distillation G saved before its re-embedded stages had "
+                     "positional embeddings (stages.N.reembed.pos_embed): those stages were "
+                     "permutation-equivariant and could not invert F, so this version refuses "
+                     "it; train it again (train-reverse --inverse distill)", path);
+        return -1;
+    }
     return bf_check_param_total(st, path, bf_reverse_param_count(c), NULL);
 }
 
