@@ -363,6 +363,15 @@ float bf_flow_forward(const bf_flow *f, const float *params, bf_flow_acts *a, co
 /* ------------------------------------------------------------------ backward */
 static void zero(float *p, size_t n) { memset(p, 0, sizeof(float) * n); }
 
+/* dx = the input gradient of the linear layer whose weight and bias stand at offsets w and b
+ * of the parameters P (dx is zeroed first: backward accumulates); the weight and bias
+ * gradients accumulate into G when it is not NULL. dx: (N, in), dy: (N, out), x: (N, in). */
+static void linear_backward_new(float *dx, const float *P, float *G, size_t w, size_t b,
+                                const float *dy, const float *x, int N, int in, int out) {
+    zero(dx, (size_t)N * in);
+    bf_linear_backward(dx, G ? G + w : NULL, G ? G + b : NULL, dy, x, P + w, N, in, out);
+}
+
 /* On entry a->dresid holds dL/d(layer output); on exit dL/d(layer input). */
 static void layer_backward(const bf_flow *f, const float *P, float *G, const bf_layer_offsets *lo,
                            bf_flow_acts *a, int bl, const float *in, int n) {
@@ -374,25 +383,17 @@ static void layer_backward(const bf_flow *f, const float *P, float *G, const bf_
     const float *fch = SLICE(a->fch, bl, 4 * tw), *fcg = SLICE(a->fch_gelu, bl, 4 * tw);
     const float *att = SLICE(a->att, bl, (size_t)a->Bn * f->NH * T * T);
     float *dr = a->dresid;
-    zero(a->dfch_gelu, 4 * nw);
-    bf_linear_backward(a->dfch_gelu, G ? G + lo->fc2_w : NULL, G ? G + lo->fc2_b : NULL, dr, fcg,
-                       P + lo->fc2_w, N, 4 * W, W);
+    linear_backward_new(a->dfch_gelu, P, G, lo->fc2_w, lo->fc2_b, dr, fcg, N, 4 * W, W);
     zero(a->dfch, 4 * nw);
     bf_gelu_backward(a->dfch, fch, a->dfch_gelu, 4 * nw);
-    zero(a->dln, nw);
-    bf_linear_backward(a->dln, G ? G + lo->fc1_w : NULL, G ? G + lo->fc1_b : NULL, a->dfch, ln2,
-                       P + lo->fc1_w, N, W, 4 * W);
+    linear_backward_new(a->dln, P, G, lo->fc1_w, lo->fc1_b, a->dfch, ln2, N, W, 4 * W);
     bf_layernorm_backward(dr, G ? G + lo->ln2_w : NULL, G ? G + lo->ln2_b : NULL,
                           a->dln, mid, P + lo->ln2_w, SLICE(a->ln2_mean, bl, tt),
                           SLICE(a->ln2_rstd, bl, tt), N, W);
-    zero(a->datty, nw);
-    bf_linear_backward(a->datty, G ? G + lo->proj_w : NULL, G ? G + lo->proj_b : NULL, dr, atty,
-                       P + lo->proj_w, N, W, W);
+    linear_backward_new(a->datty, P, G, lo->proj_w, lo->proj_b, dr, atty, N, W, W);
     zero(a->dqkv, 3 * nw);
     bf_attention_backward(a->dqkv, a->datty, qkv, att, n, T, W, f->NH, 1);
-    zero(a->dln, nw);
-    bf_linear_backward(a->dln, G ? G + lo->qkv_w : NULL, G ? G + lo->qkv_b : NULL, a->dqkv, ln1,
-                       P + lo->qkv_w, N, W, 3 * W);
+    linear_backward_new(a->dln, P, G, lo->qkv_w, lo->qkv_b, a->dqkv, ln1, N, W, 3 * W);
     bf_layernorm_backward(dr, G ? G + lo->ln1_w : NULL, G ? G + lo->ln1_b : NULL,
                           a->dln, in, P + lo->ln1_w, SLICE(a->ln1_mean, bl, tt),
                           SLICE(a->ln1_rstd, bl, tt), N, W);
@@ -410,9 +411,7 @@ static void block_backward(const bf_flow *f, const float *P, float *G, bf_flow_a
     zero(a->du, (size_t)N * D);
     zero(a->do_, (size_t)N * 2 * D);
     bf_flow_step_backward(a->do_, a->du, a->dzp, dalpha, o, u, n, T, D, f->cfg.bound);
-    zero(a->dresid, (size_t)N * W);
-    bf_linear_backward(a->dresid, G ? G + bo->out_w : NULL, G ? G + bo->out_b : NULL, a->do_,
-                       resid + (size_t)L * tw, P + bo->out_w, N, W, 2 * D);
+    linear_backward_new(a->dresid, P, G, bo->out_w, bo->out_b, a->do_, resid + (size_t)L * tw, N, W, 2 * D);
     for (int l = L - 1; l >= 0; l--)
         layer_backward(f, P, G, &bo->layer[l], a, b * L + l, resid + (size_t)l * tw, n);
     if (G)
