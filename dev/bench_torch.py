@@ -598,6 +598,8 @@ def main():
     ap.add_argument('--warmup', type=int, default=3, help='untimed training steps first')
     ap.add_argument('--seconds', type=float, default=2.0, help='minimum timed seconds per sampling case')
     ap.add_argument('--cfg', type=float, default=2.0, help='guidance weight of the guided cases')
+    ap.add_argument('--sharded-only', action='store_true',
+                    help='time batch 64 sharded only (the unsharded way is slow on a busy machine)')
     ap.add_argument('--skip-train', action='store_true')
     ap.add_argument('--skip-sample', action='store_true')
     ap.add_argument('--keep-blas-core', action='store_true',
@@ -631,7 +633,7 @@ def main():
                'loadavg_start': load}
     print(f'  BLAS core {core} ({lib}, OPENBLAS_CORETYPE={os.environ.get("OPENBLAS_CORETYPE")}); '
           f'load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}')
-    modes = [args.shards, 1] if args.shards > 1 else [1]
+    modes = [args.shards] + ([1] if args.shards > 1 and not args.sharded_only else [])
     if not args.skip_train:
         summary['train'] = []
         for sh in modes:
