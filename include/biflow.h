@@ -681,14 +681,24 @@ void bf_dist_gather_root(void *buf, int count, int unit, size_t row_bytes);
 
 /* ------------------------------------------------------------------ benchmarks */
 /* The matrix-product kernels a benchmark can time: OpenBLAS's sgemm, biflow's own fp32 kernel
- * (OpenBLAS where bf_gemm_native is 0) and its bf16 kernel (fp32 where the CPU lacks
- * AVX512-BF16). */
-typedef enum { BF_BENCH_GEMM_BLAS, BF_BENCH_GEMM_F32, BF_BENCH_GEMM_BF16 } bf_bench_gemm_kernel;
+ * (OpenBLAS where bf_gemm_native is 0), its bf16 product as bf_gemm routes it (fp32 where the
+ * CPU lacks AVX512-BF16; AMX tiles where the CPU has them and the shape is large enough), and
+ * each of its two bf16 kernels alone: AVX512-BF16 dot products, and AMX-BF16 tiles (the
+ * AVX512-BF16 kernel where bf_gemm_amx is 0). */
+typedef enum {
+    BF_BENCH_GEMM_BLAS, BF_BENCH_GEMM_F32, BF_BENCH_GEMM_BF16, BF_BENCH_GEMM_BF16_AVX512,
+    BF_BENCH_GEMM_BF16_AMX
+} bf_bench_gemm_kernel;
+/* 1 when bf16 products can use AMX-BF16 tiles on this CPU (and BF_AMX=off does not forbid it). */
+int bf_gemm_amx(void);
 /* 1 when biflow's fp32 kernel is its own (AVX-512), 0 when it calls OpenBLAS. */
 int bf_gemm_native(void);
 /* GFLOP/s of C += A B^T with A (M, K), B (N, K), timed over whole calls for at least
  * seconds (after one untimed call). */
 double bf_bench_gemm(bf_bench_gemm_kernel kernel, int M, int N, int K, double seconds);
+/* The same for C += op(A) op(B) with op chosen by ta, tb as in the linear layers: (0, 1) the
+ * forward product, (0, 0) the input's gradient, (1, 0) the weights' gradient. */
+double bf_bench_gemm_t(bf_bench_gemm_kernel kernel, int ta, int tb, int M, int N, int K, double seconds);
 
 typedef struct {
     int shards;                /* batch shards of the training step (threads, at most batch; under
