@@ -720,6 +720,21 @@ int bf_bench_train_steps(bf_flow *f, int batch, int steps, int warmup, bf_bench_
 int bf_bench_train_steps_reduce(bf_flow *f, int batch, int steps, int warmup, bf_bench_train_result *r,
                                 double red[3]);
 
+typedef struct {
+    double seconds;            /* the timed steps */
+    int shards;                /* batch shards of a step (threads, at most batch) */
+    size_t params, flow_params;   /* G's and F's parameter counts */
+    double flops_per_step;     /* matrix-product FLOPs of a step: F's forward, G's forward (twice
+                                * with training-time guidance) and backward; the perceptual
+                                * network's not counted */
+    double loss;               /* the last step's */
+} bf_bench_train_reverse_result;
+/* Times G's training step as bf_train_reverse takes it (o as for it: F, data, perceptual
+ * network, batch, threads as set by the caller), without a run folder, log or evaluation:
+ * warmup untimed steps, then steps timed. G starts from fresh weights (or o->init). */
+int bf_bench_train_reverse(const bf_reverse_train_opts *o, int steps, int warmup,
+                           bf_bench_train_reverse_result *res);
+
 #ifdef __cplusplus
 }
 #endif

@@ -278,7 +278,7 @@ TEST(cli_bad_options_are_usage_errors_that_name_the_option) {
         {"sample", "--flow F --n many --out O", "--n expects an integer, got 'many'"},
         {"sample", "--flow F --reverse G --sampler jacobi --out O", "--reverse"}, /* conflicting */
         {"sample", "--flow F --denoise learned --out O", "--denoise learned"},
-        {"bench", "nothing", "give train or sample"},
+        {"bench", "nothing", "give train, sample or gemm"},
     };
     for (int i = 0; i < NUM(cases); i++) {
         char args[2048];
