@@ -459,8 +459,20 @@ static double rms_diff(const float *a, const float *b, size_t n) {
  * 16 put the attention products through the GEMM. NLL = z^2 / 2 + sum_b alpha_b (per dimension)
  * moves by at most d 2^-7 (mean z^2 + sum_b mean |alpha_b|); the backward pass runs the chain
  * twice (2 d). */
+static void check_flow_nll_and_gradient_within_derived_tolerance(void);
+
+/* Each on the bf16 kernel the routing picks (AMX where the CPU has it), then with AMX hidden
+ * (AVX512-BF16 alone). */
 TEST(bf16_flow_nll_and_gradient_within_derived_tolerance) {
     REQUIRE_BF16();
+    for (int hide = 0; hide <= bf_gemm_amx_available(); hide++) {
+        bf_gemm_test_hide_amx(hide);
+        check_flow_nll_and_gradient_within_derived_tolerance();
+    }
+    bf_gemm_test_hide_amx(0);
+}
+
+static void check_flow_nll_and_gradient_within_derived_tolerance(void) {
     bf_flow *f = bf_test_tiny_flow(5, 8, 2);
     CHECK(f->T >= 16 && f->W / f->NH >= 16);
     int n = 6, y[6] = {0, 1, 2, 3, -1, 5}, B = f->cfg.num_blocks, L = f->cfg.layers_per_block;
@@ -517,8 +529,20 @@ TEST(bf16_flow_nll_and_gradient_within_derived_tolerance) {
  * products of the w features, one adaLN modulation), the embedding, six products a layer and
  * a head per stage, the denoising stage's layers and head. Width 32 with heads of 16 and 16
  * tokens put the attention products through the GEMM. */
+static void check_reverse_outputs_within_derived_tolerance(void);
+
+/* Each on the bf16 kernel the routing picks (AMX where the CPU has it), then with AMX hidden
+ * (AVX512-BF16 alone). */
 TEST(bf16_reverse_outputs_within_derived_tolerance) {
     REQUIRE_BF16();
+    for (int hide = 0; hide <= bf_gemm_amx_available(); hide++) {
+        bf_gemm_test_hide_amx(hide);
+        check_reverse_outputs_within_derived_tolerance();
+    }
+    bf_gemm_test_hide_amx(0);
+}
+
+static void check_reverse_outputs_within_derived_tolerance(void) {
     bf_reverse_config c = bf_test_tiny_reverse_config(0, 1, 1);
     c.channels = 32;
     c.head_dim = 16;
