@@ -468,27 +468,58 @@ AMX_TARGET static void amx_block(int kpp, const uint16_t *Ap, int astride, const
     }
 }
 
-/* Rows i0..i0+32 of op(A), columns k0..k0+kc, as bf16 rows of 2 kpp values (zero padded).
- * ta = 1: the pairs of rows k, k + 1 of A are the (row, pair) elements of the packed A,
- * written 16 rows at a time with a scatter. */
+/* r[0..15] (16 x 16 32-bit values) transposed in place: unpacks of 32- then 64-bit pairs,
+ * then two rounds of 128-bit lane shuffles. */
+AMX_TARGET static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int j = 0; j < 4; j++) {
+            t[h + j] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0x88);
+            t[h + j + 4] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+    }
+}
+
+/* A (K, M), rows k0.. of the slice: the pairs of rows k, k + 1 for 16 columns m are a (pair, m)
+ * block; 16 pairs of them transposed are 16 rows of the packed A, stored whole (64 bytes). */
+AMX_TARGET static void amx_pack_at(uint32_t *Ap, int kpp, const float *A, int lda, int i0, int k0,
+                                   int kc, int mr) {
+    int kp = (kc + 1) / 2;
+    for (int h = 0; h < mr; h += 16)
+        for (int p0 = 0; p0 < kp; p0 += 16) {
+            __m512i r[16];
+            for (int j = 0; j < 16; j++) {
+                int p = p0 + j;
+                const float *r0 = A + (size_t)(k0 + 2 * p) * lda + i0 + h;
+                r[j] = p < kp ? pair16(r0, 2 * p + 1 < kc ? r0 + lda : NULL, mr - h) : _mm512_setzero_si512();
+            }
+            transpose16(r);
+            for (int m = 0; m < 16 && h + m < mr; m++)
+                _mm512_store_si512((void *)(Ap + (size_t)(h + m) * kpp + p0), r[m]);
+        }
+}
+
+/* Rows i0..i0+32 of op(A), columns k0..k0+kc, as bf16 rows of 2 kpp values (zero padded). */
 AMX_TARGET static void amx_pack_a(uint16_t *Ap, int kpp, int ta, const float *A, int lda, int i0,
                                   int k0, int kc, int M) {
-    int mr = M - i0 < AMR ? M - i0 : AMR, kp = (kc + 1) / 2, w = 2 * kpp;
+    int mr = M - i0 < AMR ? M - i0 : AMR, w = 2 * kpp;
     if (mr < AMR || kc < w) memset(Ap, 0, sizeof(uint16_t) * AMR * w);
-    if (!ta) {
+    if (ta) amx_pack_at((uint32_t *)Ap, kpp, A, lda, i0, k0, kc, mr);
+    else
         for (int i = 0; i < mr; i++) cvt_run(Ap + (size_t)i * w, A + (size_t)(i0 + i) * lda + k0, (size_t)kc);
-        return;
-    }
-    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                     _mm512_set1_epi32(kpp));
-    for (int p = 0; p < kp; p++) {
-        const float *r0 = A + (size_t)(k0 + 2 * p) * lda + i0, *r1 = 2 * p + 1 < kc ? r0 + lda : NULL;
-        for (int h = 0; h < mr; h += 16) {
-            uint32_t *dst = (uint32_t *)Ap + (size_t)h * kpp + p;
-            _mm512_mask_i32scatter_epi32(dst, lanes(mr - h), idx,
-                                         pair16(r0 + h, r1 ? r1 + h : NULL, mr - h), 4);
-        }
-    }
 }
 
 /* One 32-row panel of C over every column panel, in this thread's tile configuration. */
