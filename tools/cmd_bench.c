@@ -43,8 +43,9 @@ static void print_train(const char *config, const bf_flow *f, int batch, int ste
     printf("  own kernel: bf_gemm %dx%dx%d %.1f GFLOP/s (%s), %.2fx OpenBLAS\n", rows, 4 * W, W,
            g->own, bf_gemm_native() ? "AVX-512" : "OpenBLAS fallback", g->own / g->peak);
     if (g->bf16)
-        printf("  bf16:       bf_gemm_bf16 %dx%dx%d %.1f GFLOP/s (AVX512-BF16, fp32 accumulation), "
-               "%.2fx the fp32 kernel\n", rows, 4 * W, W, g->own16, g->own16 / g->own);
+        printf("  bf16:       bf_gemm_bf16 %dx%dx%d %.1f GFLOP/s (%s, fp32 accumulation), "
+               "%.2fx the fp32 kernel\n", rows, 4 * W, W, g->own16, bf_gemm_amx() ? "AMX-BF16" : "AVX512-BF16",
+               g->own16 / g->own);
     printf("  ratio:      the training step achieves %.0f%% of the model-shaped OpenBLAS sgemm rate\n",
            100.0 * gf / g->peak);
     printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
