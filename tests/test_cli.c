@@ -239,6 +239,28 @@ TEST(cli_bench_sample_runs_each_case_once) {
     CHECK(!strstr(out, "nan") && !strstr(out, "inf"));
 }
 
+/* bench gemm: every row once (--seconds 0), with its ratios; without AVX512-BF16 a usage
+ * error that says why. */
+TEST(cli_bench_gemm_times_every_kernel) {
+    static char out[OUT_MAX];
+    if (!bf_bf16_supported()) {
+        CHECK(run_expect(out, 2, "./biflow bench gemm --seconds 0") == 2 && strstr(out, "lacks AVX512-BF16"));
+        return;
+    }
+    CHECK(run_expect(out, 0, "./biflow bench gemm --seconds 0 --threads 1 --batch 2") == 0);
+    CHECK(strstr(out, "fc1  dY^T x") && strstr(out, "attn p v") && strstr(out, "square"));
+    CHECK(strstr(out, "\"amx_gflops\"") && !strstr(out, "nan") && !strstr(out, "inf"));
+}
+
+/* bench train --model reverse: G's step as train-reverse takes it, once. */
+TEST(cli_bench_train_reverse_takes_a_step) {
+    REQUIRE_FASHION_MNIST();
+    static char out[OUT_MAX];
+    CHECK(run_expect(out, 0, "./biflow bench train --model reverse --steps 1 --warmup 0 --batch 4 --threads 1") == 0);
+    CHECK(strstr(out, "model reverse (G, ") && strstr(out, "\"model\":\"reverse\""));
+    CHECK(!strstr(out, "nan") && !strstr(out, "inf"));
+}
+
 /* ------------------------------------------------------------------ errors */
 /* args with the words F, G, X and O replaced by the fixture's forward model, reverse model,
  * images and an output prefix never written (quoted). */
