@@ -13,7 +13,6 @@
 #include "reverse.h"
 
 #include <fcntl.h>
-#include <omp.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -225,28 +224,8 @@ TEST(bf16_gemm_matches_double_within_bf16_bounds) {
     for (int s = 0; s < NUM(gemm_sizes); s++)
         for (int ta = 0; ta <= 1; ta++)
             for (int tb = 0; tb <= 1; tb++)
-                free(check_bf16_product(bf_gemm_bf16, gemm_sizes[s][0] >= 4 ? bf_gemm : NULL, ta, tb,
-                                        gemm_sizes[s][0], gemm_sizes[s][1], gemm_sizes[s][2], s, NULL));
-}
-
-/* bf_gemm in bf16 leaves products of fewer than 4 rows (decoding one token of one or two
- * images) in fp32, where packing the weights would cost more than the product: the same
- * bits as bf_gemm_f32, and from 4 rows on those of bf_gemm_bf16. */
-TEST(bf16_switch_keeps_products_of_few_rows_in_fp32) {
-    REQUIRE_BF16();
-    int N = 40, K = 30;
-    float *A = bf_gc_randn(21, (size_t)5 * K, 0.0f, 1.0f), *B = bf_gc_randn(22, (size_t)K * N, 0.0f, 1.0f);
-    bf_set_precision(BF_PRECISION_BF16);
-    for (int M = 1; M <= 5; M++) {
-        float *c = bf_gc_zeros((size_t)M * N), *c32 = bf_gc_zeros((size_t)M * N), *c16 = bf_gc_zeros((size_t)M * N);
-        bf_gemm(0, 0, M, N, K, A, K, B, N, c, N);
-        bf_gemm_f32(0, 0, M, N, K, A, K, B, N, c32, N);
-        bf_gemm_bf16(0, 0, M, N, K, A, K, B, N, c16, N);
-        CHECK(memcmp(c, M < 4 ? c32 : c16, sizeof(float) * M * N) == 0);
-        CHECK(memcmp(c32, c16, sizeof(float) * M * N) != 0);
-        free(c); free(c32); free(c16);
-    }
-    free(A); free(B);
+                free(check_bf16_product(bf_gemm_bf16, bf_gemm, ta, tb, gemm_sizes[s][0],
+                                        gemm_sizes[s][1], gemm_sizes[s][2], s, NULL));
 }
 
 /* ------------------------------------------------------------------ AMX-BF16 */
@@ -607,10 +586,7 @@ TEST(bf16_leaves_fp32_exact_inverse_intact) {
     CHECK(bf_flow_decode(f, back, z0, y, n, 0.0f, 0) == 0);
     bf_set_precision(BF_PRECISION_BF16);
     CHECK(bf_flow_encode(f, z, ld, img, y, n) == 0);
-    int threads = omp_get_max_threads();
-    omp_set_num_threads(1);   /* one thread decodes the 4 images: products of 4 rows, in bf16 */
     CHECK(bf_flow_decode(f, back16, z0, y, n, 0.0f, 0) == 0);
-    omp_set_num_threads(threads);
     if (bf_gemm_bf16_available()) CHECK(bf_gc_max_abs_diff(back16, back, td) > 0.0);
     bf_set_precision(BF_PRECISION_FP32);
     CHECK(bf_flow_encode(f, z, ld, img, y, n) == 0);

@@ -702,15 +702,8 @@ bf_precision bf_precision_effective(void) {
                ? BF_PRECISION_BF16 : BF_PRECISION_FP32;
 }
 
-/* Products of fewer rows (token-by-token decoding at batch 1, or 2 with guidance) stay fp32
- * in bf16 too: converting and packing the whole weight matrix for one or two rows costs more
- * than the product, and fp32 takes OpenBLAS's matrix-vector path (measured: exact sampling at
- * batch 1 took 279 ms/image with them in bf16, 155 in fp32). */
-#define BF16_MIN_ROWS 4
-
 void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
              int ldb, float *C, int ldc) {
-    if (bf_get_precision() == BF_PRECISION_BF16 && M >= BF16_MIN_ROWS)
-        bf_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    if (bf_get_precision() == BF_PRECISION_BF16) bf_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
     else bf_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
 }
