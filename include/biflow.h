@@ -749,14 +749,24 @@ void bf_dist_gather_root(void *buf, int count, int unit, size_t row_bytes);
 
 /* ------------------------------------------------------------------ benchmarks */
 /* The matrix-product kernels a benchmark can time: OpenBLAS's sgemm, biflow's own fp32 kernel
- * (OpenBLAS where bf_gemm_native is 0) and its bf16 kernel (fp32 where the CPU lacks
- * AVX512-BF16). */
-typedef enum { BF_BENCH_GEMM_BLAS, BF_BENCH_GEMM_F32, BF_BENCH_GEMM_BF16 } bf_bench_gemm_kernel;
+ * (OpenBLAS where bf_gemm_native is 0), its bf16 product as bf_gemm routes it (fp32 where the
+ * CPU lacks AVX512-BF16; AMX tiles where the CPU has them and the shape is large enough), and
+ * each of its two bf16 kernels alone: AVX512-BF16 dot products, and AMX-BF16 tiles (the
+ * AVX512-BF16 kernel where bf_gemm_amx is 0). */
+typedef enum {
+    BF_BENCH_GEMM_BLAS, BF_BENCH_GEMM_F32, BF_BENCH_GEMM_BF16, BF_BENCH_GEMM_BF16_AVX512,
+    BF_BENCH_GEMM_BF16_AMX
+} bf_bench_gemm_kernel;
+/* 1 when bf16 products can use AMX-BF16 tiles on this CPU (and BF_AMX=off does not forbid it). */
+int bf_gemm_amx(void);
 /* 1 when biflow's fp32 kernel is its own (AVX-512), 0 when it calls OpenBLAS. */
 int bf_gemm_native(void);
 /* GFLOP/s of C += A B^T with A (M, K), B (N, K), timed over whole calls for at least
  * seconds (after one untimed call). */
 double bf_bench_gemm(bf_bench_gemm_kernel kernel, int M, int N, int K, double seconds);
+/* The same for C += op(A) op(B) with op chosen by ta, tb as in the linear layers: (0, 1) the
+ * forward product, (0, 0) the input's gradient, (1, 0) the weights' gradient. */
+double bf_bench_gemm_t(bf_bench_gemm_kernel kernel, int ta, int tb, int M, int N, int K, double seconds);
 
 typedef struct {
     int shards;                /* batch shards of the training step (threads, at most batch; under
@@ -777,6 +787,21 @@ int bf_bench_train_steps(bf_flow *f, int batch, int steps, int warmup, bf_bench_
  * red[2] the seconds waiting for the slowest process to reach the reduction (0 in one process). */
 int bf_bench_train_steps_reduce(bf_flow *f, int batch, int steps, int warmup, bf_bench_train_result *r,
                                 double red[3]);
+
+typedef struct {
+    double seconds;            /* the timed steps */
+    int shards;                /* batch shards of a step (threads, at most batch) */
+    size_t params, flow_params;   /* G's and F's parameter counts */
+    double flops_per_step;     /* matrix-product FLOPs of a step: F's forward, G's forward (twice
+                                * with training-time guidance) and backward; the perceptual
+                                * network's not counted */
+    double loss;               /* the last step's */
+} bf_bench_train_reverse_result;
+/* Times G's training step as bf_train_reverse takes it (o as for it: F, data, perceptual
+ * network, batch, threads as set by the caller), without a run folder, log or evaluation:
+ * warmup untimed steps, then steps timed. G starts from fresh weights (or o->init). */
+int bf_bench_train_reverse(const bf_reverse_train_opts *o, int steps, int warmup,
+                           bf_bench_train_reverse_result *res);
 
 #ifdef __cplusplus
 }

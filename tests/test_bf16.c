@@ -148,6 +148,66 @@ static void nan_outside(float *X, int rows, int cols, int ld) {
         for (int c = r < rows ? cols : 0; c < ld; c++) X[(size_t)r * ld + c] = NAN;
 }
 
+typedef void (*gemm_fn)(int, int, int, int, int, const float *, int, const float *, int, float *, int);
+
+/* One product C += op(A) op(B) through gemm, with row strides past the widths, NaN in the
+ * padding of A and B and in a row after their last (a value read from outside the operands
+ * turns the result into NaN), and 16 guard values after C's last row. Checks the result
+ * against the double references (see the bounds below), that C's padding and guards keep their
+ * bits, and (same non-NULL) that same gives the same bits. Returns the result (M rows of ldc,
+ * ldc = N + 2), and where bound is not NULL the summation bound of each entry against the
+ * product of the rounded operands, for the caller to free. */
+static float *check_bf16_product(gemm_fn gemm, gemm_fn same, int ta, int tb, int M, int N, int K,
+                                 int seed, double **bound) {
+    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+    size_t nc = (size_t)M * ldc + 16;
+    float *A = bf_gc_randn(1 + seed, (size_t)((ta ? K : M) + 1) * lda, 0.0f, 1.0f);
+    float *B = bf_gc_randn(50 + seed, (size_t)((tb ? N : K) + 1) * ldb, 0.0f, 1.0f);
+    nan_outside(A, ta ? K : M, ta ? M : K, lda);
+    nan_outside(B, tb ? N : K, tb ? K : N, ldb);
+    float *C = bf_gc_randn(99 + seed, nc, 0.0f, 1.0f), *C0 = bf_malloc(sizeof(float) * nc);
+    double *R = bf_malloc(sizeof(double) * nc), *Rb = bf_malloc(sizeof(double) * nc);
+    double *S = bf_malloc(sizeof(double) * nc), *Sb = bf_malloc(sizeof(double) * nc);
+    memcpy(C0, C, sizeof(float) * nc);
+    for (size_t i = 0; i < nc; i++) R[i] = Rb[i] = C[i];
+    gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    if (same) {
+        float *D = bf_malloc(sizeof(float) * nc);
+        memcpy(D, C0, sizeof(float) * nc);
+        same(ta, tb, M, N, K, A, lda, B, ldb, D, ldc);
+        CHECK(memcmp(C, D, sizeof(float) * nc) == 0);
+        free(D);
+    }
+    naive(0, ta, tb, M, N, K, A, lda, B, ldb, R, S, ldc);
+    naive(1, ta, tb, M, N, K, A, lda, B, ldb, Rb, Sb, ldc);
+    double g = (K + 1) * U32 / (1 - (K + 1) * U32), worst = 0.0, worst_b = 0.0;
+    int untouched = 1;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < ldc; j++) {
+            size_t q = (size_t)i * ldc + j;
+            if (j >= N) { untouched &= to_bits(C[q]) == to_bits(C0[q]); continue; }
+            double c0 = fabs((double)C0[q]);
+            double tol = (2 * U16 + U16 * U16) * S[q] + g * (c0 + (1 + 2 * U16 + U16 * U16) * S[q]);
+            double tol_b = g * (c0 + Sb[q]);
+            double e = fabs(C[q] - R[q]) / (tol + 1e-30), eb = fabs(C[q] - Rb[q]) / (tol_b + 1e-30);
+            if (!(e <= worst)) worst = e;   /* NaN sticks */
+            if (!(eb <= worst_b)) worst_b = eb;
+            Sb[q] = tol_b;
+        }
+    for (size_t q = (size_t)M * ldc; q < nc; q++) untouched &= to_bits(C[q]) == to_bits(C0[q]);
+    if (!(worst <= 1.0 && worst_b <= 1.0 && untouched))
+        fprintf(stderr, "    M=%d N=%d K=%d ta=%d tb=%d: error/bound %.3g, against "
+                "rounded operands %.3g, padding %s\n", M, N, K, ta, tb, worst, worst_b,
+                untouched ? "untouched" : "WRITTEN");
+    CHECK(worst <= 1.0);
+    CHECK(worst_b <= 1.0);
+    CHECK(untouched);
+    if (bound) *bound = Sb;
+    else free(Sb);
+    free(A); free(B); free(C0); free(R); free(Rb); free(S);
+    return C;
+}
+
 /* sizes around the 12 x 32 tiles and the 512-deep K slices; K odd (a half-filled pair) */
 static const int gemm_sizes[][3] = {
     {1, 1, 1}, {1, 1, 2}, {2, 3, 3}, {12, 32, 7}, {13, 33, 300}, {50, 16, 128}, {127, 96, 513},
@@ -160,53 +220,88 @@ static const int gemm_sizes[][3] = {
  * product of the bf16-rounded operands only the fp32 summation term remains. */
 TEST(bf16_gemm_matches_double_within_bf16_bounds) {
     REQUIRE_BF16();
+    bf_set_precision(BF_PRECISION_BF16);   /* the switch reaches the same kernel */
     for (int s = 0; s < NUM(gemm_sizes); s++)
         for (int ta = 0; ta <= 1; ta++)
+            for (int tb = 0; tb <= 1; tb++)
+                free(check_bf16_product(bf_gemm_bf16, bf_gemm, ta, tb, gemm_sizes[s][0],
+                                        gemm_sizes[s][1], gemm_sizes[s][2], s, NULL));
+}
+
+/* ------------------------------------------------------------------ AMX-BF16 */
+#define REQUIRE_AMX()                                                                     \
+    do {                                                                                  \
+        REQUIRE_BF16();                                                                   \
+        if (!bf_gemm_amx_available())                                                     \
+            SKIP("no AMX-BF16 here (or BF_AMX=off): bf16 products run on AVX512-BF16");    \
+    } while (0)
+
+/* around the 16 x 16 C tiles, the 32 x 32 blocks, the 32-deep A tiles and the 512-deep K
+ * slices: every size of {1, 15, 16, 17, 31, 32, 33, 47, 64, 100} in each place, odd K */
+static const int amx_sizes[][3] = {
+    {1, 1, 1}, {15, 16, 17}, {16, 17, 15}, {17, 15, 16}, {31, 32, 33}, {32, 33, 31},
+    {33, 31, 32}, {47, 64, 100}, {64, 100, 47}, {100, 47, 64}, {1, 100, 33}, {100, 1, 47},
+    {64, 64, 64}, {33, 47, 513}, {100, 70, 1031}, {130, 96, 512}, {49, 49, 64}, {2, 384, 128},
+};
+
+/* The AMX kernel (forced, whatever the shape) meets the same bounds as the AVX512-BF16 one. */
+TEST(amx_gemm_matches_double_within_bf16_bounds) {
+    REQUIRE_AMX();
+    for (int s = 0; s < NUM(amx_sizes); s++)
+        for (int ta = 0; ta <= 1; ta++)
+            for (int tb = 0; tb <= 1; tb++)
+                free(check_bf16_product(bf_gemm_bf16_amx, NULL, ta, tb, amx_sizes[s][0],
+                                        amx_sizes[s][1], amx_sizes[s][2], 200 + s, NULL));
+}
+
+/* The two kernels multiply the same rounded operands, so they differ only by the order of the
+ * fp32 sums: each is within gamma_(K+1) (|c0| + sum |a||b|) of the exact product of the
+ * rounded operands, so they are within twice that of each other. */
+TEST(amx_and_avx512bf16_kernels_agree) {
+    REQUIRE_AMX();
+    for (int s = 0; s < NUM(amx_sizes); s++)
+        for (int ta = 0; ta <= 1; ta++)
             for (int tb = 0; tb <= 1; tb++) {
-                int M = gemm_sizes[s][0], N = gemm_sizes[s][1], K = gemm_sizes[s][2];
-                int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
-                size_t nc = (size_t)M * ldc + 16;   /* 16 guard values after the last row */
-                /* NaN in the padding of each row and in a row after the last: a value read
-                 * from outside the operands turns the result into NaN */
-                float *A = bf_gc_randn(1 + s, (size_t)((ta ? K : M) + 1) * lda, 0.0f, 1.0f);
-                float *B = bf_gc_randn(50 + s, (size_t)((tb ? N : K) + 1) * ldb, 0.0f, 1.0f);
-                nan_outside(A, ta ? K : M, ta ? M : K, lda);
-                nan_outside(B, tb ? N : K, tb ? K : N, ldb);
-                float *C = bf_gc_randn(99 + s, nc, 0.0f, 1.0f), *C0 = bf_malloc(sizeof(float) * nc);
-                float *D = bf_malloc(sizeof(float) * nc);
-                double *R = bf_malloc(sizeof(double) * nc), *Rb = bf_malloc(sizeof(double) * nc);
-                double *S = bf_malloc(sizeof(double) * nc), *Sb = bf_malloc(sizeof(double) * nc);
-                memcpy(C0, C, sizeof(float) * nc);
-                memcpy(D, C, sizeof(float) * nc);
-                for (size_t i = 0; i < nc; i++) R[i] = Rb[i] = C[i];
-                bf_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
-                bf_set_precision(BF_PRECISION_BF16);   /* the switch reaches the same kernel */
-                bf_gemm(ta, tb, M, N, K, A, lda, B, ldb, D, ldc);
-                CHECK(memcmp(C, D, sizeof(float) * nc) == 0);
-                naive(0, ta, tb, M, N, K, A, lda, B, ldb, R, S, ldc);
-                naive(1, ta, tb, M, N, K, A, lda, B, ldb, Rb, Sb, ldc);
-                double g = (K + 1) * U32 / (1 - (K + 1) * U32), worst = 0.0, worst_b = 0.0;
-                int untouched = 1;
+                int M = amx_sizes[s][0], N = amx_sizes[s][1], K = amx_sizes[s][2], ldc = N + 2;
+                double *tol;
+                float *c1 = check_bf16_product(bf_gemm_bf16_amx, NULL, ta, tb, M, N, K, 300 + s, &tol);
+                float *c2 = check_bf16_product(bf_gemm_bf16_avx512, NULL, ta, tb, M, N, K, 300 + s, NULL);
+                double worst = 0.0;
                 for (int i = 0; i < M; i++)
-                    for (int j = 0; j < ldc; j++) {
+                    for (int j = 0; j < N; j++) {
                         size_t q = (size_t)i * ldc + j;
-                        if (j >= N) { untouched &= to_bits(C[q]) == to_bits(C0[q]); continue; }
-                        double c0 = fabs((double)C0[q]);
-                        double tol = (2 * U16 + U16 * U16) * S[q] + g * (c0 + (1 + 2 * U16 + U16 * U16) * S[q]);
-                        double tol_b = g * (c0 + Sb[q]);
-                        double e = fabs(C[q] - R[q]) / (tol + 1e-30), eb = fabs(C[q] - Rb[q]) / (tol_b + 1e-30);
-                        if (!(e <= worst)) worst = e;   /* NaN sticks */
-                        if (!(eb <= worst_b)) worst_b = eb;
+                        double e = fabs((double)c1[q] - c2[q]) / (2 * tol[q] + 1e-30);
+                        if (!(e <= worst)) worst = e;
                     }
-                for (size_t q = (size_t)M * ldc; q < nc; q++) untouched &= to_bits(C[q]) == to_bits(C0[q]);
-                if (!(worst <= 1.0 && worst_b <= 1.0 && untouched))
-                    fprintf(stderr, "    M=%d N=%d K=%d ta=%d tb=%d: error/bound %.3g, against "
-                            "rounded operands %.3g, padding %s\n", M, N, K, ta, tb, worst, worst_b,
-                            untouched ? "untouched" : "WRITTEN");
+                if (!(worst <= 1.0)) fprintf(stderr, "    M=%d N=%d K=%d ta=%d tb=%d: AMX vs AVX512-BF16 %.3g of the bound\n", M, N, K, ta, tb, worst);
                 CHECK(worst <= 1.0);
-                CHECK(worst_b <= 1.0);
-                CHECK(untouched);
-                free(A); free(B); free(C); free(C0); free(D); free(R); free(Rb); free(S); free(Sb);
+                free(c1); free(c2); free(tol);
+            }
+}
+
+/* A NaN in A poisons its row of C, an Inf in B its column (the other operand finite and
+ * non-zero there), and nothing else: on both kernels, every transpose, across tile edges. */
+TEST(bf16_kernels_propagate_nan_and_inf) {
+    REQUIRE_BF16();
+    gemm_fn kernels[2] = {bf_gemm_bf16_avx512, bf_gemm_bf16_amx};
+    int M = 35, N = 37, K = 41, ni = 17, nk = 33, ij = 18, ik = 5;
+    for (int kern = 0; kern < 2; kern++)
+        for (int ta = 0; ta <= 1; ta++)
+            for (int tb = 0; tb <= 1; tb++) {
+                float *A = bf_gc_randn(7, (size_t)M * K, 1.0f, 0.1f), *B = bf_gc_randn(8, (size_t)K * N, 1.0f, 0.1f);
+                float *C = bf_gc_zeros((size_t)M * N);
+                A[ta ? (size_t)nk * M + ni : (size_t)ni * K + nk] = NAN;
+                B[tb ? (size_t)ij * K + ik : (size_t)ik * N + ij] = INFINITY;
+                kernels[kern](ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, C, N);
+                int ok = 1;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        float c = C[(size_t)i * N + j];
+                        ok &= i == ni ? isnan(c) : j == ij ? isinf(c) && c > 0 : isfinite(c);
+                    }
+                if (!ok) fprintf(stderr, "    kernel %d ta=%d tb=%d: NaN/Inf not where expected\n", kern, ta, tb);
+                CHECK(ok);
+                free(A); free(B); free(C);
             }
 }
 
@@ -364,8 +459,20 @@ static double rms_diff(const float *a, const float *b, size_t n) {
  * 16 put the attention products through the GEMM. NLL = z^2 / 2 + sum_b alpha_b (per dimension)
  * moves by at most d 2^-7 (mean z^2 + sum_b mean |alpha_b|); the backward pass runs the chain
  * twice (2 d). */
+static void check_flow_nll_and_gradient_within_derived_tolerance(void);
+
+/* Each on the bf16 kernel the routing picks (AMX where the CPU has it), then with AMX hidden
+ * (AVX512-BF16 alone). */
 TEST(bf16_flow_nll_and_gradient_within_derived_tolerance) {
     REQUIRE_BF16();
+    for (int hide = 0; hide <= bf_gemm_amx_available(); hide++) {
+        bf_gemm_test_hide_amx(hide);
+        check_flow_nll_and_gradient_within_derived_tolerance();
+    }
+    bf_gemm_test_hide_amx(0);
+}
+
+static void check_flow_nll_and_gradient_within_derived_tolerance(void) {
     bf_flow *f = bf_test_tiny_flow(5, 8, 2);
     CHECK(f->T >= 16 && f->W / f->NH >= 16);
     int n = 6, y[6] = {0, 1, 2, 3, -1, 5}, B = f->cfg.num_blocks, L = f->cfg.layers_per_block;
@@ -422,8 +529,20 @@ TEST(bf16_flow_nll_and_gradient_within_derived_tolerance) {
  * products of the w features, one adaLN modulation), the embedding, six products a layer and
  * a head per stage, the denoising stage's layers and head. Width 32 with heads of 16 and 16
  * tokens put the attention products through the GEMM. */
+static void check_reverse_outputs_within_derived_tolerance(void);
+
+/* Each on the bf16 kernel the routing picks (AMX where the CPU has it), then with AMX hidden
+ * (AVX512-BF16 alone). */
 TEST(bf16_reverse_outputs_within_derived_tolerance) {
     REQUIRE_BF16();
+    for (int hide = 0; hide <= bf_gemm_amx_available(); hide++) {
+        bf_gemm_test_hide_amx(hide);
+        check_reverse_outputs_within_derived_tolerance();
+    }
+    bf_gemm_test_hide_amx(0);
+}
+
+static void check_reverse_outputs_within_derived_tolerance(void) {
     bf_reverse_config c = bf_test_tiny_reverse_config(0, 1, 1);
     c.channels = 32;
     c.head_dim = 16;

@@ -228,6 +228,28 @@ TEST(cli_bench_sample_runs_each_case_once) {
     CHECK(!strstr(out, "nan") && !strstr(out, "inf"));
 }
 
+/* bench gemm: every row once (--seconds 0), with its ratios; without AVX512-BF16 a usage
+ * error that says why. */
+TEST(cli_bench_gemm_times_every_kernel) {
+    static char out[OUT_MAX];
+    if (!bf_bf16_supported()) {
+        CHECK(run_expect(out, 2, "./biflow bench gemm --seconds 0") == 2 && strstr(out, "lacks AVX512-BF16"));
+        return;
+    }
+    CHECK(run_expect(out, 0, "./biflow bench gemm --seconds 0 --threads 1 --batch 2") == 0);
+    CHECK(strstr(out, "fc1  dY^T x") && strstr(out, "attn p v") && strstr(out, "square"));
+    CHECK(strstr(out, "\"amx_gflops\"") && !strstr(out, "nan") && !strstr(out, "inf"));
+}
+
+/* bench train --model reverse: G's step as train-reverse takes it, once. */
+TEST(cli_bench_train_reverse_takes_a_step) {
+    REQUIRE_FASHION_MNIST();
+    static char out[OUT_MAX];
+    CHECK(run_expect(out, 0, "./biflow bench train --model reverse --steps 1 --warmup 0 --batch 4 --threads 1") == 0);
+    CHECK(strstr(out, "model reverse (G, ") && strstr(out, "\"model\":\"reverse\""));
+    CHECK(!strstr(out, "nan") && !strstr(out, "inf"));
+}
+
 /* ------------------------------------------------------------------ errors */
 /* args with the words F, G, X and O replaced by the fixture's forward model, reverse model,
  * images and an output prefix never written (quoted). */
@@ -267,7 +289,7 @@ TEST(cli_bad_options_are_usage_errors_that_name_the_option) {
         {"sample", "--flow F --n many --out O", "--n expects an integer, got 'many'"},
         {"sample", "--flow F --reverse G --sampler jacobi --out O", "--reverse"}, /* conflicting */
         {"sample", "--flow F --denoise learned --out O", "--denoise learned"},
-        {"bench", "nothing", "give train or sample"},
+        {"bench", "nothing", "give train, sample or gemm"},
     };
     for (int i = 0; i < NUM(cases); i++) {
         char args[2048];

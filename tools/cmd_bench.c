@@ -43,8 +43,9 @@ static void print_train(const char *config, const bf_flow *f, int batch, int ste
     printf("  own kernel: bf_gemm %dx%dx%d %.1f GFLOP/s (%s), %.2fx OpenBLAS\n", rows, 4 * W, W,
            g->own, bf_gemm_native() ? "AVX-512" : "OpenBLAS fallback", g->own / g->peak);
     if (g->bf16)
-        printf("  bf16:       bf_gemm_bf16 %dx%dx%d %.1f GFLOP/s (AVX512-BF16, fp32 accumulation), "
-               "%.2fx the fp32 kernel\n", rows, 4 * W, W, g->own16, g->own16 / g->own);
+        printf("  bf16:       bf_gemm_bf16 %dx%dx%d %.1f GFLOP/s (%s, fp32 accumulation), "
+               "%.2fx the fp32 kernel\n", rows, 4 * W, W, g->own16, bf_gemm_amx() ? "AMX-BF16" : "AVX512-BF16",
+               g->own16 / g->own);
     printf("  ratio:      the training step achieves %.0f%% of the model-shaped OpenBLAS sgemm rate\n",
            100.0 * gf / g->peak);
     printf("{\"bench\":\"train\",\"config\":\"%s\",\"batch\":%d,\"images_per_s\":%.2f,"
@@ -81,11 +82,41 @@ static void print_train_ranks(const char *config, const bf_flow *f, int batch, i
            1e3 * red[2] / steps, mb, bf16 ? "bf16" : "fp32");
 }
 
+/* G's training step (bench train --model reverse): images/s of the step train-reverse takes. */
+static int bench_train_reverse(bf_reverse_train_opts *o, int steps, int warm) {
+    bf_bench_train_reverse_result r;
+    if (bf_bench_train_reverse(o, steps, warm, &r)) return cli_fail();
+    double ips = steps * (double)o->batch / r.seconds, gf = r.flops_per_step * steps / r.seconds / 1e9;
+    const char *prec = bf_precision_name(bf_precision_effective());
+    printf("bench train: model reverse (G, %zu parameters) against %s (F, %zu parameters), batch %d, "
+           "%d threads (%d shards), %s matrix products%s\n", r.params, o->flow, r.flow_params, o->batch,
+           omp_get_max_threads(), r.shards, prec, bf_precision_effective() == BF_PRECISION_BF16 &&
+           bf_gemm_amx() ? " (AMX-BF16)" : "");
+    printf("  training:   %.1f images/s, %.1f ms/step, %.1f GFLOP/s achieved (%.3f GFLOP/step: F's "
+           "forward, G's forward%s and backward; perceptual weight %g, class weight %g)\n", ips,
+           1e3 * r.seconds / steps, gf, r.flops_per_step / 1e9, o->cfg_train ? " x2" : "",
+           (double)o->perceptual, (double)o->class_weight);
+    printf("{\"bench\":\"train\",\"model\":\"reverse\",\"batch\":%d,\"images_per_s\":%.2f,"
+           "\"ms_per_step\":%.3f,\"gflops\":%.2f,\"precision\":\"%s\",\"threads\":%d,\"loss\":%.5f}\n",
+           o->batch, ips, 1e3 * r.seconds / steps, gf, prec, omp_get_max_threads(), r.loss);
+    return 0;
+}
+
 static int bench_train(int argc, char **argv) {
     shape_opts sh = SHAPE_OPTS_DEFAULT;
     int batch = 64, steps = 20, warm = 3;
+    const char *model = "forward";
+    bf_reverse_train_opts ro;
+    bf_reverse_train_opts_default(&ro);
+    ro.flow = "models/flow-fmnist.safetensors";
+    ro.perceptual = 1.0f;   /* train-reverse's default recipe */
     cli_opt opts[] = {
-        {"config", OPT_STR, &sh.config, "named model configuration"},
+        CLI_CHOICE("model", model, "forward|reverse", "the step of train-flow (F) or of train-reverse (G)"),
+        {"config", OPT_STR, &sh.config, "named model configuration (F)"},
+        {"flow", OPT_STR, &ro.flow, "--model reverse: the frozen F that G trains against"},
+        {"perceptual", OPT_FLOAT, &ro.perceptual, "--model reverse: weight of the perceptual term (0 = off)"},
+        {"class-weight", OPT_FLOAT, &ro.class_weight, "--model reverse: weight of the class term (0 = off)"},
+        {"features", OPT_STR, &ro.features, "--model reverse: the perceptual network"},
         {"batch", OPT_INT, &batch, "images per step"},
         {"steps", OPT_INT, &steps, "timed steps"},
         {"warmup", OPT_INT, &warm, "untimed steps first"},
@@ -96,11 +127,17 @@ static int bench_train(int argc, char **argv) {
                          "Training-step throughput of F (forward + backward + AdamW, as training takes\n"
                          "them) on random data, with the machine's sgemm rate measured in the same run.\n"
                          "Under mpirun: the step over the processes (the global batch split over them)\n"
-                         "and the time in its gradient reduction.");
+                         "and the time in its gradient reduction. --model reverse: the step of G as\n"
+                         "train-reverse takes it (Fashion-MNIST batches, F's encoding, G's passes, loss,\n"
+                         "perceptual term, AdamW), one process.");
     if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("batch", batch, 1, 65536)) || (rc = cli_check_int("steps", steps, 1, 1000000)) ||
         (rc = cli_check_int("warmup", warm, 0, 1000000)))
         return rc;
+    if (!strcmp(model, "reverse")) {
+        ro.batch = batch;
+        return bench_train_reverse(&ro, steps, warm);
+    }
     bf_flow_config c;
     if (resolve_shape(&c, &sh)) return cli_usage_fail(NULL);
     bf_flow *f = bf_flow_new(&c);
@@ -306,18 +343,91 @@ static int bench_sample(int argc, char **argv) {
     return rc;
 }
 
+/* ------------------------------------------------------------------ bench gemm */
+typedef struct { const char *name; int ta, tb, M, N, K; } gemm_case;
+
+/* The products of one layer of F at rows = batch x T tokens (linear layers forward and
+ * backward, attention of one image and head), then a large square product for the peak. */
+static int gemm_cases(gemm_case *k, const bf_flow_config *c, int batch) {
+    int T = bf_flow_tokens(c), W = c->channels, D = bf_flow_token_dim(c), hd = c->head_dim, R = batch * T, n = 0;
+    k[n++] = (gemm_case){"qkv  x W^T", 0, 1, R, 3 * W, W};
+    k[n++] = (gemm_case){"proj x W^T", 0, 1, R, W, W};
+    k[n++] = (gemm_case){"fc1  x W^T", 0, 1, R, 4 * W, W};
+    k[n++] = (gemm_case){"fc2  x W^T", 0, 1, R, W, 4 * W};
+    k[n++] = (gemm_case){"fc2  dY W", 0, 0, R, 4 * W, W};
+    k[n++] = (gemm_case){"fc1  dY^T x", 1, 0, 4 * W, W, R};
+    k[n++] = (gemm_case){"in   x W^T", 0, 1, R, W, D};
+    k[n++] = (gemm_case){"head x W^T", 0, 1, R, 2 * D, W};
+    k[n++] = (gemm_case){"attn q k^T", 0, 1, T, T, hd};
+    k[n++] = (gemm_case){"attn p v", 0, 0, T, hd, T};
+    k[n++] = (gemm_case){"square", 0, 1, 1024, 1024, 1024};
+    return n;
+}
+
+static void bench_gemm_case(const gemm_case *k, int amx, double seconds) {
+    double f = bf_bench_gemm_t(BF_BENCH_GEMM_F32, k->ta, k->tb, k->M, k->N, k->K, seconds);
+    double b = bf_bench_gemm_t(BF_BENCH_GEMM_BF16_AVX512, k->ta, k->tb, k->M, k->N, k->K, seconds);
+    double a = amx ? bf_bench_gemm_t(BF_BENCH_GEMM_BF16_AMX, k->ta, k->tb, k->M, k->N, k->K, seconds) : 0.0;
+    double r = bf_bench_gemm_t(BF_BENCH_GEMM_BF16, k->ta, k->tb, k->M, k->N, k->K, seconds);
+    printf("  %-12s %5d x %4d x %4d  %7.1f  %7.1f (%4.2fx)  ", k->name, k->M, k->N, k->K, f, b, b / f);
+    if (amx) printf("%7.1f (%4.2fx)", a, a / f);
+    else printf("%15s", "-");
+    printf("  %7.1f (%4.2fx)\n", r, r / f);
+    printf("{\"bench\":\"gemm\",\"case\":\"%s\",\"ta\":%d,\"tb\":%d,\"M\":%d,\"N\":%d,\"K\":%d,"
+           "\"fp32_gflops\":%.2f,\"avx512bf16_gflops\":%.2f,\"amx_gflops\":%.2f,\"bf16_gflops\":%.2f}\n",
+           k->name, k->ta, k->tb, k->M, k->N, k->K, f, b, a, r);
+}
+
+static int bench_gemm(int argc, char **argv) {
+    shape_opts sh = SHAPE_OPTS_DEFAULT;
+    int batch = 32;
+    float seconds = 0.5f;
+    cli_opt opts[] = {
+        {"config", OPT_STR, &sh.config, "named model configuration whose products are timed"},
+        {"batch", OPT_INT, &batch, "images per product (rows = batch x tokens; a training step's shard per thread)"},
+        {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per kernel and case"},
+        CLI_THREADS_OPT,
+        CLI_END,
+    };
+    int rc = cli_options(argc, argv, 3, opts, "biflow bench gemm [options]",
+                           "GFLOP/s of the matrix-product kernels on the model's shapes, measured in the\n"
+                           "same run: biflow's fp32 kernel, its AVX512-BF16 kernel, its AMX-BF16 kernel\n"
+                           "(CPUs with AMX) and bf16 as --precision bf16 routes it, each with its ratio\n"
+                           "to fp32. Rows: the linear layers of a block (forward, input and weight\n"
+                           "gradients), the token embedding and head, attention of one image and head,\n"
+                           "and a 1024^3 product (near the kernels' peak).");
+    if (rc != CLI_GO) return rc;
+    if ((rc = cli_check_int("batch", batch, 1, 65536)) || (rc = cli_check_float("seconds", seconds, 0, 3600)))
+        return rc;
+    bf_flow_config c;
+    if (resolve_shape(&c, &sh)) return cli_usage_fail(NULL);
+    if (!bf_bf16_supported()) return cli_usage("this CPU lacks AVX512-BF16: there is no bf16 kernel to time");
+    int amx = bf_gemm_amx();
+    gemm_case k[16];
+    int n = gemm_cases(k, &c, batch);
+    printf("bench gemm: config %s, batch %d (%d rows), %d threads; GFLOP/s (ratio to fp32)%s\n",
+           sh.config, batch, batch * bf_flow_tokens(&c), omp_get_max_threads(),
+           amx ? "" : "; no AMX-BF16 on this CPU (or BF_AMX=off)");
+    printf("  %-12s %-20s  %7s  %-15s  %-15s  %s\n", "product", "M x N x K", "fp32", "AVX512-BF16",
+           "AMX-BF16", "bf16 routed");
+    for (int i = 0; i < n; i++) bench_gemm_case(&k[i], amx, seconds);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[2], "train")) return bench_train(argc, argv);
     if (argc >= 3 && !strcmp(argv[2], "sample")) return bench_sample(argc, argv);
+    if (argc >= 3 && !strcmp(argv[2], "gemm")) return bench_gemm(argc, argv);
     int help = argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"));
     if (!help) {
-        fprintf(stderr, "biflow bench: give train or sample%s%s%s (see --help)\n",
+        fprintf(stderr, "biflow bench: give train, sample or gemm%s%s%s (see --help)\n",
                 argc >= 3 ? ", not '" : "", argc >= 3 ? argv[2] : "", argc >= 3 ? "'" : "");
         return 2;
     }
-    printf("usage: biflow bench train|sample [options]\n\n"
+    printf("usage: biflow bench train|sample|gemm [options]\n\n"
            "Benchmarks; each reports achieved GFLOP/s (train: beside a baseline measured in the same run).\n"
-           "  train    training-step throughput of the forward model\n"
-           "  sample   images/s and ms/image of each sampler at batch 1 and 64\n");
+           "  train    training-step throughput of the forward model (--model reverse: of G)\n"
+           "  sample   images/s and ms/image of each sampler at batch 1 and 64\n"
+           "  gemm     GFLOP/s of the fp32, AVX512-BF16 and AMX-BF16 matrix products on the model's shapes\n");
     return 0;
 }

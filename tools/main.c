@@ -17,7 +17,7 @@ static const command COMMANDS[] = {
     {"eval", cmd_eval, "sample quality: FD and class accuracy of N samples, speed, bits/dim, fidelity"},
     {"eval-bpd", cmd_eval_bpd, "bits per dimension of F on a dataset split"},
     {"sample", cmd_sample, "sample images: exact or Jacobi inverse of F, or one pass of G; PNG grid + .npy"},
-    {"bench", cmd_bench, "benchmarks: bench train, bench sample"},
+    {"bench", cmd_bench, "benchmarks: bench train, bench sample, bench gemm"},
     {"inpaint", cmd_inpaint, "inpainting with G: keep the known tokens' encoding, fresh noise elsewhere"},
     {"edit", cmd_edit, "class editing: x' = G(F(x | y) | y') for target classes y'"},
     {"reconstruct", cmd_reconstruct, "x -> F -> G -> x' with the error per image"},

@@ -10,24 +10,42 @@
 #include <math.h>
 #include <omp.h>
 
-double bf_bench_gemm(bf_bench_gemm_kernel kernel, int M, int N, int K, double seconds) {
+typedef void (*gemm_fn)(int, int, int, int, int, const float *, int, const float *, int, float *, int);
+
+static gemm_fn bench_kernel(bf_bench_gemm_kernel kernel) {
+    switch (kernel) {
+    case BF_BENCH_GEMM_F32: return bf_gemm_f32;
+    case BF_BENCH_GEMM_BF16: return bf_gemm_bf16;
+    case BF_BENCH_GEMM_BF16_AVX512: return bf_gemm_bf16_avx512;
+    case BF_BENCH_GEMM_BF16_AMX: return bf_gemm_bf16_amx;
+    default: return bf_gemm_blas;
+    }
+}
+
+double bf_bench_gemm_t(bf_bench_gemm_kernel kernel, int ta, int tb, int M, int N, int K, double seconds) {
     float *A = bf_malloc(sizeof(float) * M * K), *B = bf_malloc(sizeof(float) * K * N);
     float *C = bf_malloc(sizeof(float) * M * N);
     for (long i = 0; i < (long)M * K; i++) A[i] = (float)(i % 13) * 0.01f;
     for (long i = 0; i < (long)K * N; i++) B[i] = (float)(i % 7) * 0.01f;
     memset(C, 0, sizeof(float) * M * N);
-    void (*gemm)(int, int, int, int, int, const float *, int, const float *, int, float *, int) =
-        kernel == BF_BENCH_GEMM_BF16 ? bf_gemm_bf16 : kernel == BF_BENCH_GEMM_F32 ? bf_gemm_f32 : bf_gemm_blas;
-    gemm(0, 1, M, N, K, A, K, B, K, C, N);
+    gemm_fn gemm = bench_kernel(kernel);
+    int lda = ta ? M : K, ldb = tb ? K : N;
+    gemm(ta, tb, M, N, K, A, lda, B, ldb, C, N);
     long it = 0;
     double t0 = bf_time(), t;
     do {
-        gemm(0, 1, M, N, K, A, K, B, K, C, N);
+        gemm(ta, tb, M, N, K, A, lda, B, ldb, C, N);
         it++;
     } while ((t = bf_time() - t0) < seconds);
     free(A); free(B); free(C);
     return 2.0 * M * N * K * it / t / 1e9;
 }
+
+double bf_bench_gemm(bf_bench_gemm_kernel kernel, int M, int N, int K, double seconds) {
+    return bf_bench_gemm_t(kernel, 0, 1, M, N, K, seconds);
+}
+
+int bf_gemm_amx(void) { return bf_gemm_amx_available(); }
 
 void bf_flow_randomize_heads(bf_flow *f, uint64_t seed, float std) {
     bf_rng rng;

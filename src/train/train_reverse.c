@@ -591,6 +591,42 @@ done:
     return rc;
 }
 
+/* The step of train_in_run_dir without the run folder: the same setup (no test split), warmup
+ * untimed steps, then steps timed. */
+int bf_bench_train_reverse(const bf_reverse_train_opts *o, int steps, int warmup,
+                           bf_bench_train_reverse_result *res) {
+    if (bf_train_reverse_check_opts(o) || steps < 1 || warmup < 0) {
+        if (steps < 1 || warmup < 0) bf_set_error("bench: steps must be >= 1 and warmup >= 0");
+        return -1;
+    }
+    bf_reverse_train_opts own = *o;
+    own.resume = 0;
+    own.eval_every = 0;
+    run_state s = {0};
+    trainer t = {.o = &own, .s = &s};
+    bf_train_data data = {0};
+    double m[8];
+    int rc = bf_shard_plan_make(&t.plan, own.batch, omp_get_max_threads()) || setup(&t, &s, &data) ? -1 : 0;
+    for (int i = 0; !rc && i < warmup; i++) rc = step_fn(&t, m);
+    double t0 = bf_time();
+    for (int i = 0; !rc && i < steps; i++) rc = step_fn(&t, m);
+    if (!rc) {
+        res->seconds = bf_time() - t0;
+        res->shards = t.plan.S;
+        res->params = s.r->num_params;
+        res->flow_params = s.f->num_params;
+        /* F's forward pass, G's (twice with training-time guidance), G's backward (twice a
+         * forward); the perceptual network's convolutions are not counted */
+        res->flops_per_step = bf_flow_forward_flops(&s.f->cfg, own.batch) +
+                              (3 + own.cfg_train) * bf_reverse_forward_flops(&s.r->cfg, own.batch);
+        res->loss = m[0];
+    }
+    free_trainer(&t);
+    bf_train_data_free(&data);
+    free_state(&s);
+    return rc;
+}
+
 int bf_train_reverse(const bf_reverse_train_opts *o) {
     if (bf_train_reverse_check_opts(o)) return -1;
     bf_reverse_train_opts own = *o;
