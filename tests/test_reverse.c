@@ -330,9 +330,7 @@ TEST(reverse_checkpoint_round_trip_and_flow_pointer) {
  * stages.N.reembed.pos_embed: it is refused with a message saying why, not loaded as
  * something else; one saved now round-trips. */
 TEST(reverse_distill_checkpoint_without_positions_refused) {
-    char path[512], old[512];
-    snprintf(path, sizeof path, "%s/distill_new.safetensors", bf_test_tmpdir());
-    snprintf(old, sizeof old, "%s/distill_old.safetensors", bf_test_tmpdir());
+    const char *path = bf_test_tmp("distill_new.safetensors"), *old = bf_test_tmp("distill_old.safetensors");
     bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(1, 1, 1), 81);
     CHECK(bf_reverse_save(r, r->params, path, NULL) == 0);
     bf_reverse *q = bf_reverse_load(path, 1);
@@ -406,9 +404,7 @@ TEST(reverse_training_learns_to_invert_a_frozen_flow) {
  * every load either fails with a message naming the file or gives a model whose every tensor
  * was checked against the configuration. */
 TEST(reverse_checkpoint_header_mutations) {
-    char path[512], mpath[512];
-    snprintf(path, sizeof path, "%s/mut_reverse.safetensors", bf_test_tmpdir());
-    snprintf(mpath, sizeof mpath, "%s/mut_reverse_x.safetensors", bf_test_tmpdir());
+    const char *path = bf_test_tmp("mut_reverse.safetensors"), *mpath = bf_test_tmp("mut_reverse_x.safetensors");
     bf_reverse *r = bf_test_random_reverse(bf_test_tiny_reverse_config(1, 1, 1), 3);
     CHECK(bf_reverse_save(r, r->params, path, NULL) == 0);
     uint8_t *orig, *buf;

@@ -433,20 +433,27 @@ AMX_TARGET static void amx_add_c(float *buf, float *C, int ldc, int mr, int nr) 
     }
 }
 
+/* The 2 x 2 accumulator tiles 0-3 of a full 32 x 32 C block: loaded from C (store = 0) or
+ * stored to it (store = 1); tile numbers must be constants, hence the four calls. */
+AMX_TARGET static inline void amx_c_tiles(float *C, int ldc, int store) {
+    float *c[4] = {C, C + 16, C + (size_t)16 * ldc, C + (size_t)16 * ldc + 16};
+    if (store) {
+        _tile_stored(0, c[0], ldc * 4); _tile_stored(1, c[1], ldc * 4);
+        _tile_stored(2, c[2], ldc * 4); _tile_stored(3, c[3], ldc * 4);
+    } else {
+        _tile_loadd(0, c[0], ldc * 4); _tile_loadd(1, c[1], ldc * 4);
+        _tile_loadd(2, c[2], ldc * 4); _tile_loadd(3, c[3], ldc * 4);
+    }
+}
+
 /* C block (32 x 32 at most) += Ap (32 rows x kpp pairs, row stride astride bytes) . Bp (kpp
  * pairs x BNR). A full block accumulates onto C loaded into the tiles (no second pass over C);
  * an edge block starts from zero and is added through a buffer under masks. */
 AMX_TARGET static void amx_block(int kpp, const uint16_t *Ap, int astride, const uint32_t *Bp,
                                  float *C, int ldc, int mr, int nr) {
     int full = mr == AMR && nr == BNR;
-    if (full) {
-        _tile_loadd(0, C, ldc * 4);
-        _tile_loadd(1, C + 16, ldc * 4);
-        _tile_loadd(2, C + (size_t)16 * ldc, ldc * 4);
-        _tile_loadd(3, C + (size_t)16 * ldc + 16, ldc * 4);
-    } else {
-        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-    }
+    if (full) amx_c_tiles(C, ldc, 0);
+    else { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
     const char *a1 = (const char *)Ap + (size_t)16 * astride;
     for (int p = 0; p < kpp; p += 16) {
         _tile_loadd(4, Ap + 2 * p, astride);
@@ -459,10 +466,7 @@ AMX_TARGET static void amx_block(int kpp, const uint16_t *Ap, int astride, const
         _tile_dpbf16ps(3, 5, 7);
     }
     if (full) {
-        _tile_stored(0, C, ldc * 4);
-        _tile_stored(1, C + 16, ldc * 4);
-        _tile_stored(2, C + (size_t)16 * ldc, ldc * 4);
-        _tile_stored(3, C + (size_t)16 * ldc + 16, ldc * 4);
+        amx_c_tiles(C, ldc, 1);
     } else {
         float buf[4 * 256] __attribute__((aligned(64)));
         amx_add_c(buf, C, ldc, mr, nr);
