@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define LN_EPS 1e-5f
@@ -142,6 +143,48 @@ void bf_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
     }
 }
 
+/* ------------------------------------------------------------------ AVX-512 by function */
+/* Kernels that need AVX-512 even where the build's -march lacks it are compiled with a
+ * function-level target attribute and run only where the CPU reports AVX-512F (as gemm.c does
+ * for its bf16 kernel), so -march=x86-64, clang's fuzz build and SAN=1 all build. */
+#if (defined(__x86_64__) || defined(__i386__)) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8) || (defined(__clang__) && __clang_major__ >= 9))
+#define BF_AVX512_FN 1
+#include <immintrin.h>
+#define AVX512_TARGET __attribute__((target("avx512f")))
+
+/* __builtin_cpu_supports also checks that the OS saves the AVX-512 registers. */
+static int cpu_has_avx512f(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+/* 16-lane version of fast_expf (same polynomial); NaN propagates through the arithmetic, and
+ * min/max are ordered so that a NaN input is returned as NaN. Compiled for AVX-512 whatever the
+ * build's -march, for the fused attention below (GELU calls it only where __AVX512F__). */
+AVX512_TARGET static inline __m512 exp16(__m512 x) {
+    __m512 xc = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.72f)), _mm512_set1_ps(-87.33f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512 y = _mm512_scalef_ps(p, n);
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72f), _CMP_GT_OQ), y,
+                             _mm512_set1_ps(INFINITY));
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33f), _CMP_LT_OQ), y,
+                             _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+}
+
+#endif
+
 /* ------------------------------------------------------------------ attention */
 static inline float dot(const float *a, const float *b, int n) {
     float s = 0.0f;
@@ -166,6 +209,156 @@ static void softmax_inplace(float *s, int n) {
 #define ATT_GEMM_MIN 16
 
 static int att_use_gemm(int T, int hs) { return T >= ATT_GEMM_MIN && hs >= ATT_GEMM_MIN; }
+
+/* Fused attention for short sequences. At T = 49, hs = 64 (the shipped models) every bf_gemm
+ * call spends more on packing its operands (and, in bf16, on converting them and loading AMX
+ * tiles) than on the 49 x 49 x 64 product, so sequences of at most ATT_FUSED_MAXT tokens with
+ * heads of whole 16-float vectors go through one AVX-512 pass per head instead: score rows in
+ * four registers, softmax in registers, P V accumulated row by row. They stay fp32 in both
+ * precisions (the saving is the call overhead, not the multiply rate). */
+#define ATT_FUSED_MAXT 64
+#define ATT_LD 64   /* row stride of the transposed K or V and of ds: four vectors */
+
+static atomic_int att_fused_off;   /* tests compare the fused kernel with the GEMM path */
+
+
+static int att_use_fused(int T, int hs) {
+#ifdef BF_AVX512_FN
+    return T <= ATT_FUSED_MAXT && hs > 0 && hs % 16 == 0 && !atomic_load(&att_fused_off) &&
+           cpu_has_avx512f();
+#else
+    return 0;
+#endif
+}
+
+void bf_attention_test_force_gemm(int on) { atomic_store(&att_fused_off, on); }
+int bf_attention_fused_active(int T, int hs) { return att_use_fused(T, hs); }
+
+/* Floats of per-thread scratch the fused forward (transposed K) or backward (transposed V and
+ * ds) needs. */
+static size_t att_fused_scratch(int T, int hs, int backward) {
+    return (size_t)hs * ATT_LD + (backward ? (size_t)T * ATT_LD : 0);
+}
+
+#ifdef BF_AVX512_FN
+/* dst (hs, ATT_LD) = src (T, hs; rows of stride ld) transposed, columns T.. zero: a score row
+ * is then hs vector FMAs of broadcast q entries, with no horizontal sums per (i, j). */
+static void att_transpose(float *dst, const float *src, int T, int hs, int ld) {
+    for (int d = 0; d < hs; d++)
+        for (int j = T; j < ATT_LD; j++) dst[(size_t)d * ATT_LD + j] = 0.0f;
+    for (int j = 0; j < T; j++)
+        for (int d = 0; d < hs; d++) dst[(size_t)d * ATT_LD + j] = src[(size_t)j * ld + d];
+}
+
+/* s[c] = lanes 16c..16c+15 of x tT for one row x (hs): four independent FMA chains. */
+AVX512_TARGET static inline void att_row_dot(__m512 s[4], const float *x, const float *tT,
+                                             int hs) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int d = 0; d < hs; d++, tT += ATT_LD) {
+        __m512 xd = _mm512_set1_ps(x[d]);
+        s0 = _mm512_fmadd_ps(xd, _mm512_loadu_ps(tT), s0);
+        s1 = _mm512_fmadd_ps(xd, _mm512_loadu_ps(tT + 16), s1);
+        s2 = _mm512_fmadd_ps(xd, _mm512_loadu_ps(tT + 32), s2);
+        s3 = _mm512_fmadd_ps(xd, _mm512_loadu_ps(tT + 48), s3);
+    }
+    s[0] = s0; s[1] = s1; s[2] = s2; s[3] = s3;
+}
+
+/* The first n lanes of the 16 starting at column 16c. */
+static inline __mmask16 att_lanes(int n, int c) {
+    int k = n - 16 * c;
+    return k <= 0 ? 0 : k >= 16 ? 0xffff : (__mmask16)((1u << k) - 1u);
+}
+
+/* a[0..T) = softmax of scale s over columns < n, 0 beyond (the causal mask). As in
+ * softmax_inplace, the max skips NaN scores (max_ps returns its second operand then) and their
+ * exp makes the row NaN. */
+AVX512_TARGET static inline void att_softmax_row(float *a, __m512 s[4], int n, int T,
+                                                 float scale) {
+    __m512 ninf = _mm512_set1_ps(-INFINITY), mx = ninf, sum = _mm512_setzero_ps();
+    for (int c = 0; c < 4; c++) {
+        s[c] = _mm512_mask_mul_ps(ninf, att_lanes(n, c), s[c], _mm512_set1_ps(scale));
+        mx = _mm512_max_ps(s[c], mx);
+    }
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    for (int c = 0; c < 4; c++) {   /* exp16 flushes the masked -Inf lanes to 0 */
+        s[c] = exp16(_mm512_sub_ps(s[c], m));
+        sum = _mm512_add_ps(sum, s[c]);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (int c = 0; c < 4; c++)
+        _mm512_mask_storeu_ps(a + 16 * c, att_lanes(T, c), _mm512_mul_ps(s[c], inv));
+}
+
+/* o (hs) (+)= sum over j in [j0, n) of p[j ps] x_j, x_j rows of stride ld: up to four vectors
+ * of columns per pass, each its own FMA chain. Rows (P V, ds K) take ps = 1; columns (P^T g,
+ * ds^T q) take the row stride of P as ps, so nothing is transposed. */
+AVX512_TARGET static void att_combine(float *o, const float *p, size_t ps, const float *x,
+                                      int ld, int j0, int n, int hs, int accumulate) {
+    for (int d0 = 0; d0 < hs; d0 += 64) {
+        int nv = (hs - d0) / 16 < 4 ? (hs - d0) / 16 : 4;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                         _mm512_setzero_ps()};
+        for (int j = j0; j < n; j++) {
+            __m512 pj = _mm512_set1_ps(p[(size_t)j * ps]);
+            const float *xj = x + (size_t)j * ld + d0;
+            acc[0] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(xj), acc[0]);
+            if (nv > 1) acc[1] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(xj + 16), acc[1]);
+            if (nv > 2) acc[2] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(xj + 32), acc[2]);
+            if (nv > 3) acc[3] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(xj + 48), acc[3]);
+        }
+        for (int c = 0; c < nv; c++) {
+            float *oc = o + d0 + 16 * c;
+            _mm512_storeu_ps(oc, accumulate ? _mm512_add_ps(_mm512_loadu_ps(oc), acc[c]) : acc[c]);
+        }
+    }
+}
+
+/* Forward of one head (the arguments of attention_head_forward; kT: hs * ATT_LD scratch). */
+AVX512_TARGET static void att_fused_forward(float *o, float *a, float *kT, const float *q,
+                                            const float *k, const float *v, int T, int C,
+                                            int C3, int hs, float scale, int causal) {
+    att_transpose(kT, k, T, hs, C3);
+    for (int i = 0; i < T; i++) {
+        __m512 s[4];
+        int n = causal ? i + 1 : T;
+        att_row_dot(s, q + (size_t)i * C3, kT, hs);
+        att_softmax_row(a + (size_t)i * T, s, n, T, scale);
+        att_combine(o + (size_t)i * C, a + (size_t)i * T, 1, v, C3, 0, n, hs, 0);
+    }
+}
+
+/* Backward of one head, the products of attention_head_backward without bf_gemm: per row i,
+ * dp = g_i V^T (from the transposed V), ds_i = scale a_i (dp - dp . a_i) into ws, dq_i += ds_i K;
+ * then per token j, dv_j += sum_i a_ij g_i and dk_j += sum_i ds_ij q_i (columns of a and ds;
+ * causal rows i < j are zero and skipped). ws: att_fused_scratch(T, hs, 1) floats. */
+AVX512_TARGET static void att_fused_backward(float *dq, float *dk, float *dv, float *ws,
+                                             const float *g, const float *a, const float *q,
+                                             const float *k, const float *v, int T, int C,
+                                             int C3, int hs, float scale, int causal) {
+    float *vT = ws, *ds = ws + (size_t)hs * ATT_LD;
+    att_transpose(vT, v, T, hs, C3);
+    for (int i = 0; i < T; i++) {
+        __m512 dp[4], ai[4], dot = _mm512_setzero_ps();
+        att_row_dot(dp, g + (size_t)i * C, vT, hs);
+        for (int c = 0; c < 4; c++) {
+            ai[c] = _mm512_maskz_loadu_ps(att_lanes(T, c), a + (size_t)i * T + 16 * c);
+            dot = _mm512_fmadd_ps(dp[c], ai[c], dot);
+        }
+        __m512 s = _mm512_set1_ps(_mm512_reduce_add_ps(dot)), sc = _mm512_set1_ps(scale);
+        for (int c = 0; c < 4; c++)
+            _mm512_storeu_ps(ds + (size_t)i * ATT_LD + 16 * c,
+                             _mm512_mul_ps(sc, _mm512_mul_ps(ai[c], _mm512_sub_ps(dp[c], s))));
+        att_combine(dq + (size_t)i * C3, ds + (size_t)i * ATT_LD, 1, k, C3, 0,
+                    causal ? i + 1 : T, hs, 1);
+    }
+    for (int j = 0; j < T; j++) {
+        int i0 = causal ? j : 0;
+        att_combine(dv + (size_t)j * C3, a + j, T, g, C, i0, T, hs, 1);
+        att_combine(dk + (size_t)j * C3, ds + j, ATT_LD, q, C3, i0, T, hs, 1);
+    }
+}
+#endif
 
 /* One (example, head): scores a (T, T) = scale q k^T, row softmax (causal: the first i + 1
  * entries of row i, the rest 0), o = a v. q, k, v rows of stride C3; o rows of stride C. */
@@ -200,16 +393,26 @@ static void attention_head_forward(float *o, float *a, const float *q, const flo
 
 void bf_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
                           int causal) {
-    int hs = C / NH, C3 = 3 * C;
+    int hs = C / NH, C3 = 3 * C, fused = att_use_fused(T, hs);
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * NH * T * T * (C / NH) >= BF_PAR_MIN)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *base = qkv + (size_t)b * T * C3 + h * hs;
-            attention_head_forward(out + (size_t)b * T * C + h * hs,
-                                   att + ((size_t)b * NH + h) * T * T, base, base + C, base + 2 * C,
-                                   T, C, C3, hs, scale, causal);
-        }
+#pragma omp parallel if ((size_t)B * NH * T * T * (C / NH) >= BF_PAR_MIN)
+    {
+        float *ws = fused ? bf_malloc(sizeof(float) * att_fused_scratch(T, hs, 0)) : NULL;
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                const float *base = qkv + (size_t)b * T * C3 + h * hs;
+                float *o = out + (size_t)b * T * C + h * hs, *a = att + ((size_t)b * NH + h) * T * T;
+#ifdef BF_AVX512_FN
+                if (fused) {
+                    att_fused_forward(o, a, ws, base, base + C, base + 2 * C, T, C, C3, hs, scale, causal);
+                    continue;
+                }
+#endif
+                attention_head_forward(o, a, base, base + C, base + 2 * C, T, C, C3, hs, scale, causal);
+            }
+        free(ws);
+    }
 }
 
 /* Backward of one head with the saved probabilities a (T, T) (zeros where masked):
@@ -234,16 +437,27 @@ static void attention_head_backward(float *dq, float *dk, float *dv, float *ws, 
 
 void bf_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                            int B, int T, int C, int NH, int causal) {
-    int hs = C / NH, C3 = 3 * C;
+    int hs = C / NH, C3 = 3 * C, fused = att_use_fused(T, hs);
     float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel if ((size_t)B * NH * T * T * (C / NH) >= BF_PAR_MIN)
     {
-        float *dpre = bf_malloc(sizeof(float) * T * (att_use_gemm(T, hs) ? T : 1));
+        float *dpre = bf_malloc(sizeof(float) * (fused ? att_fused_scratch(T, hs, 1)
+                                                 : (size_t)T * (att_use_gemm(T, hs) ? T : 1)));
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
                 const float *base = qkv + (size_t)b * T * C3;
                 float *dbase = dqkv + (size_t)b * T * C3;
+#ifdef BF_AVX512_FN
+                if (fused) {
+                    att_fused_backward(dbase + h * hs, dbase + C + h * hs, dbase + 2 * C + h * hs,
+                                       dpre, dout + (size_t)b * T * C + h * hs,
+                                       att + ((size_t)b * NH + h) * T * T, base + h * hs,
+                                       base + C + h * hs, base + 2 * C + h * hs, T, C, C3, hs,
+                                       scale, causal);
+                    continue;
+                }
+#endif
                 if (att_use_gemm(T, hs)) {
                     attention_head_backward(dbase + h * hs, dbase + C + h * hs, dbase + 2 * C + h * hs,
                                             dpre, dout + (size_t)b * T * C + h * hs,
@@ -313,29 +527,7 @@ void bf_attention_forward_ref(float *out, float *att, const float *qkv, int B, i
 /* ------------------------------------------------------------------ GELU, residual */
 #if defined(__AVX512F__)
 #include <immintrin.h>
-/* 16-lane versions of fast_expf / fast_erff (same polynomials); NaN propagates through the
- * arithmetic, and min/max are ordered so that a NaN input is returned as NaN. */
-static inline __m512 exp16(__m512 x) {
-    __m512 xc = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.72f)), _mm512_set1_ps(-87.33f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512 y = _mm512_scalef_ps(p, n);
-    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72f), _CMP_GT_OQ), y,
-                             _mm512_set1_ps(INFINITY));
-    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33f), _CMP_LT_OQ), y,
-                             _mm512_setzero_ps());
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
-}
-
+/* 16-lane erf (the polynomial of fast_erff); exp16 is defined with the attention kernels. */
 static inline __m512 erf16(__m512 x) {
     __m512 xc = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(4.0f)), _mm512_set1_ps(-4.0f));
     xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), xc, x);

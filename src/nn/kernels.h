@@ -38,6 +38,11 @@ void bf_attention_backward(float *dqkv, const float *dout, const float *qkv, con
                            int B, int T, int C, int NH, int causal);
 void bf_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C,
                               int NH, int causal);
+/* Tests: on, attention that would take the fused short-sequence kernel (T <= 64, head size a
+ * multiple of 16, a CPU with AVX-512F) takes the bf_gemm path instead; off restores it. */
+void bf_attention_test_force_gemm(int on);
+/* Whether attention with T tokens and heads of hs takes the fused kernel now. */
+int bf_attention_fused_active(int T, int hs);
 
 /* exact GELU: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) */
 void bf_gelu_forward(float *out, const float *inp, size_t n);
