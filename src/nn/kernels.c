@@ -250,18 +250,27 @@ static void att_transpose(float *dst, const float *src, int T, int hs, int ld) {
         for (int d = 0; d < hs; d++) dst[(size_t)d * ATT_LD + j] = src[(size_t)j * ld + d];
 }
 
-/* s[c] = lanes 16c..16c+15 of x tT for one row x (hs): four independent FMA chains. */
-AVX512_TARGET static inline void att_row_dot(__m512 s[4], const float *x, const float *tT,
-                                             int hs) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int d = 0; d < hs; d++, tT += ATT_LD) {
-        __m512 xd = _mm512_set1_ps(x[d]);
-        s0 = _mm512_fmadd_ps(xd, _mm512_loadu_ps(tT), s0);
-        s1 = _mm512_fmadd_ps(xd, _mm512_loadu_ps(tT + 16), s1);
-        s2 = _mm512_fmadd_ps(xd, _mm512_loadu_ps(tT + 32), s2);
-        s3 = _mm512_fmadd_ps(xd, _mm512_loadu_ps(tT + 48), s3);
+/* s[r][c] = lanes 16c..16c+15 of x_r tT for four rows x_r (x + r ldx; rows past nr repeat the
+ * last, their results unused): each loaded vector of tT feeds four rows, so the loop is bound
+ * by the FMAs rather than the loads. */
+AVX512_TARGET static inline void att_rows_dot(__m512 s[4][4], const float *x, int ldx, int nr,
+                                              const float *tT, int hs) {
+    const float *xr[4];
+    for (int r = 0; r < 4; r++) {
+        xr[r] = x + (size_t)(r < nr ? r : nr - 1) * ldx;
+        for (int c = 0; c < 4; c++) s[r][c] = _mm512_setzero_ps();
     }
-    s[0] = s0; s[1] = s1; s[2] = s2; s[3] = s3;
+    for (int d = 0; d < hs; d++, tT += ATT_LD) {
+        __m512 t0 = _mm512_loadu_ps(tT), t1 = _mm512_loadu_ps(tT + 16);
+        __m512 t2 = _mm512_loadu_ps(tT + 32), t3 = _mm512_loadu_ps(tT + 48);
+        for (int r = 0; r < 4; r++) {
+            __m512 xd = _mm512_set1_ps(xr[r][d]);
+            s[r][0] = _mm512_fmadd_ps(xd, t0, s[r][0]);
+            s[r][1] = _mm512_fmadd_ps(xd, t1, s[r][1]);
+            s[r][2] = _mm512_fmadd_ps(xd, t2, s[r][2]);
+            s[r][3] = _mm512_fmadd_ps(xd, t3, s[r][3]);
+        }
+    }
 }
 
 /* The first n lanes of the 16 starting at column 16c. */
@@ -290,72 +299,104 @@ AVX512_TARGET static inline void att_softmax_row(float *a, __m512 s[4], int n, i
         _mm512_mask_storeu_ps(a + 16 * c, att_lanes(T, c), _mm512_mul_ps(s[c], inv));
 }
 
-/* o (hs) (+)= sum over j in [j0, n) of p[j ps] x_j, x_j rows of stride ld: up to four vectors
- * of columns per pass, each its own FMA chain. Rows (P V, ds K) take ps = 1; columns (P^T g,
- * ds^T q) take the row stride of P as ps, so nothing is transposed. */
-AVX512_TARGET static void att_combine(float *o, const float *p, size_t ps, const float *x,
-                                      int ld, int j0, int n, int hs, int accumulate) {
+/* Four outputs o_r (o + r ldo) (+)= sum over j in [j0, n) of p_r[j ps] x_j (p_r = p + r prs,
+ * x_j rows of stride ldx), for nv vectors of columns from d0: 4 x nv FMA chains, each loaded
+ * x_j vector shared by the four outputs. Outputs past nr read the last one's p and are not
+ * stored. nv is a constant at every call, so the accumulators stay in registers. */
+AVX512_TARGET static inline __attribute__((always_inline)) void
+att_combine_nv(float *o, int ldo, const float *p, size_t prs, size_t ps, const float *x, int ldx,
+               int j0, int n, int nr, int d0, int accumulate, const int nv) {
+    __m512 acc[4][4], xv[4];
+    const float *pr[4];
+    for (int r = 0; r < 4; r++) {
+        pr[r] = p + (r < nr ? r : nr - 1) * prs;
+        for (int c = 0; c < nv; c++) acc[r][c] = _mm512_setzero_ps();
+    }
+    for (int j = j0; j < n; j++) {
+        const float *xj = x + (size_t)j * ldx + d0;
+        for (int c = 0; c < nv; c++) xv[c] = _mm512_loadu_ps(xj + 16 * c);
+        for (int r = 0; r < 4; r++) {
+            __m512 b = _mm512_set1_ps(pr[r][(size_t)j * ps]);
+            for (int c = 0; c < nv; c++) acc[r][c] = _mm512_fmadd_ps(b, xv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int c = 0; c < nv; c++) {
+            float *oc = o + (size_t)r * ldo + d0 + 16 * c;
+            _mm512_storeu_ps(oc, accumulate ? _mm512_add_ps(_mm512_loadu_ps(oc), acc[r][c]) : acc[r][c]);
+        }
+}
+
+/* att_combine_nv over the head's columns, up to four vectors a pass. Rows of P or ds (P V,
+ * ds K) take ps = 1 and prs = their row stride; columns (P^T g, ds^T q) take prs = 1 and the
+ * row stride as ps, so nothing is transposed. */
+AVX512_TARGET static void att_combine(float *o, int ldo, const float *p, size_t prs, size_t ps,
+                                      const float *x, int ldx, int j0, int n, int nr, int hs,
+                                      int accumulate) {
     for (int d0 = 0; d0 < hs; d0 += 64) {
         int nv = (hs - d0) / 16 < 4 ? (hs - d0) / 16 : 4;
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                         _mm512_setzero_ps()};
-        for (int j = j0; j < n; j++) {
-            __m512 pj = _mm512_set1_ps(p[(size_t)j * ps]);
-            const float *xj = x + (size_t)j * ld + d0;
-            acc[0] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(xj), acc[0]);
-            if (nv > 1) acc[1] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(xj + 16), acc[1]);
-            if (nv > 2) acc[2] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(xj + 32), acc[2]);
-            if (nv > 3) acc[3] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(xj + 48), acc[3]);
-        }
-        for (int c = 0; c < nv; c++) {
-            float *oc = o + d0 + 16 * c;
-            _mm512_storeu_ps(oc, accumulate ? _mm512_add_ps(_mm512_loadu_ps(oc), acc[c]) : acc[c]);
-        }
+        if (nv == 4) att_combine_nv(o, ldo, p, prs, ps, x, ldx, j0, n, nr, d0, accumulate, 4);
+        else if (nv == 3) att_combine_nv(o, ldo, p, prs, ps, x, ldx, j0, n, nr, d0, accumulate, 3);
+        else if (nv == 2) att_combine_nv(o, ldo, p, prs, ps, x, ldx, j0, n, nr, d0, accumulate, 2);
+        else att_combine_nv(o, ldo, p, prs, ps, x, ldx, j0, n, nr, d0, accumulate, 1);
     }
 }
 
-/* Forward of one head (the arguments of attention_head_forward; kT: hs * ATT_LD scratch). */
+/* Forward of one head (the arguments of attention_head_forward; kT: hs * ATT_LD scratch), four
+ * rows at a time. Causal rows of a block share the last row's length: the others' P entries
+ * past their own length are the zeros att_softmax_row wrote (as the GEMM path multiplies them). */
 AVX512_TARGET static void att_fused_forward(float *o, float *a, float *kT, const float *q,
                                             const float *k, const float *v, int T, int C,
                                             int C3, int hs, float scale, int causal) {
     att_transpose(kT, k, T, hs, C3);
-    for (int i = 0; i < T; i++) {
-        __m512 s[4];
-        int n = causal ? i + 1 : T;
-        att_row_dot(s, q + (size_t)i * C3, kT, hs);
-        att_softmax_row(a + (size_t)i * T, s, n, T, scale);
-        att_combine(o + (size_t)i * C, a + (size_t)i * T, 1, v, C3, 0, n, hs, 0);
+    for (int i = 0; i < T; i += 4) {
+        __m512 s[4][4];
+        int nr = T - i < 4 ? T - i : 4, n = causal ? i + nr : T;
+        att_rows_dot(s, q + (size_t)i * C3, C3, nr, kT, hs);
+        for (int r = 0; r < nr; r++)
+            att_softmax_row(a + (size_t)(i + r) * T, s[r], causal ? i + r + 1 : T, T, scale);
+        att_combine(o + (size_t)i * C, C, a + (size_t)i * T, T, 1, v, C3, 0, n, nr, hs, 0);
     }
 }
 
-/* Backward of one head, the products of attention_head_backward without bf_gemm: per row i,
- * dp = g_i V^T (from the transposed V), ds_i = scale a_i (dp - dp . a_i) into ws, dq_i += ds_i K;
- * then per token j, dv_j += sum_i a_ij g_i and dk_j += sum_i ds_ij q_i (columns of a and ds;
- * causal rows i < j are zero and skipped). ws: att_fused_scratch(T, hs, 1) floats. */
+/* ds rows i.. i + nr - 1 from dp (g_i V^T) and the saved P: scale a_i (dp - dp . a_i). */
+AVX512_TARGET static inline void att_ds_rows(float *ds, __m512 dp[4][4], const float *a, int T,
+                                             int nr, float scale) {
+    for (int r = 0; r < nr; r++) {
+        __m512 ai[4], dot = _mm512_setzero_ps(), sc = _mm512_set1_ps(scale);
+        for (int c = 0; c < 4; c++) {
+            ai[c] = _mm512_maskz_loadu_ps(att_lanes(T, c), a + (size_t)r * T + 16 * c);
+            dot = _mm512_fmadd_ps(dp[r][c], ai[c], dot);
+        }
+        __m512 s = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+        for (int c = 0; c < 4; c++)
+            _mm512_storeu_ps(ds + (size_t)r * ATT_LD + 16 * c,
+                             _mm512_mul_ps(sc, _mm512_mul_ps(ai[c], _mm512_sub_ps(dp[r][c], s))));
+    }
+}
+
+/* Backward of one head, the products of attention_head_backward without bf_gemm, four rows or
+ * columns at a time: dp = g V^T (from the transposed V), ds into ws, dq += ds K; then
+ * dv += P^T g and dk += ds^T q from columns of P and ds (causal: rows above a block's first
+ * column are zero and skipped). ws: att_fused_scratch(T, hs, 1) floats. */
 AVX512_TARGET static void att_fused_backward(float *dq, float *dk, float *dv, float *ws,
                                              const float *g, const float *a, const float *q,
                                              const float *k, const float *v, int T, int C,
                                              int C3, int hs, float scale, int causal) {
     float *vT = ws, *ds = ws + (size_t)hs * ATT_LD;
     att_transpose(vT, v, T, hs, C3);
-    for (int i = 0; i < T; i++) {
-        __m512 dp[4], ai[4], dot = _mm512_setzero_ps();
-        att_row_dot(dp, g + (size_t)i * C, vT, hs);
-        for (int c = 0; c < 4; c++) {
-            ai[c] = _mm512_maskz_loadu_ps(att_lanes(T, c), a + (size_t)i * T + 16 * c);
-            dot = _mm512_fmadd_ps(dp[c], ai[c], dot);
-        }
-        __m512 s = _mm512_set1_ps(_mm512_reduce_add_ps(dot)), sc = _mm512_set1_ps(scale);
-        for (int c = 0; c < 4; c++)
-            _mm512_storeu_ps(ds + (size_t)i * ATT_LD + 16 * c,
-                             _mm512_mul_ps(sc, _mm512_mul_ps(ai[c], _mm512_sub_ps(dp[c], s))));
-        att_combine(dq + (size_t)i * C3, ds + (size_t)i * ATT_LD, 1, k, C3, 0,
-                    causal ? i + 1 : T, hs, 1);
+    for (int i = 0; i < T; i += 4) {
+        __m512 dp[4][4];
+        int nr = T - i < 4 ? T - i : 4;
+        att_rows_dot(dp, g + (size_t)i * C, C, nr, vT, hs);
+        att_ds_rows(ds + (size_t)i * ATT_LD, dp, a + (size_t)i * T, T, nr, scale);
+        att_combine(dq + (size_t)i * C3, C3, ds + (size_t)i * ATT_LD, ATT_LD, 1, k, C3, 0,
+                    causal ? i + nr : T, nr, hs, 1);
     }
-    for (int j = 0; j < T; j++) {
-        int i0 = causal ? j : 0;
-        att_combine(dv + (size_t)j * C3, a + j, T, g, C, i0, T, hs, 1);
-        att_combine(dk + (size_t)j * C3, ds + j, ATT_LD, q, C3, i0, T, hs, 1);
+    for (int j = 0; j < T; j += 4) {
+        int nr = T - j < 4 ? T - j : 4, i0 = causal ? j : 0;
+        att_combine(dv + (size_t)j * C3, C3, a + j, 1, T, g, C, i0, T, nr, hs, 1);
+        att_combine(dk + (size_t)j * C3, C3, ds + j, 1, ATT_LD, q, C3, i0, T, nr, hs, 1);
     }
 }
 #endif
