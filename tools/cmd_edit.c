@@ -284,9 +284,9 @@ int cmd_inpaint(int argc, char **argv) {
                          "input | masked input (unknown region grey) | result.");
     if (rc != CLI_GO) return rc;
     if (!mask_spec) return cli_usage("--mask is required");
-    if (cli_check_int("iters", o.iters, 0, 1000) || cli_check_int("candidates", o.candidates, 0, 1000) ||
-        cli_check_float("renoise", o.renoise, 0, 1) || cli_check_float("soft", o.soft, 0, 1))
-        return 2;
+    if ((rc = cli_check_int("iters", o.iters, 0, 1000)) || (rc = cli_check_int("candidates", o.candidates, 0, 1000)) ||
+        (rc = cli_check_float("renoise", o.renoise, 0, 1)) || (rc = cli_check_float("soft", o.soft, 0, 1)))
+        return rc;
     o.encode_full = !strcmp(encode, "full");
     edit_env v;
     if ((rc = edit_open(&v, &a, "inpaint", a.images ? a.images : a.data, a.n, NULL))) return rc;
@@ -422,14 +422,11 @@ int cmd_edit(int argc, char **argv) {
     v.e.exact = exact;
     o.verify = load_verifier(verify, &rc);
     if (o.strength < 0.0f) o.strength = o.verify ? BF_EDIT_STRENGTH : BF_EDIT_STRENGTH_ALONE;
-    if (rc) {
-    } else if (v.K == 0) {
+    if (!rc && v.K == 0) {
         bf_set_error("the models are unconditional: there is no class to edit to");
         rc = cli_fail();
-    } else if (keep_classes(&v, from)) {
-        rc = cli_fail();
-    } else {
-        rc = edit_run(&v, &a, to, &o, features);
+    } else if (!rc) {
+        rc = keep_classes(&v, from) ? cli_fail() : edit_run(&v, &a, to, &o, features);
     }
     bf_features_free(o.verify);
     edit_close(&v);

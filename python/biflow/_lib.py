@@ -142,7 +142,6 @@ _PROTOTYPES = {
     "bf_reverse_sample": (c_int, [c_void_p, P_float, P_float, P_int, c_int,
                                   ctypes.POINTER(ReverseSampleOpts),
                                   ctypes.POINTER(SampleStats)]),
-    "bf_mask_parse": (c_int, [P_uint8, c_char_p, c_int, c_int]),
     "bf_editor_init": (None, [ctypes.POINTER(Editor), c_void_p, c_void_p, c_char_p]),
     "bf_editor_check": (c_int, [ctypes.POINTER(Editor), c_int, c_int, c_int]),
     "bf_mask_parse_pixels": (c_int, [P_uint8, c_char_p, c_int, c_int]),
