@@ -36,36 +36,74 @@ typedef struct {
 #define CLI_ALIAS(old, name) {old, OPT_ALIAS, (void *)(name), NULL}
 #define CLI_END {NULL, 0, NULL, NULL}
 
+/* The options that mean the same thing in every command that has them, each with one help
+ * text, so that the commands spell a concept alike. */
 /* --raw, on every command that reads a model from a run folder. */
 #define CLI_RAW_OPT(var) {"raw", OPT_FLAG, &(var), "raw weights of a run folder instead of the EMA"}
+/* --flow of the commands that read F alone. */
+#define CLI_FLOW_OPT(var) {"flow", OPT_STR, &(var), "forward model F: a .safetensors file or a run folder"}
+/* --reverse of the commands that read G. */
+#define CLI_REVERSE_OPT(var) {"reverse", OPT_STR, &(var), "reverse model G: a .safetensors file or a run folder"}
+/* --reverse and --flow of the commands that run G with the F it was trained against. */
+#define CLI_PAIR_OPTS(reverse, flow)                                                          \
+    CLI_REVERSE_OPT(reverse),                                                                \
+    {"flow", OPT_STR, &(flow), "forward model F (default: the one G records; checked by SHA-256)"}
+/* --data; use: what the command takes from it (may be ""). */
+#define CLI_DATA_OPT(var, use) \
+    {"data", OPT_STR, &(var), "dataset: fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR" use}
+/* --split, with --data. */
+#define CLI_SPLIT_OPT(var) CLI_CHOICE("split", var, "test|train", "the dataset split")
+/* --n of the commands that read the first images of a dataset or file. */
+#define CLI_FIRST_N_OPT(var) {"n", OPT_INT, &(var), "the first N images (0 = all)"}
+/* --label-drop of the trainers of class-conditional models. */
+#define CLI_LABEL_DROP_OPT(var) \
+    {"label-drop", OPT_FLOAT, &(var), "probability of the unconditional (null) label in training"}
+/* The perceptual term of G's training (train-reverse, bench train --model reverse). */
+#define CLI_PERCEPTUAL_OPTS(o)                                                                \
+    {"perceptual", OPT_FLOAT, &(o).perceptual, "weight of the perceptual distance on the perceptual network (0 = off)"}, \
+    {"features", OPT_STR, &(o).features, "perceptual network (train-features --arch perceptual; the evaluation network is refused)"}, \
+    {"class-weight", OPT_FLOAT, &(o).class_weight, "weight of the cross-entropy of the perceptual network's classifier on G's output against the label (0 = off)"}
+/* The progress options of every trainer (they name their own --threads). */
+#define CLI_LOG_EVERY_OPT(var) {"log-every", OPT_INT, &(var), "progress line and log record every N steps"}
+#define CLI_QUIET_OPT(var) {"quiet", OPT_FLAG, &(var), "no progress lines"}
+#define CLI_OVERWRITE_OPT(var) \
+    {"overwrite", OPT_FLAG, &(var), "where --out holds a run: delete it and start a new one"}
+#define CLI_OWN_THREADS_OPT(var) {"threads", OPT_INT, &(var), "threads (0 = all cores)"}
+
+/* The learning-rate schedule (linear warmup, then a cosine), of every trainer. */
+#define CLI_LR_OPTS(o)                                                                     \
+    {"lr", OPT_FLOAT, &(o).lr, "peak learning rate"},                                     \
+    {"min-lr", OPT_FLOAT, &(o).min_lr, "learning rate at the end of the cosine"},         \
+    {"warmup", OPT_INT, &(o).warmup, "linear warmup steps"}
 
 /* The optimiser's options, for the trainers whose option structs name them alike. */
 #define CLI_OPTIM_OPTS(o)                                                                  \
     {"steps", OPT_INT, &(o).steps, "training steps"},                                     \
     {"batch", OPT_INT, &(o).batch, "images per step"},                                    \
-    {"lr", OPT_FLOAT, &(o).lr, "peak learning rate"},                                     \
-    {"min-lr", OPT_FLOAT, &(o).min_lr, "learning rate at the end of the cosine"},         \
-    {"warmup", OPT_INT, &(o).warmup, "linear warmup steps"},                              \
+    CLI_LR_OPTS(o),                                                                        \
     {"wd", OPT_FLOAT, &(o).weight_decay, "AdamW weight decay (matrices only)"},           \
     {"beta1", OPT_FLOAT, &(o).beta1, "AdamW beta1"},                                      \
     {"beta2", OPT_FLOAT, &(o).beta2, "AdamW beta2"},                                      \
     {"clip", OPT_FLOAT, &(o).grad_clip, "gradient-norm clipping (0 = off)"},              \
     {"ema", OPT_FLOAT, &(o).ema_decay, "EMA decay of the weights"}
 
+/* --out of the resumable trainers (F and G). */
+#define CLI_RUN_DIR_OPT(o) {"out", OPT_STR, &(o).out_dir, "run folder (checkpoints, log.jsonl)"}
+
 /* The run-folder options of the resumable trainers (F and G); eval_n: the final evaluation's
  * image count, what_eval: what --eval-every measures. */
 #define CLI_RUN_OPTS(o, eval_n, what_eval, what_final)                                       \
     {"ckpt-every", OPT_INT, &(o).ckpt_every, "checkpoint every N steps (and at the end)"},     \
-    {"log-every", OPT_INT, &(o).log_every, "progress line and log record every N steps"},     \
+    CLI_LOG_EVERY_OPT((o).log_every),                                                       \
     {"eval-every", OPT_INT, &(o).eval_every, what_eval " every N steps (0 = off)"},          \
     {"eval-n", OPT_INT, &(eval_n), "test images for the final " what_final " (0 = skip)"},     \
     CLI_ALIAS("final-eval", "eval-n"),                                                      \
     {"resume", OPT_FLAG, &(o).resume, "continue the run in --out from its last checkpoint, "   \
      "with its recorded options (--steps may extend it)"},                                   \
-    {"overwrite", OPT_FLAG, &(o).overwrite, "where --out holds a run: delete it and start a new one"}, \
-    {"threads", OPT_INT, &(o).threads, "threads (0 = all cores)"},                           \
+    CLI_OVERWRITE_OPT((o).overwrite),                                                       \
+    CLI_OWN_THREADS_OPT((o).threads),                                                       \
     CLI_PRECISION_OPT,                                                                      \
-    {"quiet", OPT_FLAG, &(o).quiet, "no progress lines"}
+    CLI_QUIET_OPT((o).quiet)
 
 /* --precision, on every command that computes with F or G: cli_parse applies it
  * (bf_set_precision) and refuses a value other than fp32 and bf16. */
@@ -80,7 +118,7 @@ extern const char *cli_precision;
  * (bf_set_threads) and refuses a negative count. The trainers and serve, which apply their own
  * count, name their own variable instead. */
 extern int cli_threads;
-#define CLI_THREADS_OPT {"threads", OPT_INT, &cli_threads, "threads (0 = all cores)"}
+#define CLI_THREADS_OPT CLI_OWN_THREADS_OPT(cli_threads)
 /* --threads and --precision: the options of every command that computes with F or G. */
 #define CLI_COMPUTE_OPTS CLI_THREADS_OPT, CLI_PRECISION_OPT
 

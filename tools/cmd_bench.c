@@ -114,9 +114,7 @@ static int bench_train(int argc, char **argv) {
         CLI_CHOICE("model", model, "forward|reverse", "the step of train-flow (F) or of train-reverse (G)"),
         {"config", OPT_STR, &sh.config, "named model configuration (F)"},
         {"flow", OPT_STR, &ro.flow, "--model reverse: the frozen F that G trains against"},
-        {"perceptual", OPT_FLOAT, &ro.perceptual, "--model reverse: weight of the perceptual term (0 = off)"},
-        {"class-weight", OPT_FLOAT, &ro.class_weight, "--model reverse: weight of the class term (0 = off)"},
-        {"features", OPT_STR, &ro.features, "--model reverse: the perceptual network"},
+        CLI_PERCEPTUAL_OPTS(ro),   /* --model reverse */
         {"batch", OPT_INT, &batch, "images per step"},
         {"steps", OPT_INT, &steps, "timed steps"},
         {"warmup", OPT_INT, &warm, "untimed steps first"},

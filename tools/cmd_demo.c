@@ -220,8 +220,8 @@ int cmd_demo(int argc, char **argv) {
                    "demo", 1.5f, 2.0f, 1000};
     int train = 0;
     cli_opt opts[] = {
-        {"flow", OPT_STR, &a.flow, "forward model"},
-        {"reverse", OPT_STR, &a.reverse, "reverse model"},
+        CLI_FLOW_OPT(a.flow),
+        CLI_REVERSE_OPT(a.reverse),
         {"features", OPT_STR, &a.features, "feature network of the evaluation"},
         {"perceptual", OPT_STR, &a.perceptual, "the perceptual network: verifies the class edits (never the evaluation network)"},
         {"out", OPT_STR, &a.out, "folder for the images"},

@@ -25,12 +25,11 @@ typedef struct {
 #define EDIT_ARGS_DEFAULT(out) {NULL, NULL, NULL, "fashion-mnist", "auto", out, "auto", 8, 0, 16, 2, 0.0f}
 
 #define EDIT_COMMON_OPTS(a)                                                                      \
-    {"reverse", OPT_STR, &(a).reverse, "reverse model G: file or run folder"},                   \
-    {"flow", OPT_STR, &(a).flow, "forward model F (default: the one G records; checked by SHA-256)"}, \
-    {"raw", OPT_FLAG, &(a).raw, "raw weights of G's run folder instead of the EMA"},             \
+    CLI_PAIR_OPTS((a).reverse, (a).flow),                                                        \
+    CLI_RAW_OPT((a).raw),                                                                        \
     {"images", OPT_STR, &(a).images, "input images: X.npy (uint8 (n,H,W) or (n,C,H,W), or floats in [-1,1]) or X.png"}, \
-    {"data", OPT_STR, &(a).data, "without --images: this dataset's test split (with labels)"},   \
-    {"n", OPT_INT, &(a).n, "the first N images (0 = all)"},                                      \
+    CLI_DATA_OPT((a).data, ": without --images, its test split (with labels)"),                  \
+    CLI_FIRST_N_OPT((a).n),                                                                      \
     {"class", OPT_STR, &(a).classes, "labels: auto (the data's; else the class under which F finds each image likeliest), none, K or K,K,.."}, \
     {"cfg", OPT_FLOAT, &(a).cfg, "guidance weight w of G"},                                      \
     CLI_CHOICE("denoise", (a).denoise, "auto|learned|none", "learned (G's denoising stage), none (its noisy-data estimate) or auto (learned when G has the stage)"), \

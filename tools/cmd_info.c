@@ -53,11 +53,11 @@ int cmd_encode(int argc, char **argv) {
     const char *flow = NULL, *data = "fashion-mnist", *split = "test", *out = "encoded.safetensors";
     int n = 16, raw = 0, uncond = 0;
     cli_opt opts[] = {
-        {"flow", OPT_STR, &flow, "forward model: .safetensors file or run folder"},
+        CLI_FLOW_OPT(flow),
         CLI_RAW_OPT(raw),
-        {"data", OPT_STR, &data, "dataset spec"},
-        CLI_CHOICE("split", split, "test|train", "the dataset split"),
-        {"n", OPT_INT, &n, "the first N images of the split (0 = all)"},
+        CLI_DATA_OPT(data, ""),
+        CLI_SPLIT_OPT(split),
+        CLI_FIRST_N_OPT(n),
         {"uncond", OPT_FLAG, &uncond, "encode with the unconditional label"},
         {"out", OPT_STR, &out, "output: safetensors with x, y, z, logdet"},
         CLI_PRECISION_OPT,

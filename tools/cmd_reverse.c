@@ -67,8 +67,8 @@ int cmd_train_reverse(int argc, char **argv) {
     int eval_n = 10000;
     cli_opt opts[] = {
         {"flow", OPT_STR, &o.flow, "the trained forward model F (file or run folder; EMA weights)"},
-        {"data", OPT_STR, &o.data, "dataset spec (as F's)"},
-        {"out", OPT_STR, &o.out_dir, "run folder (checkpoints, log.jsonl)"},
+        CLI_DATA_OPT(o.data, " (F's)"),
+        CLI_RUN_DIR_OPT(o),
         CLI_CHOICE("inverse", inverse, "align|naive|distill", "align (hidden alignment), naive (reconstruction only) or distill (hidden distillation)"),
         CLI_CHOICE("denoise", denoise, "learned|none", "learned (a denoising stage) or none (G ends at the noisy estimate)"),
         CLI_CHOICE("norm-control", norm, "off|sample|token", "token: target state and head output divided by the target token's RMS; sample: distance divided by the target's mean square per image (cancels under adaptive weighting); off"),
@@ -77,9 +77,7 @@ int cmd_train_reverse(int argc, char **argv) {
         {"adaptive-p", OPT_FLOAT, &o.adapt_p, "adaptive weighting D / sg((D + eps)^p); 0 = off"},
         {"adaptive-eps", OPT_FLOAT, &o.adapt_eps, "eps of the adaptive weighting"},
         {"align-weight", OPT_FLOAT, &o.align_weight, "lambda of every alignment stage"},
-        {"perceptual", OPT_FLOAT, &o.perceptual, "weight of the perceptual distance on the perceptual network (0 = off)"},
-        {"features", OPT_STR, &o.features, "perceptual network (train-features --arch perceptual; the evaluation network is refused)"},
-        {"class-weight", OPT_FLOAT, &o.class_weight, "weight of the cross-entropy of the perceptual network's classifier on G's output against the label (0 = off)"},
+        CLI_PERCEPTUAL_OPTS(o),
         {"init", OPT_STR, &o.init, "start this new run from a trained G (file or run folder, EMA weights; its shape)"},
         {"width", OPT_INT, &o.model.channels, "G's width (0 = F's)"},
         {"head-dim", OPT_INT, &o.model.head_dim, "attention head size (0 = F's)"},
@@ -87,7 +85,7 @@ int cmd_train_reverse(int argc, char **argv) {
         {"denoise-layers", OPT_INT, &o.model.denoise_layers, "layers of the denoising stage (-1 = 2)"},
         {"w-freq", OPT_INT, &o.model.w_freq, "sinusoidal features of w (0 = 64)"},
         {"sigma", OPT_FLOAT, &o.sigma, "noise added to x before F (<0: F's recorded training sigma)"},
-        {"label-drop", OPT_FLOAT, &o.label_drop, "probability of the null class"},
+        CLI_LABEL_DROP_OPT(o.label_drop),
         CLI_OPTIM_OPTS(o),
         {"seed", OPT_U64, &o.seed, "random seed (weights, data order, noise, w)"},
         CLI_RUN_OPTS(o, eval_n, "G(F(x)) error on 1000 test images", "G(F(x)) error"),
@@ -164,10 +162,9 @@ int cmd_eval_reverse(int argc, char **argv) {
     float cfg = 0.0f;
     uint64_t seed = 0;
     cli_opt opts[] = {
-        {"reverse", OPT_STR, &reverse, "reverse model G: file or run folder"},
-        {"flow", OPT_STR, &flow, "forward model (default: the one G records; checked by SHA-256)"},
+        CLI_PAIR_OPTS(reverse, flow),
         CLI_RAW_OPT(raw),
-        {"data", OPT_STR, &data, "dataset spec (test split)"},
+        CLI_DATA_OPT(data, " (its test split)"),
         {"n", OPT_INT, &n, "test images for G(F(x)) vs x (0 = all)"},
         {"prior-n", OPT_INT, &prior_n, "prior draws for G(z) vs F^-1(z) (0 = skip)"},
         CLI_ALIAS("n-prior", "prior-n"),
@@ -214,7 +211,7 @@ int cmd_export_reverse(int argc, char **argv) {
     const char *reverse = NULL, *flow = NULL, *out = NULL;
     int raw = 0;
     cli_opt opts[] = {
-        {"reverse", OPT_STR, &reverse, "reverse model: file or run folder"},
+        CLI_REVERSE_OPT(reverse),
         {"flow", OPT_STR, &flow, "the forward model's new location (must have the recorded SHA-256)"},
         {"out", OPT_STR, &out, "output .safetensors file"},
         CLI_RAW_OPT(raw),

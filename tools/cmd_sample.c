@@ -147,7 +147,7 @@ int cmd_sample(int argc, char **argv) {
     sample_args a = {NULL, NULL, "exact", "all", "samples", "auto", 100, 0, 2, 0, 0, 1.0f, -1.0f, {0}};
     bf_sample_opts_default(&a.so);
     cli_opt opts[] = {
-        {"flow", OPT_STR, &a.flow, "forward model: .safetensors file or run folder"},
+        CLI_FLOW_OPT(a.flow),
         {"reverse", OPT_STR, &a.reverse, "reverse model G: file or run folder (the sampler is then biflow)"},
         CLI_RAW_OPT(a.raw),
         CLI_CHOICE("sampler", a.sampler, "exact|jacobi|biflow", "exact (cached causal decoding of F), jacobi (parallel iteration) or biflow (one pass of G)"),

@@ -560,11 +560,10 @@ int cmd_serve(int argc, char **argv) {
     serve_args a = {"models/reverse-fmnist.safetensors", NULL, "127.0.0.1", "fashion-mnist",
                     8080, 64, 16, 64 * 1024, 64, 4, 15, 0, 0, 50.0f, 100.0f};
     cli_opt opts[] = {
-        {"reverse", OPT_STR, &a.reverse, "reverse model G: file or run folder (EMA weights)"},
-        {"flow", OPT_STR, &a.flow, "forward model F (default: the one G records; checked by SHA-256)"},
+        CLI_PAIR_OPTS(a.reverse, a.flow),   /* EMA weights */
         {"host", OPT_STR, &a.host, "address to listen on: 127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface)"},
         {"port", OPT_INT, &a.port, "TCP port (0: any free one, printed)"},
-        {"data", OPT_STR, &a.data, "dataset whose test split the page offers to edit"},
+        CLI_DATA_OPT(a.data, ": its test split is offered to edit"),
         {"max-batch", OPT_INT, &a.max_batch, "images one request may generate"},
         {"max-steps", OPT_INT, &a.max_steps, "points of one interpolation"},
         {"max-body", OPT_INT, &a.max_body, "bytes of a request body (an uploaded PNG)"},
