@@ -18,8 +18,29 @@ static char command[64] = "";    /* "sample", "bench train": the command of the 
 static const char *given[128];   /* the options of the last parse's command line */
 static int n_given;
 
-static void print_help(const cli_opt *opts, const char *usage, const char *summary) {
-    printf("usage: %s\n\n%s\n\noptions:\n", usage, summary);
+static const cli_command *running;   /* the entry of the command cli_dispatch runs */
+
+int cli_dispatch(const cli_command *cmds, size_t n, int argc, char **argv, int at) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(argv[at], cmds[i].name)) {
+            running = &cmds[i];
+            return cmds[i].fn(argc, argv);
+        }
+    return -1;
+}
+
+void cli_list(FILE *fp, const cli_command *cmds, size_t n) {
+    for (size_t i = 0; i < n; i++) fprintf(fp, "  %-15s %s\n", cmds[i].name, cmds[i].help);
+}
+
+void cli_help_commands(const cli_command *cmds, size_t n) {
+    if (running) printf("usage: biflow %s %s\n\n%s\n", running->name, running->synopsis, running->about);
+    cli_list(stdout, cmds, n);
+}
+
+static void print_help(const cli_opt *opts) {
+    printf("usage: biflow %s %s\n\n%s\n\noptions:\n", command, running ? running->synopsis : "[options]",
+           running ? running->about : "");
     for (const cli_opt *o = opts; o->name; o++) {
         if (o->kind == OPT_ALIAS) continue;   /* deprecated spellings stay out of the help */
         char def[96] = "", left[96];
@@ -201,8 +222,8 @@ static void resolve_models(const cli_opt *opts) {
                 *(const char **)o->ptr = installed_model(*(const char **)o->ptr);
 }
 
-int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
-              const char *summary, const char **pos, int max_pos, int *n_pos) {
+int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char **pos,
+              int max_pos, int *n_pos) {
     int n = 0;
     n_given = 0;
     cli_threads = 0;
@@ -211,7 +232,7 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
         snprintf(command + strlen(command), sizeof command - strlen(command), "%s%s", i > 1 ? " " : "", argv[i]);
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(opts, usage, summary); return 0; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(opts); return 0; }
         if (strncmp(a, "--", 2)) {
             if (n >= max_pos) return cli_usage("unexpected argument '%s'", a);
             pos[n++] = a;
@@ -224,9 +245,8 @@ int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char 
     return CLI_GO;
 }
 
-int cli_options(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
-                const char *summary) {
-    return cli_parse(argc, argv, first, opts, usage, summary, NULL, 0, NULL);
+int cli_options(int argc, char **argv, int first, const cli_opt *opts) {
+    return cli_parse(argc, argv, first, opts, NULL, 0, NULL);
 }
 
 /* Under mpirun: a failure all processes learnt of from another (bf_dist_check) is reported by

@@ -10,7 +10,9 @@
 /* The most samples sample and eval hold in memory at once (N x C x H x W floats and more). */
 #define CLI_MAX_SAMPLES 1000000
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* OPT_FLAG: a boolean that is off unless given (--name, no value), ptr: int.
  * OPT_ONOFF: a boolean with a default of its own, given as --name on|off, ptr: int.
@@ -125,16 +127,33 @@ extern int cli_threads;
 /* What cli_parse returns when the command goes on (anything else is its exit status). */
 #define CLI_GO (-1)
 
+/* A command of a command table (tools/main.c's, bench's): what it runs and its --help text,
+ * kept together so that the command's name is spelled once. help: its line in the table's
+ * listing; synopsis: what its usage line shows after "biflow NAME"; about: what it does. */
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help, *synopsis, *about;
+} cli_command;
+
+/* Runs the command of cmds (n of them) that argv[at] names, with argc, argv; the --help of
+ * cli_parse is then that entry's. Returns its exit status, or -1 when argv[at] names none. */
+int cli_dispatch(const cli_command *cmds, size_t n, int argc, char **argv, int at);
+/* Prints the listing of cmds: "  NAME  HELP" a line. */
+void cli_list(FILE *fp, const cli_command *cmds, size_t n);
+/* The --help of the running command when it is a command of commands (bench): its usage
+ * line and what it does, then the listing of cmds. */
+void cli_help_commands(const cli_command *cmds, size_t n);
+
 /* Parses argv[first..argc) against opts (terminated by CLI_END); argv[1..first) name the
  * command (for messages). Returns CLI_GO when the command goes on; else the exit status the
- * command returns: 0 after printing --help text built from the table (usage line and summary
- * first), 2 after a usage error (message printed). Positional arguments are stored in pos[]
- * (up to max_pos); a command that takes none passes NULL, 0, NULL. */
-int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
-              const char *summary, const char **pos, int max_pos, int *n_pos);
+ * command returns: 0 after printing --help text built from the command's entry (cli_dispatch)
+ * and the table, 2 after a usage error (message printed). Positional arguments are stored in
+ * pos[] (up to max_pos); a command that takes none passes NULL, 0, NULL. */
+int cli_parse(int argc, char **argv, int first, const cli_opt *opts, const char **pos,
+              int max_pos, int *n_pos);
 /* cli_parse for a command that takes no positional arguments. */
-int cli_options(int argc, char **argv, int first, const cli_opt *opts, const char *usage,
-                const char *summary);
+int cli_options(int argc, char **argv, int first, const cli_opt *opts);
 
 /* 1 when the option (name without "--", an alias counting as the option it names) was on the
  * command line of the last cli_parse. */

@@ -121,13 +121,7 @@ static int bench_train(int argc, char **argv) {
         CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 3, opts, "biflow bench train [options]",
-                         "Training-step throughput of F (forward + backward + AdamW, as training takes\n"
-                         "them) on random data, with the machine's sgemm rate measured in the same run.\n"
-                         "Under mpirun: the step over the processes (the global batch split over them)\n"
-                         "and the time in its gradient reduction. --model reverse: the step of G as\n"
-                         "train-reverse takes it (Fashion-MNIST batches, F's encoding, G's passes, loss,\n"
-                         "perceptual term, AdamW), one process.");
+    int rc = cli_options(argc, argv, 3, opts);
     if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("batch", batch, 1, 65536)) || (rc = cli_check_int("steps", steps, 1, 1000000)) ||
         (rc = cli_check_int("warmup", warm, 0, 1000000)))
@@ -319,8 +313,7 @@ static int bench_sample(int argc, char **argv) {
         CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 3, opts, "biflow bench sample [options]",
-                         "Sampling speed of each sampler at batch 1 and 64, with and without guidance.");
+    int rc = cli_options(argc, argv, 3, opts);
     if (rc != CLI_GO) return rc;
     if ((rc = cli_check_float("seconds", seconds, 0, 3600))) return rc;
     bf_reverse *r = NULL;
@@ -387,13 +380,7 @@ static int bench_gemm(int argc, char **argv) {
         CLI_THREADS_OPT,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 3, opts, "biflow bench gemm [options]",
-                           "GFLOP/s of the matrix-product kernels on the model's shapes, measured in the\n"
-                           "same run: biflow's fp32 kernel, its AVX512-BF16 kernel, its AMX-BF16 kernel\n"
-                           "(CPUs with AMX) and bf16 as --precision bf16 routes it, each with its ratio\n"
-                           "to fp32. Rows: the linear layers of a block (forward, input and weight\n"
-                           "gradients), the token embedding and head, attention of one image and head,\n"
-                           "and a 1024^3 product (near the kernels' peak).");
+    int rc = cli_options(argc, argv, 3, opts);
     if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("batch", batch, 1, 65536)) || (rc = cli_check_float("seconds", seconds, 0, 3600)))
         return rc;
@@ -412,20 +399,38 @@ static int bench_gemm(int argc, char **argv) {
     return 0;
 }
 
+/* The benchmarks, with their --help (bench is a command of commands). */
+static const cli_command BENCH[] = {
+    {"train", bench_train, "training-step throughput of the forward model (--model reverse: of G)",
+     "[options]",
+     "Training-step throughput of F (forward + backward + AdamW, as training takes\n"
+     "them) on random data, with the machine's sgemm rate measured in the same run.\n"
+     "Under mpirun: the step over the processes (the global batch split over them)\n"
+     "and the time in its gradient reduction. --model reverse: the step of G as\n"
+     "train-reverse takes it (Fashion-MNIST batches, F's encoding, G's passes, loss,\n"
+     "perceptual term, AdamW), one process."},
+    {"sample", bench_sample, "images/s and ms/image of each sampler at batch 1 and 64",
+     "[options]",
+     "Sampling speed of each sampler at batch 1 and 64, with and without guidance."},
+    {"gemm", bench_gemm, "GFLOP/s of the fp32, AVX512-BF16 and AMX-BF16 matrix products on the model's shapes",
+     "[options]",
+     "GFLOP/s of the matrix-product kernels on the model's shapes, measured in the\n"
+     "same run: biflow's fp32 kernel, its AVX512-BF16 kernel, its AMX-BF16 kernel\n"
+     "(CPUs with AMX) and bf16 as --precision bf16 routes it, each with its ratio\n"
+     "to fp32. Rows: the linear layers of a block (forward, input and weight\n"
+     "gradients), the token embedding and head, attention of one image and head,\n"
+     "and a 1024^3 product (near the kernels' peak)."},
+};
+
 int cmd_bench(int argc, char **argv) {
-    if (argc >= 3 && !strcmp(argv[2], "train")) return bench_train(argc, argv);
-    if (argc >= 3 && !strcmp(argv[2], "sample")) return bench_sample(argc, argv);
-    if (argc >= 3 && !strcmp(argv[2], "gemm")) return bench_gemm(argc, argv);
-    int help = argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"));
-    if (!help) {
-        fprintf(stderr, "biflow bench: give train, sample or gemm%s%s%s (see --help)\n",
-                argc >= 3 ? ", not '" : "", argc >= 3 ? argv[2] : "", argc >= 3 ? "'" : "");
-        return 2;
+    size_t n = sizeof BENCH / sizeof BENCH[0];
+    int rc = argc >= 3 ? cli_dispatch(BENCH, n, argc, argv, 2) : -1;
+    if (rc >= 0) return rc;
+    if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+        cli_help_commands(BENCH, n);
+        return 0;
     }
-    printf("usage: biflow bench train|sample|gemm [options]\n\n"
-           "Benchmarks; each reports achieved GFLOP/s (train: beside a baseline measured in the same run).\n"
-           "  train    training-step throughput of the forward model (--model reverse: of G)\n"
-           "  sample   images/s and ms/image of each sampler at batch 1 and 64\n"
-           "  gemm     GFLOP/s of the fp32, AVX512-BF16 and AMX-BF16 matrix products on the model's shapes\n");
-    return 0;
+    fprintf(stderr, "biflow bench: give train, sample or gemm%s%s%s (see --help)\n",
+            argc >= 3 ? ", not '" : "", argc >= 3 ? argv[2] : "", argc >= 3 ? "'" : "");
+    return 2;
 }

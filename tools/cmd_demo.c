@@ -233,10 +233,7 @@ int cmd_demo(int argc, char **argv) {
         CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow demo [options]",
-                         "Samples with both samplers from the same noise, inpaints and edits test\n"
-                         "images, and prints the speed-up and evaluation figures, with the models\n"
-                         "shipped in models/ (about a minute on 2 cores).");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if (train) return demo_train();
     if ((rc = cli_check_int("eval-n", a.eval_n, 2, CLI_MAX_SAMPLES))) return rc;

@@ -274,13 +274,7 @@ int cmd_inpaint(int argc, char **argv) {
         {"features", OPT_STR, &features, "feature network: also print the completions' FD against the test split and class accuracy"},
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow inpaint --reverse G --mask NAME|PNG [options]",
-                         "Inpainting without training (METHOD Section 9): z' = M F(x) + (1 - M) eps,\n"
-                         "x' = G(z'), then --iters rounds of: paste the known pixels back, re-encode\n"
-                         "with F, renoise the unknown tokens, decode. The output's known pixels are the\n"
-                         "input's. Prints the mean squared error against the input in the known and\n"
-                         "the unknown region and the time per image; the PNG has a row per image:\n"
-                         "input | masked input (unknown region grey) | result.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if (!mask_spec) return cli_usage("--mask is required");
     if ((rc = cli_check_int("iters", o.iters, 0, 1000)) || (rc = cli_check_int("candidates", o.candidates, 0, 1000)) ||
@@ -408,12 +402,7 @@ int cmd_edit(int argc, char **argv) {
         {"features", OPT_STR, &features, "feature network: also print how often it recognises the target class and how much of the source the edits keep"},
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow edit --reverse G --to K[,K...] [options]",
-                         "Class editing (METHOD Section 9): x' = G(z | y') for each target class y', with\n"
-                         "z = F(x | y') + s (F(x | y) - F(x | y')) (s = 1: z = F(x | y)); strengths above 1\n"
-                         "edit the result again. With --verify, each edit is the gentlest of a ladder of\n"
-                         "strengths that the verifier reads as the target class. The PNG has a row per\n"
-                         "image: the input, then one column per target.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if (!to) return cli_usage("--to is required");
     edit_env v;
@@ -460,10 +449,7 @@ static void report_reconstruction(const edit_env *v, const float *out) {
 int cmd_reconstruct(int argc, char **argv) {
     edit_args a = EDIT_ARGS_DEFAULT("reconstruct");
     cli_opt opts[] = {EDIT_COMMON_OPTS(a), CLI_END};
-    int rc = cli_options(argc, argv, 2, opts, "biflow reconstruct --reverse G [options]",
-                         "Reconstruction x -> F -> G -> x' (METHOD Section 9), with the error of each\n"
-                         "image: mse and PSNR = 10 log10(4 / mse) for pixels in [-1, 1]. The PNG has a\n"
-                         "row per image: input | reconstruction.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     edit_env v;
     if ((rc = edit_open(&v, &a, "reconstruct", a.images ? a.images : a.data, a.n, NULL))) return rc;
@@ -513,11 +499,7 @@ int cmd_interpolate(int argc, char **argv) {
         CLI_END,
     };
     const char *pos[2];
-    int np, rc = cli_parse(argc, argv, 2, opts,
-                           "biflow interpolate --reverse G [A.png B.png | --index I,J] [options]",
-                           "Interpolation in noise space (METHOD Section 9): encodes two images with F and\n"
-                           "decodes points of the great-circle path (slerp) between the encodings with G;\n"
-                           "the PNG is one row from the first image's end to the second's.", pos, 2, &np);
+    int np, rc = cli_parse(argc, argv, 2, opts, pos, 2, &np);
     if (rc != CLI_GO) return rc;
     int ia = 0, ib = 1;
     if (np == 1 || steps < 2 || steps > 1024 ||

@@ -307,10 +307,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow eval (--reverse G | --flow F | --images X.npy) [options]",
-                         "Sample quality: Frechet distance between feature-network features of N\n"
-                         "samples and of the test split, class accuracy of class-conditional\n"
-                         "samples, speed; optionally bits/dim of F, fidelity of G, the FD floor.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("n", a.n, 2, CLI_MAX_SAMPLES)) || (rc = cli_check_float("cfg", a.cfg, 0, 1e6)) ||
         (rc = cli_check_int("batch", a.batch, 1, 1 << 20)) || (rc = cli_check_int("bpd-n", a.bpd_n, 0, 1000000000)) ||

@@ -41,10 +41,7 @@ int cmd_train_features(int argc, char **argv) {
         CLI_OVERWRITE_OPT(o.overwrite),
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow train-features [options]",
-                         "Trains the feature network (a small convolutional classifier whose "
-                         "penultimate\nactivations are the features of the Frechet distance) "
-                         "and prints its test accuracy.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     o.model.arch = !strcmp(arch, "perceptual") ? BF_FEAT_ARCH_PERCEPTUAL : BF_FEAT_ARCH_FD;
     if (bf_train_features_check_opts(&o)) return cli_usage_fail(NULL);
@@ -174,10 +171,7 @@ int cmd_eval_features(int argc, char **argv) {
         CLI_THREADS_OPT,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts,
-                         "biflow eval-features --images X.npy [--labels L.npy] [--floor] [options]",
-                         "Frechet distance (FD) of images against the test split, in the "
-                         "features of the\nfeature network; N is printed with every FD.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if (!a.images && !a.floor) return cli_usage("give --images and/or --floor");
     if (a.labels && !a.images) return cli_usage("--labels needs --images");

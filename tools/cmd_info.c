@@ -63,10 +63,7 @@ int cmd_encode(int argc, char **argv) {
         CLI_PRECISION_OPT,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow encode --flow MODEL [options]",
-                         "Encodes images with F: writes x (n,C,H,W), y (n), z (n,T,D) and the\n"
-                         "log-determinant per dimension (n), e.g. to compare with PyTorch\n"
-                         "(dev/check_roundtrip.py).");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if (!flow) return cli_usage("--flow is required");
     if ((rc = cli_check_int("n", n, 0, 1000000000))) return rc;
@@ -114,9 +111,7 @@ static int info_flow(const char *path) {
 int cmd_info(int argc, char **argv) {
     cli_opt opts[] = {CLI_END};
     const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow info MODEL.safetensors|RUN_DIR",
-                           "Prints a model's configuration and size (forward or reverse model).",
-                           pos, 1, &np);
+    int np, rc = cli_parse(argc, argv, 2, opts, pos, 1, &np);
     if (rc != CLI_GO) return rc;
     if (np != 1) return cli_usage("give one model file or run folder");
     char path[4096];

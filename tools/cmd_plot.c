@@ -22,11 +22,7 @@ int cmd_plot(int argc, char **argv) {
         CLI_END,
     };
     const char *logs[MAX_LOGS];
-    int n_logs, rc = cli_parse(argc, argv, 2, opts, "biflow plot LOG.jsonl|RUN_DIR [LOG2 ...] [options]",
-                               "Draws training curves from log.jsonl files (a run folder stands for\n"
-                               "its log.jsonl): a panel per series against step, the logs overlaid in\n"
-                               "distinct colours, each with its last, smallest and largest value.",
-                               logs, MAX_LOGS, &n_logs);
+    int n_logs, rc = cli_parse(argc, argv, 2, opts, logs, MAX_LOGS, &n_logs);
     if (rc != CLI_GO) return rc;
     if (n_logs == 0) return cli_usage("give at least one log");
     bf_plot_stats st;

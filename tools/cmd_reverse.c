@@ -91,9 +91,7 @@ int cmd_train_reverse(int argc, char **argv) {
         CLI_RUN_OPTS(o, eval_n, "G(F(x)) error on 1000 test images", "G(F(x)) error"),
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow train-reverse --flow MODEL [options]",
-                         "Trains the reverse model G (one-pass inverse of F) with F frozen:\n"
-                         "hidden alignment, learned denoising, norm control, training-time guidance.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     const char *flow0 = o.flow, *features0 = o.features;   /* a resume may adopt copies */
     if (!(rc = cli_check_int("eval-n", eval_n, 0, 1000000000)) &&
@@ -173,10 +171,7 @@ int cmd_eval_reverse(int argc, char **argv) {
         CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow eval-reverse --reverse G [options]",
-                         "Fidelity of the learned inverse (METHOD Section 8): G(F(x)) against x on\n"
-                         "test images, and G(z) against the exact inverse F^-1(z) on the same z.\n"
-                         "PSNR = 10 log10(4 / mse) for pixels in [-1, 1].");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if (!reverse) return cli_usage("--reverse is required");
     if ((rc = cli_check_int("n", n, 0, 1000000000)) || (rc = cli_check_int("prior-n", prior_n, 0, CLI_MAX_SAMPLES)))
@@ -217,10 +212,7 @@ int cmd_export_reverse(int argc, char **argv) {
         CLI_RAW_OPT(raw),
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow export-reverse --reverse G --flow F --out FILE",
-                         "Writes a reverse model as one file that points at its forward model's new\n"
-                         "location (e.g. after copying both into models/); the forward model must be\n"
-                         "the very file G was trained against (same SHA-256).");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if (!reverse || !flow || !out)
         return cli_usage("--%s is required", !reverse ? "reverse" : !flow ? "flow" : "out");

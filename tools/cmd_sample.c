@@ -168,9 +168,7 @@ int cmd_sample(int argc, char **argv) {
         CLI_COMPUTE_OPTS,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow sample --flow MODEL | --reverse G [options]",
-                         "Samples images: by inverting the forward model F (exact, jacobi) or in one\n"
-                         "pass of the learned reverse model G (biflow).");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if ((rc = sample_check(&a))) return rc;
     return !strcmp(a.sampler, "biflow") ? sample_biflow(&a) : sample_exact(&a);

@@ -577,17 +577,7 @@ int cmd_serve(int argc, char **argv) {
         CLI_PRECISION_OPT,
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow serve [--reverse G] [--flow F] [--port 8080] [--host 127.0.0.1] [options]",
-                         "Serves a page to play with a model pair (sampling with both samplers,\n"
-                         "interpolation, inpainting, class editing) and its JSON/PNG API:\n"
-                         "  GET  /api/info                       the models' configuration and sizes\n"
-                         "  GET  /api/sample?sampler=biflow|exact&class=K|all&w=&seed=&temperature=&n=\n"
-                         "  GET  /api/interpolate?from=seeds|images&a=&b=&class=&w=&steps=\n"
-                         "  GET  /api/testimage?index=I\n"
-                         "  POST /api/inpaint?index=I&mask=0101..|left-half|..&seed=&w=&iters= (body: a PNG, optional)\n"
-                         "  POST /api/edit?index=I&to=K|all&w=&strength=              (body: a PNG, optional)\n"
-                         "Images come back as PNG, with X-Biflow-Seconds and X-Biflow-Ms-Per-Image;\n"
-                         "a bad request gets a 4xx status and {\"error\": message}. SIGINT/SIGTERM stop it.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if (check_args(&a)) return 2;
     return run_server(&a);

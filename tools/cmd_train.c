@@ -61,9 +61,7 @@ int cmd_train_flow(int argc, char **argv) {
         CLI_RUN_OPTS(o, eval_n, "test bits/dim on 2000 images", "bits/dim"),
         CLI_END,
     };
-    int rc = cli_options(argc, argv, 2, opts, "biflow train-flow [options]",
-                         "Trains the forward model F (a TARFlow) by maximum likelihood.\n"
-                         "Named configurations: fmnist-tiny, fmnist-small, fmnist-base, cifar-small.");
+    int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("eval-n", eval_n, 0, 1000000000)) || (rc = train_flow_check(&o, &sh, noise)))
         return rc;
@@ -91,9 +89,7 @@ int cmd_eval_bpd(int argc, char **argv) {
         CLI_END,
     };
     const char *pos[1];
-    int np, rc = cli_parse(argc, argv, 2, opts, "biflow eval-bpd --flow MODEL [options]",
-                           "Bits per dimension of F with uniform dequantisation: "
-                           "(NLL + ln 128) / ln 2.", pos, 1, &np);
+    int np, rc = cli_parse(argc, argv, 2, opts, pos, 1, &np);
     if (rc != CLI_GO) return rc;
     if (np == 1 && !flow) flow = pos[0];
     if (!flow) return cli_usage("--flow is required");
