@@ -57,6 +57,17 @@ typedef struct {
 #define CLI_SPLIT_OPT(var) CLI_CHOICE("split", var, "test|train", "the dataset split")
 /* --n of the commands that read the first images of a dataset or file. */
 #define CLI_FIRST_N_OPT(var) {"n", OPT_INT, &(var), "the first N images (0 = all)"}
+/* The F-on-a-dataset options of the commands that run F over a split's first images
+ * (eval-bpd, encode). */
+#define CLI_FLOW_DATA_OPTS(flow, raw, data, split, n) \
+    CLI_FLOW_OPT(flow), CLI_RAW_OPT(raw), CLI_DATA_OPT(data, ""), CLI_SPLIT_OPT(split), CLI_FIRST_N_OPT(n)
+/* --out and --scale of the commands that write images as PREFIX.png (a grid), PREFIX.npy and
+ * PREFIX_labels.npy. */
+#define CLI_IMAGES_OUT_OPTS(out, scale)                                                       \
+    {"out", OPT_STR, &(out), "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},     \
+    {"scale", OPT_INT, &(scale), "grid scale-up factor"}
+/* --seconds of the benchmarks: each case runs whole calls until this much time has passed. */
+#define CLI_SECONDS_OPT(var) {"seconds", OPT_FLOAT, &(var), "minimum timed seconds per case"}
 /* --label-drop of the trainers of class-conditional models. */
 #define CLI_LABEL_DROP_OPT(var) \
     {"label-drop", OPT_FLOAT, &(var), "probability of the unconditional (null) label in training"}

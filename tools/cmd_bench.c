@@ -307,7 +307,7 @@ static int bench_sample(int argc, char **argv) {
         {"flow", OPT_STR, &flow, "a trained model (Jacobi's iteration count depends on the weights)"},
         {"reverse", OPT_STR, &reverse, "a reverse model G: adds the one-pass sampler (F defaults to G's)"},
         {"cfg", OPT_FLOAT, &cfg, "guidance weight of the guided cases"},
-        {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per case"},
+        CLI_SECONDS_OPT(seconds),
         {"jacobi", OPT_ONOFF, &jacobi, "include the Jacobi sampler"},
         {"exact", OPT_ONOFF, &exact, "include the exact sampler (off, with --reverse: G alone)"},
         CLI_COMPUTE_OPTS,
@@ -376,7 +376,7 @@ static int bench_gemm(int argc, char **argv) {
     cli_opt opts[] = {
         {"config", OPT_STR, &sh.config, "named model configuration whose products are timed"},
         {"batch", OPT_INT, &batch, "images per product (rows = batch x tokens; a training step's shard per thread)"},
-        {"seconds", OPT_FLOAT, &seconds, "minimum timed seconds per kernel and case"},
+        CLI_SECONDS_OPT(seconds),   /* per kernel and case */
         CLI_THREADS_OPT,
         CLI_END,
     };

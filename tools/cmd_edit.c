@@ -33,9 +33,8 @@ typedef struct {
     {"class", OPT_STR, &(a).classes, "labels: auto (the data's; else the class under which F finds each image likeliest), none, K or K,K,.."}, \
     {"cfg", OPT_FLOAT, &(a).cfg, "guidance weight w of G"},                                      \
     CLI_CHOICE("denoise", (a).denoise, "auto|learned|none", "learned (G's denoising stage), none (its noisy-data estimate) or auto (learned when G has the stage)"), \
-    {"out", OPT_STR, &(a).out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},      \
+    CLI_IMAGES_OUT_OPTS((a).out, (a).scale),                                                     \
     {"show", OPT_INT, &(a).show, "images (grid rows) in the PNG"},                               \
-    {"scale", OPT_INT, &(a).scale, "grid scale-up factor"},                                      \
     CLI_COMPUTE_OPTS
 
 /* The loaded pair and images of one command. */

@@ -53,11 +53,7 @@ int cmd_encode(int argc, char **argv) {
     const char *flow = NULL, *data = "fashion-mnist", *split = "test", *out = "encoded.safetensors";
     int n = 16, raw = 0, uncond = 0;
     cli_opt opts[] = {
-        CLI_FLOW_OPT(flow),
-        CLI_RAW_OPT(raw),
-        CLI_DATA_OPT(data, ""),
-        CLI_SPLIT_OPT(split),
-        CLI_FIRST_N_OPT(n),
+        CLI_FLOW_DATA_OPTS(flow, raw, data, split, n),
         {"uncond", OPT_FLAG, &uncond, "encode with the unconditional label"},
         {"out", OPT_STR, &out, "output: safetensors with x, y, z, logdet"},
         CLI_PRECISION_OPT,
@@ -76,9 +72,7 @@ int cmd_encode(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------------ info */
-static int info_reverse(const char *path) {
-    bf_reverse *r = bf_reverse_load(path, 1);
-    if (!r) return cli_fail();
+static void print_reverse(const bf_reverse *r) {
     const bf_reverse_config *c = bf_reverse_get_config(r);
     printf("reverse model G (BiFlow): %dx%dx%d images, patch %d, %d classes\n"
            "  width %d, head size %d, %d alignment stages x %d layers, denoising stage %d layers\n"
@@ -89,13 +83,9 @@ static int info_reverse(const char *path) {
            c->guidance_embed ? "yes (1 NFE)" : "no (2 NFE guidance)", c->distill ? "yes" : "no",
            bf_reverse_num_params(r), bf_reverse_flow_path(r), bf_reverse_flow_sha256(r),
            (double)bf_reverse_sigma(r));
-    bf_reverse_free(r);
-    return 0;
 }
 
-static int info_flow(const char *path) {
-    bf_flow *f = bf_flow_load(path, 1);
-    if (!f) return cli_fail();
+static void print_flow(const bf_flow *f) {
     const bf_flow_config *c = bf_flow_get_config(f);
     printf("forward model (TARFlow): %dx%dx%d images, patch %d -> %d tokens of %d\n"
            "  width %d, %d blocks x %d layers, head size %d, %d classes, bound %g\n"
@@ -104,8 +94,6 @@ static int info_flow(const char *path) {
            c->head_dim, c->num_classes, (double)c->bound, bf_flow_num_params(f));
     if (bf_flow_trained_sigma(f) > 0)
         printf("  trained with Gaussian noise, sigma %g\n", (double)bf_flow_trained_sigma(f));
-    bf_flow_free(f);
-    return 0;
 }
 
 int cmd_info(int argc, char **argv) {
@@ -125,5 +113,12 @@ int cmd_info(int argc, char **argv) {
     const char *fmt = bf_st_meta(&st, "format");
     int is_reverse = fmt && !strcmp(fmt, "biflow-reverse");
     bf_st_free(&st);
-    return is_reverse ? info_reverse(path) : info_flow(path);
+    bf_reverse *r = is_reverse ? bf_reverse_load(path, 1) : NULL;
+    bf_flow *f = is_reverse ? NULL : bf_flow_load(path, 1);
+    if (!r && !f) return cli_fail();
+    if (r) print_reverse(r);
+    else print_flow(f);
+    bf_reverse_free(r);
+    bf_flow_free(f);
+    return 0;
 }

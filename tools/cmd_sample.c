@@ -163,8 +163,7 @@ int cmd_sample(int argc, char **argv) {
         {"sigma", OPT_FLOAT, &a.sigma, "noise level of score denoising (<0: the model's recorded training sigma)"},
         {"jacobi-tol", OPT_FLOAT, &a.so.jacobi_tol, "Jacobi: stop when the largest change is below this"},
         {"jacobi-max-iter", OPT_INT, &a.so.jacobi_max_iter, "Jacobi: iteration cap per block (0 = tokens)"},
-        {"out", OPT_STR, &a.out, "output prefix: PREFIX.png, PREFIX.npy, PREFIX_labels.npy"},
-        {"scale", OPT_INT, &a.scale, "grid scale-up factor"},
+        CLI_IMAGES_OUT_OPTS(a.out, a.scale),
         CLI_COMPUTE_OPTS,
         CLI_END,
     };

@@ -572,7 +572,7 @@ int cmd_serve(int argc, char **argv) {
         {"max-connections", OPT_INT, &a.max_conn, "open connections"},
         {"http-threads", OPT_INT, &a.http_threads, "threads serving connections (the models run on one more, in turn)"},
         {"timeout", OPT_INT, &a.timeout, "seconds before an idle connection is closed"},
-        {"threads", OPT_INT, &a.threads, "threads of each computation (0 = all cores)"},
+        CLI_OWN_THREADS_OPT(a.threads),   /* of each computation */
         {"log", OPT_FLAG, &a.log, "a line per request on stderr"},
         CLI_PRECISION_OPT,
         CLI_END,

@@ -77,11 +77,7 @@ int cmd_eval_bpd(int argc, char **argv) {
     int raw = 0, n = 0, batch = 256;
     uint64_t seed = 1234;
     cli_opt opts[] = {
-        CLI_FLOW_OPT(flow),
-        CLI_RAW_OPT(raw),
-        CLI_DATA_OPT(data, ""),
-        CLI_SPLIT_OPT(split),
-        CLI_FIRST_N_OPT(n),
+        CLI_FLOW_DATA_OPTS(flow, raw, data, split, n),
         CLI_ALIAS("limit", "n"),
         {"batch", OPT_INT, &batch, "images per pass"},
         {"seed", OPT_U64, &seed, "dequantisation noise seed"},

@@ -32,33 +32,24 @@ static float *noise(const serve_ctx *s, uint64_t seed, int n, float temperature)
     return z;
 }
 
-/* One pass of G: its learned denoising when it has the stage. */
-static int decode_g(serve_ctx *s, float *x, const float *z, const int *y, int n, float w,
-                    double *seconds) {
-    bf_reverse_sample_opts o;
-    bf_reverse_sample_opts_default(&o);
-    o.cfg = w;
-    o.output = bf_reverse_get_config(s->r)->denoise_layers ? BF_REVERSE_OUT_CLEAN : BF_REVERSE_OUT_NOISY;
+/* Decodes the noise z with G in one pass (its learned denoising when it has the stage) or,
+ * exact, with the exact inverse of F by cached causal decoding, score-denoised when F was
+ * trained with Gaussian noise (as `biflow sample` does by default). The models' lock is held
+ * for the call: one computation at a time. */
+static int decode(serve_ctx *s, int exact, float *x, const float *z, const int *y, int n, float w,
+                  double *seconds) {
+    bf_reverse_sample_opts ro;
+    bf_reverse_sample_opts_default(&ro);
+    ro.cfg = w;
+    ro.output = bf_reverse_get_config(s->r)->denoise_layers ? BF_REVERSE_OUT_CLEAN : BF_REVERSE_OUT_NOISY;
+    bf_sample_opts fo;
+    bf_sample_opts_default(&fo);
+    fo.cfg = w;
+    fo.sigma = bf_flow_trained_sigma(s->f);
+    fo.denoise = fo.sigma > 0.0f;
     bf_sample_stats st = {0};
     pthread_mutex_lock(&s->lock);
-    int rc = bf_reverse_sample(s->r, x, z, y, n, &o, &st);
-    pthread_mutex_unlock(&s->lock);
-    *seconds = st.seconds;
-    return rc;
-}
-
-/* The exact inverse of F by cached causal decoding, score-denoised when F was trained with
- * Gaussian noise (as `biflow sample` does by default). */
-static int decode_exact(serve_ctx *s, float *x, const float *z, const int *y, int n, float w,
-                        double *seconds) {
-    bf_sample_opts o;
-    bf_sample_opts_default(&o);
-    o.cfg = w;
-    o.sigma = bf_flow_trained_sigma(s->f);
-    o.denoise = o.sigma > 0.0f;
-    bf_sample_stats st = {0};
-    pthread_mutex_lock(&s->lock);
-    int rc = bf_flow_sample(s->f, x, z, y, n, &o, &st);
+    int rc = exact ? bf_flow_sample(s->f, x, z, y, n, &fo, &st) : bf_reverse_sample(s->r, x, z, y, n, &ro, &st);
     pthread_mutex_unlock(&s->lock);
     *seconds = st.seconds;
     return rc;
@@ -145,40 +136,51 @@ void serve_page(serve_ctx *s, const serve_req *q, serve_reply *out) {
     reply_take(out, 200, "text/html; charset=utf-8", b, n);
 }
 
-static cJSON *flow_json(const serve_ctx *s) {
-    const bf_flow_config *c = bf_flow_get_config(s->f);
+/* A number of a model's object in /api/info. */
+typedef struct { const char *key; double value; } json_number;
+
+/* A model's object: what F and G both have (file, parameter count, width and head size of
+ * their Transformers), then the numbers of its own configuration. */
+static cJSON *model_json(const char *file, size_t params, int width, int head_dim,
+                         const json_number *nums, size_t n) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "file", s->flow_name);
-    cJSON_AddNumberToObject(j, "parameters", (double)bf_flow_num_params(s->f));
-    cJSON_AddNumberToObject(j, "img_size", c->img_size);
-    cJSON_AddNumberToObject(j, "channels", c->in_channels);
-    cJSON_AddNumberToObject(j, "patch_size", c->patch_size);
-    cJSON_AddNumberToObject(j, "tokens", s->T);
-    cJSON_AddNumberToObject(j, "token_dim", s->D);
-    cJSON_AddNumberToObject(j, "width", c->channels);
-    cJSON_AddNumberToObject(j, "blocks", c->num_blocks);
-    cJSON_AddNumberToObject(j, "layers_per_block", c->layers_per_block);
-    cJSON_AddNumberToObject(j, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(j, "classes", c->num_classes);
-    cJSON_AddNumberToObject(j, "bound", c->bound);
-    cJSON_AddNumberToObject(j, "sigma", bf_flow_trained_sigma(s->f));
+    cJSON_AddStringToObject(j, "file", file);
+    cJSON_AddNumberToObject(j, "parameters", (double)params);
+    cJSON_AddNumberToObject(j, "width", width);
+    cJSON_AddNumberToObject(j, "head_dim", head_dim);
+    for (size_t i = 0; i < n; i++) cJSON_AddNumberToObject(j, nums[i].key, nums[i].value);
     return j;
 }
 
-static cJSON *reverse_json(const serve_ctx *s) {
-    const bf_reverse_config *c = bf_reverse_get_config(s->r);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "file", s->reverse_name);
-    cJSON_AddNumberToObject(j, "parameters", (double)bf_reverse_num_params(s->r));
-    cJSON_AddNumberToObject(j, "width", c->channels);
-    cJSON_AddNumberToObject(j, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(j, "stages", c->num_stages);
-    cJSON_AddNumberToObject(j, "layers_per_stage", c->layers_per_stage);
-    cJSON_AddNumberToObject(j, "denoise_layers", c->denoise_layers);
-    cJSON_AddBoolToObject(j, "guidance_input", c->guidance_embed);
-    cJSON_AddBoolToObject(j, "distill", c->distill);
-    cJSON_AddStringToObject(j, "flow_sha256", bf_reverse_flow_sha256(s->r));
-    return j;
+/* The models' objects of /api/info, "flow" and "reverse": file, parameter count, configuration. */
+static void add_models(cJSON *info, const serve_ctx *s) {
+    const bf_flow_config *fc = bf_flow_get_config(s->f);
+    const bf_reverse_config *rc = bf_reverse_get_config(s->r);
+    const json_number flow[] = {
+        {"img_size", fc->img_size},
+        {"channels", fc->in_channels},
+        {"patch_size", fc->patch_size},
+        {"tokens", s->T},
+        {"token_dim", s->D},
+        {"blocks", fc->num_blocks},
+        {"layers_per_block", fc->layers_per_block},
+        {"classes", fc->num_classes},
+        {"bound", fc->bound},
+        {"sigma", bf_flow_trained_sigma(s->f)},
+    };
+    const json_number reverse[] = {
+        {"stages", rc->num_stages},
+        {"layers_per_stage", rc->layers_per_stage},
+        {"denoise_layers", rc->denoise_layers},
+    };
+    cJSON *r = model_json(s->reverse_name, bf_reverse_num_params(s->r), rc->channels, rc->head_dim, reverse,
+                          sizeof reverse / sizeof reverse[0]);
+    cJSON_AddBoolToObject(r, "guidance_input", rc->guidance_embed);
+    cJSON_AddBoolToObject(r, "distill", rc->distill);
+    cJSON_AddStringToObject(r, "flow_sha256", bf_reverse_flow_sha256(s->r));
+    cJSON_AddItemToObject(info, "flow", model_json(s->flow_name, bf_flow_num_params(s->f), fc->channels,
+                                                   fc->head_dim, flow, sizeof flow / sizeof flow[0]));
+    cJSON_AddItemToObject(info, "reverse", r);
 }
 
 static cJSON *limits_json(const serve_ctx *s) {
@@ -193,8 +195,7 @@ void api_info(serve_ctx *s, const serve_req *q, serve_reply *out) {
     static const char *const none[] = {NULL};
     if (args_only(q, out, none)) return;
     cJSON *j = cJSON_CreateObject(), *names = cJSON_AddArrayToObject(j, "class_names");
-    cJSON_AddItemToObject(j, "flow", flow_json(s));
-    cJSON_AddItemToObject(j, "reverse", reverse_json(s));
+    add_models(j, s);
     cJSON_AddItemToObject(j, "limits", limits_json(s));
     for (int k = 0; k < s->K; k++) {
         char num[32];
@@ -231,7 +232,7 @@ void api_sample(serve_ctx *s, const serve_req *q, serve_reply *out) {
     for (int i = 0; i < n; i++) y[i] = !s->K ? -1 : cls == -2 ? i % s->K : cls;
     float *z = noise(s, seed, n, temp), *x = bf_malloc(sizeof(float) * n * s->px);
     double sec;
-    int rc = sampler == 0 ? decode_g(s, x, z, y, n, w, &sec) : decode_exact(s, x, z, y, n, w, &sec);
+    int rc = decode(s, sampler == 1, x, z, y, n, w, &sec);
     if (rc) reply_error(out, 500, "sampling failed: %s", bf_last_error());
     else images_reply(s, out, x, n, n < 10 ? n : 10, sec);
     free(y); free(z); free(x);
@@ -255,7 +256,7 @@ static void interpolate_seeds(serve_ctx *s, const serve_req *q, serve_reply *out
         y[i] = cls;
     }
     double sec;
-    if (decode_g(s, x, z, y, steps, w, &sec)) reply_error(out, 500, "decoding failed: %s", bf_last_error());
+    if (decode(s, 0, x, z, y, steps, w, &sec)) reply_error(out, 500, "decoding failed: %s", bf_last_error());
     else images_reply(s, out, x, steps, steps, sec);
     free(za); free(zb); free(z); free(x); free(y);
 }
