@@ -68,6 +68,9 @@ typedef struct {
     {"scale", OPT_INT, &(scale), "grid scale-up factor"}
 /* --seconds of the benchmarks: each case runs whole calls until this much time has passed. */
 #define CLI_SECONDS_OPT(var) {"seconds", OPT_FLOAT, &(var), "minimum timed seconds per case"}
+/* --features: the evaluation network of the Frechet distance. */
+#define CLI_FEATURES_OPT(var) \
+    {"features", OPT_STR, &(var), "feature network of the FD: a .safetensors file or a train-features run folder"}
 /* --label-drop of the trainers of class-conditional models. */
 #define CLI_LABEL_DROP_OPT(var) \
     {"label-drop", OPT_FLOAT, &(var), "probability of the unconditional (null) label in training"}

@@ -112,7 +112,7 @@ static int bench_train(int argc, char **argv) {
     ro.perceptual = 1.0f;   /* train-reverse's default recipe */
     cli_opt opts[] = {
         CLI_CHOICE("model", model, "forward|reverse", "the step of train-flow (F) or of train-reverse (G)"),
-        {"config", OPT_STR, &sh.config, "named model configuration (F)"},
+        SHAPE_CONFIG_OPT(sh),
         {"flow", OPT_STR, &ro.flow, "--model reverse: the frozen F that G trains against"},
         CLI_PERCEPTUAL_OPTS(ro),   /* --model reverse */
         {"batch", OPT_INT, &batch, "images per step"},
@@ -303,7 +303,7 @@ static int bench_sample(int argc, char **argv) {
     int jacobi = 1, exact = 1;
     float seconds = 2.0f, cfg = 2.0f;
     cli_opt opts[] = {
-        {"config", OPT_STR, &sh.config, "named configuration (random weights) when no --flow"},
+        SHAPE_CONFIG_OPT(sh),   /* random weights, when no --flow */
         {"flow", OPT_STR, &flow, "a trained model (Jacobi's iteration count depends on the weights)"},
         {"reverse", OPT_STR, &reverse, "a reverse model G: adds the one-pass sampler (F defaults to G's)"},
         {"cfg", OPT_FLOAT, &cfg, "guidance weight of the guided cases"},
@@ -374,7 +374,7 @@ static int bench_gemm(int argc, char **argv) {
     int batch = 32;
     float seconds = 0.5f;
     cli_opt opts[] = {
-        {"config", OPT_STR, &sh.config, "named model configuration whose products are timed"},
+        SHAPE_CONFIG_OPT(sh),   /* whose products are timed */
         {"batch", OPT_INT, &batch, "images per product (rows = batch x tokens; a training step's shard per thread)"},
         CLI_SECONDS_OPT(seconds),   /* per kernel and case */
         CLI_THREADS_OPT,

@@ -222,7 +222,7 @@ int cmd_demo(int argc, char **argv) {
     cli_opt opts[] = {
         CLI_FLOW_OPT(a.flow),
         CLI_REVERSE_OPT(a.reverse),
-        {"features", OPT_STR, &a.features, "feature network of the evaluation"},
+        CLI_FEATURES_OPT(a.features),
         {"perceptual", OPT_STR, &a.perceptual, "the perceptual network: verifies the class edits (never the evaluation network)"},
         {"out", OPT_STR, &a.out, "folder for the images"},
         {"cfg-exact", OPT_FLOAT, &a.cfg_exact, "guidance w of the exact sampler (its best FD at N = 10000: 1.5)"},

@@ -285,7 +285,7 @@ int cmd_eval(int argc, char **argv) {
         {"images", OPT_STR, &a.images, "evaluate a .npy of images instead: uint8 pixels or floats in [-1, 1], (n,H,W) or (n,C,H,W)"},
         {"labels", OPT_STR, &a.labels, "with --images: a .npy of their int64 labels (for the accuracy)"},
         CLI_CHOICE("sampler", a.sampler, "exact|jacobi", "with --flow only: F's sampler"),
-        {"features", OPT_STR, &a.features, "feature network"},
+        CLI_FEATURES_OPT(a.features),
         CLI_DATA_OPT(a.data, ": its test split is the reference"),
         {"n", OPT_INT, &a.n, "samples to generate (always printed)"},
         {"cfg", OPT_FLOAT, &a.cfg, "guidance w"},

@@ -164,7 +164,7 @@ int cmd_eval_features(int argc, char **argv) {
     cli_opt opts[] = {
         {"images", OPT_STR, &a.images, ".npy of images: uint8 pixels or floats in [-1, 1], (n,H,W) or (n,C,H,W)"},
         {"labels", OPT_STR, &a.labels, ".npy of int64 labels (n): also print the class accuracy"},
-        {"features", OPT_STR, &a.features, "feature network (.safetensors or train-features run folder)"},
+        CLI_FEATURES_OPT(a.features),
         CLI_DATA_OPT(a.data, ": its test split is the reference"),
         {"n", OPT_INT, &a.n, "use the first N samples (0 = all given; the floor: as many as samples)"},
         {"floor", OPT_FLAG, &a.floor, "also print the FD of the test split against N training images"},

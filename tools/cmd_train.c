@@ -44,13 +44,8 @@ int cmd_train_flow(int argc, char **argv) {
     const char *noise = "uniform";
     int eval_n = 10000;
     cli_opt opts[] = {
-        {"config", OPT_STR, &sh.config, "named model configuration"},
-        {"width", OPT_INT, &sh.width, "Transformer width W (0 = from config)"},
-        {"blocks", OPT_INT, &sh.blocks, "flow blocks B (0 = from config)"},
-        {"layers", OPT_INT, &sh.layers, "layers per block L (0 = from config)"},
-        {"patch", OPT_INT, &sh.patch, "patch size P (0 = from config)"},
-        {"head-dim", OPT_INT, &sh.head_dim, "attention head size (0 = from config)"},
-        {"bound", OPT_FLOAT, &sh.bound, "bound c on alpha, mu: c*tanh(v/c); 0 = off, <0 = from config"},
+        SHAPE_CONFIG_OPT(sh),
+        SHAPE_SIZE_OPTS(sh),
         CLI_DATA_OPT(o.data, ""),
         CLI_RUN_DIR_OPT(o),
         CLI_OPTIM_OPTS(o),

@@ -17,8 +17,7 @@ static const cli_command COMMANDS[] = {
      "shipped in models/ (about a minute on 2 cores)."},
     {"train-flow", cmd_train_flow, "train the forward model F (TARFlow) by maximum likelihood",
      "[options]",
-     "Trains the forward model F (a TARFlow) by maximum likelihood.\n"
-     "Named configurations: fmnist-tiny, fmnist-small, fmnist-base, cifar-small."},
+     "Trains the forward model F (a TARFlow) by maximum likelihood."},
     {"train-reverse", cmd_train_reverse, "train the reverse model G (one-pass inverse) against a frozen F",
      "--flow MODEL [options]",
      "Trains the reverse model G (one-pass inverse of F) with F frozen:\n"

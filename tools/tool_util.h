@@ -27,6 +27,17 @@ typedef struct { const char *config; int width, blocks, layers, patch, head_dim;
 #define SHAPE_OPTS_DEFAULT {"fmnist-small", 0, 0, 0, 0, 0, -1.0f}
 /* The named configuration with the options given (> 0; bound >= 0) in its place; checked. */
 int resolve_shape(bf_flow_config *c, const shape_opts *s);
+/* The options of shape_opts, as resolve_shape reads them: --config (every command that builds
+ * an F), then the sizes that override it (train-flow). */
+#define SHAPE_CONFIG_OPT(sh) {"config", OPT_STR, &(sh).config, "named model configuration of F " \
+    "(fmnist-tiny, fmnist-small, fmnist-base, cifar-small)"}
+#define SHAPE_SIZE_OPTS(sh)                                                                   \
+    {"width", OPT_INT, &(sh).width, "Transformer width W (0 = from config)"},                 \
+    {"blocks", OPT_INT, &(sh).blocks, "flow blocks B (0 = from config)"},                     \
+    {"layers", OPT_INT, &(sh).layers, "layers per block L (0 = from config)"},                \
+    {"patch", OPT_INT, &(sh).patch, "patch size P (0 = from config)"},                        \
+    {"head-dim", OPT_INT, &(sh).head_dim, "attention head size (0 = from config)"},           \
+    {"bound", OPT_FLOAT, &(sh).bound, "bound c on alpha, mu: c*tanh(v/c); 0 = off, <0 = from config"}
 
 /* --denoise and --sigma for F's samplers: denoise "auto" (score denoising exactly when F
  * records the Gaussian noise it was trained with: bf_flow_trained_sigma > 0), "score" or
