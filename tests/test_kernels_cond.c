@@ -23,9 +23,10 @@ static const btc_case btc_cases[] = {
 
 /* ================================================================== the two modulations */
 /* adaLN modulation, out = xn (1 + scale) + shift, and the gated residual, out = x + gate h:
- * a (B, T, C) tensor modulated by (B, C) vectors of each example's channels. One context and
- * one pair of checks for both: in[] and d[] in the kernels' argument order, and the op says
- * which of them are (B, T, C) and how the kernels take them. */
+ * a (B, T, C) tensor modulated by (B, C) vectors of each example's channels. Their kernels
+ * take the same arguments, so one context and one pair of checks serve both: in[] and d[] in
+ * the kernels' argument order, and the op says which of them are (B, T, C) and which inputs
+ * the backward reads. */
 typedef struct mod_op mod_op;
 typedef struct {
     const mod_op *op;
@@ -38,54 +39,46 @@ struct mod_op {
     int per_token[3];   /* input i is (B, T, C); else (B, C) */
     float std[3];       /* of the random inputs */
     int exact_d0;       /* d[0] is dout itself: compared with the naive twin bit for bit */
-    void (*forward)(float *out, float *const *in, const btc_case *c);
-    /* ref: the naive twin of the backward */
-    void (*backward)(float *const *d, const float *dout, float *const *in, const btc_case *c,
-                     int ref);
+    void (*forward)(float *out, const float *, const float *, const float *, int B, int T, int C);
+    /* the kernel and its naive twin: d[0..2], dout, then in[bwd_in[0]], in[bwd_in[1]] */
+    void (*backward[2])(float *, float *, float *, const float *dout, const float *,
+                        const float *, int B, int T, int C);
+    int bwd_in[2];
     double (*want)(float *const *in, size_t i, size_t e);   /* out[i], e = (b, channel) */
 };
 
-static void ada_forward(float *out, float *const *in, const btc_case *c) {
-    bf_adaln_modulate_forward(out, in[0], in[1], in[2], c->B, c->T, c->C);
-}
-static void ada_backward(float *const *d, const float *dout, float *const *in, const btc_case *c,
-                         int ref) {
-    (ref ? bf_adaln_modulate_backward_ref : bf_adaln_modulate_backward)(
-        d[0], d[1], d[2], dout, in[0], in[2], c->B, c->T, c->C);
-}
 static double ada_want(float *const *in, size_t i, size_t e) {
     return (double)in[0][i] * (1.0 + in[2][e]) + in[1][e];
 }
-static const mod_op adaln_op = {"adaln", {"xn", "shift", "scale"}, {1, 0, 0}, {1.0f, 0.7f, 0.5f}, 0,
-                                ada_forward, ada_backward, ada_want};
+static const mod_op adaln_op = {
+    "adaln", {"xn", "shift", "scale"}, {1, 0, 0}, {1.0f, 0.7f, 0.5f}, 0, bf_adaln_modulate_forward,
+    {bf_adaln_modulate_backward, bf_adaln_modulate_backward_ref}, {0, 2}, ada_want};
 
-static void gr_forward(float *out, float *const *in, const btc_case *c) {
-    bf_gated_residual_forward(out, in[0], in[1], in[2], c->B, c->T, c->C);
-}
-static void gr_backward(float *const *d, const float *dout, float *const *in, const btc_case *c,
-                        int ref) {
-    (ref ? bf_gated_residual_backward_ref : bf_gated_residual_backward)(
-        d[0], d[1], d[2], dout, in[1], in[2], c->B, c->T, c->C);
-}
 static double gr_want(float *const *in, size_t i, size_t e) {
     return (double)in[0][i] + (double)in[1][e] * in[2][i];
 }
-static const mod_op gated_op = {"gated_residual", {"x", "gate", "h"}, {1, 0, 1}, {1.0f, 0.7f, 1.0f},
-                                1, gr_forward, gr_backward, gr_want};
+static const mod_op gated_op = {
+    "gated_residual", {"x", "gate", "h"}, {1, 0, 1}, {1.0f, 0.7f, 1.0f}, 1, bf_gated_residual_forward,
+    {bf_gated_residual_backward, bf_gated_residual_backward_ref}, {1, 2}, gr_want};
 
 static size_t mod_size(const mod_ctx *x, int i) {   /* i = -1: the output */
     const btc_case *c = x->c;
     return (size_t)c->B * c->C * (i < 0 || x->op->per_token[i] ? c->T : 1);
 }
+static void mod_forward(const mod_ctx *x, float *out, const float *in0) {
+    x->op->forward(out, in0, x->in[1], x->in[2], x->c->B, x->c->T, x->c->C);
+}
+static void mod_backward(const mod_ctx *x, float *const *d, int ref) {
+    const mod_op *op = x->op;
+    op->backward[ref](d[0], d[1], d[2], x->R, x->in[op->bwd_in[0]], x->in[op->bwd_in[1]], x->c->B,
+                      x->c->T, x->c->C);
+}
 static double mod_loss(void *p) {
     mod_ctx *x = p;
-    x->op->forward(x->out, x->in, x->c);
+    mod_forward(x, x->out, x->in[0]);
     return bf_gc_dot(x->out, x->R, mod_size(x, -1));
 }
-static void mod_bwd(void *p) {
-    mod_ctx *x = p;
-    x->op->backward(x->d, x->R, x->in, x->c, 0);
-}
+static void mod_bwd(void *p) { mod_backward(p, ((mod_ctx *)p)->d, 0); }
 /* inputs from seed .. seed + 2, R from seed + 3 */
 static mod_ctx mod_make(const mod_op *op, const btc_case *c, uint64_t seed) {
     mod_ctx x = {.op = op, .c = c};
@@ -122,8 +115,7 @@ static mod_ctx mod_forward_check(const mod_op *op, int k, uint64_t seed) {
     CHECK(bf_gc_close(bf_gc_label("%s case %d out", op->name, k), x.out, want, n, 1e-6, 1e-6) == 0);
     float *inplace = bf_malloc(n * sizeof *inplace);
     memcpy(inplace, x.in[0], n * sizeof *inplace);
-    float *in_inplace[3] = {inplace, x.in[1], x.in[2]};
-    op->forward(inplace, in_inplace, c);
+    mod_forward(&x, inplace, inplace);
     CHECK(bf_gc_same_floats(bf_gc_label("%s in place", op->name), inplace, x.out, n) == 0);
     free(inplace); free(want);
     return x;
@@ -140,7 +132,7 @@ static void mod_backward_check(const mod_op *op, int k, uint64_t seed) {
     CHECK(bf_gradcheck(bf_gc_label("%s B=%d T=%d C=%d", op->name, c->B, c->T, c->C), &p, t, 3) == 0);
     float *ref[3];
     for (int i = 0; i < 3; i++) ref[i] = bf_gc_zeros(mod_size(&x, i));
-    op->backward(ref, x.R, x.in, c, 1);
+    mod_backward(&x, ref, 1);
     for (int i = 0; i < 3; i++) {
         const char *what = bf_gc_label("%s d%s vs ref", op->name, op->in_names[i]);
         double atol = op->per_token[i] ? 1e-6 : 1e-6 * c->T;
@@ -171,7 +163,7 @@ TEST(cond_gated_residual_forward_matches_double) {
         (void)mod_loss(&x);
         CHECK(bf_gc_same_floats("gated_residual gate 0", x.out, x.in[0], n) == 0);
         memcpy(x.out, x.in[0], n * sizeof(float));
-        bf_gated_residual_forward(x.out, x.out, x.in[1], x.in[2], x.c->B, x.c->T, x.c->C);
+        mod_forward(&x, x.out, x.out);
         CHECK(bf_gc_same_floats("gated_residual gate 0 in place", x.out, x.in[0], n) == 0);
         mod_free(&x);
     }
