@@ -326,6 +326,15 @@ int bf_gc_same_floats(const char *what, const float *a, const float *b, size_t n
     return 0;
 }
 
+int bf_gc_same_params(const char *what, const float *got, size_t n_got, const float *want,
+                      size_t n_want) {
+    if (n_got != n_want) {
+        fprintf(stderr, "    %s: %zu parameters, want %zu\n", what, n_got, n_want);
+        return 1;
+    }
+    return bf_gc_same_floats(what, got, want, n_got);
+}
+
 double bf_gc_max_abs_diff(const float *a, const float *b, size_t n) {
     double m = 0.0;
     for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));

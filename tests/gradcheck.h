@@ -126,5 +126,9 @@ int bf_gc_close_f(const char *what, const float *got, const float *want, size_t 
                   double rtol);
 /* Bit-for-bit equality (NaN payloads included); prints the first difference; 1 on failure. */
 int bf_gc_same_floats(const char *what, const float *a, const float *b, size_t n);
+/* The parameters of a model loaded from a checkpoint against the saved ones: the same count
+ * and the same bits. Prints what differs; 1 on failure. */
+int bf_gc_same_params(const char *what, const float *got, size_t n_got, const float *want,
+                      size_t n_want);
 
 #endif
