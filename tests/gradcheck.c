@@ -3,6 +3,7 @@
 #include "core.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +287,26 @@ float *bf_gc_nans(size_t n) {
 /* Kernels run serially below 32768 elements of work (src/fastmath.h BF_PAR_MIN). */
 int bf_gc_entries_for(size_t work, int small) { return work >= 32768 ? 12 : small; }
 
+bf_gc_problem bf_gc_case_problem(double (*loss)(void *), void (*backward)(void *), void *ctx,
+                                 int case_index, size_t work, int small) {
+    bf_gc_problem p = {.loss = loss, .backward = backward, .ctx = ctx,
+                       .seed = (uint64_t)case_index + bf_gc_seed_shift(),
+                       .max_entries = bf_gc_entries_for(work, small)};
+    return p;
+}
+
+const char *bf_gc_label(const char *fmt, ...) {
+    static char bufs[8][160];
+    static int next;
+    char *b = bufs[next];
+    next = (next + 1) % 8;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof bufs[0], fmt, ap);
+    va_end(ap);
+    return b;
+}
+
 int bf_gc_close_f(const char *what, const float *got, const float *want, size_t n, double atol,
                   double rtol) {
     double *w = bf_malloc(n * sizeof *w + 1);
@@ -305,6 +326,15 @@ int bf_gc_same_floats(const char *what, const float *a, const float *b, size_t n
     return 0;
 }
 
+int bf_gc_same_params(const char *what, const float *got, size_t n_got, const float *want,
+                      size_t n_want) {
+    if (n_got != n_want) {
+        fprintf(stderr, "    %s: %zu parameters, want %zu\n", what, n_got, n_want);
+        return 1;
+    }
+    return bf_gc_same_floats(what, got, want, n_got);
+}
+
 double bf_gc_max_abs_diff(const float *a, const float *b, size_t n) {
     double m = 0.0;
     for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
@@ -320,4 +350,19 @@ double bf_gc_pointwise_loss(void *ctx) {
 void bf_gc_pointwise_backward(void *ctx) {
     bf_gc_pointwise *x = ctx;
     x->backward(x->dinp, x->from_out ? x->out : x->inp, x->R, x->n);
+}
+
+int bf_gc_pointwise_check(const char *name, void (*forward)(float *, const float *, size_t),
+                          void (*backward)(float *, const float *, const float *, size_t),
+                          size_t n, uint64_t seed, float std, const float *special,
+                          size_t n_special, int case_index) {
+    bf_gc_pointwise x = {n, bf_gc_randn_shifted(seed, n, std), bf_gc_zeros(n),
+                         bf_gc_randn_shifted(seed + 1, n, 1.0f), bf_gc_zeros(n), forward, backward, 0};
+    memcpy(x.inp, special, n_special * sizeof(float));
+    bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
+    bf_gc_problem p = bf_gc_case_problem(bf_gc_pointwise_loss, bf_gc_pointwise_backward, &x,
+                                         case_index, n, 1000);
+    int fails = bf_gradcheck(bf_gc_label("%s n=%zu", name, n), &p, t, 1);
+    free(x.inp); free(x.out); free(x.R); free(x.dinp);
+    return fails;
 }

@@ -89,6 +89,14 @@ typedef struct {
 } bf_gc_pointwise;
 double bf_gc_pointwise_loss(void *ctx);
 void bf_gc_pointwise_backward(void *ctx);
+/* The gradient check of such an activation on n inputs: inp N(0, std) from seed, R N(0, 1)
+ * from seed + 1 (both shifted by bf_gc_seed_shift), the first n_special inputs replaced by
+ * special[]; bf_gc_entries_for(n, 1000) entries picked by case_index + bf_gc_seed_shift(),
+ * under the label "<name> n=<n>". Returns bf_gradcheck's count. */
+int bf_gc_pointwise_check(const char *name, void (*forward)(float *, const float *, size_t),
+                          void (*backward)(float *, const float *, const float *, size_t),
+                          size_t n, uint64_t seed, float std, const float *special,
+                          size_t n_special, int case_index);
 
 /* Helpers for building problems. */
 double bf_gc_dot(const float *a, const float *b, size_t n);        /* sum a*b in double */
@@ -105,11 +113,22 @@ float *bf_gc_randn_shifted(uint64_t seed, size_t n, float std);
 float *bf_gc_nans(size_t n);
 /* Entries per tensor given finite differences: few on the large (threaded) cases. */
 int bf_gc_entries_for(size_t work, int small);
+/* The problem of case case_index of a kernel's table of cases: the subset of entries seeded
+ * by case_index + bf_gc_seed_shift(), bf_gc_entries_for(work, small) entries per tensor, the
+ * default tolerances and step. */
+bf_gc_problem bf_gc_case_problem(double (*loss)(void *), void (*backward)(void *), void *ctx,
+                                 int case_index, size_t work, int small);
+/* A what or label made by printf: one of 8 rotating buffers (valid for the next 7 calls). */
+const char *bf_gc_label(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* got against want, both float: bf_gc_close with want widened to double. */
 int bf_gc_close_f(const char *what, const float *got, const float *want, size_t n, double atol,
                   double rtol);
 /* Bit-for-bit equality (NaN payloads included); prints the first difference; 1 on failure. */
 int bf_gc_same_floats(const char *what, const float *a, const float *b, size_t n);
+/* The parameters of a model loaded from a checkpoint against the saved ones: the same count
+ * and the same bits. Prints what differs; 1 on failure. */
+int bf_gc_same_params(const char *what, const float *got, size_t n_got, const float *want,
+                      size_t n_want);
 
 #endif

@@ -73,9 +73,8 @@ TEST_FP32(linear_forward_matches_naive) {
             }
         for (int i = 0; i < N * OC; i++) out[i] = NAN;   /* must be overwritten, not added to */
         bf_linear_forward(out, inp, w, c->bias ? b : NULL, N, IC, OC);
-        char what[64];
-        snprintf(what, sizeof what, "linear case %d out", k);
-        CHECK(bf_gc_close(what, out, want, (size_t)N * OC, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(bf_gc_label("linear case %d out", k), out, want, (size_t)N * OC, 1e-5,
+                          1e-5) == 0);
         free(inp); free(w); free(b); free(out); free(want);
     }
 }
@@ -92,12 +91,10 @@ TEST_FP32(linear_backward_gradcheck) {
         if (c->dinp) t[nt++] = (bf_gc_tensor){"inp", x.inp, x.dinp, ni};
         if (c->dweight) t[nt++] = (bf_gc_tensor){"weight", x.w, x.dw, nw};
         if (c->bias && c->dbias) t[nt++] = (bf_gc_tensor){"bias", x.b, x.db, (size_t)c->OC};
-        bf_gc_problem p = {.loss = linear_loss, .backward = linear_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(no, 64)};
-        char label[96];
-        snprintf(label, sizeof label, "linear N=%d IC=%d OC=%d bias=%d dinp=%s", c->N, c->IC, c->OC,
-                 c->bias, c->dinp ? "yes" : "NULL");
-        CHECK(bf_gradcheck(label, &p, t, nt) == 0);
+        bf_gc_problem p = bf_gc_case_problem(linear_loss, linear_bwd, &x, k, no, 64);
+        CHECK(bf_gradcheck(bf_gc_label("linear N=%d IC=%d OC=%d bias=%d dinp=%s", c->N, c->IC,
+                                       c->OC, c->bias, c->dinp ? "yes" : "NULL"),
+                           &p, t, nt) == 0);
         free(x.inp); free(x.w); free(x.b); free(x.out); free(x.R);
         free(x.dinp); free(x.dw); free(x.db);
     }
@@ -176,12 +173,10 @@ TEST(layernorm_backward_gradcheck) {
         size_t n = (size_t)c->N * c->C;
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}, {"weight", x.w, x.dw, (size_t)c->C},
                             {"bias", x.b, x.db, (size_t)c->C}};
-        bf_gc_problem p = {.loss = ln_loss, .backward = ln_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
-        char label[64];
-        snprintf(label, sizeof label, "layernorm N=%d C=%d dweight,dbias=%s", c->N, c->C,
-                 c->dparams ? "yes" : "NULL");
-        CHECK(bf_gradcheck(label, &p, t, c->dparams ? NUM(t) : 1) == 0);
+        bf_gc_problem p = bf_gc_case_problem(ln_loss, ln_bwd, &x, k, n, 64);
+        CHECK(bf_gradcheck(bf_gc_label("layernorm N=%d C=%d dweight,dbias=%s", c->N, c->C,
+                                       c->dparams ? "yes" : "NULL"),
+                           &p, t, c->dparams ? NUM(t) : 1) == 0);
         ln_free(&x);
     }
 }
@@ -226,11 +221,8 @@ TEST_FP32(attention_forward_matches_ref) {
         double *wo = bf_malloc(sizeof(double) * no), *wa = bf_malloc(sizeof(double) * na);
         for (size_t i = 0; i < no; i++) wo[i] = oref[i];
         for (size_t i = 0; i < na; i++) wa[i] = aref[i];
-        char what[64];
-        snprintf(what, sizeof what, "attention case %d out", k);
-        CHECK(bf_gc_close(what, out, wo, no, 1e-5, 1e-5) == 0);
-        snprintf(what, sizeof what, "attention case %d att", k);
-        CHECK(bf_gc_close(what, att, wa, na, 1e-6, 1e-5) == 0);
+        CHECK(bf_gc_close(bf_gc_label("attention case %d out", k), out, wo, no, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(bf_gc_label("attention case %d att", k), att, wa, na, 1e-6, 1e-5) == 0);
         /* probabilities: rows sum to one, zero above the diagonal when causal */
         size_t masked = 0, negative = 0, unnormalised = 0;
         for (int r = 0; r < B * NH * T; r++) {
@@ -332,9 +324,8 @@ TEST(attention_decode_step_matches_causal_forward) {
             for (int j = 0; j < C; j++) want[b * C + j] = out[((size_t)b * T + pos) * C + j];
         }
         bf_attention_decode_step(o, kc, vc, row, B, T, C, NH, pos);
-        char what[64];
-        snprintf(what, sizeof what, "decode step pos %d", pos);
-        CHECK(bf_gc_close(what, o, want, (size_t)B * C, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(bf_gc_label("decode step pos %d", pos), o, want, (size_t)B * C, 1e-5,
+                          1e-5) == 0);
     }
     free(qkv); free(out); free(att); free(kc); free(vc); free(row); free(o); free(want);
 }
@@ -347,13 +338,11 @@ TEST_FP32(attention_backward_gradcheck) {
                      bf_gc_zeros((size_t)c->B * c->NH * c->T * c->T), bf_gc_randn_shifted(950 + k, no, 1.0f), bf_gc_zeros(nq)};
         bf_gc_tensor t[] = {{"qkv", x.qkv, x.dqkv, nq}};
         /* a 240-entry qkv: check them all in the first case, else a random 64 */
-        bf_gc_problem p = {.loss = att_loss, .backward = att_bwd, .ctx = &x, .seed = (uint64_t)k + bf_gc_seed_shift(),
-                           .max_entries = k == 0 ? 1000
-                                          : bf_gc_entries_for((size_t)c->B * c->NH * c->T * c->T *
-                                                            (c->C / c->NH), 64)};
-        char label[96];
-        snprintf(label, sizeof label, "attention B=%d T=%d C=%d NH=%d causal=%d", c->B, c->T, c->C,
-                 c->NH, c->causal);
+        bf_gc_problem p = bf_gc_case_problem(att_loss, att_bwd, &x, k,
+                                             (size_t)c->B * c->NH * c->T * c->T * (c->C / c->NH),
+                                             k == 0 ? 1000 : 64);
+        const char *label = bf_gc_label("attention B=%d T=%d C=%d NH=%d causal=%d", c->B, c->T,
+                                        c->C, c->NH, c->causal);
         CHECK(bf_gradcheck(label, &p, t, 1) == 0);
         CHECK(bf_gradcheck_direction(label, &p, t, 1) == 0);
         if (c->causal) {   /* token 0's q only sees key 0 (a00 = 1): its gradient is zero */
@@ -406,19 +395,9 @@ TEST(gelu_forward_matches_erf_in_double) {
 
 TEST(gelu_backward_gradcheck) {
     static const size_t sizes[] = {101, LARGE_WORK + 5};   /* vectors and a scalar tail */
-    for (int k = 0; k < NUM(sizes); k++) {
-        size_t n = sizes[k];
-        bf_gc_pointwise x = {n, bf_gc_randn_shifted(1100 + 10 * k, n, 2.0f), bf_gc_zeros(n), bf_gc_randn_shifted(1101 + 10 * k, n, 1.0f),
-                             bf_gc_zeros(n), bf_gelu_forward, bf_gelu_backward, 0};
-        memcpy(x.inp, gelu_special, 13 * sizeof(float));   /* the moderate special values */
-        bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-        bf_gc_problem p = {.loss = bf_gc_pointwise_loss, .backward = bf_gc_pointwise_backward, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 1000)};
-        char label[64];
-        snprintf(label, sizeof label, "gelu n=%zu", n);
-        CHECK(bf_gradcheck(label, &p, t, 1) == 0);
-        free(x.inp); free(x.out); free(x.R); free(x.dinp);
-    }
+    for (int k = 0; k < NUM(sizes); k++)   /* the first 13: the moderate special values */
+        CHECK(bf_gc_pointwise_check("gelu", bf_gelu_forward, bf_gelu_backward, sizes[k],
+                                    1100 + 10 * k, 2.0f, gelu_special, 13, k) == 0);
 }
 
 /* ================================================================== residual */
@@ -444,11 +423,8 @@ TEST(residual_forward_and_gradcheck) {
         for (size_t i = 0; i < n; i++) bad += !(x.out[i] == x.a[i] + x.b[i]);
         CHECK(bad == 0);
         bf_gc_tensor t[] = {{"a", x.a, x.da, n}, {"b", x.b, x.db, n}};
-        bf_gc_problem p = {.loss = res_loss, .backward = res_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
-        char label[64];
-        snprintf(label, sizeof label, "residual n=%zu", n);
-        CHECK(bf_gradcheck(label, &p, t, 2) == 0);
+        bf_gc_problem p = bf_gc_case_problem(res_loss, res_bwd, &x, k, n, 64);
+        CHECK(bf_gradcheck(bf_gc_label("residual n=%zu", n), &p, t, 2) == 0);
         free(x.a); free(x.b); free(x.out); free(x.R); free(x.da); free(x.db);
     }
 }
@@ -532,9 +508,7 @@ TEST(embed_forward_matches_naive) {
                 }
         for (size_t i = 0; i < n; i++) x.out[i] = NAN;
         (void)embed_loss(&x);
-        char what[64];
-        snprintf(what, sizeof what, "embed case %d out", k);
-        CHECK(bf_gc_close(what, x.out, want, n, 1e-5, 1e-5) == 0);
+        CHECK(bf_gc_close(bf_gc_label("embed case %d out", k), x.out, want, n, 1e-5, 1e-5) == 0);
         embed_free(&x);
         free(want);
     }
@@ -550,13 +524,11 @@ TEST(embed_backward_gradcheck) {
         if (c->dh) t[nt++] = (bf_gc_tensor){"h", x.h, x.dh, n};
         t[nt++] = (bf_gc_tensor){"pos", x.pos, x.dpos, (size_t)c->T * c->C};
         if (c->K > 0 && c->dcls) t[nt++] = (bf_gc_tensor){"cls", x.cls, x.dcls, (size_t)c->K * c->C};
-        bf_gc_problem p = {.loss = embed_loss, .backward = embed_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
-        char label[128];
-        snprintf(label, sizeof label, "embed case %d (K=%d reverse=%d y=%s dh=%s dcls=%s)", k, c->K,
-                 c->reverse, c->y_null ? "NULL" : "given", c->dh ? "yes" : "NULL",
-                 c->dcls ? "yes" : "NULL");
-        CHECK(bf_gradcheck(label, &p, t, nt) == 0);
+        bf_gc_problem p = bf_gc_case_problem(embed_loss, embed_bwd, &x, k, n, 64);
+        CHECK(bf_gradcheck(bf_gc_label("embed case %d (K=%d reverse=%d y=%s dh=%s dcls=%s)", k,
+                                       c->K, c->reverse, c->y_null ? "NULL" : "given",
+                                       c->dh ? "yes" : "NULL", c->dcls ? "yes" : "NULL"),
+                           &p, t, nt) == 0);
         embed_free(&x);
     }
 }
@@ -583,8 +555,7 @@ TEST(softbound_forward_and_gradcheck) {
         double *want = bf_malloc(sizeof(double) * n);
         for (size_t i = 0; i < n; i++) want[i] = c > 0 ? c * tanh((double)x.inp[i] / c) : x.inp[i];
         (void)sb_loss(&x);
-        char label[64];
-        snprintf(label, sizeof label, "softbound n=%zu c=%g", n, (double)c);
+        const char *label = bf_gc_label("softbound n=%zu c=%g", n, (double)c);
         CHECK(bf_gc_close(label, x.out, want, n, 1e-6, 1e-6) == 0);
         if (c > 0) {
             size_t bad = 0;
@@ -592,8 +563,7 @@ TEST(softbound_forward_and_gradcheck) {
             CHECK(bad == 0);
         }
         bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-        bf_gc_problem p = {.loss = sb_loss, .backward = sb_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
+        bf_gc_problem p = bf_gc_case_problem(sb_loss, sb_bwd, &x, k, n, 64);
         CHECK(bf_gradcheck(label, &p, t, 1) == 0);
         free(x.inp); free(x.out); free(x.R); free(x.dinp); free(want);
     }
@@ -671,13 +641,11 @@ TEST(flow_step_forward_matches_naive) {
         for (size_t i = 0; i < nz; i++) x.z[i] = NAN;
         memcpy(x.asum, prefill, sizeof(float) * B);   /* alpha_sum accumulates */
         bf_flow_step_forward(x.z, x.asum, x.o, x.u, B, T, D, c->c);
-        char what[64];
-        snprintf(what, sizeof what, "flow_step case %d z", k);
-        CHECK(bf_gc_close(what, x.z, want, nz, 1e-5, 1e-5) == 0);
-        snprintf(what, sizeof what, "flow_step case %d alpha_sum (+= prefill)", k);
+        CHECK(bf_gc_close(bf_gc_label("flow_step case %d z", k), x.z, want, nz, 1e-5, 1e-5) == 0);
         /* a float sum over T D terms: rounding ~ eps sqrt(T D) |partial sums|, bounded here
          * by 2e-7 sum|alpha| (a wrong term is off by O(1)) */
-        CHECK(bf_gc_close(what, x.asum, wa, (size_t)B, 1e-5 + 2e-7 * abs_sum, 1e-5) == 0);
+        CHECK(bf_gc_close(bf_gc_label("flow_step case %d alpha_sum (+= prefill)", k), x.asum, wa,
+                          (size_t)B, 1e-5 + 2e-7 * abs_sum, 1e-5) == 0);
         for (int b = 0; b < B; b++)   /* token 0 is copied exactly */
             CHECK(bf_gc_same_floats("flow_step token 0", x.z + (size_t)b * T * D, x.u + (size_t)b * T * D,
                               (size_t)D) == 0);
@@ -695,12 +663,10 @@ TEST(flow_step_backward_gradcheck) {
         int nt = 0;
         t[nt++] = (bf_gc_tensor){"o", x.o, x.do_, 2 * nz};
         if (c->du) t[nt++] = (bf_gc_tensor){"u", x.u, x.du, nz};
-        bf_gc_problem p = {.loss = fs_loss, .backward = fs_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(nz, 1000)};
-        char label[96];
-        snprintf(label, sizeof label, "flow_step B=%d T=%d D=%d c=%g du=%s", c->B, c->T, c->D,
-                 (double)c->c, c->du ? "yes" : "NULL");
-        CHECK(bf_gradcheck(label, &p, t, nt) == 0);
+        bf_gc_problem p = bf_gc_case_problem(fs_loss, fs_bwd, &x, k, nz, 1000);
+        CHECK(bf_gradcheck(bf_gc_label("flow_step B=%d T=%d D=%d c=%g du=%s", c->B, c->T, c->D,
+                                       (double)c->c, c->du ? "yes" : "NULL"),
+                           &p, t, nt) == 0);
         /* the last token's head outputs are never used: exactly zero gradient */
         for (int b = 0; b < c->B; b++)
             for (int d = 0; d < 2 * c->D; d++)

@@ -21,161 +21,156 @@ static const btc_case btc_cases[] = {
     {2, 3, 5}, {3, 4, 70}, {1, 1, 1}, {2, 1, 130}, {8, 40, 128},
 };
 
-/* ================================================================== adaLN modulation */
+/* ================================================================== the two modulations */
+/* adaLN modulation, out = xn (1 + scale) + shift, and the gated residual, out = x + gate h:
+ * a (B, T, C) tensor modulated by (B, C) vectors of each example's channels. Their kernels
+ * take the same arguments, so one context and one pair of checks serve both: in[] and d[] in
+ * the kernels' argument order, and the op says which of them are (B, T, C) and which inputs
+ * the backward reads. */
+typedef struct mod_op mod_op;
 typedef struct {
+    const mod_op *op;
     const btc_case *c;
-    float *xn, *shift, *scale, *out, *R, *dxn, *dshift, *dscale;
-} ada_ctx;
+    float *in[3], *out, *R, *d[3];
+} mod_ctx;
 
-static double ada_loss(void *p) {
-    ada_ctx *x = p;
-    const btc_case *c = x->c;
-    bf_adaln_modulate_forward(x->out, x->xn, x->shift, x->scale, c->B, c->T, c->C);
-    return bf_gc_dot(x->out, x->R, (size_t)c->B * c->T * c->C);
+struct mod_op {
+    const char *name, *in_names[3];
+    int per_token[3];   /* input i is (B, T, C); else (B, C) */
+    float std[3];       /* of the random inputs */
+    int exact_d0;       /* d[0] is dout itself: compared with the naive twin bit for bit */
+    void (*forward)(float *out, const float *, const float *, const float *, int B, int T, int C);
+    /* the kernel and its naive twin: d[0..2], dout, then in[bwd_in[0]], in[bwd_in[1]] */
+    void (*backward[2])(float *, float *, float *, const float *dout, const float *,
+                        const float *, int B, int T, int C);
+    int bwd_in[2];
+    double (*want)(float *const *in, size_t i, size_t e);   /* out[i], e = (b, channel) */
+};
+
+static double ada_want(float *const *in, size_t i, size_t e) {
+    return (double)in[0][i] * (1.0 + in[2][e]) + in[1][e];
 }
-static void ada_bwd(void *p) {
-    ada_ctx *x = p;
-    const btc_case *c = x->c;
-    bf_adaln_modulate_backward(x->dxn, x->dshift, x->dscale, x->R, x->xn, x->scale, c->B, c->T,
-                               c->C);
+static const mod_op adaln_op = {
+    "adaln", {"xn", "shift", "scale"}, {1, 0, 0}, {1.0f, 0.7f, 0.5f}, 0, bf_adaln_modulate_forward,
+    {bf_adaln_modulate_backward, bf_adaln_modulate_backward_ref}, {0, 2}, ada_want};
+
+static double gr_want(float *const *in, size_t i, size_t e) {
+    return (double)in[0][i] + (double)in[1][e] * in[2][i];
 }
-static ada_ctx ada_make(const btc_case *c, uint64_t seed) {
-    size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
-    ada_ctx x = {c, bf_gc_randn_shifted(seed, n, 1.0f), bf_gc_randn_shifted(seed + 1, nb, 0.7f), bf_gc_randn_shifted(seed + 2, nb, 0.5f),
-                 bf_gc_nans(n), bf_gc_randn_shifted(seed + 3, n, 1.0f), bf_gc_zeros(n), bf_gc_zeros(nb), bf_gc_zeros(nb)};
+static const mod_op gated_op = {
+    "gated_residual", {"x", "gate", "h"}, {1, 0, 1}, {1.0f, 0.7f, 1.0f}, 1, bf_gated_residual_forward,
+    {bf_gated_residual_backward, bf_gated_residual_backward_ref}, {1, 2}, gr_want};
+
+static size_t mod_size(const mod_ctx *x, int i) {   /* i = -1: the output */
+    const btc_case *c = x->c;
+    return (size_t)c->B * c->C * (i < 0 || x->op->per_token[i] ? c->T : 1);
+}
+static void mod_forward(const mod_ctx *x, float *out, const float *in0) {
+    x->op->forward(out, in0, x->in[1], x->in[2], x->c->B, x->c->T, x->c->C);
+}
+static void mod_backward(const mod_ctx *x, float *const *d, int ref) {
+    const mod_op *op = x->op;
+    op->backward[ref](d[0], d[1], d[2], x->R, x->in[op->bwd_in[0]], x->in[op->bwd_in[1]], x->c->B,
+                      x->c->T, x->c->C);
+}
+static double mod_loss(void *p) {
+    mod_ctx *x = p;
+    mod_forward(x, x->out, x->in[0]);
+    return bf_gc_dot(x->out, x->R, mod_size(x, -1));
+}
+static void mod_bwd(void *p) { mod_backward(p, ((mod_ctx *)p)->d, 0); }
+/* inputs from seed .. seed + 2, R from seed + 3 */
+static mod_ctx mod_make(const mod_op *op, const btc_case *c, uint64_t seed) {
+    mod_ctx x = {.op = op, .c = c};
+    for (int i = 0; i < 3; i++) {
+        x.in[i] = bf_gc_randn_shifted(seed + (uint64_t)i, mod_size(&x, i), op->std[i]);
+        x.d[i] = bf_gc_zeros(mod_size(&x, i));
+    }
+    x.out = bf_gc_nans(mod_size(&x, -1));
+    x.R = bf_gc_randn_shifted(seed + 3, mod_size(&x, -1), 1.0f);
     return x;
 }
-static void ada_free(ada_ctx *x) {
-    free(x->xn); free(x->shift); free(x->scale); free(x->out); free(x->R);
-    free(x->dxn); free(x->dshift); free(x->dscale);
+static void mod_free(mod_ctx *x) {
+    for (int i = 0; i < 3; i++) {
+        free(x->in[i]);
+        free(x->d[i]);
+    }
+    free(x->out); free(x->R);
+}
+
+/* Case k: the output against the op's formula in double, and in place (out == in[0]) the same
+ * floats. Returns the context, forward run, for the op's own checks. */
+static mod_ctx mod_forward_check(const mod_op *op, int k, uint64_t seed) {
+    const btc_case *c = &btc_cases[k];
+    mod_ctx x = mod_make(op, c, seed);
+    size_t n = mod_size(&x, -1);
+    double *want = bf_malloc(n * sizeof *want);
+    for (int b = 0; b < c->B; b++)
+        for (int t = 0; t < c->T; t++)
+            for (int j = 0; j < c->C; j++) {
+                size_t i = ((size_t)b * c->T + t) * c->C + j;
+                want[i] = op->want(x.in, i, (size_t)b * c->C + j);
+            }
+    (void)mod_loss(&x);
+    CHECK(bf_gc_close(bf_gc_label("%s case %d out", op->name, k), x.out, want, n, 1e-6, 1e-6) == 0);
+    float *inplace = bf_malloc(n * sizeof *inplace);
+    memcpy(inplace, x.in[0], n * sizeof *inplace);
+    mod_forward(&x, inplace, inplace);
+    CHECK(bf_gc_same_floats(bf_gc_label("%s in place", op->name), inplace, x.out, n) == 0);
+    free(inplace); free(want);
+    return x;
+}
+
+/* Case k: finite differences, and the naive twin (double sums): float sums over T tokens round
+ * by ~T eps in the (B, C) gradients. */
+static void mod_backward_check(const mod_op *op, int k, uint64_t seed) {
+    const btc_case *c = &btc_cases[k];
+    mod_ctx x = mod_make(op, c, seed);
+    bf_gc_tensor t[3];
+    for (int i = 0; i < 3; i++) t[i] = (bf_gc_tensor){op->in_names[i], x.in[i], x.d[i], mod_size(&x, i)};
+    bf_gc_problem p = bf_gc_case_problem(mod_loss, mod_bwd, &x, k, mod_size(&x, -1), 64);
+    CHECK(bf_gradcheck(bf_gc_label("%s B=%d T=%d C=%d", op->name, c->B, c->T, c->C), &p, t, 3) == 0);
+    float *ref[3];
+    for (int i = 0; i < 3; i++) ref[i] = bf_gc_zeros(mod_size(&x, i));
+    mod_backward(&x, ref, 1);
+    for (int i = 0; i < 3; i++) {
+        const char *what = bf_gc_label("%s d%s vs ref", op->name, op->in_names[i]);
+        double atol = op->per_token[i] ? 1e-6 : 1e-6 * c->T;
+        if (i == 0 && op->exact_d0) CHECK(bf_gc_same_floats(what, x.d[i], ref[i], t[i].n) == 0);
+        else CHECK(bf_gc_close_f(what, x.d[i], ref[i], t[i].n, atol, 1e-6) == 0);
+        free(ref[i]);
+    }
+    mod_free(&x);
 }
 
 TEST(cond_adaln_forward_matches_double) {
     for (int k = 0; k < NUM(btc_cases); k++) {
-        const btc_case *c = &btc_cases[k];
-        ada_ctx x = ada_make(c, 3000 + 10 * (uint64_t)k);
-        size_t n = (size_t)c->B * c->T * c->C;
-        double *want = bf_malloc(n * sizeof *want);
-        for (int b = 0; b < c->B; b++)
-            for (int t = 0; t < c->T; t++)
-                for (int j = 0; j < c->C; j++) {
-                    size_t i = ((size_t)b * c->T + t) * c->C + j, e = (size_t)b * c->C + j;
-                    want[i] = (double)x.xn[i] * (1.0 + x.scale[e]) + x.shift[e];
-                }
-        (void)ada_loss(&x);
-        char what[64];
-        snprintf(what, sizeof what, "adaln case %d out", k);
-        CHECK(bf_gc_close(what, x.out, want, n, 1e-6, 1e-6) == 0);
-        /* in place (out == xn) gives the same floats */
-        float *inplace = bf_malloc(n * sizeof *inplace);
-        memcpy(inplace, x.xn, n * sizeof *inplace);
-        bf_adaln_modulate_forward(inplace, inplace, x.shift, x.scale, c->B, c->T, c->C);
-        CHECK(bf_gc_same_floats("adaln in place", inplace, x.out, n) == 0);
-        free(inplace); free(want);
-        ada_free(&x);
+        mod_ctx x = mod_forward_check(&adaln_op, k, 3000 + 10 * (uint64_t)k);
+        mod_free(&x);
     }
 }
 
 TEST(cond_adaln_backward_gradcheck) {
-    for (int k = 0; k < NUM(btc_cases); k++) {
-        const btc_case *c = &btc_cases[k];
-        ada_ctx x = ada_make(c, 3100 + 10 * (uint64_t)k);
-        size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
-        bf_gc_tensor t[] = {{"xn", x.xn, x.dxn, n}, {"shift", x.shift, x.dshift, nb},
-                            {"scale", x.scale, x.dscale, nb}};
-        bf_gc_problem p = {.loss = ada_loss, .backward = ada_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
-        char label[64];
-        snprintf(label, sizeof label, "adaln B=%d T=%d C=%d", c->B, c->T, c->C);
-        CHECK(bf_gradcheck(label, &p, t, NUM(t)) == 0);
-        /* against the naive twin (double sums): float sums over T tokens round by ~T eps */
-        float *rx = bf_gc_zeros(n), *rs = bf_gc_zeros(nb), *rc = bf_gc_zeros(nb);
-        bf_adaln_modulate_backward_ref(rx, rs, rc, x.R, x.xn, x.scale, c->B, c->T, c->C);
-        CHECK(bf_gc_close_f("adaln dxn vs ref", x.dxn, rx, n, 1e-6, 1e-6) == 0);
-        CHECK(bf_gc_close_f("adaln dshift vs ref", x.dshift, rs, nb, 1e-6 * c->T, 1e-6) == 0);
-        CHECK(bf_gc_close_f("adaln dscale vs ref", x.dscale, rc, nb, 1e-6 * c->T, 1e-6) == 0);
-        free(rx); free(rs); free(rc);
-        ada_free(&x);
-    }
-}
-
-/* ================================================================== gated residual */
-typedef struct {
-    const btc_case *c;
-    float *x, *gate, *h, *out, *R, *dx, *dgate, *dh;
-} gr_ctx;
-
-static double gr_loss(void *p) {
-    gr_ctx *x = p;
-    const btc_case *c = x->c;
-    bf_gated_residual_forward(x->out, x->x, x->gate, x->h, c->B, c->T, c->C);
-    return bf_gc_dot(x->out, x->R, (size_t)c->B * c->T * c->C);
-}
-static void gr_bwd(void *p) {
-    gr_ctx *x = p;
-    const btc_case *c = x->c;
-    bf_gated_residual_backward(x->dx, x->dgate, x->dh, x->R, x->gate, x->h, c->B, c->T, c->C);
-}
-static gr_ctx gr_make(const btc_case *c, uint64_t seed) {
-    size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
-    gr_ctx x = {c, bf_gc_randn_shifted(seed, n, 1.0f), bf_gc_randn_shifted(seed + 1, nb, 0.7f), bf_gc_randn_shifted(seed + 2, n, 1.0f),
-                bf_gc_nans(n), bf_gc_randn_shifted(seed + 3, n, 1.0f), bf_gc_zeros(n), bf_gc_zeros(nb), bf_gc_zeros(n)};
-    return x;
-}
-static void gr_free(gr_ctx *x) {
-    free(x->x); free(x->gate); free(x->h); free(x->out); free(x->R);
-    free(x->dx); free(x->dgate); free(x->dh);
+    for (int k = 0; k < NUM(btc_cases); k++) mod_backward_check(&adaln_op, k, 3100 + 10 * (uint64_t)k);
 }
 
 TEST(cond_gated_residual_forward_matches_double) {
     for (int k = 0; k < NUM(btc_cases); k++) {
-        const btc_case *c = &btc_cases[k];
-        gr_ctx x = gr_make(c, 3200 + 10 * (uint64_t)k);
-        size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
-        double *want = bf_malloc(n * sizeof *want);
-        for (int b = 0; b < c->B; b++)
-            for (int t = 0; t < c->T; t++)
-                for (int j = 0; j < c->C; j++) {
-                    size_t i = ((size_t)b * c->T + t) * c->C + j;
-                    want[i] = (double)x.x[i] + (double)x.gate[(size_t)b * c->C + j] * x.h[i];
-                }
-        (void)gr_loss(&x);
-        char what[64];
-        snprintf(what, sizeof what, "gated_residual case %d out", k);
-        CHECK(bf_gc_close(what, x.out, want, n, 1e-6, 1e-6) == 0);
+        mod_ctx x = mod_forward_check(&gated_op, k, 3200 + 10 * (uint64_t)k);
+        size_t n = mod_size(&x, -1);
         /* zero gates (adaLN-Zero init): the block is exactly the identity, also in place */
-        memset(x.gate, 0, nb * sizeof(float));
-        (void)gr_loss(&x);
-        CHECK(bf_gc_same_floats("gated_residual gate 0", x.out, x.x, n) == 0);
-        float *inplace = bf_malloc(n * sizeof *inplace);
-        memcpy(inplace, x.x, n * sizeof *inplace);
-        bf_gated_residual_forward(inplace, inplace, x.gate, x.h, c->B, c->T, c->C);
-        CHECK(bf_gc_same_floats("gated_residual gate 0 in place", inplace, x.x, n) == 0);
-        free(inplace); free(want);
-        gr_free(&x);
+        memset(x.in[1], 0, mod_size(&x, 1) * sizeof(float));
+        (void)mod_loss(&x);
+        CHECK(bf_gc_same_floats("gated_residual gate 0", x.out, x.in[0], n) == 0);
+        memcpy(x.out, x.in[0], n * sizeof(float));
+        mod_forward(&x, x.out, x.out);
+        CHECK(bf_gc_same_floats("gated_residual gate 0 in place", x.out, x.in[0], n) == 0);
+        mod_free(&x);
     }
 }
 
 TEST(cond_gated_residual_backward_gradcheck) {
-    for (int k = 0; k < NUM(btc_cases); k++) {
-        const btc_case *c = &btc_cases[k];
-        gr_ctx x = gr_make(c, 3300 + 10 * (uint64_t)k);
-        size_t n = (size_t)c->B * c->T * c->C, nb = (size_t)c->B * c->C;
-        bf_gc_tensor t[] = {{"x", x.x, x.dx, n}, {"gate", x.gate, x.dgate, nb},
-                            {"h", x.h, x.dh, n}};
-        bf_gc_problem p = {.loss = gr_loss, .backward = gr_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
-        char label[64];
-        snprintf(label, sizeof label, "gated_residual B=%d T=%d C=%d", c->B, c->T, c->C);
-        CHECK(bf_gradcheck(label, &p, t, NUM(t)) == 0);
-        float *rx = bf_gc_zeros(n), *rg = bf_gc_zeros(nb), *rh = bf_gc_zeros(n);
-        bf_gated_residual_backward_ref(rx, rg, rh, x.R, x.gate, x.h, c->B, c->T, c->C);
-        CHECK(bf_gc_same_floats("gated_residual dx vs ref", x.dx, rx, n) == 0);   /* dx = dout */
-        CHECK(bf_gc_close_f("gated_residual dh vs ref", x.dh, rh, n, 1e-6, 1e-6) == 0);
-        CHECK(bf_gc_close_f("gated_residual dgate vs ref", x.dgate, rg, nb, 1e-6 * c->T, 1e-6) == 0);
-        free(rx); free(rg); free(rh);
-        gr_free(&x);
-    }
+    for (int k = 0; k < NUM(btc_cases); k++) mod_backward_check(&gated_op, k, 3300 + 10 * (uint64_t)k);
 }
 
 /* ================================================================== timestep embedding */
@@ -197,10 +192,8 @@ TEST(cond_timestep_embed_matches_double) {
                 want[(size_t)b * F + half + i] = sin((double)ws[b] * f);
             }
         bf_timestep_embed_forward(out, ws, B, F);
-        char what[64];
-        snprintf(what, sizeof what, "timestep_embed F=%d", F);
         /* one float rounding of values in [-1, 1]: 6e-8 */
-        CHECK(bf_gc_close(what, out, want, n, 1e-7, 0.0) == 0);
+        CHECK(bf_gc_close(bf_gc_label("timestep_embed F=%d", F), out, want, n, 1e-7, 0.0) == 0);
         for (int i = 0; i < half; i++) {   /* w = 0: exactly cos 0 = 1, sin 0 = 0 */
             CHECK(out[i] == 1.0f);
             CHECK(out[half + i] == 0.0f);
@@ -272,19 +265,9 @@ TEST(cond_silu_forward_matches_double) {
 
 TEST(cond_silu_backward_gradcheck) {
     static const size_t sizes[] = {101, LARGE_WORK + 5};
-    for (int k = 0; k < NUM(sizes); k++) {
-        size_t n = sizes[k];
-        bf_gc_pointwise x = {n, bf_gc_randn_shifted(3600 + 10 * k, n, 3.0f), bf_gc_zeros(n), bf_gc_randn_shifted(3601 + 10 * k, n, 1.0f),
-                             bf_gc_zeros(n), bf_silu_forward, bf_silu_backward, 0};
-        memcpy(x.inp, silu_special, 17 * sizeof(float));   /* the moderate special values */
-        bf_gc_tensor t[] = {{"inp", x.inp, x.dinp, n}};
-        bf_gc_problem p = {.loss = bf_gc_pointwise_loss, .backward = bf_gc_pointwise_backward, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 1000)};
-        char label[64];
-        snprintf(label, sizeof label, "silu n=%zu", n);
-        CHECK(bf_gradcheck(label, &p, t, 1) == 0);
-        free(x.inp); free(x.out); free(x.R); free(x.dinp);
-    }
+    for (int k = 0; k < NUM(sizes); k++)   /* the first 17: the moderate special values */
+        CHECK(bf_gc_pointwise_check("silu", bf_silu_forward, bf_silu_backward, sizes[k],
+                                    3600 + 10 * k, 3.0f, silu_special, 17, k) == 0);
 }
 
 /* ================================================================== class embedding */
@@ -330,12 +313,10 @@ TEST(cond_class_embed_forward_and_gradcheck) {
                               x.table + (size_t)row * c->C, (size_t)c->C) == 0);
         }
         bf_gc_tensor t[] = {{"table", x.table, x.dtable, nt}};
-        bf_gc_problem p = {.loss = ce_loss, .backward = ce_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(no, 64)};
-        char label[64];
-        snprintf(label, sizeof label, "class_embed B=%d C=%d K=%d y=%s", c->B, c->C, c->K,
-                 c->y_null ? "NULL" : "given");
-        CHECK(bf_gradcheck(label, &p, t, 1) == 0);
+        bf_gc_problem p = bf_gc_case_problem(ce_loss, ce_bwd, &x, k, no, 64);
+        CHECK(bf_gradcheck(bf_gc_label("class_embed B=%d C=%d K=%d y=%s", c->B, c->C, c->K,
+                                       c->y_null ? "NULL" : "given"),
+                           &p, t, 1) == 0);
         /* the scatter by hand: each row gets the sum of its examples' dout; unused rows 0 */
         double *want = bf_calloc(nt, sizeof *want);
         for (int b = 0; b < c->B; b++) {
@@ -393,9 +374,8 @@ TEST(cond_guidance_combine_forward_matches_double) {
             want[i] = ((double)x.cc[i] + w * x.u[i]) / (1.0 + w);
         }
         (void)gc_loss(&x);
-        char what[64];
-        snprintf(what, sizeof what, "guidance_combine case %d out", k);
-        CHECK(bf_gc_close(what, x.out, want, n, 1e-6, 1e-6) == 0);
+        CHECK(bf_gc_close(bf_gc_label("guidance_combine case %d out", k), x.out, want, n, 1e-6,
+                          1e-6) == 0);
         /* w = 0: out == c exactly, even where u is not finite (never read) */
         for (int b = 0; b < c->B; b++)
             if (x.w[b] == 0.0f) {
@@ -419,12 +399,10 @@ TEST(cond_guidance_combine_backward_gradcheck) {
         gc_ctx x = gc_make(c, 3900 + 10 * (uint64_t)k);
         size_t n = gc_n(c), np = (size_t)c->n_per;
         bf_gc_tensor t[] = {{"c", x.cc, x.dc, n}, {"u", x.u, x.du, n}};
-        bf_gc_problem p = {.loss = gc_loss, .backward = gc_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
-        char label[64];
-        snprintf(label, sizeof label, "guidance_combine B=%d n_per=%d du=%s", c->B, c->n_per,
-                 c->du ? "yes" : "NULL");
-        CHECK(bf_gradcheck(label, &p, t, c->du ? 2 : 1) == 0);
+        bf_gc_problem p = bf_gc_case_problem(gc_loss, gc_bwd, &x, k, n, 64);
+        CHECK(bf_gradcheck(bf_gc_label("guidance_combine B=%d n_per=%d du=%s", c->B, c->n_per,
+                                       c->du ? "yes" : "NULL"),
+                           &p, t, c->du ? 2 : 1) == 0);
         /* by hand: dc = dout / (1 + w), du = dout w / (1 + w); w = 0 passes dout through */
         double *wc = bf_malloc(n * sizeof *wc), *wu = bf_malloc(n * sizeof *wu);
         for (size_t i = 0; i < n; i++) {
@@ -483,8 +461,7 @@ TEST(cond_sqdist_forward_backward) {
         (void)sd_loss(&x);
         CHECK(bf_gc_close("sqdist", x.dist, want, (size_t)c->B, 1e-7, 1e-5) == 0);
         bf_gc_tensor t[] = {{"pred", x.p, x.dp, n}};
-        bf_gc_problem p = {.loss = sd_loss, .backward = sd_bwd, .ctx = &x,
-                           .seed = (uint64_t)k + bf_gc_seed_shift(), .max_entries = bf_gc_entries_for(n, 64)};
+        bf_gc_problem p = bf_gc_case_problem(sd_loss, sd_bwd, &x, k, n, 64);
         CHECK(bf_gradcheck("sqdist", &p, t, 1) == 0);
         free(want); free(ms);
         free(x.p); free(x.t); free(x.inv); free(x.dist); free(x.R); free(x.dp);

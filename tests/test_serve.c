@@ -57,29 +57,42 @@ TEST(serve_page_in_headless_chromium) {
     CHECK(strstr(out, "browser: 0 checks failed") != NULL);
 }
 
+/* ./biflow serve ARGS ends with status want_rc and a message containing needle. */
+static void check_serve_refuses(const char *args, int want_rc, const char *needle) {
+    char out[4096];
+    int rc = bf_test_sh(out, sizeof out, "./biflow serve --port 0 %s", args);
+    if (rc != want_rc || !strstr(out, needle))
+        fprintf(stderr, "    biflow serve %s: rc %d, '%s'\n", args, rc, out);
+    CHECK(rc == want_rc && strstr(out, needle));
+}
+
 /* Bad options end in a message and a usage status before anything listens; a missing model or
  * an address that is not this machine's in a message and status 1. */
 TEST(serve_refuses_bad_options) {
+    /* a value out of range: the message names the option, the value and (checked here where
+     * the row gives it) the range */
+    static const struct { const char *args, *range; } out_of_range[] = {
+        {"--port 70000", ": 0 to 65535 (see --help)"},
+        {"--port -1", ""},
+        {"--max-batch 0", ": 1 to 1024"},
+        {"--max-body 10", ""},
+        {"--rate nan", ""},
+        {"--rate inf", ""},
+        {"--burst 0", ""},
+        {"--http-threads 0", ": 1 to 64"},
+        {"--threads -2", ""},
+    };
+    for (int i = 0; i < NUM(out_of_range); i++) {
+        char needle[256];
+        snprintf(needle, sizeof needle, "biflow serve: %s is out of range%s", out_of_range[i].args,
+                 out_of_range[i].range);
+        check_serve_refuses(out_of_range[i].args, 2, needle);
+    }
     static const struct { const char *args, *needle; int rc; } cases[] = {
-        {"--port 70000", "biflow serve: --port 70000 is out of range: 0 to 65535 (see --help)", 2},
-        {"--port -1", "--port -1 is out of range", 2},
-        {"--max-batch 0", "--max-batch 0 is out of range: 1 to 1024", 2},
-        {"--max-body 10", "--max-body 10 is out of range", 2},
-        {"--rate nan", "--rate nan is out of range", 2},
-        {"--rate inf", "--rate inf is out of range", 2},
-        {"--burst 0", "--burst 0 is out of range", 2},
-        {"--http-threads 0", "--http-threads 0 is out of range: 1 to 64", 2},
-        {"--threads -2", "--threads -2 is out of range", 2},
         {"--precision fp16", "--precision must be fp32 or bf16", 2},
         {"--bogus", "unknown option '--bogus'", 2},
         {"--reverse /no/such/reverse.safetensors", "biflow: cannot open '/no/such/reverse.safetensors'", 1},
         {"--host 192.0.2.1", "biflow: cannot listen on 192.0.2.1", 1},   /* TEST-NET-1: not ours */
     };
-    char out[4096];
-    for (int i = 0; i < NUM(cases); i++) {
-        int rc = bf_test_sh(out, sizeof out, "./biflow serve --port 0 %s", cases[i].args);
-        if (rc != cases[i].rc || !strstr(out, cases[i].needle))
-            fprintf(stderr, "    biflow serve %s: rc %d, '%s'\n", cases[i].args, rc, out);
-        CHECK(rc == cases[i].rc && strstr(out, cases[i].needle));
-    }
+    for (int i = 0; i < NUM(cases); i++) check_serve_refuses(cases[i].args, cases[i].rc, cases[i].needle);
 }
