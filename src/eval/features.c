@@ -166,15 +166,14 @@ bf_features *bf_features_new(const bf_features_config *c) {
     return fn;
 }
 
-static void free_cache(bf_features *fn) {
-    for (int i = 0; i < fn->cache.count; i++) bf_feat_acts_free(&fn->cache.acts[i]);
-    free(fn->cache.acts);
-    memset(&fn->cache, 0, sizeof fn->cache);
-}
+/* the extraction's activation sets */
+static void cached_init(void *set, const void *fn, int Bn) { bf_feat_acts_init(set, fn, Bn); }
+static void cached_free(void *set) { bf_feat_acts_free(set); }
+static const bf_acts_kind CACHED = {sizeof(bf_feat_acts), cached_init, cached_free};
 
 void bf_features_free(bf_features *fn) {
     if (!fn) return;
-    free_cache(fn);
+    bf_acts_cache_free(&fn->cache, &CACHED);
     free(fn->params);
     free(fn);
 }
@@ -381,14 +380,7 @@ double bf_features_step_sharded(const bf_features *fn, const float *params, bf_f
 
 /* ------------------------------------------------------------------ extraction */
 static bf_feat_acts *cached_acts(bf_features *fn, int count, int Bn) {
-    if (fn->cache.count < count || fn->cache.Bn < Bn) {
-        free_cache(fn);
-        fn->cache.acts = bf_calloc((size_t)count, sizeof(bf_feat_acts));
-        for (int i = 0; i < count; i++) bf_feat_acts_init(&fn->cache.acts[i], fn, Bn);
-        fn->cache.count = count;
-        fn->cache.Bn = Bn;
-    }
-    return fn->cache.acts;
+    return bf_acts_cache_get(&fn->cache, &CACHED, fn, count, Bn);
 }
 
 static int argmax(const float *v, int K) {
