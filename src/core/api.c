@@ -11,21 +11,14 @@ int bf_abi_version(void) { return BF_ABI_VERSION; }
 const char *bf_version(void) { return BF_VERSION; }
 
 size_t bf_sizeof(const char *type_name) {
+    /* a type's name is bf_NAME's without the prefix */
+#define TYPE(name) {#name, sizeof(bf_##name)}
     static const struct { const char *name; size_t size; } TYPES[] = {
-        {"flow_config", sizeof(bf_flow_config)},
-        {"sample_opts", sizeof(bf_sample_opts)},
-        {"sample_stats", sizeof(bf_sample_stats)},
-        {"reverse_config", sizeof(bf_reverse_config)},
-        {"reverse_sample_opts", sizeof(bf_reverse_sample_opts)},
-        {"editor", sizeof(bf_editor)},
-        {"inpaint_opts", sizeof(bf_inpaint_opts)},
-        {"edit_opts", sizeof(bf_edit_opts)},
-        {"image_set", sizeof(bf_image_set)},
-        {"dataset", sizeof(bf_dataset)},
-        {"features_config", sizeof(bf_features_config)},
-        {"feature_stats", sizeof(bf_feature_stats)},
-        {"rng", sizeof(bf_rng)},
+        TYPE(flow_config), TYPE(sample_opts), TYPE(sample_stats), TYPE(reverse_config),
+        TYPE(reverse_sample_opts), TYPE(editor), TYPE(inpaint_opts), TYPE(edit_opts),
+        TYPE(image_set), TYPE(dataset), TYPE(features_config), TYPE(feature_stats), TYPE(rng),
     };
+#undef TYPE
     for (size_t i = 0; type_name && i < sizeof TYPES / sizeof TYPES[0]; i++)
         if (!strcmp(type_name, TYPES[i].name)) return TYPES[i].size;
     return 0;

@@ -108,6 +108,44 @@ int bf_resolve_model_path(char *out, size_t n, const char *path, const char *ema
     return 0;
 }
 
+int bf_ckpt_open(bf_ckpt_file *f, const char *path_in, int use_ema, const bf_ckpt_kind *k,
+                 void *cfg) {
+    if (bf_resolve_model_path(f->path, sizeof f->path, path_in, k->ema_name, k->raw_name, use_ema) ||
+        bf_st_load(&f->st, f->path))
+        return -1;
+    const char *fmt = bf_st_meta(&f->st, "format");
+    if (fmt ? strcmp(fmt, k->format) != 0 : !k->format_optional) {
+        bf_set_error("%s: not %s (metadata format '%s', expected '%s')", f->path, k->what,
+                     fmt ? fmt : "(none)", k->format);
+    } else if (bf_meta_read_fields(&f->st, f->path, k->fields, k->n_fields, cfg) == 0) {
+        double count = k->check(cfg, &f->st, f->path);
+        if (count >= 0 && bf_check_param_total(&f->st, f->path, count, k->extra_tensors) == 0)
+            return 0;
+    }
+    bf_st_free(&f->st);
+    return -1;
+}
+
+bf_st_writer *bf_ckpt_writer(const bf_ckpt_kind *k, const void *cfg, const char *extra_json) {
+    bf_st_writer *w = bf_st_writer_new();
+    bf_st_writer_meta(w, "format", k->format);
+    bf_meta_write_fields(w, k->fields, k->n_fields, cfg);
+    bf_meta_add_json(w, extra_json);
+    return w;
+}
+
+void bf_ckpt_add_params(bf_st_writer *w, const float *params, const bf_param_info *info, int n) {
+    for (int i = 0; i < n; i++)
+        bf_st_writer_add(w, info[i].name, BF_DT_F32, info[i].ndim, info[i].shape,
+                         params + info[i].offset);
+}
+
+int bf_ckpt_write(bf_st_writer *w, const char *path) {
+    int rc = bf_st_writer_save(w, path);
+    bf_st_writer_free(w);
+    return rc;
+}
+
 int bf_copy_tensors(float *params, const bf_param_info *info, int n, const bf_safetensors *st,
                     const char *path, const char *const *also_ok) {
     for (int i = 0; i < n; i++) {

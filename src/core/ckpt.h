@@ -36,6 +36,35 @@ int bf_meta_read_fields(const bf_safetensors *st, const char *path, const bf_met
  * cannot make a loader allocate more than the file could fill. */
 int bf_check_param_total(const bf_safetensors *st, const char *path, double expected,
                          const char *const *also_ok);
+/* What a model's checkpoint is: its metadata format and configuration table, the checks of a
+ * configuration read from it, and the files a run folder holds. */
+typedef struct {
+    const char *format;            /* the metadata's "format" */
+    const char *what;              /* for messages: "a reverse-model file" */
+    int format_optional;           /* a file without "format" is read (the reference fixtures) */
+    const bf_meta_field *fields;
+    int n_fields;
+    /* the configuration's own checks (and any against the file): the number of parameters it
+     * makes, or -1 with a message */
+    double (*check)(const void *cfg, const bf_safetensors *st, const char *path);
+    const char *const *extra_tensors;  /* held besides the parameters (NULL-terminated) or NULL */
+    const char *ema_name, *raw_name;   /* a run folder's files (bf_resolve_model_path) */
+} bf_ckpt_kind;
+/* An open checkpoint: its tensors and metadata, and the path they were read from. */
+typedef struct { bf_safetensors st; char path[4096]; } bf_ckpt_file;
+/* Opens the checkpoint path_in names (a file, or a run folder's file by use_ema) and reads its
+ * configuration into cfg: the format, the fields, k's check and the tensors' total against
+ * the parameters (bf_check_param_total). 0 with f open (for
+ * bf_st_free(&f->st)), or -1 with a message and nothing to free. */
+int bf_ckpt_open(bf_ckpt_file *f, const char *path_in, int use_ema, const bf_ckpt_kind *k,
+                 void *cfg);
+/* A checkpoint of kind k being written: its format, the configuration cfg, then each member
+ * of extra_json (may be NULL) in the metadata. */
+bf_st_writer *bf_ckpt_writer(const bf_ckpt_kind *k, const void *cfg, const char *extra_json);
+/* Adds the tensors of info (n) from params to w. */
+void bf_ckpt_add_params(bf_st_writer *w, const float *params, const bf_param_info *info, int n);
+/* Saves w to path (atomically) and frees it. */
+int bf_ckpt_write(bf_st_writer *w, const char *path);
 /* Prefixes the current error message with "path: "; returns -1 (for `return` on failure). */
 int bf_error_in_file(const char *path);
 /* Copies every tensor of info (n) from st into params, checking name, dtype and shape; refuses

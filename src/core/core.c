@@ -64,6 +64,53 @@ size_t bf_size_prod(const size_t *f, int k) {
 
 size_t bf_size_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
 
+void bf_init_params(float *params, const bf_param_info *info, int n, uint64_t seed,
+                    bf_init_kind (*rule)(const bf_param_info *info, int i, float *scale)) {
+    bf_rng rng;
+    bf_rng_seed(&rng, seed);
+    for (int i = 0; i < n; i++) {
+        float *x = params + info[i].offset, scale = 0.0f;
+        size_t numel = info[i].numel;
+        switch (rule(info, i, &scale)) {
+        case BF_INIT_ZERO: memset(x, 0, sizeof(float) * numel); break;
+        case BF_INIT_ONE: for (size_t k = 0; k < numel; k++) x[k] = 1.0f; break;
+        case BF_INIT_NORMAL: for (size_t k = 0; k < numel; k++) x[k] = scale * bf_rng_normal(&rng); break;
+        case BF_INIT_UNIFORM:
+            for (size_t k = 0; k < numel; k++) x[k] = scale * (2.0f * bf_rng_uniform(&rng) - 1.0f);
+            break;
+        }
+    }
+}
+
+float *bf_arena_alloc(const bf_arena_part *parts, size_t n, const char *what) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total = bf_size_add(total, bf_size_add(parts[i].count, 15) & ~(size_t)15);
+    float *mem = bf_try_calloc(total, sizeof(float), what), *p = mem;
+    for (size_t i = 0; mem && i < n; i++) {
+        *parts[i].p = parts[i].count ? p : NULL;
+        p += (parts[i].count + 15) & ~(size_t)15;
+    }
+    return mem;
+}
+
+void bf_acts_cache_free(bf_acts_cache *c, const bf_acts_kind *kind) {
+    for (int i = 0; i < c->count; i++) kind->release((char *)c->sets + (size_t)i * kind->size);
+    free(c->sets);
+    memset(c, 0, sizeof *c);
+}
+
+void *bf_acts_cache_get(bf_acts_cache *c, const bf_acts_kind *kind, const void *model, int count,
+                        int Bn) {
+    if (c->count < count || c->Bn < Bn) {
+        bf_acts_cache_free(c, kind);
+        c->sets = bf_calloc((size_t)count, kind->size);
+        for (int i = 0; i < count; i++) kind->init((char *)c->sets + (size_t)i * kind->size, model, Bn);
+        c->count = count;
+        c->Bn = Bn;
+    }
+    return c->sets;
+}
+
 _Noreturn void bf_die(void) {
     fprintf(stderr, "biflow: %s\n", bf_last_error());
     fflush(stderr);

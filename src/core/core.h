@@ -27,6 +27,23 @@ size_t bf_size_prod(const size_t *f, int k);
     bf_size_prod((const size_t[]){__VA_ARGS__}, (int)(sizeof((size_t[]){__VA_ARGS__}) / sizeof(size_t)))
 /* a + b, saturating at SIZE_MAX */
 size_t bf_size_add(size_t a, size_t b);
+/* A model's activations in one zeroed block: each part's pointer is set to its slice of count
+ * floats (slices aligned to 16 floats; NULL where count is 0). The block (to free), or NULL with
+ * a message naming what. */
+typedef struct { float **p; size_t count; } bf_arena_part;
+float *bf_arena_alloc(const bf_arena_part *parts, size_t n, const char *what);
+/* A model's reusable activation sets (count of them, each for Bn images), made again larger
+ * when more or larger ones are asked for. kind: the size of a set and how to make (aborting
+ * without memory) and free one. */
+typedef struct {
+    size_t size;
+    void (*init)(void *set, const void *model, int Bn);
+    void (*release)(void *set);
+} bf_acts_kind;
+typedef struct { void *sets; int count, Bn; } bf_acts_cache;
+void *bf_acts_cache_get(bf_acts_cache *c, const bf_acts_kind *kind, const void *model, int count,
+                        int Bn);
+void bf_acts_cache_free(bf_acts_cache *c, const bf_acts_kind *kind);
 /* Prints the current error message and aborts: for the callers that cannot fail. */
 _Noreturn void bf_die(void);
 
@@ -68,6 +85,12 @@ typedef struct {
     size_t offset, numel;
     int no_decay;             /* biases, norms, embeddings: no weight decay */
 } bf_param_info;
+/* How a tensor starts: zeros, ones, N(0, scale^2) or U(-scale, scale). */
+typedef enum { BF_INIT_ZERO, BF_INIT_ONE, BF_INIT_NORMAL, BF_INIT_UNIFORM } bf_init_kind;
+/* Fills each tensor of info (n) in params as rule(info, i, &scale) says for tensor i, in order,
+ * from one stream seeded with seed (only the random kinds draw from it). */
+void bf_init_params(float *params, const bf_param_info *info, int n, uint64_t seed,
+                    bf_init_kind (*rule)(const bf_param_info *info, int i, float *scale));
 
 /* ------------------------------------------------------------------ batch shards (core.c) */
 /* Shard s of `used` covers rows [bf_shard_begin(n, used, s), bf_shard_begin(n, used, s + 1)). */

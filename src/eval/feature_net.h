@@ -50,7 +50,7 @@ struct bf_features {
     size_t num_params;
     float *params;
     /* activation sets kept between calls of bf_features_extract (one per thread) */
-    struct { bf_feat_acts *acts; int count, Bn; } cache;
+    bf_acts_cache cache;   /* of bf_feat_acts */
 };
 
 int bf_features_config_check(const bf_features_config *c);

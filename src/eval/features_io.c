@@ -19,47 +19,33 @@ static const bf_meta_field FIELDS[] = {
 #undef FIELD
 #define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
 
+static double check_config(const void *cfg, const bf_safetensors *st, const char *path) {
+    if (bf_features_config_check(cfg)) return bf_error_in_file(path);
+    return (double)bf_features_param_count(cfg);
+}
+
+static const bf_ckpt_kind KIND = {
+    .format = FEATURES_FORMAT, .what = "a feature-network file written by biflow train-features",
+    .fields = FIELDS, .n_fields = N_FIELDS, .check = check_config,
+    /* a training run's folder holds features.safetensors */
+    .ema_name = "features.safetensors", .raw_name = "features.safetensors",
+};
+
 int bf_features_save(const bf_features *fn, const char *path, const char *extra_meta_json) {
-    bf_st_writer *w = bf_st_writer_new();
-    bf_st_writer_meta(w, "format", FEATURES_FORMAT);
-    bf_meta_write_fields(w, FIELDS, N_FIELDS, &fn->cfg);
-    bf_meta_add_json(w, extra_meta_json);
-    for (int i = 0; i < fn->n_info; i++) {
-        const bf_param_info *t = &fn->info[i];
-        bf_st_writer_add(w, t->name, BF_DT_F32, t->ndim, t->shape, fn->params + t->offset);
-    }
-    int rc = bf_st_writer_save(w, path);
-    bf_st_writer_free(w);
-    return rc;
+    bf_st_writer *w = bf_ckpt_writer(&KIND, &fn->cfg, extra_meta_json);
+    bf_ckpt_add_params(w, fn->params, fn->info, fn->n_info);
+    return bf_ckpt_write(w, path);
 }
-
-static int config_from_meta(bf_features_config *c, const bf_safetensors *st, const char *path) {
-    const char *fmt = bf_st_meta(st, "format");
-    if (!fmt || strcmp(fmt, FEATURES_FORMAT)) {
-        bf_set_error("%s: metadata format is '%s', expected '%s' (a feature-network file "
-                     "written by biflow train-features)", path, fmt ? fmt : "(none)",
-                     FEATURES_FORMAT);
-        return -1;
-    }
-    if (bf_meta_read_fields(st, path, FIELDS, N_FIELDS, c)) return -1;
-    if (bf_features_config_check(c)) return bf_error_in_file(path);
-    return bf_check_param_total(st, path, (double)bf_features_param_count(c), NULL);
-}
-
 
 bf_features *bf_features_load(const char *path_in) {
-    char path[4096];   /* a training run's folder holds features.safetensors */
-    if (bf_resolve_model_path(path, sizeof path, path_in, "features.safetensors",
-                              "features.safetensors", 1))
-        return NULL;
-    bf_safetensors st;
-    if (bf_st_load(&st, path)) return NULL;
+    bf_ckpt_file cf;
     bf_features_config c;
-    bf_features *fn = NULL;
-    if (config_from_meta(&c, &st, path) == 0) {
-        fn = bf_features_new(&c);
-        if (fn && bf_copy_tensors(fn->params, fn->info, fn->n_info, &st, path, NULL)) { bf_features_free(fn); fn = NULL; }
+    if (bf_ckpt_open(&cf, path_in, 1, &KIND, &c)) return NULL;
+    bf_features *fn = bf_features_new(&c);
+    if (fn && bf_copy_tensors(fn->params, fn->info, fn->n_info, &cf.st, cf.path, NULL)) {
+        bf_features_free(fn);
+        fn = NULL;
     }
-    bf_st_free(&st);
+    bf_st_free(&cf.st);
     return fn;
 }

@@ -193,26 +193,23 @@ float *bf_flow_params(bf_flow *f) { return f->params; }
 
 /* PyTorch defaults (Linear: U(+-1/sqrt(fan_in)), LayerNorm 1/0, embeddings N(0, 0.01^2)),
  * with the output projection zero so that every block starts as the identity map. */
-void bf_flow_init(bf_flow *f, uint64_t seed) {
-    bf_rng rng;
-    bf_rng_seed(&rng, seed);
-    for (int i = 0; i < f->n_info; i++) {
-        const bf_param_info *p = &f->info[i];
-        float *x = f->params + p->offset;
-        const char *nm = p->name;
-        int is_bias = strstr(nm, ".bias") != NULL;
-        if (strstr(nm, "norm.")) {
-            for (size_t k = 0; k < p->numel; k++) x[k] = is_bias ? 0.0f : 1.0f;
-        } else if (strstr(nm, "pos_embed") || strstr(nm, "class_embed")) {
-            for (size_t k = 0; k < p->numel; k++) x[k] = 0.01f * bf_rng_normal(&rng);
-        } else if (strstr(nm, "proj_out")) {
-            memset(x, 0, sizeof(float) * p->numel);
-        } else {   /* Linear weight (out, in) or its bias: fan_in from the weight before it */
-            int64_t fan_in = is_bias ? f->info[i - 1].shape[1] : p->shape[1];
-            float bound = 1.0f / sqrtf((float)fan_in);
-            for (size_t k = 0; k < p->numel; k++) x[k] = bound * (2.0f * bf_rng_uniform(&rng) - 1.0f);
-        }
+static bf_init_kind init_rule(const bf_param_info *info, int i, float *scale) {
+    const char *nm = info[i].name;
+    int is_bias = strstr(nm, ".bias") != NULL;
+    if (strstr(nm, "norm.")) return is_bias ? BF_INIT_ZERO : BF_INIT_ONE;
+    if (strstr(nm, "pos_embed") || strstr(nm, "class_embed")) {
+        *scale = 0.01f;
+        return BF_INIT_NORMAL;
     }
+    if (strstr(nm, "proj_out")) return BF_INIT_ZERO;
+    /* Linear weight (out, in) or its bias: fan_in from the weight before it */
+    int64_t fan_in = is_bias ? info[i - 1].shape[1] : info[i].shape[1];
+    *scale = 1.0f / sqrtf((float)fan_in);
+    return BF_INIT_UNIFORM;
+}
+
+void bf_flow_init(bf_flow *f, uint64_t seed) {
+    bf_init_params(f->params, f->info, f->n_info, seed, init_rule);
 }
 
 /* ------------------------------------------------------------------ activations */
@@ -225,7 +222,7 @@ int bf_flow_acts_try_init(bf_flow_acts *a, const bf_flow *f, int Bn) {
     size_t B = (size_t)f->cfg.num_blocks, L = (size_t)f->cfg.layers_per_block;
     size_t T = (size_t)f->T, D = (size_t)f->D, W = (size_t)f->W, NH = (size_t)f->NH;
     size_t n = (size_t)Bn, tok = n * T;
-    struct { float **p; size_t count; } parts[] = {
+    const bf_arena_part parts[] = {
         {&a->xs, BF_SIZE_PROD(B + 1, tok, D)}, {&a->u, BF_SIZE_PROD(B, tok, D)},
         {&a->zp, BF_SIZE_PROD(B, tok, D)}, {&a->resid, BF_SIZE_PROD(B, L + 1, tok, W)},
         {&a->resid_mid, BF_SIZE_PROD(B, L, tok, W)},
@@ -240,17 +237,9 @@ int bf_flow_acts_try_init(bf_flow_acts *a, const bf_flow *f, int Bn) {
         {&a->dqkv, tok * 3 * W}, {&a->dfch, tok * 4 * W}, {&a->dfch_gelu, tok * 4 * W},
         {&a->do_, tok * 2 * D}, {&a->du, tok * D}, {&a->dx, tok * D}, {&a->dzp, tok * D},
     };
-    size_t total = 0;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        total = bf_size_add(total, bf_size_add(parts[i].count, 15) & ~(size_t)15);
     char what[96];
     snprintf(what, sizeof what, "the forward model's activations for %d images", Bn);
-    if (!(a->mem = bf_try_calloc(total, sizeof(float), what))) return -1;
-    float *p = a->mem;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        *parts[i].p = p;
-        p += (parts[i].count + 15) & ~(size_t)15;
-    }
+    if (!(a->mem = bf_arena_alloc(parts, sizeof parts / sizeof parts[0], what))) return -1;
     a->Bn = Bn;
     return 0;
 }
@@ -260,21 +249,14 @@ void bf_flow_acts_free(bf_flow_acts *a) {
     memset(a, 0, sizeof *a);
 }
 
-static void free_cache(bf_flow *f) {
-    for (int i = 0; i < f->score_cache.count; i++) bf_flow_acts_free(&f->score_cache.acts[i]);
-    free(f->score_cache.acts);
-    memset(&f->score_cache, 0, sizeof f->score_cache);
-}
+static void cached_init(void *set, const void *f, int Bn) { bf_flow_acts_init(set, f, Bn); }
+static void cached_free(void *set) { bf_flow_acts_free(set); }
+static const bf_acts_kind CACHED = {sizeof(bf_flow_acts), cached_init, cached_free};
+
+static void free_cache(bf_flow *f) { bf_acts_cache_free(&f->score_cache, &CACHED); }
 
 bf_flow_acts *bf_flow_cached_acts(bf_flow *f, int count, int Bn) {
-    if (f->score_cache.count < count || f->score_cache.Bn < Bn) {
-        free_cache(f);
-        f->score_cache.acts = bf_calloc((size_t)count, sizeof(bf_flow_acts));
-        for (int i = 0; i < count; i++) bf_flow_acts_init(&f->score_cache.acts[i], f, Bn);
-        f->score_cache.count = count;
-        f->score_cache.Bn = Bn;
-    }
-    return f->score_cache.acts;
+    return bf_acts_cache_get(&f->score_cache, &CACHED, f, count, Bn);
 }
 
 /* ------------------------------------------------------------------ forward */

@@ -60,7 +60,7 @@ struct bf_flow {
     int n_info;
     /* activation sets kept between calls of the score (one per thread, Bn each): fresh
      * ones would cost a page fault per 4 KiB on every call */
-    struct bf_flow_acts_cache { bf_flow_acts *acts; int count, Bn; } score_cache;
+    bf_acts_cache score_cache;   /* of bf_flow_acts */
     /* how the checkpoint was trained (metadata "noise", "sigma"); sampling defaults follow */
     int trained_gauss;
     float trained_sigma;

@@ -169,26 +169,18 @@ bf_reverse *bf_reverse_new(const bf_reverse_config *cfg) {
     return r;
 }
 
-static void free_cache(bf_reverse *r) {
-    for (int i = 0; i < r->cache.count; i++) bf_reverse_acts_free(&r->cache.acts[i]);
-    free(r->cache.acts);
-    memset(&r->cache, 0, sizeof r->cache);
-}
+/* the inference sets (no training activations) */
+static void cached_init(void *set, const void *r, int Bn) { bf_reverse_acts_init(set, r, Bn, 0); }
+static void cached_free(void *set) { bf_reverse_acts_free(set); }
+static const bf_acts_kind CACHED = {sizeof(bf_reverse_acts), cached_init, cached_free};
 
 bf_reverse_acts *bf_reverse_cached_acts(bf_reverse *r, int count, int Bn) {
-    if (r->cache.count < count || r->cache.Bn < Bn) {
-        free_cache(r);
-        r->cache.acts = bf_calloc((size_t)count, sizeof(bf_reverse_acts));
-        for (int i = 0; i < count; i++) bf_reverse_acts_init(&r->cache.acts[i], r, Bn, 0);
-        r->cache.count = count;
-        r->cache.Bn = Bn;
-    }
-    return r->cache.acts;
+    return bf_acts_cache_get(&r->cache, &CACHED, r, count, Bn);
 }
 
 void bf_reverse_free(bf_reverse *r) {
     if (!r) return;
-    free_cache(r);
+    bf_acts_cache_free(&r->cache, &CACHED);
     free(r->params); free(r->layers); free(r->stages); free(r->info);
     free(r->ones); free(r->zeros);
     free(r);
@@ -203,24 +195,21 @@ float bf_reverse_sigma(const bf_reverse *r) { return r->sigma; }
 
 /* DiT's initialisation: Xavier-uniform matrices, zero biases, N(0, 0.02^2) embeddings and
  * w-MLP, and zero adaLN so every layer starts as the identity (its gates are zero). */
-void bf_reverse_init(bf_reverse *r, uint64_t seed) {
-    bf_rng rng;
-    bf_rng_seed(&rng, seed);
-    for (int i = 0; i < r->n_info; i++) {
-        const bf_param_info *p = &r->info[i];
-        float *x = r->params + p->offset;
-        const char *nm = p->name;
-        if (strstr(nm, "adaLN") || (p->ndim == 1 && !strstr(nm, "norm.weight"))) {
-            memset(x, 0, sizeof(float) * p->numel);
-        } else if (strstr(nm, "norm.weight")) {
-            for (size_t k = 0; k < p->numel; k++) x[k] = 1.0f;
-        } else if (strstr(nm, "pos_embed") || strstr(nm, "class_embed") || strstr(nm, "w_embed")) {
-            for (size_t k = 0; k < p->numel; k++) x[k] = 0.02f * bf_rng_normal(&rng);
-        } else {
-            float a = sqrtf(6.0f / (float)(p->shape[0] + p->shape[1]));
-            for (size_t k = 0; k < p->numel; k++) x[k] = a * (2.0f * bf_rng_uniform(&rng) - 1.0f);
-        }
+static bf_init_kind init_rule(const bf_param_info *info, int i, float *scale) {
+    const bf_param_info *p = &info[i];
+    const char *nm = p->name;
+    if (strstr(nm, "adaLN") || (p->ndim == 1 && !strstr(nm, "norm.weight"))) return BF_INIT_ZERO;
+    if (strstr(nm, "norm.weight")) return BF_INIT_ONE;
+    if (strstr(nm, "pos_embed") || strstr(nm, "class_embed") || strstr(nm, "w_embed")) {
+        *scale = 0.02f;
+        return BF_INIT_NORMAL;
     }
+    *scale = sqrtf(6.0f / (float)(p->shape[0] + p->shape[1]));
+    return BF_INIT_UNIFORM;
+}
+
+void bf_reverse_init(bf_reverse *r, uint64_t seed) {
+    bf_init_params(r->params, r->info, r->n_info, seed, init_rule);
 }
 
 /* ------------------------------------------------------------------ activations */
@@ -233,7 +222,7 @@ int bf_reverse_acts_try_init(bf_reverse_acts *a, const bf_reverse *r, int Bn, in
     size_t n = (size_t)Bn, T = (size_t)r->T, W = (size_t)r->W, D = (size_t)r->D;
     size_t NL = train ? (size_t)r->NL : 1, S = (size_t)r->S, tw = n * T * W, tt = n * T, tr = train ? 1 : 0;
     size_t F = (size_t)r->cfg.w_freq;
-    struct { float **p; size_t count; } parts[] = {
+    const bf_arena_part parts[] = {
         {&a->wfeat, n * F}, {&a->wh, n * W}, {&a->whs, n * W}, {&a->c, n * W}, {&a->cs, n * W},
         {&a->mod, NL * 6 * n * W}, {&a->h0, tw + n * T * D}, {&a->reemb, BF_SIZE_PROD(S, tw)},
         {&a->out, BF_SIZE_PROD(NL, tw)}, {&a->ln1, BF_SIZE_PROD(NL, tw)},
@@ -251,17 +240,9 @@ int bf_reverse_acts_try_init(bf_reverse_acts *a, const bf_reverse *r, int Bn, in
         {&a->dfcg, tr * 4 * tw}, {&a->dhn, tr * tw}, {&a->dmod, tr * 6 * n * W},
         {&a->dcs, tr * n * W}, {&a->dc, tr * n * W}, {&a->dwhs, tr * n * W}, {&a->dwh, tr * n * W},
     };
-    size_t total = 0;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        total = bf_size_add(total, bf_size_add(parts[i].count, 15) & ~(size_t)15);
     char what[96];
     snprintf(what, sizeof what, "the reverse model's activations for %d images", Bn);
-    if (!(a->mem = bf_try_calloc(total, sizeof(float), what))) return -1;
-    float *p = a->mem;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        *parts[i].p = parts[i].count ? p : NULL;
-        p += (parts[i].count + 15) & ~(size_t)15;
-    }
+    if (!(a->mem = bf_arena_alloc(parts, sizeof parts / sizeof parts[0], what))) return -1;
     a->Bn = Bn;
     a->train = train;
     return 0;

@@ -37,7 +37,7 @@ struct bf_reverse {
     char flow_path[1024], flow_sha256[65];
     float sigma;
     /* inference activation sets kept between sampling calls (fresh ones cost page faults) */
-    struct bf_reverse_acts_cache { struct bf_reverse_acts_s *acts; int count, Bn; } cache;
+    bf_acts_cache cache;   /* of bf_reverse_acts */
 };
 
 /* Activations of one pass over up to Bn images; the backward scratch is allocated only when

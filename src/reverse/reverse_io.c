@@ -105,32 +105,8 @@ static const bf_meta_field FIELDS[] = {
 #undef FIELD
 #define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
 
-int bf_reverse_save(const bf_reverse *r, const float *params, const char *path,
-                    const char *extra_meta_json) {
-    bf_st_writer *w = bf_st_writer_new();
-    bf_st_writer_meta(w, "format", "biflow-reverse");
-    bf_meta_write_fields(w, FIELDS, N_FIELDS, &r->cfg);
-    bf_st_writer_meta(w, "flow_path", r->flow_path);
-    bf_st_writer_meta(w, "flow_sha256", r->flow_sha256);
-    bf_meta_float(w, "flow_sigma", r->sigma);
-    bf_meta_add_json(w, extra_meta_json);
-    for (int i = 0; i < r->n_info; i++) {
-        const bf_param_info *p = &r->info[i];
-        bf_st_writer_add(w, p->name, BF_DT_F32, p->ndim, p->shape, params + p->offset);
-    }
-    int rc = bf_st_writer_save(w, path);
-    bf_st_writer_free(w);
-    return rc;
-}
-
-static int config_from_meta(bf_reverse_config *c, const bf_safetensors *st, const char *path) {
-    const char *fmt = bf_st_meta(st, "format");
-    if (!fmt || strcmp(fmt, "biflow-reverse")) {
-        bf_set_error("%s: not a reverse-model file (metadata format '%s', expected "
-                     "'biflow-reverse')", path, fmt ? fmt : "(none)");
-        return -1;
-    }
-    if (bf_meta_read_fields(st, path, FIELDS, N_FIELDS, c)) return -1;
+static double check_config(const void *cfg, const bf_safetensors *st, const char *path) {
+    const bf_reverse_config *c = cfg;
     if (bf_reverse_config_check(c)) return bf_error_in_file(path);
     if (c->distill && c->num_stages + (c->denoise_layers > 0) > 1 &&
         !bf_st_get(st, "stages.1.reembed.pos_embed")) {
@@ -140,29 +116,42 @@ static int config_from_meta(bf_reverse_config *c, const bf_safetensors *st, cons
                      "it; train it again (train-reverse --inverse distill)", path);
         return -1;
     }
-    return bf_check_param_total(st, path, bf_reverse_param_count(c), NULL);
+    return bf_reverse_param_count(c);
+}
+
+static const bf_ckpt_kind KIND = {
+    .format = "biflow-reverse", .what = "a reverse-model file",
+    .fields = FIELDS, .n_fields = N_FIELDS, .check = check_config,
+    .ema_name = "reverse_ema.safetensors", .raw_name = "reverse.safetensors",
+};
+
+int bf_reverse_save(const bf_reverse *r, const float *params, const char *path,
+                    const char *extra_meta_json) {
+    bf_st_writer *w = bf_ckpt_writer(&KIND, &r->cfg, NULL);
+    bf_st_writer_meta(w, "flow_path", r->flow_path);
+    bf_st_writer_meta(w, "flow_sha256", r->flow_sha256);
+    bf_meta_float(w, "flow_sigma", r->sigma);
+    bf_meta_add_json(w, extra_meta_json);
+    bf_ckpt_add_params(w, params, r->info, r->n_info);
+    return bf_ckpt_write(w, path);
 }
 
 bf_reverse *bf_reverse_load(const char *path_in, int use_ema) {
-    char path[4096];
-    if (bf_resolve_model_path(path, sizeof path, path_in, "reverse_ema.safetensors",
-                              "reverse.safetensors", use_ema))
-        return NULL;
-    bf_safetensors st;
-    if (bf_st_load(&st, path)) return NULL;
+    bf_ckpt_file cf;
     bf_reverse_config c;
-    bf_reverse *r = NULL;
-    if (config_from_meta(&c, &st, path) == 0 && (r = bf_reverse_new(&c))) {
-        const char *fp = bf_st_meta(&st, "flow_path"), *sha = bf_st_meta(&st, "flow_sha256");
+    if (bf_ckpt_open(&cf, path_in, use_ema, &KIND, &c)) return NULL;
+    bf_reverse *r = bf_reverse_new(&c);
+    if (r) {
+        const char *fp = bf_st_meta(&cf.st, "flow_path"), *sha = bf_st_meta(&cf.st, "flow_sha256");
         snprintf(r->flow_path, sizeof r->flow_path, "%s", fp ? fp : "");
         snprintf(r->flow_sha256, sizeof r->flow_sha256, "%s", sha ? sha : "");
-        if (bf_copy_tensors(r->params, r->info, r->n_info, &st, path, NULL) ||
-            bf_meta_get_float(&st, path, "flow_sigma", &r->sigma, 0, 0.0f)) {
+        if (bf_copy_tensors(r->params, r->info, r->n_info, &cf.st, cf.path, NULL) ||
+            bf_meta_get_float(&cf.st, cf.path, "flow_sigma", &r->sigma, 0, 0.0f)) {
             bf_reverse_free(r);
             r = NULL;
         }
     }
-    bf_st_free(&st);
+    bf_st_free(&cf.st);
     return r;
 }
 

@@ -119,8 +119,7 @@ static void bench_step(bench_state *s, int sharded) {
         bf_flow_backward(f, f->params, &s->acts[0], s->grads, NULL);
     }
     bf_optim_bufs b = {f->params, s->grads, s->m, s->v, s->ema, s->decay, n};
-    bf_optim_opts oo = BF_OPTIM_OPTS(&s->o, s->o.steps);
-    oo.ema_decay = s->o.ema_decay;
+    bf_optim_opts oo = BF_OPTIM_OPTS(&s->o, s->o.steps, s->o.ema_decay);
     double gnorm;
     bf_optim_update(&b, &oo, s->t++, 0.0, NULL, &gnorm);   /* the trainers' update, unchecked */
 }

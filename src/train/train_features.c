@@ -9,7 +9,6 @@
 #include "train_util.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <omp.h>
 
@@ -51,6 +50,8 @@ typedef struct {
     double t_start;
     FILE *log;
     char path[4096];             /* the checkpoint */
+    bf_dataset data;             /* the training split */
+    double *test_accuracy;       /* may be NULL */
 } trainer;
 
 /* ------------------------------------------------------------------ data */
@@ -145,23 +146,12 @@ static int step_fn(void *ctx, double *metrics) {
     double loss = bf_features_step_shards(fn, fn->params, t->acts, t->shard_grads, &t->plan,
                                           t->grads, t->img, t->y, &correct);
     bf_optim_bufs b = {fn->params, t->grads, t->m, t->v, NULL, t->decay, fn->num_params};
-    bf_optim_opts oo = BF_OPTIM_OPTS(o, t->steps);
-    if (bf_optim_update(&b, &oo, t->step, loss, &t->div, &metrics[1])) return -1;
-    metrics[0] = loss;
+    bf_optim_opts oo = BF_OPTIM_OPTS(o, t->steps, 0.0f);
     metrics[2] = (double)correct / o->batch;
-    t->step++;
-    return 0;
+    return bf_optim_step(&b, &oo, &t->step, loss, loss, &t->div, metrics);
 }
 
 static int save_fn(void *ctx) { return save(ctx, -1.0); }
-
-/* A checkpoint at the end of every epoch; no resume (a few minutes' run). */
-static int train_loop(trainer *t) {
-    const bf_features_train_opts *o = t->o;
-    bf_train_loop L = {t, &t->step, t->steps, o->batch, o->log_every, 0, (int)t->steps_per_epoch,
-                       0, o->quiet, step_fn, log_fn, NULL, save_fn, &t->div};
-    return bf_train_loop_run(&L);
-}
 
 /* ------------------------------------------------------------------ setup */
 int bf_train_features_check_opts(const bf_features_train_opts *o) {
@@ -186,114 +176,89 @@ static int trainer_alloc(trainer *t, const bf_dataset *ds) {
     bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FEATURES);
     t->nshards = t->plan.s1 - t->plan.s0;
     t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
-    t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
     t->y = bf_malloc(sizeof(int) * o->batch);   /* batch <= BF_MAX_BATCH */
     t->idx = bf_malloc(sizeof(int) * o->batch);
     if (!(t->grads = bf_try_calloc(P, sizeof(float), what)) || !(t->m = bf_try_calloc(P, sizeof(float), what)) ||
         !(t->v = bf_try_calloc(P, sizeof(float), what)) ||
         !(t->decay = bf_decay_mask(t->fn->info, t->fn->n_info, P)) ||
-        !(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, (size_t)o->batch), "a batch of images")))
+        !(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, (size_t)o->batch), "a batch of images")) ||
+        bf_shard_grads_alloc(&t->shard_grads, t->nshards, P))
         return -1;
-    for (int k = 0; k < t->nshards; k++) {
+    for (int k = 0; k < t->nshards; k++)
         if (bf_feat_acts_try_init(&t->acts[k], t->fn, (o->batch + t->plan.S - 1) / t->plan.S)) return -1;
-        if (k && !(t->shard_grads[k] = bf_try_calloc(P, sizeof(float), "a shard's gradients"))) return -1;
-    }
     return 0;
 }
 
-static void trainer_free(trainer *t) {
-    if (t->log) fclose(t->log);
-    for (int k = 0; k < t->nshards; k++) {
-        bf_feat_acts_free(&t->acts[k]);
-        free(t->shard_grads[k]);
-    }
-    free(t->acts); free(t->shard_grads);
+static void teardown(void *ctx) {
+    trainer *t = ctx;
+    for (int k = 0; k < t->nshards; k++) bf_feat_acts_free(&t->acts[k]);
+    free(t->acts);
+    bf_shard_grads_free(t->shard_grads, t->nshards);
     free(t->grads); free(t->m); free(t->v); free(t->decay);
     free(t->img); free(t->y); free(t->idx);
     bf_data_order_free(&t->order);
     bf_features_free(t->fn);
+    bf_dataset_free(&t->data);
 }
 
 /* The test accuracy, logged and written into the checkpoint's metadata (by rank 0). */
-static int final_eval(trainer *t, double *acc) {
+static int final_eval(void *ctx) {
+    trainer *t = ctx;
     const bf_features_train_opts *o = t->o;
+    if (o->eval_limit < 0) return 0;
     bf_dataset test = {0};
-    int rc = bf_dataset_load(&test, o->data, "test") || bf_features_accuracy(t->fn, &test, o->eval_limit, acc);
+    double acc = -1.0;
+    int rc = bf_dataset_load(&test, o->data, "test") || bf_features_accuracy(t->fn, &test, o->eval_limit, &acc);
     int n = o->eval_limit > 0 && o->eval_limit < test.n ? o->eval_limit : test.n;
     bf_dataset_free(&test);
     if (bf_dist_check(rc)) return -1;
     if (t->log) {
-        fprintf(t->log, "{\"step\":%ld,\"test_accuracy\":%.4f,\"test_images\":%d}\n", t->step, *acc, n);
+        fprintf(t->log, "{\"step\":%ld,\"test_accuracy\":%.4f,\"test_images\":%d}\n", t->step, acc, n);
         fflush(t->log);
     }
-    return bf_dist_check(bf_dist_is_root() ? save(t, *acc) : 0);
+    if (bf_dist_check(bf_dist_is_root() ? save(t, acc) : 0)) return -1;
+    if (t->test_accuracy) *t->test_accuracy = acc;
+    return 0;
 }
 
 /* The network, data and buffers (each process its own). */
-static int setup(trainer *t, bf_dataset *ds) {
+static int setup(void *ctx, bf_train_loop *loop, bf_train_state *ts, const bf_dataset **ds) {
+    trainer *t = ctx;
     const bf_features_train_opts *o = t->o;
-    if (bf_dataset_load(ds, o->data, "train")) return -1;
+    t->t_start = bf_time();
+    if (bf_dataset_load(&t->data, o->data, "train")) return -1;
+    *ds = t->ds = &t->data;
     bf_features_config c = o->model;
-    c.in_channels = ds->c; c.height = ds->h; c.width = ds->w; c.num_classes = ds->num_classes;
+    c.in_channels = t->ds->c; c.height = t->ds->h; c.width = t->ds->w; c.num_classes = t->ds->num_classes;
     if (!(t->fn = bf_features_new(&c))) return -1;
     bf_features_init(t->fn, o->seed);
     bf_divergence_init(&t->div, 0, "a lower --lr or more --warmup");
-    if (trainer_alloc(t, ds)) return -1;
-    t->steps_per_epoch = (ds->n + o->batch - 1) / o->batch;
+    if (trainer_alloc(t, t->ds)) return -1;
+    t->steps_per_epoch = (t->ds->n + o->batch - 1) / o->batch;
     t->steps = o->steps > 0 ? o->steps : o->epochs * t->steps_per_epoch;
+    loop->steps = t->steps;
+    loop->ckpt_every = (int)t->steps_per_epoch;
     snprintf(t->path, sizeof t->path, "%s/features.safetensors", o->out_dir);
+    *ts = (bf_train_state){t->fn->params, NULL, t->m, t->v, t->fn->num_params, 0};
     return 0;
 }
 
-/* Rank 0's log, opened once every process is ready. */
-static int open_log(trainer *t) {
-    char lp[4200];
-    snprintf(lp, sizeof lp, "%s/log.jsonl", t->o->out_dir);
-    if (bf_dist_is_root() && !(t->log = fopen(lp, "w"))) {
-        bf_set_error("cannot open %s: %s", lp, strerror(errno));
-        return -1;
-    }
-    return 0;
+static void banner(void *ctx, const char *layout) {
+    const trainer *t = ctx;
+    const bf_features_train_opts *o = t->o;
+    fprintf(stderr, "training the feature network (%zu parameters) on %d images (%s), batch %d, "
+            "%ld steps (%.2f epochs), %s\n", t->fn->num_params, t->ds->n, o->data, o->batch,
+            t->steps, (double)t->steps / t->steps_per_epoch, layout);
 }
 
-/* The run, in its run folder (locked by the caller); with several processes (dist.h) each
- * computes its shards of every batch, and all agree before anything is written. */
-static int train_in_run_dir(const bf_features_train_opts *o, double *test_accuracy) {
-    bf_dataset ds = {0};
-    trainer t = {.o = o, .ds = &ds, .t_start = bf_time()};
-    int rc = -1;
-    if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
-    if (bf_dist_check(setup(&t, &ds))) goto done;
-    bf_train_state ts = {t.fn->params, NULL, t.m, t.v, t.fn->num_params, 0};
-    if (bf_train_check_same(&ts, &ds) || bf_dist_check(open_log(&t))) goto done;
-    char layout[96];
-    bf_train_layout(layout, sizeof layout, &t.plan);
-    if (!o->quiet)
-        fprintf(stderr, "training the feature network (%zu parameters) on %d images (%s), batch %d, "
-                "%ld steps (%.2f epochs), %s\n", t.fn->num_params, ds.n, o->data, o->batch,
-                t.steps, (double)t.steps / t.steps_per_epoch, layout);
-    if (train_loop(&t)) goto done;
-    double acc = -1.0;
-    if (o->eval_limit >= 0 && final_eval(&t, &acc)) goto done;
-    if (test_accuracy) *test_accuracy = acc;
-    rc = 0;
-done:
-    trainer_free(&t);
-    bf_dataset_free(&ds);
-    return rc;
-}
-
-typedef struct { const bf_features_train_opts *o; double *test_accuracy; } run_args;
-static int run_locked(const void *p) {
-    const run_args *a = p;
-    return train_in_run_dir(a->o, a->test_accuracy);
-}
-
+/* A checkpoint at the end of every epoch; no resume (a few minutes' run). The loop's steps and
+ * checkpoint interval are known once setup has seen the data. */
 int bf_train_features(const bf_features_train_opts *o, double *test_accuracy) {
     if (test_accuracy) *test_accuracy = -1.0;
     if (bf_train_features_check_opts(o)) return -1;
-    bf_features_train_opts own = *o;
-    own.quiet |= !bf_dist_is_root();   /* rank 0 prints */
-    run_args a = {&own, test_accuracy};
-    return bf_train_locked(o->out_dir, 0, o->overwrite, o->threads, run_locked, &a);
+    trainer t = {.o = o, .test_accuracy = test_accuracy};
+    bf_train_run R = {{&t, &t.step, 0, o->batch, o->log_every, 0, 0, 0, o->quiet, step_fn, log_fn,
+                       NULL, save_fn, &t.div},
+                      &t.plan, o->out_dir, 0, &t.log, setup, banner, final_eval, teardown};
+    return bf_train_locked(&R, o->overwrite, o->threads);
 }

@@ -66,23 +66,6 @@ static char *opts_json(const bf_train_opts *o, long step) {
     return s;
 }
 
-static int save_state(const run_state *s, const bf_train_opts *o) {
-    char path[4096];
-    char *meta = opts_json(o, s->step);
-    int rc = 0;
-    rc |= bf_path_join(path, sizeof path, o->out_dir, "flow.safetensors") ||
-          bf_flow_save(s->f, s->f->params, path, meta);
-    rc |= bf_path_join(path, sizeof path, o->out_dir, "flow_ema.safetensors") ||
-          bf_flow_save(s->f, s->ema, path, meta);
-    if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
-        bf_train_state ts = {s->f->params, s->ema, s->m, s->v, s->f->num_params, s->step};
-        rc = bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
-             bf_train_state_save(&ts, path, "biflow-train-state", meta);
-    }
-    free(meta);
-    return rc ? -1 : 0;
-}
-
 static int load_state(run_state *s, const bf_train_opts *o) {
     char path[4096];
     if (bf_path_join(path, sizeof path, o->out_dir, "flow.safetensors")) return -1;
@@ -127,6 +110,7 @@ typedef struct {
     int *y, *idx;
     bf_data_order order;
     bf_divergence div;
+    bf_train_data data;
     FILE *log;
 } trainer;
 
@@ -149,12 +133,8 @@ static int step_fn(void *ctx, double *metrics) {
     double loss = bf_flow_step_shards(f, f->params, t->acts, t->shard_grads, &t->plan, s->grads,
                                       t->tok, t->y);
     bf_optim_bufs b = {f->params, s->grads, s->m, s->v, s->ema, s->decay, f->num_params};
-    bf_optim_opts oo = BF_OPTIM_OPTS(o, o->steps);
-    oo.ema_decay = o->ema_decay;
-    if (bf_optim_update(&b, &oo, s->step, loss, &t->div, &metrics[1])) return -1;
-    metrics[0] = loss;
-    s->step++;
-    return 0;
+    bf_optim_opts oo = BF_OPTIM_OPTS(o, o->steps, o->ema_decay);
+    return bf_optim_step(&b, &oo, &s->step, loss, loss, &t->div, metrics);
 }
 
 /* ------------------------------------------------------------------ the loop's hooks */
@@ -190,16 +170,25 @@ static void eval_fn(void *ctx) {
     if (!t->o->quiet) fprintf(stderr, "step %6ld | test bits/dim (EMA, 2000 images) %.4f\n", s->step, bpd);
 }
 
+/* The checkpoint: the weights, their EMA, then the resume state. */
 static int save_fn(void *ctx) {
-    trainer *t = ctx;
-    return save_state(t->s, t->o);
-}
-
-static int train_loop(trainer *t) {
+    const trainer *t = ctx;
+    const run_state *s = t->s;
     const bf_train_opts *o = t->o;
-    bf_train_loop L = {t, &t->s->step, o->steps, o->batch, o->log_every, o->eval_every,
-                       o->ckpt_every, 1, o->quiet, step_fn, log_fn, eval_fn, save_fn, &t->div};
-    return bf_train_loop_run(&L);
+    char path[4096];
+    char *meta = opts_json(o, s->step);
+    int rc = 0;
+    rc |= bf_path_join(path, sizeof path, o->out_dir, "flow.safetensors") ||
+          bf_flow_save(s->f, s->f->params, path, meta);
+    rc |= bf_path_join(path, sizeof path, o->out_dir, "flow_ema.safetensors") ||
+          bf_flow_save(s->f, s->ema, path, meta);
+    if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
+        bf_train_state ts = {s->f->params, s->ema, s->m, s->v, s->f->num_params, s->step};
+        rc = bf_path_join(path, sizeof path, o->out_dir, "train_state.safetensors") ||
+             bf_train_state_save(&ts, path, "biflow-train-state", meta);
+    }
+    free(meta);
+    return rc ? -1 : 0;
 }
 
 static const char *const NOISE_NAMES[] = {"gauss", "uniform", NULL};   /* by bf_noise */
@@ -246,76 +235,59 @@ static int alloc_trainer(trainer *t, const bf_dataset *ds) {
     bf_data_order_init(&t->order, ds->n, o->seed, BF_ORDER_SALT_FLOW);
     t->nshards = t->plan.s1 - t->plan.s0;
     t->acts = bf_calloc((size_t)t->nshards, sizeof *t->acts);
-    t->shard_grads = bf_calloc((size_t)t->nshards, sizeof *t->shard_grads);
-    if (!(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, B), "a batch of images")) ||
+    if (bf_shard_grads_alloc(&t->shard_grads, t->nshards, f->num_params) ||
+        !(t->img = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, B), "a batch of images")) ||
         !(t->tok = bf_try_malloc(BF_SIZE_PROD(sizeof(float), px, B), "a batch of tokens")) ||
         !(t->y = bf_try_malloc(sizeof(int) * B, "a batch of labels")) ||
         !(t->idx = bf_try_malloc(sizeof(int) * B, "a batch of indices")))
         return -1;
-    for (int k = 0; k < t->nshards; k++) {
+    for (int k = 0; k < t->nshards; k++)
         if (bf_flow_acts_try_init(&t->acts[k], f, (o->batch + t->plan.S - 1) / t->plan.S)) return -1;
-        if (k && !(t->shard_grads[k] = bf_try_calloc(f->num_params, sizeof(float), "a shard's gradients")))
-            return -1;
-    }
     return 0;
 }
 
-static void free_trainer(trainer *t) {
-    if (t->log) fclose(t->log);
-    for (int k = 0; k < t->nshards; k++) {
-        bf_flow_acts_free(&t->acts[k]);
-        free(t->shard_grads[k]);
-    }
-    free(t->acts);
-    free(t->shard_grads);
-    free(t->img); free(t->tok); free(t->y); free(t->idx);
-    bf_data_order_free(&t->order);
-}
-
 /* Weights, data and buffers of the run (each process its own). */
-static int setup(trainer *t, run_state *s, bf_train_data *data) {
+static int setup(void *ctx, bf_train_loop *loop, bf_train_state *ts, const bf_dataset **ds) {
+    trainer *t = ctx;
+    run_state *s = t->s;
     const bf_train_opts *o = t->o;
     if (o->resume ? load_state(s, o) || check_resume(o, s->step) : new_state(s, o)) return -1;
-    if (o->resume && !o->quiet) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s->step);
     if (!(s->decay = bf_decay_mask(s->f->info, s->f->n_info, s->f->num_params))) return -1;
     bf_divergence_init(&t->div, s->step, "a lower --lr, a --bound, or more --warmup");
     const bf_flow_config *c = &s->f->cfg;
-    if (bf_train_data_load(data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
+    if (bf_train_data_load(&t->data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
         return -1;
-    t->ds = &data->train;
-    t->test = data->test;
+    *ds = t->ds = &t->data.train;
+    t->test = t->data.test;
+    *ts = (bf_train_state){s->f->params, s->ema, s->m, s->v, s->f->num_params, s->step};
     return alloc_trainer(t, t->ds);
 }
 
-/* The run, in its run folder (locked by the caller); with several processes (dist.h) each
- * computes its shards of every batch, and all agree before anything is written. */
-static int train_in_run_dir(const void *opts) {
-    const bf_train_opts *o = opts;
-    run_state s = {0};
-    trainer t = {.o = o, .s = &s};
-    bf_train_data data = {0};
-    int rc = -1;
-    if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
-    if (bf_dist_check(setup(&t, &s, &data))) goto done;
-    bf_train_state ts = {s.f->params, s.ema, s.m, s.v, s.f->num_params, s.step};
-    if (bf_train_ready(&ts, t.ds, o->out_dir, &t.log)) goto done;
-    char layout[96];
-    bf_train_layout(layout, sizeof layout, &t.plan);
-    if (!o->quiet)
-        fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %s, "
-                "%s matrix products\n", s.f->num_params, t.ds->n, o->data, o->batch, o->steps,
-                layout, bf_precision_name(bf_precision_effective()));
-    rc = train_loop(&t);
-done:
-    free_trainer(&t);
-    bf_train_data_free(&data);
-    free_state(&s);
-    return rc;
+static void banner(void *ctx, const char *layout) {
+    const trainer *t = ctx;
+    const bf_train_opts *o = t->o;
+    fprintf(stderr, "training %zu parameters on %d images (%s), batch %d, %d steps, %s, "
+            "%s matrix products\n", t->s->f->num_params, t->ds->n, o->data, o->batch, o->steps,
+            layout, bf_precision_name(bf_precision_effective()));
+}
+
+static void teardown(void *ctx) {
+    trainer *t = ctx;
+    for (int k = 0; k < t->nshards; k++) bf_flow_acts_free(&t->acts[k]);
+    free(t->acts);
+    bf_shard_grads_free(t->shard_grads, t->nshards);
+    free(t->img); free(t->tok); free(t->y); free(t->idx);
+    bf_data_order_free(&t->order);
+    bf_train_data_free(&t->data);
+    free_state(t->s);
 }
 
 int bf_train_flow(const bf_train_opts *o) {
     if (bf_train_flow_check_opts(o)) return -1;
-    bf_train_opts own = *o;
-    own.quiet |= !bf_dist_is_root();   /* rank 0 prints */
-    return bf_train_locked(o->out_dir, o->resume, o->overwrite, o->threads, train_in_run_dir, &own);
+    run_state s = {0};
+    trainer t = {.o = o, .s = &s};
+    bf_train_run R = {{&t, &s.step, o->steps, o->batch, o->log_every, o->eval_every, o->ckpt_every,
+                       1, o->quiet, step_fn, log_fn, eval_fn, save_fn, &t.div},
+                      &t.plan, o->out_dir, o->resume, &t.log, setup, banner, NULL, teardown};
+    return bf_train_locked(&R, o->overwrite, o->threads);
 }

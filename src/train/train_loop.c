@@ -32,6 +32,26 @@ int bf_optim_update(const bf_optim_bufs *b, const bf_optim_opts *o, long step, d
     return 0;
 }
 
+int bf_optim_step(const bf_optim_bufs *b, const bf_optim_opts *o, long *step, double loss,
+                  double check_loss, bf_divergence *div, double *metrics) {
+    if (bf_optim_update(b, o, *step, check_loss, div, &metrics[1])) return -1;
+    metrics[0] = loss;
+    ++*step;
+    return 0;
+}
+
+int bf_shard_grads_alloc(float ***g, int nshards, size_t n) {
+    *g = bf_calloc((size_t)nshards, sizeof **g);
+    for (int k = 1; k < nshards; k++)
+        if (!((*g)[k] = bf_try_calloc(n, sizeof(float), "a shard's gradients"))) return -1;
+    return 0;
+}
+
+void bf_shard_grads_free(float **g, int nshards) {
+    for (int k = 0; g && k < nshards; k++) free(g[k]);
+    free(g);
+}
+
 /* The checkpoint, written by rank 0 alone; every process learns whether it was written. */
 static int checkpoint(const bf_train_loop *L) {
     if (bf_dist_check(bf_dist_is_root() ? L->save_fn(L->ctx) : 0)) return -1;
@@ -117,16 +137,15 @@ void bf_train_data_free(bf_train_data *d) {
     d->test = NULL;
 }
 
-int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
-                    int (*run)(const void *opts), const void *opts) {
+int bf_train_locked(const bf_train_run *R, int overwrite, int threads) {
     if (threads > 0) omp_set_num_threads(threads);
     bf_dir_lock lock;   /* rank 0 writes the folder: it alone opens and locks it */
-    int root = bf_dist_is_root(), rc = root ? bf_run_dir_open(&lock, dir, resume, overwrite) : 0;
+    int root = bf_dist_is_root(), rc = root ? bf_run_dir_open(&lock, R->out_dir, R->resume, overwrite) : 0;
     if (bf_dist_check(rc)) {
         if (root && rc == 0) bf_dir_unlock(&lock);
         return -1;
     }
-    rc = run(opts);
+    rc = bf_train_run_dir(R);
     if (root) bf_dir_unlock(&lock);
     return rc;
 }
@@ -135,4 +154,28 @@ int bf_train_ready(const bf_train_state *s, const bf_dataset *ds, const char *di
     if (bf_train_check_same(s, ds)) return -1;
     int rc = bf_dist_is_root() && !(*log = bf_open_log(dir, s->step)) ? -1 : 0;
     return bf_dist_check(rc);
+}
+
+int bf_train_run_dir(const bf_train_run *R) {
+    void *ctx = R->loop.ctx;
+    bf_train_loop L = R->loop;
+    L.quiet |= !bf_dist_is_root();   /* rank 0 prints */
+    bf_train_state ts;
+    const bf_dataset *ds;
+    int rc = -1;
+    if (bf_dist_check(bf_shard_plan_make(R->plan, L.batch, omp_get_max_threads())) ||
+        bf_dist_check(R->setup(ctx, &L, &ts, &ds)))
+        goto done;
+    if (R->resume && !L.quiet) fprintf(stderr, "resuming %s at step %ld\n", R->out_dir, ts.step);
+    if (bf_train_ready(&ts, ds, R->out_dir, R->log)) goto done;
+    char layout[96];
+    bf_train_layout(layout, sizeof layout, R->plan);
+    if (!L.quiet) R->banner(ctx, layout);
+    rc = bf_train_loop_run(&L);
+    if (rc == 0 && R->finish) rc = R->finish(ctx);
+done:
+    R->teardown(ctx);
+    if (*R->log) fclose(*R->log);
+    *R->log = NULL;
+    return rc;
 }

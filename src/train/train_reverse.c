@@ -92,24 +92,6 @@ static char *opts_json(const bf_reverse_train_opts *o, long step, float sigma) {
     return s;
 }
 
-static int save_state(const run_state *s, const bf_reverse_train_opts *o) {
-    char path[4096];
-    char *meta = opts_json(o, s->step, s->sigma);
-    int rc = bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors") ||
-             bf_reverse_save(s->r, s->r->params, path, meta);
-    rc = rc || bf_path_join(path, sizeof path, o->out_dir, "reverse_ema.safetensors") ||
-         bf_reverse_save(s->r, s->ema, path, meta);
-    if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
-        bf_train_state ts = {s->r->params, s->ema, s->m, s->v, s->r->num_params, s->step};
-        char sha[96];
-        snprintf(sha, sizeof sha, "{\"flow_sha256\":\"%s\"}", s->r->flow_sha256);
-        rc = bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors") ||
-             bf_train_state_save(&ts, path, "biflow-reverse-train-state", sha);
-    }
-    free(meta);
-    return rc ? -1 : 0;
-}
-
 static int alloc_moments(run_state *s) {
     return bf_alloc_train_buffers(s->r->num_params, s->r->params, &s->grads, &s->m, &s->v, &s->ema);
 }
@@ -230,6 +212,7 @@ typedef struct {
     int *y, *idx;
     bf_data_order order;
     bf_divergence div;
+    bf_train_data data;
     FILE *log;
 } trainer;
 
@@ -365,13 +348,9 @@ static int step_fn(void *ctx, double *metrics) {
      * what grows when G diverges */
     double raw = isfinite(loss) ? p.align + p.rec + p.perc + p.cls : loss;
     bf_optim_bufs b = {s->r->params, s->grads, s->m, s->v, s->ema, s->decay, s->r->num_params};
-    bf_optim_opts oo = BF_OPTIM_OPTS(o, o->steps);
-    oo.ema_decay = o->ema_decay;
-    if (bf_optim_update(&b, &oo, s->step, raw, &t->div, &metrics[1])) return -1;
-    metrics[0] = loss;
+    bf_optim_opts oo = BF_OPTIM_OPTS(o, o->steps, o->ema_decay);
     metrics[2] = p.align; metrics[3] = p.rec; metrics[4] = p.perc; metrics[5] = p.cls;
-    s->step++;
-    return 0;
+    return bf_optim_step(&b, &oo, &s->step, loss, raw, &t->div, metrics);
 }
 
 /* ------------------------------------------------------------------ the loop's hooks */
@@ -411,16 +390,26 @@ static void eval_fn(void *ctx) {
                 s->step, mse, psnr);
 }
 
+/* The checkpoint: the weights, their EMA, then the resume state. */
 static int save_fn(void *ctx) {
-    trainer *t = ctx;
-    return save_state(t->s, t->o);
-}
-
-static int train_loop(trainer *t) {
+    const trainer *t = ctx;
+    const run_state *s = t->s;
     const bf_reverse_train_opts *o = t->o;
-    bf_train_loop L = {t, &t->s->step, o->steps, o->batch, o->log_every, o->eval_every,
-                       o->ckpt_every, 1, o->quiet, step_fn, log_fn, eval_fn, save_fn, &t->div};
-    return bf_train_loop_run(&L);
+    char path[4096];
+    char *meta = opts_json(o, s->step, s->sigma);
+    int rc = bf_path_join(path, sizeof path, o->out_dir, "reverse.safetensors") ||
+             bf_reverse_save(s->r, s->r->params, path, meta);
+    rc = rc || bf_path_join(path, sizeof path, o->out_dir, "reverse_ema.safetensors") ||
+         bf_reverse_save(s->r, s->ema, path, meta);
+    if (!rc) {   /* the resume file last: it names a step whose weights are already on disk */
+        bf_train_state ts = {s->r->params, s->ema, s->m, s->v, s->r->num_params, s->step};
+        char sha[96];
+        snprintf(sha, sizeof sha, "{\"flow_sha256\":\"%s\"}", s->r->flow_sha256);
+        rc = bf_path_join(path, sizeof path, o->out_dir, "reverse_state.safetensors") ||
+             bf_train_state_save(&ts, path, "biflow-reverse-train-state", sha);
+    }
+    free(meta);
+    return rc ? -1 : 0;
 }
 
 int bf_train_reverse_check_opts(const bf_reverse_train_opts *o) {
@@ -471,8 +460,6 @@ static int alloc_shard(trainer *t, int k, int Bn) {
             !(t->pdq[k] = bf_try_malloc(nN, what)))
             return -1;
     }
-    if (k && !(t->shard_grads[k] = bf_try_calloc(s->r->num_params, sizeof(float), "a shard's gradients")))
-        return -1;
     return 0;
 }
 
@@ -490,14 +477,15 @@ static int alloc_trainer(trainer *t, const bf_dataset *ds) {
     t->pimg = bf_calloc(k, sizeof *t->pimg);
     t->pdimg = bf_calloc(k, sizeof *t->pdimg);
     t->pdq = bf_calloc(k, sizeof *t->pdq);
-    t->shard_grads = bf_calloc(k, sizeof *t->shard_grads);
-    if (alloc_batch(t, ds)) return -1;
+    if (bf_shard_grads_alloc(&t->shard_grads, t->nshards, t->s->r->num_params) || alloc_batch(t, ds))
+        return -1;
     for (int i = 0; i < t->nshards; i++)
         if (alloc_shard(t, i, Bn)) return -1;
     return 0;
 }
 
-static void free_trainer(trainer *t) {
+static void teardown(void *ctx) {
+    trainer *t = ctx;
     for (int k = 0; k < t->nshards; k++) {
         bf_flow_acts_free(&t->fa[k]);
         bf_reverse_acts_free(&t->ga[k]);
@@ -507,14 +495,15 @@ static void free_trainer(trainer *t) {
             bf_feat_acts_free(&t->pt[k]);
             free(t->pimg[k]); free(t->pdimg[k]); free(t->pdq[k]);
         }
-        free(t->shard_grads[k]);
     }
-    free(t->fa); free(t->ga); free(t->ua); free(t->parts); free(t->shard_grads);
+    bf_shard_grads_free(t->shard_grads, t->nshards);
+    free(t->fa); free(t->ga); free(t->ua); free(t->parts);
     free(t->pa); free(t->pt); free(t->pimg); free(t->pdimg); free(t->pdq);
     free(t->clean); free(t->noisy); free(t->tok_clean); free(t->tok_noisy); free(t->w);
     free(t->y); free(t->idx);
     bf_data_order_free(&t->order);
-    if (t->log) fclose(t->log);
+    bf_train_data_free(&t->data);
+    free_state(t->s);
 }
 
 /* The perceptual network of the perceptual and class terms: a separate network (never the
@@ -540,10 +529,11 @@ static int load_perceptual(run_state *s, const bf_reverse_train_opts *o) {
     return 0;
 }
 
-static void print_banner(const run_state *s, const bf_reverse_train_opts *o, const bf_shard_plan *p) {
+static void banner(void *ctx, const char *layout) {
+    const trainer *t = ctx;
+    const run_state *s = t->s;
+    const bf_reverse_train_opts *o = t->o;
     const char *norm = o->norm_control == BF_NORM_TOKEN ? "token" : o->norm_control ? "sample" : "off";
-    char layout[96];
-    bf_train_layout(layout, sizeof layout, p);
     fprintf(stderr, "training G (%zu parameters; F has %zu) against %s: inverse %s, %s denoising, "
             "norm control %s, guidance %s, sigma %g; batch %d, %d steps, %s, %s matrix "
             "products\n", s->r->num_params, s->f->num_params, s->r->flow_path,
@@ -553,45 +543,26 @@ static void print_banner(const run_state *s, const bf_reverse_train_opts *o, con
 }
 
 /* F, G, the perceptual network, data and buffers (each process its own). */
-static int setup(trainer *t, run_state *s, bf_train_data *data) {
+static int setup(void *ctx, bf_train_loop *loop, bf_train_state *ts, const bf_dataset **ds) {
+    trainer *t = ctx;
+    run_state *s = t->s;
     const bf_reverse_train_opts *o = t->o;
     if (!(s->f = bf_flow_load(o->flow, 1))) return -1;
     if (o->resume ? load_state(s, o) || check_resume(o, s->step) : new_state(s, o)) return -1;
-    if (!o->quiet && o->resume) fprintf(stderr, "resuming %s at step %ld\n", o->out_dir, s->step);
     if (!(s->decay = bf_decay_mask(s->r->info, s->r->n_info, s->r->num_params))) return -1;
     bf_divergence_init(&t->div, s->step, "a lower --lr or more --warmup");
     t->div.quantity = "the unweighted loss (alignment, reconstruction, perceptual and class terms)";
     if (o->perceptual > 0 && load_perceptual(s, o)) return -1;
     const bf_reverse_config *c = &s->r->cfg;
-    if (bf_train_data_load(data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
+    if (bf_train_data_load(&t->data, o->data, c->in_channels, c->img_size, c->num_classes, o->eval_every > 0))
         return -1;
-    t->ds = &data->train;
-    t->test = data->test;
+    *ds = t->ds = &t->data.train;
+    t->test = t->data.test;
+    *ts = (bf_train_state){s->r->params, s->ema, s->m, s->v, s->r->num_params, s->step};
     return alloc_trainer(t, t->ds);
 }
 
-/* The run, in its run folder (locked by the caller); with several processes (dist.h) each
- * computes its shards of every batch, and all agree before anything is written. */
-static int train_in_run_dir(const void *opts) {
-    const bf_reverse_train_opts *o = opts;
-    run_state s = {0};
-    trainer t = {.o = o, .s = &s};
-    bf_train_data data = {0};
-    int rc = -1;
-    if (bf_dist_check(bf_shard_plan_make(&t.plan, o->batch, omp_get_max_threads()))) goto done;
-    if (bf_dist_check(setup(&t, &s, &data))) goto done;
-    bf_train_state ts = {s.r->params, s.ema, s.m, s.v, s.r->num_params, s.step};
-    if (bf_train_ready(&ts, t.ds, o->out_dir, &t.log)) goto done;
-    if (!o->quiet) print_banner(&s, o, &t.plan);
-    rc = train_loop(&t);
-done:
-    free_trainer(&t);
-    bf_train_data_free(&data);
-    free_state(&s);
-    return rc;
-}
-
-/* The step of train_in_run_dir without the run folder: the same setup (no test split), warmup
+/* The step of bf_train_reverse without the run folder: the same setup (no test split), warmup
  * untimed steps, then steps timed. */
 int bf_bench_train_reverse(const bf_reverse_train_opts *o, int steps, int warmup,
                            bf_bench_train_reverse_result *res) {
@@ -604,9 +575,11 @@ int bf_bench_train_reverse(const bf_reverse_train_opts *o, int steps, int warmup
     own.eval_every = 0;
     run_state s = {0};
     trainer t = {.o = &own, .s = &s};
-    bf_train_data data = {0};
+    bf_train_loop loop;
+    bf_train_state ts;
+    const bf_dataset *ds;
     double m[8];
-    int rc = bf_shard_plan_make(&t.plan, own.batch, omp_get_max_threads()) || setup(&t, &s, &data) ? -1 : 0;
+    int rc = bf_shard_plan_make(&t.plan, own.batch, omp_get_max_threads()) || setup(&t, &loop, &ts, &ds) ? -1 : 0;
     for (int i = 0; !rc && i < warmup; i++) rc = step_fn(&t, m);
     double t0 = bf_time();
     for (int i = 0; !rc && i < steps; i++) rc = step_fn(&t, m);
@@ -621,15 +594,16 @@ int bf_bench_train_reverse(const bf_reverse_train_opts *o, int steps, int warmup
                               (3 + own.cfg_train) * bf_reverse_forward_flops(&s.r->cfg, own.batch);
         res->loss = m[0];
     }
-    free_trainer(&t);
-    bf_train_data_free(&data);
-    free_state(&s);
+    teardown(&t);
     return rc;
 }
 
 int bf_train_reverse(const bf_reverse_train_opts *o) {
     if (bf_train_reverse_check_opts(o)) return -1;
-    bf_reverse_train_opts own = *o;
-    own.quiet |= !bf_dist_is_root();   /* rank 0 prints */
-    return bf_train_locked(o->out_dir, o->resume, o->overwrite, o->threads, train_in_run_dir, &own);
+    run_state s = {0};
+    trainer t = {.o = o, .s = &s};
+    bf_train_run R = {{&t, &s.step, o->steps, o->batch, o->log_every, o->eval_every, o->ckpt_every,
+                       1, o->quiet, step_fn, log_fn, eval_fn, save_fn, &t.div},
+                      &t.plan, o->out_dir, o->resume, &t.log, setup, banner, NULL, teardown};
+    return bf_train_locked(&R, o->overwrite, o->threads);
 }

@@ -128,12 +128,25 @@ typedef struct {
     long warmup, steps;
     float lr, min_lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
 } bf_optim_opts;
-#define BF_OPTIM_OPTS(o, total)                                                                  ((bf_optim_opts){(o)->warmup, (total), (o)->lr, (o)->min_lr, (o)->beta1, (o)->beta2,                            (o)->eps, (o)->weight_decay, (o)->grad_clip, 0.0f})
+/* A trainer's options o (fields of the same names), total steps and EMA decay (0: none). */
+#define BF_OPTIM_OPTS(o, total, ema)                                                             \
+    ((bf_optim_opts){(o)->warmup, (total), (o)->lr, (o)->min_lr, (o)->beta1, (o)->beta2,        \
+                     (o)->eps, (o)->weight_decay, (o)->grad_clip, (ema)})
 /* Update `step` (0-based): gradient norm (*gnorm), the divergence check on check_loss (div may
  * be NULL), clipping, AdamW at the scheduled rate, the EMA (warming up). -1 when diverged
  * (nothing applied). */
 int bf_optim_update(const bf_optim_bufs *b, const bf_optim_opts *o, long step, double check_loss,
                     bf_divergence *div, double *gnorm);
+/* A trainer's step after its gradients: the update of step *step (bf_optim_update, the
+ * divergence check on check_loss), then metrics[0] = loss, metrics[1] = the gradient norm and
+ * *step advanced; -1 when diverged. */
+int bf_optim_step(const bf_optim_bufs *b, const bf_optim_opts *o, long *step, double loss,
+                  double check_loss, bf_divergence *div, double *metrics);
+/* Scratch gradients (n floats each) for this process's shards 1..nshards-1 (shard 0 writes the
+ * trainer's own): -1 with a message when the memory cannot be had (what was allocated is left
+ * for bf_shard_grads_free). */
+int bf_shard_grads_alloc(float ***g, int nshards, size_t n);
+void bf_shard_grads_free(float **g, int nshards);
 
 /* The loop: each step_fn call runs one step, advances *step and fills up to BF_LOOP_METRICS
  * figures, which log_fn receives averaged over the steps since its last call, with the rate
@@ -168,10 +181,30 @@ typedef struct { bf_dataset train, test_split; const bf_dataset *test; } bf_trai
 int bf_train_data_load(bf_train_data *d, const char *spec, int C, int size, int num_classes,
                        int want_test);
 void bf_train_data_free(bf_train_data *d);
-/* Runs run(opts) with the run folder dir opened and locked (bf_run_dir_open) and, threads > 0,
- * that many threads; returns run's value, or -1 when the folder cannot be had. */
-int bf_train_locked(const char *dir, int resume, int overwrite, int threads,
-                    int (*run)(const void *opts), const void *opts);
+
+/* A trainer's run in its run folder: F's, G's and the feature network's trainers plug their
+ * hooks (ctx: the trainer) into it. It makes the shard plan for loop.batch, sets up (each
+ * process its own model, data and buffers: setup returns the training state and data every
+ * process must hold the same), checks them and opens rank 0's log (bf_train_ready), prints
+ * (rank 0, unless loop.quiet) the step a resumed run starts at and the banner with the layout,
+ * runs the loop, then finish (may be NULL) when the steps are done; teardown always, then the
+ * log is closed. The loop's value (0, or 1 when stopped by a signal), or -1. */
+typedef struct {
+    bf_train_loop loop;
+    bf_shard_plan *plan;
+    const char *out_dir;
+    int resume;
+    FILE **log;
+    /* may also set loop's steps and checkpoint interval (known once it has seen the data) */
+    int (*setup)(void *ctx, bf_train_loop *loop, bf_train_state *ts, const bf_dataset **ds);
+    void (*banner)(void *ctx, const char *layout);
+    int (*finish)(void *ctx);
+    void (*teardown)(void *ctx);
+} bf_train_run;
+int bf_train_run_dir(const bf_train_run *R);
+/* Runs R (bf_train_run_dir) with its run folder opened and locked (bf_run_dir_open) and,
+ * threads > 0, that many threads; returns its value, or -1 when the folder cannot be had. */
+int bf_train_locked(const bf_train_run *R, int overwrite, int threads);
 
 /* Data-parallel runs (dist.h): with several processes, 0 when every process holds the same
  * training state s and data ds, else -1 with a message (every node must see the same run
