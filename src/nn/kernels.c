@@ -98,9 +98,11 @@ void bf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
         const float *x = inp + (size_t)i * C;
         float *o = out + (size_t)i * C;
         float m = 0.0f;
+#pragma omp simd reduction(+:m)
         for (int c = 0; c < C; c++) m += x[c];
         m /= (float)C;
         float v = 0.0f;
+#pragma omp simd reduction(+:v)
         for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
         float s = 1.0f / sqrtf(v / (float)C + LN_EPS);
         for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
@@ -112,20 +114,27 @@ void bf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 void bf_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C) {
+    int params = dweight || dbias;   /* G's LayerNorms are frozen: no per-thread sums then */
 #pragma omp parallel if ((size_t)N * C >= BF_PAR_MIN)
     {
-        float *dw = bf_calloc((size_t)2 * C, sizeof(float)), *db = dw + C;
+        float *dw = params ? bf_calloc((size_t)2 * C, sizeof(float)) : NULL, *db = dw ? dw + C : NULL;
 #pragma omp for schedule(static)
         for (int i = 0; i < N; i++) {
             const float *x = inp + (size_t)i * C, *g = dout + (size_t)i * C;
             float m = mean[i], s = rstd[i], sum_g = 0.0f, sum_gx = 0.0f;
+            /* the row sums in vector lanes (reassociated: float rounding only) */
+#pragma omp simd reduction(+:sum_g, sum_gx)
             for (int c = 0; c < C; c++) {
                 float xh = (x[c] - m) * s, gw = g[c] * weight[c];
                 sum_g += gw;
                 sum_gx += gw * xh;
-                dw[c] += g[c] * xh;
-                db[c] += g[c];
             }
+            if (params)
+                for (int c = 0; c < C; c++) {
+                    float xh = (x[c] - m) * s;
+                    dw[c] += g[c] * xh;
+                    db[c] += g[c];
+                }
             sum_g /= (float)C;
             sum_gx /= (float)C;
             float *dx = dinp + (size_t)i * C;
@@ -134,10 +143,12 @@ void bf_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
                 dx[c] += s * (g[c] * weight[c] - sum_g - xh * sum_gx);
             }
         }
+        if (params) {
 #pragma omp critical
-        for (int c = 0; c < C; c++) {
-            if (dweight) dweight[c] += dw[c];
-            if (dbias) dbias[c] += db[c];
+            for (int c = 0; c < C; c++) {
+                if (dweight) dweight[c] += dw[c];
+                if (dbias) dbias[c] += db[c];
+            }
         }
         free(dw);
     }
@@ -188,6 +199,7 @@ AVX512_TARGET static inline __m512 exp16(__m512 x) {
 /* ------------------------------------------------------------------ attention */
 static inline float dot(const float *a, const float *b, int n) {
     float s = 0.0f;
+#pragma omp simd reduction(+:s)
     for (int k = 0; k < n; k++) s += a[k] * b[k];
     return s;
 }
@@ -198,6 +210,7 @@ static void softmax_inplace(float *s, int n) {
     for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
     if (mx != mx) mx = 0.0f;
     float sum = 0.0f;
+#pragma omp simd reduction(+:sum)
     for (int j = 0; j < n; j++) { s[j] = fast_expf(s[j] - mx); sum += s[j]; }
     float inv = 1.0f / sum;
     for (int j = 0; j < n; j++) s[j] *= inv;

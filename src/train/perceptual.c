@@ -37,6 +37,7 @@ static double layer_term(float *dv, const float *v, const float *t, int C, int P
     for (int c = 0; c < C; c++) {
         const float *vc = v + (size_t)c * P, *tc = t + (size_t)c * P;
         float part = 0.0f;
+#pragma omp simd reduction(+:part)   /* reassociated: float rounding only */
         for (int q = 0; q < P; q++) {
             float u = vc[q] * rv[q], e = u - tc[q] * rt[q];
             part += e * e;
