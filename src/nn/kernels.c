@@ -39,25 +39,25 @@ static inline float fast_erff(float x) {
 typedef void (*gemm_fn)(int, int, int, int, int, const float *, int, const float *, int, float *,
                         int);
 
-static void linear_forward(gemm_fn gemm, float *out, const float *inp, const float *weight,
-                           const float *bias, int N, int IC, int OC) {
-    if (bias) {
-#pragma omp parallel for schedule(static) if ((size_t)N * OC >= BF_PAR_MIN)
-        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, sizeof(float) * OC);
-    }
-    else
-        memset(out, 0, sizeof(float) * (size_t)N * OC);
-    gemm(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
-}
-
+/* The product sets out to bias + inp @ weight^T itself (no pass filling out with the bias). */
 void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IC, int OC) {
-    linear_forward(bf_gemm, out, inp, weight, bias, N, IC, OC);
+    bf_gemm_bias(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC, bias);
 }
 
 void bf_linear_forward_f32(float *out, const float *inp, const float *weight, const float *bias,
                            int N, int IC, int OC) {
-    linear_forward(bf_gemm_f32, out, inp, weight, bias, N, IC, OC);
+    bf_gemm_f32_bias(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC, bias);
+}
+
+/* The old form, out filled with the bias then accumulated into (tests compare the two). */
+void bf_linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int IC, int OC) {
+    for (int i = 0; i < N; i++) {
+        if (bias) memcpy(out + (size_t)i * OC, bias, sizeof(float) * OC);
+        else memset(out + (size_t)i * OC, 0, sizeof(float) * OC);
+    }
+    bf_gemm(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
 }
 
 static void column_sums_accumulate(float *dst, const float *src, int N, int C) {

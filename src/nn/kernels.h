@@ -11,6 +11,10 @@
  * The products follow the precision setting (bf_set_precision) */
 void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IC, int OC);
+/* The same through out filled with the bias and bf_gemm accumulating into it (the fast form
+ * has the product set out itself): the same bits. */
+void bf_linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int IC, int OC);
 /* dinp (N, IC) or NULL, dweight (OC, IC) or NULL, dbias (OC) or NULL; dout (N, OC) */
 void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int IC, int OC);

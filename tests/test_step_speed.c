@@ -1,0 +1,74 @@
+/* The fast paths of G's training step (issue 11) against the forms they replace: the linear
+ * layer's product setting its output to bias + product itself (bf_gemm_bias) instead of a
+ * pass filling it with the bias first. */
+#include "test.h"
+#include "gradcheck.h"
+#include "gemm.h"
+#include "kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Shapes reaching every kernel and edge: M < 4 (OpenBLAS), fp32 K slices (K > 256), bf16 K
+ * slices (K > 512), AMX full and edge 32 x 32 blocks (N K >= 3072), AVX512-BF16 (N K < 3072),
+ * bias or none; both precisions, each against filling C and accumulating: the same bits. */
+TEST(gemm_bias_sets_c_as_fill_then_accumulate) {
+    static const int shapes[][3] = {   /* M, N, K */
+        {3, 40, 20}, {64, 64, 128}, {70, 45, 300}, {96, 128, 600}, {33, 20, 30}, {17, 16, 16},
+        {128, 96, 64}, {50, 200, 1100},
+    };
+    bf_precision keep = bf_get_precision();
+    for (int pr = 0; pr < 2; pr++) {
+        bf_set_precision(pr ? BF_PRECISION_BF16 : BF_PRECISION_FP32);
+        for (int s = 0; s < NUM(shapes); s++)
+            for (int t = 0; t < 4; t++)
+                for (int hb = 0; hb < 2; hb++) {
+                    int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ta = t & 1, tb = t >> 1;
+                    float *A = bf_gc_randn_shifted(100 + s, (size_t)M * K, 1.0f);
+                    float *B = bf_gc_randn_shifted(200 + s, (size_t)K * N, 1.0f);
+                    float *bias = hb ? bf_gc_randn_shifted(300 + s, (size_t)N, 1.0f) : NULL;
+                    int ldc = N + 3;   /* C's rows wider than N: the gap must stay as it was */
+                    float *got = bf_gc_nans((size_t)M * ldc), *want = bf_gc_nans((size_t)M * ldc);
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < N; j++) want[(size_t)i * ldc + j] = bias ? bias[j] : 0.0f;
+                    bf_gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, want, ldc);
+                    bf_gemm_bias(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, got, ldc, bias);
+                    int same = 1;
+                    for (size_t i = 0; i < (size_t)M * ldc; i++) {
+                        uint32_t a, b;
+                        memcpy(&a, &got[i], 4);
+                        memcpy(&b, &want[i], 4);
+                        same &= a == b;
+                    }
+                    if (!same)
+                        fprintf(stderr, "    %s M=%d N=%d K=%d ta=%d tb=%d bias=%d differs\n",
+                                pr ? "bf16" : "fp32", M, N, K, ta, tb, hb);
+                    CHECK(same);
+                    if (!pr && !ta && tb) {   /* the always-fp32 entry, the linear layer's form */
+                        bf_gemm_f32_bias(0, 1, M, N, K, A, K, B, K, got, ldc, bias);
+                        CHECK(memcmp(got, want, sizeof(float) * M * ldc) == 0);
+                    }
+                    free(A); free(B); free(bias); free(got); free(want);
+                }
+    }
+    bf_set_precision(keep);
+}
+
+/* The linear layer against its reference form, in the precision the suite runs in. */
+TEST(linear_forward_matches_fill_then_accumulate) {
+    static const int shapes[][3] = {{3136 / 8, 128, 384}, {49, 512, 128}, {2, 64, 64}, {64, 3136, 256}};
+    for (int s = 0; s < NUM(shapes); s++) {
+        int N = shapes[s][0], IC = shapes[s][1], OC = shapes[s][2];
+        float *x = bf_gc_randn_shifted(400 + s, (size_t)N * IC, 1.0f);
+        float *w = bf_gc_randn_shifted(410 + s, (size_t)OC * IC, 0.1f);
+        float *b = bf_gc_randn_shifted(420 + s, (size_t)OC, 1.0f);
+        float *got = bf_gc_nans((size_t)N * OC), *want = bf_gc_nans((size_t)N * OC);
+        bf_linear_forward(got, x, w, b, N, IC, OC);
+        bf_linear_forward_ref(want, x, w, b, N, IC, OC);
+        CHECK(memcmp(got, want, sizeof(float) * N * OC) == 0);
+        bf_linear_forward(got, x, w, NULL, N, IC, OC);
+        bf_linear_forward_ref(want, x, w, NULL, N, IC, OC);
+        CHECK(memcmp(got, want, sizeof(float) * N * OC) == 0);
+        free(x); free(w); free(b); free(got); free(want);
+    }
+}
