@@ -5,6 +5,7 @@
 #include "gradcheck.h"
 #include "gemm.h"
 #include "kernels.h"
+#include "kernels_cond.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -71,4 +72,63 @@ TEST(linear_forward_matches_fill_then_accumulate) {
         CHECK(memcmp(got, want, sizeof(float) * N * OC) == 0);
         free(x); free(w); free(b); free(got); free(want);
     }
+}
+
+/* bits of n floats equal */
+static int same_bits(const float *a, const float *b, size_t n) { return memcmp(a, b, sizeof(float) * n) == 0; }
+
+/* The *_set backwards write their input gradient over whatever it held (NaN here) and give the
+ * bits of zeroing it and accumulating; the parameter gradients still accumulate. */
+TEST(backward_set_variants_match_zero_then_accumulate) {
+    bf_precision keep = bf_get_precision();
+    for (int pr = 0; pr < 2; pr++) {   /* the linear layer in both precisions */
+        bf_set_precision(pr ? BF_PRECISION_BF16 : BF_PRECISION_FP32);
+        static const int shapes[][3] = {{196, 128, 512}, {3, 20, 7}, {100, 512, 128}, {64, 48, 16}};
+        for (int s = 0; s < NUM(shapes); s++) {
+            int N = shapes[s][0], IC = shapes[s][1], OC = shapes[s][2];
+            float *x = bf_gc_randn_shifted(500 + s, (size_t)N * IC, 1.0f);
+            float *w = bf_gc_randn_shifted(510 + s, (size_t)OC * IC, 0.2f);
+            float *g = bf_gc_randn_shifted(520 + s, (size_t)N * OC, 1.0f);
+            float *d1 = bf_gc_nans((size_t)N * IC), *d2 = bf_gc_zeros((size_t)N * IC);
+            float *dw1 = bf_gc_randn_shifted(530 + s, (size_t)OC * IC, 1.0f), *dw2 = bf_gc_zeros((size_t)OC * IC);
+            float *db1 = bf_gc_randn_shifted(540 + s, (size_t)OC, 1.0f), *db2 = bf_gc_zeros((size_t)OC);
+            memcpy(dw2, dw1, sizeof(float) * OC * IC);
+            memcpy(db2, db1, sizeof(float) * OC);
+            bf_linear_backward_set(d1, dw1, db1, g, x, w, N, IC, OC);
+            bf_linear_backward(d2, dw2, db2, g, x, w, N, IC, OC);
+            CHECK(same_bits(d1, d2, (size_t)N * IC));
+            CHECK(same_bits(dw1, dw2, (size_t)OC * IC));
+            CHECK(same_bits(db1, db2, (size_t)OC));
+            free(x); free(w); free(g); free(d1); free(d2); free(dw1); free(dw2); free(db1); free(db2);
+        }
+    }
+    bf_set_precision(keep);
+
+    size_t n = 4 * 1024 + 13;   /* whole vectors, whole chunks and a tail */
+    float *x = bf_gc_randn_shifted(600, n, 2.0f), *g = bf_gc_randn_shifted(601, n, 1.0f);
+    float *d1 = bf_gc_nans(n), *d2 = bf_gc_zeros(n);
+    bf_gelu_backward_set(d1, x, g, n);
+    bf_gelu_backward(d2, x, g, n);
+    CHECK(same_bits(d1, d2, n));
+    free(x); free(g); free(d1); free(d2);
+
+    int B = 3, T = 7, C = 80;   /* a channel block and a partial one */
+    size_t ntc = (size_t)B * T * C, nbc = (size_t)B * C;
+    float *a = bf_gc_randn_shifted(610, ntc, 1.0f), *v = bf_gc_randn_shifted(611, nbc, 1.0f);
+    float *dout = bf_gc_randn_shifted(612, ntc, 1.0f);
+    float *s1 = bf_gc_randn_shifted(613, nbc, 1.0f), *p1 = bf_gc_randn_shifted(614, nbc, 1.0f);
+    float *s2 = bf_gc_zeros(nbc), *p2 = bf_gc_zeros(nbc);
+    float *x1 = bf_gc_nans(ntc), *x2 = bf_gc_zeros(ntc), *h1 = bf_gc_nans(ntc), *h2 = bf_gc_zeros(ntc);
+    memcpy(s2, s1, sizeof(float) * nbc);
+    memcpy(p2, p1, sizeof(float) * nbc);
+    bf_adaln_modulate_backward_set(x1, s1, p1, dout, a, v, B, T, C);
+    bf_adaln_modulate_backward(x2, s2, p2, dout, a, v, B, T, C);
+    CHECK(same_bits(x1, x2, ntc) && same_bits(s1, s2, nbc) && same_bits(p1, p2, nbc));
+    for (size_t i = 0; i < ntc; i++) x1[i] = NAN;
+    memset(x2, 0, sizeof(float) * ntc);
+    bf_gated_residual_backward_set(x1, p1, h1, dout, v, a, B, T, C);
+    bf_gated_residual_backward(x2, p2, h2, dout, v, a, B, T, C);
+    CHECK(same_bits(x1, x2, ntc) && same_bits(h1, h2, ntc) && same_bits(p1, p2, nbc));
+    free(a); free(v); free(dout); free(s1); free(p1); free(s2); free(p2);
+    free(x1); free(x2); free(h1); free(h2);
 }

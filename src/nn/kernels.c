@@ -85,6 +85,13 @@ void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *
     linear_backward(bf_gemm, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
 }
 
+void bf_linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC) {
+    BF_ASSERT(dinp);
+    bf_gemm_bias(0, 0, N, IC, OC, dout, OC, weight, IC, dinp, IC, NULL);   /* dinp = 0 + ... */
+    linear_backward(bf_gemm, NULL, dweight, dbias, dout, inp, weight, N, IC, OC);
+}
+
 void bf_linear_backward_f32(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *weight, int N, int IC, int OC) {
     linear_backward(bf_gemm_f32, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
@@ -632,7 +639,10 @@ static void gelu_forward_chunk(float *out, const float *inp, const float *dout, 
     for (; i < end; i++) out[i] = gelu_scalar(inp[i]);
 }
 
-static void gelu_backward_chunk(float *dinp, const float *inp, const float *dout, size_t i, size_t end) {
+/* set: dinp = 0 + dout * gelu'(inp), its old values unread (0 + x: the bits of zeroing and
+ * accumulating, -0 becoming +0) */
+static inline void gelu_backward_body(float *dinp, const float *inp, const float *dout, size_t i,
+                                      size_t end, int set) {
 #if defined(__AVX512F__)
     for (; i + 16 <= end; i += 16) {
         __m512 x = _mm512_loadu_ps(inp + i);
@@ -642,11 +652,20 @@ static void gelu_backward_chunk(float *dinp, const float *inp, const float *dout
         __m512 pdf = _mm512_mul_ps(_mm512_set1_ps(0.39894228040143268f),
                                    exp16(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-0.5f), x), x)));
         __m512 g = _mm512_fmadd_ps(x, pdf, cdf);
-        _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(_mm512_loadu_ps(dout + i), g,
-                                                   _mm512_loadu_ps(dinp + i)));
+        __m512 base = set ? _mm512_setzero_ps() : _mm512_loadu_ps(dinp + i);
+        _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(_mm512_loadu_ps(dout + i), g, base));
     }
 #endif
-    for (; i < end; i++) dinp[i] += dout[i] * gelu_grad_scalar(inp[i]);
+    for (; i < end; i++) dinp[i] = (set ? 0.0f : dinp[i]) + dout[i] * gelu_grad_scalar(inp[i]);
+}
+
+static void gelu_backward_chunk(float *dinp, const float *inp, const float *dout, size_t i, size_t end) {
+    gelu_backward_body(dinp, inp, dout, i, end, 0);
+}
+
+static void gelu_backward_set_chunk(float *dinp, const float *inp, const float *dout, size_t i,
+                                    size_t end) {
+    gelu_backward_body(dinp, inp, dout, i, end, 1);
 }
 
 /* chunk over [0, n) in GELU_CHUNK blocks, the blocks in parallel. */
@@ -665,6 +684,10 @@ void bf_gelu_forward(float *out, const float *inp, size_t n) {
 
 void bf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     gelu_chunks(gelu_backward_chunk, dinp, inp, dout, n);
+}
+
+void bf_gelu_backward_set(float *dinp, const float *inp, const float *dout, size_t n) {
+    gelu_chunks(gelu_backward_set_chunk, dinp, inp, dout, n);
 }
 
 void bf_residual_forward(float *out, const float *a, const float *b, size_t n) {
