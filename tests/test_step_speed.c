@@ -6,6 +6,7 @@
 #include "gemm.h"
 #include "kernels.h"
 #include "kernels_cond.h"
+#include "kernels_conv.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -131,4 +132,35 @@ TEST(backward_set_variants_match_zero_then_accumulate) {
     CHECK(same_bits(x1, x2, ntc) && same_bits(h1, h2, ntc) && same_bits(p1, p2, nbc));
     free(a); free(v); free(dout); free(s1); free(p1); free(s2); free(p2);
     free(x1); free(x2); free(h1); free(h2);
+}
+
+/* The vector row copies of im2col and col2im (stride 1) on rows longer than a vector, with
+ * padding windows cutting into the first and the last piece: forward and input gradient
+ * against the double-sum references. */
+TEST(conv2d_stride1_long_rows_match_ref) {
+    static const bf_conv_dims cases[] = {
+        {2, 3, 28, 37, 4, 3, 1, 1}, {1, 2, 20, 35, 3, 5, 1, 2}, {1, 2, 9, 33, 2, 3, 1, 0},
+        {1, 1, 5, 17, 2, 7, 1, 3}, {1, 2, 6, 48, 3, 3, 1, 1}, {1, 1, 4, 16, 2, 3, 1, 1},
+    };
+    for (int k = 0; k < NUM(cases); k++) {
+        const bf_conv_dims *d = &cases[k];
+        size_t ni = (size_t)d->N * d->C * d->H * d->W, nw = (size_t)d->OC * d->C * d->K * d->K;
+        size_t no = (size_t)d->N * d->OC * bf_conv_out_h(d) * bf_conv_out_w(d);
+        float *x = bf_gc_randn_shifted(800 + k, ni, 1.0f), *w = bf_gc_randn_shifted(810 + k, nw, 0.5f);
+        float *b = bf_gc_randn_shifted(820 + k, (size_t)d->OC, 1.0f), *g = bf_gc_randn_shifted(830 + k, no, 1.0f);
+        float *out = bf_gc_nans(no), *ref = bf_gc_nans(no);
+        float *col = bf_gc_nans(bf_conv_col_size(d)), *dcol = bf_gc_nans(bf_conv_col_size(d));
+        float *dx = bf_gc_randn_shifted(840 + k, ni, 1.0f), *dxr = bf_gc_zeros(ni);
+        float *dw = bf_gc_zeros(nw), *dwr = bf_gc_zeros(nw);
+        memcpy(dxr, dx, sizeof(float) * ni);   /* accumulates onto what was there */
+        bf_conv2d_forward(out, col, x, w, b, d);
+        bf_conv2d_forward_ref(ref, x, w, b, d);
+        CHECK(bf_gc_close_f("conv long rows out", out, ref, no, 1e-4, 1e-4) == 0);
+        bf_conv2d_backward(dx, dw, NULL, col, dcol, g, x, w, d);
+        bf_conv2d_backward_ref(dxr, dwr, NULL, g, x, w, d);
+        CHECK(bf_gc_close_f("conv long rows dinp", dx, dxr, ni, 1e-4, 1e-4) == 0);
+        CHECK(bf_gc_close_f("conv long rows dweight", dw, dwr, nw, 1e-4, 1e-4) == 0);
+        free(x); free(w); free(b); free(g); free(out); free(ref); free(col); free(dcol);
+        free(dx); free(dxr); free(dw); free(dwr);
+    }
 }

@@ -8,6 +8,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 int bf_conv_out_h(const bf_conv_dims *d) { return (d->H + 2 * d->pad - d->K) / d->stride + 1; }
 int bf_conv_out_w(const bf_conv_dims *d) { return (d->W + 2 * d->pad - d->K) / d->stride + 1; }
@@ -27,6 +30,28 @@ static void valid_range(int *lo, int *hi, int OW, int W, int kx, int stride, int
     *hi = b;
 }
 
+#if defined(__AVX512F__)
+/* im2col's stride 1 rows, a few dozen floats, in 16-lane pieces (a memcpy call per row cost
+ * more than the copy): positions [lo, hi) of the output row r (OW long) hold src[pos + off],
+ * the others 0. The expanding load reads from the first valid position on, so every address
+ * stays inside the image row. (col2im's adds stay scalar-vector loops: the same pieces
+ * measured slower there.) */
+static inline __mmask16 span16(int a, int b) {   /* lanes [a, b) of 16, clamped */
+    a = a < 0 ? 0 : a;
+    b = b > 16 ? 16 : b;
+    return b <= a ? 0 : (__mmask16)(((1u << (b - a)) - 1) << a);
+}
+
+static inline void row_gather_s1(float *r, const float *src, int off, int lo, int hi, int OW) {
+    for (int x0 = 0; x0 < OW; x0 += 16) {
+        __mmask16 m = span16(lo - x0, hi - x0), out = span16(0, OW - x0);
+        int first = lo > x0 ? lo : x0;
+        __m512 v = m ? _mm512_maskz_expandloadu_ps(m, src + first + off) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(r + x0, out, v);
+    }
+}
+#endif
+
 /* col (C K K, OH OW) from one image img (C, H, W); row (c, ky, kx) holds, for every output
  * position, the input pixel under that tap of the window (0 in the padding). */
 static void im2col(float *col, const float *img, const bf_conv_dims *d, int OH, int OW) {
@@ -42,6 +67,9 @@ static void im2col(float *col, const float *img, const bf_conv_dims *d, int OH, 
                     int iy = oy * s - p + ky;
                     if (iy < 0 || iy >= d->H) { memset(r, 0, sizeof(float) * OW); continue; }
                     const float *src = img + ((size_t)c * d->H + iy) * d->W;
+#if defined(__AVX512F__)
+                    if (s == 1) { row_gather_s1(r, src, kx - p, lo, hi, OW); continue; }
+#endif
                     for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
                     if (s == 1) memcpy(r + lo, src + lo - p + kx, sizeof(float) * (hi - lo));
                     else for (int ox = lo; ox < hi; ox++) r[ox] = src[ox * s - p + kx];
@@ -106,9 +134,8 @@ void bf_conv2d_backward(float *dinp, float *dweight, float *dbias, float *col, f
             im2col(col, inp + n * img, d, OH, OW);
             bf_gemm_f32(0, 1, d->OC, CKK, P, g, P, col, P, dweight, CKK);
         }
-        if (dinp) {      /* dcol (CKK, P) = weight^T @ dout, folded back onto the image */
-            memset(dcol, 0, sizeof(float) * CKK * P);
-            bf_gemm_f32(1, 0, CKK, P, d->OC, weight, CKK, g, P, dcol, P);
+        if (dinp) {      /* dcol (CKK, P) = weight^T @ dout (set by the product), folded back */
+            bf_gemm_f32_bias(1, 0, CKK, P, d->OC, weight, CKK, g, P, dcol, P, NULL);
             col2im(dinp + n * img, dcol, d, OH, OW);
         }
     }
