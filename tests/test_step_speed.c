@@ -164,3 +164,37 @@ TEST(conv2d_stride1_long_rows_match_ref) {
         free(dx); free(dxr); free(dw); free(dwr);
     }
 }
+
+/* B given transposed (a linear layer's weights in its forward) is packed by whole-vector
+ * conversion and a 16 x 16 transpose; B as stored is packed row pair by row pair. Both must
+ * give the same packed values, so the two products agree bit for bit, on both bf16 kernels,
+ * through K slices, odd K, partial column panels, and denormal and NaN values (which take the
+ * exact conversion). */
+TEST(bf16_transposed_b_packs_as_plain_b) {
+    if (!bf_gemm_bf16_available()) SKIP("this CPU computes bf16 products in fp32");
+    static const int shapes[][3] = {{40, 50, 33}, {64, 128, 128}, {33, 96, 1100}, {7, 17, 5}, {96, 40, 64}};
+    for (int s = 0; s < NUM(shapes); s++)
+        for (int kern = 0; kern < 2; kern++) {
+            int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            float *A = bf_gc_randn_shifted(900 + s, (size_t)M * K, 1.0f);
+            float *Bt = bf_gc_randn_shifted(910 + s, (size_t)N * K, 1.0f);   /* (N, K) */
+            Bt[3 % (N * K)] = 1e-40f;                 /* denormals and a NaN */
+            Bt[(size_t)K + 1 < (size_t)N * K ? (size_t)K + 1 : 0] = -3e-39f;
+            Bt[(size_t)N * K - 1] = NAN;
+            float *B = bf_malloc(sizeof(float) * N * K);                      /* (K, N) */
+            for (int j = 0; j < N; j++)
+                for (int k = 0; k < K; k++) B[(size_t)k * N + j] = Bt[(size_t)j * K + k];
+            float *c1 = bf_gc_zeros((size_t)M * N), *c2 = bf_gc_zeros((size_t)M * N);
+            if (kern) {
+                bf_gemm_bf16_amx(0, 1, M, N, K, A, K, Bt, K, c1, N);
+                bf_gemm_bf16_amx(0, 0, M, N, K, A, K, B, N, c2, N);
+            } else {
+                bf_gemm_bf16_avx512(0, 1, M, N, K, A, K, Bt, K, c1, N);
+                bf_gemm_bf16_avx512(0, 0, M, N, K, A, K, B, N, c2, N);
+            }
+            int same = memcmp(c1, c2, sizeof(float) * M * N) == 0;
+            if (!same) fprintf(stderr, "    %s M=%d N=%d K=%d differ\n", kern ? "amx" : "avx512", M, N, K);
+            CHECK(same);
+            free(A); free(Bt); free(B); free(c1); free(c2);
+        }
+}

@@ -345,6 +345,46 @@ BF16_TARGET static inline void micro_bf16(int kp, const uint32_t *Ap, const uint
     }
 }
 
+/* r[0..15] (16 x 16 32-bit values) transposed in place: unpacks of 32- then 64-bit pairs,
+ * then two rounds of 128-bit lane shuffles. */
+BF16_TARGET static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int j = 0; j < 4; j++) {
+            t[h + j] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0x88);
+            t[h + j + 4] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+    }
+}
+
+/* 32 floats (a then b) -> 16 pairs of bf16 (value 2i low, 2i + 1 high: the values' own order):
+ * the CPU's conversion (VCVTNE2PS2BF16 rounds to nearest even and quiets NaN as
+ * bf_f32_to_bf16_ref does, but flushes denormal inputs to zero), or cvt16 where a lane of a
+ * or b is denormal (exponent 0, mantissa not 0). */
+BF16_TARGET static inline __m512i pairs32(__m512 a, __m512 b) {
+    const __m512i mag = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
+    const __m512i top = _mm512_set1_epi32(0x007fffff);
+    /* |u| - 1 < 0x7fffff (unsigned) exactly when 0 < |u| <= 0x7fffff */
+    __mmask16 da = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(a), mag), one), top);
+    __mmask16 db = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(b), mag), one), top);
+    if (!(da | db)) return (__m512i)_mm512_cvtne2ps_pbh(b, a);   /* low half a, high half b */
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(cvt16(a))),
+                              _mm512_cvtepi32_epi16(cvt16(b)), 1);
+}
+
 /* One BNR-column panel of op(B), rows k0..k0+kc, columns j0..: (kc + 1) / 2 pairs x BNR. */
 BF16_TARGET static void pack_b_panel(uint32_t *dst, int tb, const float *B, int ldb, int k0,
                                      int kc, int N, int j0) {
@@ -360,10 +400,22 @@ BF16_TARGET static void pack_b_panel(uint32_t *dst, int tb, const float *B, int 
         }
         return;
     }
-    for (int j = 0; j < BNR; j++) {   /* B (N, K): column j of op(B) is a row of B */
-        if (j < nr) pairs_strided(dst + j, BNR, B + (size_t)(j0 + j) * ldb + k0, kc);
-        else for (int p = 0; p < kp; p++) dst[(size_t)p * BNR + j] = 0;
-    }
+    /* B (N, K): column j of op(B) is a row of B, whose consecutive values are its pairs. 16
+     * columns x 16 pairs at a time: each row's 32 values converted in one vector, the block
+     * transposed to pair rows (the weights of a linear layer's forward come this way). */
+    for (int h = 0; h < BNR; h += 16)
+        for (int p0 = 0; p0 < kp; p0 += 16) {
+            __m512i r[16];
+            int n = kc - 2 * p0;   /* values of this block left in each row */
+            for (int j = 0; j < 16; j++) {
+                if (h + j >= nr) { r[j] = _mm512_setzero_si512(); continue; }
+                const float *src = B + (size_t)(j0 + h + j) * ldb + k0 + 2 * p0;
+                r[j] = pairs32(_mm512_maskz_loadu_ps(lanes(n), src), _mm512_maskz_loadu_ps(lanes(n - 16), src + 16));
+            }
+            transpose16(r);
+            for (int m = 0; m < 16 && p0 + m < kp; m++)
+                _mm512_storeu_si512((void *)(dst + (size_t)(p0 + m) * BNR + h), r[m]);
+        }
 }
 
 /* Packs rows i0.. of op(A), columns k0..k0+kc, and runs the micro-kernel over every panel. */
@@ -533,31 +585,6 @@ AMX_TARGET static void amx_block(int kpp, const uint16_t *Ap, int astride, const
     } else {
         float buf[4 * 256] __attribute__((aligned(64)));
         amx_add_c(buf, C, ldc, mr, nr, set, bias);
-    }
-}
-
-/* r[0..15] (16 x 16 32-bit values) transposed in place: unpacks of 32- then 64-bit pairs,
- * then two rounds of 128-bit lane shuffles. */
-AMX_TARGET static inline void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int h = 0; h < 16; h += 8)
-        for (int j = 0; j < 4; j++) {
-            t[h + j] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0x88);
-            t[h + j + 4] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0xdd);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
     }
 }
 
