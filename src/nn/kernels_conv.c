@@ -33,8 +33,8 @@ static void valid_range(int *lo, int *hi, int OW, int W, int kx, int stride, int
 #if defined(__AVX512F__)
 /* im2col's stride 1 rows, a few dozen floats, in 16-lane pieces (a memcpy call per row cost
  * more than the copy): positions [lo, hi) of the output row r (OW long) hold src[pos + off],
- * the others 0. The expanding load reads from the first valid position on, so every address
- * stays inside the image row. (col2im's adds stay scalar-vector loops: the same pieces
+ * the others 0: one masked load and store per piece (the masked-off lanes, the padding, are
+ * not read). (col2im's adds stay scalar-vector loops: the same pieces
  * measured slower there.) */
 static inline __mmask16 span16(int a, int b) {   /* lanes [a, b) of 16, clamped */
     a = a < 0 ? 0 : a;
@@ -45,9 +45,8 @@ static inline __mmask16 span16(int a, int b) {   /* lanes [a, b) of 16, clamped 
 static inline void row_gather_s1(float *r, const float *src, int off, int lo, int hi, int OW) {
     for (int x0 = 0; x0 < OW; x0 += 16) {
         __mmask16 m = span16(lo - x0, hi - x0), out = span16(0, OW - x0);
-        int first = lo > x0 ? lo : x0;
-        __m512 v = m ? _mm512_maskz_expandloadu_ps(m, src + first + off) : _mm512_setzero_ps();
-        _mm512_mask_storeu_ps(r + x0, out, v);
+        /* lanes before lo (src + x0 + off may start before the row) are masked: not read */
+        _mm512_mask_storeu_ps(r + x0, out, _mm512_maskz_loadu_ps(m, src + x0 + off));
     }
 }
 #endif
