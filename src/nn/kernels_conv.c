@@ -77,9 +77,43 @@ static void im2col(float *col, const float *img, const bf_conv_dims *d, int OH, 
             }
 }
 
+#if defined(__AVX512F__)
+/* col2im at stride 1 by image rows: each 16-pixel piece of a row gathers its K K taps in a
+ * register and is stored once (adding each tap's row into the image in turn, a masked
+ * read-modify-write per tap, measured slower than the scalar-vector loop). The tap (ky, kx)
+ * reads col row (c, ky, kx) at output row iy + pad - ky, columns x - kx + pad (lanes outside
+ * the valid columns masked, not read). */
+static void col2im_s1(float *img, const float *col, const bf_conv_dims *d, int OH, int OW) {
+    int K = d->K, p = d->pad, H = d->H, W = d->W;
+    size_t P = (size_t)OH * OW;
+    for (int c = 0; c < d->C; c++)
+        for (int iy = 0; iy < H; iy++) {
+            float *dst = img + ((size_t)c * H + iy) * W;
+            for (int x0 = 0; x0 < W; x0 += 16) {
+                __mmask16 in = span16(0, W - x0);
+                __m512 acc = _mm512_maskz_loadu_ps(in, dst + x0);
+                for (int ky = 0; ky < K; ky++) {
+                    int oy = iy + p - ky;
+                    if (oy < 0 || oy >= OH) continue;
+                    for (int kx = 0; kx < K; kx++) {
+                        int off = kx - p;   /* image column x reads output column x - off */
+                        __mmask16 m = in & span16(off - x0, OW + off - x0);
+                        const float *r = col + ((size_t)(c * K + ky) * K + kx) * P + (size_t)oy * OW;
+                        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, r + x0 - off));
+                    }
+                }
+                _mm512_mask_storeu_ps(dst + x0, in, acc);
+            }
+        }
+}
+#endif
+
 /* img (C, H, W) += col (C K K, OH OW): the transpose of im2col */
 static void col2im(float *img, const float *col, const bf_conv_dims *d, int OH, int OW) {
     int K = d->K, s = d->stride, p = d->pad;
+#if defined(__AVX512F__)
+    if (s == 1) { col2im_s1(img, col, d, OH, OW); return; }
+#endif
     for (int c = 0; c < d->C; c++)
         for (int ky = 0; ky < K; ky++)
             for (int kx = 0; kx < K; kx++) {
