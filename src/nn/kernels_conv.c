@@ -34,8 +34,7 @@ static void valid_range(int *lo, int *hi, int OW, int W, int kx, int stride, int
 /* im2col's stride 1 rows, a few dozen floats, in 16-lane pieces (a memcpy call per row cost
  * more than the copy): positions [lo, hi) of the output row r (OW long) hold src[pos + off],
  * the others 0: one masked load and store per piece (the masked-off lanes, the padding, are
- * not read). (col2im's adds stay scalar-vector loops: the same pieces
- * measured slower there.) */
+ * not read). col2im_s1 below reads the col rows the same way. */
 static inline __mmask16 span16(int a, int b) {   /* lanes [a, b) of 16, clamped */
     a = a < 0 ? 0 : a;
     b = b > 16 ? 16 : b;
