@@ -564,6 +564,14 @@ AMX_TARGET static inline void amx_c_tiles(float *C, int ldc, int store) {
 AMX_TARGET static void amx_block(int kpp, const uint16_t *Ap, int astride, const uint32_t *Bp,
                                  float *C, int ldc, int mr, int nr, int set, const float *bias) {
     int full = mr == AMR && nr == BNR;
+    /* set: C is written, never read; without the filling pass that brought its lines into
+     * the cache, the tile stores at the end waited on them: ask for them (for writing) now,
+     * while the tiles multiply (measured: G's four forward linears in bf16, 3.3 -> 2.75 ms) */
+    if (set)
+        for (int i = 0; i < mr; i++) {
+            _mm_prefetch((const char *)(C + (size_t)i * ldc), _MM_HINT_ET0);
+            if (nr > 16) _mm_prefetch((const char *)(C + (size_t)i * ldc + 16), _MM_HINT_ET0);
+        }
     if (full && !set) amx_c_tiles(C, ldc, 0);
     else if (full && bias) {
         _tile_loadd(0, bias, 0); _tile_loadd(1, bias + 16, 0);
