@@ -36,6 +36,15 @@ void bf_gemm_blas(int ta, int tb, int M, int N, int K, const float *A, int lda, 
                 M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
 }
 
+/* C (M, N) <- bias broadcast over the rows (0 where bias is NULL): the start of a product
+ * that sets C, where a kernel does not set it itself. */
+static void fill_rows(float *C, int ldc, int M, int N, const float *bias) {
+    for (int i = 0; i < M; i++) {
+        if (bias) memcpy(C + (size_t)i * ldc, bias, sizeof(float) * N);
+        else memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
+    }
+}
+
 /* The packed panels of B, one buffer per kind (fp32, bf16) per calling thread (decoders call
  * bf_gemm from inside their own parallel regions), kept between calls so the hot loop takes no
  * page faults. A thread that ends (OpenMP shrinks its pool when a team gets smaller) frees them
@@ -78,9 +87,10 @@ static void *thread_scratch(int kind, size_t bytes) {
 
 int bf_gemm_native(void) { return !blas_forced(); }
 
-/* C tile (mr x nr) += Ap (kc x MR) @ Bp (kc x NR) */
+/* C tile (mr x nr) += Ap (kc x MR) @ Bp (kc x NR); set: C tile = bias (nr values, or 0 where
+ * NULL) + the product instead, C not read. */
 static void micro_kernel(int kc, const float *Ap, const float *Bp, float *C, int ldc, int mr,
-                         int nr) {
+                         int nr, int set, const float *bias) {
     __m512 c[MR][2];
     for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
@@ -95,6 +105,16 @@ static void micro_kernel(int kc, const float *Ap, const float *Bp, float *C, int
     }
     __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    if (set) {
+        __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+        __m512 b1 = bias && m1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+        for (int i = 0; i < mr; i++) {
+            float *ci = C + (size_t)i * ldc;
+            _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(b0, c[i][0]));
+            if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(b1, c[i][1]));
+        }
+        return;
+    }
     for (int i = 0; i < mr; i++) {
         float *ci = C + (size_t)i * ldc;
         _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), c[i][0]));
@@ -134,12 +154,17 @@ static void pack_a(float *Ap, int ta, const float *A, int lda, int i0, int k0, i
     }
 }
 
-void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
-                 int ldb, float *C, int ldc) {
-    if (M <= 0 || N <= 0 || K <= 0) return;
+/* The product, accumulated into C (set = 0) or setting C to bias + the product (set = 1). */
+static void gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                     int ldb, float *C, int ldc, int set, const float *bias) {
+    if (M <= 0 || N <= 0) return;
     /* a few rows (token-by-token decoding of small batches): packing B would cost as much as
      * the product itself, and OpenBLAS's matrix-vector path does better */
-    if (!bf_gemm_native() || M < 4) { bf_gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, C, ldc); return; }
+    if (!bf_gemm_native() || M < 4 || K <= 0) {
+        if (set) fill_rows(C, ldc, M, N, bias);
+        if (K > 0) bf_gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+        return;
+    }
     int par = (double)M * N * K >= 2e6;
     int panels = (N + NR - 1) / NR, rows = (M + MR - 1) / MR;
     size_t need = (size_t)panels * (K < KC ? K : KC) * NR;
@@ -157,7 +182,7 @@ void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, c
                 for (int p = 0; p < panels; p++) {
                     int nr = N - p * NR < NR ? N - p * NR : NR;
                     micro_kernel(kc, Ap, Bp + (size_t)p * kc * NR, C + (size_t)i0 * ldc + p * NR,
-                                 ldc, mr, nr);
+                                 ldc, mr, nr, set && k0 == 0, bias ? bias + p * NR : NULL);
                 }
             }
         }
@@ -168,11 +193,23 @@ void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, c
 
 int bf_gemm_native(void) { return 0; }
 
-void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
-                 int ldb, float *C, int ldc) {
-    bf_gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+static void gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                     int ldb, float *C, int ldc, int set, const float *bias) {
+    if (M <= 0 || N <= 0) return;
+    if (set) fill_rows(C, ldc, M, N, bias);
+    if (K > 0) bf_gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
 }
 #endif
+
+void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                 int ldb, float *C, int ldc) {
+    gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0, NULL);
+}
+
+void bf_gemm_f32_bias(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, float *C, int ldc, const float *bias) {
+    gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 1, bias);
+}
 
 /* ================================================================== bf16 */
 uint16_t bf_f32_to_bf16_ref(float x) {
@@ -275,7 +312,8 @@ BF16_TARGET static inline __m512i pair16(const float *r0, const float *r1, int n
 
 /* C tile (mr x nr) += Ap (kp pairs x BMR) . Bp (kp pairs x BNR) */
 BF16_TARGET static inline void micro_bf16(int kp, const uint32_t *Ap, const uint32_t *Bp,
-                                          float *C, int ldc, int mr, int nr) {
+                                          float *C, int ldc, int mr, int nr, int set,
+                                          const float *bias) {
     __m512 c[BMR][2];
     for (int i = 0; i < BMR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
     for (int k = 0; k < kp; k++) {
@@ -290,11 +328,61 @@ BF16_TARGET static inline void micro_bf16(int kp, const uint32_t *Ap, const uint
         }
     }
     __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    if (set) {   /* C = bias + the product, C not read */
+        __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+        __m512 b1 = bias && m1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+        for (int i = 0; i < mr; i++) {
+            float *ci = C + (size_t)i * ldc;
+            _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(b0, c[i][0]));
+            if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(b1, c[i][1]));
+        }
+        return;
+    }
     for (int i = 0; i < mr; i++) {
         float *ci = C + (size_t)i * ldc;
         _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), c[i][0]));
         if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), c[i][1]));
     }
+}
+
+/* r[0..15] (16 x 16 32-bit values) transposed in place: unpacks of 32- then 64-bit pairs,
+ * then two rounds of 128-bit lane shuffles. */
+BF16_TARGET static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int j = 0; j < 4; j++) {
+            t[h + j] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0x88);
+            t[h + j + 4] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+    }
+}
+
+/* 32 floats (a then b) -> 16 pairs of bf16 (value 2i low, 2i + 1 high: the values' own order):
+ * the CPU's conversion (VCVTNE2PS2BF16 rounds to nearest even and quiets NaN as
+ * bf_f32_to_bf16_ref does, but flushes denormal inputs to zero), or cvt16 where a lane of a
+ * or b is denormal (exponent 0, mantissa not 0). */
+BF16_TARGET static inline __m512i pairs32(__m512 a, __m512 b) {
+    const __m512i mag = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
+    const __m512i top = _mm512_set1_epi32(0x007fffff);
+    /* |u| - 1 < 0x7fffff (unsigned) exactly when 0 < |u| <= 0x7fffff */
+    __mmask16 da = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(a), mag), one), top);
+    __mmask16 db = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(b), mag), one), top);
+    if (!(da | db)) return (__m512i)_mm512_cvtne2ps_pbh(b, a);   /* low half a, high half b */
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(cvt16(a))),
+                              _mm512_cvtepi32_epi16(cvt16(b)), 1);
 }
 
 /* One BNR-column panel of op(B), rows k0..k0+kc, columns j0..: (kc + 1) / 2 pairs x BNR. */
@@ -312,15 +400,28 @@ BF16_TARGET static void pack_b_panel(uint32_t *dst, int tb, const float *B, int 
         }
         return;
     }
-    for (int j = 0; j < BNR; j++) {   /* B (N, K): column j of op(B) is a row of B */
-        if (j < nr) pairs_strided(dst + j, BNR, B + (size_t)(j0 + j) * ldb + k0, kc);
-        else for (int p = 0; p < kp; p++) dst[(size_t)p * BNR + j] = 0;
-    }
+    /* B (N, K): column j of op(B) is a row of B, whose consecutive values are its pairs. 16
+     * columns x 16 pairs at a time: each row's 32 values converted in one vector, the block
+     * transposed to pair rows (the weights of a linear layer's forward come this way). */
+    for (int h = 0; h < BNR; h += 16)
+        for (int p0 = 0; p0 < kp; p0 += 16) {
+            __m512i r[16];
+            int n = kc - 2 * p0;   /* values of this block left in each row */
+            for (int j = 0; j < 16; j++) {
+                if (h + j >= nr) { r[j] = _mm512_setzero_si512(); continue; }
+                const float *src = B + (size_t)(j0 + h + j) * ldb + k0 + 2 * p0;
+                r[j] = pairs32(_mm512_maskz_loadu_ps(lanes(n), src), _mm512_maskz_loadu_ps(lanes(n - 16), src + 16));
+            }
+            transpose16(r);
+            for (int m = 0; m < 16 && p0 + m < kp; m++)
+                _mm512_storeu_si512((void *)(dst + (size_t)(p0 + m) * BNR + h), r[m]);
+        }
 }
 
 /* Packs rows i0.. of op(A), columns k0..k0+kc, and runs the micro-kernel over every panel. */
 BF16_TARGET static void row_panel_bf16(int ta, const float *A, int lda, int i0, int k0, int kc,
-                                       int M, int N, const uint32_t *Bp, float *C, int ldc) {
+                                       int M, int N, const uint32_t *Bp, float *C, int ldc,
+                                       int set, const float *bias) {
     uint32_t Ap[(BKC / 2) * BMR] __attribute__((aligned(64)));
     int mr = M - i0 < BMR ? M - i0 : BMR, kp = (kc + 1) / 2;
     if (ta) {   /* A (K, M): rows k, k + 1 side by side, mr of the 16 lanes used */
@@ -338,13 +439,15 @@ BF16_TARGET static void row_panel_bf16(int ta, const float *A, int lda, int i0, 
     int panels = (N + BNR - 1) / BNR;
     for (int q = 0; q < panels; q++) {
         int nr = N - q * BNR < BNR ? N - q * BNR : BNR;
-        micro_bf16(kp, Ap, Bp + (size_t)q * kp * BNR, C + (size_t)i0 * ldc + q * BNR, ldc, mr, nr);
+        micro_bf16(kp, Ap, Bp + (size_t)q * kp * BNR, C + (size_t)i0 * ldc + q * BNR, ldc, mr, nr,
+                   set, bias ? bias + q * BNR : NULL);
     }
 }
 
 
 static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                             const float *B, int ldb, float *C, int ldc) {
+                             const float *B, int ldb, float *C, int ldc, int set,
+                             const float *bias) {
     int par = (double)M * N * K >= 2e6;
     (void)par;   /* read by the OpenMP pragmas only (unused in serial builds) */
     int panels = (N + BNR - 1) / BNR, rows = (M + BMR - 1) / BMR;
@@ -357,7 +460,7 @@ static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A
             pack_b_panel(Bp + (size_t)q * kp * BNR, tb, B, ldb, k0, kc, N, q * BNR);
 #pragma omp parallel for schedule(static) if (par)
         for (int r = 0; r < rows; r++)
-            row_panel_bf16(ta, A, lda, r * BMR, k0, kc, M, N, Bp, C, ldc);
+            row_panel_bf16(ta, A, lda, r * BMR, k0, kc, M, N, Bp, C, ldc, set && k0 == 0, bias);
     }
 }
 
@@ -418,18 +521,25 @@ AMX_TARGET static void amx_begin(void) {
 }
 
 /* C block (mr <= 32 rows, nr <= 32 columns) += tiles 0..3, stored through buf (tile t covers
- * rows 16 (t / 2).., columns 16 (t % 2)..). */
-AMX_TARGET static void amx_add_c(float *buf, float *C, int ldc, int mr, int nr) {
+ * rows 16 (t / 2).., columns 16 (t % 2)..); set: C block = bias (or 0) + the tiles instead. */
+AMX_TARGET static void amx_add_c(float *buf, float *C, int ldc, int mr, int nr, int set,
+                                 const float *bias) {
     _tile_stored(0, buf, 64);
     _tile_stored(1, buf + 256, 64);
     _tile_stored(2, buf + 512, 64);
     _tile_stored(3, buf + 768, 64);
     __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    __m512 b0 = set && bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 b1 = set && bias && m1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
     for (int i = 0; i < mr; i++) {
         const float *t = buf + (i / 16) * 512 + (i % 16) * 16;
         float *ci = C + (size_t)i * ldc;
-        _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), _mm512_load_ps(t)));
-        if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), _mm512_load_ps(t + 256)));
+        __m512 c0 = set ? b0 : _mm512_maskz_loadu_ps(m0, ci);
+        _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(c0, _mm512_load_ps(t)));
+        if (m1) {
+            __m512 c1 = set ? b1 : _mm512_maskz_loadu_ps(m1, ci + 16);
+            _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(c1, _mm512_load_ps(t + 256)));
+        }
     }
 }
 
@@ -448,12 +558,25 @@ AMX_TARGET static inline void amx_c_tiles(float *C, int ldc, int store) {
 
 /* C block (32 x 32 at most) += Ap (32 rows x kpp pairs, row stride astride bytes) . Bp (kpp
  * pairs x BNR). A full block accumulates onto C loaded into the tiles (no second pass over C);
- * an edge block starts from zero and is added through a buffer under masks. */
+ * an edge block starts from zero and is added through a buffer under masks. set: C = bias (32
+ * values, or 0 where NULL) + the product, C not read: a full block's tiles start from the bias
+ * row loaded into all 16 rows (row stride 0), the same start as C filled with the bias. */
 AMX_TARGET static void amx_block(int kpp, const uint16_t *Ap, int astride, const uint32_t *Bp,
-                                 float *C, int ldc, int mr, int nr) {
+                                 float *C, int ldc, int mr, int nr, int set, const float *bias) {
     int full = mr == AMR && nr == BNR;
-    if (full) amx_c_tiles(C, ldc, 0);
-    else { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
+    /* set: C is written, never read; without the filling pass that brought its lines into
+     * the cache, the tile stores at the end waited on them: ask for them (for writing) now,
+     * while the tiles multiply (measured: G's four forward linears in bf16, 3.3 -> 2.75 ms) */
+    if (set)
+        for (int i = 0; i < mr; i++) {
+            _mm_prefetch((const char *)(C + (size_t)i * ldc), _MM_HINT_ET0);
+            if (nr > 16) _mm_prefetch((const char *)(C + (size_t)i * ldc + 16), _MM_HINT_ET0);
+        }
+    if (full && !set) amx_c_tiles(C, ldc, 0);
+    else if (full && bias) {
+        _tile_loadd(0, bias, 0); _tile_loadd(1, bias + 16, 0);
+        _tile_loadd(2, bias, 0); _tile_loadd(3, bias + 16, 0);
+    } else { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
     const char *a1 = (const char *)Ap + (size_t)16 * astride;
     for (int p = 0; p < kpp; p += 16) {
         _tile_loadd(4, Ap + 2 * p, astride);
@@ -469,32 +592,7 @@ AMX_TARGET static void amx_block(int kpp, const uint16_t *Ap, int astride, const
         amx_c_tiles(C, ldc, 1);
     } else {
         float buf[4 * 256] __attribute__((aligned(64)));
-        amx_add_c(buf, C, ldc, mr, nr);
-    }
-}
-
-/* r[0..15] (16 x 16 32-bit values) transposed in place: unpacks of 32- then 64-bit pairs,
- * then two rounds of 128-bit lane shuffles. */
-AMX_TARGET static inline void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int h = 0; h < 16; h += 8)
-        for (int j = 0; j < 4; j++) {
-            t[h + j] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0x88);
-            t[h + j + 4] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0xdd);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+        amx_add_c(buf, C, ldc, mr, nr, set, bias);
     }
 }
 
@@ -529,21 +627,24 @@ AMX_TARGET static void amx_pack_a(uint16_t *Ap, int kpp, int ta, const float *A,
 
 /* One 32-row panel of C over every column panel, in this thread's tile configuration. */
 AMX_TARGET static void amx_row_panel(int ta, const float *A, int lda, int i0, int k0, int kc,
-                                     int kpp, int M, int N, const uint32_t *Bp, float *C, int ldc) {
+                                     int kpp, int M, int N, const uint32_t *Bp, float *C, int ldc,
+                                     int set, const float *bias) {
     uint16_t Ap[AMR * AKC] __attribute__((aligned(64)));
     amx_pack_a(Ap, kpp, ta, A, lda, i0, k0, kc, M);
     int mr = M - i0 < AMR ? M - i0 : AMR, panels = (N + BNR - 1) / BNR;
     amx_begin();
     for (int q = 0; q < panels; q++) {
         int nr = N - q * BNR < BNR ? N - q * BNR : BNR;
-        amx_block(kpp, Ap, 4 * kpp, Bp + (size_t)q * kpp * BNR, C + (size_t)i0 * ldc + q * BNR, ldc, mr, nr);
+        amx_block(kpp, Ap, 4 * kpp, Bp + (size_t)q * kpp * BNR, C + (size_t)i0 * ldc + q * BNR, ldc,
+                  mr, nr, set, bias ? bias + q * BNR : NULL);
     }
     _tile_release();
 }
 
 /* The blocking of gemm_bf16_kernel, with B's panels padded to whole tiles of 16 pairs. */
 static void gemm_amx_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                            const float *B, int ldb, float *C, int ldc) {
+                            const float *B, int ldb, float *C, int ldc, int set,
+                            const float *bias) {
     int par = (double)M * N * K >= 2e6;
     (void)par;   /* read by the OpenMP pragmas only (unused in serial builds) */
     int panels = (N + BNR - 1) / BNR, rows = (M + AMR - 1) / AMR;
@@ -559,14 +660,15 @@ static void gemm_amx_kernel(int ta, int tb, int M, int N, int K, const float *A,
         }
 #pragma omp parallel for schedule(static) if (par)
         for (int r = 0; r < rows; r++)
-            amx_row_panel(ta, A, lda, r * AMR, k0, kc, kpp, M, N, Bp, C, ldc);
+            amx_row_panel(ta, A, lda, r * AMR, k0, kc, kpp, M, N, Bp, C, ldc, set && k0 == 0, bias);
     }
 }
 #else
 static int cpu_has_amx(void) { return 0; }
 
 static void gemm_amx_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                            const float *B, int ldb, float *C, int ldc) {
+                            const float *B, int ldb, float *C, int ldc, int set,
+                            const float *bias) {
     BF_ASSERT(0);
 }
 #endif
@@ -581,12 +683,14 @@ static int cpu_has_bf16(void) { return 0; }
 static int cpu_has_amx(void) { return 0; }
 
 static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                             const float *B, int ldb, float *C, int ldc) {
+                             const float *B, int ldb, float *C, int ldc, int set,
+                             const float *bias) {
     BF_ASSERT(0);
 }
 
 static void gemm_amx_kernel(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                            const float *B, int ldb, float *C, int ldc) {
+                            const float *B, int ldb, float *C, int ldc, int set,
+                            const float *bias) {
     BF_ASSERT(0);
 }
 
@@ -635,28 +739,42 @@ static int amx_pays(int M, int N, int K) {
     return (double)N * K >= AMX_MIN_NK;
 }
 
-void bf_gemm_bf16_avx512(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                         const float *B, int ldb, float *C, int ldc) {
-    if (M <= 0 || N <= 0 || K <= 0) return;
-    if (bf_gemm_bf16_available()) gemm_bf16_kernel(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+static void gemm_bf16_avx512(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                             const float *B, int ldb, float *C, int ldc, int set,
+                             const float *bias) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { if (set) fill_rows(C, ldc, M, N, bias); return; }
+    if (bf_gemm_bf16_available()) gemm_bf16_kernel(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, set, bias);
     else {
         note_fallback();
-        bf_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+        gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, set, bias);
     }
+}
+
+static void gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, float *C, int ldc, int set, const float *bias) {
+    if (M > 0 && N > 0 && K > 0 && amx_pays(M, N, K) && bf_gemm_amx_available())
+        gemm_amx_kernel(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, set, bias);
+    else gemm_bf16_avx512(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, set, bias);
+}
+
+void bf_gemm_bf16_avx512(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                         const float *B, int ldb, float *C, int ldc) {
+    if (K <= 0) return;
+    gemm_bf16_avx512(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0, NULL);
 }
 
 void bf_gemm_bf16_amx(int ta, int tb, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, float *C, int ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return;
-    if (bf_gemm_amx_available()) gemm_amx_kernel(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    if (bf_gemm_amx_available()) gemm_amx_kernel(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0, NULL);
     else bf_gemm_bf16_avx512(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
 }
 
 void bf_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
                   int ldb, float *C, int ldc) {
-    if (M > 0 && N > 0 && K > 0 && amx_pays(M, N, K) && bf_gemm_amx_available())
-        gemm_amx_kernel(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
-    else bf_gemm_bf16_avx512(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    if (K <= 0) return;
+    gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0, NULL);
 }
 
 /* ================================================================== precision setting */
@@ -712,4 +830,10 @@ void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const
              int ldb, float *C, int ldc) {
     if (bf_get_precision() == BF_PRECISION_BF16) bf_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
     else bf_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+}
+
+void bf_gemm_bias(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                  int ldb, float *C, int ldc, const float *bias) {
+    if (bf_get_precision() == BF_PRECISION_BF16) gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 1, bias);
+    else gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 1, bias);
 }

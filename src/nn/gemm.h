@@ -19,6 +19,15 @@
 
 void bf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
              int ldb, float *C, int ldc);
+/* C (M, N) = bias + op(A) @ op(B), bias (N) added to every row (NULL: none): C is set, its
+ * old values never read (a linear layer's output without a pass filling it with the bias
+ * first). The kernels and precision of bf_gemm and bf_gemm_f32; the bias starts the fp32 sums
+ * of the first K slice where C's old values start them in bf_gemm, so the result is bit for
+ * bit that of filling C with the bias and calling bf_gemm / bf_gemm_f32. */
+void bf_gemm_bias(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                  int ldb, float *C, int ldc, const float *bias);
+void bf_gemm_f32_bias(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, float *C, int ldc, const float *bias);
 /* Always fp32 (biflow's AVX-512 kernel, or OpenBLAS). */
 void bf_gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
                  int ldb, float *C, int ldc);

@@ -39,25 +39,25 @@ static inline float fast_erff(float x) {
 typedef void (*gemm_fn)(int, int, int, int, int, const float *, int, const float *, int, float *,
                         int);
 
-static void linear_forward(gemm_fn gemm, float *out, const float *inp, const float *weight,
-                           const float *bias, int N, int IC, int OC) {
-    if (bias) {
-#pragma omp parallel for schedule(static) if ((size_t)N * OC >= BF_PAR_MIN)
-        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, sizeof(float) * OC);
-    }
-    else
-        memset(out, 0, sizeof(float) * (size_t)N * OC);
-    gemm(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
-}
-
+/* The product sets out to bias + inp @ weight^T itself (no pass filling out with the bias). */
 void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IC, int OC) {
-    linear_forward(bf_gemm, out, inp, weight, bias, N, IC, OC);
+    bf_gemm_bias(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC, bias);
 }
 
 void bf_linear_forward_f32(float *out, const float *inp, const float *weight, const float *bias,
                            int N, int IC, int OC) {
-    linear_forward(bf_gemm_f32, out, inp, weight, bias, N, IC, OC);
+    bf_gemm_f32_bias(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC, bias);
+}
+
+/* The old form, out filled with the bias then accumulated into (tests compare the two). */
+void bf_linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int IC, int OC) {
+    for (int i = 0; i < N; i++) {
+        if (bias) memcpy(out + (size_t)i * OC, bias, sizeof(float) * OC);
+        else memset(out + (size_t)i * OC, 0, sizeof(float) * OC);
+    }
+    bf_gemm(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
 }
 
 static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
@@ -85,6 +85,13 @@ void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *
     linear_backward(bf_gemm, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
 }
 
+void bf_linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC) {
+    BF_ASSERT(dinp);
+    bf_gemm_bias(0, 0, N, IC, OC, dout, OC, weight, IC, dinp, IC, NULL);   /* dinp = 0 + ... */
+    linear_backward(bf_gemm, NULL, dweight, dbias, dout, inp, weight, N, IC, OC);
+}
+
 void bf_linear_backward_f32(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *weight, int N, int IC, int OC) {
     linear_backward(bf_gemm_f32, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
@@ -98,9 +105,11 @@ void bf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
         const float *x = inp + (size_t)i * C;
         float *o = out + (size_t)i * C;
         float m = 0.0f;
+#pragma omp simd reduction(+:m)
         for (int c = 0; c < C; c++) m += x[c];
         m /= (float)C;
         float v = 0.0f;
+#pragma omp simd reduction(+:v)
         for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
         float s = 1.0f / sqrtf(v / (float)C + LN_EPS);
         for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
@@ -112,20 +121,27 @@ void bf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 void bf_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C) {
+    int params = dweight || dbias;   /* G's LayerNorms are frozen: no per-thread sums then */
 #pragma omp parallel if ((size_t)N * C >= BF_PAR_MIN)
     {
-        float *dw = bf_calloc((size_t)2 * C, sizeof(float)), *db = dw + C;
+        float *dw = params ? bf_calloc((size_t)2 * C, sizeof(float)) : NULL, *db = dw ? dw + C : NULL;
 #pragma omp for schedule(static)
         for (int i = 0; i < N; i++) {
             const float *x = inp + (size_t)i * C, *g = dout + (size_t)i * C;
             float m = mean[i], s = rstd[i], sum_g = 0.0f, sum_gx = 0.0f;
+            /* the row sums in vector lanes (reassociated: float rounding only) */
+#pragma omp simd reduction(+:sum_g, sum_gx)
             for (int c = 0; c < C; c++) {
                 float xh = (x[c] - m) * s, gw = g[c] * weight[c];
                 sum_g += gw;
                 sum_gx += gw * xh;
-                dw[c] += g[c] * xh;
-                db[c] += g[c];
             }
+            if (params)
+                for (int c = 0; c < C; c++) {
+                    float xh = (x[c] - m) * s;
+                    dw[c] += g[c] * xh;
+                    db[c] += g[c];
+                }
             sum_g /= (float)C;
             sum_gx /= (float)C;
             float *dx = dinp + (size_t)i * C;
@@ -134,10 +150,12 @@ void bf_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
                 dx[c] += s * (g[c] * weight[c] - sum_g - xh * sum_gx);
             }
         }
+        if (params) {
 #pragma omp critical
-        for (int c = 0; c < C; c++) {
-            if (dweight) dweight[c] += dw[c];
-            if (dbias) dbias[c] += db[c];
+            for (int c = 0; c < C; c++) {
+                if (dweight) dweight[c] += dw[c];
+                if (dbias) dbias[c] += db[c];
+            }
         }
         free(dw);
     }
@@ -188,6 +206,7 @@ AVX512_TARGET static inline __m512 exp16(__m512 x) {
 /* ------------------------------------------------------------------ attention */
 static inline float dot(const float *a, const float *b, int n) {
     float s = 0.0f;
+#pragma omp simd reduction(+:s)
     for (int k = 0; k < n; k++) s += a[k] * b[k];
     return s;
 }
@@ -198,6 +217,7 @@ static void softmax_inplace(float *s, int n) {
     for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
     if (mx != mx) mx = 0.0f;
     float sum = 0.0f;
+#pragma omp simd reduction(+:sum)
     for (int j = 0; j < n; j++) { s[j] = fast_expf(s[j] - mx); sum += s[j]; }
     float inv = 1.0f / sum;
     for (int j = 0; j < n; j++) s[j] *= inv;
@@ -619,7 +639,10 @@ static void gelu_forward_chunk(float *out, const float *inp, const float *dout, 
     for (; i < end; i++) out[i] = gelu_scalar(inp[i]);
 }
 
-static void gelu_backward_chunk(float *dinp, const float *inp, const float *dout, size_t i, size_t end) {
+/* set: dinp = 0 + dout * gelu'(inp), its old values unread (0 + x: the bits of zeroing and
+ * accumulating, -0 becoming +0) */
+static inline void gelu_backward_body(float *dinp, const float *inp, const float *dout, size_t i,
+                                      size_t end, int set) {
 #if defined(__AVX512F__)
     for (; i + 16 <= end; i += 16) {
         __m512 x = _mm512_loadu_ps(inp + i);
@@ -629,11 +652,20 @@ static void gelu_backward_chunk(float *dinp, const float *inp, const float *dout
         __m512 pdf = _mm512_mul_ps(_mm512_set1_ps(0.39894228040143268f),
                                    exp16(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-0.5f), x), x)));
         __m512 g = _mm512_fmadd_ps(x, pdf, cdf);
-        _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(_mm512_loadu_ps(dout + i), g,
-                                                   _mm512_loadu_ps(dinp + i)));
+        __m512 base = set ? _mm512_setzero_ps() : _mm512_loadu_ps(dinp + i);
+        _mm512_storeu_ps(dinp + i, _mm512_fmadd_ps(_mm512_loadu_ps(dout + i), g, base));
     }
 #endif
-    for (; i < end; i++) dinp[i] += dout[i] * gelu_grad_scalar(inp[i]);
+    for (; i < end; i++) dinp[i] = (set ? 0.0f : dinp[i]) + dout[i] * gelu_grad_scalar(inp[i]);
+}
+
+static void gelu_backward_chunk(float *dinp, const float *inp, const float *dout, size_t i, size_t end) {
+    gelu_backward_body(dinp, inp, dout, i, end, 0);
+}
+
+static void gelu_backward_set_chunk(float *dinp, const float *inp, const float *dout, size_t i,
+                                    size_t end) {
+    gelu_backward_body(dinp, inp, dout, i, end, 1);
 }
 
 /* chunk over [0, n) in GELU_CHUNK blocks, the blocks in parallel. */
@@ -652,6 +684,10 @@ void bf_gelu_forward(float *out, const float *inp, size_t n) {
 
 void bf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     gelu_chunks(gelu_backward_chunk, dinp, inp, dout, n);
+}
+
+void bf_gelu_backward_set(float *dinp, const float *inp, const float *dout, size_t n) {
+    gelu_chunks(gelu_backward_set_chunk, dinp, inp, dout, n);
 }
 
 void bf_residual_forward(float *out, const float *a, const float *b, size_t n) {

@@ -11,9 +11,17 @@
  * The products follow the precision setting (bf_set_precision) */
 void bf_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IC, int OC);
+/* The same through out filled with the bias and bf_gemm accumulating into it (the fast form
+ * has the product set out itself): the same bits. */
+void bf_linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int IC, int OC);
 /* dinp (N, IC) or NULL, dweight (OC, IC) or NULL, dbias (OC) or NULL; dout (N, OC) */
 void bf_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int IC, int OC);
+/* bf_linear_backward with dinp (not NULL) SET (=) to dout @ weight rather than accumulated,
+ * for a caller that would zero it first: the same bits, without the zeroing pass. */
+void bf_linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC);
 /* The same, always fp32 (the feature network's linear layers) */
 void bf_linear_forward_f32(float *out, const float *inp, const float *weight, const float *bias,
                            int N, int IC, int OC);
@@ -47,6 +55,8 @@ int bf_attention_fused_active(int T, int hs);
 /* exact GELU: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) */
 void bf_gelu_forward(float *out, const float *inp, size_t n);
 void bf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+/* dinp SET (=) to dout * gelu'(inp): the same bits as zeroing dinp and bf_gelu_backward */
+void bf_gelu_backward_set(float *dinp, const float *inp, const float *dout, size_t n);
 
 /* out = a + b */
 void bf_residual_forward(float *out, const float *a, const float *b, size_t n);

@@ -18,11 +18,12 @@
 
 /* ------------------------------------------------------------------ adaLN, gated residual */
 /* The backward shared by both modulations, one pass over dout:
- *   dinp[b,t,c] += dout[b,t,c] * (one + v[b,c])
+ *   dinp[b,t,c] += dout[b,t,c] * (one + v[b,c])   (set: dinp = 0 + that, old values unread)
  *   dsum[b,c]   += sum_t dout[b,t,c]             (dsum may be NULL)
  *   dprod[b,c]  += sum_t dout[b,t,c] * a[b,t,c] */
 static void modulated_backward(float *dinp, float *dsum, float *dprod, const float *dout,
-                               const float *a, const float *v, float one, int B, int T, int C) {
+                               const float *a, const float *v, float one, int B, int T, int C,
+                               int set) {
     int nblk = (C + COND_CB - 1) / COND_CB;
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C >= BF_PAR_MIN)
     for (int b = 0; b < B; b++)
@@ -35,7 +36,8 @@ static void modulated_backward(float *dinp, float *dsum, float *dprod, const flo
                 const float *g = dout + off, *x = a + off;
                 float *di = dinp + off;
                 for (int c = 0; c < n; c++) {
-                    di[c] += g[c] * (one + vb[c]);
+                    /* 0 + x as zeroing then += gave (-0 becomes +0): the same bits */
+                    di[c] = (set ? 0.0f : di[c]) + g[c] * (one + vb[c]);
                     s[c] += g[c];
                     p[c] += g[c] * x[c];
                 }
@@ -60,7 +62,12 @@ void bf_adaln_modulate_forward(float *out, const float *xn, const float *shift,
 
 void bf_adaln_modulate_backward(float *dxn, float *dshift, float *dscale, const float *dout,
                                 const float *xn, const float *scale, int B, int T, int C) {
-    modulated_backward(dxn, dshift, dscale, dout, xn, scale, 1.0f, B, T, C);
+    modulated_backward(dxn, dshift, dscale, dout, xn, scale, 1.0f, B, T, C, 0);
+}
+
+void bf_adaln_modulate_backward_set(float *dxn, float *dshift, float *dscale, const float *dout,
+                                    const float *xn, const float *scale, int B, int T, int C) {
+    modulated_backward(dxn, dshift, dscale, dout, xn, scale, 1.0f, B, T, C, 1);
 }
 
 void bf_adaln_modulate_backward_ref(float *dxn, float *dshift, float *dscale, const float *dout,
@@ -95,7 +102,15 @@ void bf_gated_residual_backward(float *dx, float *dgate, float *dh, const float 
     size_t n = (size_t)B * T * C;
 #pragma omp parallel for simd schedule(static) if (n >= BF_PAR_MIN)
     for (size_t i = 0; i < n; i++) dx[i] += dout[i];
-    modulated_backward(dh, NULL, dgate, dout, h, gate, 0.0f, B, T, C);
+    modulated_backward(dh, NULL, dgate, dout, h, gate, 0.0f, B, T, C, 0);
+}
+
+void bf_gated_residual_backward_set(float *dx, float *dgate, float *dh, const float *dout,
+                                    const float *gate, const float *h, int B, int T, int C) {
+    size_t n = (size_t)B * T * C;
+#pragma omp parallel for simd schedule(static) if (n >= BF_PAR_MIN)
+    for (size_t i = 0; i < n; i++) dx[i] = 0.0f + dout[i];
+    modulated_backward(dh, NULL, dgate, dout, h, gate, 0.0f, B, T, C, 1);
 }
 
 void bf_gated_residual_backward_ref(float *dx, float *dgate, float *dh, const float *dout,

@@ -22,6 +22,10 @@ void bf_adaln_modulate_forward(float *out, const float *xn, const float *shift,
 /* dxn (B, T, C), dshift (B, C), dscale (B, C); dout (B, T, C) */
 void bf_adaln_modulate_backward(float *dxn, float *dshift, float *dscale, const float *dout,
                                 const float *xn, const float *scale, int B, int T, int C);
+/* The same with dxn SET (=) rather than accumulated, for a caller that would zero it first
+ * (the same bits as zeroing and bf_adaln_modulate_backward, without the zeroing pass). */
+void bf_adaln_modulate_backward_set(float *dxn, float *dshift, float *dscale, const float *dout,
+                                    const float *xn, const float *scale, int B, int T, int C);
 /* naive twin of the backward (double sums, serial) for the tests */
 void bf_adaln_modulate_backward_ref(float *dxn, float *dshift, float *dscale, const float *dout,
                                     const float *xn, const float *scale, int B, int T, int C);
@@ -33,6 +37,10 @@ void bf_gated_residual_forward(float *out, const float *x, const float *gate, co
 /* dx (B, T, C), dgate (B, C), dh (B, T, C); dout (B, T, C) */
 void bf_gated_residual_backward(float *dx, float *dgate, float *dh, const float *dout,
                                 const float *gate, const float *h, int B, int T, int C);
+/* The same with dx and dh SET (=) rather than accumulated (dgate still accumulates): the same
+ * bits as zeroing dx and dh and calling bf_gated_residual_backward. */
+void bf_gated_residual_backward_set(float *dx, float *dgate, float *dh, const float *dout,
+                                    const float *gate, const float *h, int B, int T, int C);
 void bf_gated_residual_backward_ref(float *dx, float *dgate, float *dh, const float *dout,
                                     const float *gate, const float *h, int B, int T, int C);
 

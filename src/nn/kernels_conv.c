@@ -8,6 +8,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 int bf_conv_out_h(const bf_conv_dims *d) { return (d->H + 2 * d->pad - d->K) / d->stride + 1; }
 int bf_conv_out_w(const bf_conv_dims *d) { return (d->W + 2 * d->pad - d->K) / d->stride + 1; }
@@ -27,6 +30,26 @@ static void valid_range(int *lo, int *hi, int OW, int W, int kx, int stride, int
     *hi = b;
 }
 
+#if defined(__AVX512F__)
+/* im2col's stride 1 rows, a few dozen floats, in 16-lane pieces (a memcpy call per row cost
+ * more than the copy): positions [lo, hi) of the output row r (OW long) hold src[pos + off],
+ * the others 0: one masked load and store per piece (the masked-off lanes, the padding, are
+ * not read). col2im_s1 below reads the col rows the same way. */
+static inline __mmask16 span16(int a, int b) {   /* lanes [a, b) of 16, clamped */
+    a = a < 0 ? 0 : a;
+    b = b > 16 ? 16 : b;
+    return b <= a ? 0 : (__mmask16)(((1u << (b - a)) - 1) << a);
+}
+
+static inline void row_gather_s1(float *r, const float *src, int off, int lo, int hi, int OW) {
+    for (int x0 = 0; x0 < OW; x0 += 16) {
+        __mmask16 m = span16(lo - x0, hi - x0), out = span16(0, OW - x0);
+        /* lanes before lo (src + x0 + off may start before the row) are masked: not read */
+        _mm512_mask_storeu_ps(r + x0, out, _mm512_maskz_loadu_ps(m, src + x0 + off));
+    }
+}
+#endif
+
 /* col (C K K, OH OW) from one image img (C, H, W); row (c, ky, kx) holds, for every output
  * position, the input pixel under that tap of the window (0 in the padding). */
 static void im2col(float *col, const float *img, const bf_conv_dims *d, int OH, int OW) {
@@ -42,6 +65,9 @@ static void im2col(float *col, const float *img, const bf_conv_dims *d, int OH, 
                     int iy = oy * s - p + ky;
                     if (iy < 0 || iy >= d->H) { memset(r, 0, sizeof(float) * OW); continue; }
                     const float *src = img + ((size_t)c * d->H + iy) * d->W;
+#if defined(__AVX512F__)
+                    if (s == 1) { row_gather_s1(r, src, kx - p, lo, hi, OW); continue; }
+#endif
                     for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
                     if (s == 1) memcpy(r + lo, src + lo - p + kx, sizeof(float) * (hi - lo));
                     else for (int ox = lo; ox < hi; ox++) r[ox] = src[ox * s - p + kx];
@@ -50,9 +76,43 @@ static void im2col(float *col, const float *img, const bf_conv_dims *d, int OH, 
             }
 }
 
+#if defined(__AVX512F__)
+/* col2im at stride 1 by image rows: each 16-pixel piece of a row gathers its K K taps in a
+ * register and is stored once (adding each tap's row into the image in turn, a masked
+ * read-modify-write per tap, measured slower than the scalar-vector loop). The tap (ky, kx)
+ * reads col row (c, ky, kx) at output row iy + pad - ky, columns x - kx + pad (lanes outside
+ * the valid columns masked, not read). */
+static void col2im_s1(float *img, const float *col, const bf_conv_dims *d, int OH, int OW) {
+    int K = d->K, p = d->pad, H = d->H, W = d->W;
+    size_t P = (size_t)OH * OW;
+    for (int c = 0; c < d->C; c++)
+        for (int iy = 0; iy < H; iy++) {
+            float *dst = img + ((size_t)c * H + iy) * W;
+            for (int x0 = 0; x0 < W; x0 += 16) {
+                __mmask16 in = span16(0, W - x0);
+                __m512 acc = _mm512_maskz_loadu_ps(in, dst + x0);
+                for (int ky = 0; ky < K; ky++) {
+                    int oy = iy + p - ky;
+                    if (oy < 0 || oy >= OH) continue;
+                    for (int kx = 0; kx < K; kx++) {
+                        int off = kx - p;   /* image column x reads output column x - off */
+                        __mmask16 m = in & span16(off - x0, OW + off - x0);
+                        const float *r = col + ((size_t)(c * K + ky) * K + kx) * P + (size_t)oy * OW;
+                        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, r + x0 - off));
+                    }
+                }
+                _mm512_mask_storeu_ps(dst + x0, in, acc);
+            }
+        }
+}
+#endif
+
 /* img (C, H, W) += col (C K K, OH OW): the transpose of im2col */
 static void col2im(float *img, const float *col, const bf_conv_dims *d, int OH, int OW) {
     int K = d->K, s = d->stride, p = d->pad;
+#if defined(__AVX512F__)
+    if (s == 1) { col2im_s1(img, col, d, OH, OW); return; }
+#endif
     for (int c = 0; c < d->C; c++)
         for (int ky = 0; ky < K; ky++)
             for (int kx = 0; kx < K; kx++) {
@@ -106,9 +166,8 @@ void bf_conv2d_backward(float *dinp, float *dweight, float *dbias, float *col, f
             im2col(col, inp + n * img, d, OH, OW);
             bf_gemm_f32(0, 1, d->OC, CKK, P, g, P, col, P, dweight, CKK);
         }
-        if (dinp) {      /* dcol (CKK, P) = weight^T @ dout, folded back onto the image */
-            memset(dcol, 0, sizeof(float) * CKK * P);
-            bf_gemm_f32(1, 0, CKK, P, d->OC, weight, CKK, g, P, dcol, P);
+        if (dinp) {      /* dcol (CKK, P) = weight^T @ dout (set by the product), folded back */
+            bf_gemm_f32_bias(1, 0, CKK, P, d->OC, weight, CKK, g, P, dcol, P, NULL);
             col2im(dinp + n * img, dcol, d, OH, OW);
         }
     }

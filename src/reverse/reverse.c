@@ -364,39 +364,32 @@ static void layer_backward(const bf_reverse *r, const float *P, float *G, bf_rev
     const float *mod = SL(a->mod, (size_t)l * 6, bw);
     float *dmod = a->dmod;
     zero(dmod, 6 * bw);
+    /* The *_set kernels write their input gradient instead of adding to it: the same bits as
+     * zeroing the buffer first, without the pass (dt1, dt2, db and the MLP's are scratch). */
     /* MLP half: out = mid + gate2 * fc2(gelu(fc1(modulate(LN(mid))))) */
-    zero(a->db, nw); zero(a->dt1, nw);
-    bf_gated_residual_backward(a->db, dmod + 5 * bw, a->dt1, a->da, mod + 5 * bw,
-                               SL(a->mo, l, tw), n, T, W);
-    zero(a->dfcg, 4 * nw);
-    bf_linear_backward(a->dfcg, G + lo->fc2_w, G + lo->fc2_b, a->dt1, SL(a->fcg, l, 4 * tw),
-                       P + lo->fc2_w, N, 4 * W, W);
-    zero(a->dfch, 4 * nw);
-    bf_gelu_backward(a->dfch, SL(a->fch, l, 4 * tw), a->dfcg, 4 * nw);
-    zero(a->dt1, nw);
-    bf_linear_backward(a->dt1, G + lo->fc1_w, G + lo->fc1_b, a->dfch, SL(a->m2, l, tw),
-                       P + lo->fc1_w, N, W, 4 * W);
-    zero(a->dt2, nw);
-    bf_adaln_modulate_backward(a->dt2, dmod + 3 * bw, dmod + 4 * bw, a->dt1, SL(a->ln2, l, tw),
-                               mod + 4 * bw, n, T, W);
+    bf_gated_residual_backward_set(a->db, dmod + 5 * bw, a->dt1, a->da, mod + 5 * bw,
+                                   SL(a->mo, l, tw), n, T, W);
+    bf_linear_backward_set(a->dfcg, G + lo->fc2_w, G + lo->fc2_b, a->dt1, SL(a->fcg, l, 4 * tw),
+                           P + lo->fc2_w, N, 4 * W, W);
+    bf_gelu_backward_set(a->dfch, SL(a->fch, l, 4 * tw), a->dfcg, 4 * nw);
+    bf_linear_backward_set(a->dt1, G + lo->fc1_w, G + lo->fc1_b, a->dfch, SL(a->m2, l, tw),
+                           P + lo->fc1_w, N, W, 4 * W);
+    bf_adaln_modulate_backward_set(a->dt2, dmod + 3 * bw, dmod + 4 * bw, a->dt1,
+                                   SL(a->ln2, l, tw), mod + 4 * bw, n, T, W);
     bf_layernorm_backward(a->db, NULL, NULL, a->dt2, SL(a->mid, l, tw), r->ones,
                           SL(a->ln2_mean, l, tt), SL(a->ln2_rstd, l, tt), N, W);
     /* attention half: mid = in + gate1 * proj(attn(qkv(modulate(LN(in))))) */
-    zero(a->da, nw); zero(a->dt1, nw);
-    bf_gated_residual_backward(a->da, dmod + 2 * bw, a->dt1, a->db, mod + 2 * bw,
-                               SL(a->ao, l, tw), n, T, W);
-    zero(a->dt2, nw);
-    bf_linear_backward(a->dt2, G + lo->proj_w, G + lo->proj_b, a->dt1, SL(a->atty, l, tw),
-                       P + lo->proj_w, N, W, W);
+    bf_gated_residual_backward_set(a->da, dmod + 2 * bw, a->dt1, a->db, mod + 2 * bw,
+                                   SL(a->ao, l, tw), n, T, W);
+    bf_linear_backward_set(a->dt2, G + lo->proj_w, G + lo->proj_b, a->dt1, SL(a->atty, l, tw),
+                           P + lo->proj_w, N, W, W);
     zero(a->dqkv, 3 * nw);
     bf_attention_backward(a->dqkv, a->dt2, SL(a->qkv, l, 3 * tw),
                           SL(a->att, l, (size_t)a->Bn * r->NH * T * T), n, T, W, r->NH, 0);
-    zero(a->dt1, nw);
-    bf_linear_backward(a->dt1, G + lo->qkv_w, G + lo->qkv_b, a->dqkv, SL(a->m1, l, tw),
-                       P + lo->qkv_w, N, W, 3 * W);
-    zero(a->dt2, nw);
-    bf_adaln_modulate_backward(a->dt2, dmod, dmod + bw, a->dt1, SL(a->ln1, l, tw), mod + bw,
-                               n, T, W);
+    bf_linear_backward_set(a->dt1, G + lo->qkv_w, G + lo->qkv_b, a->dqkv, SL(a->m1, l, tw),
+                           P + lo->qkv_w, N, W, 3 * W);
+    bf_adaln_modulate_backward_set(a->dt2, dmod, dmod + bw, a->dt1, SL(a->ln1, l, tw), mod + bw,
+                                   n, T, W);
     bf_layernorm_backward(a->da, NULL, NULL, a->dt2, in, r->ones, SL(a->ln1_mean, l, tt),
                           SL(a->ln1_rstd, l, tt), N, W);
     for (int k = 0; k < 6; k++)
@@ -428,9 +421,8 @@ void bf_reverse_backward(const bf_reverse *r, const float *P, bf_reverse_acts *a
     memcpy(a->dpw, a->dp, sizeof(float) * r->S * td);
     for (int s = r->S - 1; s >= 0; s--) {
         const bf_rstage_offsets *so = &r->stages[s];
-        zero(a->dhn, (size_t)N * W);
-        bf_linear_backward(a->dhn, G + so->head_w, G + so->head_b, SL(a->dpw, s, td),
-                           SL(a->hn, s, tw), P + so->head_w, N, W, D);
+        bf_linear_backward_set(a->dhn, G + so->head_w, G + so->head_b, SL(a->dpw, s, td),
+                               SL(a->hn, s, tw), P + so->head_w, N, W, D);
         bf_layernorm_backward(a->da, G + so->head_ln_w, G + so->head_ln_b, a->dhn,
                               stage_output(r, a, s), P + so->head_ln_w, SL(a->hmean, s, tt),
                               SL(a->hrstd, s, tt), N, W);

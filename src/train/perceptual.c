@@ -3,6 +3,8 @@
 #include "core.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 void bf_perceptual_init(bf_perceptual *p, const bf_features *fn, float weight, float adapt_p,
@@ -23,9 +25,10 @@ static size_t layer_size(const bf_features *fn, int i) {
 
 /* D of one image at one layer (C channels at P positions, channel-major as the activations):
  * at every position the C-vector of each image is scaled to unit length (as LPIPS does),
- * D = mean over positions of |u - t|^2. When dv != NULL it accumulates scale * dD/dv: with
- * du = 2 (u - t) / P, dv = (du - u (u . du)) / |v| at each position. Loops run over
- * positions innermost (contiguous), with per-position sums in float scratch. */
+ * D = mean over positions of |u - t|^2. When dv != NULL it is SET to scale * dD/dv (its old
+ * values are not read: each image and layer is written once): with du = 2 (u - t) / P,
+ * dv = (du - u (u . du)) / |v| at each position. Loops run over positions innermost
+ * (contiguous), with per-position sums in float scratch. */
 static double layer_term(float *dv, const float *v, const float *t, int C, int P, float scale) {
     float *rv = bf_calloc((size_t)3 * P, sizeof(float)), *rt = rv + P, *dot = rt + P;
     for (int c = 0; c < C; c++) {
@@ -37,6 +40,7 @@ static double layer_term(float *dv, const float *v, const float *t, int C, int P
     for (int c = 0; c < C; c++) {
         const float *vc = v + (size_t)c * P, *tc = t + (size_t)c * P;
         float part = 0.0f;
+#pragma omp simd reduction(+:part)   /* reassociated: float rounding only */
         for (int q = 0; q < P; q++) {
             float u = vc[q] * rv[q], e = u - tc[q] * rt[q];
             part += e * e;
@@ -52,7 +56,7 @@ static double layer_term(float *dv, const float *v, const float *t, int C, int P
             float *dc = dv + (size_t)c * P;
             for (int q = 0; q < P; q++) {
                 float u = vc[q] * rv[q];
-                dc[q] += k * ((u - tc[q] * rt[q]) - u * dot[q]) * rv[q];
+                dc[q] = k * ((u - tc[q] * rt[q]) - u * dot[q]) * rv[q];
             }
         }
     }
@@ -76,6 +80,28 @@ void bf_perceptual_distances(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_a
     for (int b = 0; b < n; b++)
         for (int j = 0; j < p->n_layers; j++)
             D[(size_t)b * p->n_layers + j] = layer_of(p, NULL, ap, at, j, b, 0.0f);
+}
+
+/* This thread's gradient buffers for the distance layers, kept between steps (fresh pages
+ * every step cost page faults and zeroing in the kernel); freed by the key's destructor when
+ * the thread ends. layer_term sets every value, so they need no zeroing either. */
+typedef struct { float *p; size_t n; } perc_scratch;
+static _Thread_local perc_scratch scratch;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v) { free(((perc_scratch *)v)->p); }
+static void scratch_key_make(void) { BF_ASSERT(pthread_key_create(&scratch_key, scratch_free) == 0); }
+
+static float *thread_scratch(size_t n) {
+    if (n > scratch.n) {
+        free(scratch.p);
+        scratch.p = bf_malloc(sizeof(float) * n);
+        scratch.n = n;
+        pthread_once(&scratch_once, scratch_key_make);
+        BF_ASSERT(pthread_setspecific(scratch_key, &scratch) == 0);
+    }
+    return scratch.p;
 }
 
 /* Mean over the n rows of the cross-entropy of logits (n, K) against y (rows with y < 0
@@ -105,30 +131,35 @@ double bf_perceptual_loss(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts
     double *D = bf_malloc(sizeof(double) * (size_t)n * L);
     bf_perceptual_distances(p, ap, at, D, pred, target, n);
     float *dact[BF_FEAT_MAX_LAYERS] = {0};
-    for (int j = 0; j < L; j++)
-        dact[p->layers[j]] = bf_calloc((size_t)n * layer_size(fn, p->layers[j]), sizeof(float));
-    double total = 0.0, sum_raw = 0.0;
+    size_t total = 0;
+    for (int j = 0; j < L; j++) total += (size_t)n * layer_size(fn, p->layers[j]);
+    float *buf = thread_scratch(total);
+    for (int j = 0; j < L; j++) {   /* every value set below by layer_of */
+        dact[p->layers[j]] = buf;
+        buf += (size_t)n * layer_size(fn, p->layers[j]);
+    }
+    double loss = 0.0, sum_raw = 0.0;
     for (int b = 0; b < n; b++)
         for (int j = 0; j < L; j++) {   /* each layer weighted on its own: D_l / sg((D_l + eps)^p) */
             double d = D[(size_t)b * L + j];
             double k = p->adapt_p > 0 ? 1.0 / pow(d + p->adapt_eps, p->adapt_p) : 1.0;
-            total += p->weight * d * k / ((double)n * L);
+            loss += p->weight * d * k / ((double)n * L);
             sum_raw += d / n;
             layer_of(p, dact[p->layers[j]], ap, at, j, b, (float)(p->weight * k / ((double)n * L)));
         }
     int top = fn->n_layers - 1, K = fn->cfg.num_classes;
     double ce = 0.0;
+    float *dlogits = NULL;
     if (y && p->class_weight > 0) {   /* the logits are the last layer, never a distance layer */
         BF_ASSERT(!dact[top]);
-        dact[top] = bf_calloc((size_t)n * K, sizeof(float));
-        ce = class_term(dact[top], ap->act[top], y, n, K, p->class_weight);
-        total += p->class_weight * ce;
+        dact[top] = dlogits = bf_calloc((size_t)n * K, sizeof(float));
+        ce = class_term(dlogits, ap->act[top], y, n, K, p->class_weight);
+        loss += p->class_weight * ce;
     }
     bf_features_backward_acts(fn, fn->params, ap, dact, dpred);
-    for (int j = 0; j < L; j++) free(dact[p->layers[j]]);
-    free(dact[top]);
+    free(dlogits);
     if (raw_class) *raw_class = ce;
     free(D);
     if (raw) *raw = sum_raw;
-    return total;
+    return loss;
 }
