@@ -111,6 +111,19 @@ static void sanitizer_reports(const char *log, const char *cmd) {
     free(t);
 }
 
+/* Length of the environment assignments (NAME=value followed by a space) cmd starts with. */
+static size_t env_prefix_len(const char *cmd) {
+    size_t at = 0;
+    for (;;) {
+        size_t k = at;
+        while (cmd[k] == '_' || (cmd[k] >= 'A' && cmd[k] <= 'Z') || (k > at && cmd[k] >= '0' && cmd[k] <= '9')) k++;
+        if (k == at || cmd[k] != '=') return at;
+        while (cmd[k] && cmd[k] != ' ') k++;
+        if (cmd[k] != ' ') return at;
+        at = k + 1;
+    }
+}
+
 int bf_test_sh(char *out, size_t n, const char *fmt, ...) {
     char cmd[4096], log[512];
     va_list ap;
@@ -119,11 +132,12 @@ int bf_test_sh(char *out, size_t n, const char *fmt, ...) {
     va_end(ap);
     BF_ASSERT(len > 0 && (size_t)len < sizeof cmd - 600);
     const char *cli = getenv("BF_CLI");   /* another build of the CLI (make SAN=1 test) */
-    if (cli && *cli && !strncmp(cmd, "./biflow ", 9)) {
+    size_t at = env_prefix_len(cmd);      /* "BF_PRECISION=bf16 ./biflow ..." runs BF_CLI too */
+    if (cli && *cli && !strncmp(cmd + at, "./biflow ", 9)) {
         char rest[4096];
-        snprintf(rest, sizeof rest, "%s", cmd + 8);
-        len = snprintf(cmd, sizeof cmd - 600, "%s%s", cli, rest);
-        BF_ASSERT(len > 0 && (size_t)len < sizeof cmd - 600);
+        snprintf(rest, sizeof rest, "%s", cmd + at + 8);
+        len = snprintf(cmd + at, sizeof cmd - 600 - at, "%s%s", cli, rest);
+        BF_ASSERT(len > 0 && (size_t)len < sizeof cmd - 600 - at);
     }
     snprintf(log, sizeof log, "%s/sh-output.txt", bf_test_tmpdir());
     /* the whole command's output, not only its last part's (a ; b, a && b) */
