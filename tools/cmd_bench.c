@@ -408,7 +408,8 @@ static const cli_command BENCH[] = {
      "Under mpirun: the step over the processes (the global batch split over them)\n"
      "and the time in its gradient reduction. --model reverse: the step of G as\n"
      "train-reverse takes it (Fashion-MNIST batches, F's encoding, G's passes, loss,\n"
-     "perceptual term, AdamW), one process."},
+     "perceptual term, AdamW), one process; --flow, --perceptual, --features and\n"
+     "--class-weight apply to it only."},
     {"sample", bench_sample, "images/s and ms/image of each sampler at batch 1 and 64",
      "[options]",
      "Sampling speed of each sampler at batch 1 and 64, with and without guidance."},
