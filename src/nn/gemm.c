@@ -77,6 +77,24 @@ static void *thread_scratch(int kind, size_t bytes) {
     return scratch.p[kind];
 }
 
+/* The end of both micro-kernels (fp32 and AVX512-BF16): the accumulators c[mr][2] (16 + 16
+ * lanes, masks m0 and m1) into the C tile, C = bias (or 0 where NULL) + c where set (C not
+ * read), else C += c. A macro so that each kernel expands it under its own target attributes. */
+#define STORE_TILE(C, ldc, c, mr, m0, m1, set, bias)                                              \
+    do {                                                                                          \
+        __m512 b0_ = (set) && (bias) ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();      \
+        __m512 b1_ = (set) && (bias) && (m1) ? _mm512_maskz_loadu_ps(m1, (bias) + 16) : _mm512_setzero_ps(); \
+        for (int i_ = 0; i_ < (mr); i_++) {                                                       \
+            float *ci_ = (C) + (size_t)i_ * (ldc);                                                \
+            __m512 o0_ = (set) ? b0_ : _mm512_maskz_loadu_ps(m0, ci_);                            \
+            _mm512_mask_storeu_ps(ci_, m0, _mm512_add_ps(o0_, c[i_][0]));                         \
+            if (m1) {                                                                             \
+                __m512 o1_ = (set) ? b1_ : _mm512_maskz_loadu_ps(m1, ci_ + 16);                   \
+                _mm512_mask_storeu_ps(ci_ + 16, m1, _mm512_add_ps(o1_, c[i_][1]));                \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -105,21 +123,7 @@ static void micro_kernel(int kc, const float *Ap, const float *Bp, float *C, int
     }
     __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-    if (set) {
-        __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-        __m512 b1 = bias && m1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-        for (int i = 0; i < mr; i++) {
-            float *ci = C + (size_t)i * ldc;
-            _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(b0, c[i][0]));
-            if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(b1, c[i][1]));
-        }
-        return;
-    }
-    for (int i = 0; i < mr; i++) {
-        float *ci = C + (size_t)i * ldc;
-        _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), c[i][0]));
-        if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), c[i][1]));
-    }
+    STORE_TILE(C, ldc, c, mr, m0, m1, set, bias);
 }
 
 /* Bp: panels of NR columns, each (kc x NR), for rows k0..k0+kc of op(B). */
@@ -328,21 +332,7 @@ BF16_TARGET static inline void micro_bf16(int kp, const uint32_t *Ap, const uint
         }
     }
     __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
-    if (set) {   /* C = bias + the product, C not read */
-        __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-        __m512 b1 = bias && m1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-        for (int i = 0; i < mr; i++) {
-            float *ci = C + (size_t)i * ldc;
-            _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(b0, c[i][0]));
-            if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(b1, c[i][1]));
-        }
-        return;
-    }
-    for (int i = 0; i < mr; i++) {
-        float *ci = C + (size_t)i * ldc;
-        _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), c[i][0]));
-        if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), c[i][1]));
-    }
+    STORE_TILE(C, ldc, c, mr, m0, m1, set, bias);
 }
 
 /* r[0..15] (16 x 16 32-bit values) transposed in place: unpacks of 32- then 64-bit pairs,
