@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 
 static _Thread_local char last_error[1024];
 int bf_log_level = 1;
@@ -50,6 +51,33 @@ static void *check_alloc(void *p, size_t n) {
 void *bf_malloc(size_t n) { return check_alloc(malloc(n ? n : 1), n); }
 void *bf_calloc(size_t n, size_t size) { return check_alloc(calloc(n ? n : 1, size ? size : 1), n * size); }
 void *bf_realloc(void *p, size_t n) { return check_alloc(realloc(p, n ? n : 1), n); }
+
+/* One struct per thread (decoders call bf_gemm from inside their own parallel regions). A thread
+ * that ends (OpenMP shrinks its pool when a team gets smaller) frees its buffers through the
+ * key's destructor, which gets the thread's own struct; LeakSanitizer found them lost before. */
+typedef struct { void *p[BF_SCRATCH_KINDS]; size_t size[BF_SCRATCH_KINDS]; } thread_scratch;
+static _Thread_local thread_scratch scratch;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v) {
+    thread_scratch *s = v;
+    for (int k = 0; k < BF_SCRATCH_KINDS; k++) free(s->p[k]);
+}
+static void scratch_key_make(void) { BF_ASSERT(pthread_key_create(&scratch_key, scratch_free) == 0); }
+
+void *bf_thread_scratch(int kind, size_t bytes) {
+    BF_ASSERT(kind >= 0 && kind < BF_SCRATCH_KINDS);
+    if (bytes > scratch.size[kind]) {
+        free(scratch.p[kind]);
+        scratch.p[kind] = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        BF_ASSERT(scratch.p[kind] != NULL);
+        scratch.size[kind] = bytes;
+        pthread_once(&scratch_once, scratch_key_make);
+        BF_ASSERT(pthread_setspecific(scratch_key, &scratch) == 0);
+    }
+    return scratch.p[kind];
+}
 char *bf_strdup(const char *s) {
     size_t n = strlen(s) + 1;
     return memcpy(bf_malloc(n), s, n);

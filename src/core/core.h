@@ -17,6 +17,11 @@ _Noreturn void bf_assert_fail(const char *file, int line, const char *expr);
 
 /* bf_malloc, bf_calloc, bf_realloc, bf_time: public (biflow.h) */
 char *bf_strdup(const char *s);
+/* This thread's scratch buffer of the given kind, at least bytes long, 64-byte aligned, its
+ * contents undefined; kept between calls (hot loops take no page faults) and freed when the
+ * thread ends. A larger request replaces the buffer, so a caller holds one per kind at a time. */
+enum { BF_SCRATCH_GEMM_F32, BF_SCRATCH_GEMM_BF16, BF_SCRATCH_PERCEPTUAL, BF_SCRATCH_KINDS };
+void *bf_thread_scratch(int kind, size_t bytes);
 /* Checked allocation for sizes a user or a file chooses: NULL with a message (naming what,
  * and the size) instead of aborting. n * size overflowing is refused as well. */
 void *bf_try_malloc(size_t n, const char *what);

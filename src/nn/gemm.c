@@ -45,37 +45,7 @@ static void fill_rows(float *C, int ldc, int M, int N, const float *bias) {
     }
 }
 
-/* The packed panels of B, one buffer per kind (fp32, bf16) per calling thread (decoders call
- * bf_gemm from inside their own parallel regions), kept between calls so the hot loop takes no
- * page faults. A thread that ends (OpenMP shrinks its pool when a team gets smaller) frees them
- * through the key's destructor, which gets the thread's own struct; LeakSanitizer found these
- * buffers lost before. */
-enum { SCRATCH_F32, SCRATCH_BF16 };
-typedef struct { void *p[2]; size_t size[2]; } gemm_scratch;
-static _Thread_local gemm_scratch scratch;
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *v) {
-    gemm_scratch *s = v;
-    free(s->p[0]);
-    free(s->p[1]);
-}
-static void scratch_key_make(void) { BF_ASSERT(pthread_key_create(&scratch_key, scratch_free) == 0); }
-
-/* This thread's buffer of the given kind, at least bytes long (64-byte aligned). */
-__attribute__((unused))   /* builds with neither kernel do not call it */
-static void *thread_scratch(int kind, size_t bytes) {
-    if (bytes > scratch.size[kind]) {
-        free(scratch.p[kind]);
-        scratch.p[kind] = aligned_alloc(64, bytes);
-        BF_ASSERT(scratch.p[kind] != NULL);
-        scratch.size[kind] = bytes;
-        pthread_once(&scratch_once, scratch_key_make);
-        BF_ASSERT(pthread_setspecific(scratch_key, &scratch) == 0);
-    }
-    return scratch.p[kind];
-}
+/* The packed panels of B live in bf_thread_scratch (kinds BF_SCRATCH_GEMM_F32 and _BF16). */
 
 /* The end of both micro-kernels (fp32 and AVX512-BF16): the accumulators c[mr][2] (16 + 16
  * lanes, masks m0 and m1) into the C tile, C = bias (or 0 where NULL) + c where set (C not
@@ -172,7 +142,7 @@ static void gemm_f32(int ta, int tb, int M, int N, int K, const float *A, int ld
     int par = (double)M * N * K >= 2e6;
     int panels = (N + NR - 1) / NR, rows = (M + MR - 1) / MR;
     size_t need = (size_t)panels * (K < KC ? K : KC) * NR;
-    float *Bp = thread_scratch(SCRATCH_F32, sizeof(float) * need);
+    float *Bp = bf_thread_scratch(BF_SCRATCH_GEMM_F32, sizeof(float) * need);
     for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? K - k0 : KC;
         pack_b(Bp, tb, B, ldb, k0, kc, N, par);
@@ -442,7 +412,7 @@ static void gemm_bf16_kernel(int ta, int tb, int M, int N, int K, const float *A
     (void)par;   /* read by the OpenMP pragmas only (unused in serial builds) */
     int panels = (N + BNR - 1) / BNR, rows = (M + BMR - 1) / BMR;
     size_t need = (size_t)panels * (((K < BKC ? K : BKC) + 1) / 2) * BNR;
-    uint32_t *Bp = thread_scratch(SCRATCH_BF16, sizeof(uint32_t) * need);
+    uint32_t *Bp = bf_thread_scratch(BF_SCRATCH_GEMM_BF16, sizeof(uint32_t) * need);
     for (int k0 = 0; k0 < K; k0 += BKC) {
         int kc = K - k0 < BKC ? K - k0 : BKC, kp = (kc + 1) / 2;
 #pragma omp parallel for schedule(static) if (par)
@@ -639,7 +609,7 @@ static void gemm_amx_kernel(int ta, int tb, int M, int N, int K, const float *A,
     (void)par;   /* read by the OpenMP pragmas only (unused in serial builds) */
     int panels = (N + BNR - 1) / BNR, rows = (M + AMR - 1) / AMR;
     size_t need = (size_t)panels * ((((K < AKC ? K : AKC) + 1) / 2 + 15) & ~15) * BNR;
-    uint32_t *Bp = thread_scratch(SCRATCH_BF16, sizeof(uint32_t) * need);
+    uint32_t *Bp = bf_thread_scratch(BF_SCRATCH_GEMM_BF16, sizeof(uint32_t) * need);
     for (int k0 = 0; k0 < K; k0 += AKC) {
         int kc = K - k0 < AKC ? K - k0 : AKC, kp = (kc + 1) / 2, kpp = (kp + 15) & ~15;
 #pragma omp parallel for schedule(static) if (par)

@@ -3,7 +3,6 @@
 #include "core.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,27 +81,6 @@ void bf_perceptual_distances(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_a
             D[(size_t)b * p->n_layers + j] = layer_of(p, NULL, ap, at, j, b, 0.0f);
 }
 
-/* This thread's gradient buffers for the distance layers, kept between steps (fresh pages
- * every step cost page faults and zeroing in the kernel); freed by the key's destructor when
- * the thread ends. layer_term sets every value, so they need no zeroing either. */
-typedef struct { float *p; size_t n; } perc_scratch;
-static _Thread_local perc_scratch scratch;
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *v) { free(((perc_scratch *)v)->p); }
-static void scratch_key_make(void) { BF_ASSERT(pthread_key_create(&scratch_key, scratch_free) == 0); }
-
-static float *thread_scratch(size_t n) {
-    if (n > scratch.n) {
-        free(scratch.p);
-        scratch.p = bf_malloc(sizeof(float) * n);
-        scratch.n = n;
-        pthread_once(&scratch_once, scratch_key_make);
-        BF_ASSERT(pthread_setspecific(scratch_key, &scratch) == 0);
-    }
-    return scratch.p;
-}
 
 /* Mean over the n rows of the cross-entropy of logits (n, K) against y (rows with y < 0
  * skipped); dlogits (n, K) += scale * its gradient, softmax - one-hot over n. */
@@ -133,7 +111,9 @@ double bf_perceptual_loss(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts
     float *dact[BF_FEAT_MAX_LAYERS] = {0};
     size_t total = 0;
     for (int j = 0; j < L; j++) total += (size_t)n * layer_size(fn, p->layers[j]);
-    float *buf = thread_scratch(total);
+    /* this thread's buffers, kept between steps (fresh pages every step cost page faults and
+     * zeroing in the kernel); layer_term sets every value, so they need no zeroing either */
+    float *buf = bf_thread_scratch(BF_SCRATCH_PERCEPTUAL, sizeof(float) * total);
     for (int j = 0; j < L; j++) {   /* every value set below by layer_of */
         dact[p->layers[j]] = buf;
         buf += (size_t)n * layer_size(fn, p->layers[j]);
