@@ -11,6 +11,7 @@
 #include "kernels_conv.h"
 #include "flow.h"
 #include "reverse.h"
+#include "perceptual.h"
 
 #include <fcntl.h>
 #include <stdint.h>
@@ -359,7 +360,7 @@ TEST(bf16_products_differ_from_fp32_and_route_by_caller) {
     }
 
     /* a convolution, and the committed feature network whole: the same bits either way */
-    bf_conv_dims d = {2, 3, 9, 9, 5, 3, 1, 1};
+    bf_conv_dims d = {2, 3, 9, 9, 5, 3, 1, 1, 0};
     size_t in_n = (size_t)d.N * d.C * d.H * d.W, out_n = (size_t)d.N * d.OC * 9 * 9;
     float *img = bf_gc_randn(9, in_n, 0.0f, 1.0f), *cw = bf_gc_randn(10, (size_t)d.OC * d.C * 9, 0.0f, 0.3f);
     float *col = bf_malloc(sizeof(float) * bf_conv_col_size(&d));
@@ -575,6 +576,52 @@ static void check_reverse_outputs_within_derived_tolerance(void) {
     bf_reverse_free(r);
 }
 
+/* The perceptual loss of G's training follows the precision (bf_perceptual.lowp = 1, the
+ * default): the committed perceptual network's loss in bf16 within the chain tolerance of its
+ * five convolutions, and not the fp32 bits; with lowp = 0 the bits of fp32 (as the evaluation
+ * network always is). The image gradient moves by more than rounding alone: where bf16 moves
+ * an activation across a ReLU or a max-pool tie the gradient takes another path (about 9%
+ * relative rms on these noise images); what training uses is its direction, so the check is
+ * a cosine of at least 0.99 (a wrong product gives about 0) and a relative rms under 0.15. */
+TEST(bf16_perceptual_loss_follows_precision_within_derived_tolerance) {
+    REQUIRE_BF16();
+    bf_features *fn = bf_features_load("models/perceptual-fmnist.safetensors");
+    CHECK(fn != NULL);
+    if (!fn) return;
+    int n = 3, N = 28 * 28, d = 5;
+    float *pred = bf_gc_randn(21, (size_t)n * N, 0.0f, 0.5f), *target = bf_gc_randn(22, (size_t)n * N, 0.0f, 0.5f);
+    float *g[3];
+    double l[3];
+    bf_perceptual p;
+    bf_perceptual_init(&p, fn, 1.0f, 0.0f, 0.01f);
+    bf_feat_acts ap, at;
+    bf_feat_acts_init(&ap, fn, n);
+    bf_feat_acts_init(&at, fn, n);
+    for (int k = 0; k < 3; k++) {   /* fp32, bf16, bf16 with lowp = 0 */
+        bf_set_precision(k ? BF_PRECISION_BF16 : BF_PRECISION_FP32);
+        p.lowp = k < 2;
+        g[k] = bf_gc_zeros((size_t)n * N);
+        l[k] = bf_perceptual_loss(&p, &ap, &at, g[k], pred, target, NULL, n, NULL, NULL);
+    }
+    bf_set_precision(BF_PRECISION_FP32);
+    size_t m = (size_t)n * N;
+    double rl = fabs(l[1] - l[0]) / fabs(l[0]), rg = rms_diff(g[1], g[0], m) / rms(g[0], m);
+    double dot = 0.0;
+    for (size_t i = 0; i < m; i++) dot += (double)g[1][i] * g[0][i];
+    double cosine = dot / (rms(g[0], m) * rms(g[1], m) * (double)m);
+    if (!(rl <= chain_tol(d) && rg <= 0.15 && cosine >= 0.99))
+        fprintf(stderr, "    relative change: loss %.3g (tol %.3g), gradient rms %.3g, cosine %.4f\n", rl,
+                chain_tol(d), rg, cosine);
+    CHECK(rl > 0.0 && rl <= chain_tol(d));
+    CHECK(rg > 0.0 && rg <= 0.15 && cosine >= 0.99);
+    CHECK(l[2] == l[0] && memcmp(g[2], g[0], sizeof(float) * n * N) == 0);
+    bf_feat_acts_free(&ap);
+    bf_feat_acts_free(&at);
+    for (int k = 0; k < 3; k++) free(g[k]);
+    free(pred); free(target);
+    bf_features_free(fn);
+}
+
 /* After bf16 work (encoding, sampling, a gradient), fp32 is exactly fp32 again: the same z as
  * before, and the exact inverse F^-1(F(x)) within 1e-4. Sampling in bf16 does use bf16. */
 TEST(bf16_leaves_fp32_exact_inverse_intact) {
@@ -610,12 +657,40 @@ TEST(cli_precision_option_on_every_computing_command) {
     char out[16384];
     for (int i = 0; i < NUM(cmds); i++) {
         int rc = bf_test_sh(out, sizeof out, "./biflow %s --help", cmds[i]);
-        int ok = rc == 0 && strstr(out, "--precision") && strstr(out, "Default fp32");
+        int ok = rc == 0 && strstr(out, "--precision") && strstr(out, "Default ($BF_PRECISION");
         if (!ok) fprintf(stderr, "    biflow %s --help: rc %d, no --precision with its default\n", cmds[i], rc);
         CHECK(ok);
     }
     int rc = bf_test_sh(out, sizeof out, "./biflow encode --flow x --precision fp16");
     CHECK(rc == 2 && strstr(out, "--precision must be fp32 or bf16, not 'fp16'"));
+}
+
+/* The defaults where the user chose no precision (BF_PRECISION= empties the suite's own
+ * setting): bf16 for a new training run and for one pass of G; fp32 for the exact inverse, for
+ * --precision fp32, for $BF_PRECISION=fp32, and for a resumed run that ran in fp32. */
+TEST(cli_default_precision_bf16_to_train_and_for_one_pass_fp32_elsewhere) {
+    REQUIRE_BF16();
+    REQUIRE_FASHION_MNIST();
+    static const struct { const char *cmd, *expect; } cases[] = {
+        {"BF_PRECISION= ./biflow train-flow --out %s/pd-a %s", "bf16 matrix products"},
+        {"BF_PRECISION= ./biflow train-flow --out %s/pd-b %s --precision fp32", "fp32 matrix products"},
+        {"BF_PRECISION= ./biflow train-flow --out %s/pd-b --resume --steps 2 --eval-n 0%s", "fp32 matrix products"},
+        {"BF_PRECISION= ./biflow train-flow --out %s/pd-a --resume --steps 2 --eval-n 0%s", "bf16 matrix products"},
+        {"BF_PRECISION=fp32 ./biflow train-flow --out %s/pd-c %s", "fp32 matrix products"},
+        {"BF_PRECISION= ./biflow sample --flow %s/pd-a --n 2 --out %s/pd-s", "(fp32 products)"},
+        {"BF_PRECISION= ./biflow sample --reverse models/reverse-fmnist.safetensors --n 2 --out %s/pd-g%s", "(bf16 products)"},
+        {"BF_PRECISION= ./biflow sample --reverse models/reverse-fmnist.safetensors --n 2 --out %s/pd-g%s --precision fp32", "(fp32 products)"},
+    };
+    const char *tmp = bf_test_tmpdir(), *shape = "--steps 1 --width 64 --blocks 2 --layers 1 --eval-n 0";
+    char out[8192], cmd[1024];
+    for (int i = 0; i < NUM(cases); i++) {
+        const char *second = strstr(cases[i].cmd, "%s/pd-s") ? tmp : i < 2 || i == 4 ? shape : "";
+        snprintf(cmd, sizeof cmd, cases[i].cmd, tmp, second);
+        int rc = bf_test_sh(out, sizeof out, "%s", cmd);
+        int ok = rc == 0 && strstr(out, cases[i].expect);
+        if (!ok) fprintf(stderr, "    %s: rc %d, no '%s' in:\n%s\n", cmd, rc, cases[i].expect, out);
+        CHECK(ok);
+    }
 }
 
 static int read_z(const char *path, float **z, size_t *n) {

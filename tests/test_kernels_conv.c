@@ -12,12 +12,12 @@
 
 
 /* ================================================================== convolution */
-/* N, C, H, W, OC, K, stride, pad: 3x3 "same", strided with odd sizes (edge windows that
+/* N, C, H, W, OC, K, stride, pad, lowp: 3x3 "same", strided with odd sizes (edge windows that
  * only partly cover the image), 1x1, 5x5 with pad 2, no padding, and a layer of the network */
 static const bf_conv_dims conv_cases[] = {
-    {2, 3, 5, 6, 4, 3, 1, 1}, {1, 2, 7, 5, 3, 3, 2, 1}, {2, 1, 6, 6, 5, 1, 1, 0},
-    {1, 4, 8, 7, 6, 5, 1, 2}, {2, 2, 9, 7, 3, 3, 2, 0}, {1, 3, 4, 4, 2, 3, 3, 1},
-    {2, 32, 14, 14, 16, 3, 1, 1},
+    {2, 3, 5, 6, 4, 3, 1, 1, 0}, {1, 2, 7, 5, 3, 3, 2, 1, 0}, {2, 1, 6, 6, 5, 1, 1, 0, 0},
+    {1, 4, 8, 7, 6, 5, 1, 2, 0}, {2, 2, 9, 7, 3, 3, 2, 0, 0}, {1, 3, 4, 4, 2, 3, 3, 1, 0},
+    {2, 32, 14, 14, 16, 3, 1, 1, 0},
 };
 
 typedef struct {
@@ -55,11 +55,11 @@ static void conv_bwd(void *p) {
 }
 
 TEST(conv2d_output_size) {
-    bf_conv_dims d = {1, 1, 28, 28, 1, 3, 1, 1};
+    bf_conv_dims d = {1, 1, 28, 28, 1, 3, 1, 1, 0};
     CHECK(bf_conv_out_h(&d) == 28 && bf_conv_out_w(&d) == 28);
-    d = (bf_conv_dims){1, 1, 7, 5, 1, 3, 2, 1};
+    d = (bf_conv_dims){1, 1, 7, 5, 1, 3, 2, 1, 0};
     CHECK(bf_conv_out_h(&d) == 4 && bf_conv_out_w(&d) == 3);
-    d = (bf_conv_dims){1, 2, 9, 7, 1, 3, 2, 0};
+    d = (bf_conv_dims){1, 2, 9, 7, 1, 3, 2, 0, 0};
     CHECK(bf_conv_out_h(&d) == 4 && bf_conv_out_w(&d) == 3);
     CHECK(bf_conv_col_size(&d) == (size_t)2 * 9 * 4 * 3);
 }
@@ -67,7 +67,7 @@ TEST(conv2d_output_size) {
 /* The naive twin itself on a case small enough to write out: one 3x3 image, a 2x2 kernel. */
 TEST(conv2d_ref_hand_computed) {
     float img[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 0, 0, -1}, b = 0.5f, out[16];
-    bf_conv_dims d = {1, 1, 3, 3, 1, 2, 1, 0};
+    bf_conv_dims d = {1, 1, 3, 3, 1, 2, 1, 0, 0};
     bf_conv2d_forward_ref(out, img, w, &b, &d);   /* x[i][j] - x[i+1][j+1] + 0.5 */
     for (int i = 0; i < 4; i++) CHECK_NEAR(out[i], -4.0 + 0.5, 1e-6);
     d.pad = 1;                                     /* 4x4 output over the zero-padded image */

@@ -56,7 +56,7 @@ static void perc_free(perc_ctx *m) {
 /* With the adaptive weight off the loss is a plain function of the prediction: its gradient
  * through normalisation and the frozen network must match finite differences. A small step
  * keeps the differences from crossing ReLU and max-pool kinks. */
-TEST(perceptual_gradient_finite_difference) {
+TEST_FP32(perceptual_gradient_finite_difference) {
     perc_ctx m = {0};
     bf_features *fn = tiny_features(3);
     bf_perceptual_init(&m.p, fn, 0.7f, 0.0f, 0.01f);
@@ -71,7 +71,7 @@ TEST(perceptual_gradient_finite_difference) {
 /* The class term: cross-entropy of the frozen network's classifier on the prediction against
  * the label, null-class rows (y < 0) skipped; its gradient joins the distances' and must match
  * finite differences, and its value the cross-entropy computed from the logits here. */
-TEST(perceptual_class_term_gradient_and_value) {
+TEST_FP32(perceptual_class_term_gradient_and_value) {
     perc_ctx m = {0};
     bf_features *fn = tiny_features(5);
     bf_perceptual_init(&m.p, fn, 0.5f, 0.0f, 0.01f);

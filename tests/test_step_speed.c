@@ -139,8 +139,8 @@ TEST(backward_set_variants_match_zero_then_accumulate) {
  * against the double-sum references. */
 TEST(conv2d_stride1_long_rows_match_ref) {
     static const bf_conv_dims cases[] = {
-        {2, 3, 28, 37, 4, 3, 1, 1}, {1, 2, 20, 35, 3, 5, 1, 2}, {1, 2, 9, 33, 2, 3, 1, 0},
-        {1, 1, 5, 17, 2, 7, 1, 3}, {1, 2, 6, 48, 3, 3, 1, 1}, {1, 1, 4, 16, 2, 3, 1, 1},
+        {2, 3, 28, 37, 4, 3, 1, 1, 0}, {1, 2, 20, 35, 3, 5, 1, 2, 0}, {1, 2, 9, 33, 2, 3, 1, 0, 0},
+        {1, 1, 5, 17, 2, 7, 1, 3, 0}, {1, 2, 6, 48, 3, 3, 1, 1, 0}, {1, 1, 4, 16, 2, 3, 1, 1, 0},
     };
     for (int k = 0; k < NUM(cases); k++) {
         const bf_conv_dims *d = &cases[k];

@@ -147,6 +147,20 @@ int cli_given(const char *name) {
     return 0;
 }
 
+void cli_default_bf16(const char *record) {
+    const char *env = getenv("BF_PRECISION");
+    if (cli_given("precision") || (env && *env)) return;
+    bf_precision p = BF_PRECISION_BF16;
+    bf_safetensors st;
+    if (record && access(record, R_OK) == 0 && bf_st_load(&st, record) == 0) {
+        const char *v = bf_st_meta(&st, "precision");
+        if (!v || bf_precision_parse(&p, v)) p = BF_PRECISION_FP32;
+        bf_st_free(&st);
+    }
+    bf_set_precision(p);   /* a CPU without bf16 products (or BF_GEMM=blas) stays fp32, silently */
+    if (bf_precision_effective() != p) bf_set_precision(BF_PRECISION_FP32);
+}
+
 int cli_given_list(const char *const **names) {
     *names = given;
     return n_given;

@@ -127,8 +127,17 @@ extern const char *cli_precision;
 #define CLI_PRECISION_OPT                                                                  \
     CLI_CHOICE("precision", cli_precision, "fp32|bf16",                                    \
      "matrix products of F and G: fp32 or bf16 (bfloat16 operands, fp32 sums; CPUs with "  \
-     "AVX512-BF16, else fp32 with a note). Default fp32 (or $BF_PRECISION): bf16 becomes "  \
-     "the default only once its quality is measured")
+     "AVX512-BF16, else fp32 with a note). Default ($BF_PRECISION sets it for every "       \
+     "command): bf16 where measured to cost nothing (train-flow, train-reverse, bench "     \
+     "train, sample with G; a resumed run keeps its own), fp32 elsewhere (the exact "        \
+     "inverse, encoding, editing, evaluation)")
+
+/* The precision of a command that trains, or samples in one pass of G, when the user chose
+ * none (no --precision, no $BF_PRECISION): bf16 where the CPU has it (issue 11's quality
+ * bounds were measured there: docs/RESULTS-flow.md), except that a resumed run keeps the
+ * precision its checkpoint `record` (may be NULL) says its last steps ran in (fp32 for runs
+ * recorded before the key). The other commands keep the library's default, fp32. */
+void cli_default_bf16(const char *record);
 
 /* --threads, on the commands that compute (0 = all cores): cli_parse applies it
  * (bf_set_threads) and refuses a negative count. The trainers and serve, which apply their own

@@ -21,9 +21,9 @@ typedef struct {
 static int report_sample(const sample_args *a, const float *x, const int *y, int c, int img,
                          int ncols, const bf_sample_stats *st, const char *what) {
     if (write_outputs(a->out, x, y, a->n, c, img, img, ncols, a->scale)) return cli_fail();
-    printf("%d images with the %s sampler%s%s in %.2f s: %.1f images/s, %.2f ms/image\n", a->n,
-           a->sampler, a->so.cfg != 0 ? ", guided" : "", what, st->seconds, a->n / st->seconds,
-           1e3 * st->seconds / a->n);
+    printf("%d images with the %s sampler%s%s in %.2f s (%s products): %.1f images/s, %.2f ms/image\n",
+           a->n, a->sampler, a->so.cfg != 0 ? ", guided" : "", what, st->seconds,
+           bf_precision_name(bf_precision_effective()), a->n / st->seconds, 1e3 * st->seconds / a->n);
     if (st->nonfinite) printf("warning: %ld output values are NaN or Inf\n", st->nonfinite);
     printf("wrote %s.png, %s.npy, %s_labels.npy\n", a->out, a->out, a->out);
     return 0;
@@ -170,5 +170,9 @@ int cmd_sample(int argc, char **argv) {
     int rc = cli_options(argc, argv, 2, opts);
     if (rc != CLI_GO) return rc;
     if ((rc = sample_check(&a))) return rc;
-    return !strcmp(a.sampler, "biflow") ? sample_biflow(&a) : sample_exact(&a);
+    if (!strcmp(a.sampler, "biflow")) {
+        cli_default_bf16(NULL);   /* one pass of G: bf16 unless asked otherwise */
+        return sample_biflow(&a);
+    }
+    return sample_exact(&a);
 }

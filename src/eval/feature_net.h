@@ -38,6 +38,7 @@ typedef struct {
     float *col, *dcol;        /* im2col scratch of one image, the largest layer */
     float *g[2];              /* (Bn, largest layer) gradient ping-pong buffers */
     const float *x;           /* input of the last forward (not owned) */
+    int lowp;                 /* convolutions follow the precision setting (bf_conv_dims) */
 } bf_feat_acts;
 
 struct bf_features {

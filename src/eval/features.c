@@ -74,7 +74,7 @@ static void add_layer(bf_features *fn, size_t *off, bf_layer_kind kind, const ch
         snprintf(nm, sizeof nm, "%s.weight", name);
         l->w_off = add_tensor(fn, off, nm, 2, ws, 0);
     } else {
-        l->conv = (bf_conv_dims){1, l->c, l->h, l->w, oc, 3, 1, 1};
+        l->conv = (bf_conv_dims){1, l->c, l->h, l->w, oc, 3, 1, 1, 0};
         l->oc = oc; l->oh = bf_conv_out_h(&l->conv); l->ow = bf_conv_out_w(&l->conv);
         int64_t ws[4] = {oc, l->c, 3, 3};
         snprintf(nm, sizeof nm, "%s.weight", name);
@@ -244,6 +244,7 @@ static void layer_forward(const bf_feat_layer *l, const float *P, bf_feat_acts *
     if (l->kind == BF_LAYER_CONV) {
         bf_conv_dims d = l->conv;
         d.N = n;
+        d.lowp = a->lowp;
         bf_conv2d_forward(out, a->col, in, P + l->w_off, P + l->b_off, &d);
     } else if (l->kind == BF_LAYER_POOL) {
         bf_maxpool2_forward(out, in, n, l->c, l->h, l->w);
@@ -285,6 +286,7 @@ static void layer_backward(const bf_feat_layer *l, const float *P, float *G, bf_
     if (l->kind == BF_LAYER_CONV) {
         bf_conv_dims d = l->conv;
         d.N = n;
+        d.lowp = a->lowp;
         bf_conv2d_backward(dinp, G ? G + l->w_off : NULL, G ? G + l->b_off : NULL, a->col,
                            a->dcol, dout, in, P + l->w_off, &d);
     } else if (l->kind == BF_LAYER_POOL) {

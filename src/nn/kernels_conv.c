@@ -1,7 +1,7 @@
 /* Convolution-net kernels; see kernels_conv.h for the conventions. A convolution is im2col
  * plus one GEMM per image: out (OC, OH OW) = weight (OC, C K K) @ col (C K K, OH OW).
- * Always fp32 (bf_gemm_f32): the feature and perceptual networks do not follow the precision
- * setting. */
+ * fp32 (bf_gemm_f32) unless the dims ask for the precision setting (lowp: the perceptual
+ * loss), so that evaluation never depends on it. */
 #include "kernels_conv.h"
 #include "core.h"
 #include "gemm.h"
@@ -145,7 +145,7 @@ void bf_conv2d_forward(float *out, float *col, const float *inp, const float *we
         for (int oc = 0; oc < d->OC; oc++)
             for (int i = 0; i < P; i++) o[(size_t)oc * P + i] = bias ? bias[oc] : 0.0f;
         im2col(col, inp + (size_t)n * d->C * d->H * d->W, d, OH, OW);
-        bf_gemm_f32(0, 0, d->OC, P, CKK, weight, CKK, col, P, o, P);
+        (d->lowp ? bf_gemm : bf_gemm_f32)(0, 0, d->OC, P, CKK, weight, CKK, col, P, o, P);
     }
 }
 
@@ -164,10 +164,11 @@ void bf_conv2d_backward(float *dinp, float *dweight, float *dbias, float *col, f
             }
         if (dweight) {   /* dweight (OC, CKK) += dout (OC, P) @ col^T */
             im2col(col, inp + n * img, d, OH, OW);
-            bf_gemm_f32(0, 1, d->OC, CKK, P, g, P, col, P, dweight, CKK);
+            (d->lowp ? bf_gemm : bf_gemm_f32)(0, 1, d->OC, CKK, P, g, P, col, P, dweight, CKK);
         }
         if (dinp) {      /* dcol (CKK, P) = weight^T @ dout (set by the product), folded back */
-            bf_gemm_f32_bias(1, 0, CKK, P, d->OC, weight, CKK, g, P, dcol, P, NULL);
+            (d->lowp ? bf_gemm_bias : bf_gemm_f32_bias)(1, 0, CKK, P, d->OC, weight, CKK, g, P,
+                                                        dcol, P, NULL);
             col2im(dinp + n * img, dcol, d, OH, OW);
         }
     }

@@ -10,8 +10,10 @@
 #include <stddef.h>
 
 /* Geometry of a convolution: N images of C channels, H x W, into OC channels through a
- * K x K window moved by stride, with pad zeros on every side. */
-typedef struct { int N, C, H, W, OC, K, stride, pad; } bf_conv_dims;
+ * K x K window moved by stride, with pad zeros on every side. lowp = 1 routes the products
+ * through bf_gemm, so they follow the precision setting (the perceptual loss, which only
+ * guides training); 0 (the default) keeps them fp32 whatever the setting (evaluation). */
+typedef struct { int N, C, H, W, OC, K, stride, pad, lowp; } bf_conv_dims;
 
 int bf_conv_out_h(const bf_conv_dims *d);
 int bf_conv_out_w(const bf_conv_dims *d);

@@ -13,6 +13,7 @@ void bf_perceptual_init(bf_perceptual *p, const bf_features *fn, float weight, f
     p->weight = weight;
     p->adapt_p = adapt_p;
     p->adapt_eps = adapt_eps;
+    p->lowp = 1;
     for (int i = 0; i < fn->n_layers; i++)
         if (fn->layer[i].kind == BF_LAYER_CONV || i == fn->feat_layer) p->layers[p->n_layers++] = i;
 }
@@ -74,6 +75,7 @@ static double layer_of(const bf_perceptual *p, float *dv, const bf_feat_acts *ap
 void bf_perceptual_distances(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_acts *at,
                              double *D, const float *pred, const float *target, int n) {
     const bf_features *fn = p->fn;
+    ap->lowp = at->lowp = p->lowp;
     bf_features_forward(fn, fn->params, at, target, n);
     bf_features_forward(fn, fn->params, ap, pred, n);
     for (int b = 0; b < n; b++)
