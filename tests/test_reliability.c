@@ -287,6 +287,22 @@ TEST(run_folder_mistakes_are_refused_with_the_reason) {
     touch(bf_test_tmpdir(), "a-file");
     bf_test_tiny_train_opts(&o, file, 2);
     CHECK_ERR(bf_train_flow(&o), "is a file, not a run folder");
+    char below[600];
+    snprintf(below, sizeof below, "%s/run", file);   /* a parent that is a file */
+    bf_test_tiny_train_opts(&o, below, 2);
+    CHECK_ERR(bf_train_flow(&o), "cannot create run folder");
+}
+
+/* A new run folder whose parents do not exist yet is made with them (mkdir -p). */
+TEST(run_folder_is_created_with_its_parents) {
+    REQUIRE_FASHION_MNIST();   /* trains on it */
+    char dir[512], nested[600];
+    path_in_tmp(dir, sizeof dir, "parents");
+    snprintf(nested, sizeof nested, "%s/of/run", dir);
+    bf_train_opts o;
+    bf_test_tiny_train_opts(&o, nested, 1);
+    CHECK(access(dir, F_OK) != 0);
+    CHECK(bf_train_flow(&o) == 0 && bf_test_saved_step(nested) == 1);
 }
 
 /* A writer killed mid-write leaves NAME.tmp.PID: the next trainer in the folder removes it. */

@@ -106,6 +106,19 @@ static const char *const RUN_FILES[] = {
 };
 #define N_RUN_FILES ((int)(sizeof RUN_FILES / sizeof RUN_FILES[0]))
 
+/* mkdir -p: the folder and any missing parents (a run folder may be runs/today/f). */
+static int make_dirs(const char *dir) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) { errno = ENAMETOOLONG; return -1; }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 static int check_folder(const char *dir, int resume) {
     struct stat sb;
     if (stat(dir, &sb) == 0) {
@@ -117,7 +130,7 @@ static int check_folder(const char *dir, int resume) {
         bf_set_error("cannot resume: the run folder '%s' does not exist (%s)", dir, strerror(errno));
         return -1;
     }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    if (make_dirs(dir)) {
         bf_set_error("cannot create run folder '%s': %s", dir, strerror(errno));
         return -1;
     }
