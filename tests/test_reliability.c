@@ -296,13 +296,12 @@ TEST(run_folder_mistakes_are_refused_with_the_reason) {
 /* A new run folder whose parents do not exist yet is made with them (mkdir -p). */
 TEST(run_folder_is_created_with_its_parents) {
     REQUIRE_FASHION_MNIST();   /* trains on it */
-    char dir[512], nested[600];
-    path_in_tmp(dir, sizeof dir, "parents");
-    snprintf(nested, sizeof nested, "%s/of/run", dir);
+    char top[512], dir[512];
+    path_in_tmp(top, sizeof top, "parents");
+    CHECK(access(top, F_OK) != 0);
     bf_train_opts o;
-    bf_test_tiny_train_opts(&o, nested, 1);
-    CHECK(access(dir, F_OK) != 0);
-    CHECK(bf_train_flow(&o) == 0 && bf_test_saved_step(nested) == 1);
+    tiny_run_in_tmp(&o, dir, "parents/of/run", 1);
+    CHECK(bf_train_flow(&o) == 0 && bf_test_saved_step(dir) == 1);
 }
 
 /* A writer killed mid-write leaves NAME.tmp.PID: the next trainer in the folder removes it. */
