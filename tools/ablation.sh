@@ -54,6 +54,9 @@ usage: tools/ablation.sh [options]
   --out DIR          run folders, evaluations, table (default runs/ablation18)
   --docs DIR         the training curves, one PNG per comparison (default docs/ablation)
   --bin PATH         the biflow binary (default ./biflow)
+  --precision P      fp32 or bf16: the matrix products of every training run and evaluation
+                     (default fp32, the precision the table's runs were trained in; the CLI's
+                     own default for a new training run is bf16, so it is passed explicitly)
   --dry-run          print the commands instead of running them
   --help             this text
 EOF
@@ -62,7 +65,7 @@ EOF
 STEPS=3200; BATCH=64; FLOW_STEPS=; SEED=0; SEED2=; ONLY=; EVAL_N=10000; EVAL_SEED=1
 FID_N=2000; WS="0 0.5 1 1.5 2 2.5 3"; GRID_ALL=0; FLOW=models/flow-fmnist.safetensors
 FEATURES=models/perceptual-fmnist.safetensors; FLOW_BOUND=4; CKPT_EVERY=200; EVAL_EVERY=500
-G_OPTS=; OUT=runs/ablation18; DOCS=docs/ablation; BIN=./biflow; DRY=0; MARK_EXTRA=
+G_OPTS=; OUT=runs/ablation18; DOCS=docs/ablation; BIN=./biflow; DRY=0; MARK_EXTRA=; PREC=fp32
 need() { [ $# -ge 2 ] || { echo "tools/ablation.sh: $1 needs a value (see --help)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -86,6 +89,7 @@ while [ $# -gt 0 ]; do
         --out) need "$@"; OUT=$2; shift ;;
         --docs) need "$@"; DOCS=$2; shift ;;
         --bin) need "$@"; BIN=$2; shift ;;
+        --precision) need "$@"; PREC=$2; shift ;;
         --dry-run) DRY=1 ;;
         --help|-h) usage; exit 0 ;;
         *) echo "tools/ablation.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -96,6 +100,7 @@ FLOW_STEPS=${FLOW_STEPS:-$STEPS}
 for v in "$STEPS" "$BATCH" "$FLOW_STEPS" "$SEED" "$EVAL_N" "$EVAL_SEED" "$FID_N" "$CKPT_EVERY" "$EVAL_EVERY" ${SEED2:+"$SEED2"}; do
     [[ $v =~ ^[0-9]+$ ]] || { echo "tools/ablation.sh: '$v' is not a count (see --help)" >&2; exit 2; }
 done
+case $PREC in fp32|bf16) ;; *) echo "tools/ablation.sh: --precision must be fp32 or bf16, not '$PREC'" >&2; exit 2 ;; esac
 [ "$DRY" = 1 ] || [ -x "$BIN" ] || { echo "tools/ablation.sh: $BIN is not built (make)" >&2; exit 1; }
 
 # ------------------------------------------------------------------ the variants
@@ -235,7 +240,7 @@ train_flow() {   # train_flow flowclip|flownoclip
     # shellcheck disable=SC2046
     train_run "$OUT/$1" "$FLOW_STEPS" train_state.safetensors flow_ema.safetensors \
         "$BIN" train-flow $(flow_opts "$1") --seed "$SEED" --batch "$BATCH" \
-        --ckpt-every "$CKPT_EVERY" --log-every 50 --eval-n "$EVAL_N"
+        --ckpt-every "$CKPT_EVERY" --log-every 50 --eval-n "$EVAL_N" --precision "$PREC"
 }
 
 train_g() {   # train_g VARIANT SEED FOLDER
@@ -257,7 +262,7 @@ train_g() {   # train_g VARIANT SEED FOLDER
     train_run "$dir" "$STEPS" reverse_state.safetensors reverse_ema.safetensors \
         "$BIN" train-reverse --flow "$flow" --features "$FEATURES" --seed "$seed" \
         --batch "$BATCH" --warmup 200 --ckpt-every "$CKPT_EVERY" --eval-every "$EVAL_EVERY" \
-        --eval-n 0 --log-every 50 $(variant_opts "$v") $G_OPTS
+        --eval-n 0 --log-every 50 --precision "$PREC" $(variant_opts "$v") $G_OPTS
     local rc=$?
     MARK_EXTRA=
     return $rc
@@ -272,7 +277,7 @@ evaluate() {
     if [ -f "$EVALS/$key.json" ]; then echo "== eval $key: done, skipped"; return 0; fi
     rm -f "$EVALS/$key.tmp" "$EVALS/$key.log"
     if ! run_logged "$EVALS/$key.log" "$BIN" eval --n "$EVAL_N" --seed "$EVAL_SEED" --row "$key" \
-            --json "$EVALS/$key.tmp" "$@"; then
+            --precision "$PREC" --json "$EVALS/$key.tmp" "$@"; then
         echo "== eval $key failed (see $EVALS/$key.log)" >&2; FAILED+=("eval:$key"); return 1
     fi
     [ "$DRY" = 1 ] && return 0
