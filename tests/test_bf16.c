@@ -667,7 +667,8 @@ TEST(cli_precision_option_on_every_computing_command) {
 
 /* The defaults where the user chose no precision (BF_PRECISION= empties the suite's own
  * setting): bf16 for a new training run and for one pass of G; fp32 for the exact inverse, for
- * --precision fp32, for $BF_PRECISION=fp32, and for a resumed run that ran in fp32. */
+ * --precision fp32, for $BF_PRECISION=fp32, and for a resumed run that ran in fp32; `info`
+ * says which a run's last steps ran in. */
 TEST(cli_default_precision_bf16_to_train_and_for_one_pass_fp32_elsewhere) {
     REQUIRE_BF16();
     REQUIRE_FASHION_MNIST();
@@ -680,6 +681,8 @@ TEST(cli_default_precision_bf16_to_train_and_for_one_pass_fp32_elsewhere) {
         {"BF_PRECISION= ./biflow sample --flow %s/pd-a --n 2 --out %s/pd-s", "(fp32 products)"},
         {"BF_PRECISION= ./biflow sample --reverse models/reverse-fmnist.safetensors --n 2 --out %s/pd-g%s", "(bf16 products)"},
         {"BF_PRECISION= ./biflow sample --reverse models/reverse-fmnist.safetensors --n 2 --out %s/pd-g%s --precision fp32", "(fp32 products)"},
+        {"./biflow info %s/pd-b%s", "trained 2 steps, batch 64, seed 0, last steps in fp32 matrix products"},
+        {"./biflow info %s/pd-a%s", "trained 2 steps, batch 64, seed 0, last steps in bf16 matrix products"},
     };
     const char *tmp = bf_test_tmpdir(), *shape = "--steps 1 --width 64 --blocks 2 --layers 1 --eval-n 0";
     char out[8192], cmd[1024];

@@ -96,6 +96,20 @@ static void print_flow(const bf_flow *f) {
         printf("  trained with Gaussian noise, sigma %g\n", (double)bf_flow_trained_sigma(f));
 }
 
+/* How a checkpoint written by a trainer was trained (its metadata), when it records that. */
+static void print_training(const bf_safetensors *st) {
+    const char *step = bf_st_meta(st, "step"), *steps = bf_st_meta(st, "steps");
+    const char *batch = bf_st_meta(st, "batch"), *seed = bf_st_meta(st, "seed");
+    const char *prec = bf_st_meta(st, "precision");
+    if (!step) return;
+    printf("  trained %s steps", step);
+    if (steps && strcmp(steps, step)) printf(" of %s", steps);
+    if (batch) printf(", batch %s", batch);
+    if (seed) printf(", seed %s", seed);
+    if (prec) printf(", last steps in %s matrix products", prec);
+    printf("\n");
+}
+
 int cmd_info(int argc, char **argv) {
     cli_opt opts[] = {CLI_END};
     const char *pos[1];
@@ -112,12 +126,16 @@ int cmd_info(int argc, char **argv) {
     if (bf_st_load(&st, path)) return cli_fail();
     const char *fmt = bf_st_meta(&st, "format");
     int is_reverse = fmt && !strcmp(fmt, "biflow-reverse");
-    bf_st_free(&st);
     bf_reverse *r = is_reverse ? bf_reverse_load(path, 1) : NULL;
     bf_flow *f = is_reverse ? NULL : bf_flow_load(path, 1);
-    if (!r && !f) return cli_fail();
+    if (!r && !f) {
+        bf_st_free(&st);
+        return cli_fail();
+    }
     if (r) print_reverse(r);
     else print_flow(f);
+    print_training(&st);
+    bf_st_free(&st);
     bf_reverse_free(r);
     bf_flow_free(f);
     return 0;

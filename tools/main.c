@@ -80,7 +80,8 @@ static const cli_command COMMANDS[] = {
      "(dev/check_roundtrip.py)."},
     {"info", cmd_info, "show a model file's configuration",
      "MODEL.safetensors|RUN_DIR",
-     "Prints a model's configuration and size (forward or reverse model)."},
+     "Prints a model's configuration and size (forward or reverse model), and, for a\n"
+     "trainer's checkpoint, its steps, batch, seed and the precision of its last steps."},
     {"serve", cmd_serve, "a page to play with a model pair, and its JSON/PNG API (HTTP, 127.0.0.1)",
      "[--reverse G] [--flow F] [--port 8080] [--host 127.0.0.1] [options]",
      "Serves a page to play with a model pair (sampling with both samplers,\n"
