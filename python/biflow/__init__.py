@@ -22,13 +22,14 @@ except ImportError as _e:   # pragma: no cover
 from . import _arrays
 from . import _lib
 from ._handle import model_path
-from ._lib import ABI_VERSION, BiflowError, get_threads, set_threads
+from ._lib import ABI_VERSION, BiflowError, get_precision, get_threads, set_precision, set_threads
 from .evaluation import Features, class_accuracy, frechet_distance
 from .models import Flow, Reverse, Samples, noise
 
 __all__ = ["Flow", "Reverse", "Features", "Samples", "BiflowError", "frechet_distance",
            "class_accuracy", "noise", "to_uint8", "write_grid", "model_path", "set_threads",
-           "get_threads", "version", "abi_version", "ABI_VERSION", "library_path"]
+           "get_threads", "set_precision", "get_precision", "version", "abi_version",
+           "ABI_VERSION", "library_path"]
 
 to_uint8 = _arrays.to_uint8
 

@@ -114,6 +114,9 @@ _PROTOTYPES = {
     "bf_last_error": (c_char_p, []),
     "bf_set_threads": (None, [c_int]),
     "bf_get_threads": (c_int, []),
+    "bf_set_precision": (c_int, [c_int]),
+    "bf_get_precision": (c_int, []),
+    "bf_precision_effective": (c_int, []),
     "bf_fill_normal": (None, [P_float, c_size_t, c_uint64, c_float]),
     "bf_labels_check": (c_int, [P_int, c_int, c_int]),
     "bf_images_to_u8": (None, [P_uint8, P_float, c_size_t]),
@@ -242,6 +245,25 @@ def get_threads():
     """Threads the library's calls from this thread use."""
     lib.bf_set_threads(_threads or 0)
     return lib.bf_get_threads()
+
+
+_PRECISIONS = ("fp32", "bf16")   # bf_precision's values, in order
+
+
+def set_precision(name):
+    """The matrix products of F and G from now on, process-wide: "fp32" (the library's
+    default, or $BF_PRECISION) or "bf16" (bfloat16 operands, fp32 sums; a CPU without
+    AVX512-BF16 computes in fp32 and says so once on stderr). The evaluation network is fp32
+    whatever the setting."""
+    if name not in _PRECISIONS:
+        raise ValueError("precision must be 'fp32' or 'bf16', not %r" % (name,))
+    check(lib.bf_set_precision(_PRECISIONS.index(name)))
+
+
+def get_precision():
+    """The precision the products run in: the setting, or "fp32" where the CPU cannot do
+    bf16."""
+    return _PRECISIONS[lib.bf_precision_effective()]
 
 
 def call(fn, *args):

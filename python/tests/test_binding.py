@@ -191,6 +191,24 @@ class TestReverse(Shared):
         self.assertEqual(self.f.encode(np.zeros((0, 1, 28, 28), np.float32))[0].shape,
                          (0,) + self.f.token_shape)
 
+    def test_precision_setting_reaches_the_products(self):
+        before = biflow._lib._PRECISIONS[biflow._lib.lib.bf_get_precision()]
+        try:
+            biflow.set_precision("fp32")
+            self.assertEqual(biflow.get_precision(), "fp32")
+            want = self.g.sample(8, cfg=2, seed=9).images
+            biflow.set_precision("bf16")
+            got = self.g.sample(8, cfg=2, seed=9).images
+            if biflow.get_precision() == "bf16":   # the CPU has AVX512-BF16
+                self.assertFalse(np.array_equal(got, want))
+                self.assertLess(float(np.sqrt(np.mean((got - want) ** 2))), 0.05)
+            else:
+                np.testing.assert_array_equal(got, want)
+            with self.assertRaises(ValueError):
+                biflow.set_precision("fp16")
+        finally:
+            biflow.set_precision(before)
+
     def test_threads_and_concurrent_calls_give_the_same_images(self):
         want = self.g.sample(8, cfg=2, seed=9).images
         biflow.set_threads(1)
