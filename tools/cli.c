@@ -147,12 +147,14 @@ int cli_given(const char *name) {
     return 0;
 }
 
-void cli_default_bf16(const char *record) {
+void cli_default_bf16(const char *run_dir, const char *record) {
     const char *env = getenv("BF_PRECISION");
     if (cli_given("precision") || (env && *env)) return;
     bf_precision p = BF_PRECISION_BF16;
     bf_safetensors st;
-    if (record && access(record, R_OK) == 0 && bf_st_load(&st, record) == 0) {
+    char path[4096];
+    if (run_dir && snprintf(path, sizeof path, "%s/%s", run_dir, record) < (int)sizeof path &&
+        access(path, R_OK) == 0 && bf_st_load(&st, path) == 0) {
         const char *v = bf_st_meta(&st, "precision");
         if (!v || bf_precision_parse(&p, v)) p = BF_PRECISION_FP32;
         bf_st_free(&st);

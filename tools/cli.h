@@ -135,9 +135,10 @@ extern const char *cli_precision;
 /* The precision of a command that trains, or samples in one pass of G, when the user chose
  * none (no --precision, no $BF_PRECISION): bf16 where the CPU has it (issue 11's quality
  * bounds were measured there: docs/RESULTS-flow.md), except that a resumed run keeps the
- * precision its checkpoint `record` (may be NULL) says its last steps ran in (fp32 for runs
- * recorded before the key). The other commands keep the library's default, fp32. */
-void cli_default_bf16(const char *record);
+ * precision its checkpoint run_dir/record says its last steps ran in (fp32 for runs recorded
+ * before the key; run_dir NULL: a new run, or no run). The other commands keep the library's
+ * default, fp32. */
+void cli_default_bf16(const char *run_dir, const char *record);
 
 /* --threads, on the commands that compute (0 = all cores): cli_parse applies it
  * (bf_set_threads) and refuses a negative count. The trainers and serve, which apply their own

@@ -126,7 +126,7 @@ static int bench_train(int argc, char **argv) {
     if ((rc = cli_check_int("batch", batch, 1, 65536)) || (rc = cli_check_int("steps", steps, 1, 1000000)) ||
         (rc = cli_check_int("warmup", warm, 0, 1000000)))
         return rc;
-    cli_default_bf16(NULL);   /* the trainers' default */
+    cli_default_bf16(NULL, NULL);   /* the trainers' default */
     if (!strcmp(model, "reverse")) {
         ro.batch = batch;
         return bench_train_reverse(&ro, steps, warm);

@@ -54,9 +54,7 @@ static int train_reverse_check(bf_reverse_train_opts *o, const char *inverse, co
 
 /* Trains, then measures G(F(x)) on eval_n test images (not when interrupted). */
 static int train_reverse_run(const bf_reverse_train_opts *o, int eval_n) {
-    char record[4096];
-    snprintf(record, sizeof record, "%s/reverse.safetensors", o->out_dir ? o->out_dir : ".");
-    cli_default_bf16(o->resume ? record : NULL);
+    cli_default_bf16(o->resume ? o->out_dir : NULL, "reverse.safetensors");
     int trc = bf_train_reverse(o);
     if (trc < 0) return cli_fail();
     return trc > 0 || eval_n == 0 ? 0 : final_recon(o, eval_n);

@@ -171,7 +171,7 @@ int cmd_sample(int argc, char **argv) {
     if (rc != CLI_GO) return rc;
     if ((rc = sample_check(&a))) return rc;
     if (!strcmp(a.sampler, "biflow")) {
-        cli_default_bf16(NULL);   /* one pass of G: bf16 unless asked otherwise */
+        cli_default_bf16(NULL, NULL);   /* one pass of G: bf16 unless asked otherwise */
         return sample_biflow(&a);
     }
     return sample_exact(&a);

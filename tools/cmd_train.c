@@ -60,9 +60,7 @@ int cmd_train_flow(int argc, char **argv) {
     if (rc != CLI_GO) return rc;
     if ((rc = cli_check_int("eval-n", eval_n, 0, 1000000000)) || (rc = train_flow_check(&o, &sh, noise)))
         return rc;
-    char record[4096];
-    snprintf(record, sizeof record, "%s/flow.safetensors", o.out_dir ? o.out_dir : ".");
-    cli_default_bf16(o.resume ? record : NULL);
+    cli_default_bf16(o.resume ? o.out_dir : NULL, "flow.safetensors");
     int trc = bf_train_flow(&o);
     if (trc < 0) return cli_fail();
     if (trc > 0 || eval_n == 0) return 0;   /* interrupted: no final evaluation */

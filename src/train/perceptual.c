@@ -83,7 +83,6 @@ void bf_perceptual_distances(const bf_perceptual *p, bf_feat_acts *ap, bf_feat_a
             D[(size_t)b * p->n_layers + j] = layer_of(p, NULL, ap, at, j, b, 0.0f);
 }
 
-
 /* Mean over the n rows of the cross-entropy of logits (n, K) against y (rows with y < 0
  * skipped); dlogits (n, K) += scale * its gradient, softmax - one-hot over n. */
 static double class_term(float *dlogits, const float *logits, const int *y, int n, int K,
