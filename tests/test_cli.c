@@ -389,7 +389,7 @@ TEST(cli_ablation_script_dry_run_matches_the_cli) {
     if (access("tools/ablation.sh", X_OK) != 0) SKIP("tools/ablation.sh not found in the working directory");
     char dir[600], cmd[2048];
     fmt(dir, sizeof dir, "%s/ablation_dry", bf_test_tmpdir());
-    fmt(cmd, sizeof cmd, "tools/ablation.sh --dry-run --steps 7 --second-seed 1 --out '%s' --docs '%s/docs' 2>&1", dir, dir);
+    fmt(cmd, sizeof cmd, "tools/ablation.sh --dry-run --steps 7 --second-seed 1 --second-precision bf16 --out '%s' --docs '%s/docs' 2>&1", dir, dir);
     CHECK(run_expect(out, 0, cmd) == 0);
     CHECK(access(dir, F_OK) != 0);   /* a dry run writes nothing */
     static const char *const want[] = {
@@ -402,6 +402,19 @@ TEST(cli_ablation_script_dry_run_matches_the_cli) {
         CHECK(strstr(out, want[i]) != NULL);
     }
     CHECK(strstr(out, "/mse-s1") == NULL);   /* the second seed is for the contested rows only */
+    static const struct { const char *run, *prec; } precs[] = {   /* each seed in its precision */
+        {"/distill-s1 --steps 7", "--precision bf16 "}, {"/normoff-s1 --steps 7", "--precision bf16 "},
+        {"/mse --steps 7", "--precision fp32 "}, {"/flowclip --steps 7", "--precision fp32 "},
+    };
+    for (int i = 0; i < NUM(precs); i++) {
+        const char *end = strstr(out, precs[i].run), *start = end;
+        CHECK(end != NULL);
+        if (!end) continue;
+        while (start > out && start[-1] != '\n') start--;
+        const char *p = strstr(start, precs[i].prec);
+        if (!p || p > end) fprintf(stderr, "    the run '%s' lacks '%s'\n", precs[i].run, precs[i].prec);
+        CHECK(p != NULL && p < end);
+    }
     int checked = 0;
     for (const char *p = out; (p = strstr(p, "\n+ ./biflow ")); p++) {
         char sub[32], line[2048];
@@ -427,6 +440,8 @@ TEST(cli_ablation_script_dry_run_matches_the_cli) {
     CHECK(run_expect(out, 2, cmd) == 2 && strstr(out, "unknown variant 'bogus'"));
     fmt(cmd, sizeof cmd, "tools/ablation.sh --dry-run --steps many 2>&1");
     CHECK(run_expect(out, 2, cmd) == 2 && strstr(out, "'many' is not a count"));
+    fmt(cmd, sizeof cmd, "tools/ablation.sh --dry-run --second-precision fp16 2>&1");
+    CHECK(run_expect(out, 2, cmd) == 2 && strstr(out, "must be fp32 or bf16, not 'fp16'"));
 }
 
 /* tools/ reads the models through include/biflow.h only: no internal header of src/. */

@@ -57,6 +57,9 @@ usage: tools/ablation.sh [options]
   --precision P      fp32 or bf16: the matrix products of every training run and evaluation
                      (default fp32, the precision the table's runs were trained in; the CLI's
                      own default for a new training run is bf16, so it is passed explicitly)
+  --second-precision P  the precision of the second seed's training runs (default: --precision);
+                     evaluations stay at --precision. bf16 halves a run's time; the table
+                     then says so, and its spread holds seed and precision together
   --dry-run          print the commands instead of running them
   --help             this text
 EOF
@@ -65,7 +68,7 @@ EOF
 STEPS=3200; BATCH=64; FLOW_STEPS=; SEED=0; SEED2=; ONLY=; EVAL_N=10000; EVAL_SEED=1
 FID_N=2000; WS="0 0.5 1 1.5 2 2.5 3"; GRID_ALL=0; FLOW=models/flow-fmnist.safetensors
 FEATURES=models/perceptual-fmnist.safetensors; FLOW_BOUND=4; CKPT_EVERY=200; EVAL_EVERY=500
-G_OPTS=; OUT=runs/ablation18; DOCS=docs/ablation; BIN=./biflow; DRY=0; MARK_EXTRA=; PREC=fp32
+G_OPTS=; OUT=runs/ablation18; DOCS=docs/ablation; BIN=./biflow; DRY=0; MARK_EXTRA=; PREC=fp32; PREC2=
 need() { [ $# -ge 2 ] || { echo "tools/ablation.sh: $1 needs a value (see --help)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -90,6 +93,7 @@ while [ $# -gt 0 ]; do
         --docs) need "$@"; DOCS=$2; shift ;;
         --bin) need "$@"; BIN=$2; shift ;;
         --precision) need "$@"; PREC=$2; shift ;;
+        --second-precision) need "$@"; PREC2=$2; shift ;;
         --dry-run) DRY=1 ;;
         --help|-h) usage; exit 0 ;;
         *) echo "tools/ablation.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -100,7 +104,10 @@ FLOW_STEPS=${FLOW_STEPS:-$STEPS}
 for v in "$STEPS" "$BATCH" "$FLOW_STEPS" "$SEED" "$EVAL_N" "$EVAL_SEED" "$FID_N" "$CKPT_EVERY" "$EVAL_EVERY" ${SEED2:+"$SEED2"}; do
     [[ $v =~ ^[0-9]+$ ]] || { echo "tools/ablation.sh: '$v' is not a count (see --help)" >&2; exit 2; }
 done
-case $PREC in fp32|bf16) ;; *) echo "tools/ablation.sh: --precision must be fp32 or bf16, not '$PREC'" >&2; exit 2 ;; esac
+PREC2=${PREC2:-$PREC}
+for p in "$PREC" "$PREC2"; do
+    case $p in fp32|bf16) ;; *) echo "tools/ablation.sh: a precision must be fp32 or bf16, not '$p'" >&2; exit 2 ;; esac
+done
 [ "$DRY" = 1 ] || [ -x "$BIN" ] || { echo "tools/ablation.sh: $BIN is not built (make)" >&2; exit 1; }
 
 # ------------------------------------------------------------------ the variants
@@ -186,6 +193,11 @@ ckpt_step() {   # the step recorded in a checkpoint's metadata (0 when absent)
     s=$(head -c 262144 "$1" 2>/dev/null | grep -ao '"step":"[0-9]*"' | head -1 | tr -dc 0-9) || true
     echo "${s:-0}"
 }
+ckpt_precision() {   # the precision recorded in a checkpoint's metadata (fp32 when absent: older runs)
+    local p
+    p=$(head -c 262144 "$1" 2>/dev/null | grep -ao '"precision":"[a-z0-9]*"' | head -1 | sed 's/.*:"\(.*\)"/\1/') || true
+    echo "${p:-fp32}"
+}
 jget() {   # jget FILE KEY: a number from a one-line JSON record
     sed -n "s/.*\"$2\":\([-0-9.eE+naifNAIF]*\).*/\1/p" "$1" | head -1
 }
@@ -206,6 +218,13 @@ train_run() {
     fi
     local mode=()
     if [ -f "$dir/$state" ]; then
+        local was
+        was=$(ckpt_precision "$dir/$ckpt")
+        if [ "$was" != "$RUN_PREC" ]; then   # a run is trained in one precision throughout
+            echo "== $name: its checkpoint was trained in $was, not $RUN_PREC: move $dir away to train" \
+                 "it again in $RUN_PREC" >&2
+            FAILED+=("$name"); return 1
+        fi
         mode=(--resume)
         [ -n "${had:-}" ] || echo "== $name: interrupted at step $(ckpt_step "$dir/$ckpt"); resuming"
     elif [ -d "$dir" ]; then
@@ -230,21 +249,24 @@ train_run() {
     [ "${mode[0]:-}" = --resume ] && secs="$secs (this part)"
     atomic_write "$dir/ablation_done" "steps=$got${MARK_EXTRA:+
 $MARK_EXTRA}
+precision=$RUN_PREC
 seconds=$secs
 load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 finished=$(date -u +%FT%TZ)"
     echo "== $name: finished ($got steps)"
 }
 
+RUN_PREC=$PREC   # the precision of the run being trained (train_g sets it per seed)
 train_flow() {   # train_flow flowclip|flownoclip
     # shellcheck disable=SC2046
     train_run "$OUT/$1" "$FLOW_STEPS" train_state.safetensors flow_ema.safetensors \
         "$BIN" train-flow $(flow_opts "$1") --seed "$SEED" --batch "$BATCH" \
-        --ckpt-every "$CKPT_EVERY" --log-every 50 --eval-n "$EVAL_N" --precision "$PREC"
+        --ckpt-every "$CKPT_EVERY" --log-every 50 --eval-n "$EVAL_N" --precision "$RUN_PREC"
 }
 
-train_g() {   # train_g VARIANT SEED FOLDER
+train_g() {   # train_g VARIANT SEED FOLDER PRECISION
     local v=$1 seed=$2 dir=$3 flow
+    RUN_PREC=$PREC   # the F of the norm-control pair: at --precision whichever seed asks for it
     flow=$(variant_flow "$v")
     MARK_EXTRA=
     case $v in normon|normoff)   # its own F first; a G of an F since extended is stale
@@ -258,13 +280,14 @@ train_g() {   # train_g VARIANT SEED FOLDER
             FAILED+=("${dir##*/}"); return 1
         fi ;;
     esac
+    RUN_PREC=$4
     # shellcheck disable=SC2046,SC2086
     train_run "$dir" "$STEPS" reverse_state.safetensors reverse_ema.safetensors \
         "$BIN" train-reverse --flow "$flow" --features "$FEATURES" --seed "$seed" \
         --batch "$BATCH" --warmup 200 --ckpt-every "$CKPT_EVERY" --eval-every "$EVAL_EVERY" \
-        --eval-n 0 --log-every 50 --precision "$PREC" $(variant_opts "$v") $G_OPTS
+        --eval-n 0 --log-every 50 --precision "$RUN_PREC" $(variant_opts "$v") $G_OPTS
     local rc=$?
-    MARK_EXTRA=
+    MARK_EXTRA=; RUN_PREC=$PREC
     return $rc
 }
 
@@ -319,12 +342,12 @@ echo "== ablation: G $STEPS steps of $BATCH, F pair $FLOW_STEPS steps, seed $SEE
      "FD on $EVAL_N samples (noise seed $EVAL_SEED), w grid: $WS; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for v in $ALL_G; do
     selected "$v" || continue
-    train_g "$v" "$SEED" "$OUT/$v" || true
+    train_g "$v" "$SEED" "$OUT/$v" "$PREC" || true
 done
 if [ -n "$SEED2" ]; then
     for v in $CONTESTED; do
         selected "$v" || continue
-        train_g "$v" "$SEED2" "$OUT/$v-s$SEED2" || true
+        train_g "$v" "$SEED2" "$OUT/$v-s$SEED2" "$PREC2" || true
     done
 fi
 
@@ -420,16 +443,16 @@ ELAPSED=$(( $(date +%s) - START ))
     echo "## Ablation (generated by tools/ablation.sh)"
     echo
     echo "Command: \`tools/ablation.sh --steps $STEPS --batch $BATCH --flow-steps $FLOW_STEPS --seed $SEED${SEED2:+ --second-seed $SEED2}" \
-         "--eval-n $EVAL_N --eval-seed $EVAL_SEED --ws \"$WS\"${G_OPTS:+ --g-opts \"$G_OPTS\"}\`."
+         "--precision $PREC${SEED2:+ --second-precision $PREC2} --eval-n $EVAL_N --eval-seed $EVAL_SEED --ws \"$WS\"${G_OPTS:+ --g-opts \"$G_OPTS\"}\`."
     echo "Every G: $STEPS steps of $BATCH images against \`$FLOW\` (the norm-control rows: against their own F," \
          "$FLOW_STEPS steps each), training seed $SEED; FD against the test split on $EVAL_N class-conditional" \
          "samples (classes in turn, noise seed $EVAL_SEED, clamped 8-bit images) with the evaluation network." \
          "FD floor (real training images, N = $EVAL_N): ${FLOOR:-?}. This run of the script: $((ELAPSED / 60)) minutes," \
-         "$(nproc) cores. Rows at w = 0 are unguided (the paper's ablations are without guidance); \"best w\" is the" \
+         "$(nproc) cores. Training runs in $PREC${SEED2:+ (seed $SEED2: $PREC2)}; every evaluation in $PREC. Rows at w = 0 are unguided (the paper's ablations are without guidance); \"best w\" is the" \
          "lowest FD over w in {$WS}. Curves: \`$DOCS/*.png\`; training times: \`$OUT/*/ablation_done\`."
     echo
     if [ -n "$SEED2" ]; then
-        echo "| row | changes (vs the recipe) | w | FD | class accuracy | NFE | ms/image | G(F(x)) | FD seed $SEED2 (its best w) | spread | curve | paper (FID) |"
+        echo "| row | changes (vs the recipe) | w | FD | class accuracy | NFE | ms/image | G(F(x)) | FD seed $SEED2${SEED2:+$([ "$PREC2" = "$PREC" ] || echo ", $PREC2")} (its best w) | spread | curve | paper (FID) |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     else
         echo "| row | changes (vs the recipe) | w | FD | class accuracy | NFE | ms/image | G(F(x)) | curve | paper (FID) |"
