@@ -109,6 +109,35 @@ TEST(plot_tick_labels) {
     CHECK(bf_plot_text_width("ab", 1) == 11 && bf_plot_text_width("ab", 2) == 22);
 }
 
+/* Legend names: a run folder reads as the run; parents are added only to tell logs apart. */
+TEST(plot_legend_names) {
+    static const struct { int n; const char *paths[3], *want[3]; } cases[] = {
+        {3, {"runs/naive/log.jsonl", "runs/align/log.jsonl", "/x/distill-s1/log.jsonl"},
+            {"naive", "align", "distill-s1"}},
+        {2, {"a/run/log.jsonl", "b/run/log.jsonl"}, {"a/run", "b/run"}},
+        {2, {"logs/f.jsonl", "other/g.jsonl"}, {"f.jsonl", "g.jsonl"}},
+        {2, {"x/f.jsonl", "y/f.jsonl"}, {"x/f.jsonl", "y/f.jsonl"}},
+        {1, {"log.jsonl"}, {"log.jsonl"}},
+        {1, {"/log.jsonl"}, {""}},
+    };
+    for (int c = 0; c < NUM(cases); c++) {
+        char names[3][BF_PLOT_NAME_MAX];
+        bf_plot_legend_names(names, cases[c].paths, cases[c].n);
+        for (int l = 0; l < cases[c].n; l++) {
+            if (strcmp(names[l], cases[c].want[l]))
+                fprintf(stderr, "    case %d: '%s' named '%s', not '%s'\n", c, cases[c].paths[l], names[l], cases[c].want[l]);
+            CHECK(!strcmp(names[l], cases[c].want[l]));
+        }
+    }
+    char longp[600], names[1][BF_PLOT_NAME_MAX];   /* a long name keeps its end */
+    memset(longp, 'a', sizeof longp);
+    longp[0] = '/';
+    memcpy(longp + 500, "tail/log.jsonl", 15);
+    const char *lp[1] = {longp};
+    bf_plot_legend_names(names, lp, 1);
+    CHECK(strlen(names[0]) == BF_PLOT_NAME_MAX - 1 && !strcmp(names[0] + BF_PLOT_NAME_MAX - 5, "tail"));
+}
+
 /* Found by tests/fuzz/fuzz_log.c: a tick at 0 with a step whose millionth underflows to 0
  * took log10(0) = -inf into an int (undefined; the label came out "0e0"), and infinite
  * values the same way. Such logs draw, with plain labels. */

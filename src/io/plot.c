@@ -745,8 +745,8 @@ static int parse_keys(key_list *k, const char *spec, const bf_trainlog *logs, in
 }
 
 /* ================================================================== the figure */
-/* Legend names: the file name, with its folder when it is the generic log.jsonl or when two
- * logs would otherwise read the same. */
+/* Legend names: the file name, or its folder's name when it is the generic log.jsonl (a run
+ * folder reads as the run), with as many parent folders as keep two logs apart. */
 static const char *path_tail(const char *p, int parts) {
     const char *s = p + strlen(p);
     for (int k = 0; s > p; s--)
@@ -754,15 +754,22 @@ static const char *path_tail(const char *p, int parts) {
     return s;
 }
 
-static void make_labels(const char **labels, const bf_trainlog *logs, int n_logs) {
+void bf_plot_legend_names(char (*names)[BF_PLOT_NAME_MAX], const char *const *paths, int n) {
     for (int parts = 1; parts <= 8; parts++) {
-        for (int l = 0; l < n_logs; l++) {
-            int generic = !strcmp(path_tail(logs[l].path, 1), "log.jsonl");
-            labels[l] = path_tail(logs[l].path, parts + generic);
+        for (int l = 0; l < n; l++) {
+            int generic = !strcmp(path_tail(paths[l], 1), "log.jsonl") && path_tail(paths[l], 1) != paths[l];
+            const char *tail = path_tail(paths[l], parts + generic);
+            size_t len = strlen(tail) - (generic ? strlen("/log.jsonl") : 0);
+            if (len >= BF_PLOT_NAME_MAX) {   /* too long: keep its end, where the names differ */
+                tail += len - (BF_PLOT_NAME_MAX - 1);
+                len = BF_PLOT_NAME_MAX - 1;
+            }
+            memcpy(names[l], tail, len);
+            names[l][len] = 0;
         }
         int clash = 0;
-        for (int a = 0; a < n_logs; a++)
-            for (int b = a + 1; b < n_logs; b++) clash |= !strcmp(labels[a], labels[b]);
+        for (int a = 0; a < n; a++)
+            for (int b = a + 1; b < n; b++) clash |= !strcmp(names[a], names[b]);
         if (!clash) return;
     }
 }
@@ -816,8 +823,11 @@ static void step_range(const bf_trainlog *logs, int n_logs, const key_list *keys
 
 static int render(const char *out_png, const bf_trainlog *logs, int n_logs, const key_list *keys,
                   const bf_plot_opts *o, long *skipped) {
-    const char *labels[MAX_LOGS];
-    make_labels(labels, logs, n_logs);
+    char names[MAX_LOGS][BF_PLOT_NAME_MAX];
+    const char *paths[MAX_LOGS], *labels[MAX_LOGS];
+    for (int l = 0; l < n_logs; l++) paths[l] = logs[l].path;
+    bf_plot_legend_names(names, paths, n_logs);
+    for (int l = 0; l < n_logs; l++) labels[l] = names[l];
     int cols = keys->n < o->cols ? keys->n : o->cols, rows = (keys->n + cols - 1) / cols;
     canvas c = {.w = cols * o->panel_w, .h = rows * o->panel_h};
     if ((int64_t)c.w * c.h > 200000000) {

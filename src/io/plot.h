@@ -36,6 +36,12 @@ int bf_trainlog_read(bf_trainlog *lg, const char *path);
 void bf_trainlog_free(bf_trainlog *lg);
 const bf_series *bf_trainlog_find(const bf_trainlog *lg, const char *name);
 
+/* The legend's name of each of n logs: the file name, or the folder's name for a generic
+ * "log.jsonl" (runs/naive/log.jsonl reads "naive"), with parent folders added until no two
+ * names are the same (at most 8 levels); a name longer than the buffer keeps its end. */
+#define BF_PLOT_NAME_MAX 200
+void bf_plot_legend_names(char (*names)[BF_PLOT_NAME_MAX], const char *const *paths, int n);
+
 /* Tick positions in [lo, hi] at a step of 1, 2 or 5 x 10^k giving about `target` intervals;
  * returns their count (at most max) and the step in *step. */
 int bf_plot_ticks(double lo, double hi, int target, double *ticks, int max, double *step);
