@@ -447,7 +447,7 @@ ELAPSED=$(( $(date +%s) - START ))
     echo "Every G: $STEPS steps of $BATCH images against \`$FLOW\` (the norm-control rows: against their own F," \
          "$FLOW_STEPS steps each), training seed $SEED; FD against the test split on $EVAL_N class-conditional" \
          "samples (classes in turn, noise seed $EVAL_SEED, clamped 8-bit images) with the evaluation network." \
-         "FD floor (real training images, N = $EVAL_N): ${FLOOR:-?}. This run of the script: $((ELAPSED / 60)) minutes," \
+         "FD floor (real training images, N = $EVAL_N): ${FLOOR:-?}. This invocation of the script: $((ELAPSED / 60)) minutes (finished runs and cached evaluations skipped)," \
          "$(nproc) cores. Training runs in $PREC${SEED2:+ (seed $SEED2: $PREC2)}; every evaluation in $PREC. Rows at w = 0 are unguided (the paper's ablations are without guidance); \"best w\" is the" \
          "lowest FD over w in {$WS}. Curves: \`$DOCS/*.png\`; training times: \`$OUT/*/ablation_done\`."
     echo
