@@ -188,14 +188,17 @@ run_tee() {   # run_tee LOG CMD...: as run, the output also appended to LOG
 atomic_write() {   # atomic_write FILE TEXT
     printf '%s\n' "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
 }
+ckpt_meta() {   # ckpt_meta FILE KEY PATTERN: a value of a checkpoint's metadata (empty when absent)
+    { head -c 262144 "$1" 2>/dev/null | grep -ao "\"$2\":\"$3\"" | head -1 | sed 's/.*:"\(.*\)"/\1/'; } || true
+}
 ckpt_step() {   # the step recorded in a checkpoint's metadata (0 when absent)
     local s
-    s=$(head -c 262144 "$1" 2>/dev/null | grep -ao '"step":"[0-9]*"' | head -1 | tr -dc 0-9) || true
+    s=$(ckpt_meta "$1" step '[0-9]*')
     echo "${s:-0}"
 }
 ckpt_precision() {   # the precision recorded in a checkpoint's metadata (fp32 when absent: older runs)
     local p
-    p=$(head -c 262144 "$1" 2>/dev/null | grep -ao '"precision":"[a-z0-9]*"' | head -1 | sed 's/.*:"\(.*\)"/\1/') || true
+    p=$(ckpt_meta "$1" precision '[a-z0-9]*')
     echo "${p:-fp32}"
 }
 jget() {   # jget FILE KEY: a number from a one-line JSON record
@@ -205,10 +208,11 @@ jget() {   # jget FILE KEY: a number from a one-line JSON record
 FAILED=()
 START=$(date +%s)
 
-# train_run FOLDER STEPS STATE CKPT TRAINER-COMMAND...: a run folder trained to STEPS, resumably
-# (STATE: the trainer's resume file; CKPT: the checkpoint whose metadata records the step)
+# train_run FOLDER STEPS PRECISION STATE CKPT TRAINER-COMMAND...: a run folder trained to STEPS
+# in PRECISION, resumably (STATE: the trainer's resume file; CKPT: the checkpoint whose metadata
+# records the step and the precision)
 train_run() {
-    local dir=$1 steps=$2 state=$3 ckpt=$4 had=; shift 4
+    local dir=$1 steps=$2 prec=$3 state=$4 ckpt=$5 had=; shift 5
     local name=${dir##*/}
     if [ -f "$dir/ablation_done" ]; then
         had=$(sed -n 's/^steps=//p' "$dir/ablation_done")
@@ -220,9 +224,9 @@ train_run() {
     if [ -f "$dir/$state" ]; then
         local was
         was=$(ckpt_precision "$dir/$ckpt")
-        if [ "$was" != "$RUN_PREC" ]; then   # a run is trained in one precision throughout
-            echo "== $name: its checkpoint was trained in $was, not $RUN_PREC: move $dir away to train" \
-                 "it again in $RUN_PREC" >&2
+        if [ "$was" != "$prec" ]; then   # a run is trained in one precision throughout
+            echo "== $name: its checkpoint was trained in $was, not $prec: move $dir away to train" \
+                 "it again in $prec" >&2
             FAILED+=("$name"); return 1
         fi
         mode=(--resume)
@@ -234,7 +238,7 @@ train_run() {
     fi
     local t0
     t0=$(date +%s)
-    if ! run_tee "$OUT/logs/$name.log" "$@" --out "$dir" --steps "$steps" "${mode[@]}"; then
+    if ! run_tee "$OUT/logs/$name.log" "$@" --precision "$prec" --out "$dir" --steps "$steps" "${mode[@]}"; then
         echo "== $name: the trainer failed (see above); the other variants go on" >&2
         FAILED+=("$name"); return 1
     fi
@@ -249,24 +253,22 @@ train_run() {
     [ "${mode[0]:-}" = --resume ] && secs="$secs (this part)"
     atomic_write "$dir/ablation_done" "steps=$got${MARK_EXTRA:+
 $MARK_EXTRA}
-precision=$RUN_PREC
+precision=$prec
 seconds=$secs
 load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 finished=$(date -u +%FT%TZ)"
     echo "== $name: finished ($got steps)"
 }
 
-RUN_PREC=$PREC   # the precision of the run being trained (train_g sets it per seed)
-train_flow() {   # train_flow flowclip|flownoclip
+train_flow() {   # train_flow flowclip|flownoclip: at --precision, whichever seed's G asks for it
     # shellcheck disable=SC2046
-    train_run "$OUT/$1" "$FLOW_STEPS" train_state.safetensors flow_ema.safetensors \
+    train_run "$OUT/$1" "$FLOW_STEPS" "$PREC" train_state.safetensors flow_ema.safetensors \
         "$BIN" train-flow $(flow_opts "$1") --seed "$SEED" --batch "$BATCH" \
-        --ckpt-every "$CKPT_EVERY" --log-every 50 --eval-n "$EVAL_N" --precision "$RUN_PREC"
+        --ckpt-every "$CKPT_EVERY" --log-every 50 --eval-n "$EVAL_N"
 }
 
 train_g() {   # train_g VARIANT SEED FOLDER PRECISION
-    local v=$1 seed=$2 dir=$3 flow
-    RUN_PREC=$PREC   # the F of the norm-control pair: at --precision whichever seed asks for it
+    local v=$1 seed=$2 dir=$3 prec=$4 flow
     flow=$(variant_flow "$v")
     MARK_EXTRA=
     case $v in normon|normoff)   # its own F first; a G of an F since extended is stale
@@ -280,14 +282,13 @@ train_g() {   # train_g VARIANT SEED FOLDER PRECISION
             FAILED+=("${dir##*/}"); return 1
         fi ;;
     esac
-    RUN_PREC=$4
     # shellcheck disable=SC2046,SC2086
-    train_run "$dir" "$STEPS" reverse_state.safetensors reverse_ema.safetensors \
+    train_run "$dir" "$STEPS" "$prec" reverse_state.safetensors reverse_ema.safetensors \
         "$BIN" train-reverse --flow "$flow" --features "$FEATURES" --seed "$seed" \
         --batch "$BATCH" --warmup 200 --ckpt-every "$CKPT_EVERY" --eval-every "$EVAL_EVERY" \
-        --eval-n 0 --log-every 50 --precision "$RUN_PREC" $(variant_opts "$v") $G_OPTS
+        --eval-n 0 --log-every 50 $(variant_opts "$v") $G_OPTS
     local rc=$?
-    MARK_EXTRA=; RUN_PREC=$PREC
+    MARK_EXTRA=
     return $rc
 }
 
