@@ -757,7 +757,8 @@ static const char *path_tail(const char *p, int parts) {
 void bf_plot_legend_names(char (*names)[BF_PLOT_NAME_MAX], const char *const *paths, int n) {
     for (int parts = 1; parts <= 8; parts++) {
         for (int l = 0; l < n; l++) {
-            int generic = !strcmp(path_tail(paths[l], 1), "log.jsonl") && path_tail(paths[l], 1) != paths[l];
+            const char *file = path_tail(paths[l], 1);
+            int generic = file != paths[l] && !strcmp(file, "log.jsonl");
             const char *tail = path_tail(paths[l], parts + generic);
             size_t len = strlen(tail) - (generic ? strlen("/log.jsonl") : 0);
             if (len >= BF_PLOT_NAME_MAX) {   /* too long: keep its end, where the names differ */
